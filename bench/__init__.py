@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.<name>` prints one JSON line with a ratio to a floor."""

@@ -1,0 +1,1 @@
+"""The running process: Bolt app, listeners, Block Kit views, HTTP server, scheduler, CLI."""

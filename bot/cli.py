@@ -1,0 +1,183 @@
+"""The `incident-bot` command line (DESIGN.md's Process section).
+
+Bad configuration or arguments print one line naming the problem and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import TYPE_CHECKING, NoReturn
+
+import click
+
+from bot.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from storage.db import Database
+    from storage.models import Incident
+
+log = logging.getLogger("incident_bot")
+
+
+class Fail(click.ClickException):
+    """An operator error: one line, exit 2."""
+
+    exit_code = 2
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise Fail(str(exc)) from None
+
+
+def _database(settings: Settings) -> Database:
+    from storage.db import Database
+
+    return Database(settings.database_url)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def cli(verbose: bool) -> None:
+    """incident-bot: security incident response on AWS, from Slack."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Alembic and botocore chatter drowns the one line an operator needs.
+    for noisy in ("alembic", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+@cli.command()
+@click.option("--http", "force_http", is_flag=True, help="HTTP mode even with SLACK_APP_TOKEN.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+def run(force_http: bool, host: str, port: int, workers: int) -> None:
+    """Run the bot: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode."""
+    settings = _settings()
+    try:
+        settings.require_slack()
+    except SettingsError as exc:
+        raise Fail(str(exc)) from None
+    from storage.migrate import upgrade
+
+    upgrade(settings.database_url)
+    try:
+        from bot.server import serve
+    except ImportError as exc:  # pragma: no cover - until the Slack app lands
+        raise Fail(f"the Slack app is not available in this build ({exc})") from None
+    serve(settings=settings, force_http=force_http, host=host, port=port, workers=workers)
+
+
+@cli.command()
+@click.option("--scenario", default="ec2-c2", show_default=True, help="Which incident to rehearse.")
+@click.option("--db", "db_path", default=None, help="Keep the drill's SQLite database here.")
+def drill(scenario: str, db_path: str | None) -> None:
+    """Run a whole incident offline: no Slack token, no AWS account."""
+    try:
+        from bot.drill import run_drill
+    except ImportError as exc:  # pragma: no cover - until the drill lands
+        raise Fail(f"the drill is not available in this build ({exc})") from None
+    sys.exit(run_drill(scenario=scenario, db_path=db_path))
+
+
+@cli.group()
+def db() -> None:
+    """Database migrations."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION."""
+    settings = _settings()
+    from storage.migrate import upgrade
+
+    upgrade(settings.database_url, revision=revision)
+    click.echo(f"database at {revision}")
+
+
+@db.command("downgrade")
+@click.option("--revision", default="base", show_default=True)
+def db_downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION."""
+    settings = _settings()
+    from storage.migrate import downgrade
+
+    downgrade(settings.database_url, revision=revision)
+    click.echo(f"database at {revision}")
+
+
+def _load_incident(database: Database, key: str) -> Incident:
+    from commands.errors import UserError
+    from commands.incidents import get_incident
+
+    with database.read_session() as session:
+        try:
+            return get_incident(session=session, key=key)
+        except UserError as exc:
+            raise Fail(exc.message) from None
+
+
+@cli.command()
+@click.argument("key")
+@click.option("--format", "fmt", type=click.Choice(["md", "json", "csv"]), default="md")
+def export(key: str, fmt: str) -> None:
+    """Write incident KEY's timeline to stdout."""
+    from commands.exports import export_timeline
+
+    database = _database(_settings())
+    incident = _load_incident(database, key)
+    with database.read_session() as session:
+        export_timeline(session=session, incident=incident, fmt=fmt, out=sys.stdout)
+
+
+@cli.command()
+@click.argument("key")
+def verify(key: str) -> None:
+    """Check incident KEY's hash chain; exit 1 if it was tampered with."""
+    from storage.timeline import verify_chain
+
+    database = _database(_settings())
+    incident = _load_incident(database, key)
+    with database.read_session() as session:
+        report = verify_chain(conn=session, incident=incident)
+    if report.ok:
+        click.echo(f"{incident.key}: {report.events} events, chain intact")
+        return
+    click.echo(
+        f"{incident.key}: TAMPERED at event #{report.first_bad_seq}: {report.reason}", err=True
+    )
+    sys.exit(1)
+
+
+@cli.command()
+def policy() -> None:
+    """Print the least-privilege IAM policy for every action the bot can take."""
+    try:
+        from containment.policy import policy_document
+    except ImportError as exc:  # pragma: no cover - until containment lands
+        raise Fail(f"the containment actions are not available in this build ({exc})") from None
+    click.echo(json.dumps(policy_document(), indent=2))
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    try:
+        rv = cli.main(args=argv, prog_name="incident-bot", standalone_mode=False)
+    except click.ClickException as exc:
+        # One line naming the problem; usage errors and Fail both exit 2.
+        click.echo(f"incident-bot: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code if isinstance(exc, Fail) else 2)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

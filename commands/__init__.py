@@ -1,0 +1,1 @@
+"""What the bot can do, independent of Slack: each command validates, changes state, records."""

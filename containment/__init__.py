@@ -1,0 +1,1 @@
+"""AWS containment actions (boto3). Knows nothing of Slack."""

@@ -1,0 +1,1 @@
+"""SQLAlchemy models, sessions, the hash-chained timeline and migrations."""

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import select, text
+
+from commands.incidents import open_incident
+from storage.models import Incident, TimelineEvent
+from storage.timeline import append_event, latest_events, verify_chain
+
+
+def _open(database, title: str = "c2 traffic") -> Incident:
+    with database.session() as s:
+        return open_incident(session=s, title=title, created_by="U1")
+
+
+def test_four_threads_append_2000_events_and_chain_verifies(database) -> None:
+    incident = _open(database)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(500):
+                with database.session() as s:
+                    inc = s.get(Incident, incident.id)
+                    append_event(
+                        session=s, incident=inc, actor=f"U{n}", kind="note", summary=f"{n}-{i}"
+                    )
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with database.read_session() as s:
+        inc = s.get(Incident, incident.id)
+        report = verify_chain(conn=s, incident=inc)
+        seqs = s.scalars(select(TimelineEvent.seq).where(TimelineEvent.incident_id == inc.id)).all()
+    # 2,000 notes plus the "opened" event, numbered 1..2001 with no gap.
+    assert report.ok, report
+    assert report.events == 2001
+    assert sorted(seqs) == list(range(1, 2002))
+
+
+def test_tampering_with_one_row_is_found_at_that_event(database) -> None:
+    incident = _open(database)
+    with database.session() as s:
+        inc = s.get(Incident, incident.id)
+        for i in range(10):
+            append_event(session=s, incident=inc, actor="U1", kind="note", summary=f"n{i}")
+    with database.engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE timeline_events SET summary = 'nothing happened' "
+                "WHERE incident_id = :i AND seq = 6"
+            ),
+            {"i": incident.id},
+        )
+    with database.read_session() as s:
+        report = verify_chain(conn=s, incident=s.get(Incident, incident.id))
+    assert not report.ok
+    assert report.first_bad_seq == 6
+
+
+def test_deleting_the_newest_event_is_detected(database) -> None:
+    incident = _open(database)
+    with database.session() as s:
+        inc = s.get(Incident, incident.id)
+        for i in range(3):
+            append_event(session=s, incident=inc, actor="U1", kind="note", summary=f"n{i}")
+    with database.engine.begin() as conn:
+        conn.execute(
+            text("DELETE FROM timeline_events WHERE incident_id = :i AND seq = 4"),
+            {"i": incident.id},
+        )
+    with database.read_session() as s:
+        report = verify_chain(conn=s, incident=s.get(Incident, incident.id))
+    assert not report.ok
+    assert report.first_bad_seq == 4
+
+
+def test_latest_events_newest_first(database) -> None:
+    incident = _open(database)
+    with database.session() as s:
+        inc = s.get(Incident, incident.id)
+        for i in range(30):
+            append_event(session=s, incident=inc, actor="U1", kind="note", summary=f"n{i}")
+    with database.read_session() as s:
+        got = latest_events(session=s, incident=s.get(Incident, incident.id), limit=20)
+    assert [e.summary for e in got][:2] == ["n29", "n28"]
+    assert len(got) == 20
+
+
+def test_details_roundtrip_is_canonical_and_times_are_utc(database) -> None:
+    incident = _open(database)
+    with database.session() as s:
+        inc = s.get(Incident, incident.id)
+        ev = append_event(
+            session=s,
+            incident=inc,
+            actor="guardduty",
+            kind="finding",
+            summary="x",
+            details={"b": 1, "a": [1, 2]},
+        )
+    with database.read_session() as s:
+        row = s.get(TimelineEvent, ev.id)
+        assert row.details == '{"a":[1,2],"b":1}'
+        assert row.occurred_at.utcoffset().total_seconds() == 0
