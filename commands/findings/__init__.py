@@ -1,0 +1,1 @@
+"""GuardDuty findings: normalisation of every delivery shape, ingest and polling."""
