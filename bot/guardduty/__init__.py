@@ -1,0 +1,1 @@
+"""GuardDuty delivery over HTTP: SNS verification, the ingest route, finding cards."""
