@@ -1,0 +1,193 @@
+"""A realistic AWS environment for drills, built with real boto3 calls.
+
+Offline drills build it inside moto; the same builder can seed a real sandbox account.
+What it builds mirrors a typical production web tier: a VPC, an instance with data
+volumes and PII tags in an Auto Scaling group, behind an ALB target group, with an
+instance profile; plus an IAM user with an access key for credential scenarios.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+
+WORKLOAD_TAGS = {
+    "Name": "checkout-web-1",
+    "DataClassification": "PII",
+    "Criticality": "high",
+    "Owner": "payments-team",
+    "Application": "checkout",
+}
+
+
+@dataclass
+class Sandbox:
+    region: str
+    account_id: str
+    vpc_id: str
+    subnet_id: str
+    web_group_id: str
+    instance_id: str
+    volume_ids: list[str]
+    eni_ids: list[str]
+    asg_name: str
+    target_group_arn: str
+    instance_profile_name: str
+    role_name: str
+    user_name: str
+    access_key_id: str
+    tags: dict[str, str] = field(default_factory=lambda: dict(WORKLOAD_TAGS))
+
+
+def _tags(d: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in d.items()]
+
+
+def build_sandbox(*, session: boto3.Session | None = None, region: str = "us-east-1") -> Sandbox:
+    session = session or boto3.Session(region_name=region)
+    ec2 = session.client("ec2", region_name=region)
+    iam = session.client("iam", region_name=region)
+    asg = session.client("autoscaling", region_name=region)
+    elbv2 = session.client("elbv2", region_name=region)
+    sts = session.client("sts", region_name=region)
+    account_id = sts.get_caller_identity()["Account"]
+
+    vpc_id = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnet_a = ec2.create_subnet(
+        VpcId=vpc_id, CidrBlock="10.20.1.0/24", AvailabilityZone=f"{region}a"
+    )
+    subnet_b = ec2.create_subnet(
+        VpcId=vpc_id, CidrBlock="10.20.2.0/24", AvailabilityZone=f"{region}b"
+    )
+    subnet_id = subnet_a["Subnet"]["SubnetId"]
+    web = ec2.create_security_group(GroupName="checkout-web", Description="web tier", VpcId=vpc_id)
+    web_group_id = web["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=web_group_id,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 443,
+                "ToPort": 443,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+            }
+        ],
+    )
+
+    role_name = "checkout-web-role"
+    iam.create_role(
+        RoleName=role_name,
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "ec2.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
+    )
+    profile_name = "checkout-web-profile"
+    profile = iam.create_instance_profile(InstanceProfileName=profile_name)["InstanceProfile"]
+    iam.add_role_to_instance_profile(InstanceProfileName=profile_name, RoleName=role_name)
+
+    image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    reservation = ec2.run_instances(
+        ImageId=image_id,
+        InstanceType="t3.medium",
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=subnet_id,
+        SecurityGroupIds=[web_group_id],
+        IamInstanceProfile={"Arn": profile["Arn"]},
+        BlockDeviceMappings=[
+            {"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8, "DeleteOnTermination": True}},
+            {"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 20, "DeleteOnTermination": True}},
+            {"DeviceName": "/dev/sdg", "Ebs": {"VolumeSize": 50, "DeleteOnTermination": True}},
+        ],
+        TagSpecifications=[{"ResourceType": "instance", "Tags": _tags(WORKLOAD_TAGS)}],
+    )
+    instance_id = reservation["Instances"][0]["InstanceId"]
+    # A second interface, as on instances with a management network.
+    eni2 = ec2.create_network_interface(SubnetId=subnet_id, Groups=[web_group_id])
+    ec2.attach_network_interface(
+        NetworkInterfaceId=eni2["NetworkInterface"]["NetworkInterfaceId"],
+        InstanceId=instance_id,
+        DeviceIndex=1,
+    )
+    desc = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    volume_ids = [m["Ebs"]["VolumeId"] for m in desc.get("BlockDeviceMappings", [])]
+    eni_ids = [n["NetworkInterfaceId"] for n in desc.get("NetworkInterfaces", [])]
+
+    lt = ec2.create_launch_template(
+        LaunchTemplateName="checkout-web",
+        LaunchTemplateData={"ImageId": image_id, "InstanceType": "t3.medium"},
+    )["LaunchTemplate"]
+    asg_name = "checkout-web-asg"
+    asg.create_auto_scaling_group(
+        AutoScalingGroupName=asg_name,
+        LaunchTemplate={"LaunchTemplateId": lt["LaunchTemplateId"], "Version": "$Latest"},
+        MinSize=0,
+        MaxSize=3,
+        DesiredCapacity=0,
+        VPCZoneIdentifier=subnet_id,
+    )
+    asg.attach_instances(InstanceIds=[instance_id], AutoScalingGroupName=asg_name)
+
+    lb = elbv2.create_load_balancer(
+        Name="checkout-alb",
+        Subnets=[subnet_id, subnet_b["Subnet"]["SubnetId"]],
+        SecurityGroups=[web_group_id],
+    )["LoadBalancers"][0]
+    tg = elbv2.create_target_group(
+        Name="checkout-web", Protocol="HTTPS", Port=443, VpcId=vpc_id, TargetType="instance"
+    )["TargetGroups"][0]
+    elbv2.create_listener(
+        LoadBalancerArn=lb["LoadBalancerArn"],
+        Protocol="HTTP",
+        Port=80,
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}],
+    )
+    elbv2.register_targets(
+        TargetGroupArn=tg["TargetGroupArn"], Targets=[{"Id": instance_id, "Port": 443}]
+    )
+
+    user_name = "ci-deployer"
+    iam.create_user(UserName=user_name)
+    key = iam.create_access_key(UserName=user_name)["AccessKey"]
+
+    return Sandbox(
+        region=region,
+        account_id=account_id,
+        vpc_id=vpc_id,
+        subnet_id=subnet_id,
+        web_group_id=web_group_id,
+        instance_id=instance_id,
+        volume_ids=volume_ids,
+        eni_ids=eni_ids,
+        asg_name=asg_name,
+        target_group_arn=tg["TargetGroupArn"],
+        instance_profile_name=profile_name,
+        role_name=role_name,
+        user_name=user_name,
+        access_key_id=key["AccessKeyId"],
+    )
+
+
+def describe(sandbox: Sandbox) -> dict[str, Any]:
+    """A plain summary for the transcript."""
+    return {
+        "instance": sandbox.instance_id,
+        "volumes": len(sandbox.volume_ids),
+        "interfaces": len(sandbox.eni_ids),
+        "auto_scaling_group": sandbox.asg_name,
+        "target_group": sandbox.target_group_arn.rsplit("/", 2)[-2],
+        "instance_profile": sandbox.instance_profile_name,
+        "tags": sandbox.tags,
+    }
