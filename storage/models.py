@@ -195,6 +195,9 @@ class ContainmentRequest(Base):
     plan: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     card_channel: Mapped[str | None] = mapped_column(String(40))
     card_ts: Mapped[str | None] = mapped_column(String(40))
+    # Touched by the executing process while it runs: a `running` request whose heartbeat
+    # went stale lost its process (restart, crash) and is marked interrupted (0002).
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column()
 
     steps: Mapped[list[ActionStep]] = relationship(
         back_populates="request", order_by="ActionStep.position", lazy="selectin"

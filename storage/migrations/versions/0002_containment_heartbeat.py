@@ -1,0 +1,30 @@
+"""containment request heartbeat (restart recovery)
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-28
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import storage.models
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("containment_requests", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("heartbeat_at", storage.models.UTCDateTime(timezone=True), nullable=True)
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("containment_requests", schema=None) as batch_op:
+        batch_op.drop_column("heartbeat_at")
