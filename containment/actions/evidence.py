@@ -1,0 +1,99 @@
+"""Store the captured evidence as one S3 object encrypted with SSE-KMS.
+
+Runs beside the containment steps rather than before them: the capture is already held in
+memory and in the capture step's result, so uploading it need not delay isolation.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from containment.context import ActionContext
+from containment.errors import error_code
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.tags import creation_tags
+from containment.targets import Target
+
+
+def evidence_key(target: Target, ctx: ActionContext, facts: Facts) -> str:
+    stamp = str(facts.get("captured_at", "unknown")).replace(":", "").replace("-", "")
+    stamp = stamp.split(".")[0].split("+")[0]
+    where = f"{ctx.evidence_prefix}{ctx.incident_key}/{target.kind}/{target.resource_id}"
+    return f"{where}/capture-{stamp}Z.json"
+
+
+def put_params(target: Target, ctx: ActionContext, facts: Facts) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "Bucket": ctx.evidence_bucket,
+        "Key": evidence_key(target, ctx, facts),
+        "ServerSideEncryption": "aws:kms",
+        "ContentType": "application/json",
+        # Never overwrite evidence: a second run finds the object and changes nothing.
+        "IfNoneMatch": "*",
+        "Tagging": "&".join(
+            f"{k}={v}"
+            for k, v in creation_tags(
+                incident_key=ctx.incident_key, finding_id=ctx.finding_id
+            ).items()
+        ),
+    }
+    if ctx.evidence_kms_key_id:
+        params["SSEKMSKeyId"] = ctx.evidence_kms_key_id
+    return params
+
+
+@register
+class StoreEvidence(Action):
+    name = "evidence"
+    summary = "Store the capture in the evidence bucket (SSE-KMS)"
+    kinds = ("instance", "access_key")
+    # kms:GenerateDataKey is what S3 asks of KMS on the caller's behalf for SSE-KMS uploads.
+    permissions = ("s3:PutObject", "s3:PutObjectTagging", "kms:GenerateDataKey")
+    depends_on = ("capture", "capture_key")
+
+    def calls(
+        self,
+        target: Target,
+        ctx: ActionContext,
+        facts: Facts,
+        results: dict[str, StepResult] | None = None,
+    ) -> list[PlannedCall]:
+        if not ctx.evidence_bucket:
+            return []
+        params = put_params(target, ctx, facts)
+        summary = {k: params[k] for k in ("Bucket", "Key", "ServerSideEncryption")}
+        summary["SSEKMSKeyId"] = params.get("SSEKMSKeyId", "aws/s3 (default)")
+        return [PlannedCall("s3", "PutObject", summary)]
+
+    def apply(self, target: Target, ctx: ActionContext, state: RunState) -> StepResult:
+        if not ctx.evidence_bucket:
+            return self.nothing_to_do(ctx, "no evidence bucket configured")
+        rec = self.recorder(ctx, state)
+        facts = state.captured
+        params = put_params(target, ctx, facts)
+        body = {k: v for k, v in facts.items() if k != "_blobs"}
+        body.update(facts.get("_blobs") or {})
+        with rec.guard():
+            s3 = ctx.home_client("s3", target.region)
+            location = {"bucket": params["Bucket"], "key": params["Key"]}
+            try:
+                out = s3.put_object(
+                    Body=json.dumps(body, sort_keys=True, default=str).encode(), **params
+                )
+            except ClientError as exc:
+                if error_code(exc) not in ("PreconditionFailed", "412"):
+                    raise
+                rec.evidence.update(location, already_stored=True)
+                return rec.result(note="evidence object already stored")
+            rec.evidence.update(
+                location,
+                version_id=out.get("VersionId"),
+                etag=out.get("ETag"),
+                sse=out.get("ServerSideEncryption"),
+                kms_key_id=out.get("SSEKMSKeyId"),
+            )
+            # Evidence is kept on rollback; changes stay empty on purpose.
+        return rec.result()

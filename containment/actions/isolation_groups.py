@@ -1,0 +1,209 @@
+"""Prepare the two security groups isolation needs, in each VPC the instance has ENIs in.
+
+- the isolation group (one per VPC, reused across incidents): no ingress, default egress
+  revoked for IPv4 and IPv6, so no traffic at all;
+- this incident's transit group: all traffic in and out from anywhere. Rules open to
+  0.0.0.0/0 and ::/0 on all ports in both directions make flows untracked, so moving an ENI
+  here first and then to the isolation group cuts connections that were already open.
+
+Only needs the capture, so it runs while protection, snapshots, ASG and LB steps run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from containment.actions.capture import transit_group_name
+from containment.concurrency import parallel, parallel_map
+from containment.context import ActionContext
+from containment.errors import error_code, is_not_found
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.tags import creation_tags, tag_list
+from containment.targets import Target
+
+ROLE_TAG = "incident-bot:role"
+ALL_V4 = {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+ALL_V6 = {"IpProtocol": "-1", "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}
+ALL_BOTH = {**ALL_V4, **ALL_V6}
+
+
+def _create_params(ctx: ActionContext, vpc: str, role: str) -> dict[str, Any]:
+    name = ctx.isolation_group_name if role == "isolation" else transit_group_name(ctx)
+    desc = (
+        "incident-bot isolation: no traffic in or out"
+        if role == "isolation"
+        else f"incident-bot {ctx.incident_key}: all-open transit group (untracks flows)"
+    )
+    tags = creation_tags(incident_key=ctx.incident_key, finding_id=ctx.finding_id)
+    tags[ROLE_TAG] = role
+    return {
+        "GroupName": name,
+        "Description": desc,
+        "VpcId": vpc,
+        "TagSpecifications": [{"ResourceType": "security-group", "Tags": tag_list(tags)}],
+    }
+
+
+def _needs_transit(facts: Facts, vpc: str, found: dict[str, Any]) -> bool:
+    """A transit hop is needed only while some ENI in the VPC is not isolated yet."""
+    iso = (found.get("isolation") or {}).get("id")
+    return any(e["groups"] != [iso] for e in facts["enis"] if e["vpc_id"] == vpc)
+
+
+def _vpc_calls(
+    ctx: ActionContext, facts: Facts, vpc: str, found: dict[str, Any]
+) -> list[PlannedCall]:
+    out: list[PlannedCall] = []
+    iso = found.get("isolation")
+    if iso is None:
+        out.append(PlannedCall("ec2", "CreateSecurityGroup", _create_params(ctx, vpc, "isolation")))
+        out.append(
+            PlannedCall("ec2", "RevokeSecurityGroupEgress",
+                        {"GroupId": "<new isolation group>", "IpPermissions": [ALL_BOTH]})
+        )
+    else:
+        if iso["ingress"]:
+            out.append(PlannedCall("ec2", "RevokeSecurityGroupIngress",
+                                   {"GroupId": iso["id"], "IpPermissions": iso["ingress"]}))
+        if iso["egress"]:
+            out.append(PlannedCall("ec2", "RevokeSecurityGroupEgress",
+                                   {"GroupId": iso["id"], "IpPermissions": iso["egress"]}))
+    if found.get("transit") is None and _needs_transit(facts, vpc, found):
+        out.append(PlannedCall("ec2", "CreateSecurityGroup", _create_params(ctx, vpc, "transit")))
+        out.append(PlannedCall("ec2", "AuthorizeSecurityGroupIngress",
+                               {"GroupId": "<new transit group>", "IpPermissions": [ALL_BOTH]}))
+        out.append(PlannedCall("ec2", "AuthorizeSecurityGroupEgress",
+                               {"GroupId": "<new transit group>", "IpPermissions": [ALL_V6]}))
+    return out
+
+
+def _ignore(codes: tuple[str, ...], fn: Any, **kwargs: Any) -> None:
+    try:
+        fn(**kwargs)
+    except ClientError as exc:
+        if error_code(exc) not in codes:
+            raise
+
+
+@register
+class IsolationGroups(Action):
+    name = "isolation_groups"
+    summary = "Create (or reuse) the isolation group and this incident's all-open transit group"
+    permissions = (
+        "ec2:CreateSecurityGroup",
+        "ec2:CreateTags",
+        "ec2:RevokeSecurityGroupEgress",
+        "ec2:RevokeSecurityGroupIngress",
+        "ec2:AuthorizeSecurityGroupIngress",
+        "ec2:AuthorizeSecurityGroupEgress",
+        "ec2:DeleteSecurityGroup",
+    )
+    depends_on = ("capture",)
+
+    def calls(
+        self,
+        target: Target,
+        ctx: ActionContext,
+        facts: Facts,
+        results: dict[str, StepResult] | None = None,
+    ) -> list[PlannedCall]:
+        return [
+            c for vpc, found in facts["groups"].items() for c in _vpc_calls(ctx, facts, vpc, found)
+        ]
+
+    def apply(self, target: Target, ctx: ActionContext, state: RunState) -> StepResult:
+        rec = self.recorder(ctx, state)
+        ec2 = ctx.client("ec2", target)
+        facts = state.facts
+        groups: dict[str, dict[str, str | None]] = {}
+
+        def isolation(vpc: str, found: dict[str, Any] | None) -> str:
+            if found is None:
+                gid = ec2.create_security_group(**_create_params(ctx, vpc, "isolation"))["GroupId"]
+                rec.change_item("created", gid, {"vpc": vpc, "role": "isolation"})
+                try:
+                    ec2.revoke_security_group_egress(GroupId=gid, IpPermissions=[ALL_BOTH])
+                except ClientError as exc:
+                    # No ::/0 rule (VPC without IPv6): revoke the IPv4 rule alone.
+                    if error_code(exc) != "InvalidPermission.NotFound":
+                        raise
+                    _ignore(("InvalidPermission.NotFound",), ec2.revoke_security_group_egress,
+                            GroupId=gid, IpPermissions=[ALL_V4])
+                return gid
+            gid = found["id"]
+            # A reused group must still be empty: someone may have added rules since.
+            if found["ingress"]:
+                ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=found["ingress"])
+                rec.change_item("tightened", gid, {"ingress": found["ingress"]})
+            if found["egress"]:
+                ec2.revoke_security_group_egress(GroupId=gid, IpPermissions=found["egress"])
+                rec.change_item("tightened", gid, {"egress": found["egress"]})
+            return gid
+
+        def transit(vpc: str, found: dict[str, Any] | None, needed: bool) -> str | None:
+            if found is not None:
+                return found["id"]
+            if not needed:
+                return None
+            gid = ec2.create_security_group(**_create_params(ctx, vpc, "transit"))["GroupId"]
+            rec.change_item("created", gid, {"vpc": vpc, "role": "transit"})
+            parallel(
+                lambda: _ignore(("InvalidPermission.Duplicate",),
+                                ec2.authorize_security_group_ingress,
+                                GroupId=gid, IpPermissions=[ALL_BOTH]),
+                lambda: _ignore(("InvalidPermission.Duplicate",),
+                                ec2.authorize_security_group_egress,
+                                GroupId=gid, IpPermissions=[ALL_V6]),
+            )
+            return gid
+
+        def prepare(item: tuple[str, dict[str, Any]]) -> None:
+            vpc, found = item
+            iso_id, transit_id = parallel(
+                lambda: isolation(vpc, found.get("isolation")),
+                lambda: transit(vpc, found.get("transit"), _needs_transit(facts, vpc, found)),
+            )
+            groups[vpc] = {"isolation": iso_id, "transit": transit_id}
+
+        with rec.guard():
+            parallel_map(prepare, list(facts["groups"].items()))
+        rec.evidence["groups"] = groups
+        return rec.result()
+
+    def rollback_calls(
+        self, target: Target, ctx: ActionContext, result: StepResult
+    ) -> list[PlannedCall]:
+        return [
+            PlannedCall("ec2", "DeleteSecurityGroup", {"GroupId": gid}, note=info["role"])
+            for gid, info in result.changes.get("created", {}).items()
+        ]
+
+    def rollback(
+        self, target: Target, ctx: ActionContext, result: StepResult
+    ) -> StepResult | None:
+        created = result.changes.get("created", {})
+        if not created:
+            return None
+        rec = self.recorder(ctx)
+        ec2 = ctx.client("ec2", target)
+        kept: dict[str, str] = {}
+
+        def delete(gid: str) -> None:
+            try:
+                ec2.delete_security_group(GroupId=gid)
+                rec.change_item("deleted", gid, created[gid]["role"])
+            except ClientError as exc:
+                if is_not_found(exc):
+                    return
+                if error_code(exc) == "DependencyViolation":
+                    # Another incident's instance uses the shared isolation group now.
+                    kept[gid] = "still in use"
+                    return
+                raise
+
+        with rec.guard():
+            parallel_map(delete, list(created))
+        rec.evidence["kept"] = kept
+        return rec.result()

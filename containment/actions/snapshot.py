@@ -1,0 +1,77 @@
+"""Step 3: one crash-consistent CreateSnapshots call for every attached volume.
+
+Snapshots are tagged at creation with the incident key and finding id, and stay on rollback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from containment.context import ActionContext
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.tags import creation_tags, tag_list
+from containment.targets import Target
+
+
+def _params(target: Target, ctx: ActionContext, facts: Facts) -> dict[str, Any] | None:
+    done = {s["volume_id"] for s in facts.get("incident_snapshots", [])}
+    volumes = facts["volumes"]
+    missing = [v for v in volumes if v["id"] not in done]
+    if not missing:
+        return None
+    root = facts["instance"].get("root_device")
+    spec: dict[str, Any] = {"InstanceId": target.resource_id}
+    root_done = any(v["device"] == root and v["id"] in done for v in volumes)
+    if root_done:
+        spec["ExcludeBootVolume"] = True
+    excluded = [v["id"] for v in volumes if v["id"] in done and v["device"] != root]
+    if excluded:
+        spec["ExcludeDataVolumeIds"] = excluded
+    desc = f"incident-bot {ctx.incident_key}"
+    if ctx.finding_id:
+        desc += f" finding {ctx.finding_id}"
+    tags = creation_tags(incident_key=ctx.incident_key, finding_id=ctx.finding_id)
+    # TagSpecifications, not CopyTagsFromSource: the API refuses both together.
+    return {
+        "InstanceSpecification": spec,
+        "Description": desc[:255],
+        "TagSpecifications": [{"ResourceType": "snapshot", "Tags": tag_list(tags)}],
+    }
+
+
+@register
+class Snapshot(Action):
+    name = "snapshot"
+    summary = "Crash-consistent snapshots of every attached volume"
+    permissions = ("ec2:CreateSnapshots", "ec2:CreateTags")
+    depends_on = ("protect",)
+
+    def calls(
+        self,
+        target: Target,
+        ctx: ActionContext,
+        facts: Facts,
+        results: dict[str, StepResult] | None = None,
+    ) -> list[PlannedCall]:
+        params = _params(target, ctx, facts)
+        return [PlannedCall("ec2", "CreateSnapshots", params)] if params else []
+
+    def apply(self, target: Target, ctx: ActionContext, state: RunState) -> StepResult:
+        existing = list(state.facts.get("incident_snapshots", []))
+        params = _params(target, ctx, state.facts)
+        if params is None:
+            result = self.nothing_to_do(ctx, "every volume already has an incident snapshot")
+            result.evidence = {"snapshots": existing}
+            return result
+        rec = self.recorder(ctx, state)
+        with rec.guard():
+            out = ctx.client("ec2", target).create_snapshots(**params)
+            made = [
+                {"id": s["SnapshotId"], "volume_id": s.get("VolumeId")} for s in out["Snapshots"]
+            ]
+            rec.evidence["created"] = made
+            rec.evidence["snapshots"] = existing + made
+        if rec.error:
+            rec.evidence["snapshots"] = existing
+            rec.left("snapshots", "none created by this attempt")
+        return rec.result()

@@ -1,0 +1,153 @@
+"""Everything an action needs besides its target: incident identity, options, AWS clients."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+from botocore.client import BaseClient
+from botocore.config import Config
+
+from containment.targets import Target
+
+ClientHook = Callable[[BaseClient], None]
+
+# Refresh assumed-role credentials this long before they expire.
+_REFRESH_MARGIN = timedelta(minutes=5)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ActionContext:
+    incident_key: str
+    finding_id: str | None = None
+    evidence_bucket: str | None = None
+    evidence_kms_key_id: str | None = None  # None: the account's default aws/s3 key
+    evidence_prefix: str = "incidents/"
+    dry_run: bool = False
+    isolation_group_name: str = "incident-bot-isolation"
+    # Per-incident all-open group that makes existing flows untracked before isolation.
+    transit_group_prefix: str = "incident-bot-untracked"
+    deny_all_profile_name: str = "incident-bot-deny-all"
+    cross_account_role_name: str | None = None
+    external_id: str | None = None
+    session_factory: Callable[[], boto3.Session] = boto3.Session
+    now: Callable[[], datetime] = utcnow
+    sleep: Callable[[float], None] = time.sleep
+    retry_mode: str = "standard"  # or "adaptive" (client-side rate limiting)
+    max_attempts: int = 5
+    max_pool_connections: int = 32
+    # Called with every new client (tests register botocore event handlers here).
+    client_hooks: tuple[ClientHook, ...] = ()
+
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _base: boto3.Session | None = field(default=None, init=False, repr=False)
+    _assumed: dict[str, tuple[boto3.Session, datetime]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _clients: dict[tuple[str, str, str | None], BaseClient] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _inspections: dict[Target, dict[str, Any]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    # --- clients -------------------------------------------------------------------------
+
+    def config(self) -> Config:
+        return Config(
+            retries={"mode": self.retry_mode, "max_attempts": self.max_attempts},
+            max_pool_connections=self.max_pool_connections,
+        )
+
+    def client(self, service: str, target: Target) -> Any:
+        """A client acting in the target's account and region (AssumeRole when cross-account)."""
+        return self._client(service, target.region, target.account_id)
+
+    def home_client(self, service: str, region: str) -> Any:
+        """A client in the bot's own account (evidence bucket, STS)."""
+        return self._client(service, region, None)
+
+    def _client(self, service: str, region: str, account_id: str | None) -> Any:
+        if not (account_id and self.cross_account_role_name):
+            account_id = None
+        key = (service, region, account_id)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is not None and (account_id is None or self._fresh(account_id)):
+                return client
+            session = self._session_for(account_id, region)
+            # boto3 sessions are not thread-safe, clients are: create under the lock.
+            client = session.client(service, region_name=region, config=self.config())
+            for hook in self.client_hooks:
+                hook(client)
+            self._clients[key] = client
+            return client
+
+    def _base_session(self) -> boto3.Session:
+        if self._base is None:
+            self._base = self.session_factory()
+        return self._base
+
+    def _fresh(self, account_id: str) -> bool:
+        entry = self._assumed.get(account_id)
+        return entry is not None and entry[1] - _REFRESH_MARGIN > utcnow()
+
+    def _session_for(self, account_id: str | None, region: str) -> boto3.Session:
+        base = self._base_session()
+        if account_id is None:
+            return base
+        if self._fresh(account_id):
+            return self._assumed[account_id][0]
+        partition = base.get_partition_for_region(region) or "aws"
+        sts = base.client("sts", region_name=region, config=self.config())
+        for hook in self.client_hooks:
+            hook(sts)
+        params: dict[str, Any] = {
+            "RoleArn": f"arn:{partition}:iam::{account_id}:role/{self.cross_account_role_name}",
+            "RoleSessionName": self.role_session_name(),
+        }
+        if self.external_id:
+            params["ExternalId"] = self.external_id
+        creds = sts.assume_role(**params)["Credentials"]
+        session = boto3.Session(
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+            region_name=region,
+        )
+        expires = creds["Expiration"]
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        self._assumed[account_id] = (session, expires)
+        return session
+
+    def role_session_name(self) -> str:
+        return re.sub(r"[^\w+=,.@-]", "-", f"incident-bot-{self.incident_key}")[:64]
+
+    # --- read-only inspection cache (planning) ----------------------------------------------
+
+    def cached_inspection(
+        self, target: Target, inspect: Callable[[Target, ActionContext], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Facts about the target, read once per context so planning N actions costs one read."""
+        with self._lock:
+            facts = self._inspections.get(target)
+        if facts is None:
+            facts = inspect(target, self)
+            with self._lock:
+                self._inspections[target] = facts
+        return facts
+
+    def forget_inspection(self, target: Target) -> None:
+        with self._lock:
+            self._inspections.pop(target, None)

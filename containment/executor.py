@@ -1,0 +1,261 @@
+"""Run a containment as a dependency graph: independent steps at the same time.
+
+A step starts as soon as every step it depends on has finished. A failed step blocks only the
+steps that depend on it; the rest still run. Given the results of an earlier run, only what
+is not done yet runs again, on freshly read facts. Rollback walks the same graph backwards.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from containment.context import ActionContext
+from containment.errors import error_record
+from containment.registry import (
+    Action,
+    Facts,
+    PlannedCall,
+    RunState,
+    StepResult,
+    actions_for,
+    all_actions,
+    deps_within,
+    facts_for,
+    facts_provider,
+    get_action,
+)
+from containment.targets import Target
+
+OnStep = Callable[[str, str, StepResult | None], None]
+
+
+def select_actions(target: Target, action_names: Iterable[str] | None = None) -> list[Action]:
+    """The target's actions in order; with names, those plus what they depend on."""
+    if action_names is None:
+        return actions_for(target)
+    wanted = set(action_names)
+    for name in wanted:
+        get_action(name)  # unknown names fail loudly
+    chosen = actions_for(target, include=wanted)
+    by_name = {a.name: a for a in chosen}
+    keep: set[str] = set()
+
+    def add(name: str) -> None:
+        if name in keep or name not in by_name:
+            return
+        keep.add(name)
+        for dep in by_name[name].depends_on:
+            add(dep)
+
+    for name in wanted:
+        add(name)
+    return [a for a in chosen if a.name in keep]
+
+
+def plan_all(
+    *, target: Target, ctx: ActionContext, action_names: Iterable[str] | None = None
+) -> list[tuple[Action, list[PlannedCall]]]:
+    """Every selected action's planned calls, from one read-only inspection."""
+    facts = facts_for(target, ctx)
+    return [(a, a.calls(target, ctx, facts)) for a in select_actions(target, action_names)]
+
+
+def _now(ctx: ActionContext) -> str:
+    return ctx.now().isoformat()
+
+
+def _dry(action: Action, target: Target, ctx: ActionContext, state: RunState) -> StepResult:
+    started = _now(ctx)
+    calls = action.calls(target, ctx, state.facts, state.results)
+    return StepResult(
+        action=action.name,
+        status="skipped",
+        note="dry run: no change made" if calls else "dry run: nothing to do",
+        dry_run=True,
+        planned=[c.to_dict() for c in calls],
+        started_at=started,
+        finished_at=_now(ctx),
+    )
+
+
+def _failed(action: str, ctx: ActionContext, exc: BaseException) -> StepResult:
+    now = _now(ctx)
+    return StepResult(
+        action=action,
+        status="failed",
+        error=error_record(exc),
+        state_left={"note": "the step stopped before recording its changes"},
+        started_at=now,
+        finished_at=now,
+    )
+
+
+def _blocked(action: str, ctx: ActionContext, blockers: list[str]) -> StepResult:
+    now = _now(ctx)
+    return StepResult(
+        action=action,
+        status="skipped",
+        note="not run: " + ", ".join(blockers) + " did not succeed",
+        blocked_by=blockers,
+        started_at=now,
+        finished_at=now,
+    )
+
+
+def _emit(on_step: OnStep | None, name: str, event: str, result: StepResult | None) -> None:
+    if on_step is not None:
+        on_step(name, event, result)
+
+
+def run_plan(
+    *,
+    target: Target,
+    ctx: ActionContext,
+    action_names: Iterable[str] | None = None,
+    previous: dict[str, StepResult] | None = None,
+    on_step: OnStep | None = None,
+    max_workers: int = 8,
+) -> dict[str, StepResult]:
+    actions = select_actions(target, action_names)
+    names = [a.name for a in actions]
+    previous = dict(previous or {})
+    results: dict[str, StepResult] = {
+        n: r for n, r in previous.items() if n in names and r.done and not ctx.dry_run
+    }
+    pending = [a for a in actions if a.name not in results]
+    if not pending:
+        return {n: results[n] for n in names}
+
+    provider = facts_provider(target)
+    facts: Facts = {}
+    if provider.name in results:
+        # A retry: what the capture saw stays the truth for rollback; decisions use fresh facts.
+        captured = results[provider.name].evidence
+        try:
+            facts.update(provider.inspect(target, ctx))
+        except Exception as exc:
+            for action in pending:
+                results[action.name] = _failed(action.name, ctx, exc)
+                _emit(on_step, action.name, "failed", results[action.name])
+            return {n: results[n] for n in names}
+    else:
+        captured = facts  # filled by the capture step, before any dependent runs
+
+    def run_one(action: Action) -> StepResult:
+        _emit(on_step, action.name, "started", None)
+        state = RunState(
+            facts=facts,
+            captured=captured,
+            results={n: results[n] for n in names if n in results},
+            prior=copy.deepcopy(previous.get(action.name)),
+        )
+        try:
+            if ctx.dry_run and action.mutating:
+                return _dry(action, target, ctx, state)
+            return action.apply(target, ctx, state)
+        except Exception as exc:  # an action bug must not hang the run
+            return _failed(action.name, ctx, exc)
+
+    running: dict[Future[StepResult], str] = {}
+    waiting = list(pending)
+    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="contain-step") as pool:
+        while waiting or running:
+            for action in list(waiting):
+                deps = deps_within(action, names)
+                if any(d not in results for d in deps):
+                    continue
+                waiting.remove(action)
+                blockers = [d for d in deps if not _ok(results[d], ctx)]
+                if blockers:
+                    results[action.name] = _blocked(action.name, ctx, blockers)
+                    _emit(on_step, action.name, "skipped", results[action.name])
+                    continue
+                running[pool.submit(run_one, action)] = action.name
+            if not running:
+                continue  # blocked steps may have unblocked (or blocked) others
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                name = running.pop(future)
+                result = future.result()
+                results[name] = result
+                _emit(on_step, name, result.status, result)
+    return {n: results[n] for n in names}
+
+
+def _ok(result: StepResult, ctx: ActionContext) -> bool:
+    return result.ok_for_dependents or (ctx.dry_run and result.dry_run)
+
+
+def rollback_plan(
+    *,
+    target: Target,
+    ctx: ActionContext,
+    results: dict[str, StepResult],
+    on_step: OnStep | None = None,
+    max_workers: int = 8,
+) -> dict[str, StepResult]:
+    """Undo what `results` record, newest first: a step is undone after every step that
+    depended on it. Steps with nothing to undo (or no undo, like snapshots) are left out."""
+    everything = {a.name: a for a in all_actions()}
+    todo = {
+        n: everything[n]
+        for n, r in results.items()
+        if n in everything and everything[n].has_rollback and r.changes and not r.dry_run
+    }
+    # Dependents, transitively, over the whole graph: undo consumers before providers.
+    dependents: dict[str, set[str]] = {n: set() for n in everything}
+    for a in everything.values():
+        for d in a.depends_on:
+            if d in dependents:
+                dependents[d].add(a.name)
+
+    def later(name: str) -> set[str]:
+        seen: set[str] = set()
+        stack = [name]
+        while stack:
+            for nxt in dependents.get(stack.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return seen & set(todo)
+
+    must_wait = {n: later(n) for n in todo}
+    out: dict[str, StepResult] = {}
+
+    def undo(action: Action) -> StepResult:
+        _emit(on_step, action.name, "started", None)
+        result = results[action.name]
+        if ctx.dry_run:
+            calls = action.rollback_calls(target, ctx, result)
+            now = _now(ctx)
+            return StepResult(action=action.name, status="skipped", dry_run=True,
+                              note="dry run: no change made",
+                              planned=[c.to_dict() for c in calls],
+                              started_at=now, finished_at=now)
+        try:
+            undone = action.rollback(target, ctx, result)
+        except Exception as exc:
+            return _failed(action.name, ctx, exc)
+        return undone or action.nothing_to_do(ctx, "nothing to roll back")
+
+    running: dict[Future[StepResult], str] = {}
+    waiting = list(todo)
+    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rollback") as pool:
+        while waiting or running:
+            for name in list(waiting):
+                if must_wait[name] - set(out):
+                    continue
+                waiting.remove(name)
+                running[pool.submit(undo, todo[name])] = name
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                name = running.pop(future)
+                out[name] = future.result()
+                _emit(on_step, name, out[name].status, out[name])
+    # Report in reverse containment order.
+    order = [n for n in reversed(list(results)) if n in out]
+    return {n: out[n] for n in order}
