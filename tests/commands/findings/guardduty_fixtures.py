@@ -8,6 +8,7 @@ requests (headers, blank line, JSON body).
 from __future__ import annotations
 
 import ast
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -72,3 +73,26 @@ def payloads(path: Path) -> list[tuple[str, Any]]:
         return [("body", json.loads(body))]
     # .json and the GetFindings REST syntax .txt are plain JSON (some with leading spaces).
     return [("file", json.loads(path.read_text()))]
+
+
+def load_json(name: str) -> Any:
+    """A JSON fixture by file name, from either directory."""
+    path = GUARDDUTY_DIR / name
+    return json.loads((path if path.exists() else SNS_DIR / name).read_text())
+
+
+def variant(detail: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A deep copy of a finding detail with `a__b__c=value` paths replaced."""
+    copied = copy.deepcopy(detail)
+    for path, value in changes.items():
+        *parents, leaf = path.split("__")
+        node = copied
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return copied
+
+
+def ec2_detail(**changes: Any) -> dict[str, Any]:
+    """The aws-samples EC2 finding (i-05746eb48123455e0, severity 5), changed as asked."""
+    return variant(load_json("automated-response-sample__guardduty_ec2_event.json"), **changes)
