@@ -1,0 +1,548 @@
+"""Run an approved request: claim it once, record every step, settle the outcome.
+
+`execute` first moves the request approved -> running with one atomic UPDATE; only the
+caller whose UPDATE changed the row runs anything, so a plan runs once even when a restart
+recovery and the approving process both try. Step callbacks arrive from the executor's
+worker threads: each one writes in its own short transaction, serialised by a lock so the
+timeline keeps the order they happened in. A heartbeat thread keeps `heartbeat_at` fresh;
+`recover` marks running requests with a stale heartbeat interrupted and hands approved but
+never-started ones back to be run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, or_, select, true, update
+
+from commands.approvals.plans import Engine, target_from_dict
+from commands.approvals.requests import (
+    done_results,
+    get_request,
+    incident_of,
+    mark_rolled_back,
+)
+from commands.errors import UserError
+from commands.incidents import set_status
+from containment.context import ActionContext
+from storage.db import Database
+from storage.models import ActionStep, ContainmentRequest, utcnow
+from storage.timeline import append_event
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY = 10.0  # seconds
+STALE_AFTER = dt.timedelta(seconds=60)
+ContextFactory = Callable[[ContainmentRequest], ActionContext]
+Progress = Callable[[int], None]  # called with the request id after each recorded change
+
+
+@dataclass
+class Outcome:
+    request_id: int
+    status: str  # succeeded | partial | failed
+    failed: list[dict[str, Any]] = field(default_factory=list)  # {"action", "error"}
+    dry_run: bool = False
+    incident_status: str | None = None
+
+
+@dataclass
+class Recovery:
+    resume: list[int] = field(default_factory=list)  # approved, never started: run them
+    interrupted: list[int] = field(default_factory=list)  # were running in a dead process
+
+
+def _error_text(error: Any) -> str | None:
+    if not error:
+        return None
+    if isinstance(error, Mapping):
+        code = error.get("code") or "Error"
+        op = f" in {error['operation']}" if error.get("operation") else ""
+        return f"{code}{op}: {error.get('message') or ''}".strip()
+    return str(error)
+
+
+def step_state(result: Mapping[str, Any]) -> str:
+    """The ActionStep status for an executor result."""
+    status = result.get("status")
+    if status == "skipped" and result.get("blocked_by"):
+        return "skipped"
+    return str(status or "failed")
+
+
+def _failed(result: Mapping[str, Any]) -> bool:
+    return result.get("status") == "failed" or bool(
+        result.get("status") == "skipped" and result.get("blocked_by")
+    )
+
+
+class _StepWriter:
+    """Persists step starts/results as they happen; thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        database: Database,
+        request_id: int,
+        dry_run: bool,
+        positions: dict[str, int],
+        progress: Progress | None,
+        now: Callable[[], dt.datetime],
+    ) -> None:
+        self.database = database
+        self.request_id = request_id
+        self.dry_run = dry_run
+        self.positions = positions
+        self.progress = progress
+        self.now = now
+        self.lock = threading.Lock()
+        self.finished: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, action: str, phase: str, result: dict[str, Any] | None) -> None:
+        try:
+            with self.lock:
+                if phase == "started":
+                    self._started(action)
+                else:
+                    self._finished(action, dict(result or {}))
+        except Exception:  # a recording failure must not kill the containment itself
+            log.exception("could not record %s %s of request #%s", action, phase, self.request_id)
+            return
+        if self.progress is not None:
+            try:
+                self.progress(self.request_id)
+            except Exception:
+                log.exception("progress callback failed for request #%s", self.request_id)
+
+    def _step(self, session: Any, action: str) -> ActionStep:
+        step = session.scalars(
+            select(ActionStep).where(
+                ActionStep.request_id == self.request_id, ActionStep.action == action
+            )
+        ).first()
+        if step is None:  # an action the plan did not list (the executor added it)
+            step = ActionStep(
+                request_id=self.request_id,
+                position=self.positions.setdefault(action, len(self.positions)),
+                action=action,
+                status="pending",
+                result={},
+            )
+            session.add(step)
+        return step
+
+    def _started(self, action: str) -> None:
+        with self.database.session() as session:
+            request = get_request(session=session, request_id=self.request_id)
+            step = self._step(session, action)
+            step.status = "running"
+            step.started_at = self.now()
+            request.heartbeat_at = self.now()
+            append_event(
+                session=session,
+                incident=incident_of(session=session, request=request),
+                actor="system",
+                kind="containment.step.started",
+                summary=f"{self._tag()}Step {action} started (request #{self.request_id})",
+                details={"request_id": self.request_id, "action": action},
+            )
+
+    def _finished(self, action: str, result: dict[str, Any]) -> None:
+        self.finished[action] = result
+        state = step_state(result)
+        error = _error_text(result.get("error"))
+        if result.get("blocked_by") and not error:
+            error = "not run: depends on failed step(s) " + ", ".join(result["blocked_by"])
+        with self.database.session() as session:
+            request = get_request(session=session, request_id=self.request_id)
+            incident = incident_of(session=session, request=request)
+            step = self._step(session, action)
+            step.status = state
+            step.finished_at = self.now()
+            step.started_at = step.started_at or step.finished_at
+            step.result = result
+            step.error = error
+            request.heartbeat_at = self.now()
+            note = f": {result['note']}" if result.get("note") else ""
+            summary = {
+                "succeeded": f"Step {action} succeeded{note}",
+                "skipped": f"Step {action} skipped{note or (': ' + error if error else '')}",
+                "failed": f"Step {action} failed: {error}",
+            }.get(state, f"Step {action} {state}")
+            append_event(
+                session=session,
+                incident=incident,
+                actor="system",
+                kind=f"containment.step.{state}",
+                summary=f"{self._tag()}{summary} (request #{self.request_id})",
+                details={"request_id": self.request_id, **result},
+            )
+            errors = []
+            if isinstance(result.get("error"), Mapping):
+                errors.append(("step", result["error"]))
+            optional = (result.get("evidence") or {}).get("optional_errors") or {}
+            errors.extend((what, err) for what, err in optional.items() if err)
+            for what, err in errors:
+                append_event(
+                    session=session,
+                    incident=incident,
+                    actor="system",
+                    kind="containment.aws_error",
+                    summary=(
+                        f"AWS error in step {action}"
+                        + (f" ({what})" if what != "step" else "")
+                        + f": {_error_text(err)}"
+                    ),
+                    details={"request_id": self.request_id, "action": action, "error": err},
+                )
+
+    def _tag(self) -> str:
+        return "[DRY RUN] " if self.dry_run else ""
+
+
+class _Heartbeat:
+    def __init__(self, database: Database, request_id: int, every: float, now: Any) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat,
+            args=(database, request_id, every, now),
+            name=f"heartbeat-{request_id}",
+            daemon=True,
+        )
+
+    def _beat(self, database: Database, request_id: int, every: float, now: Any) -> None:
+        while not self._stop.wait(every):
+            try:
+                with database.session() as session:
+                    session.execute(
+                        update(ContainmentRequest)
+                        .where(
+                            ContainmentRequest.id == request_id,
+                            ContainmentRequest.status == "running",
+                        )
+                        .values(heartbeat_at=now())
+                        .execution_options(synchronize_session=False)
+                    )
+            except Exception:
+                log.exception("heartbeat of request #%s failed", request_id)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+def claim(
+    *, database: Database, request_id: int, now: Callable[[], dt.datetime] = utcnow
+) -> bool:
+    """approved -> running, atomically. True for the one caller that may run the plan."""
+    with database.session() as session:
+        at = now()
+        changed = session.execute(
+            update(ContainmentRequest)
+            .where(ContainmentRequest.id == request_id, ContainmentRequest.status == "approved")
+            .values(status="running", started_at=at, heartbeat_at=at)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if changed != 1:
+            return False
+        request = get_request(session=session, request_id=request_id)
+        planned = [s["action"] for s in request.plan.get("steps", [])]
+        for position, action in enumerate(planned):
+            session.add(
+                ActionStep(
+                    request_id=request_id,
+                    position=position,
+                    action=action,
+                    status="pending",
+                    result={},
+                )
+            )
+        append_event(
+            session=session,
+            incident=incident_of(session=session, request=request),
+            actor="system",
+            kind="containment.started",
+            summary=(
+                f"{'[DRY RUN] ' if request.dry_run else ''}Started {request.kind} of "
+                f"{request.target_id} (request #{request_id}, approved by {request.decided_by})"
+            ),
+            details={
+                "request_id": request_id,
+                "steps": planned,
+                "approved_by": request.decided_by,
+                "dry_run": request.dry_run,
+            },
+        )
+        return True
+
+
+def execute(
+    *,
+    database: Database,
+    request_id: int,
+    engine: Engine,
+    context_factory: ContextFactory,
+    progress: Progress | None = None,
+    heartbeat_every: float = HEARTBEAT_EVERY,
+    now: Callable[[], dt.datetime] = utcnow,
+) -> Outcome | None:
+    """Run an approved request once. None when it was not ours to run (already claimed)."""
+    if not claim(database=database, request_id=request_id, now=now):
+        return None
+    with database.read_session() as session:
+        request = get_request(session=session, request_id=request_id)
+        target = target_from_dict(request.plan["target"])
+        kind = request.kind
+        dry_run = request.dry_run
+        plan_steps = list(request.plan.get("steps", []))
+        previous: list[dict[str, Any]] = []
+        if request.parent_id is not None:
+            parent = get_request(session=session, request_id=request.parent_id)
+            previous = done_results(session=session, request=parent)
+        ctx = context_factory(request)
+    ctx.dry_run = dry_run
+    positions = {s["action"]: i for i, s in enumerate(plan_steps)}
+    writer = _StepWriter(
+        database=database,
+        request_id=request_id,
+        dry_run=dry_run,
+        positions=positions,
+        progress=progress,
+        now=now,
+    )
+    if progress is not None:
+        progress(request_id)
+    crash: BaseException | None = None
+    results: list[dict[str, Any]] = []
+    with _Heartbeat(database, request_id, heartbeat_every, now):
+        try:
+            if kind == "rollback":
+                results = engine.rollback(
+                    target=target, ctx=ctx, previous=previous, on_step=writer
+                )
+            else:
+                results = engine.run(
+                    target=target,
+                    ctx=ctx,
+                    action_names=list(positions),
+                    previous=previous,
+                    on_step=writer,
+                )
+        except Exception as exc:  # the engine itself failed: settle as failed, say why
+            log.exception("containment request #%s crashed", request_id)
+            crash = exc
+    with writer.lock:
+        seen = dict(writer.finished)
+    for result in results:  # results the executor returned without a callback
+        if result.get("action") and result["action"] not in seen:
+            writer(result["action"], "finished", result)
+    outcome = _settle(
+        database=database,
+        request_id=request_id,
+        results={**seen, **{r["action"]: r for r in results if r.get("action")}},
+        plan_steps=plan_steps,
+        crash=crash,
+        now=now,
+    )
+    if progress is not None:
+        progress(request_id)
+    return outcome
+
+
+def _settle(
+    *,
+    database: Database,
+    request_id: int,
+    results: dict[str, dict[str, Any]],
+    plan_steps: list[dict[str, Any]],
+    crash: BaseException | None,
+    now: Callable[[], dt.datetime],
+) -> Outcome:
+    mutating = {s["action"]: bool(s.get("mutating", True)) for s in plan_steps}
+    failed = [
+        {"action": a, "error": _error_text(r.get("error")) or "depends on a failed step"}
+        for a, r in results.items()
+        if _failed(r)
+    ]
+    with database.session() as session:
+        request = get_request(session=session, request_id=request_id)
+        incident = incident_of(session=session, request=request)
+        missing = []
+        for step in request.steps:
+            if step.status in ("pending", "running"):
+                step.status = "failed" if crash else "interrupted"
+                step.error = f"not finished: {crash}" if crash else "the executor never ran it"
+                step.finished_at = now()
+                missing.append(step.action)
+        failed.extend({"action": a, "error": f"not finished: {crash or 'never ran'}"}
+                      for a in missing if a not in {f["action"] for f in failed})
+        changed_something = any(
+            r.get("status") == "succeeded" and mutating.get(a, True) for a, r in results.items()
+        )
+        if not failed:
+            status = "succeeded"
+        elif changed_something:
+            status = "partial"
+        else:
+            status = "failed"
+        request.status = status
+        request.finished_at = now()
+        request.heartbeat_at = None
+        tag = "[DRY RUN] " if request.dry_run else ""
+        append_event(
+            session=session,
+            incident=incident,
+            actor="system",
+            kind="containment.finished",
+            summary=(
+                f"{tag}{request.kind.capitalize()} of {request.target_id} {status} "
+                f"(request #{request_id})"
+                + (": failed " + ", ".join(f["action"] for f in failed) if failed else "")
+            ),
+            details={
+                "request_id": request_id,
+                "status": status,
+                "failed": failed,
+                "crash": repr(crash) if crash else None,
+            },
+        )
+        outcome = Outcome(request_id, status, failed, request.dry_run)
+        if status == "succeeded":
+            _after_success(session=session, request=request, incident=incident, tag=tag)
+        outcome.incident_status = incident.status
+        return outcome
+
+
+def _after_success(*, session: Any, request: ContainmentRequest, incident: Any, tag: str) -> None:
+    if request.kind == "rollback":
+        ids = mark_rolled_back(session=session, rollback=request)
+        if request.dry_run:
+            return
+        if incident.status == "contained":
+            set_status(
+                session=session,
+                incident=incident,
+                actor="system",
+                status="open",
+                summary=f"containment of {request.target_id} rolled back",
+                details={"request_id": request.id, "rolled_back": ids},
+            )
+        return
+    if request.kind not in ("contain", "retry") or incident.status != "open":
+        return
+    if request.dry_run:
+        append_event(
+            session=session,
+            incident=incident,
+            actor="system",
+            kind="containment.dry_run",
+            summary=f"{tag}{incident.key} would now be contained ({request.target_id})",
+            details={"request_id": request.id},
+        )
+        return
+    try:
+        set_status(
+            session=session,
+            incident=incident,
+            actor="system",
+            status="contained",
+            summary=f"{request.target_type} {request.target_id} contained",
+            details={"request_id": request.id},
+        )
+    except UserError:
+        log.warning("%s could not become contained from %s", incident.key, incident.status)
+
+
+def recover(
+    *,
+    database: Database,
+    now: Callable[[], dt.datetime] = utcnow,
+    stale_after: dt.timedelta = STALE_AFTER,
+    approved_grace: dt.timedelta = dt.timedelta(0),
+) -> Recovery:
+    """Find requests a dead process left behind; never lose one silently.
+
+    Approved ones never started (the decision is made, no AWS call was) are returned to be
+    run (`execute` claims each atomically). Running ones whose heartbeat went stale are
+    marked interrupted, with their unfinished steps, so a responder can retry or roll back.
+    """
+    out = Recovery()
+    at = now()
+    with database.session() as session:
+        out.resume = list(
+            session.scalars(
+                select(ContainmentRequest.id)
+                .where(
+                    ContainmentRequest.status == "approved",
+                    or_(
+                        ContainmentRequest.decided_at.is_(None),
+                        ContainmentRequest.decided_at <= at - approved_grace,
+                    ),
+                )
+                .order_by(ContainmentRequest.id)
+            )
+        )
+        stale = or_(
+            ContainmentRequest.heartbeat_at <= at - stale_after,
+            and_(
+                ContainmentRequest.heartbeat_at.is_(None),
+                ContainmentRequest.started_at <= at - stale_after,
+            ),
+        )
+        candidates = session.scalars(
+            select(ContainmentRequest.id).where(ContainmentRequest.status == "running", stale)
+        ).all()
+        for request_id in candidates:
+            if _mark_interrupted(session, request_id, at, stale, "interrupted by a restart"):
+                out.interrupted.append(request_id)
+    return out
+
+
+def _mark_interrupted(session: Any, request_id: int, at: dt.datetime, where: Any, why: str) -> bool:
+    changed = session.execute(
+        update(ContainmentRequest)
+        .where(ContainmentRequest.id == request_id, ContainmentRequest.status == "running")
+        .where(where)
+        .values(status="interrupted", finished_at=at, heartbeat_at=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if changed != 1:
+        return False
+    request = get_request(session=session, request_id=request_id)
+    unfinished = []
+    for step in request.steps:
+        if step.status in ("pending", "running"):
+            unfinished.append(step.action)
+            step.status = "interrupted"
+            step.finished_at = at
+            step.error = "the bot stopped before this step finished"
+    append_event(
+        session=session,
+        incident=incident_of(session=session, request=request),
+        actor="system",
+        kind="containment.interrupted",
+        summary=(
+            f"Request #{request_id} ({request.kind} of {request.target_id}) was {why}; "
+            "retry or roll back from its card"
+            + (f" (unfinished: {', '.join(unfinished)})" if unfinished else "")
+        ),
+        details={"request_id": request_id, "unfinished": unfinished},
+    )
+    return True
+
+
+def interrupt(
+    *, database: Database, request_id: int, now: Callable[[], dt.datetime] = utcnow
+) -> bool:
+    """Shutdown gave up on a running request: say so now rather than after a heartbeat."""
+    with database.session() as session:
+        return _mark_interrupted(session, request_id, now(), true(), "cut short by a shutdown")

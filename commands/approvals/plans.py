@@ -1,0 +1,177 @@
+"""Containment plans: what a request will do, computed before anyone approves it.
+
+A plan is stored on the request as JSON, so the approval card, the executor and a later
+retry all see the same steps. Planning reads AWS (describe/get/list) and changes nothing.
+`Engine` is the seam to containment/: `ContainmentEngine` drives its registry and executor;
+tests can pass another.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from commands.errors import UserError
+from containment.context import ActionContext, ClientHook
+from containment.targets import Target, kind_of
+
+# Called from the executor's worker threads: (action name, "started" | "finished", result).
+StepCallback = Callable[[str, str, dict[str, Any] | None], None]
+
+DEFAULT_TAG_LABELS = {
+    "name": "Name",
+    "data_classification": "DataClassification",
+    "criticality": "Criticality",
+    "owner": "Owner",
+    "application": "Application",
+}
+
+
+class ContainmentOptions(Protocol):
+    """The `containment:` configuration section (bot.settings.ContainmentConfig)."""
+
+    evidence_bucket: str | None
+    evidence_kms_key_id: str | None
+    dry_run: bool
+    isolation_group_name: str
+    cross_account_role_name: str | None
+    external_id: str | None
+
+
+class Engine(Protocol):
+    """What the approval flow needs from containment/ (results are StepResult dicts)."""
+
+    def plan(self, *, target: Target, ctx: ActionContext) -> dict[str, Any]: ...
+
+    def plan_rollback(
+        self, *, target: Target, ctx: ActionContext, previous: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]: ...
+
+    def run(
+        self,
+        *,
+        target: Target,
+        ctx: ActionContext,
+        action_names: Sequence[str] | None,
+        previous: Sequence[Mapping[str, Any]],
+        on_step: StepCallback,
+    ) -> list[dict[str, Any]]: ...
+
+    def rollback(
+        self,
+        *,
+        target: Target,
+        ctx: ActionContext,
+        previous: Sequence[Mapping[str, Any]],
+        on_step: StepCallback,
+    ) -> list[dict[str, Any]]: ...
+
+
+def parse_target(
+    resource_id: str, *, region: str | None = None, account_id: str | None = None
+) -> Target:
+    """A Target from what a responder typed; UserError when it names neither kind."""
+    resource_id = resource_id.strip()
+    kind = kind_of(resource_id)
+    if kind is None:
+        raise UserError(
+            f"{resource_id[:60]!r} is neither an instance id (i-0abc…) nor an access key id "
+            "(AKIA…): use /contain <instance-id|access-key-id> [INC-N] [reason]."
+        )
+    region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return Target(kind=kind, resource_id=resource_id, region=region, account_id=account_id)
+
+
+def target_to_dict(target: Target) -> dict[str, Any]:
+    return {
+        "kind": target.kind,
+        "resource_id": target.resource_id,
+        "region": target.region,
+        "account_id": target.account_id,
+        "user_name": target.user_name,
+    }
+
+
+def target_from_dict(data: Mapping[str, Any]) -> Target:
+    return Target(
+        kind=data["kind"],
+        resource_id=data["resource_id"],
+        region=data["region"],
+        account_id=data.get("account_id"),
+        user_name=data.get("user_name"),
+    )
+
+
+def action_context(
+    *,
+    incident_key: str,
+    options: ContainmentOptions | None,
+    dry_run: bool,
+    finding_id: str | None = None,
+    client_hooks: Sequence[ClientHook] = (),
+) -> ActionContext:
+    """The ActionContext for one request, from the `containment:` settings."""
+    ctx = ActionContext(
+        incident_key=incident_key,
+        finding_id=finding_id,
+        dry_run=dry_run,
+        client_hooks=tuple(client_hooks),
+    )
+    if options is not None:
+        ctx.evidence_bucket = options.evidence_bucket
+        ctx.evidence_kms_key_id = options.evidence_kms_key_id
+        ctx.isolation_group_name = options.isolation_group_name
+        ctx.cross_account_role_name = options.cross_account_role_name
+        ctx.external_id = options.external_id
+    return ctx
+
+
+def blast_radius(
+    facts: Mapping[str, Any], *, tag_labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """What else is affected if this resource is cut off: its tags and its attachments."""
+    labels = dict(tag_labels or DEFAULT_TAG_LABELS)
+    instance = facts.get("instance") or {}
+    tags: dict[str, str] = dict(instance.get("tags") or facts.get("tags") or {})
+    labelled = {label: tags[key] for label, key in labels.items() if key in tags}
+    attached: list[str] = []
+    asg = facts.get("asg")
+    if asg:
+        attached.append(
+            f"Auto Scaling group {asg.get('name')} (desired {asg.get('desired')}, "
+            f"min {asg.get('min')})"
+        )
+    for tg in facts.get("target_groups") or []:
+        attached.append(f"ELBv2 target group {tg.get('name') or tg.get('arn')}")
+    for lb in facts.get("classic_elbs") or []:
+        attached.append(f"classic load balancer {lb.get('name')}")
+    iam = facts.get("iam")
+    if iam:
+        roles = ", ".join(iam.get("roles") or []) or "no role"
+        attached.append(f"instance profile {iam.get('profile_name')} ({roles})")
+    enis = facts.get("enis") or []
+    volumes = facts.get("volumes") or []
+    if enis:
+        attached.append(f"{len(enis)} network interface(s)")
+    if volumes:
+        attached.append(f"{len(volumes)} EBS volume(s)")
+    if facts.get("user_name"):
+        attached.append(f"IAM user {facts['user_name']}")
+    return {
+        "tags": tags,
+        "labelled": labelled,
+        "attached": attached,
+        "state": instance.get("state"),
+        "public_ip": instance.get("public_ip"),
+        "vpc_id": instance.get("vpc_id"),
+    }
+
+
+def count_calls(plan: Mapping[str, Any], *, mutating: bool | None = None) -> int:
+    return sum(
+        1
+        for step in plan.get("steps", [])
+        for call in step.get("calls", [])
+        if mutating is None or bool(call.get("mutating", True)) == mutating
+    )
