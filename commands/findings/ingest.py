@@ -22,12 +22,13 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from commands.findings.normalize import NormalizedFinding
+from commands.findings.errors import BadFinding
+from commands.findings.normalize import NormalizedFinding, normalize_finding, severity_band
 from commands.incidents import find_open_for_resource, open_incident, set_severity
 from storage.models import SEVERITIES, Finding, Incident, utcnow
 from storage.timeline import NewEvent, append_events
@@ -35,6 +36,15 @@ from storage.timeline import NewEvent, append_events
 log = logging.getLogger(__name__)
 
 ACTOR = "guardduty"
+FACT_FINDINGS = 10  # findings listed on a card
+_NETWORK_FACTS = (
+    "public_ips",
+    "remote_ip",
+    "remote_domain",
+    "user_name",
+    "bucket_names",
+    "cluster",
+)
 Outcome = Literal["opened", "joined", "repeat", "recorded", "unchanged"]
 
 
@@ -84,7 +94,93 @@ def record_findings(
         results.append(result)
     for incident, events in pending.values():
         append_events(session=session, incident=incident, events=list(events.values()))
+    batch = {f.id: f for f in findings}
+    touched = {r.incident_id for r in results if r.card_stale}
+    for incident_id in touched:
+        incident = session.get(Incident, incident_id)
+        if incident is not None:
+            refresh_finding_facts(session=session, incident=incident, batch=batch)
     return results
+
+
+def refresh_finding_facts(
+    *, session: Session, incident: Incident, batch: dict[str, NormalizedFinding] | None = None
+) -> None:
+    """Summarise the incident's findings into `facts["guardduty"]`, which its card shows.
+
+    The card is rendered from the incident alone, so the facts carry what it needs: the
+    most severe (then latest) findings, the distinct count and the total of their counts.
+    """
+    rows = session.scalars(
+        select(Finding)
+        .where(Finding.incident_id == incident.id)
+        .order_by(Finding.severity.desc(), Finding.last_seen.desc(), Finding.id)
+        .limit(FACT_FINDINGS)
+    ).all()
+    distinct, occurrences = session.execute(
+        select(func.count(), func.coalesce(func.sum(Finding.count), 0)).where(
+            Finding.incident_id == incident.id
+        )
+    ).one()
+    previous = {
+        fact.get("id"): fact
+        for fact in ((incident.facts or {}).get("guardduty") or {}).get("findings", [])
+    }
+    summary = {
+        "distinct": int(distinct),
+        "occurrences": int(occurrences),
+        "findings": [_fact(row, (batch or {}).get(row.finding_id), previous) for row in rows],
+    }
+    incident.facts = {**(incident.facts or {}), "guardduty": summary}
+
+
+def _fact(
+    row: Finding, finding: NormalizedFinding | None, previous: dict[Any, dict[str, Any]]
+) -> dict[str, Any]:
+    """What a card line needs from one finding (JSON-safe).
+
+    The row holds the merged counters; the network facts come from this batch's normalised
+    finding, else from the previous summary, and only as a last resort from re-reading raw.
+    """
+    fact: dict[str, Any] = {
+        "id": row.finding_id,
+        "type": row.type,
+        "title": row.title,
+        "severity": row.severity,
+        "band": severity_band(row.severity),
+        "count": row.count,
+        "first_seen": row.first_seen.isoformat() if row.first_seen else None,
+        "last_seen": row.last_seen.isoformat() if row.last_seen else None,
+        "account_id": row.account_id,
+        "region": row.region,
+        "resource_type": row.resource_type,
+        "resource_id": row.resource_id,
+        "archived": row.archived,
+        "sample": row.sample,
+    }
+    if finding is None and row.finding_id in previous:
+        old = previous[row.finding_id]
+        fact.update({k: old.get(k) for k in _NETWORK_FACTS})
+        return fact
+    if finding is None:
+        finding = _normalized_or_none(row.raw or {}, row.region)
+    if finding is not None:
+        fact.update(
+            public_ips=list(finding.public_ips),
+            remote_ip=finding.remote_ip,
+            remote_domain=finding.remote_domain,
+            user_name=finding.user_name,
+            bucket_names=list(finding.bucket_names),
+            cluster=finding.cluster,
+        )
+    return fact
+
+
+def _normalized_or_none(raw: dict[str, Any], region: str | None) -> NormalizedFinding | None:
+    try:
+        return normalize_finding(raw, region=region)
+    except BadFinding:
+        return None
 
 
 def _record_one(

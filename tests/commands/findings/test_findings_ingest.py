@@ -275,3 +275,19 @@ def test_the_timeline_chain_stays_valid(database: Database) -> None:
         incident = session.get(Incident, first.incident_id)
         report = verify_chain(conn=session, incident=incident)
     assert report.ok and report.events == 4
+
+
+def test_incident_facts_summarise_its_findings_for_the_card(database: Database) -> None:
+    (first,) = record(database, ec2_detail())
+    record(database, ec2_detail(id="joiner", severity=8.5, type="Backdoor:EC2/Spambot"))
+    record(database, ec2_detail(service__count=4, updatedAt="2017-11-01T00:00:00Z"))
+    with database.read_session() as session:
+        facts = session.get(Incident, first.incident_id).facts["guardduty"]
+    assert (facts["distinct"], facts["occurrences"]) == (2, 5)
+    assert [f["id"] for f in facts["findings"]] == ["joiner", "16afba5c5c43e07c9e3e5e2e544e95df"]
+    top, canary = facts["findings"]
+    assert (top["type"], top["band"], top["count"]) == ("Backdoor:EC2/Spambot", "high", 1)
+    # The repeat batch only carried the canary; the joiner's network facts were kept.
+    assert top["public_ips"] == ["11.111.111.1"] and top["remote_ip"] == "0.0.0.0"
+    assert (canary["count"], canary["first_seen"]) == (4, "2017-10-31T23:16:23+00:00")
+    assert canary["sample"] is False and canary["resource_id"] == INSTANCE
