@@ -518,7 +518,7 @@ class ContainmentService:
 
         def loop() -> None:
             first = True
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not self._closing():
                 try:
                     self.sweep(first=first)
                 except Exception:
@@ -528,6 +528,11 @@ class ContainmentService:
 
         self._sweeper = threading.Thread(target=loop, name="containment-sweeper", daemon=True)
         self._sweeper.start()
+
+    def _closing(self) -> bool:
+        """The process is shutting down (its background pool stopped taking work)."""
+        background = self.runtime.background
+        return bool(getattr(background, "closing", getattr(background, "_closing", False)))
 
     def stop(self) -> None:
         self._stop.set()

@@ -1,0 +1,398 @@
+"""Containment requests without Slack: who may decide, exactly-once decisions and runs,
+expiry, step records, outcomes and restart recovery (on every database backend)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from commands.approvals import decide, execute, expire_due, recover, request_containment
+from commands.approvals.execution import claim
+from commands.approvals.plans import StepCallback, parse_target
+from commands.approvals.requests import done_results
+from commands.errors import NotAllowed, UserError
+from commands.incidents import open_incident
+from containment.context import ActionContext
+from containment.targets import Target
+from storage.models import ActionStep, ContainmentRequest, Incident, TimelineEvent, utcnow
+
+APPROVERS = ["U0APPROVER1", "U0APPROVER2"]
+INSTANCE = "i-0123456789abcdef0"
+STEPS = ("capture", "isolate", "iam", "tag")
+
+
+class FakeEngine:
+    """Steps run in worker threads like the real executor; chosen steps fail."""
+
+    def __init__(self, fail: Sequence[str] = ()) -> None:
+        self.fail = set(fail)
+        self.runs: list[list[str]] = []
+        self.rollbacks: list[list[str]] = []
+        self.lock = threading.Lock()
+
+    def plan(self, *, target: Target, ctx: ActionContext) -> dict[str, Any]:
+        return {
+            "steps": [
+                {
+                    "action": name,
+                    "summary": f"do {name}",
+                    "mutating": name != "capture",
+                    "calls": [{"text": f"ec2.{name.title()}(InstanceId={target.resource_id})"}],
+                }
+                for name in STEPS
+            ],
+            "blast_radius": {"tags": {"Name": "web-1"}, "labelled": {"name": "web-1"}},
+        }
+
+    def plan_rollback(self, *, target: Target, ctx: ActionContext, previous: Any) -> dict:
+        return {"steps": [{"action": p["action"], "calls": []} for p in previous]}
+
+    def _go(self, names: Sequence[str], on_step: StepCallback, *, undo: bool) -> list[dict]:
+        def one(name: str) -> dict[str, Any]:
+            on_step(name, "started", None)
+            if name in self.fail and not undo:
+                result = {
+                    "action": name,
+                    "status": "failed",
+                    "error": {"code": "AccessDenied", "message": "not allowed", "operation": "X"},
+                    "changes": {},
+                }
+            else:
+                result = {"action": name, "status": "succeeded", "changes": {"did": name}}
+            on_step(name, result["status"], result)
+            return result
+
+        with ThreadPoolExecutor(4) as pool:
+            return list(pool.map(one, names))
+
+    def run(
+        self,
+        *,
+        target: Target,
+        ctx: ActionContext,
+        action_names: Sequence[str] | None,
+        previous: Sequence[Mapping[str, Any]],
+        on_step: StepCallback,
+    ) -> list[dict[str, Any]]:
+        names = list(action_names or STEPS)
+        with self.lock:
+            self.runs.append(names)
+        return self._go(names, on_step, undo=False)
+
+    def rollback(self, *, target: Target, ctx: ActionContext, previous: Any, on_step: Any) -> list:
+        names = [p["action"] for p in previous if p.get("status") == "succeeded"]
+        with self.lock:
+            self.rollbacks.append(names)
+        return self._go(names, on_step, undo=True)
+
+
+def ctx_for(request: ContainmentRequest) -> ActionContext:
+    return ActionContext(incident_key=f"req-{request.id}", dry_run=request.dry_run)
+
+
+def new_request(database: Any, *, requested_by: str = "W111", minutes: float = 30,
+                dry_run: bool = False) -> int:
+    engine = FakeEngine()
+    target = parse_target(INSTANCE, region="us-east-1")
+    with database.session() as session:
+        incident = session.scalars(select(Incident)).first() or open_incident(
+            session=session, title="C2 traffic from web-1", created_by="W111",
+            resource_id=INSTANCE,
+        )
+        created = request_containment(
+            session=session,
+            incident=incident,
+            target=target,
+            plan=engine.plan(target=target, ctx=ActionContext(incident_key=incident.key)),
+            requested_by=requested_by,
+            reason="beaconing to a known C2",
+            expire_after=dt.timedelta(minutes=minutes),
+            dry_run=dry_run,
+        )
+        assert created.created
+        return created.request.id
+
+
+def approve(database: Any, request_id: int, actor: str = "U0APPROVER1", **kw: Any) -> Any:
+    with database.session() as session:
+        return decide(session=session, request_id=request_id, actor=actor, approve=True,
+                      approvers=APPROVERS, **kw)
+
+
+def timeline(database: Any) -> list[TimelineEvent]:
+    with database.read_session() as session:
+        return list(session.scalars(select(TimelineEvent).order_by(TimelineEvent.seq)))
+
+
+def request_row(database: Any, request_id: int) -> ContainmentRequest:
+    with database.read_session() as session:
+        row = session.get(ContainmentRequest, request_id)
+        assert row is not None
+        return row
+
+
+# -- requests --------------------------------------------------------------------------------
+
+
+def test_request_records_plan_and_timeline_and_dedupes(database: Any) -> None:
+    request_id = new_request(database)
+    row = request_row(database, request_id)
+    assert row.status == "pending" and row.kind == "contain"
+    assert [s["action"] for s in row.plan["steps"]] == list(STEPS)
+    assert row.plan["target"]["resource_id"] == INSTANCE
+    assert row.expires_at - row.requested_at == dt.timedelta(minutes=30)
+    requested = [e for e in timeline(database) if e.kind == "containment.requested"]
+    assert len(requested) == 1 and "beaconing" in requested[0].summary
+    # The same target again (a GuardDuty update, a double-typed command): the same request.
+    target = parse_target(INSTANCE, region="us-east-1")
+    with database.session() as session:
+        again = request_containment(
+            session=session, incident=session.scalars(select(Incident)).one(), target=target,
+            plan=FakeEngine().plan(target=target, ctx=ActionContext(incident_key="x")),
+            requested_by="guardduty", expire_after=dt.timedelta(minutes=5),
+        )
+        assert not again.created and again.request.id == request_id
+
+
+def test_bad_target_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="neither an instance id"):
+        parse_target("sg-123")
+
+
+# -- who may decide --------------------------------------------------------------------------
+
+
+def test_self_approval_refused_under_two_person_rule(database: Any) -> None:
+    request_id = new_request(database, requested_by="U0APPROVER1")
+    with pytest.raises(NotAllowed, match="another approver"):
+        approve(database, request_id, "U0APPROVER1")
+    assert request_row(database, request_id).status == "pending"
+    # Without the rule (a one-person team), the requester may approve.
+    assert approve(database, request_id, "U0APPROVER1", two_person_rule=False).won
+
+
+def test_non_approver_refused(database: Any) -> None:
+    request_id = new_request(database)
+    with pytest.raises(NotAllowed, match="configured approvers"):
+        approve(database, request_id, "W999")
+    with database.session() as session, pytest.raises(NotAllowed):
+        decide(session=session, request_id=request_id, actor="W999", approve=False,
+               approvers=APPROVERS, reason="no")
+    assert request_row(database, request_id).status == "pending"
+
+
+def test_guardduty_request_any_approver_and_approver_recorded(database: Any) -> None:
+    request_id = new_request(database, requested_by="guardduty")
+    decision = approve(database, request_id, "U0APPROVER2")
+    assert decision.won
+    row = request_row(database, request_id)
+    assert (row.status, row.decided_by, row.requested_by) == ("approved", "U0APPROVER2",
+                                                               "guardduty")
+    approved = [e for e in timeline(database) if e.kind == "containment.approved"]
+    assert approved[0].actor == "U0APPROVER2"
+
+
+def test_twenty_concurrent_approvals_one_winner(database: Any) -> None:
+    request_id = new_request(database)
+    barrier = threading.Barrier(20)
+
+    def click(i: int) -> bool:
+        barrier.wait()
+        return approve(database, request_id, APPROVERS[i % 2]).won
+
+    with ThreadPoolExecutor(20) as pool:
+        wins = list(pool.map(click, range(20)))
+    assert wins.count(True) == 1
+    assert len([e for e in timeline(database) if e.kind == "containment.approved"]) == 1
+    # And of twenty concurrent runs, one claims it.
+    engine = FakeEngine()
+    with ThreadPoolExecutor(20) as pool:
+        outcomes = list(pool.map(
+            lambda _: execute(database=database, request_id=request_id, engine=engine,
+                              context_factory=ctx_for),
+            range(20),
+        ))
+    assert len([o for o in outcomes if o is not None]) == 1
+    assert len(engine.runs) == 1
+    assert len([e for e in timeline(database) if e.kind == "containment.started"]) == 1
+
+
+def test_reject_needs_a_reason_and_records_it(database: Any) -> None:
+    request_id = new_request(database)
+    with database.session() as session, pytest.raises(UserError, match="why"):
+        decide(session=session, request_id=request_id, actor="U0APPROVER1", approve=False,
+               approvers=APPROVERS, reason="  ")
+    with database.session() as session:
+        decision = decide(session=session, request_id=request_id, actor="U0APPROVER1",
+                          approve=False, approvers=APPROVERS, reason="false positive: pentest")
+    assert decision.won
+    row = request_row(database, request_id)
+    assert (row.status, row.decision_reason) == ("rejected", "false positive: pentest")
+    late = approve(database, request_id, "U0APPROVER2")
+    assert not late.won and "rejected by <@U0APPROVER1>" in late.message
+    assert claim(database=database, request_id=request_id) is False
+
+
+# -- expiry ----------------------------------------------------------------------------------
+
+
+def test_expiry(database: Any) -> None:
+    request_id = new_request(database, minutes=5)
+    later = utcnow() + dt.timedelta(minutes=6)
+    with database.session() as session:
+        assert expire_due(session=session, now=utcnow()) == []
+        assert [r.id for r in expire_due(session=session, now=later)] == [request_id]
+        assert expire_due(session=session, now=later) == []  # once
+    assert request_row(database, request_id).status == "expired"
+    decision = approve(database, request_id)
+    assert not decision.won and "expired" in decision.message
+    assert [e.actor for e in timeline(database) if e.kind == "containment.expired"] == [
+        "scheduler"
+    ]
+
+
+def test_decide_after_deadline_expires_instead_of_approving(database: Any) -> None:
+    request_id = new_request(database, minutes=1)
+    decision = approve(database, request_id, now=utcnow() + dt.timedelta(minutes=2))
+    assert not decision.won
+    assert request_row(database, request_id).status == "expired"
+
+
+# -- execution -------------------------------------------------------------------------------
+
+
+def test_execute_records_every_step_and_contains_incident(database: Any) -> None:
+    request_id = new_request(database)
+    approve(database, request_id)
+    outcome = execute(database=database, request_id=request_id, engine=FakeEngine(),
+                      context_factory=ctx_for)
+    assert outcome is not None and outcome.status == "succeeded"
+    with database.read_session() as session:
+        steps = session.scalars(
+            select(ActionStep).where(ActionStep.request_id == request_id)
+            .order_by(ActionStep.position)
+        ).all()
+        assert [(s.action, s.status) for s in steps] == [(a, "succeeded") for a in STEPS]
+        assert all(s.started_at and s.finished_at for s in steps)
+        assert session.scalars(select(Incident)).one().status == "contained"
+    kinds = [e.kind for e in timeline(database)]
+    assert kinds.count("containment.step.started") == len(STEPS)
+    assert kinds.count("containment.step.succeeded") == len(STEPS)
+    assert kinds[-1] == "incident.status" and "containment.finished" in kinds
+    assert request_row(database, request_id).status == "succeeded"
+
+
+def test_partial_failure_records_error_then_retry_runs_only_what_is_left(database: Any) -> None:
+    request_id = new_request(database)
+    approve(database, request_id)
+    outcome = execute(database=database, request_id=request_id,
+                      engine=FakeEngine(fail=["iam"]), context_factory=ctx_for)
+    assert outcome is not None and outcome.status == "partial"
+    assert outcome.failed == [{"action": "iam", "error": "AccessDenied in X: not allowed"}]
+    errors = [e for e in timeline(database) if e.kind == "containment.aws_error"]
+    assert len(errors) == 1 and "AccessDenied" in errors[0].summary
+    with database.read_session() as session:
+        assert session.scalars(select(Incident)).one().status == "open"
+        parent = session.get(ContainmentRequest, request_id)
+        done = {r["action"] for r in done_results(session=session, request=parent)
+                if r["status"] == "succeeded"}
+    assert done == {"capture", "isolate", "tag"}
+
+    # The retry: a new request whose plan is what is left, approved the same way.
+    with database.session() as session:
+        parent = session.get(ContainmentRequest, request_id)
+        steps = [s for s in parent.plan["steps"] if s["action"] not in done]
+        retry = request_containment(
+            session=session, incident=session.get(Incident, parent.incident_id),
+            target=parse_target(INSTANCE, region="us-east-1"), plan={"steps": steps},
+            requested_by="W111", expire_after=dt.timedelta(minutes=30), kind="retry",
+            parent=parent,
+        ).request.id
+    approve(database, retry)
+    engine = FakeEngine()
+    outcome = execute(database=database, request_id=retry, engine=engine,
+                      context_factory=ctx_for)
+    assert outcome is not None and outcome.status == "succeeded"
+    assert engine.runs == [["iam"]]
+    with database.read_session() as session:
+        assert session.scalars(select(Incident)).one().status == "contained"
+
+
+def test_all_changing_steps_failed_is_failed(database: Any) -> None:
+    request_id = new_request(database)
+    approve(database, request_id)
+    outcome = execute(database=database, request_id=request_id,
+                      engine=FakeEngine(fail=["isolate", "iam", "tag"]), context_factory=ctx_for)
+    assert outcome is not None and outcome.status == "failed"
+
+
+def test_engine_crash_settles_as_failed_with_reason(database: Any) -> None:
+    class Broken(FakeEngine):
+        def run(self, **kw: Any) -> list[dict[str, Any]]:
+            raise RuntimeError("executor bug")
+
+    request_id = new_request(database)
+    approve(database, request_id)
+    outcome = execute(database=database, request_id=request_id, engine=Broken(),
+                      context_factory=ctx_for)
+    assert outcome is not None and outcome.status == "failed"
+    with database.read_session() as session:
+        steps = session.scalars(select(ActionStep).where(ActionStep.request_id == request_id))
+        assert {s.status for s in steps} == {"failed"}
+    finished = next(e for e in timeline(database) if e.kind == "containment.finished")
+    assert "executor bug" in finished.details
+
+
+def test_dry_run_does_not_contain_incident(database: Any) -> None:
+    request_id = new_request(database, dry_run=True)
+    approve(database, request_id)
+    outcome = execute(database=database, request_id=request_id, engine=FakeEngine(),
+                      context_factory=ctx_for)
+    assert outcome is not None and outcome.dry_run
+    with database.read_session() as session:
+        assert session.scalars(select(Incident)).one().status == "open"
+    events = timeline(database)
+    assert any(e.kind == "containment.dry_run" for e in events)
+    assert all(e.summary.startswith("[DRY RUN]") for e in events
+               if e.kind.startswith("containment.step."))
+
+
+# -- restart recovery ------------------------------------------------------------------------
+
+
+def test_recover_resumes_approved_and_interrupts_stale_running(database: Any) -> None:
+    approved_id = new_request(database)
+    approve(database, approved_id)
+    with database.session() as session:  # a second incident's request left running
+        incident = open_incident(session=session, title="key leak", created_by="W111")
+        target = parse_target("AKIAABCDEFGHIJKLMNOP", region="us-east-1")
+        running = request_containment(
+            session=session, incident=incident, target=target,
+            plan={"steps": [{"action": "deactivate", "calls": []}]}, requested_by="W111",
+            expire_after=dt.timedelta(minutes=30),
+        ).request.id
+    approve(database, running)
+    assert claim(database=database, request_id=running)
+    found = recover(database=database)  # its heartbeat is fresh: a live process runs it
+    assert found.resume == [approved_id] and found.interrupted == []
+
+    later = utcnow() + dt.timedelta(minutes=5)
+    found = recover(database=database, now=lambda: later)
+    assert found.interrupted == [running]
+    row = request_row(database, running)
+    assert row.status == "interrupted"
+    with database.read_session() as session:
+        step = session.scalars(select(ActionStep).where(ActionStep.request_id == running)).one()
+        assert step.status == "interrupted"
+    assert any(e.kind == "containment.interrupted" for e in timeline(database))
+    # Resuming the approved one runs it exactly once.
+    outcome = execute(database=database, request_id=approved_id, engine=FakeEngine(),
+                      context_factory=ctx_for)
+    assert outcome is not None and outcome.status == "succeeded"
+    assert recover(database=database, now=lambda: later).resume == []
