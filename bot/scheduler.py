@@ -1,0 +1,454 @@
+"""The reminder scheduler: APScheduler 3 as an alarm clock, the database as the truth.
+
+One `date` job is armed for the earliest pending Reminder row (never more than
+`poll_seconds` ahead, so rows added by other processes are noticed). When it fires, due rows
+are claimed atomically (commands.deadlines.claim_due: pending -> sent in one UPDATE), each
+claimed row is posted to its incident's thread mentioning the owner and the contacts, the
+firing lands on the timeline, and the timer is re-armed. Scheduling a reminder anywhere in
+this process wakes the timer at once (a Session after_commit hook).
+
+Nothing depends on APScheduler remembering anything: at start the timer is rebuilt from the
+rows, and rows that came due while no process was running are marked late and posted once.
+Every job has `misfire_grace_time=None` (APScheduler's default of 1 s silently drops a job
+that fires late, e.g. after a long GC pause or a suspended VM).
+
+Several processes may run a scheduler against one database: each reminder is still posted
+exactly once, because only the process whose UPDATE flipped the row posts it.
+
+Run alone (a dedicated scheduler replica, or the tests' bot process):
+`python -m bot.scheduler [--poll SECONDS]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from commands import deadlines as dl
+from storage.db import Database
+from storage.models import utcnow
+
+if TYPE_CHECKING:
+    from bot.app import Runtime
+    from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TICK_JOB = "incident-bot.reminders.tick"
+MAINTAIN_JOB = "incident-bot.reminders.maintain"
+# Slack answers these the same way however often we retry: give up at once, loudly.
+PERMANENT_ERRORS = {
+    "channel_not_found",
+    "not_in_channel",
+    "is_archived",
+    "invalid_auth",
+    "account_inactive",
+    "token_revoked",
+    "msg_too_long",
+    "no_text",
+    "invalid_blocks",
+    "restricted_action",
+    "not_authed",
+}
+MESSAGE_TEXT = 3_900
+
+AfterPost = Callable[["ReminderScheduler", dl.Delivery, str, str | None], None]
+_after_post: dict[str, list[AfterPost]] = {}
+
+
+def after_post(kind: str) -> Callable[[AfterPost], AfterPost]:
+    """Run `fn(scheduler, delivery, channel, ts)` after a reminder of `kind` was posted.
+
+    For Slack-side follow-ups such as updating an approval card when its expiry fires.
+    """
+
+    def decorate(fn: AfterPost) -> AfterPost:
+        _after_post.setdefault(kind, []).append(fn)
+        return fn
+
+    return decorate
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _subteam(group: str | None) -> str | None:
+    """`<!subteam^S123>` for a user-group ID; a handle is shown as text (Slack needs the ID)."""
+    if not group:
+        return None
+    group = group.strip()
+    if group.startswith("S") and group[1:].isalnum() and group.isupper():
+        return f"<!subteam^{group}>"
+    return "@" + group.lstrip("@")
+
+
+@dataclass
+class Stats:
+    fired: int = 0
+    skipped: int = 0
+    failed: int = 0
+    rebuild_s: float = 0.0
+
+
+class ReminderScheduler:
+    """Fires due Reminder rows exactly once across processes; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        database: Database,
+        settings: Settings,
+        client: WebClient | None = None,
+        worker_id: str | None = None,
+        poll_seconds: float = 10.0,
+        maintain_seconds: float = 60.0,
+        batch: int = 50,
+        now: Callable[[], dt.datetime] = utcnow,
+        refresh_card: Callable[[str], None] | None = None,
+        maintain_at_start: bool = True,
+    ) -> None:
+        self.database = database
+        self.settings = settings
+        self.config = settings.config
+        self.policy = dl.policy_of(settings)
+        if client is None:
+            from bot.app import make_client
+
+            client = make_client(settings)
+        self.client = client
+        self.worker_id = worker_id or new_worker_id()
+        self.poll = dt.timedelta(seconds=poll_seconds)
+        self.maintain_seconds = maintain_seconds
+        self.batch = batch
+        self.now = now
+        self.refresh_card = refresh_card
+        self.maintain_at_start = maintain_at_start
+        self.stats = Stats()
+        self._arm_lock = threading.Lock()
+        self._armed_at: dt.datetime | None = None
+        self._tick_lock = threading.Lock()
+        self._again = threading.Event()
+        self._running = False
+        self._scheduler = BackgroundScheduler(
+            timezone=dt.UTC,
+            executors={"default": ThreadPoolExecutor(4)},
+            # Explicit, never APScheduler's 1 s default: a late wake-up must still run.
+            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 8},
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> float:
+        """Start the clock and rebuild the timer from the rows; returns the rebuild time (s)."""
+        dl.configure(self.policy)
+        self._scheduler.start()
+        self._running = True
+        dl.add_schedule_listener(self.wake)
+        elapsed = self.rebuild()
+        delay = 0.5 if self.maintain_at_start else self.maintain_seconds
+        self._scheduler.add_job(
+            self.maintain,
+            "interval",
+            seconds=self.maintain_seconds,
+            id=MAINTAIN_JOB,
+            replace_existing=True,
+            next_run_time=self.now() + dt.timedelta(seconds=delay),
+            misfire_grace_time=None,
+            coalesce=True,
+            max_instances=1,
+        )
+        log.info(
+            "reminder scheduler %s started; rebuilt in %.1f ms", self.worker_id, elapsed * 1000
+        )
+        return elapsed
+
+    def rebuild(self) -> float:
+        """Mark what came due while no process ran as late, then arm the timer."""
+        t0 = time.perf_counter()
+        started = self.now()
+        with self.database.session() as session:
+            late = dl.mark_late(session=session, before=started)
+        if late:
+            log.warning("%d reminder(s) came due while the bot was down: posting them now", late)
+        self._arm()
+        self.stats.rebuild_s = time.perf_counter() - t0
+        return self.stats.rebuild_s
+
+    def shutdown(self, *, wait: bool = True) -> None:
+        if not self._running:
+            return
+        self._running = False
+        dl.remove_schedule_listener(self.wake)
+        self._scheduler.shutdown(wait=wait)
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    # -- the one timer ------------------------------------------------------------------------
+
+    def wake(self, due_at: dt.datetime) -> None:
+        """A reminder due at `due_at` was just committed: fire earlier if it is the earliest."""
+        if not self._running:
+            return
+        with self._arm_lock:
+            if self._armed_at is None or due_at < self._armed_at:
+                self._set_timer(due_at)
+
+    def _arm(self) -> None:
+        """Re-arm for the earliest pending row (reads under the lock so no wake is lost)."""
+        if not self._running:
+            return
+        with self._arm_lock:
+            with self.database.read_session() as session:
+                nxt = dl.next_due(session=session)
+            cap = self.now() + self.poll
+            self._set_timer(cap if nxt is None else min(nxt, cap))
+
+    def _set_timer(self, at: dt.datetime) -> None:
+        at = max(at, self.now())
+        self._armed_at = at
+        try:
+            self._scheduler.add_job(
+                self._tick,
+                "date",
+                run_date=at,
+                id=TICK_JOB,
+                replace_existing=True,
+                misfire_grace_time=None,
+            )
+        except Exception:  # the scheduler is shutting down
+            if self._running:
+                raise
+
+    def _tick(self) -> None:
+        with self._arm_lock:
+            self._armed_at = None  # this date job is spent
+        if not self._tick_lock.acquire(blocking=False):
+            self._again.set()  # the running tick loops once more
+            return
+        try:
+            while self._running:
+                self._again.clear()
+                drained = self.run_due()
+                if drained < self.batch and not self._again.is_set():
+                    break
+        except Exception:
+            log.exception("reminder tick failed; retrying at the next wake-up")
+        finally:
+            self._tick_lock.release()
+            self._arm()
+
+    # -- claiming and posting ----------------------------------------------------------------
+
+    def run_due(self) -> int:
+        """Claim one batch of due reminders and deliver them; returns how many were claimed."""
+        now = self.now()
+        with self.database.session() as session:
+            claims = dl.claim_due(
+                session=session, now=now, worker_id=self.worker_id, limit=self.batch
+            )
+        for claim in claims:
+            self._deliver(claim)
+        return len(claims)
+
+    def _deliver(self, claim: dl.Claim) -> None:
+        try:
+            with self.database.session() as session:
+                delivery = dl.prepare_delivery(
+                    session=session, claim=claim, now=self.now(), policy=self.policy
+                )
+        except Exception as exc:
+            log.exception("could not prepare reminder %s", claim.id)
+            self._failed(claim.id, f"{type(exc).__name__}: {exc}", retry=True)
+            return
+        if delivery is None:
+            self.stats.skipped += 1
+            return
+        channel = delivery.channel or self.config.slack.incident_channel
+        if not channel:
+            self._failed(claim.id, "no channel: set slack.incident_channel", retry=False)
+            return
+        try:
+            ts, channel = self._post(delivery, channel)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error") or exc)
+            log.error("posting reminder %s failed: %s", claim.id, error)
+            self._failed(claim.id, error, retry=error not in PERMANENT_ERRORS)
+            return
+        except Exception as exc:  # connection errors after the client's own retries
+            log.exception("posting reminder %s failed", claim.id)
+            self._failed(claim.id, f"{type(exc).__name__}: {exc}", retry=True)
+            return
+        self.stats.fired += 1
+        try:
+            with self.database.session() as session:
+                dl.record_fired(
+                    session=session, delivery=delivery, now=self.now(), channel=channel, ts=ts
+                )
+        except Exception:
+            log.exception("reminder %s was posted but recording it failed", claim.id)
+        self._follow_up(delivery, channel, ts)
+
+    def _post(self, delivery: dl.Delivery, channel: str) -> tuple[str | None, str]:
+        text = self._text(delivery)
+        kwargs: dict[str, Any] = {
+            "channel": channel,
+            "text": text,
+            "metadata": {
+                "event_type": "incident_bot_reminder",
+                "event_payload": {"reminder_id": delivery.reminder_id, "kind": delivery.kind},
+            },
+        }
+        if delivery.thread_ts:
+            kwargs["thread_ts"] = delivery.thread_ts
+        try:
+            resp = self.client.chat_postMessage(**kwargs)
+        except SlackApiError as exc:
+            # The thread's parent was deleted: the reminder still matters, post it top-level.
+            if exc.response.get("error") != "thread_not_found" or "thread_ts" not in kwargs:
+                raise
+            kwargs.pop("thread_ts")
+            resp = self.client.chat_postMessage(**kwargs)
+        return resp.get("ts"), str(resp.get("channel") or channel)
+
+    def _text(self, delivery: dl.Delivery) -> str:
+        mentions = []
+        if delivery.owner and delivery.owner[:1] in ("U", "W"):
+            mentions.append(f"<@{delivery.owner}>")
+        if delivery.mention_contacts:
+            group = _subteam(self.config.contacts.slack_usergroup)
+            if group:
+                mentions.append(group)
+        text = (" ".join(mentions) + " " if mentions else "") + delivery.text
+        return text if len(text) <= MESSAGE_TEXT else text[: MESSAGE_TEXT - 1] + "…"
+
+    def _failed(self, reminder_id: int, error: str, *, retry: bool) -> None:
+        self.stats.failed += 1
+        try:
+            with self.database.session() as session:
+                dl.record_failed(
+                    session=session,
+                    reminder_id=reminder_id,
+                    now=self.now(),
+                    error=error,
+                    retry=retry,
+                )
+        except Exception:
+            log.exception("could not record the failure of reminder %s", reminder_id)
+
+    def _follow_up(self, delivery: dl.Delivery, channel: str, ts: str | None) -> None:
+        if delivery.refresh_card and delivery.incident_key and self.refresh_card:
+            try:
+                self.refresh_card(delivery.incident_key)  # the card's time left
+            except Exception:
+                log.exception("could not refresh the card of %s", delivery.incident_key)
+        for hook in _after_post.get(delivery.kind, []):
+            try:
+                hook(self, delivery, channel, ts)
+            except Exception:
+                log.exception("after-post hook for %s failed", delivery.kind)
+
+    # -- periodic upkeep ---------------------------------------------------------------------
+
+    def maintain(self) -> None:
+        """Keep a digest and a stale check pending for every live incident (idempotent)."""
+        try:
+            now = self.now()
+            with self.database.session() as session:
+                dl.ensure_digest(session=session, now=now, policy=self.policy)
+                dl.ensure_stale_checks(session=session, now=now, policy=self.policy)
+        except Exception:
+            log.exception("reminder upkeep failed; trying again next round")
+
+
+# -- wiring into the app (bot/server.py serve() calls these) -------------------------------
+
+
+def start_for_runtime(runtime: Runtime, **kwargs: Any) -> ReminderScheduler:
+    """Start a scheduler sharing the app's database and client; kept in runtime.extras."""
+
+    def refresh(key: str) -> None:
+        from bot.listeners.incident_posts import refresh_incident
+
+        refresh_incident(runtime, key)
+
+    scheduler = ReminderScheduler(
+        database=runtime.database,
+        settings=runtime.settings,
+        client=runtime.client,
+        now=runtime.now,
+        refresh_card=refresh,
+        **kwargs,
+    )
+    scheduler.start()
+    runtime.extras["scheduler"] = scheduler
+    return scheduler
+
+
+def stop_for_runtime(runtime: Runtime) -> None:
+    scheduler = runtime.extras.pop("scheduler", None)
+    if scheduler is not None:
+        scheduler.shutdown()
+
+
+# -- standalone process --------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot.scheduler", description=__doc__)
+    parser.add_argument("--poll", type=float, default=10.0, help="max seconds between DB looks")
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--no-maintain", action="store_true", help="no digest/stale upkeep")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from bot.app import make_runtime
+    from bot.settings import SettingsError, load_settings
+    from storage.migrate import upgrade
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    upgrade(settings.database_url)
+    runtime = make_runtime(settings)
+    kwargs: dict[str, Any] = {"poll_seconds": args.poll, "batch": args.batch}
+    if args.no_maintain:
+        kwargs["maintain_seconds"] = 24 * 3600.0
+        kwargs["maintain_at_start"] = False
+    scheduler = start_for_runtime(runtime, **kwargs)
+    print(f"scheduler ready worker={scheduler.worker_id}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    stop_for_runtime(runtime)
+    runtime.background.shutdown(grace=5)
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the importable module's main, so hooks registered on bot.scheduler are the ones used.
+    from bot.scheduler import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,419 @@
+"""The reminder scheduler against a real database and the fake Slack Web API.
+
+In-process tests drive `ReminderScheduler`; the restart and scale-out tests run real bot
+processes (`python -m bot.scheduler`) and kill them with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from slack_sdk import WebClient
+from sqlalchemy import select
+
+from bot.scheduler import ReminderScheduler
+from bot.settings import AppConfig, EnvSettings, Settings
+from commands import deadlines as dl
+from commands.incidents import mark_personal_data, open_incident, record_notified
+from storage.db import Database
+from storage.models import Incident, Reminder, TimelineEvent, utcnow
+from tests.conftest import POSTGRES_URL, reset_postgres
+from tests.slack_fake import FakeSlack
+
+REPO = Path(__file__).resolve().parents[2]
+CHANNEL = "C0INCIDENT"
+
+
+def make_settings(url: str, slack: FakeSlack, **deadlines: Any) -> Settings:
+    env = EnvSettings.model_validate(
+        {
+            "database_url": url,
+            "slack_bot_token": "xoxb-test",
+            "slack_signing_secret": "secret",
+            "slack_api_url": slack.base_url,
+        }
+    )
+    config = AppConfig.model_validate(
+        {
+            "slack": {"incident_channel": CHANNEL},
+            "contacts": {"slack_usergroup": "S0IRTEAM"},
+            "deadlines": deadlines,
+        }
+    )
+    return Settings(env=env, config=config)
+
+
+@pytest.fixture(autouse=True)
+def _restore_policy() -> Iterator[None]:
+    previous = dl.configure(dl.DeadlinePolicy())
+    yield
+    dl.configure(previous)
+
+
+@pytest.fixture
+def running(database: Database, fake_slack: FakeSlack) -> Iterator[Any]:
+    """Start a scheduler (with the given deadline settings); stopped after the test."""
+    started: list[ReminderScheduler] = []
+
+    def start(**deadlines: Any) -> ReminderScheduler:
+        settings = make_settings(database.url, fake_slack, **deadlines)
+        client = WebClient(token="xoxb-test", base_url=fake_slack.base_url)
+        scheduler = ReminderScheduler(
+            database=database,
+            settings=settings,
+            client=client,
+            poll_seconds=10,
+            maintain_at_start=False,
+        )
+        scheduler.start()
+        started.append(scheduler)
+        return scheduler
+
+    yield start
+    for scheduler in started:
+        scheduler.shutdown()
+
+
+def reminder_posts(slack: FakeSlack) -> list[Any]:
+    return [c for c in slack.calls_for("chat.postMessage", ok_only=True) if is_reminder_post(c)]
+
+
+def is_reminder_post(call: Any) -> bool:
+    return (call.args.get("metadata") or {}).get("event_type") == "incident_bot_reminder"
+
+
+def posted_ids(slack: FakeSlack) -> list[int]:
+    return [int(c.args["metadata"]["event_payload"]["reminder_id"]) for c in reminder_posts(slack)]
+
+
+def new_incident(database: Database, slack: FakeSlack, *, owner: str = "U0OWNER") -> Incident:
+    """An incident whose card thread exists in the fake Slack."""
+    client = WebClient(token="xoxb-test", base_url=slack.base_url)
+    parent = client.chat_postMessage(channel=CHANNEL, text="card")
+    with database.session() as session:
+        incident = open_incident(session=session, title="ssh brute force", created_by=owner)
+        incident.channel_id = CHANNEL
+        incident.thread_ts = parent["ts"]
+        incident.card_ts = parent["ts"]
+    return incident
+
+
+def test_reminder_due_in_one_second_fires_once(database, fake_slack, running) -> None:
+    incident = new_incident(database, fake_slack)
+    running()
+    due = utcnow() + dt.timedelta(seconds=1)
+    with database.session() as session:
+        dl.schedule_reminder(
+            session=session,
+            incident=incident,
+            kind="followup",
+            due_at=due,
+            dedupe_key="t:1",
+            message="check the snapshot copies",
+        )
+    call = fake_slack.wait_for("chat.postMessage", lambda c: "snapshot" in c.args.get("text", ""))
+    fired_at = dt.datetime.fromtimestamp(call.at, dt.UTC)
+    assert due <= fired_at < due + dt.timedelta(seconds=1)
+    time.sleep(0.5)
+    assert len(reminder_posts(fake_slack)) == 1
+    assert call.args["thread_ts"] == incident.thread_ts
+    assert "<@U0OWNER>" in call.args["text"] and "<!subteam^S0IRTEAM>" in call.args["text"]
+    with database.read_session() as session:
+        row = session.scalars(select(Reminder).where(Reminder.dedupe_key == "t:1")).one()
+        assert (row.status, row.late) == ("sent", False)
+        events = session.scalars(
+            select(TimelineEvent).where(TimelineEvent.kind == "reminder.followup")
+        ).all()
+    assert len(events) == 1 and events[0].actor == "scheduler"
+
+
+def test_personal_data_clock_posts_reminders_then_overdue_until_notified(
+    database, fake_slack, running
+) -> None:
+    # 0.0004 h = 1.44 s to the deadline; a reminder 0.0003 h (1.08 s) before it; overdue
+    # alerts every 0.0001 h (0.36 s): the whole 72-hour story in about three seconds.
+    incident = new_incident(database, fake_slack)
+    running(gdpr_hours=0.0004, reminder_hours_before=[0.0003], overdue_every_hours=0.0001)
+    with database.session() as session:
+        target = session.get(Incident, incident.id)
+        assert mark_personal_data(session=session, incident=target, actor="U0OWNER")
+        aware_at = target.aware_at
+
+    def texts() -> list[str]:
+        return [c.args["text"] for c in reminder_posts(fake_slack)]
+
+    fake_slack.wait_for("chat.postMessage", is_reminder_post, count=4, timeout=5)
+    with database.session() as session:
+        target = session.get(Incident, incident.id)
+        record_notified(session=session, incident=target, actor="U0OWNER", reference="ICO-123")
+    sent_before = len(texts())
+    time.sleep(1.0)  # three more overdue periods
+    assert len(texts()) == sent_before, "an overdue alert was posted after notified"
+
+    first, deadline, overdue = texts()[0], texts()[1], texts()[2:]
+    assert "regulator notice for *INC-1* is due in" in first
+    assert "GDPR deadline reached" in deadline
+    assert overdue and all("GDPR notice OVERDUE" in t for t in overdue)
+    assert all("<@U0OWNER>" in t and "<!subteam^S0IRTEAM>" in t for t in texts())
+    # Posted on time relative to the clock's due times.
+    at = [dt.datetime.fromtimestamp(c.at, dt.UTC) for c in reminder_posts(fake_slack)]
+    assert aware_at + dt.timedelta(seconds=0.36) <= at[0] < aware_at + dt.timedelta(seconds=1)
+    assert aware_at + dt.timedelta(seconds=1.44) <= at[1] < aware_at + dt.timedelta(seconds=2)
+    with database.read_session() as session:
+        rows = session.scalars(select(Reminder).where(Reminder.incident_id == incident.id)).all()
+        kinds = [
+            e.kind
+            for e in session.scalars(
+                select(TimelineEvent)
+                .where(TimelineEvent.incident_id == incident.id)
+                .order_by(TimelineEvent.seq)
+            )
+        ]
+    assert {r.status for r in rows if r.kind == "gdpr_overdue"} >= {"cancelled"}
+    assert not [r for r in rows if r.status == "pending"]
+    assert kinds.count("reminder.gdpr") == 2
+    assert kinds.count("reminder.gdpr_overdue") == len(overdue)
+    # A reminder already in flight when `notified` committed may be recorded after it.
+    assert kinds.index("reminders.cancelled") == kinds.index("incident.notified") + 1
+
+
+def test_reminder_scheduled_after_start_wakes_the_timer(database, fake_slack, running) -> None:
+    """The timer is armed 10 s ahead (poll); a new earlier row must re-arm it at once."""
+    incident = new_incident(database, fake_slack)
+    scheduler = running()
+    assert scheduler._armed_at is not None and scheduler._armed_at > utcnow() + dt.timedelta(
+        seconds=5
+    )
+    due = utcnow() + dt.timedelta(seconds=0.3)
+    with database.session() as session:
+        dl.schedule_reminder(
+            session=session, incident=incident, kind="followup", due_at=due, dedupe_key="w"
+        )
+    call = fake_slack.wait_for("chat.postMessage", timeout=3)
+    assert dt.datetime.fromtimestamp(call.at, dt.UTC) - due < dt.timedelta(seconds=0.5)
+
+
+def test_transient_slack_failure_is_retried_and_permanent_one_is_recorded(
+    database, fake_slack, running, monkeypatch
+) -> None:
+    monkeypatch.setattr(dl, "RETRY_BACKOFF", (0.2, 0.2))
+    incident = new_incident(database, fake_slack)
+    running()
+    fake_slack.fail_next("chat.postMessage", "internal_error", times=1)
+    with database.session() as session:
+        dl.schedule_reminder(
+            session=session,
+            incident=incident,
+            kind="followup",
+            due_at=utcnow(),
+            dedupe_key="retry",
+            message="retry me",
+        )
+    fake_slack.wait_for("chat.postMessage", lambda c: c.ok and "retry me" in c.args["text"])
+    fake_slack.fail_next("chat.postMessage", "channel_not_found", times=1)
+    with database.session() as session:
+        dl.schedule_reminder(
+            session=session,
+            incident=incident,
+            kind="followup",
+            due_at=utcnow(),
+            dedupe_key="lost",
+            message="never lands",
+        )
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        with database.read_session() as session:
+            failed = session.scalars(
+                select(TimelineEvent).where(TimelineEvent.kind == "reminder.failed")
+            ).all()
+        if failed:
+            break
+        time.sleep(0.05)
+    assert len(failed) == 1 and "channel_not_found" in failed[0].summary
+    with database.read_session() as session:
+        retried = session.scalars(select(Reminder).where(Reminder.dedupe_key == "retry")).one()
+    assert retried.status == "sent" and retried.payload["attempts"] == 1
+    assert len([c for c in reminder_posts(fake_slack) if "retry me" in c.args["text"]]) == 1
+
+
+# -- real bot processes ----------------------------------------------------------------------
+
+
+class BotProcess:
+    """`python -m bot.scheduler` against `url`, posting to the fake Slack."""
+
+    def __init__(self, url: str, slack: FakeSlack, tmp: Path, *args: str) -> None:
+        config = tmp / "incident-bot.yml"
+        config.write_text(
+            f"slack:\n  incident_channel: {CHANNEL}\ncontacts:\n  slack_usergroup: S0IRTEAM\n"
+        )
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "SLACK_BOT_TOKEN": "xoxb-test",
+            "SLACK_SIGNING_SECRET": "secret",
+            "INCIDENT_BOT_SLACK_API_URL": slack.base_url,
+            "INCIDENT_BOT_CONFIG": str(config),
+            "PYTHONPATH": str(REPO),
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bot.scheduler", "--no-maintain", *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.worker_id = ""
+
+    def started(self) -> BotProcess:
+        self.worker_id = self._wait_ready()
+        return self
+
+    def _wait_ready(self, timeout: float = 20.0) -> str:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.startswith("scheduler ready worker="):
+                return line.strip().split("=", 1)[1]
+            if not line and self.proc.poll() is not None:
+                break
+        self.proc.kill()
+        raise AssertionError(f"bot process did not start (exit {self.proc.poll()})")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(5)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def test_sigkill_while_reminders_come_due_then_restart_posts_each_once_late(
+    database, fake_slack, tmp_path
+) -> None:
+    incident = new_incident(database, fake_slack)
+    first = BotProcess(database.url, fake_slack, tmp_path, "--poll", "0.2").started()
+    try:
+        start = utcnow()
+        with database.session() as session:
+            for i, offset in enumerate((1.0, 1.2, 1.4)):
+                dl.schedule_reminder(
+                    session=session,
+                    incident=incident,
+                    kind="followup",
+                    due_at=start + dt.timedelta(seconds=offset),
+                    dedupe_key=f"kill:{i}",
+                    message=f"follow-up {i}",
+                )
+        time.sleep(0.6)  # the process has seen and armed them (poll 0.2 s)
+    finally:
+        first.kill()
+    assert reminder_posts(fake_slack) == []
+    time.sleep(max(0.0, (start + dt.timedelta(seconds=1.6) - utcnow()).total_seconds()))
+    assert reminder_posts(fake_slack) == []  # all three came due while nothing ran
+
+    second = BotProcess(database.url, fake_slack, tmp_path, "--poll", "0.2").started()
+    try:
+        fake_slack.wait_for(
+            "chat.postMessage",
+            is_reminder_post,
+            count=3,
+            timeout=10,
+        )
+        time.sleep(0.5)
+    finally:
+        second.stop()
+    posts = reminder_posts(fake_slack)
+    assert len(posts) == 3
+    assert sorted(c.args["text"].split("follow-up ")[1][0] for c in posts) == ["0", "1", "2"]
+    assert all("late" in c.args["text"] for c in posts)
+    with database.read_session() as session:
+        rows = session.scalars(select(Reminder).where(Reminder.dedupe_key.like("kill:%"))).all()
+        events = session.scalars(
+            select(TimelineEvent).where(TimelineEvent.kind == "reminder.followup")
+        ).all()
+    assert [(r.status, r.late, r.claimed_by) for r in rows] == [
+        ("sent", True, second.worker_id)
+    ] * 3
+    assert len(events) == 3
+    assert all('"late":true' in e.details for e in events)
+    assert sorted(posted_ids(fake_slack)) == sorted(r.id for r in rows)
+
+
+@pytest.mark.skipif(
+    POSTGRES_URL is None,
+    reason="needs PostgreSQL: CI (.ci/run) sets INCIDENT_BOT_TEST_POSTGRES_URL; SQLite cannot "
+    "host two writer processes the way replicas share PostgreSQL",
+)
+def test_two_processes_on_postgresql_post_each_of_200_reminders_exactly_once(
+    fake_slack, tmp_path
+) -> None:
+    from storage.migrate import upgrade
+
+    assert POSTGRES_URL is not None
+    reset_postgres(POSTGRES_URL)
+    upgrade(POSTGRES_URL)
+    database = Database(POSTGRES_URL)
+    bots = [
+        BotProcess(POSTGRES_URL, fake_slack, tmp_path, "--poll", "0.2", "--batch", "5")
+        for _ in range(2)
+    ]
+    try:
+        for bot in bots:  # both were launched before either is awaited
+            bot.started()
+        start = utcnow() + dt.timedelta(seconds=0.5)
+        with database.session() as session:
+            incidents = [
+                open_incident(session=session, title=f"incident {n}", created_by="U0OWNER")
+                for n in range(20)
+            ]
+            for n in range(200):
+                dl.schedule_reminder(
+                    session=session,
+                    incident=incidents[n % 20],
+                    kind="followup",
+                    due_at=start + dt.timedelta(milliseconds=5 * n),
+                    dedupe_key=f"scale:{n}",
+                    message=f"reminder {n}",
+                )
+        fake_slack.wait_for(
+            "chat.postMessage",
+            is_reminder_post,
+            count=200,
+            timeout=30,
+        )
+        time.sleep(0.5)  # anything posted twice would show up by now
+    finally:
+        for bot in bots:
+            bot.stop()
+    ids = posted_ids(fake_slack)
+    assert len(ids) == 200
+    assert len(set(ids)) == 200
+    with database.read_session() as session:
+        rows = session.scalars(select(Reminder)).all()
+        events = session.scalars(
+            select(TimelineEvent).where(TimelineEvent.kind == "reminder.followup")
+        ).all()
+    database.dispose()
+    assert {r.status for r in rows} == {"sent"}
+    assert set(ids) == {r.id for r in rows}
+    # Both replicas did part of the work (else this would prove nothing about sharing).
+    assert {r.claimed_by for r in rows} == {b.worker_id for b in bots}
+    assert len(events) == 200
