@@ -72,7 +72,10 @@ def run(force_http: bool, host: str, port: int, workers: int) -> None:
         from bot.server import serve
     except ImportError as exc:  # pragma: no cover - until the Slack app lands
         raise Fail(f"the Slack app is not available in this build ({exc})") from None
-    serve(settings=settings, force_http=force_http, host=host, port=port, workers=workers)
+    try:
+        serve(settings=settings, force_http=force_http, host=host, port=port, workers=workers)
+    except SettingsError as exc:
+        raise Fail(str(exc)) from None
 
 
 @cli.command()

@@ -1,0 +1,202 @@
+"""The HTTP-mode WSGI application: a small router that other features add routes to.
+
+Routes served by default:
+
+* ``POST /slack/events``: every Slack request, handed to Bolt (signature verified, requests
+  older than five minutes refused with 401);
+* ``GET /healthz``: 200 when the database answers, 503 otherwise.
+
+A feature adds its own route by defining ``register_routes(router)`` in a module under
+``bot/listeners/`` (discovered like listeners), e.g. GuardDuty's::
+
+    def register_routes(router: Router) -> None:
+        router.add("POST", "/guardduty/events", handle_guardduty)
+
+A handler takes an `HttpRequest` (with ``.runtime``) and returns an `HttpResponse`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt import BoltRequest
+
+if TYPE_CHECKING:
+    from bot.app import IncidentBotApp, Runtime
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 2 * 1024 * 1024  # Slack's payloads are far smaller; refuse anything bigger
+
+_REASONS = {
+    200: "OK",
+    202: "Accepted",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+@dataclass
+class HttpRequest:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    runtime: Runtime
+    environ: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.headers.get(name.lower(), default)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class HttpResponse:
+    status: int = 200
+    body: bytes | str | dict[str, Any] | list[Any] = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, status: int, payload: Any) -> HttpResponse:
+        return cls(status, payload)
+
+    def encoded(self) -> tuple[bytes, dict[str, str]]:
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "content-length"}
+        if isinstance(self.body, dict | list):
+            data = json.dumps(self.body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        elif isinstance(self.body, str):
+            data = self.body.encode()
+            headers.setdefault("Content-Type", "text/plain; charset=utf-8")
+        else:
+            data = self.body
+        headers["Content-Length"] = str(len(data))
+        return data, headers
+
+
+Handler = Callable[[HttpRequest], HttpResponse]
+
+
+class Router:
+    """Exact-path routing; 404 for unknown paths, 405 for known paths with other methods."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._routes: dict[tuple[str, str], Handler] = {}
+
+    def add(self, method: str, path: str, handler: Handler) -> None:
+        key = (method.upper(), path)
+        if key in self._routes:
+            raise ValueError(f"route {method} {path} is registered twice")
+        self._routes[key] = handler
+
+    def routes(self) -> list[tuple[str, str]]:
+        return sorted(self._routes)
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        response = self._handle(environ)
+        data, headers = response.encoded()
+        reason = _REASONS.get(response.status, "Unknown")
+        start_response(f"{response.status} {reason}", list(headers.items()))
+        return [data] if environ.get("REQUEST_METHOD") != "HEAD" else [b""]
+
+    def _handle(self, environ: dict[str, Any]) -> HttpResponse:
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        path = environ.get("PATH_INFO", "") or "/"
+        handler = self._routes.get((method, path))
+        if handler is None and method == "HEAD":
+            handler = self._routes.get(("GET", path))
+        if handler is None:
+            if any(p == path for _, p in self._routes):
+                return HttpResponse(405, {"ok": False, "error": "method_not_allowed"})
+            return HttpResponse(404, {"ok": False, "error": "not_found"})
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return HttpResponse(400, {"ok": False, "error": "bad_content_length"})
+        if length > MAX_BODY:
+            return HttpResponse(413, {"ok": False, "error": "body_too_large"})
+        body = environ["wsgi.input"].read(length) if length > 0 else b""
+        request = HttpRequest(
+            method=method,
+            path=path,
+            query=environ.get("QUERY_STRING", ""),
+            headers=_headers(environ),
+            body=body,
+            runtime=self.runtime,
+            environ=environ,
+        )
+        try:
+            return handler(request)
+        except Exception:
+            log.exception("%s %s failed", method, path)
+            return HttpResponse(500, {"ok": False, "error": "internal_error"})
+
+
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    headers = {
+        key[5:].replace("_", "-").lower(): str(value)
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    }
+    if environ.get("CONTENT_TYPE"):
+        headers["content-type"] = environ["CONTENT_TYPE"]
+    if environ.get("CONTENT_LENGTH"):
+        headers["content-length"] = environ["CONTENT_LENGTH"]
+    return headers
+
+
+def slack_events(app: IncidentBotApp) -> Handler:
+    """POST /slack/events: hand the raw body and headers to Bolt, which verifies the signature."""
+
+    def handle(request: HttpRequest) -> HttpResponse:
+        bolt_response = app.dispatch(
+            BoltRequest(
+                body=request.body.decode("utf-8", errors="replace"),
+                query=request.query,
+                headers=dict(request.headers),
+            )
+        )
+        headers = {name: ", ".join(values) for name, values in bolt_response.headers.items()}
+        return HttpResponse(bolt_response.status, bolt_response.body or b"", headers)
+
+    return handle
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    if request.runtime.database.ping():
+        return HttpResponse(200, {"ok": True, "database": "ok"})
+    return HttpResponse(503, {"ok": False, "database": "unreachable"})
+
+
+def build_wsgi_app(app: IncidentBotApp) -> Router:
+    """The WSGI app for HTTP mode: Slack events, health, and every feature's routes."""
+    from bot.listeners import listener_modules
+
+    router = Router(app.runtime)
+    router.add("POST", "/slack/events", slack_events(app))
+    router.add("GET", "/healthz", healthz)
+    for module in listener_modules():
+        register_routes = getattr(module, "register_routes", None)
+        if callable(register_routes):
+            register_routes(router)
+    return router

@@ -1,0 +1,145 @@
+"""Buttons and menus on the incident card.
+
+A click is acknowledged at once; the work runs in the background through the same
+`dispatch` as slash commands, so failures reach the clicker (ephemerally, via response_url)
+and the incident's timeline. Buttons that need more input open a modal (views.py handles the
+submission).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt import Ack, Respond
+
+from bot.listeners.incident_subcommands import change_severity, timeline_cmd
+from bot.listeners.slash import Invocation, Reply, dispatch
+from bot.views import blocks as bk
+from commands import incidents as svc
+from commands.errors import UserError
+
+if TYPE_CHECKING:
+    from bot.app import IncidentBotApp, Runtime
+
+NOTE_MODAL = "incident_note_modal"
+STATUS_MODAL = "incident_status_modal"
+
+
+def action_invocation(
+    runtime: Runtime, body: dict[str, Any], respond: Respond, *, name: str, args: str = ""
+) -> Invocation:
+    """An Invocation for a click: replies go ephemerally to the clicker, never over the card."""
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
+        "channel_id", ""
+    )
+
+    def reply_to(reply: Reply) -> None:
+        respond(**reply.as_kwargs(), replace_original=False)
+
+    return Invocation(
+        runtime=runtime,
+        command="button",
+        name=name,
+        args=args,
+        user_id=(body.get("user") or {}).get("id", ""),
+        channel_id=channel,
+        response_url=body.get("response_url"),
+        trigger_id=body.get("trigger_id"),
+        reply_to=reply_to,
+        incident_key=args.split(" ", 1)[0] or None,
+    )
+
+
+def register(app: IncidentBotApp) -> None:
+    runtime = app.runtime
+
+    @app.action("incident_severity")
+    def on_severity(
+        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
+    ) -> None:
+        key = _card_key(body)
+        level = (action.get("selected_option") or {}).get("value", "")
+        inv = action_invocation(runtime, body, respond, name="severity", args=key)
+        dispatch(
+            inv,
+            lambda i: change_severity(i, key, level),
+            background=True,
+            ack=ack,
+            answer_in_ack=False,
+        )
+
+    @app.action("incident_timeline")
+    def on_timeline(
+        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
+    ) -> None:
+        inv = action_invocation(runtime, body, respond, name="timeline", args=action["value"])
+        dispatch(inv, timeline_cmd, background=True, ack=ack, answer_in_ack=False)
+
+    @app.action("incident_note")
+    def on_note(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
+        key = action["value"]
+        inv = action_invocation(runtime, body, respond, name="note", args=key)
+
+        def open_modal(i: Invocation) -> None:
+            runtime.client.views_open(trigger_id=i.trigger_id, view=note_modal(key, i.channel_id))
+
+        # views.open must use the trigger within 3 s, so it runs before the ack returns.
+        dispatch(inv, open_modal, background=False, ack=ack, answer_in_ack=False)
+
+    for action_id, status, verb in (
+        ("incident_resolve", "resolved", "Resolve"),
+        ("incident_close", "closed", "Close"),
+    ):
+        app.action(action_id)(_status_button(runtime, status, verb))
+
+
+def _status_button(runtime: Runtime, status: str, verb: str) -> Any:
+    """A listener for Resolve…/Close…: check the move is allowed, then ask for a summary."""
+
+    def on_status(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
+        key = action["value"]
+        inv = action_invocation(runtime, body, respond, name=verb.lower(), args=key)
+
+        def open_modal(i: Invocation) -> None:
+            with runtime.database.read_session() as session:
+                found = svc.get_incident(session=session, key=key)
+                if status not in svc.TRANSITIONS.get(found.status, ()):
+                    raise UserError(f"{key} is {found.status} and cannot become {status}.")
+            view = status_modal(key, status, verb, i.channel_id)
+            runtime.client.views_open(trigger_id=i.trigger_id, view=view)
+
+        # views.open must use the trigger within 3 s, so it runs before the ack returns.
+        dispatch(inv, open_modal, background=False, ack=ack, answer_in_ack=False)
+
+    return on_status
+
+
+def _card_key(body: dict[str, Any]) -> str:
+    """The incident key of the card a menu sits on (menus carry no value of their own)."""
+    for block in (body.get("message") or {}).get("blocks", []):
+        for element in block.get("elements", []):
+            value = element.get("value", "")
+            if svc.looks_like_key(value):
+                return value
+    raise UserError("This card no longer names its incident; use /incident severity INC-N.")
+
+
+def note_modal(key: str, channel_id: str) -> dict[str, Any]:
+    return bk.modal(
+        NOTE_MODAL,
+        f"Note on {key}",
+        [bk.text_input("note", "What happened, what you found or did", max_length=3000)],
+        submit="Add note",
+        private_metadata=json.dumps({"key": key, "channel": channel_id}),
+    )
+
+
+def status_modal(key: str, status: str, verb: str, channel_id: str) -> dict[str, Any]:
+    return bk.modal(
+        STATUS_MODAL,
+        f"{verb} {key}",
+        [bk.text_input("summary", f"Summary: why is {key} {status}?", max_length=3000)],
+        submit=verb,
+        private_metadata=json.dumps({"key": key, "status": status, "channel": channel_id}),
+    )

@@ -1,0 +1,274 @@
+"""`/incident` and its core subcommands.
+
+The command is a registry (`incident`), so other features add subcommands from their own
+modules with `@subcommand(...)`; see bot/listeners/slash.py for the contract. Handlers here
+resolve and validate inline (reads only, so the answer comes back in the ack) and `defer`
+whatever writes or calls Slack.
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from bot.listeners.incident_posts import overview_of, post_new_incident, refresh_incident
+from bot.listeners.slash import Invocation, Reply, SlashCommand
+from bot.views import blocks as bk
+from bot.views.cards import list_reply, status_reply, timeline_reply
+from commands import incidents as svc
+from commands.errors import UserError
+from commands.exports import export_timeline
+from commands.overview import overview, regulator_deadline
+from storage.models import SEVERITIES, Incident
+from storage.timeline import count_events, latest_events
+
+incident = SlashCommand("/incident", fallback="help")
+subcommand = incident.subcommand
+
+TIMELINE_SHOWN = 20
+
+
+def take_incident(inv: Invocation, session, *, example: str) -> tuple[Incident, str]:
+    """The incident named first in `inv.args`, or implied by the channel; plus the rest.
+
+    Sets `inv.incident_key` so any later failure is recorded on that incident's timeline.
+    """
+    first, _, rest = inv.args.partition(" ")
+    if svc.looks_like_key(first):
+        found = svc.get_incident(session=session, key=first)
+        rest = rest.strip()
+    else:
+        found = svc.find_by_channel(session=session, channel_id=inv.channel_id)
+        rest = inv.args
+        if found is None:
+            raise UserError(
+                f"Say which incident, e.g. `{example}` (/incident list shows the open ones)."
+            )
+    inv.incident_key = found.key
+    return found, rest
+
+
+def _read(inv: Invocation, *, example: str) -> tuple[Incident, str]:
+    with inv.runtime.database.read_session() as session:
+        return take_incident(inv, session, example=example)
+
+
+# -- open --------------------------------------------------------------------------------
+
+
+@subcommand("open", usage="/incident open <title>", summary="Open an incident and post its card.")
+def open_cmd(inv: Invocation) -> Reply | None:
+    title = inv.args.strip()
+    if not title:
+        raise UserError("Give the incident a title: `/incident open <what happened>`.")
+
+    def work() -> Reply:
+        with inv.runtime.database.session() as session:
+            opened = svc.open_incident(
+                session=session, title=title, created_by=inv.user_id, channel_id=None
+            )
+            key = opened.key
+        inv.incident_key = key
+        posted = post_new_incident(
+            inv.runtime, key, opener=inv.user_id, fallback_channel=inv.channel_id
+        )
+        where = "its own channel" if posted.created_channel else "the incident channel"
+        return Reply(f"Opened *{key}*; its card is in {where}: {bk.channel(posted.channel_id)}.")
+
+    inv.defer("open incident", work)
+    return None
+
+
+# -- reads -------------------------------------------------------------------------------
+
+
+@subcommand("list", usage="/incident list", summary="The open incidents.")
+def list_cmd(inv: Invocation) -> Reply:
+    runtime = inv.runtime
+    with runtime.database.read_session() as session:
+        open_ones = svc.list_open(session=session)
+        views = overview(
+            session=session, incidents=open_ones, gdpr_hours=runtime.config.deadlines.gdpr_hours
+        )
+        text, blocks = list_reply(views, now=runtime.now())
+    return Reply(text, blocks)
+
+
+@subcommand("status", usage="/incident status [INC-N]", summary="Where an incident stands.")
+def status_cmd(inv: Invocation) -> Reply:
+    runtime = inv.runtime
+    with runtime.database.read_session() as session:
+        found, _ = take_incident(inv, session, example="/incident status INC-42")
+        text, blocks = status_reply(overview_of(runtime, session, found), now=runtime.now())
+    return Reply(text, blocks)
+
+
+@subcommand(
+    "timeline",
+    usage="/incident timeline [INC-N]",
+    summary="The latest 20 events (the full export as a file when there are more).",
+)
+def timeline_cmd(inv: Invocation) -> Reply:
+    runtime = inv.runtime
+    with runtime.database.read_session() as session:
+        found, _ = take_incident(inv, session, example="/incident timeline INC-42")
+        events = latest_events(session=session, incident=found, limit=TIMELINE_SHOWN)
+        total = count_events(session=session, incident=found)
+        text, blocks = timeline_reply(found, events, total)
+        thread_ts = found.thread_ts if found.channel_id == inv.channel_id else None
+    if total > len(events):
+        key = found.key
+        inv.defer("upload timeline", lambda: upload_timeline(inv, key, thread_ts))
+    return Reply(text, blocks)
+
+
+def upload_timeline(inv: Invocation, key: str, thread_ts: str | None) -> None:
+    out = StringIO()
+    with inv.runtime.database.read_session() as session:
+        found = svc.get_incident(session=session, key=key)
+        count = export_timeline(session=session, incident=found, fmt="md", out=out)
+    inv.runtime.client.files_upload_v2(
+        channel=inv.channel_id,
+        thread_ts=thread_ts,
+        filename=f"{key}-timeline.md",
+        title=f"{key} timeline ({count} events)",
+        content=out.getvalue(),
+        initial_comment=f"Full timeline of {key} ({count} events), for {bk.user(inv.user_id)}.",
+    )
+
+
+# -- writes ------------------------------------------------------------------------------
+
+
+@subcommand("note", usage="/incident note [INC-N] <text>", summary="Add a note to the timeline.")
+def note_cmd(inv: Invocation) -> Reply | None:
+    found, text = _read(inv, example="/incident note INC-42 <text>")
+    if not text.strip():
+        raise UserError(f"Add the note's text: `/incident note {found.key} <text>`.")
+    key = found.key
+
+    def work() -> Reply:
+        with inv.runtime.database.session() as session:
+            target = svc.get_incident(session=session, key=key)
+            svc.add_note(session=session, incident=target, actor=inv.user_id, text=text)
+        refresh_incident(inv.runtime, key, line=f"📝 {bk.user(inv.user_id)}: {bk.esc(text)}")
+        return Reply(f"Noted on *{key}*.")
+
+    inv.defer("add note", work)
+    return None
+
+
+@subcommand(
+    "severity",
+    usage="/incident severity [INC-N] low|medium|high|critical",
+    summary="Change the severity.",
+)
+def severity_cmd(inv: Invocation) -> Reply | None:
+    found, rest = _read(inv, example="/incident severity INC-42 high")
+    level = rest.strip().lower()
+    if level not in SEVERITIES:
+        raise UserError(
+            f"Say the new severity: `/incident severity {found.key} {'|'.join(SEVERITIES)}`."
+        )
+    inv.defer("set severity", lambda: change_severity(inv, found.key, level))
+    return None
+
+
+def change_severity(inv: Invocation, key: str, level: str) -> Reply:
+    with inv.runtime.database.session() as session:
+        target = svc.get_incident(session=session, key=key)
+        old = target.severity
+        svc.set_severity(session=session, incident=target, actor=inv.user_id, severity=level)
+    if old == level:
+        return Reply(f"*{key}* is already {level}.")
+    refresh_incident(inv.runtime, key, line=f"Severity {old} → *{level}* by {bk.user(inv.user_id)}")
+    return Reply(f"*{key}* severity is now {level}.")
+
+
+@subcommand(
+    "personal-data",
+    usage="/incident personal-data [INC-N]",
+    summary="Personal data is involved: start the regulator clock.",
+)
+def personal_data_cmd(inv: Invocation) -> Reply | None:
+    found, _ = _read(inv, example="/incident personal-data INC-42")
+    key = found.key
+
+    def work() -> Reply:
+        runtime = inv.runtime
+        with runtime.database.session() as session:
+            target = svc.get_incident(session=session, key=key)
+            started = svc.mark_personal_data(
+                session=session, incident=target, actor=inv.user_id, reason="marked in Slack"
+            )
+            due = regulator_deadline(target, gdpr_hours=runtime.config.deadlines.gdpr_hours)
+        due_text = bk.when(due.due_at) if due else "n/a"
+        if not started:
+            return Reply(
+                f"The regulator clock of *{key}* is already running (notice due {due_text})."
+            )
+        refresh_incident(
+            runtime,
+            key,
+            line=f"⏱️ Personal data involved ({bk.user(inv.user_id)}): "
+            f"regulator clock started, notice due {due_text}.",
+        )
+        return Reply(f"Regulator clock started for *{key}*: notice due {due_text}.")
+
+    inv.defer("start regulator clock", work)
+    return None
+
+
+def _status_change(inv: Invocation, *, status: str, verb: str) -> Reply | None:
+    found, summary = _read(inv, example=f"/incident {verb} INC-42 <summary>")
+    if not summary.strip():
+        raise UserError(f"Add a one-line summary: `/incident {verb} {found.key} <summary>`.")
+    if status not in svc.TRANSITIONS.get(found.status, ()):
+        if found.status == "closed":
+            raise UserError(f"{found.key} is closed; open a new incident instead.")
+        if found.status == status:
+            raise UserError(f"{found.key} is already {status}.")
+        raise UserError(f"{found.key} is {found.status} and cannot become {status}.")
+    key = found.key
+    inv.defer(f"{verb} incident", lambda: change_status(inv, key, status, summary))
+    return None
+
+
+def change_status(inv: Invocation, key: str, status: str, summary: str) -> Reply:
+    with inv.runtime.database.session() as session:
+        target = svc.get_incident(session=session, key=key)
+        old = target.status
+        if status == "resolved":
+            svc.resolve_incident(
+                session=session, incident=target, actor=inv.user_id, summary=summary
+            )
+        else:
+            svc.close_incident(session=session, incident=target, actor=inv.user_id, summary=summary)
+    refresh_incident(
+        inv.runtime,
+        key,
+        line=f"Status {old} → *{status}* by {bk.user(inv.user_id)}: {bk.esc(summary)}",
+    )
+    return Reply(f"*{key}* is now {status}.")
+
+
+@subcommand(
+    "resolve", usage="/incident resolve [INC-N] <summary>", summary="Mark resolved, with a summary."
+)
+def resolve_cmd(inv: Invocation) -> Reply | None:
+    return _status_change(inv, status="resolved", verb="resolve")
+
+
+@subcommand("close", usage="/incident close [INC-N] <summary>", summary="Close, with a summary.")
+def close_cmd(inv: Invocation) -> Reply | None:
+    return _status_change(inv, status="closed", verb="close")
+
+
+# -- help --------------------------------------------------------------------------------
+
+
+@subcommand("help", usage="/incident help", summary="This list.")
+def help_cmd(inv: Invocation) -> Reply:
+    unknown = inv.args.split(" ", 1)[0] if inv.args else ""
+    intro = f"There is no `/incident {bk.esc_cut(unknown, 50)}`. " if unknown else ""
+    text = intro + incident.help_text()
+    return Reply(text, [bk.section(text)])

@@ -1,0 +1,318 @@
+"""Slash-command plumbing shared by /incident, /contain, /forensics and friends.
+
+A command is a `SlashCommand` with named subcommands. Each subcommand is a plain function
+taking an `Invocation` and returning a `Reply` (or None). Two modes:
+
+* inline (read-only, fast): runs in the request and its reply *is* the ack, so the user sees
+  the answer in one round trip;
+* background (anything that writes, calls Slack or AWS): the ack goes out empty at once and
+  the function runs in `runtime.background`. Its reply is sent through `response_url`.
+
+Errors are never swallowed: a `UserError` becomes an ephemeral one-sentence answer; anything
+else is logged, answered ephemerally ("... failed: ...") and, when the incident is known
+(`inv.incident_key`), written to that incident's timeline as a `bot.error` event. A job cut
+short by shutdown says so to the user and on the timeline (`bot.interrupted`).
+
+Adding a subcommand from another module::
+
+    from bot.listeners.incident_subcommands import subcommand
+
+    @subcommand("notified", usage="/incident notified [INC-N] <reference>",
+                summary="Record that the regulator was notified", background=True)
+    def notified(inv: Invocation) -> Reply: ...
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt import Ack, Respond
+
+from bot.background import Busy
+from bot.views import blocks as bk
+from commands.errors import UserError
+
+if TYPE_CHECKING:
+    from bot.app import IncidentBotApp, Runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Reply:
+    """What the user sees in answer to a command (ephemeral unless `in_channel`)."""
+
+    text: str
+    blocks: list[dict[str, Any]] | None = None
+    in_channel: bool = False
+
+    def as_kwargs(self) -> dict[str, Any]:
+        out = bk.message(self.text, self.blocks)
+        out["response_type"] = "in_channel" if self.in_channel else "ephemeral"
+        return out
+
+
+@dataclass
+class Invocation:
+    """One run of a slash command, as handlers see it."""
+
+    runtime: Runtime
+    command: str  # "/incident"
+    name: str  # the subcommand ("open"), "" when the command has none
+    args: str  # the text after the subcommand
+    user_id: str
+    channel_id: str
+    response_url: str | None = None
+    trigger_id: str | None = None
+    # How to answer after the ack: response_url for commands and buttons, a DM for modals.
+    reply_to: Callable[[Reply], None] | None = None
+    # Set by handlers as soon as they know the incident, so failures land on its timeline.
+    incident_key: str | None = None
+    followups: list[tuple[str, Callable[[], Reply | None]]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.command} {self.name}".strip()
+
+    def defer(self, description: str, fn: Callable[[], Reply | None]) -> None:
+        """Run `fn` after the ack (e.g. a file upload after an inline answer)."""
+        self.followups.append((description, fn))
+
+    def send(self, reply: Reply | None) -> None:
+        """Answer after the ack (background work has no ack left to answer with)."""
+        if reply is None or self.reply_to is None:
+            return
+        self.reply_to(reply)
+
+
+Handler = Callable[[Invocation], "Reply | None"]
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    name: str
+    handler: Handler
+    usage: str
+    summary: str
+    background: bool = False
+    aliases: tuple[str, ...] = ()
+    hidden: bool = False
+
+
+class SlashCommand:
+    """A slash command whose first word picks a subcommand (registry, not an if-chain)."""
+
+    def __init__(self, command: str, *, fallback: str | None = "help") -> None:
+        self.command = command
+        self.fallback = fallback  # subcommand for empty or unknown text
+        self._subs: dict[str, Subcommand] = {}
+        self._order: list[str] = []
+
+    def subcommand(
+        self,
+        name: str,
+        *,
+        usage: str,
+        summary: str,
+        background: bool = False,
+        aliases: tuple[str, ...] = (),
+        hidden: bool = False,
+    ) -> Callable[[Handler], Handler]:
+        def decorate(fn: Handler) -> Handler:
+            sub = Subcommand(name, fn, usage, summary, background, aliases, hidden)
+            for key in (name, *aliases):
+                if key in self._subs and self._subs[key].handler is not fn:
+                    raise ValueError(f"{self.command} {key} is registered twice")
+                self._subs[key] = sub
+            if name not in self._order:
+                self._order.append(name)
+            return fn
+
+        return decorate
+
+    def get(self, name: str) -> Subcommand | None:
+        return self._subs.get(name.lower())
+
+    def subcommands(self) -> list[Subcommand]:
+        return [self._subs[n] for n in self._order if not self._subs[n].hidden]
+
+    def help_text(self) -> str:
+        lines = [f"*{bk.esc(self.command)}* — what you can do:"]
+        for sub in self.subcommands():
+            lines.append(f"• `{bk.esc(sub.usage)}` {bk.esc(sub.summary)}")
+        return "\n".join(lines)
+
+    def parse(self, text: str) -> tuple[Subcommand | None, str, str]:
+        """(subcommand, its name as typed, remaining text); unknown -> (fallback, name, text)."""
+        word, _, rest = (text or "").strip().partition(" ")
+        sub = self.get(word) if word else None
+        if sub is not None:
+            return sub, word.lower(), rest.strip()
+        fallback = self.get(self.fallback) if self.fallback else None
+        return fallback, word.lower(), (text or "").strip()
+
+    # -- the Bolt listener -----------------------------------------------------------------
+
+    def register(self, app: IncidentBotApp) -> None:
+        runtime = app.runtime
+
+        def listener(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
+            sub, typed, rest = self.parse(command.get("text", ""))
+            inv = Invocation(
+                runtime=runtime,
+                command=self.command,
+                name=sub.name if sub else typed,
+                args=rest,
+                user_id=command.get("user_id", ""),
+                channel_id=command.get("channel_id", ""),
+                response_url=command.get("response_url"),
+                trigger_id=command.get("trigger_id"),
+                reply_to=lambda reply: respond(**reply.as_kwargs()),
+            )
+            if sub is None:
+                ack(**Reply(self.help_text()).as_kwargs())
+                return
+            if sub.name == self.fallback and typed and typed != sub.name:
+                inv.args = typed  # help for an unknown word: let the handler say so
+            dispatch(inv, sub.handler, background=sub.background, ack=ack)
+
+        app.command(self.command)(listener)
+
+
+def dispatch(
+    inv: Invocation,
+    handler: Handler,
+    *,
+    background: bool,
+    ack: Ack,
+    answer_in_ack: bool = True,
+) -> None:
+    """Run `handler` inline (its reply is the ack) or after an empty ack in the background.
+
+    `answer_in_ack=False` is for requests whose ack body Slack does not show (buttons): the
+    inline reply then goes through `inv.reply_to` after the ack.
+    """
+    if not background:
+        try:
+            reply = handler(inv)
+        except UserError as exc:
+            reply = Reply(exc.message)
+        except Exception as exc:
+            log.exception("%s failed", inv.label)
+            report_failure(inv, exc)
+            reply = Reply(failure_text(inv, exc))
+        if answer_in_ack and reply is not None:
+            ack(**reply.as_kwargs())
+        else:
+            ack()
+        if reply is not None and not answer_in_ack:
+            inv.followups.insert(0, ("reply", lambda: reply))
+        if inv.followups:
+            try:
+                submit(inv, inv.label, lambda: None)
+            except Busy:
+                log.warning("background pool busy; dropped follow-ups of %s", inv.label)
+        return
+
+    try:
+        submit(inv, inv.label, lambda: handler(inv))
+    except Busy:
+        log.warning("background pool busy; refused %s", inv.label)
+        busy = Reply("The bot is busy right now; try again in a minute.")
+        if answer_in_ack:
+            ack(**busy.as_kwargs())
+        else:
+            ack()
+        return
+    ack()
+
+
+def submit(inv: Invocation, description: str, fn: Callable[[], Reply | None]) -> None:
+    """Run `fn`, then any deferred follow-ups, after the ack.
+
+    Replies go to response_url; a UserError becomes its one-sentence answer; any other error
+    reaches the user and the incident's timeline through the job's on_error.
+    """
+
+    def job() -> None:
+        steps: list[Callable[[], Reply | None]] = [fn]
+        while steps:
+            step = steps.pop(0)
+            try:
+                inv.send(step())
+            except UserError as exc:
+                inv.send(Reply(exc.message))
+                return
+            steps.extend(f for _, f in inv.followups)
+            inv.followups.clear()
+
+    inv.runtime.background.submit(
+        job,
+        description=f"{description} by {inv.user_id}",
+        on_error=lambda exc: _on_error(inv, exc),
+        on_interrupt=lambda: _on_interrupt(inv),
+    )
+
+
+def failure_text(inv: Invocation, exc: BaseException) -> str:
+    where = f" It is recorded on {inv.incident_key}'s timeline." if inv.incident_key else ""
+    return (
+        f"`{bk.esc(inv.label)}` failed: {bk.esc(type(exc).__name__)}: "
+        f"{bk.esc_cut(exc, 500)}.{where} Try again, or check the bot's logs."
+    )
+
+
+def _on_error(inv: Invocation, exc: BaseException) -> None:
+    report_failure(inv, exc)
+    inv.send(Reply(failure_text(inv, exc)))
+
+
+def _on_interrupt(inv: Invocation) -> None:
+    record_on_timeline(
+        inv,
+        kind="bot.interrupted",
+        summary=f"{inv.label} by {inv.user_id} was interrupted by a shutdown before it finished",
+        details={"command": inv.label, "args": inv.args[:500]},
+    )
+    inv.send(
+        Reply(
+            f"`{bk.esc(inv.label)}` was interrupted by a restart before it finished; "
+            "check the incident's status and run it again if needed."
+        )
+    )
+
+
+def report_failure(inv: Invocation, exc: BaseException) -> None:
+    record_on_timeline(
+        inv,
+        kind="bot.error",
+        summary=f"{inv.label} by {inv.user_id} failed: {type(exc).__name__}: {exc}",
+        details={"command": inv.label, "args": inv.args[:500], "error": type(exc).__name__},
+    )
+
+
+def record_on_timeline(
+    inv: Invocation, *, kind: str, summary: str, details: dict[str, Any]
+) -> None:
+    """Best effort: an error report must not raise (the database may be what failed)."""
+    if not inv.incident_key:
+        return
+    from commands.incidents import get_incident
+    from storage.timeline import append_event
+
+    try:
+        with inv.runtime.database.session() as session:
+            incident = get_incident(session=session, key=inv.incident_key)
+            append_event(
+                session=session,
+                incident=incident,
+                actor="system",
+                kind=kind,
+                summary=summary,
+                details=details,
+            )
+    except Exception:
+        log.exception("could not record %s on %s", kind, inv.incident_key)

@@ -1,0 +1,152 @@
+"""Running the bot: HTTP mode on gunicorn, or Socket Mode.
+
+HTTP mode embeds gunicorn (BaseApplication) with gthread workers. The app is built in each
+worker after the fork (database engines and thread pools must not cross a fork). On SIGTERM
+gunicorn stops accepting, finishes in-flight requests, and then each worker's `worker_exit`
+hook drains the background pool: jobs still queued or running after the grace period are
+recorded as interrupted (their own on_interrupt hooks tell the user and the timeline).
+
+Socket Mode (SLACK_APP_TOKEN set, no --http) uses Bolt's SocketModeHandler; SIGTERM closes
+the connection and drains the background pool the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from bot.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+THREADS_PER_WORKER = 8
+REQUEST_TIMEOUT = 30  # seconds a worker may be silent before gunicorn restarts it
+GRACEFUL_TIMEOUT = 30  # SIGTERM -> SIGKILL, for draining requests plus background jobs
+BACKGROUND_GRACE = 20.0  # of which background jobs get this long to finish
+
+WsgiApp = Callable[..., Any]
+
+
+class GunicornServer(BaseApplication):
+    """gunicorn, embedded: `load` builds the WSGI app inside each worker."""
+
+    def __init__(
+        self,
+        load: Callable[[], WsgiApp],
+        *,
+        options: dict[str, Any],
+        on_worker_exit: Callable[[], None] | None = None,
+    ) -> None:
+        self._load = load
+        self._options = options
+        self._on_worker_exit = on_worker_exit
+        super().__init__()
+
+    def load_config(self) -> None:
+        assert self.cfg is not None
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+        if self._on_worker_exit is not None:
+            hook = self._on_worker_exit
+            self.cfg.set("worker_exit", lambda _arbiter, _worker: hook())
+
+    def load(self) -> WsgiApp:
+        return self._load()
+
+
+def gunicorn_options(*, host: str, port: int, workers: int) -> dict[str, Any]:
+    return {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": THREADS_PER_WORKER,
+        "timeout": REQUEST_TIMEOUT,
+        "graceful_timeout": GRACEFUL_TIMEOUT,
+        "keepalive": 5,
+        "preload_app": False,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "info",
+        "proc_name": "incident-bot",
+    }
+
+
+class _WorkerState:
+    """The runtime built in this worker process, so worker_exit can drain it."""
+
+    runtime: Any = None
+
+
+def serve(
+    *, settings: Settings, force_http: bool = False, host: str, port: int, workers: int = 1
+) -> None:
+    """`incident-bot run`: Socket Mode when SLACK_APP_TOKEN is set (and not --http)."""
+    if settings.env.slack_app_token is not None and not force_http:
+        serve_socket_mode(settings)
+        return
+    if settings.env.slack_signing_secret is None:
+        raise SettingsError(
+            "HTTP mode needs SLACK_SIGNING_SECRET in the environment (or set SLACK_APP_TOKEN "
+            "for Socket Mode)"
+        )
+    serve_http(settings, host=host, port=port, workers=workers)
+
+
+def serve_http(settings: Settings, *, host: str, port: int, workers: int) -> None:
+    def load() -> WsgiApp:
+        from bot.app import create_app
+        from bot.http import build_wsgi_app
+
+        app = create_app(settings)
+        _WorkerState.runtime = app.runtime
+        return build_wsgi_app(app)
+
+    def on_worker_exit() -> None:
+        runtime = _WorkerState.runtime
+        if runtime is not None:
+            drain(runtime)
+
+    log.info("HTTP mode on http://%s:%s (POST /slack/events, GET /healthz)", host, port)
+    GunicornServer(
+        load,
+        options=gunicorn_options(host=host, port=port, workers=workers),
+        on_worker_exit=on_worker_exit,
+    ).run()
+
+
+def drain(runtime: Any, *, grace: float = BACKGROUND_GRACE) -> None:
+    interrupted = runtime.background.shutdown(grace=grace)
+    if interrupted:
+        log.warning("%d background job(s) recorded as interrupted", len(interrupted))
+    runtime.database.dispose()
+
+
+def serve_socket_mode(settings: Settings, *, stop: threading.Event | None = None) -> None:
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    from bot.app import create_app
+
+    app = create_app(settings)
+    assert settings.env.slack_app_token is not None
+    handler = SocketModeHandler(app, settings.env.slack_app_token.get_secret_value())
+    stop = stop or threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %d: shutting down Socket Mode", signum)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    handler.connect()
+    log.info("Socket Mode connected")
+    try:
+        stop.wait()
+    finally:
+        handler.close()
+        drain(app.runtime)

@@ -1,0 +1,206 @@
+"""The incident card and the other incident renderings (status, list, timeline).
+
+Pure functions from models to Block Kit; every bit of user text is escaped and cut.
+Other features can add buttons to the card with `card_button`, e.g. containment::
+
+    @card_button(order=15)
+    def contain_button(incident): return button("Contain…", "contain_open", incident.key)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bot.views import blocks as bk
+from commands.overview import Deadline, IncidentOverview
+from storage.models import Incident, TimelineEvent
+
+SEVERITY_ICON = {"low": "🟢", "medium": "🟡", "high": "🟠", "critical": "🔴"}
+STATUS_ICON = {"open": "🚨", "contained": "🛡️", "resolved": "✅", "closed": "🔒"}
+SEVERITY_OPTIONS = ("low", "medium", "high", "critical")
+
+ButtonFactory = Callable[[Incident], "dict[str, Any] | None"]
+_card_buttons: list[tuple[int, ButtonFactory]] = []
+
+
+def card_button(*, order: int = 50) -> Callable[[ButtonFactory], ButtonFactory]:
+    """Register a button for live incident cards (None: no button for this incident)."""
+
+    def decorate(fn: ButtonFactory) -> ButtonFactory:
+        _card_buttons.append((order, fn))
+        _card_buttons.sort(key=lambda pair: pair[0])
+        return fn
+
+    return decorate
+
+
+@card_button(order=10)
+def _note_button(incident: Incident) -> dict[str, Any]:
+    return bk.button("Add note", "incident_note", incident.key)
+
+
+@card_button(order=30)
+def _timeline_button(incident: Incident) -> dict[str, Any]:
+    return bk.button("Timeline", "incident_timeline", incident.key)
+
+
+@card_button(order=40)
+def _resolve_button(incident: Incident) -> dict[str, Any] | None:
+    if incident.status == "resolved":
+        return None
+    return bk.button("Resolve…", "incident_resolve", incident.key, style="primary")
+
+
+@card_button(order=90)
+def _close_button(incident: Incident) -> dict[str, Any]:
+    return bk.button("Close…", "incident_close", incident.key, style="danger")
+
+
+def severity_select(incident: Incident) -> dict[str, Any]:
+    def option(sev: str) -> dict[str, Any]:
+        return {"text": bk.plain(f"{SEVERITY_ICON[sev]} {sev}", bk.OPTION_TEXT), "value": sev}
+
+    return {
+        "type": "static_select",
+        "action_id": "incident_severity",
+        "placeholder": bk.plain("Severity", bk.OPTION_TEXT),
+        "initial_option": option(incident.severity),
+        "options": [option(s) for s in SEVERITY_OPTIONS],
+    }
+
+
+def title_line(incident: Incident) -> str:
+    """`INC-4 · <escaped title>` for mrkdwn."""
+    drill = "[DRILL] " if incident.is_drill else ""
+    return f"*{incident.key}* · {drill}{bk.esc(incident.title)}"
+
+
+def deadline_text(deadline: Deadline | None, now: dt.datetime) -> str:
+    if deadline is None:
+        return "none"
+    if deadline.due_at <= now:
+        return f"{deadline.what} *overdue* by {bk.age(deadline.due_at, now)}"
+    return f"{deadline.what} in {bk.age(now, deadline.due_at)}"
+
+
+def card_fields(view: IncidentOverview, now: dt.datetime) -> list[str]:
+    incident = view.incident
+    fields = [
+        f"*Severity*\n{SEVERITY_ICON.get(incident.severity, '')} {bk.esc(incident.severity)}",
+        f"*Status*\n{STATUS_ICON.get(incident.status, '')} {bk.esc(incident.status)}",
+        f"*Owner*\n{bk.user(incident.owner)}",
+        f"*Age*\n{bk.age(incident.created_at, now)} (opened {bk.when(incident.created_at)})",
+    ]
+    if incident.resource_id:
+        fields.append(f"*Resource*\n`{bk.esc_cut(incident.resource_id, 200)}`")
+    if view.pending_approvals:
+        fields.append(f"*Pending approvals*\n{view.pending_approvals}")
+    if view.next_deadline:
+        fields.append(f"*Next deadline*\n{deadline_text(view.next_deadline, now)}")
+    return fields
+
+
+def incident_card(view: IncidentOverview, *, now: dt.datetime) -> dict[str, Any]:
+    """chat.postMessage / chat.update kwargs for the incident card."""
+    incident = view.incident
+    icon = STATUS_ICON.get(incident.status, "")
+    blocks: list[dict[str, Any]] = [
+        bk.header(f"{icon} {incident.key} · {incident.title}"),
+        bk.section(title_line(incident)),
+        bk.fields_section(card_fields(view, now)),
+    ]
+    if incident.resolution:
+        blocks.append(bk.section(f"*Resolution*\n{bk.esc(incident.resolution)}"))
+    if incident.status != "closed":
+        buttons = [b for _, make in _card_buttons if (b := make(incident)) is not None]
+        blocks.append(bk.actions([severity_select(incident), *buttons], block_id="incident_card"))
+    blocks.append(
+        bk.context(
+            f"Opened by {bk.user(incident.created_by)} · `/incident status {incident.key}` · "
+            "updates in the thread"
+        )
+    )
+    text = f"{incident.key} [{incident.severity}/{incident.status}] {bk.esc(incident.title)}"
+    return bk.message(text, blocks)
+
+
+def status_reply(view: IncidentOverview, *, now: dt.datetime) -> tuple[str, list[dict[str, Any]]]:
+    incident = view.incident
+    blocks = [bk.section(title_line(incident)), bk.fields_section(card_fields(view, now))]
+    if incident.resolution:
+        blocks.append(bk.section(f"*Resolution*\n{bk.esc(incident.resolution)}"))
+    if incident.personal_data and incident.notified_at:
+        blocks.append(
+            bk.context(
+                f"Regulator notified {bk.when(incident.notified_at)}: "
+                f"{bk.esc(incident.notified_reference or '')}"
+            )
+        )
+    return f"{incident.key}: {incident.status}, {incident.severity}", blocks
+
+
+def list_reply(
+    views: Sequence[IncidentOverview], *, now: dt.datetime, limit: int = 40
+) -> tuple[str, list[dict[str, Any]]]:
+    if not views:
+        return "No open incidents.", [
+            bk.section("No open incidents. `/incident open <title>` starts one.")
+        ]
+    lines = []
+    for view in views[:limit]:
+        inc = view.incident
+        extra = []
+        if view.pending_approvals:
+            extra.append(f"{view.pending_approvals} pending approval(s)")
+        if view.next_deadline:
+            extra.append(deadline_text(view.next_deadline, now))
+        tail = f" · {' · '.join(extra)}" if extra else ""
+        lines.append(
+            f"{SEVERITY_ICON.get(inc.severity, '')} {title_line(inc)} · {bk.esc(inc.status)} · "
+            f"{bk.age(inc.created_at, now)}{tail}"
+        )
+    blocks = [bk.section(f"*Open incidents ({len(views)})*")]
+    blocks += _chunked_sections(lines)
+    if len(views) > limit:
+        blocks.append(
+            bk.context(f"{len(views) - limit} more not shown; the App Home tab lists all.")
+        )
+    return f"{len(views)} open incident(s)", blocks
+
+
+def timeline_reply(
+    incident: Incident, events: Sequence[TimelineEvent], total: int
+) -> tuple[str, list[dict[str, Any]]]:
+    """The latest events, oldest of them first, with a note when the full export follows."""
+    lines = [
+        f"`#{e.seq}` {bk.utc(e.occurred_at)} · {bk.user(e.actor)} · _{bk.esc(e.kind)}_\n"
+        f"{bk.esc_cut(e.summary, 600)}"
+        for e in sorted(events, key=lambda e: e.seq)
+    ]
+    blocks = [bk.section(f"*Timeline of {title_line(incident)}*")]
+    blocks += _chunked_sections(lines) if lines else [bk.section("No events yet.")]
+    if total > len(events):
+        blocks.append(
+            bk.context(
+                f"Showing the latest {len(events)} of {total} events; "
+                "the full Markdown export is being uploaded here as a file."
+            )
+        )
+    return f"Timeline of {incident.key} ({total} events)", blocks
+
+
+def _chunked_sections(lines: list[str]) -> list[dict[str, Any]]:
+    """Pack lines into as few sections as fit Slack's 3,000-character section limit."""
+    sections: list[dict[str, Any]] = []
+    chunk = ""
+    for line in lines:
+        line = bk.cut(line, bk.SECTION_TEXT)
+        if chunk and len(chunk) + 1 + len(line) > bk.SECTION_TEXT:
+            sections.append(bk.section(chunk))
+            chunk = ""
+        chunk = f"{chunk}\n{line}" if chunk else line
+    if chunk:
+        sections.append(bk.section(chunk))
+    return sections
