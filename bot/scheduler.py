@@ -404,7 +404,7 @@ def start_for_runtime(runtime: Runtime, **kwargs: Any) -> ReminderScheduler:
 
 
 def stop_for_runtime(runtime: Runtime) -> None:
-    scheduler = runtime.extras.pop("scheduler", None)
+    scheduler = getattr(runtime, "extras", {}).pop("scheduler", None)
     if scheduler is not None:
         scheduler.shutdown()
 

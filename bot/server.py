@@ -16,11 +16,14 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 
 from bot.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from bot.app import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +107,9 @@ def serve_http(settings: Settings, *, host: str, port: int, workers: int) -> Non
 
         app = create_app(settings)
         _WorkerState.runtime = app.runtime
-        return build_wsgi_app(app)
+        wsgi = build_wsgi_app(app)
+        start_services(app.runtime)
+        return wsgi
 
     def on_worker_exit() -> None:
         runtime = _WorkerState.runtime
@@ -119,11 +124,29 @@ def serve_http(settings: Settings, *, host: str, port: int, workers: int) -> Non
     ).run()
 
 
-def drain(runtime: Any, *, grace: float = BACKGROUND_GRACE) -> None:
-    interrupted = runtime.background.shutdown(grace=grace)
+def start_services(runtime: Runtime) -> None:
+    """Start what runs beside the listeners in a serving process.
+
+    The reminder scheduler (bot/scheduler.py: one per process, exactly once across them),
+    plus `start(runtime)` of every listener module that has one (pollers, sweepers); each
+    registers its stopper with `runtime.on_shutdown`, which `drain` runs first.
+    """
+    from bot import scheduler
+    from bot.listeners import listener_modules
+
+    scheduler.start_for_runtime(runtime)
+    runtime.on_shutdown(lambda: scheduler.stop_for_runtime(runtime))
+    for module in listener_modules():
+        start = getattr(module, "start", None)
+        if callable(start):
+            start(runtime)
+
+
+def drain(runtime: Runtime, *, grace: float = BACKGROUND_GRACE) -> None:
+    """Stop producers (no new reminder is claimed), then finish or record background work."""
+    interrupted = runtime.shutdown(grace=grace)
     if interrupted:
         log.warning("%d background job(s) recorded as interrupted", len(interrupted))
-    runtime.database.dispose()
 
 
 def serve_socket_mode(settings: Settings, *, stop: threading.Event | None = None) -> None:
@@ -132,6 +155,7 @@ def serve_socket_mode(settings: Settings, *, stop: threading.Event | None = None
     from bot.app import create_app
 
     app = create_app(settings)
+    start_services(app.runtime)
     assert settings.env.slack_app_token is not None
     handler = SocketModeHandler(app, settings.env.slack_app_token.get_secret_value())
     stop = stop or threading.Event()

@@ -80,9 +80,7 @@ class DeadlinePolicy:
             stale_after_hours=float(options.stale_after_hours),
             digest_time=options.digest_time,
             timezone=options.timezone,
-            personal_data_tags={
-                k: tuple(v) for k, v in (options.personal_data_tags or {}).items()
-            },
+            personal_data_tags={k: tuple(v) for k, v in (options.personal_data_tags or {}).items()},
         )
 
     @property
@@ -695,9 +693,7 @@ def claim_due(
             sent_at=now,
             late=or_(Reminder.late, Reminder.due_at < cut),
         )
-        .returning(
-            Reminder.id, Reminder.incident_id, Reminder.kind, Reminder.due_at, Reminder.late
-        )
+        .returning(Reminder.id, Reminder.incident_id, Reminder.kind, Reminder.due_at, Reminder.late)
         .execution_options(synchronize_session=False)
     )
     rows = session.execute(stmt).all()

@@ -6,11 +6,15 @@ processes (`python -m bot.scheduler`) and kill them with SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,10 +252,20 @@ def test_transient_slack_failure_is_retried_and_permanent_one_is_recorded(
 # -- real bot processes ----------------------------------------------------------------------
 
 
-class BotProcess:
-    """`python -m bot.scheduler` against `url`, posting to the fake Slack."""
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
-    def __init__(self, url: str, slack: FakeSlack, tmp: Path, *args: str) -> None:
+
+class BotProcess:
+    """A real bot process against `url`, posting to the fake Slack; its own process group.
+
+    `run`: `incident-bot run --http` (gunicorn master + worker, the scheduler started by
+    serve()); `scheduler`: `python -m bot.scheduler` (a dedicated scheduler replica).
+    """
+
+    def __init__(self, url: str, slack: FakeSlack, tmp: Path, mode: str, *args: str) -> None:
         config = tmp / "incident-bot.yml"
         config.write_text(
             f"slack:\n  incident_channel: {CHANNEL}\ncontacts:\n  slack_usergroup: S0IRTEAM\n"
@@ -265,51 +279,65 @@ class BotProcess:
             "INCIDENT_BOT_CONFIG": str(config),
             "PYTHONPATH": str(REPO),
         }
+        env.pop("SLACK_APP_TOKEN", None)
+        if mode == "run":
+            argv = [str(Path(sys.executable).with_name("incident-bot")), "run", "--http"]
+            argv += ["--host", "127.0.0.1", "--port", str(free_port()), *args]
+        else:
+            argv = [sys.executable, "-m", "bot.scheduler", "--no-maintain", *args]
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        self.worker_id = ""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.scheduler", "--no-maintain", *args],
+            argv,
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,
         )
-        self.worker_id = ""
+        threading.Thread(target=self._read, daemon=True).start()
 
-    def started(self) -> BotProcess:
-        self.worker_id = self._wait_ready()
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # keep draining so the child never blocks on the pipe
+            self.lines.append(line)
+            found = READY.search(line)
+            if found:
+                self.worker_id = found.group(1)
+                self._ready.set()
+
+    def started(self, timeout: float = 30.0) -> BotProcess:
+        if not self._ready.wait(timeout):
+            self.kill()
+            raise AssertionError("bot process did not start:\n" + "".join(self.lines[-30:]))
         return self
 
-    def _wait_ready(self, timeout: float = 20.0) -> str:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if line.startswith("scheduler ready worker="):
-                return line.strip().split("=", 1)[1]
-            if not line and self.proc.poll() is not None:
-                break
-        self.proc.kill()
-        raise AssertionError(f"bot process did not start (exit {self.proc.poll()})")
-
     def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
+        """SIGKILL the whole process group (gunicorn's master and its workers)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(5)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(10)
+                self.proc.wait(15)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+                self.kill()
+
+
+READY = re.compile(r"reminder scheduler (\S+) started")
 
 
 def test_sigkill_while_reminders_come_due_then_restart_posts_each_once_late(
     database, fake_slack, tmp_path
 ) -> None:
     incident = new_incident(database, fake_slack)
-    first = BotProcess(database.url, fake_slack, tmp_path, "--poll", "0.2").started()
+    first = BotProcess(database.url, fake_slack, tmp_path, "run").started()
     try:
         start = utcnow()
         with database.session() as session:
@@ -322,20 +350,20 @@ def test_sigkill_while_reminders_come_due_then_restart_posts_each_once_late(
                     dedupe_key=f"kill:{i}",
                     message=f"follow-up {i}",
                 )
-        time.sleep(0.6)  # the process has seen and armed them (poll 0.2 s)
+        time.sleep(0.6)
     finally:
         first.kill()
     assert reminder_posts(fake_slack) == []
     time.sleep(max(0.0, (start + dt.timedelta(seconds=1.6) - utcnow()).total_seconds()))
     assert reminder_posts(fake_slack) == []  # all three came due while nothing ran
 
-    second = BotProcess(database.url, fake_slack, tmp_path, "--poll", "0.2").started()
+    second = BotProcess(database.url, fake_slack, tmp_path, "run").started()
     try:
         fake_slack.wait_for(
             "chat.postMessage",
             is_reminder_post,
             count=3,
-            timeout=10,
+            timeout=3,  # posted on start, not after a poll interval (10 s)
         )
         time.sleep(0.5)
     finally:
@@ -372,7 +400,7 @@ def test_two_processes_on_postgresql_post_each_of_200_reminders_exactly_once(
     upgrade(POSTGRES_URL)
     database = Database(POSTGRES_URL)
     bots = [
-        BotProcess(POSTGRES_URL, fake_slack, tmp_path, "--poll", "0.2", "--batch", "5")
+        BotProcess(POSTGRES_URL, fake_slack, tmp_path, "scheduler", "--poll", "0.2", "--batch", "5")
         for _ in range(2)
     ]
     try:
