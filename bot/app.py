@@ -26,7 +26,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
 )
 
-from bot.background import Background
+from bot.background import Background, Job
 from bot.settings import AppConfig, Settings
 from storage.db import Database
 from storage.models import utcnow
@@ -45,10 +45,31 @@ class Runtime:
     now: Callable[[], dt.datetime] = utcnow
     # Free slots for other parts of the bot (scheduler, GuardDuty poller) to hang state on.
     extras: dict[str, Any] = field(default_factory=dict)
+    _stoppers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     @property
     def config(self) -> AppConfig:
         return self.settings.config
+
+    def on_shutdown(self, stop: Callable[[], None]) -> Callable[[], None]:
+        """Register a stopper (a sweeper, a poller, the scheduler) for `shutdown`."""
+        self._stoppers.append(stop)
+        return stop
+
+    def shutdown(self, *, grace: float = 20.0) -> list[Job]:
+        """Stop producers (newest first), then let background work finish within `grace`.
+
+        Returns the background jobs recorded as interrupted.
+        """
+        while self._stoppers:
+            stop = self._stoppers.pop()
+            try:
+                stop()
+            except Exception:
+                log.exception("stopping %r failed", stop)
+        interrupted = self.background.shutdown(grace=grace)
+        self.database.dispose()
+        return interrupted
 
 
 class IncidentBotApp(App):

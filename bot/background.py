@@ -113,6 +113,11 @@ class Background:
 
     # -- observing --------------------------------------------------------------------------
 
+    @property
+    def closing(self) -> bool:
+        """True once shutdown began: long-running producers should stop submitting."""
+        return self._closing
+
     def pending(self) -> list[Job]:
         with self._lock:
             return list(self._jobs.values())

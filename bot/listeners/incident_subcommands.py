@@ -268,7 +268,11 @@ def close_cmd(inv: Invocation) -> Reply | None:
 
 @subcommand("help", usage="/incident help", summary="This list.")
 def help_cmd(inv: Invocation) -> Reply:
-    unknown = inv.args.split(" ", 1)[0] if inv.args else ""
-    intro = f"There is no `/incident {bk.esc_cut(unknown, 50)}`. " if unknown else ""
+    word = inv.args.split(" ", 1)[0].lower() if inv.args else ""
+    known = incident.get(word) if word else None
+    if known is not None:  # /incident help note
+        text = f"`{bk.esc(known.usage)}` {bk.esc(known.summary)}"
+        return Reply(text, [bk.section(text)])
+    intro = f"There is no `/incident {bk.esc_cut(word, 50)}`. " if word else ""
     text = intro + incident.help_text()
     return Reply(text, [bk.section(text)])

@@ -77,7 +77,7 @@ def register(app: IncidentBotApp) -> None:
         meta = json.loads(view.get("private_metadata") or "{}")
         status = meta.get("status", "")
 
-        def work(i: Invocation) -> None:
-            change_status(i, i.args, status, summary)
+        def work(i: Invocation) -> Reply:
+            return change_status(i, i.args, status, summary)
 
         dispatch(inv, work, background=True, ack=ack, answer_in_ack=False)

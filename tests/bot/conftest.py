@@ -114,8 +114,7 @@ def bot_factory(tmp_path: Path, fake_slack: FakeSlack) -> Iterator[Callable[...,
     for server, _thread, runtime in started:
         server.shutdown()
         server.server_close()
-        runtime.background.shutdown(grace=2)
-        runtime.database.dispose()
+        runtime.shutdown(grace=2)
 
 
 @pytest.fixture

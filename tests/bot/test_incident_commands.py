@@ -204,6 +204,11 @@ def test_unknown_subcommand_gets_help_ephemerally(bot):
         assert usage.replace("<", "&lt;").replace(">", "&gt;") in body["text"]
 
 
+def test_help_for_one_subcommand(bot):
+    body = ack_json(bot.command("help note"))
+    assert body["text"] == "`/incident note [INC-N] &lt;text&gt;` Add a note to the timeline."
+
+
 def test_help_and_empty_text(bot):
     for text in ("help", ""):
         body = ack_json(bot.command(text))

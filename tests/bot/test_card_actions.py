@@ -1,0 +1,193 @@
+"""Card buttons, modals and the App Home tab, driven over HTTP with Slack's real payloads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from sqlalchemy import select
+
+from storage.models import ContainmentRequest, Incident, TimelineEvent
+from tests.bot.test_incident_commands import EVIL, ack_json, events, incident, open_incident
+from tests.slack_signing import block_actions_payload, view_submission_payload
+
+
+def clicked(call) -> bool:
+    return call.path == "/response/click"
+
+
+def click(bot, action_id: str, value: str, card, **kw):
+    payload = block_actions_payload(
+        action_id,
+        value,
+        message_ts=card.response["ts"],
+        response_url=bot.slack.response_url("click"),
+        message=card.response["message"],
+        **kw,
+    )
+    return payload
+
+
+def test_severity_menu_updates_card(bot):
+    card = open_incident(bot)
+    payload = click(bot, "incident_severity", "", card, block_id="incident_card")
+    payload["actions"][0].update(
+        type="static_select",
+        selected_option={"value": "critical", "text": {"type": "plain_text", "text": "critical"}},
+    )
+    assert bot.sender.action(payload).status_code == 200
+    update = bot.slack.wait_for("chat.update")
+    bot.idle()
+    assert update.args["text"].startswith("INC-1 [critical/open]")
+    assert incident(bot).severity == "critical"
+    answer = bot.slack.wait_for("response_url", clicked)
+    assert answer.args["replace_original"] is False  # the card is never overwritten
+    assert answer.args["response_type"] == "ephemeral"
+
+
+def test_timeline_button_answers_ephemerally(bot):
+    card = open_incident(bot)
+    assert bot.sender.action(click(bot, "incident_timeline", "INC-1", card)).status_code == 200
+    answer = bot.slack.wait_for("response_url", clicked)
+    assert answer.args["response_type"] == "ephemeral"
+    assert answer.args["replace_original"] is False
+    assert "incident.opened" in json.dumps(answer.args["blocks"])
+
+
+def test_unknown_incident_on_button_is_answered(bot):
+    card = open_incident(bot)
+    assert bot.sender.action(click(bot, "incident_timeline", "INC-77", card)).status_code == 200
+    answer = bot.slack.wait_for("response_url", clicked)
+    assert answer.args["text"] == "No incident INC-77. /incident list shows the open ones."
+
+
+def test_note_button_opens_modal_and_submission_adds_note(bot):
+    card = open_incident(bot)
+    assert bot.sender.action(click(bot, "incident_note", "INC-1", card)).status_code == 200
+    opened = bot.slack.wait_for("views.open")
+    view = opened.args["view"]
+    assert view["callback_id"] == "incident_note_modal"
+    assert opened.args["trigger_id"] == "111.222.valid"
+
+    empty = view_submission_payload(
+        view["callback_id"],
+        {"note": {"note": {"type": "plain_text_input", "value": "  "}}},
+        private_metadata=view["private_metadata"],
+    )
+    refused = bot.sender.action(empty)
+    assert refused.json() == {
+        "response_action": "errors",
+        "errors": {"note": "Write the note first."},
+    }
+
+    submit = view_submission_payload(
+        view["callback_id"],
+        {"note": {"note": {"type": "plain_text_input", "value": EVIL}}},
+        private_metadata=view["private_metadata"],
+    )
+    assert bot.sender.action(submit).status_code == 200
+    line = bot.slack.wait_for("chat.postMessage", lambda c: "📝" in c.args.get("text", ""))
+    bot.idle()
+    assert line.args["thread_ts"] == card.response["ts"]
+    assert "<!channel>" not in line.args["text"]
+    assert events(bot)[-1].summary == EVIL
+
+
+def test_resolve_button_modal_then_submission_changes_status(bot):
+    card = open_incident(bot)
+    assert bot.sender.action(click(bot, "incident_resolve", "INC-1", card)).status_code == 200
+    view = bot.slack.wait_for("views.open").args["view"]
+    submit = view_submission_payload(
+        view["callback_id"],
+        {"summary": {"summary": {"type": "plain_text_input", "value": "rebuilt host"}}},
+        private_metadata=view["private_metadata"],
+    )
+    assert bot.sender.action(submit).status_code == 200
+    update = bot.slack.wait_for("chat.update")
+    bot.idle()
+    assert update.args["text"].startswith("INC-1 [medium/resolved]")
+    inc = incident(bot)
+    assert inc.status == "resolved" and inc.resolution == "rebuilt host"
+    # the result reaches the submitter as a DM from the bot (modals have no response_url)
+    dm = bot.slack.wait_for("chat.postMessage", lambda c: c.args["channel"] == "W111")
+    assert "INC-1" in dm.args["text"] and "resolved" in dm.args["text"]
+
+
+def test_close_button_on_closed_incident_explains(bot):
+    card = open_incident(bot)
+    assert ack_json(bot.command("close INC-1 done")) == {}
+    bot.slack.wait_for("chat.update")
+    bot.idle()
+    assert bot.sender.action(click(bot, "incident_close", "INC-1", card)).status_code == 200
+    answer = bot.slack.wait_for(
+        "response_url", lambda c: clicked(c) and "cannot become" in c.args["text"]
+    )
+    assert answer.args["text"] == "INC-1 is closed and cannot become closed."
+    assert not bot.slack.calls_for("views.open")
+
+
+def test_app_home_lists_open_incidents_with_approvals_and_deadlines(bot):
+    open_incident(bot, "Quiet one")
+    bot.slack.reset_calls()
+    open_incident(bot, EVIL)
+    assert ack_json(bot.command("personal-data INC-2")) == {}
+    bot.slack.wait_for("chat.update")
+    bot.idle()
+    now = bot.runtime.now()
+    with bot.runtime.database.session() as session:
+        inc = session.scalars(select(Incident).where(Incident.number == 1)).one()
+        session.add(
+            ContainmentRequest(
+                incident_id=inc.id,
+                target_type="ec2_instance",
+                target_id="i-0abc",
+                requested_by="U1",
+                expires_at=now + dt.timedelta(minutes=25),
+                status="pending",
+            )
+        )
+    event = {
+        "type": "app_home_opened",
+        "user": "W111",
+        "channel": "D0HOME",
+        "tab": "home",
+        "event_ts": "1596183880.004200",
+    }
+    assert bot.sender.event(event).status_code == 200
+    published = bot.slack.wait_for("views.publish")
+    assert published.args["user_id"] == "W111"
+    flat = json.dumps(published.args["view"], ensure_ascii=False)
+    assert "Open incidents (2)" in flat
+    assert "*Pending approvals* 1" in flat
+    assert "approval expires in 24m" in flat or "approval expires in 25m" in flat
+    assert "regulator notice in 2d 23h" in flat
+    assert "<!channel>" not in flat and "&lt;!channel&gt;" in flat
+
+
+def test_app_home_for_messages_tab_is_ignored(bot):
+    event = {
+        "type": "app_home_opened",
+        "user": "W111",
+        "channel": "D0HOME",
+        "tab": "messages",
+        "event_ts": "1596183880.004200",
+    }
+    assert bot.sender.event(event).status_code == 200
+    bot.idle()
+    assert not bot.slack.calls_for("views.publish")
+
+
+def test_timeline_records_button_errors(bot):
+    card = open_incident(bot)
+    bot.slack.fail_next("chat.update", "msg_too_long")
+    payload = click(bot, "incident_severity", "", card, block_id="incident_card")
+    payload["actions"][0].update(type="static_select", selected_option={"value": "low"})
+    bot.sender.action(payload)
+    failure = bot.slack.wait_for(
+        "response_url", lambda c: clicked(c) and "failed" in c.args["text"]
+    )
+    bot.idle()
+    assert "msg_too_long" in failure.args["text"]
+    with bot.session() as session:
+        kinds = session.scalars(select(TimelineEvent.kind).order_by(TimelineEvent.seq)).all()
+    assert kinds[-1] == "bot.error"
