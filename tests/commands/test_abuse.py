@@ -1,0 +1,223 @@
+"""Abuse reports: Support cases through a Stubber, reminders until answered (real SQLite)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from sqlalchemy import select
+
+from commands import deadlines
+from commands.abuse import (
+    NO_SUPPORT_API,
+    REMIND_EVERY,
+    abuse_lines,
+    is_case_id,
+    mark_answered,
+    open_support_case,
+    parse_args,
+    report_abuse,
+)
+from commands.errors import UserError
+from commands.incidents import get_incident, open_incident
+from containment.context import ActionContext
+from storage.models import Reminder
+from storage.timeline import latest_events
+
+T0 = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)
+CASE = "case-123456789012-muen-2026-7c1f0a3b9e2d4c55"
+
+
+def support_client() -> tuple[Any, Stubber]:
+    client = boto3.client("support", region_name="us-east-1")
+    return client, Stubber(client)
+
+
+def hooked(responses: list[tuple[str, Any, Any]]) -> tuple[ActionContext, list[Stubber]]:
+    """An ActionContext whose Support client answers `responses` in order."""
+    stubs: list[Stubber] = []
+
+    def hook(client: Any) -> None:
+        if client.meta.service_model.service_name != "support":
+            return
+        stub = Stubber(client)
+        for method, response, params in responses:
+            if isinstance(response, Exception):
+                stub.add_client_error(method, *response.args)
+            else:
+                stub.add_response(method, response, params)
+        stub.activate()
+        stubs.append(stub)
+
+    return ActionContext(incident_key="-", client_hooks=(hook,)), stubs
+
+
+def test_parse_args_and_case_ids() -> None:
+    assert parse_args("AWS-ABUSE-8123 port scanning from 203.0.113.9") == (
+        "AWS-ABUSE-8123",
+        "port scanning from 203.0.113.9",
+    )
+    assert is_case_id(CASE) and is_case_id("1234567890")
+    assert not is_case_id("AWS-ABUSE-8123")
+    with pytest.raises(UserError, match="Usage"):
+        parse_args("AWS-ABUSE-8123")
+    with pytest.raises(UserError, match="does not look like"):
+        parse_args("<@U123> spam")
+
+
+def test_creates_a_support_case() -> None:
+    client, stub = support_client()
+    stub.add_response(
+        "create_case",
+        {"caseId": CASE},
+        {
+            "subject": "Abuse report AWS-ABUSE-8123: port scanning",
+            "communicationBody": (
+                "We received AWS abuse report AWS-ABUSE-8123 and are investigating it.\n\n"
+                "Summary: port scanning\n\nWe will reply with our findings and the actions taken."
+            ),
+            "issueType": "customer-service",
+            "severityCode": "high",
+            "language": "en",
+        },
+    )
+    with stub:
+        out = open_support_case(support=client, reference="AWS-ABUSE-8123", summary="port scanning")
+    assert (out.case_id, out.api) == (CASE, "created")
+
+
+def test_basic_support_plan_says_so() -> None:
+    client, stub = support_client()
+    stub.add_client_error(
+        "create_case",
+        "SubscriptionRequiredException",
+        "AWS Premium Support Subscription is required to use this service.",
+        400,
+    )
+    with stub:
+        out = open_support_case(support=client, reference="AWS-ABUSE-8123", summary="spam")
+    assert out.api == "unavailable" and out.case_id is None
+    assert out.message == NO_SUPPORT_API
+
+
+def test_existing_case_is_looked_up_not_created() -> None:
+    client, stub = support_client()
+    stub.add_response(
+        "describe_cases",
+        {
+            "cases": [
+                {
+                    "caseId": CASE,
+                    "displayId": "1234567890",
+                    "subject": "Abuse report",
+                    "status": "pending-customer-action",
+                    "serviceCode": "customer-account",
+                    "categoryCode": "security",
+                    "severityCode": "high",
+                    "submittedBy": "abuse@amazonaws.com",
+                    "timeCreated": "2026-11-27T07:55:00.000Z",
+                }
+            ]
+        },
+        {"displayId": "1234567890", "includeResolvedCases": True, "includeCommunications": False},
+    )
+    with stub:
+        out = open_support_case(support=client, reference="1234567890", summary="spam")
+    assert (out.case_id, out.api, out.status) == (CASE, "existing", "pending-customer-action")
+
+
+def test_report_opens_an_incident_and_reminds_until_answered(database: Any) -> None:
+    ctx, stubs = hooked([("create_case", {"caseId": CASE}, None)])
+    result = report_abuse(
+        db=database,
+        ctx=ctx,
+        reference="AWS-ABUSE-8123",
+        summary="outbound SSH scanning",
+        actor="U1",
+        now=lambda: T0,
+    )
+    stubs[0].assert_no_pending_responses()
+    assert result.opened and result.case_id == CASE
+    assert result.reminder_due == T0 + REMIND_EVERY
+    with database.read_session() as s:
+        inc = get_incident(session=s, key=result.incident_key)
+        assert inc.support_case_id == CASE and inc.severity == "high"
+        assert inc.title == "AWS abuse report AWS-ABUSE-8123: outbound SSH scanning"
+        ev = latest_events(session=s, incident=inc, limit=1)[0]
+        assert ev.kind == "abuse.reported"
+        assert f"Opened AWS Support case {CASE}" in ev.summary
+        assert abuse_lines(inc.facts) == [f"abuse report AWS-ABUSE-8123 ({CASE}): NOT answered yet"]
+
+    # Reported again (a second responder): same incident, no second Support case.
+    again = report_abuse(
+        db=database,
+        ctx=ctx,
+        reference="AWS-ABUSE-8123",
+        summary="outbound SSH scanning",
+        actor="U2",
+        now=lambda: T0,
+    )
+    assert (again.incident_key, again.opened) == (result.incident_key, False)
+    assert len(stubs) == 1  # no second Support client call
+
+    # Due: the reminder posts and schedules the next one.
+    due = T0 + REMIND_EVERY
+    with database.session() as s:
+        claims = deadlines.claim_due(session=s, now=due, worker_id="w1")
+    assert [c.kind for c in claims] == ["abuse"]
+    with database.session() as s:
+        delivery = deadlines.prepare_delivery(session=s, claim=claims[0], now=due)
+    assert delivery is not None
+    assert "AWS abuse report AWS-ABUSE-8123" in delivery.text
+    assert f"({CASE}) has been unanswered for 4 h 0 m." in delivery.text
+    assert delivery.text.endswith(f"/incident abuse answered {result.incident_key}.")
+    with database.read_session() as s:
+        pending = s.scalars(select(Reminder).where(Reminder.status == "pending")).all()
+        assert [(r.kind, r.due_at) for r in pending] == [("abuse", due + REMIND_EVERY)]
+
+    mark_answered(db=database, incident_key=result.incident_key, actor="U2", note="replied")
+    with database.read_session() as s:
+        assert s.scalars(select(Reminder).where(Reminder.status == "pending")).all() == []
+        inc = get_incident(session=s, key=result.incident_key)
+        assert abuse_lines(inc.facts)[0].endswith(": answered")
+        kinds = [e.kind for e in latest_events(session=s, incident=inc, limit=3)]
+        assert kinds[:2] == ["reminders.cancelled", "abuse.answered"]
+    with pytest.raises(UserError, match="already marked answered"):
+        mark_answered(db=database, incident_key=result.incident_key, actor="U2")
+
+
+def test_joins_the_incident_it_is_run_in_and_tracks_without_support_api(database: Any) -> None:
+    with database.session() as s:
+        open_incident(session=s, title="crypto miner", created_by="U1")
+    ctx, _ = hooked(
+        [("create_case", Exception("SubscriptionRequiredException", "Premium required", 400), None)]
+    )
+    result = report_abuse(
+        db=database,
+        ctx=ctx,
+        reference="AWS-ABUSE-77",
+        summary="mining pool traffic",
+        actor="U1",
+        incident_key="INC-1",
+        now=lambda: T0,
+    )
+    assert (result.incident_key, result.opened, result.case_id) == ("INC-1", False, None)
+    assert result.support.api == "unavailable"
+    with database.read_session() as s:
+        inc = get_incident(session=s, key="INC-1")
+        assert inc.support_case_id == "AWS-ABUSE-77"
+        assert NO_SUPPORT_API in latest_events(session=s, incident=inc, limit=1)[0].summary
+        assert abuse_lines(inc.facts)[1].startswith("no AWS Support API")
+    # An answered-by-hand report stops a reminder that was already claimed.
+    mark_answered(db=database, incident_key="INC-1", actor="U1")
+    with database.session() as s:
+        reminder = s.scalars(select(Reminder)).one()
+        reminder.status = "pending"  # as if claimed just before the answer landed
+    with database.session() as s:
+        claims = deadlines.claim_due(session=s, now=T0 + REMIND_EVERY, worker_id="w1")
+        assert len(claims) == 1
+    with database.session() as s:
+        assert deadlines.prepare_delivery(session=s, claim=claims[0], now=T0 + REMIND_EVERY) is None
