@@ -172,7 +172,7 @@ def test_report_opens_an_incident_and_reminds_until_answered(database: Any) -> N
         delivery = deadlines.prepare_delivery(session=s, claim=claims[0], now=due)
     assert delivery is not None
     assert "AWS abuse report AWS-ABUSE-8123" in delivery.text
-    assert f"({CASE}) has been unanswered for 4 h 0 m." in delivery.text
+    assert f"(Support case {CASE}) has been unanswered for 4 h 0 m." in delivery.text
     assert delivery.text.endswith(f"/incident abuse answered {result.incident_key}.")
     with database.read_session() as s:
         pending = s.scalars(select(Reminder).where(Reminder.status == "pending")).all()
