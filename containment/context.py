@@ -26,6 +26,29 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_shared_lock = threading.RLock()
+_shared_session: boto3.Session | None = None
+_shared_clients: dict[tuple[Any, ...], BaseClient] = {}
+
+
+def shared_session() -> boto3.Session:
+    """One process-wide session: loading endpoint and service data costs ~0.5 s per session."""
+    global _shared_session
+    with _shared_lock:
+        if _shared_session is None:
+            _shared_session = boto3.Session()
+        return _shared_session
+
+
+def _shared_client(key: tuple[Any, ...], make: Callable[[], BaseClient]) -> BaseClient:
+    """Clients in the bot's own account are reused across incidents (they are thread-safe)."""
+    with _shared_lock:
+        client = _shared_clients.get(key)
+        if client is None:
+            client = _shared_clients[key] = make()
+        return client
+
+
 @dataclass
 class ActionContext:
     incident_key: str
@@ -40,7 +63,7 @@ class ActionContext:
     deny_all_profile_name: str = "incident-bot-deny-all"
     cross_account_role_name: str | None = None
     external_id: str | None = None
-    session_factory: Callable[[], boto3.Session] = boto3.Session
+    session_factory: Callable[[], boto3.Session] = shared_session
     now: Callable[[], datetime] = utcnow
     sleep: Callable[[float], None] = time.sleep
     retry_mode: str = "standard"  # or "adaptive" (client-side rate limiting)
@@ -80,6 +103,12 @@ class ActionContext:
     def _client(self, service: str, region: str, account_id: str | None) -> Any:
         if not (account_id and self.cross_account_role_name):
             account_id = None
+        if account_id is None and not self.client_hooks and self.session_factory is shared_session:
+            cfg = (self.retry_mode, self.max_attempts, self.max_pool_connections)
+            return _shared_client(
+                (service, region, *cfg),
+                lambda: shared_session().client(service, region_name=region, config=self.config()),
+            )
         key = (service, region, account_id)
         with self._lock:
             client = self._clients.get(key)

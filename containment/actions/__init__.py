@@ -16,3 +16,4 @@ from containment.actions import isolate
 from containment.actions import iam_instance
 from containment.actions import tag
 from containment.actions import access_key
+from containment.actions import flow_logs

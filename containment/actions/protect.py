@@ -29,7 +29,8 @@ def _needed(target: Target, facts: Facts) -> list[tuple[str, dict[str, Any], dic
     if attrs["shutdown_behavior"] != "stop":
         out.append(
             ("shutdown_behavior",
-             {"InstanceId": iid, "InstanceInitiatedShutdownBehavior": {"Value": "stop"}},
+             # Attribute/Value form: moto 5.2 ignores InstanceInitiatedShutdownBehavior.Value.
+             {"InstanceId": iid, "Attribute": "instanceInitiatedShutdownBehavior", "Value": "stop"},
              {"before": attrs["shutdown_behavior"]})
         )
     deleting = [v for v in facts["volumes"] if v["delete_on_termination"]]
