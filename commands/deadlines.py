@@ -620,7 +620,7 @@ def build_digest(*, session: Session, now: dt.datetime, policy: Any = None) -> D
         approvals.append(
             f"{inc.key}: {req.kind} {req.target_id} requested by <@{req.requested_by}>{tail}"
         )
-        if expires and expires <= horizon:
+        if expires and now < expires <= horizon:
             deadlines.append((expires, f"{inc.key}: approval of {req.target_id} expires"))
     for inc in incidents:
         clock = regulator_clock(inc, now=now, policy=pol)

@@ -1,0 +1,533 @@
+"""commands.deadlines on a real database (SQLite, and PostgreSQL in CI): due times, the
+personal-data tag, notified, atomic claiming, late marking, stale nudges and the digest."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from commands import deadlines as dl
+from commands.incidents import mark_personal_data, open_incident, record_notified
+from storage.db import Database
+from storage.models import ContainmentRequest, Incident, Reminder, TimelineEvent, utcnow
+from storage.timeline import append_event
+
+T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(autouse=True)
+def _restore_policy() -> Iterator[None]:
+    previous = dl.configure(dl.DeadlinePolicy())
+    yield
+    dl.configure(previous)
+
+
+def policy(**kw: Any) -> dl.DeadlinePolicy:
+    return dl.DeadlinePolicy(**kw)
+
+
+def new_incident(session: Any, *, title: str = "ssh brute force", **kw: Any) -> Incident:
+    return open_incident(session=session, title=title, created_by="U0OWNER", **kw)
+
+
+def reminders(database: Database, incident_id: int | None = None) -> list[Reminder]:
+    with database.read_session() as session:
+        stmt = select(Reminder).order_by(Reminder.due_at, Reminder.id)
+        if incident_id is not None:
+            stmt = stmt.where(Reminder.incident_id == incident_id)
+        return list(session.scalars(stmt))
+
+
+def kinds(database: Database, incident_id: int) -> list[str]:
+    with database.read_session() as session:
+        return list(
+            session.scalars(
+                select(TimelineEvent.kind)
+                .where(TimelineEvent.incident_id == incident_id)
+                .order_by(TimelineEvent.seq)
+            )
+        )
+
+
+def fire(database: Database, now: dt.datetime, pol: Any = None) -> list[dl.Delivery]:
+    """Claim everything due at `now` and prepare it, as the scheduler does (no Slack)."""
+    with database.session() as session:
+        claims = dl.claim_due(session=session, now=now, worker_id="test", limit=1000)
+    out = []
+    for claim in claims:
+        with database.session() as session:
+            delivery = dl.prepare_delivery(session=session, claim=claim, now=now, policy=pol)
+            if delivery is not None:
+                dl.record_fired(session=session, delivery=delivery, now=now, channel="C", ts="1")
+                out.append(delivery)
+    return out
+
+
+# -- the regulator clock ----------------------------------------------------------------------
+
+
+def test_clock_schedules_each_reminder_and_the_deadline_at_the_right_times(database) -> None:
+    dl.configure(policy(gdpr_hours=72, reminder_hours_before=(48, 24, 6, 1)))
+    with database.session() as session:
+        incident = new_incident(session)
+        assert mark_personal_data(session=session, incident=incident, actor="U1", aware_at=T0)
+    due = {(r.kind, r.dedupe_key): r.due_at for r in reminders(database)}
+    deadline = T0 + dt.timedelta(hours=72)
+    assert due == {
+        ("gdpr", f"gdpr:{incident.id}:before:48"): deadline - dt.timedelta(hours=48),
+        ("gdpr", f"gdpr:{incident.id}:before:24"): deadline - dt.timedelta(hours=24),
+        ("gdpr", f"gdpr:{incident.id}:before:6"): deadline - dt.timedelta(hours=6),
+        ("gdpr", f"gdpr:{incident.id}:before:1"): deadline - dt.timedelta(hours=1),
+        ("gdpr", f"gdpr:{incident.id}:deadline"): deadline,
+    }
+
+
+def test_decimal_hours_make_a_clock_of_seconds(database) -> None:
+    pol = policy(gdpr_hours=0.05, reminder_hours_before=(0.01,))  # 180 s, one at -36 s
+    now = utcnow()
+    with database.session() as session:
+        incident = new_incident(session)
+        mark_personal_data(session=session, incident=incident, actor="U1", schedule=False)
+        dl.schedule_gdpr_clock(session=session, incident=incident, policy=pol)
+        aware = incident.aware_at
+    assert aware is not None and aware >= now
+    assert [r.due_at - aware for r in reminders(database)] == [
+        dt.timedelta(seconds=144),
+        dt.timedelta(seconds=180),
+    ]
+
+
+def test_backdated_awareness_skips_reminders_already_past_but_keeps_the_deadline(
+    database,
+) -> None:
+    aware = utcnow() - dt.timedelta(hours=50)  # 22 h left: the 48 h and 24 h marks passed
+    with database.session() as session:
+        incident = new_incident(session)
+        mark_personal_data(session=session, incident=incident, actor="U1", aware_at=aware)
+    assert [r.payload.get("hours_before", "deadline") for r in reminders(database)] == [
+        6.0,
+        1.0,
+        "deadline",
+    ]
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        [{"Key": "Name", "Value": "web-1"}, {"Key": "DataClassification", "Value": "PII"}],
+        [{"key": "dataclassification", "value": "confidential"}],  # GuardDuty's camelCase
+        {"DataClassification": " PII "},
+    ],
+    ids=["aws-list", "guardduty-list", "dict"],
+)
+def test_personal_data_tag_starts_the_clock_with_the_right_due_times(database, tags) -> None:
+    pol = policy(gdpr_hours=72, reminder_hours_before=(24, 1))
+    with database.session() as session:
+        incident = new_incident(session)
+        started = dl.start_clock_from_tags(
+            session=session,
+            incident=incident,
+            tags=tags,
+            settings=pol,
+            actor="guardduty",
+            resource_id="i-0abc",
+        )
+        aware = incident.aware_at
+    assert started and aware is not None
+    deadline = aware + dt.timedelta(hours=72)
+    assert [(r.kind, r.due_at) for r in reminders(database)] == [
+        ("gdpr", deadline - dt.timedelta(hours=24)),
+        ("gdpr", deadline - dt.timedelta(hours=1)),
+        ("gdpr", deadline),
+    ]
+    with database.read_session() as session:
+        event = session.scalars(
+            select(TimelineEvent).where(TimelineEvent.kind == "incident.personal_data")
+        ).one()
+    assert "resource tagged" in event.summary and "i-0abc" in event.summary
+    assert event.actor == "guardduty"
+
+
+def test_untagged_or_already_running_clock_changes_nothing(database) -> None:
+    with database.session() as session:
+        incident = new_incident(session)
+        assert not dl.start_clock_from_tags(
+            session=session, incident=incident, tags={"DataClassification": "Public"}
+        )
+        assert not dl.start_clock_from_tags(session=session, incident=incident, tags=None)
+    assert reminders(database) == []
+    with database.session() as session:
+        incident = session.get(Incident, incident.id)
+        assert dl.start_clock_from_tags(
+            session=session, incident=incident, tags={"DataClassification": "PII"}
+        )
+        assert not dl.start_clock_from_tags(
+            session=session, incident=incident, tags={"DataClassification": "PII"}
+        )
+    assert len(reminders(database)) == 5
+    assert kinds(database, incident.id).count("incident.personal_data") == 1
+
+
+def test_custom_tag_policy_from_settings_shape(database) -> None:
+    class Options:  # the shape of bot.settings.DeadlinesConfig
+        gdpr_hours = 24.0
+        reminder_hours_before = [2.0]
+        overdue_every_hours = 1.0
+        stale_after_hours = 4.0
+        digest_time = "08:30"
+        timezone = "Europe/Berlin"
+        personal_data_tags = {"Sensitivity": ["Restricted"]}
+
+    class Config:
+        deadlines = Options()
+
+    class Settings:
+        config = Config()
+
+    pol = dl.policy_of(Settings())
+    assert pol.gdpr_hours == 24 and pol.personal_data_tags == {"Sensitivity": ("Restricted",)}
+    assert dl.personal_data_tag([{"Key": "Sensitivity", "Value": "restricted"}], policy=pol)
+    assert dl.personal_data_tag({"DataClassification": "PII"}, policy=pol) is None
+
+
+def test_schedule_reminder_is_idempotent_on_its_dedupe_key(database) -> None:
+    with database.session() as session:
+        incident = new_incident(session)
+        a = dl.schedule_reminder(
+            session=session, incident=incident, kind="followup", due_at=T0, dedupe_key="k"
+        )
+        b = dl.schedule_reminder(
+            session=session,
+            incident=incident,
+            kind="followup",
+            due_at=T0 + dt.timedelta(hours=1),
+            dedupe_key="k",
+        )
+        assert a.id == b.id and b.due_at == T0
+    with pytest.raises(ValueError, match="unknown reminder kind"), database.session() as session:
+        dl.schedule_reminder(
+            session=session, incident=None, kind="nope", due_at=T0, dedupe_key=None
+        )
+
+
+def test_deadline_starts_overdue_alerts_and_notified_stops_them(database) -> None:
+    pol = policy(gdpr_hours=72, reminder_hours_before=(1,), overdue_every_hours=12)
+    dl.configure(pol)
+    with database.session() as session:
+        incident = new_incident(session)
+        mark_personal_data(session=session, incident=incident, actor="U1", aware_at=T0)
+    deadline = T0 + dt.timedelta(hours=72)
+
+    fired = fire(database, deadline - dt.timedelta(hours=1))
+    assert [d.text for d in fired] == [
+        "⏰ *GDPR*: the regulator notice for *INC-1* is due in *1 h 0 m* "
+        f"(by {dl.utc_text(deadline)}). Record it with `/incident notified INC-1 <reference>` "
+        "once it is sent."
+    ]
+    fired = fire(database, deadline)
+    assert len(fired) == 1 and "GDPR deadline reached" in fired[0].text
+    fired = fire(database, deadline + dt.timedelta(hours=12))
+    assert len(fired) == 1 and "OVERDUE" in fired[0].text and "12 h 0 m ago" in fired[0].text
+    pending = [r for r in reminders(database) if r.status == "pending"]
+    assert [(r.kind, r.due_at) for r in pending] == [
+        ("gdpr_overdue", deadline + dt.timedelta(hours=24))
+    ]
+
+    with database.session() as session:
+        target = session.get(Incident, incident.id)
+        record_notified(session=session, incident=target, actor="U1", reference="ICO-7")
+    assert not [r for r in reminders(database) if r.status == "pending"]
+    assert fire(database, deadline + dt.timedelta(days=10)) == []
+    assert kinds(database, incident.id)[-2:] == ["incident.notified", "reminders.cancelled"]
+
+
+def test_an_alert_claimed_before_notified_committed_is_not_posted_after(database) -> None:
+    with database.session() as session:
+        incident = new_incident(session)
+        mark_personal_data(session=session, incident=incident, actor="U1", aware_at=T0)
+    later = T0 + dt.timedelta(hours=100)
+    with database.session() as session:
+        claims = dl.claim_due(session=session, now=later, worker_id="w", limit=10)
+    with database.session() as session:
+        record_notified(
+            session=session, incident=session.get(Incident, incident.id), actor="U1", reference="r"
+        )
+    for claim in claims:
+        with database.session() as session:
+            assert dl.prepare_delivery(session=session, claim=claim, now=later) is None
+    assert {r.status for r in reminders(database)} == {"cancelled"}
+
+
+def test_late_before_reminders_are_superseded_by_the_deadline_alert(database) -> None:
+    """Down for the whole clock: one late deadline alert, not five stale countdowns."""
+    with database.session() as session:
+        incident = new_incident(session)
+        mark_personal_data(session=session, incident=incident, actor="U1", aware_at=T0)
+    later = T0 + dt.timedelta(hours=73)
+    with database.session() as session:
+        assert dl.mark_late(session=session, before=later) == 5
+    fired = fire(database, later)
+    assert len(fired) == 1 and fired[0].late
+    assert "GDPR deadline reached" in fired[0].text and "late" in fired[0].text
+
+
+# -- claiming -----------------------------------------------------------------------------------
+
+
+def test_concurrent_claimers_get_each_row_exactly_once(database) -> None:
+    with database.session() as session:
+        incident = new_incident(session)
+        for n in range(300):
+            dl.schedule_reminder(
+                session=session,
+                incident=incident,
+                kind="followup",
+                due_at=T0 + dt.timedelta(milliseconds=n),
+                dedupe_key=f"c{n}",
+            )
+    got: list[tuple[str, int]] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(6)
+
+    def worker(name: str) -> None:
+        barrier.wait()
+        while True:
+            with database.session() as session:
+                claims = dl.claim_due(
+                    session=session, now=T0 + dt.timedelta(seconds=1), worker_id=name, limit=7
+                )
+            if not claims:
+                return
+            with lock:
+                got.extend((name, c.id) for c in claims)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    counts = Counter(rid for _, rid in got)
+    assert len(counts) == 300 and set(counts.values()) == {1}
+    rows = reminders(database)
+    assert {r.status for r in rows} == {"sent"}
+    assert {(r.claimed_by, r.id) for r in rows} == set(got)
+
+
+def test_claim_takes_only_due_rows_oldest_first_and_marks_late(database) -> None:
+    now = T0 + dt.timedelta(hours=1)
+    with database.session() as session:
+        incident = new_incident(session)
+        for key, due in (
+            ("future", now + dt.timedelta(seconds=1)),
+            ("just", now - dt.timedelta(seconds=2)),
+            ("old", now - dt.timedelta(hours=2)),
+        ):
+            dl.schedule_reminder(
+                session=session, incident=incident, kind="followup", due_at=due, dedupe_key=key
+            )
+        cancelled = dl.schedule_reminder(
+            session=session,
+            incident=incident,
+            kind="followup",
+            due_at=now - dt.timedelta(hours=3),
+            dedupe_key="cancelled",
+        )
+        cancelled.status = "cancelled"
+    with database.session() as session:
+        assert dl.next_due(session=session) == now - dt.timedelta(hours=2)
+        claims = dl.claim_due(session=session, now=now, worker_id="w")
+    assert [(c.due_at, c.late) for c in claims] == [
+        (now - dt.timedelta(hours=2), True),  # beyond LATE_AFTER
+        (now - dt.timedelta(seconds=2), False),
+    ]
+    with database.session() as session:
+        assert dl.claim_due(session=session, now=now, worker_id="w2") == []
+        assert dl.next_due(session=session) == now + dt.timedelta(seconds=1)
+
+
+def test_start_up_marks_rows_due_while_down_late(database) -> None:
+    now = T0
+    with database.session() as session:
+        incident = new_incident(session)
+        for n, offset in enumerate((-1.0, -0.1, 5.0)):
+            dl.schedule_reminder(
+                session=session,
+                incident=incident,
+                kind="followup",
+                due_at=now + dt.timedelta(seconds=offset),
+                dedupe_key=f"d{n}",
+            )
+    with database.session() as session:
+        assert dl.mark_late(session=session, before=now) == 2
+    assert [r.late for r in reminders(database)] == [True, True, False]
+
+
+def test_failed_post_is_retried_then_given_up_on_the_timeline(database, monkeypatch) -> None:
+    monkeypatch.setattr(dl, "RETRY_BACKOFF", (5,))
+    with database.session() as session:
+        incident = new_incident(session)
+        dl.schedule_reminder(
+            session=session, incident=incident, kind="followup", due_at=T0, dedupe_key="f"
+        )
+    with database.session() as session:
+        (claim,) = dl.claim_due(session=session, now=T0, worker_id="w")
+        retry_at = dl.record_failed(
+            session=session, reminder_id=claim.id, now=T0, error="ratelimited", retry=True
+        )
+    assert retry_at == T0 + dt.timedelta(seconds=5)
+    (row,) = reminders(database)
+    assert (row.status, row.due_at, row.claimed_by) == ("pending", retry_at, None)
+    with database.session() as session:
+        (claim,) = dl.claim_due(session=session, now=retry_at, worker_id="w")
+        assert (
+            dl.record_failed(
+                session=session, reminder_id=claim.id, now=T0, error="ratelimited", retry=True
+            )
+            is None
+        )
+    (row,) = reminders(database)
+    assert row.status == "sent" and row.payload["failed"] and row.payload["attempts"] == 2
+    assert kinds(database, incident.id)[-1] == "reminder.failed"
+
+
+# -- stale incidents ----------------------------------------------------------------------------
+
+
+def test_stale_checks_for_live_non_drill_incidents_nudge_only_when_quiet(database) -> None:
+    pol = policy(stale_after_hours=4)
+    with database.session() as session:
+        quiet = new_incident(session, title="quiet")
+        busy = new_incident(session, title="busy")
+        new_incident(session, title="drill", is_drill=True)
+        closed = new_incident(session, title="closed")
+        closed.status = "closed"
+        opened = quiet.created_at
+    with database.session() as session:
+        assert dl.ensure_stale_checks(session=session, now=opened, policy=pol) == 2
+        assert dl.ensure_stale_checks(session=session, now=opened, policy=pol) == 0
+        # Quiet since its last timeline event (incident.opened).
+        last = {i.id: dl.last_activity(session=session, incident=i) for i in (quiet, busy)}
+    assert {(r.incident_id, r.due_at) for r in reminders(database)} == {
+        (quiet.id, last[quiet.id] + dt.timedelta(hours=4)),
+        (busy.id, last[busy.id] + dt.timedelta(hours=4)),
+    }
+    with database.session() as session:  # someone worked on `busy` two hours in
+        append_event(
+            session=session,
+            incident=session.get(Incident, busy.id),
+            actor="U1",
+            kind="note",
+            summary="still digging",
+            occurred_at=last[busy.id] + dt.timedelta(hours=2),
+        )
+    at = last[quiet.id] + dt.timedelta(hours=4, seconds=1)
+    fired = fire(database, at, pol)
+    assert [d.incident_id for d in fired] == [quiet.id]
+    assert "has had no activity for 4 h 0 m" in fired[0].text
+    pending = {r.incident_id: r.due_at for r in reminders(database) if r.status == "pending"}
+    assert pending[quiet.id] == at + dt.timedelta(hours=4)
+    assert pending[busy.id] == last[busy.id] + dt.timedelta(hours=6)  # note + 4 h
+    # The nudge is on the timeline but is not itself "activity".
+    assert kinds(database, quiet.id)[-1] == "reminder.stale"
+    with database.read_session() as session:
+        assert dl.last_activity(session=session, incident=quiet) == last[quiet.id]
+
+
+# -- the digest ---------------------------------------------------------------------------------
+
+
+def test_next_digest_time_is_local_and_follows_daylight_saving() -> None:
+    berlin = policy(digest_time="09:00", timezone="Europe/Berlin")
+    # Before the spring change 09:00 CET is 08:00 UTC; after it 09:00 CEST is 07:00 UTC.
+    assert dl.next_digest_at(now=dt.datetime(2026, 3, 28, 9, 0, tzinfo=dt.UTC), policy=berlin) == (
+        dt.datetime(2026, 3, 29, 7, 0, tzinfo=dt.UTC)
+    )
+    assert dl.next_digest_at(now=dt.datetime(2026, 3, 28, 7, 0, tzinfo=dt.UTC), policy=berlin) == (
+        dt.datetime(2026, 3, 28, 8, 0, tzinfo=dt.UTC)
+    )
+    # 02:30 does not exist in Berlin on 29 March 2026: still a real instant, once.
+    skipped = policy(digest_time="02:30", timezone="Europe/Berlin")
+    at = dl.next_digest_at(now=dt.datetime(2026, 3, 28, 23, 0, tzinfo=dt.UTC), policy=skipped)
+    assert (
+        dt.datetime(2026, 3, 29, 0, 0, tzinfo=dt.UTC)
+        <= at
+        <= dt.datetime(2026, 3, 29, 2, 0, tzinfo=dt.UTC)
+    )
+
+
+def test_digest_lists_open_incidents_approvals_and_deadlines_but_no_drills(database) -> None:
+    pol = policy(gdpr_hours=72, digest_time="09:00", timezone="America/New_York")
+    now = T0
+    with database.session() as session:
+        real = new_incident(session, title="real one")
+        mark_personal_data(
+            session=session,
+            incident=real,
+            actor="U1",
+            aware_at=now - dt.timedelta(hours=60),
+            schedule=False,
+        )
+        drill = new_incident(session, title="exercise", is_drill=True)
+        mark_personal_data(
+            session=session,
+            incident=drill,
+            actor="U1",
+            aware_at=now - dt.timedelta(hours=60),
+            schedule=False,
+        )
+        for inc in (real, drill):
+            session.add(
+                ContainmentRequest(
+                    incident_id=inc.id,
+                    target_type="instance",
+                    target_id=f"i-{inc.number:08d}",
+                    requested_by="U0REQ",
+                    requested_at=now,
+                    expires_at=now + dt.timedelta(hours=5),  # 3 h after the digest
+                    status="pending",
+                    plan={},
+                )
+            )
+        digest = dl.ensure_digest(session=session, now=now, policy=pol)
+        assert digest.due_at == dt.datetime(2026, 11, 27, 14, 0, tzinfo=dt.UTC)  # 09:00 EST
+    fired = fire(database, digest.due_at, pol)
+    assert len(fired) == 1
+    text = fired[0].text
+    assert "INC-1" in text and "real one" in text
+    assert "INC-2" not in text and "exercise" not in text
+    assert "2026-11-27 17:00 UTC · INC-1: approval of i-00000001 expires" in text
+    assert "INC-1: regulator notice due" in text
+    assert "Pending approvals (1)" in text
+    assert fired[0].timeline_incident_ids == (real.id,)
+    assert kinds(database, real.id)[-1] == "reminder.digest"
+    assert "reminder.digest" not in kinds(database, drill.id)
+    nxt = [r for r in reminders(database) if r.kind == "digest" and r.status == "pending"]
+    assert [r.due_at for r in nxt] == [dt.datetime(2026, 11, 28, 14, 0, tzinfo=dt.UTC)]
+
+
+# -- time left ----------------------------------------------------------------------------------
+
+
+def test_time_left_text_for_cards() -> None:
+    incident = Incident(number=3, personal_data=True, aware_at=T0)
+    pol = policy(gdpr_hours=72)
+    assert dl.time_left_text(incident, now=T0 + dt.timedelta(hours=1), policy=pol) == (
+        "Regulator notice due in 2 d 23 h (by 2026-11-30 12:00 UTC)"
+    )
+    assert dl.time_left_text(incident, now=T0 + dt.timedelta(hours=75), policy=pol) == (
+        "Regulator notice OVERDUE by 3 h 0 m (was due 2026-11-30 12:00 UTC)"
+    )
+    incident.notified_at = T0 + dt.timedelta(hours=70)
+    incident.notified_reference = "ICO-9"
+    assert dl.time_left_text(incident, policy=pol) == (
+        "Regulator notified 2026-11-30 10:00 UTC (ICO-9)"
+    )
+    assert dl.time_left_text(Incident(number=4, personal_data=False), policy=pol) is None
+    assert dl.format_duration(dt.timedelta(seconds=36)) == "36 s"
+    assert dl.format_duration(dt.timedelta(minutes=4, seconds=10)) == "4 m 10 s"
