@@ -173,6 +173,7 @@ class FakeSlack:
         self._rate_limits: dict[str, list[int]] = {}  # method -> [remaining, retry_after]
         self._failures: dict[str, list[Any]] = {}  # method -> [remaining, error]
         self._channel_rate: float | None = None
+        self._delays: dict[str, float] = {}
         self._channel_posts: dict[str, list[float]] = {}
         self._seq = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
@@ -268,6 +269,11 @@ class FakeSlack:
         """Answer the next `times` calls of `method` with 429 and Retry-After."""
         with self._lock:
             self._rate_limits[method] = [times, retry_after]
+
+    def delay(self, method: str, seconds: float) -> None:
+        """Answer every call of `method` only after `seconds` (a slow Slack); 0 turns it off."""
+        with self._lock:
+            self._delays[method] = seconds
 
     def fail_next(self, method: str, error: str, *, times: int = 1) -> None:
         """Answer the next `times` calls of `method` with {"ok": false, "error": error}."""
@@ -378,6 +384,10 @@ class FakeSlack:
     def handle_api(
         self, method: str, args: dict[str, Any], headers: dict[str, str]
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        with self._lock:
+            pause = self._delays.get(method, 0.0)
+        if pause:
+            time.sleep(pause)
         limited = self._check_limits(method)
         if limited is not None:
             return limited

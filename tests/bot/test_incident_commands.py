@@ -365,3 +365,20 @@ def test_healthz_503_when_database_unreachable(bot):
 
     bot.runtime.database.ping = lambda: False  # the real check runs in test_healthz above
     assert requests.get(f"{bot.url}/healthz", timeout=5).status_code == 503
+
+
+def test_work_still_running_at_shutdown_is_recorded_as_interrupted(bot):
+    bot.slack.delay("chat.postMessage", 1.0)
+    assert ack_json(bot.command("open Shutdown mid-flight")) == {}
+    deadline = time.monotonic() + 5
+    while not bot.runtime.background.pending() or bot.runtime.background.pending()[0].state != (
+        "running"
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.2)  # the incident row is committed; the card post waits on slow Slack
+    interrupted = bot.runtime.background.shutdown(grace=0.1)
+    assert [j.description for j in interrupted] == ["/incident open by W111"]
+    notice = bot.slack.wait_for("response_url", lambda c: "interrupted" in c.args["text"])
+    assert "`/incident open` was interrupted by a restart" in notice.args["text"]
+    assert [e.kind for e in events(bot)][-1] == "bot.interrupted"

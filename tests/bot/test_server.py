@@ -1,0 +1,174 @@
+"""`incident-bot run --http` for real: gunicorn in a subprocess, signed requests over HTTP,
+the fake Slack, and SIGTERM with work in flight."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from tests.bot.conftest import SECRET, TOKEN, write_config
+from tests.slack_fake import FakeSlack
+from tests.slack_signing import REPO_ROOT, SlackSender, signed_headers, slash_command_body
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen
+    url: str
+    sender: SlackSender
+    db_url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def count(self, sql: str) -> int:
+        engine = create_engine(self.db_url)
+        try:
+            with engine.connect() as conn:
+                return int(conn.execute(text(sql)).scalar_one())
+        finally:
+            engine.dispose()
+
+
+def start_bot(tmp_path: Path, slack: FakeSlack, *extra_env: tuple[str, str]) -> Served:
+    port = free_port()
+    db_url = f"sqlite:///{tmp_path / 'served.db'}"
+    env = {
+        **os.environ,
+        "SLACK_BOT_TOKEN": TOKEN,
+        "SLACK_SIGNING_SECRET": SECRET,
+        "INCIDENT_BOT_SLACK_API_URL": slack.base_url,
+        "DATABASE_URL": db_url,
+        "INCIDENT_BOT_CONFIG": str(write_config(tmp_path / "served.yml", {})),
+        **dict(extra_env),
+    }
+    env.pop("SLACK_APP_TOKEN", None)
+    log = tmp_path / "served.log"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "run",
+            "--http",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"bot exited {proc.returncode}:\n{log.read_text()}")
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        raise AssertionError(f"bot never became healthy:\n{log.read_text()}")
+    return Served(proc, url, SlackSender(f"{url}/slack/events", SECRET), db_url, log)
+
+
+@pytest.fixture
+def served(tmp_path: Path, fake_slack: FakeSlack) -> Iterator[Served]:
+    bot = start_bot(tmp_path, fake_slack)
+    yield bot
+    if bot.proc.poll() is None:
+        bot.proc.kill()
+        bot.proc.wait(10)
+
+
+def test_http_mode_on_gunicorn_serves_signed_commands_and_health(served, fake_slack):
+    assert "gthread" in served.output() or "Booting worker" in served.output()
+    health = requests.get(f"{served.url}/healthz", timeout=5)
+    assert health.json() == {"ok": True, "database": "ok"}
+
+    response = served.sender.command(
+        "open Crypto miner on web-3", response_url=fake_slack.response_url("served")
+    )
+    assert response.status_code == 200
+    card = fake_slack.wait_for("chat.postMessage", lambda c: "blocks" in c.args, timeout=10)
+    assert card.args["channel"] == "C0INCIDENT"
+    fake_slack.wait_for("response_url", timeout=10)
+    assert served.count("SELECT count(*) FROM incidents WHERE card_ts IS NOT NULL") == 1
+
+    status = served.sender.command("status INC-1")
+    assert status.json()["text"].startswith("INC-1: open, medium")
+
+
+def test_http_mode_refuses_bad_signatures(served, fake_slack):
+    body = slash_command_body(text="open nope")
+    stale = signed_headers(SECRET, body, timestamp=int(time.time()) - 600)
+    for headers in (
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        signed_headers("wrong", body),
+        stale,
+    ):
+        response = requests.post(served.sender.url, data=body, headers=headers, timeout=5)
+        assert response.status_code == 401
+    assert served.count("SELECT count(*) FROM incidents") == 0
+
+
+def test_sigterm_finishes_in_flight_work_then_exits(served, fake_slack):
+    fake_slack.delay("chat.postMessage", 1.5)  # the card post is slow: still running at SIGTERM
+    response = served.sender.command(
+        "open Slow Slack during deploy", response_url=fake_slack.response_url("slow")
+    )
+    assert response.status_code == 200
+    time.sleep(0.3)  # the job has started and waits on Slack
+    served.proc.send_signal(signal.SIGTERM)
+    assert served.proc.wait(timeout=30) == 0, served.output()
+    # The open finished before the worker exited: card posted and recorded, user told.
+    assert served.count("SELECT count(*) FROM incidents WHERE card_ts IS NOT NULL") == 1
+    assert fake_slack.calls_for("response_url")
+    assert served.count("SELECT count(*) FROM timeline_events WHERE kind = 'bot.interrupted'") == 0
+
+
+def test_run_without_signing_secret_in_http_mode_exits_2(tmp_path, fake_slack):
+    env = {
+        **os.environ,
+        "SLACK_BOT_TOKEN": TOKEN,
+        "INCIDENT_BOT_SLACK_API_URL": fake_slack.base_url,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "INCIDENT_BOT_CONFIG": str(write_config(tmp_path / "x.yml", {})),
+        "SLACK_APP_TOKEN": "xapp-1-test",
+    }
+    env.pop("SLACK_SIGNING_SECRET", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "run", "--http", "--port", str(free_port())],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "SLACK_SIGNING_SECRET" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
