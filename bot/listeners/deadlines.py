@@ -1,0 +1,71 @@
+"""`/incident notified`: the regulator notice was sent, so the GDPR clock's alerts stop.
+
+The reminders themselves are posted by bot/scheduler.py (started by serve()); this module
+only adds the subcommand. It needs no `register`: importing it registers the subcommand.
+"""
+
+from __future__ import annotations
+
+from bot.listeners.incident_posts import refresh_incident
+from bot.listeners.incident_subcommands import subcommand, take_incident
+from bot.listeners.slash import Invocation, Reply
+from bot.views import blocks as bk
+from commands import deadlines as dl
+from commands import incidents as svc
+from commands.errors import UserError
+
+EXAMPLE = "/incident notified INC-42 ICO-2026-0042"
+
+
+@subcommand(
+    "notified",
+    usage="/incident notified [INC-N] <reference>",
+    summary="The regulator notice was sent: stop the GDPR clock's alerts.",
+)
+def notified_cmd(inv: Invocation) -> Reply | None:
+    with inv.runtime.database.read_session() as session:
+        found, reference = take_incident(inv, session, example=EXAMPLE)
+    reference = reference.strip()
+    if not reference:
+        raise UserError(
+            f"Add the notice's reference: `/incident notified {found.key} <reference>`."
+        )
+    if not found.personal_data:
+        raise UserError(
+            f"{found.key} has no regulator clock: mark it with "
+            f"`/incident personal-data {found.key}` first."
+        )
+    if found.notified_at is not None:
+        raise UserError(
+            f"{found.key} already recorded the regulator notice "
+            f"({found.notified_reference}); add corrections with `/incident note`."
+        )
+    key = found.key
+
+    def work() -> Reply:
+        runtime = inv.runtime
+        with runtime.database.session() as session:
+            target = svc.get_incident(session=session, key=key, for_update=True)
+            if target.notified_at is not None:  # a concurrent /incident notified won
+                return Reply(f"{key} already recorded the regulator notice.")
+            svc.record_notified(
+                session=session, incident=target, actor=inv.user_id, reference=reference
+            )
+            clock = dl.regulator_clock(target, policy=runtime.settings)
+        timing = ""
+        if clock.remaining is not None:
+            timing = (
+                f"{dl.format_duration(clock.remaining)} before the deadline"
+                if clock.remaining.total_seconds() >= 0
+                else f"{dl.format_duration(clock.remaining)} after the deadline"
+            )
+        refresh_incident(
+            runtime,
+            key,
+            line=f"📨 Regulator notified ({bk.esc_cut(reference, 300)}) by "
+            f"{bk.user(inv.user_id)}, {timing}. GDPR reminders stopped.",
+        )
+        return Reply(f"Recorded the regulator notice for *{key}* ({timing}); alerts stopped.")
+
+    inv.defer("record regulator notice", work)
+    return None
