@@ -58,6 +58,7 @@ from commands.approvals.requests import (
     expire_due,
     get_request,
     incident_of,
+    lineage,
     request_containment,
 )
 from commands.errors import UserError
@@ -259,9 +260,7 @@ class ContainmentService:
             plan = self.engine.plan_rollback(target=target, ctx=ctx, previous=previous)
             plan["blast_radius"] = parent.plan.get("blast_radius") or {}
             if not plan["steps"]:
-                raise UserError(
-                    f"Request #{request_id} changed nothing that can be rolled back."
-                )
+                raise UserError(f"Request #{request_id} changed nothing that can be rolled back.")
         with runtime.database.session() as session:
             parent = get_request(session=session, request_id=request_id)
             incident = incident_of(session=session, request=parent)
@@ -334,9 +333,7 @@ class ContainmentService:
         view, _, _ = self.card_view(request_id)
         channel = channel_id or self.runtime.config.slack.incident_channel
         if not channel:
-            raise UserError(
-                "No channel to post the approval card in: set slack.incident_channel."
-            )
+            raise UserError("No channel to post the approval card in: set slack.incident_channel.")
         with self._card_locks[request_id]:
             posted = self.runtime.client.chat_postMessage(
                 channel=channel, **approval_card(view, now=self.runtime.now())
@@ -426,8 +423,9 @@ class ContainmentService:
                 on_interrupt=lambda: self._interrupted(request_id),
             )
         except Busy:
-            log.warning("request #%s stays approved: the pool is busy; the sweeper resumes it",
-                        request_id)
+            log.warning(
+                "request #%s stays approved: the pool is busy; the sweeper resumes it", request_id
+            )
 
     def run(self, request_id: int) -> Outcome | None:
         updater = CardUpdater(lambda: self.refresh_card(request_id))
@@ -444,8 +442,19 @@ class ContainmentService:
             updater.close()
         if outcome is None:
             return None
+        for related in self._rolled_back_by(request_id):
+            self.refresh_card(related)  # the original cards lose their buttons
         self._notify(request_id, outcome.status, outcome=outcome)
         return outcome
+
+    def _rolled_back_by(self, request_id: int) -> list[int]:
+        with self.runtime.database.read_session() as session:
+            request = get_request(session=session, request_id=request_id)
+            if request.kind != "rollback" or request.parent_id is None:
+                return []
+            parent = get_request(session=session, request_id=request.parent_id)
+            return [r.id for r in lineage(session=session, request=parent)
+                    if r.status == "rolled_back"]
 
     def _crashed(self, request_id: int, exc: BaseException) -> None:
         log.error("containment request #%s failed outside its steps: %s", request_id, exc)
@@ -745,9 +754,14 @@ def register(app: IncidentBotApp) -> None:
         request_id = _request_id(action)
 
         def open_modal(i: Invocation) -> None:
-            target_id = containment.check_may_decide(
-                request_id=request_id, actor=i.user_id, approve=False
-            )
+            try:
+                target_id = containment.check_may_decide(
+                    request_id=request_id, actor=i.user_id, approve=False
+                )
+            except UserError as exc:
+                # Slack shows nothing of a button's ack body: answer through response_url.
+                i.send(Reply(exc.message))
+                return
             view = reject_modal(request_id, channel_id=i.channel_id, target_id=target_id)
             # views.open must use the trigger within 3 s, so it runs before the ack returns.
             runtime.client.views_open(trigger_id=i.trigger_id, view=view)
@@ -774,14 +788,10 @@ def register(app: IncidentBotApp) -> None:
 
         dispatch(inv, work, background=True, ack=ack)
 
-    for action_id, kind in ((RETRY, "retry"), (ROLLBACK, "rollback")):
-
+    def follow_up_listener(kind: str) -> Callable[..., None]:
+        # A closure per kind: Bolt injects listener arguments by name, so no default args.
         def on_follow_up(
-            ack: Ack,
-            body: dict[str, Any],
-            action: dict[str, Any],
-            respond: Respond,
-            kind: str = kind,
+            ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
         ) -> None:
             inv = action_invocation(runtime, body, respond, name=kind)
             inv.incident_key = None
@@ -805,7 +815,10 @@ def register(app: IncidentBotApp) -> None:
 
             dispatch(inv, work, background=True, ack=ack)
 
-        app.action(action_id)(on_follow_up)
+        return on_follow_up
+
+    app.action(RETRY)(follow_up_listener("retry"))
+    app.action(ROLLBACK)(follow_up_listener("rollback"))
 
     every = runtime.extras.get(SWEEP_KEY, 5.0)
     if every:

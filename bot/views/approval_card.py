@@ -106,10 +106,8 @@ def _step_lines(plan: dict[str, Any]) -> list[str]:
             head += f" — {bk.esc(step['summary'])}"
         if not step.get("mutating", True):
             head += " _(read only)_"
-        calls = [bk.esc(c.get("text") or c) for c in step.get("calls", [])]
-        if not calls:
-            calls = ["_no API call needed right now_"]
-        chunks.append("\n".join([head, *(f"• `{c}`" for c in calls)]))
+        calls = [f"• `{bk.esc(c.get('text') or c)}`" for c in step.get("calls", [])]
+        chunks.append("\n".join([head, *(calls or ["_no API call needed right now_"])]))
     return chunks
 
 
