@@ -67,6 +67,7 @@ PERMANENT_ERRORS = {
     "not_authed",
 }
 MESSAGE_TEXT = 3_900
+UPKEEP_BATCH = 200  # incidents per upkeep transaction
 
 AfterPost = Callable[["ReminderScheduler", dl.Delivery, str, str | None], None]
 _after_post: dict[str, list[AfterPost]] = {}
@@ -374,7 +375,13 @@ class ReminderScheduler:
             now = self.now()
             with self.database.session() as session:
                 dl.ensure_digest(session=session, now=now, policy=self.policy)
-                dl.ensure_stale_checks(session=session, now=now, policy=self.policy)
+            while self._running:  # short transactions: due reminders never wait long
+                with self.database.session() as session:
+                    added = dl.ensure_stale_checks(
+                        session=session, now=now, policy=self.policy, limit=UPKEEP_BATCH
+                    )
+                if added < UPKEEP_BATCH:
+                    break
         except Exception:
             log.exception("reminder upkeep failed; trying again next round")
 

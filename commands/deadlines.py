@@ -486,34 +486,60 @@ def _stale_key(incident_id: int, due_at: dt.datetime) -> str:
 
 
 def ensure_stale_checks(
-    *, session: Session, now: dt.datetime | None = None, policy: Any = None
+    *,
+    session: Session,
+    now: dt.datetime | None = None,
+    policy: Any = None,
+    limit: int | None = None,
 ) -> int:
-    """Give every live, non-drill incident without one a pending stale check. Returns count."""
+    """Give live, non-drill incidents without one a pending stale check; returns how many.
+
+    One multi-row INSERT per call; `limit` bounds the transaction so a sweep over thousands
+    of incidents never holds SQLite's write lock long enough to delay a due reminder.
+    """
     pol = policy_of(policy)
     now = now or utcnow()
     pending = select(Reminder.incident_id).where(
         Reminder.kind == "stale", Reminder.status == "pending", Reminder.incident_id.is_not(None)
     )
     activity = _last_activity_query().subquery()
-    rows = session.execute(
-        select(Incident, activity.c.last)
+    stmt = (
+        select(Incident.id, Incident.created_at, activity.c.last)
         .outerjoin(activity, activity.c.incident_id == Incident.id)
         .where(
             Incident.status.in_(LIVE_STATUSES),
             Incident.is_drill.is_(False),
             Incident.id.not_in(pending),
         )
-    ).all()
-    for incident, last in rows:
-        due = max((_aware(last) or incident.created_at) + pol.stale_after, now)
-        schedule_reminder(
-            session=session,
-            incident=incident,
-            kind="stale",
-            due_at=due,
-            dedupe_key=_stale_key(incident.id, due),
-            payload={},
+        .order_by(Incident.id)
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    rows = session.execute(stmt).all()
+    if not rows:
+        return 0
+    created = utcnow()
+    values = []
+    for incident_id, created_at, last in rows:
+        due = max((_aware(last) or _aware(created_at)) + pol.stale_after, now)  # type: ignore[operator]
+        values.append(
+            {
+                "incident_id": incident_id,
+                "kind": "stale",
+                "due_at": due,
+                "status": "pending",
+                "dedupe_key": _stale_key(incident_id, due),
+                "late": False,
+                "message": None,
+                "payload": {},
+                "created_at": created,
+            }
         )
+    session.execute(
+        _insert(session)(Reminder).on_conflict_do_nothing(index_elements=["dedupe_key"]),
+        values,
+    )
+    _note_scheduled(session, min(v["due_at"] for v in values))
     return len(rows)
 
 
