@@ -451,6 +451,18 @@ def start_clock_from_tags(
     return started
 
 
+def mrkdwn_escape(text: str) -> str:
+    """User text in a Delivery (mrkdwn): Slack decodes exactly these three entities, so a
+    title like `<!channel>` shows literally instead of pinging everyone in the digest."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _mention(user_id: str | None) -> str:
+    if user_id and user_id[:1] in ("U", "W") and user_id.isalnum():
+        return f"<@{user_id}>"
+    return mrkdwn_escape(user_id or "nobody")
+
+
 # -- stale incidents and the digest -------------------------------------------------------
 
 
@@ -627,8 +639,8 @@ def build_digest(*, session: Session, now: dt.datetime, policy: Any = None) -> D
         DigestLine(
             i.id,
             i.key,
-            f"{i.key} [{i.severity}/{i.status}] {i.title}"
-            + (f" · owner <@{i.owner}>" if i.owner else " · no owner"),
+            f"{i.key} [{i.severity}/{i.status}] {mrkdwn_escape(i.title)}"
+            + f" · owner {_mention(i.owner)}",
         )
         for i in incidents
     ]
@@ -644,10 +656,13 @@ def build_digest(*, session: Session, now: dt.datetime, policy: Any = None) -> D
         expires = _aware(req.expires_at)
         tail = f", expires {utc_text(expires)}" if expires else ""
         approvals.append(
-            f"{inc.key}: {req.kind} {req.target_id} requested by <@{req.requested_by}>{tail}"
+            f"{inc.key}: {req.kind} {mrkdwn_escape(req.target_id)} requested by "
+            f"{_mention(req.requested_by)}{tail}"
         )
         if expires and now < expires <= horizon:
-            deadlines.append((expires, f"{inc.key}: approval of {req.target_id} expires"))
+            deadlines.append(
+                (expires, f"{inc.key}: approval of {mrkdwn_escape(req.target_id)} expires")
+            )
     for inc in incidents:
         clock = regulator_clock(inc, now=now, policy=pol)
         if clock.deadline and clock.state in ("running", "overdue") and clock.deadline <= horizon:
@@ -664,7 +679,9 @@ def build_digest(*, session: Session, now: dt.datetime, policy: Any = None) -> D
         )
     ).all()
     for rem, inc in others:
-        deadlines.append((rem.due_at, f"{inc.key}: {rem.kind} {rem.message or ''}".rstrip()))
+        deadlines.append(
+            (rem.due_at, f"{inc.key}: {rem.kind} {mrkdwn_escape(rem.message or '')}".rstrip())
+        )
     deadlines.sort(key=lambda pair: pair[0])
     return Digest(
         incidents=lines,
@@ -751,7 +768,7 @@ class Delivery:
 
     reminder_id: int
     kind: str
-    text: str
+    text: str  # mrkdwn; user-supplied parts already escaped
     incident_id: int | None = None
     incident_key: str | None = None
     channel: str | None = None  # None: the configured incident channel
@@ -818,7 +835,7 @@ def prepare_delivery(
     base = Delivery(
         reminder_id=reminder.id,
         kind=reminder.kind,
-        text=reminder.message or f"Reminder: {reminder.kind}",
+        text=mrkdwn_escape(reminder.message or f"Reminder: {reminder.kind}"),
         incident_id=incident.id if incident else None,
         incident_key=incident.key if incident else None,
         channel=incident.channel_id if incident else None,

@@ -531,3 +531,23 @@ def test_time_left_text_for_cards() -> None:
     assert dl.time_left_text(Incident(number=4, personal_data=False), policy=pol) is None
     assert dl.format_duration(dt.timedelta(seconds=36)) == "36 s"
     assert dl.format_duration(dt.timedelta(minutes=4, seconds=10)) == "4 m 10 s"
+
+
+def test_user_text_in_digest_and_reminders_is_escaped(database) -> None:
+    evil = "<!channel> <https://evil|click> & co"
+    with database.session() as session:
+        incident = new_incident(session, title=evil)
+        dl.schedule_reminder(
+            session=session,
+            incident=incident,
+            kind="followup",
+            due_at=T0,
+            dedupe_key="evil",
+            message=evil,
+        )
+        dl.ensure_digest(session=session, now=T0 - dt.timedelta(days=1))
+    texts = [d.text for d in fire(database, T0 + dt.timedelta(days=1))]
+    assert len(texts) == 2
+    for text in texts:
+        assert "<!channel>" not in text and "<https://evil" not in text
+        assert "&lt;!channel&gt; &lt;https://evil|click&gt; &amp; co" in text
