@@ -124,6 +124,7 @@ class ReminderScheduler:
         now: Callable[[], dt.datetime] = utcnow,
         refresh_card: Callable[[str], None] | None = None,
         maintain_at_start: bool = True,
+        card_refresh_seconds: float = 900.0,
     ) -> None:
         self.database = database
         self.settings = settings
@@ -141,12 +142,15 @@ class ReminderScheduler:
         self.now = now
         self.refresh_card = refresh_card
         self.maintain_at_start = maintain_at_start
+        self.card_refresh_seconds = card_refresh_seconds
+        self._card_refreshed: dict[str, float] = {}
         self.stats = Stats()
         self._arm_lock = threading.Lock()
         self._armed_at: dt.datetime | None = None
         self._tick_lock = threading.Lock()
         self._again = threading.Event()
         self._running = False
+        self._stopping = False
         self._scheduler = BackgroundScheduler(
             timezone=dt.UTC,
             executors={"default": ThreadPoolExecutor(4)},
@@ -196,6 +200,7 @@ class ReminderScheduler:
         if not self._running:
             return
         self._running = False
+        self._stopping = True
         dl.remove_schedule_listener(self.wake)
         self._scheduler.shutdown(wait=wait)
 
@@ -375,7 +380,7 @@ class ReminderScheduler:
             now = self.now()
             with self.database.session() as session:
                 dl.ensure_digest(session=session, now=now, policy=self.policy)
-            while self._running:  # short transactions: due reminders never wait long
+            while not self._stopping:  # short transactions: due reminders never wait long
                 with self.database.session() as session:
                     added = dl.ensure_stale_checks(
                         session=session, now=now, policy=self.policy, limit=UPKEEP_BATCH
@@ -384,6 +389,30 @@ class ReminderScheduler:
                     break
         except Exception:
             log.exception("reminder upkeep failed; trying again next round")
+        self.refresh_clock_cards()
+
+    def refresh_clock_cards(self) -> int:
+        """Re-render cards whose regulator clock runs, so the time left they show stays true."""
+        if self.refresh_card is None:
+            return 0
+        try:
+            with self.database.read_session() as session:
+                keys = dl.running_clock_keys(session=session)
+        except Exception:
+            log.exception("could not list running regulator clocks")
+            return 0
+        done = 0
+        for key in keys:
+            last = self._card_refreshed.get(key)
+            if last is not None and time.monotonic() - last < self.card_refresh_seconds:
+                continue
+            self._card_refreshed[key] = time.monotonic()
+            try:
+                self.refresh_card(key)
+                done += 1
+            except Exception:
+                log.exception("could not refresh the card of %s", key)
+        return done
 
 
 # -- wiring into the app (bot/server.py serve() calls these) -------------------------------

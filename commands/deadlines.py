@@ -316,6 +316,21 @@ def time_left_text(
     )
 
 
+def running_clock_keys(*, session: Session) -> list[str]:
+    """Keys of live incidents with a running regulator clock and a card to keep current."""
+    numbers = session.scalars(
+        select(Incident.number)
+        .where(
+            Incident.personal_data.is_(True),
+            Incident.notified_at.is_(None),
+            Incident.status.in_(LIVE_STATUSES),
+            Incident.card_ts.is_not(None),
+        )
+        .order_by(Incident.number)
+    ).all()
+    return [f"INC-{n}" for n in numbers]
+
+
 def _hours_key(hours: float) -> str:
     return f"{hours:g}"
 

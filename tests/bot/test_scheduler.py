@@ -249,6 +249,37 @@ def test_transient_slack_failure_is_retried_and_permanent_one_is_recorded(
     assert len([c for c in reminder_posts(fake_slack) if "retry me" in c.args["text"]]) == 1
 
 
+def test_upkeep_keeps_running_clock_cards_current_and_schedules_digest_and_stale(
+    database, fake_slack
+) -> None:
+    live = new_incident(database, fake_slack)
+    done = new_incident(database, fake_slack)
+    with database.session() as session:
+        for inc in (live, done):
+            mark_personal_data(session=session, incident=session.get(Incident, inc.id), actor="U1")
+        record_notified(
+            session=session, incident=session.get(Incident, done.id), actor="U1", reference="r"
+        )
+    refreshed: list[str] = []
+    scheduler = ReminderScheduler(
+        database=database,
+        settings=make_settings(database.url, fake_slack),
+        client=WebClient(token="xoxb-test", base_url=fake_slack.base_url),
+        refresh_card=refreshed.append,
+        maintain_at_start=False,
+    )
+    scheduler.maintain()
+    scheduler.maintain()  # within card_refresh_seconds: not again
+    assert refreshed == ["INC-1"]
+    with database.read_session() as session:
+        pending = session.scalars(
+            select(Reminder.kind).where(
+                Reminder.status == "pending", Reminder.kind.in_(("stale", "digest"))
+            )
+        ).all()
+    assert sorted(pending) == ["digest", "stale", "stale"]
+
+
 # -- real bot processes ----------------------------------------------------------------------
 
 
