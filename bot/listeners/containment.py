@@ -79,6 +79,9 @@ ENGINE_KEY = "containment.engine"
 HOOKS_KEY = "containment.client_hooks"
 SNS_KEY = "containment.sns_factory"
 SWEEP_KEY = "containment.sweep_seconds"  # 0 or None: no sweeper thread
+# Engines for requests whose plan names one (plan["engine"]: "forensics", "wipe"); the
+# investigation listeners register theirs here, so their requests share this card and flow.
+ENGINES_KEY = "containment.engines"
 CARD_INTERVAL = 1.0  # seconds between chat.update calls of one card (Slack's pace)
 RESUME_GRACE = dt.timedelta(seconds=30)
 _RESOURCE = re.compile(r"\b(i-[0-9a-f]{8,17}|(?:AKIA|ASIA)[A-Z0-9]{12,124})\b")
@@ -427,13 +430,20 @@ class ContainmentService:
                 "request #%s stays approved: the pool is busy; the sweeper resumes it", request_id
             )
 
+    def engine_for(self, request_id: int) -> Engine:
+        """The engine a request's plan names (clean room, wipe), else containment's own."""
+        with self.runtime.database.read_session() as session:
+            name = (get_request(session=session, request_id=request_id).plan or {}).get("engine")
+        engines = self.runtime.extras.get(ENGINES_KEY) or {}
+        return engines.get(name, self.engine) if name else self.engine
+
     def run(self, request_id: int) -> Outcome | None:
         updater = CardUpdater(lambda: self.refresh_card(request_id))
         try:
             outcome = execute(
                 database=self.runtime.database,
                 request_id=request_id,
-                engine=self.engine,
+                engine=self.engine_for(request_id),
                 context_factory=self.context_for,
                 progress=lambda _id: updater.poke(),
                 now=self.runtime.now,
@@ -453,8 +463,9 @@ class ContainmentService:
             if request.kind != "rollback" or request.parent_id is None:
                 return []
             parent = get_request(session=session, request_id=request.parent_id)
-            return [r.id for r in lineage(session=session, request=parent)
-                    if r.status == "rolled_back"]
+            return [
+                r.id for r in lineage(session=session, request=parent) if r.status == "rolled_back"
+            ]
 
     def _crashed(self, request_id: int, exc: BaseException) -> None:
         log.error("containment request #%s failed outside its steps: %s", request_id, exc)

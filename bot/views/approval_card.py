@@ -41,7 +41,16 @@ STATUS_LINES = {
     "interrupted": "⚠️ *Interrupted* by a restart before it finished",
     "rolled_back": "↩️ *Rolled back*",
 }
-KIND_TITLES = {"contain": "Containment plan", "retry": "Containment retry", "rollback": "Rollback"}
+KIND_TITLES = {
+    "contain": "Containment plan",
+    "retry": "Containment retry",
+    "rollback": "Rollback",
+    "forensics": "Forensic clean room",
+    "forensics_teardown": "Clean-room teardown",
+    "wipe": "Evidence wipe",
+}
+# Kinds whose changes cannot be rolled back from the card (deletions, a whole stack).
+NO_ROLLBACK = ("rollback", "forensics", "forensics_teardown", "wipe")
 
 
 @dataclass
@@ -174,7 +183,8 @@ def _buttons(view: CardView) -> list[dict[str, Any]]:
     out = []
     if view.status in ("partial", "failed", "interrupted") and view.kind != "rollback":
         out.append(bk.button("Retry what is left", RETRY, value, style="primary"))
-    if view.status in ("succeeded", "partial", "failed", "interrupted") and view.kind != "rollback":
+    finished = ("succeeded", "partial", "failed", "interrupted")
+    if view.status in finished and view.kind not in NO_ROLLBACK and not view.plan.get("engine"):
         out.append(bk.button("Roll back", ROLLBACK, value, style="danger"))
     return out
 
