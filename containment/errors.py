@@ -15,7 +15,7 @@ _THROTTLED = {
     "SlowDown",
 }
 # The instance (or its ENIs/volumes) went away or can no longer be changed.
-_GONE = {"IncorrectInstanceState", "InvalidInstanceID.NotFound"}
+_GONE = {"IncorrectInstanceState", "InstanceTerminated"}
 
 
 def error_code(exc: BaseException) -> str:

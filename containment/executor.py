@@ -47,7 +47,7 @@ def select_actions(target: Target, action_names: Iterable[str] | None = None) ->
             return
         keep.add(name)
         for dep in by_name[name].depends_on:
-            add(dep)
+            add(dep)  # ordering-only neighbours are not pulled in
 
     for name in wanted:
         add(name)
@@ -80,13 +80,13 @@ def _dry(action: Action, target: Target, ctx: ActionContext, state: RunState) ->
     )
 
 
-def _failed(action: str, ctx: ActionContext, exc: BaseException) -> StepResult:
+def _failed(action: str, ctx: ActionContext, exc: BaseException | dict) -> StepResult:
     now = _now(ctx)
     return StepResult(
         action=action,
         status="failed",
-        error=error_record(exc),
-        state_left={"note": "the step stopped before recording its changes"},
+        error=exc if isinstance(exc, dict) else error_record(exc),
+        state_left={"note": "not run, or stopped before recording its changes"},
         started_at=now,
         finished_at=now,
     )
@@ -135,9 +135,12 @@ def run_plan(
         captured = results[provider.name].evidence
         try:
             facts.update(provider.inspect(target, ctx))
+            gone = provider.unavailable(facts)
         except Exception as exc:
+            gone = error_record(exc)
+        if gone:
             for action in pending:
-                results[action.name] = _failed(action.name, ctx, exc)
+                results[action.name] = _failed(action.name, ctx, gone)
                 _emit(on_step, action.name, "failed", results[action.name])
             return {n: results[n] for n in names}
     else:
@@ -167,7 +170,8 @@ def run_plan(
                 if any(d not in results for d in deps):
                     continue
                 waiting.remove(action)
-                blockers = [d for d in deps if not _ok(results[d], ctx)]
+                hard = set(action.depends_on)
+                blockers = [d for d in deps if d in hard and not _ok(results[d], ctx)]
                 if blockers:
                     results[action.name] = _blocked(action.name, ctx, blockers)
                     _emit(on_step, action.name, "skipped", results[action.name])
@@ -207,7 +211,7 @@ def rollback_plan(
     # Dependents, transitively, over the whole graph: undo consumers before providers.
     dependents: dict[str, set[str]] = {n: set() for n in everything}
     for a in everything.values():
-        for d in a.depends_on:
+        for d in (*a.depends_on, *a.after):
             if d in dependents:
                 dependents[d].add(a.name)
 

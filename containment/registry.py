@@ -162,13 +162,20 @@ class Action:
     summary: ClassVar[str] = ""
     kinds: ClassVar[tuple[TargetKind, ...]] = ("instance",)
     permissions: ClassVar[tuple[str, ...]] = ()
-    depends_on: ClassVar[tuple[str, ...]] = ()
+    depends_on: ClassVar[tuple[str, ...]] = ()  # must have succeeded (their output is needed)
+    # Must have finished, successfully or not: ordering only. A failed LB deregistration must
+    # not keep the instance from being isolated.
+    after: ClassVar[tuple[str, ...]] = ()
     optional: ClassVar[bool] = False  # included only when asked for by name
     mutating: ClassVar[bool] = True  # False: runs for real in dry-run (reads only)
     provides_facts: ClassVar[bool] = False
 
     def inspect(self, target: Target, ctx: ActionContext) -> Facts:
         raise NotImplementedError
+
+    def unavailable(self, facts: Facts) -> dict[str, Any] | None:
+        """For fact providers: an error record when the target can no longer be contained."""
+        return None
 
     def plan(self, target: Target, ctx: ActionContext) -> list[PlannedCall]:
         """The calls apply would make now. Reads (describe/get/list) only; no side effects."""
@@ -267,7 +274,7 @@ def topological(chosen: dict[str, Action]) -> list[Action]:
         if action.name in visiting:
             raise ValueError(f"dependency cycle through {action.name!r}")
         visiting.add(action.name)
-        for dep in action.depends_on:
+        for dep in (*action.depends_on, *action.after):
             if dep in chosen:
                 visit(chosen[dep])
         visiting.discard(action.name)
@@ -280,8 +287,9 @@ def topological(chosen: dict[str, Action]) -> list[Action]:
 
 
 def deps_within(action: Action, names: Iterable[str]) -> tuple[str, ...]:
+    """Every step in `names` this action waits for (hard and ordering-only)."""
     present = set(names)
-    return tuple(d for d in action.depends_on if d in present)
+    return tuple(d for d in (*action.depends_on, *action.after) if d in present)
 
 
 def facts_provider(target: Target) -> Action:

@@ -40,7 +40,8 @@ class AutoScaling(Action):
         "autoscaling:AttachInstances",
         "autoscaling:DescribeAutoScalingInstances",
     )
-    depends_on = ("protect",)
+    depends_on = ("capture",)
+    after = ("protect",)
 
     def calls(
         self,

@@ -351,19 +351,24 @@ class CaptureInstance(Action):
         ]
         return [PlannedCall(s, op, p, mutating=False) for s, op, p in reads]
 
+    def unavailable(self, facts: Facts) -> dict[str, Any] | None:
+        status = facts["instance"]["state"]
+        if status in ("shutting-down", "terminated"):
+            return {
+                "code": "InstanceTerminated",
+                "message": f"{facts['instance_id']} is {status}; nothing left to contain",
+                "kind": "instance_gone",
+            }
+        return None
+
     def apply(self, target: Target, ctx: ActionContext, state: RunState) -> StepResult:
         rec = self.recorder(ctx, state)
         with rec.guard():
             if not state.facts:  # the executor shares this dict with every later step
                 state.facts.update(inspect_instance(target, ctx))
-            facts = state.facts
-            rec.evidence.update(public_facts(facts))
-            status = facts["instance"]["state"]
-            if status in ("shutting-down", "terminated"):
-                rec.error = {
-                    "code": "InstanceTerminated",
-                    "message": f"{target.resource_id} is {status}; nothing left to contain",
-                    "kind": "instance_gone",
-                }
-                rec.left("instance_state", status)
+            rec.evidence.update(public_facts(state.facts))
+            gone = self.unavailable(state.facts)
+            if gone:
+                rec.error = gone
+                rec.left("instance_state", state.facts["instance"]["state"])
         return rec.result()

@@ -58,7 +58,8 @@ class RestrictInstanceIam(Action):
         "iam:GetRolePolicy",
         "iam:PutRolePolicy",
     )
-    depends_on = ("protect",)
+    depends_on = ("capture",)
+    after = ("protect",)
 
     def calls(
         self,
@@ -140,9 +141,19 @@ class RestrictInstanceIam(Action):
                                 PolicyDocument=revoke_older_sessions(ctx.now()))
             rec.change_item("revoked_roles", role, policy)
 
+        swap_error: list[BaseException] = []
+
+        def swap_first() -> None:
+            try:
+                swap()
+            except Exception as exc:  # still revoke the old sessions, then report this
+                swap_error.append(exc)
+
         with rec.guard():
-            _, present = parallel(swap, lambda: parallel_map(has_policy, roles))
+            _, present = parallel(swap_first, lambda: parallel_map(has_policy, roles))
             parallel_map(revoke, list(zip(roles, present, strict=True)))
+            if swap_error:
+                raise swap_error[0]
         if rec.error:
             rec.left("profile_swapped", "profile" in rec.changes)
             rec.left("revoked_roles", sorted(rec.changes.get("revoked_roles", {})))

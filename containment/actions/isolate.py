@@ -46,7 +46,11 @@ class Isolate(Action):
     name = "isolate"
     summary = "Per ENI: all-open transit group, then the isolation group"
     permissions = ("ec2:ModifyNetworkInterfaceAttribute",)
-    depends_on = ("asg", "lb", "isolation_groups")
+    depends_on = ("capture", "isolation_groups")
+    # After the ASG and LB steps (so the group does not replace an instance failing health
+    # checks, and the LBs stop sending traffic first), but a failure there must not stop
+    # isolation.
+    after = ("protect", "asg", "lb")
 
     def calls(
         self,

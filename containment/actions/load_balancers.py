@@ -24,7 +24,8 @@ class LoadBalancers(Action):
         "elasticloadbalancing:RegisterTargets",
         "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
     )
-    depends_on = ("protect",)
+    depends_on = ("capture",)
+    after = ("protect",)
 
     def calls(
         self,

@@ -44,7 +44,8 @@ class Snapshot(Action):
     name = "snapshot"
     summary = "Crash-consistent snapshots of every attached volume"
     permissions = ("ec2:CreateSnapshots", "ec2:CreateTags")
-    depends_on = ("protect",)
+    depends_on = ("capture",)
+    after = ("protect",)
 
     def calls(
         self,

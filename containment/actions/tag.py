@@ -54,7 +54,8 @@ class Tag(Action):
     name = "tag"
     summary = "Tag instance, volumes, snapshots and groups: incident, status Isolated, time"
     permissions = ("ec2:CreateTags", "ec2:DeleteTags")
-    depends_on = ("isolate", "snapshot", "isolation_groups")
+    depends_on = ("isolate",)  # the tags say Isolated
+    after = ("snapshot",)
 
     def calls(
         self,

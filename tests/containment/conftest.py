@@ -81,8 +81,9 @@ class Faults:
         return None
 
     def hook(self, client: Any) -> None:
-        # before-send (first in line, ahead of moto): the retry handler sees these responses.
-        client.meta.events.register_first("before-send.*.*", self._send)
+        # before-send, registered first on the same node as moto's own handler so its response
+        # is the one used; the retry handler still sees it (throttling is retried).
+        client.meta.events.register_first("before-send", self._send)
 
     def _send(self, request: Any, **kwargs: Any) -> AWSResponse | None:
         operation = str(kwargs.get("event_name", "")).rsplit(".", 1)[-1]
@@ -91,6 +92,9 @@ class Faults:
             return None
         if rule["before"]:
             rule["before"]()
+        # botocore calls every before-send handler (then takes the first response): point this
+        # attempt elsewhere so moto's handler does not carry it out. Retries build new requests.
+        request.url = "https://fault-injected.invalid/"
         body = (
             "<?xml version='1.0' encoding='UTF-8'?><Response><Errors><Error>"
             f"<Code>{rule['code']}</Code><Message>{rule['message']}</Message>"
