@@ -49,6 +49,10 @@ FINISHED = ("succeeded", "partial", "failed", "interrupted", "rejected", "expire
 READ_PREFIXES = ("Describe", "Get", "List", "Lookup")
 
 
+class _Server(_ThreadingWSGIServer):
+    request_queue_size = 64  # twenty clicks connect at once; the default backlog is 5
+
+
 @dataclass
 class AwsRecorder:
     """Every AWS operation the bot's containment clients make; optional injected failures."""
@@ -131,7 +135,7 @@ def env(tmp_path: Path, fake_slack: FakeSlack) -> Iterator[Env]:
             app = create_app(settings, runtime=runtime)
             server = make_server(
                 "127.0.0.1", 0, build_wsgi_app(app),
-                server_class=_ThreadingWSGIServer, handler_class=_QuietHandler,
+                server_class=_Server, handler_class=_QuietHandler,
             )
             threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
             started.append((server, runtime))
