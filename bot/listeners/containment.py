@@ -187,6 +187,7 @@ class ContainmentService:
         plan = self.engine.plan(target=target, ctx=ctx)
         with runtime.database.session() as session:
             incident = svc.get_incident(session=session, key=incident_key)
+            _add_impact(plan, incident, target.resource_id)
             if incident.status in ("resolved", "closed"):
                 raise UserError(
                     f"{incident.key} is {incident.status}; reopen it or name an open incident."
@@ -558,6 +559,22 @@ class ContainmentService:
         self._stop.set()
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)
+
+
+def _add_impact(plan: dict[str, Any], incident: Incident, resource_id: str) -> None:
+    """Add the incident's stored blast-radius estimate (owner, account, neighbours) if it
+    is about this resource; no AWS call here."""
+    impact = (incident.facts or {}).get("impact")
+    if not impact or (impact.get("resource") or {}).get("id") != resource_id:
+        return
+    try:
+        from commands.impact import summary_lines
+
+        lines = list(summary_lines(impact))
+    except Exception:  # an estimate in an older shape must not block the request
+        log.exception("could not summarise the impact estimate of %s", incident.key)
+        return
+    plan.setdefault("blast_radius", {})["impact"] = lines[:15]
 
 
 def _done(result: dict[str, Any]) -> bool:

@@ -153,6 +153,8 @@ def _blast_radius(plan: dict[str, Any]) -> str | None:
         lines.append("• No tags: owner and data classification unknown")
     for item in radius.get("attached") or []:
         lines.append(f"• {bk.esc(item)}")
+    for line in radius.get("impact") or []:
+        lines.append(f"• {bk.esc(line)}")
     if radius.get("public_ip"):
         lines.append(f"• Public IP {bk.esc(radius['public_ip'])}")
     if radius.get("note"):

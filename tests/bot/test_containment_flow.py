@@ -24,7 +24,7 @@ from sqlalchemy import select
 from bot.app import create_app, make_runtime
 from bot.background import Background
 from bot.http import build_wsgi_app
-from bot.listeners.containment import HOOKS_KEY, SNS_KEY, SWEEP_KEY, service
+from bot.listeners.containment import HOOKS_KEY, SNS_KEY, SWEEP_KEY, propose, service
 from commands.approvals import decide
 from storage.models import ActionStep, ContainmentRequest, Incident, TimelineEvent, utcnow
 from tests.bot.conftest import (
@@ -591,3 +591,29 @@ def test_plan_containment_button_and_unknown_target(env: Env) -> None:
                 response_url=bot.slack.response_url("missing"))
     bot.idle()
     assert "Could not read i-0000000000000dead" in responses_to(bot, "missing")[-1]
+
+
+def test_guardduty_request_any_approver_with_impact_on_card(env: Env) -> None:
+    bot = env.start()
+    iid = env.world.instance_id
+    assert bot.command("open C2 from web-1").status_code == 200
+    bot.idle()
+    with bot.runtime.database.session() as session:
+        incident = session.scalars(select(Incident)).one()
+        incident.resource_id = iid
+        # What /incident impact stored earlier: shown on the card, no AWS call needed.
+        incident.facts = {"impact": {"resource": {"id": iid, "kind": "instance"},
+                                     "tags": {"owner": "team-web", "data_classification": "PII"}}}
+    proposal = propose(bot.runtime, resource_id=iid, incident_key="INC-1",
+                       requested_by="guardduty", reason="GuardDuty Backdoor:EC2/C&CActivity.B (8)")
+    assert proposal.created and proposal.incident_key == "INC-1"
+    card = bot.slack.wait_for("chat.postMessage", lambda c: "containment_approve" in blocks_text(c))
+    flat = blocks_text(card)
+    assert "owner: team-web" in flat and "PII" in flat
+    assert "C&amp;CActivity" in flat  # user text escaped for mrkdwn
+    # Again (the finding updated): the same request, no second card.
+    again = propose(bot.runtime, resource_id=iid, incident_key="INC-1", requested_by="guardduty")
+    assert not again.created and again.request_id == proposal.request_id
+    click(bot, "containment_approve", proposal.request_id, APPROVER2)
+    row = wait_status(bot, proposal.request_id)
+    assert (row.status, row.requested_by, row.decided_by) == ("succeeded", "guardduty", APPROVER2)
