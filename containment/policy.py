@@ -6,6 +6,7 @@ make and checks each is covered by the declaring action, so this cannot drift si
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from containment.registry import all_actions
@@ -65,3 +66,11 @@ def policy_document(
             }
         )
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def policy_json() -> str:
+    return json.dumps(policy_document(), indent=2, sort_keys=False) + "\n"
+
+
+if __name__ == "__main__":  # python -m containment.policy > deploy/iam-policy.json
+    print(policy_json(), end="")
