@@ -193,6 +193,9 @@ class ReminderScheduler:
         if late:
             log.warning("%d reminder(s) came due while the bot was down: posting them now", late)
         self._arm()
+        self._scheduler.add_job(  # off the start path; upkeep repeats it
+            self.recover, "date", run_date=started, misfire_grace_time=None
+        )
         self.stats.rebuild_s = time.perf_counter() - t0
         return self.stats.rebuild_s
 
@@ -374,8 +377,24 @@ class ReminderScheduler:
 
     # -- periodic upkeep ---------------------------------------------------------------------
 
+    def recover(self) -> int:
+        """Post reminders a dead process claimed but never posted (see recover_stalled)."""
+        try:
+            with self.database.session() as session:
+                claims = dl.recover_stalled(
+                    session=session, now=self.now(), worker_id=self.worker_id
+                )
+        except Exception:
+            log.exception("could not look for stalled reminders")
+            return 0
+        for claim in claims:
+            log.warning("reminder %s was claimed by a process that died: posting it", claim.id)
+            self._deliver(claim)
+        return len(claims)
+
     def maintain(self) -> None:
         """Keep a digest and a stale check pending for every live incident (idempotent)."""
+        self.recover()
         try:
             now = self.now()
             with self.database.session() as session:

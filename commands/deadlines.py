@@ -38,6 +38,8 @@ SCHEDULER = "scheduler"
 # A reminder claimed this long after it was due counts as late even with a process running
 # (a hung process, or every replica down). Start-up catch-up marks late explicitly.
 LATE_AFTER = dt.timedelta(seconds=60)
+# A claimed reminder not posted after this long was claimed by a process that died.
+STALLED_AFTER = dt.timedelta(minutes=5)
 # Transient posting failures are retried with this back-off, then given up (and recorded).
 RETRY_BACKOFF = (5, 30, 120, 600)
 
@@ -759,6 +761,61 @@ def claim_due(
     return sorted(claims, key=lambda c: (c.due_at, c.id))
 
 
+def _delivered_or_closed(payload: Mapping[str, Any] | None) -> bool:
+    payload = payload or {}
+    return bool(payload.get("ts") or payload.get("posted_at") or payload.get("failed"))
+
+
+def recover_stalled(
+    *,
+    session: Session,
+    now: dt.datetime,
+    worker_id: str,
+    lease: dt.timedelta = STALLED_AFTER,
+    horizon: dt.timedelta = dt.timedelta(days=2),
+) -> list[Claim]:
+    """Take over reminders whose claimer died between claiming and posting.
+
+    A claimed row records its post (`payload.ts`) right after Slack accepts it; a row
+    claimed longer than `lease` ago without one belonged to a process that was killed
+    mid-delivery. Each is re-claimed with a compare-and-swap on (claimed_by, sent_at), so one
+    process takes it over, and it is marked `recovered` (the post says it may repeat: the
+    dead process may have reached Slack just before it died). `lease` must exceed the
+    longest delivery, Slack's rate-limit retries included.
+    """
+    rows = session.execute(
+        select(Reminder.id, Reminder.claimed_by, Reminder.sent_at, Reminder.payload).where(
+            Reminder.status == "sent",
+            Reminder.sent_at < now - lease,
+            Reminder.sent_at > now - horizon,
+        )
+    ).all()
+    claims: list[Claim] = []
+    for rid, owner, sent_at, payload in rows:
+        if _delivered_or_closed(payload):
+            continue
+        taken = session.execute(
+            update(Reminder)
+            .where(
+                Reminder.id == rid,
+                Reminder.status == "sent",
+                Reminder.claimed_by == owner,
+                Reminder.sent_at == sent_at,
+            )
+            .values(
+                claimed_by=worker_id,
+                sent_at=now,
+                late=True,
+                payload={**(payload or {}), "recovered_from": owner},
+            )
+            .returning(Reminder.id, Reminder.incident_id, Reminder.kind, Reminder.due_at)
+            .execution_options(synchronize_session=False)
+        ).first()
+        if taken is not None:
+            claims.append(Claim(taken[0], taken[1], taken[2], _aware(taken[3]), True, now))  # type: ignore[arg-type]
+    return claims
+
+
 def mark_late(*, session: Session, before: dt.datetime) -> int:
     """Flag pending rows due before `before` (start-up: they came due while we were down)."""
     result = session.execute(
@@ -825,6 +882,11 @@ def _cancel_claimed(session: Session, reminder: Reminder, reason: str) -> None:
 
 
 def _late_note(reminder: Reminder, now: dt.datetime) -> str:
+    if (reminder.payload or {}).get("recovered_from"):
+        return (
+            f" _(late: due {utc_text(reminder.due_at)}; the bot restarted while posting this, "
+            "so it may repeat)_"
+        )
     if not reminder.late:
         return ""
     return (

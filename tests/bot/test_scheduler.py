@@ -280,6 +280,32 @@ def test_upkeep_keeps_running_clock_cards_current_and_schedules_digest_and_stale
     assert sorted(pending) == ["digest", "stale", "stale"]
 
 
+def test_start_posts_a_reminder_whose_claimer_died_before_posting(
+    database, fake_slack, running
+) -> None:
+    incident = new_incident(database, fake_slack)
+    claimed_at = utcnow() - dt.timedelta(minutes=10)
+    with database.session() as session:
+        row = dl.schedule_reminder(
+            session=session,
+            incident=incident,
+            kind="followup",
+            due_at=claimed_at,
+            dedupe_key="stalled",
+            message="rotate the keys",
+        )
+        row.status, row.claimed_by, row.sent_at = "sent", "dead-worker", claimed_at
+    scheduler = running()
+    call = fake_slack.wait_for("chat.postMessage", is_reminder_post, timeout=3)
+    assert "rotate the keys" in call.args["text"] and "may repeat" in call.args["text"]
+    time.sleep(0.3)
+    assert len(reminder_posts(fake_slack)) == 1
+    assert scheduler.recover() == 0
+    with database.read_session() as session:
+        row = session.scalars(select(Reminder).where(Reminder.dedupe_key == "stalled")).one()
+    assert row.claimed_by == scheduler.worker_id and row.payload["ts"] == call.response["ts"]
+
+
 # -- real bot processes ----------------------------------------------------------------------
 
 

@@ -551,3 +551,46 @@ def test_user_text_in_digest_and_reminders_is_escaped(database) -> None:
     for text in texts:
         assert "<!channel>" not in text and "<https://evil" not in text
         assert "&lt;!channel&gt; &lt;https://evil|click&gt; &amp; co" in text
+
+
+def test_reminder_claimed_by_a_process_that_died_is_taken_over_once(database) -> None:
+    with database.session() as session:
+        incident = new_incident(session)
+        for key in ("stalled", "posted"):
+            dl.schedule_reminder(
+                session=session,
+                incident=incident,
+                kind="followup",
+                due_at=T0,
+                dedupe_key=key,
+                message=key,
+            )
+    with database.session() as session:
+        stalled, posted = dl.claim_due(session=session, now=T0, worker_id="dead")
+    fire_one = dl.Delivery(reminder_id=posted.id, kind="followup", text="posted")
+    with database.session() as session:
+        dl.record_fired(session=session, delivery=fire_one, now=T0, channel="C", ts="1.2")
+
+    with database.session() as session:  # within the lease: the claimer may still be posting
+        assert (
+            dl.recover_stalled(session=session, now=T0 + dt.timedelta(minutes=1), worker_id="a")
+            == []
+        )
+    later = T0 + dl.STALLED_AFTER + dt.timedelta(seconds=1)
+    with database.session() as session:
+        claims = dl.recover_stalled(session=session, now=later, worker_id="a")
+    with database.session() as session:
+        assert dl.recover_stalled(session=session, now=later, worker_id="b") == []
+    assert [(c.id, c.late) for c in claims] == [(stalled.id, True)]
+    with database.session() as session:
+        delivery = dl.prepare_delivery(session=session, claim=claims[0], now=later)
+        assert delivery is not None and "may repeat" in delivery.text
+        dl.record_fired(session=session, delivery=delivery, now=later, channel="C", ts="3.4")
+    with database.session() as session:
+        assert (
+            dl.recover_stalled(session=session, now=later + dt.timedelta(hours=1), worker_id="c")
+            == []
+        )
+    rows = {r.dedupe_key: r for r in reminders(database)}
+    assert rows["stalled"].claimed_by == "a" and rows["stalled"].payload["recovered_from"] == "dead"
+    assert rows["posted"].claimed_by == "dead"
