@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from bot.settings import Settings
 
 log = logging.getLogger(__name__)
+# APScheduler logs every add/run/remove of a job at INFO; the timer re-arms all the time.
+logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 TICK_JOB = "incident-bot.reminders.tick"
 MAINTAIN_JOB = "incident-bot.reminders.maintain"

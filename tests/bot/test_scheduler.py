@@ -326,6 +326,7 @@ class BotProcess:
         config = tmp / "incident-bot.yml"
         config.write_text(
             f"slack:\n  incident_channel: {CHANNEL}\ncontacts:\n  slack_usergroup: S0IRTEAM\n"
+            "guardduty:\n  poll_interval_seconds: 0\n"  # no AWS calls from the bot process
         )
         env = {
             **os.environ,
