@@ -170,7 +170,7 @@ class RestrictInstanceIam(Action):
                     raise
                 return None
 
-        parallel(
+        _, profile = parallel(
             lambda: tolerate_exists(
                 iam.create_role, RoleName=name, AssumeRolePolicyDocument=EC2_TRUST,
                 Description="incident-bot: attached to contained instances; denies everything",
@@ -183,7 +183,9 @@ class RestrictInstanceIam(Action):
             lambda: tolerate_exists(iam.add_role_to_instance_profile,
                                     InstanceProfileName=name, RoleName=name),
         )
-        return str(iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]["Arn"])
+        if profile is None:  # created meanwhile by a concurrent containment
+            profile = iam.get_instance_profile(InstanceProfileName=name)
+        return str(profile["InstanceProfile"]["Arn"])
 
     def _replace(self, ec2: Any, ctx: ActionContext, association_id: str, arn: str) -> Any:
         for delay in (*PROFILE_RETRY_DELAYS, None):
