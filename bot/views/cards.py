@@ -36,6 +36,25 @@ def card_button(*, order: int = 50) -> Callable[[ButtonFactory], ButtonFactory]:
     return decorate
 
 
+SectionFactory = Callable[[Incident], "list[dict[str, Any]]"]
+_card_sections: list[tuple[int, SectionFactory]] = []
+
+
+def card_section(*, order: int = 50) -> Callable[[SectionFactory], SectionFactory]:
+    """Register extra blocks shown after the card's facts ([]: none for this incident).
+
+    GuardDuty intake adds the finding's facts and the resource's tags this way, so every
+    re-render of the card (by any feature) keeps them.
+    """
+
+    def decorate(fn: SectionFactory) -> SectionFactory:
+        _card_sections.append((order, fn))
+        _card_sections.sort(key=lambda pair: pair[0])
+        return fn
+
+    return decorate
+
+
 @card_button(order=10)
 def _note_button(incident: Incident) -> dict[str, Any]:
     return bk.button("Add note", "incident_note", incident.key)
@@ -111,6 +130,8 @@ def incident_card(view: IncidentOverview, *, now: dt.datetime) -> dict[str, Any]
         bk.section(title_line(incident)),
         bk.fields_section(card_fields(view, now)),
     ]
+    for _, make in _card_sections:
+        blocks.extend(make(incident))
     if incident.resolution:
         blocks.append(bk.section(f"*Resolution*\n{bk.esc(incident.resolution)}"))
     if incident.status != "closed":

@@ -1,0 +1,200 @@
+"""The GuardDuty part of an incident card: the finding's facts, the resource's tags, SAMPLE.
+
+Rendered from the incident alone (`facts["guardduty"]` kept by commands.findings.ingest and
+`facts["tags"]` from commands.findings.tags), so any re-render of the card, by any feature,
+shows it. Every value from a finding is escaped: finding titles and tags are attacker-
+influenced text (an instance's Name tag can be anything) and must never ping or link.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from bot.views import blocks as bk
+from storage.models import Incident
+
+PLAN_BUTTON = "plan_containment"
+FINDING_BLOCK = "guardduty_finding"
+CONTAINABLE = ("Instance", "AccessKey")
+SEVERITY_ICON = {"low": "🟢", "medium": "🟡", "high": "🟠", "critical": "🔴"}
+# Card labels for the tags that matter in triage, keyed like settings.impact.tag_keys.
+TAG_LABELS = {
+    "name": "Name",
+    "data_classification": "Data classification",
+    "criticality": "Criticality",
+    "owner": "Owner",
+}
+DEFAULT_TAG_KEYS = {
+    "name": "Name",
+    "data_classification": "DataClassification",
+    "criticality": "Criticality",
+    "owner": "Owner",
+}
+LISTED = 5  # other findings listed by type under the main one
+_configured_tag_keys: dict[str, str] = dict(DEFAULT_TAG_KEYS)
+
+
+def configure_tag_keys(tag_keys: Mapping[str, str]) -> None:
+    """Use the operator's tag names (settings.impact.tag_keys) on every card render."""
+    _configured_tag_keys.clear()
+    _configured_tag_keys.update({**DEFAULT_TAG_KEYS, **tag_keys})
+
+
+def guardduty_facts(incident: Incident) -> Mapping[str, Any] | None:
+    facts = incident.facts or {}
+    summary = facts.get("guardduty")
+    return summary if isinstance(summary, Mapping) and summary.get("findings") else None
+
+
+def is_sample(incident: Incident) -> bool:
+    summary = guardduty_facts(incident) or {}
+    return bool((incident.facts or {}).get("sample")) or any(
+        f.get("sample") for f in summary.get("findings", [])
+    )
+
+
+def finding_blocks(
+    incident: Incident, *, tag_keys: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Blocks for the card of an incident GuardDuty opened; [] for any other incident."""
+    summary = guardduty_facts(incident)
+    if summary is None:
+        return []
+    findings = list(summary["findings"])
+    top = findings[0]
+    blocks: list[dict[str, Any]] = []
+    if is_sample(incident):
+        blocks.append(
+            bk.context(
+                "🧪 *SAMPLE* · GuardDuty generated this finding as an example; "
+                "no real activity is behind it."
+            )
+        )
+    headline = bk.section(_headline(top, summary), fields=_fact_fields(top))
+    headline["block_id"] = FINDING_BLOCK
+    blocks.append(headline)
+    tags = _tag_fields(incident, tag_keys or _configured_tag_keys)
+    if tags:
+        blocks.append(bk.fields_section(tags))
+    others = findings[1 : 1 + LISTED]
+    if others:
+        lines = [_other_line(f) for f in others]
+        more = summary.get("distinct", len(findings)) - 1 - len(others)
+        if more > 0:
+            lines.append(f"…and {more} more")
+        blocks.append(bk.context(bk.cut("\n".join(lines), bk.SECTION_TEXT)))
+    return blocks
+
+
+def plan_button(incident: Incident) -> dict[str, Any] | None:
+    """ "Plan containment" for an instance or access key GuardDuty flagged; value names both."""
+    summary = guardduty_facts(incident)
+    if summary is None or not incident.resource_id or incident.status == "closed":
+        return None
+    if incident.resource_type not in CONTAINABLE:
+        return None
+    return bk.button(
+        "Plan containment", PLAN_BUTTON, f"{incident.resource_id} {incident.key}", style="danger"
+    )
+
+
+def _headline(top: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
+    band = str(top.get("band", ""))
+    distinct = int(summary.get("distinct", 1))
+    occurrences = int(summary.get("occurrences", top.get("count", 1)))
+    tally = f"{distinct} finding{'s' if distinct != 1 else ''}, seen {occurrences} times"
+    return (
+        f"{SEVERITY_ICON.get(band, '')} *GuardDuty:* `{bk.esc_cut(top.get('type', '?'), 200)}`\n"
+        f"{bk.esc_cut(top.get('title') or '', 600)}\n_{tally}_"
+    )
+
+
+def _fact_fields(top: Mapping[str, Any]) -> list[str]:
+    fields = [f"*Severity*\n{_number(top.get('severity'))} ({bk.esc(top.get('band', '?'))})"]
+    resource = top.get("resource_id")
+    if resource:
+        kind = bk.esc(top.get("resource_type") or "resource")
+        fields.append(f"*{kind}*\n`{bk.esc_cut(resource, 200)}`")
+    where = " · ".join(bk.esc(v) for v in (top.get("account_id"), top.get("region")) if v)
+    if where:
+        fields.append(f"*Account · region*\n{where}")
+    if top.get("public_ips"):
+        fields.append(f"*Public IPs*\n{bk.esc_cut(', '.join(top['public_ips']), 300)}")
+    remote = top.get("remote_ip") or top.get("remote_domain")
+    if remote:
+        fields.append(f"*Remote*\n`{bk.esc_cut(remote, 200)}`")
+    if top.get("user_name"):
+        fields.append(f"*IAM user*\n{bk.esc_cut(top['user_name'], 200)}")
+    if top.get("bucket_names"):
+        fields.append(f"*Buckets*\n{bk.esc_cut(', '.join(top['bucket_names']), 300)}")
+    fields.append(f"*Count*\n{int(top.get('count') or 1)}")
+    fields.append(f"*First seen*\n{_time(top.get('first_seen'))}")
+    fields.append(f"*Last seen*\n{_time(top.get('last_seen'))}")
+    return fields[:10]
+
+
+def _tag_fields(incident: Incident, tag_keys: Mapping[str, str]) -> list[str]:
+    tags = (incident.facts or {}).get("tags") or {}
+    if not isinstance(tags, Mapping):
+        return []
+    fields = []
+    for label_key, label in TAG_LABELS.items():
+        tag = tag_keys.get(label_key, DEFAULT_TAG_KEYS[label_key])
+        value = tags.get(tag)
+        fields.append(f"*{label}*\n{bk.esc_cut(value, 300) if value else '_not tagged_'}")
+    return fields
+
+
+def _other_line(f: Mapping[str, Any]) -> str:
+    sample = " · SAMPLE" if f.get("sample") else ""
+    return (
+        f"{SEVERITY_ICON.get(str(f.get('band')), '')} `{bk.esc_cut(f.get('type', '?'), 150)}` "
+        f"{_number(f.get('severity'))} x{int(f.get('count') or 1)}{sample}"
+    )
+
+
+def _number(value: Any) -> str:
+    try:
+        return f"{float(value):g}"
+    except (TypeError, ValueError):
+        return "?"
+
+
+def _time(value: Any) -> str:
+    if not value:
+        return "unknown"
+    try:
+        return bk.when(dt.datetime.fromisoformat(str(value)))
+    except ValueError:
+        return bk.esc_cut(value, 60)
+
+
+def add_to_card(card: dict[str, Any], incident: Incident, **kwargs: Any) -> dict[str, Any]:
+    """Insert the GuardDuty blocks and the plan button into a rendered incident card.
+
+    For a card rendered without the card hooks (see bot.guardduty.wiring): the blocks go
+    after the card's fields, the button into its actions block.
+    """
+    extra = finding_blocks(incident, **kwargs)
+    if not extra:
+        return card
+    blocks = list(card.get("blocks", []))
+    if any(b.get("block_id") == FINDING_BLOCK for b in blocks):
+        return card  # already rendered by the card hooks
+    at = next(
+        (i + 1 for i, b in enumerate(blocks) if b.get("type") == "section" and "fields" in b), 0
+    )
+    blocks[at:at] = extra
+    button = plan_button(incident)
+    if button is not None:
+        for block in blocks:
+            if block.get("type") == "actions":
+                if not any(e.get("action_id") == PLAN_BUTTON for e in block["elements"]):
+                    block["elements"] = [button, *block["elements"]][:25]
+                break
+    text = card.get("text", "")
+    if is_sample(incident) and "SAMPLE" not in text:
+        text = f"[SAMPLE] {text}"
+    return {**card, "text": text, "blocks": bk.limit_blocks(blocks, bk.MESSAGE_BLOCKS)}

@@ -1,0 +1,403 @@
+"""Slack side of GuardDuty intake: one card per incident, batched updates, Retry-After obeyed.
+
+Findings are recorded before the sender gets its answer; Slack work happens here, after, on
+one worker thread per process, so an alert storm never blocks intake:
+
+- an incident GuardDuty opened gets exactly one message, its card (which is also the root
+  of its thread); the resource's tags are read from AWS first;
+- repeats and joins mark the card stale; a stale card is updated with `chat.update` at most
+  once per `update_interval` seconds, however many findings arrived meanwhile;
+- a finding joining an incident whose card has been quiet for `join_quiet` seconds is also
+  announced in the thread; during a storm the card alone carries it (and the timeline);
+- a 429 is retried after its `Retry-After`, for as long as it takes: nothing is dropped;
+- at start, incidents GuardDuty opened whose card was never posted (a crash between
+  recording and posting) are posted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from slack_sdk.errors import SlackApiError
+from sqlalchemy import select
+
+from bot.guardduty.cards import add_to_card
+from bot.views import blocks as bk
+from commands.findings.ingest import ACTOR, Ingested
+from commands.findings.normalize import NormalizedFinding, normalize_finding
+from commands.findings.tags import read_resource_tags, store_resource_tags
+from storage.models import Finding, Incident
+from storage.timeline import append_event
+
+if TYPE_CHECKING:
+    from bot.app import Runtime
+
+log = logging.getLogger(__name__)
+
+UPDATE_INTERVAL = 10.0  # seconds between card updates of one incident
+JOIN_QUIET = 300.0  # a join is announced in the thread only after this much card silence
+MAX_ATTEMPTS = 30  # 429s and transient errors per Slack call before giving up on it
+PERMANENT_ERRORS = {
+    "channel_not_found",
+    "not_in_channel",
+    "is_archived",
+    "invalid_auth",
+    "account_inactive",
+    "token_revoked",
+    "msg_too_long",
+    "no_text",
+    "invalid_blocks",
+    "restricted_action",
+    "not_authed",
+    "message_not_found",
+    "cant_update_message",
+}
+CLIENT_FACTORY_KEY = "guardduty.client_factory"  # runtime.extras: (service, region) -> client
+PROPOSE_KEY = "guardduty.propose"  # runtime.extras: False disables automatic proposals
+
+
+@dataclass
+class Stats:
+    posts: int = 0
+    updates: int = 0
+    thread_replies: int = 0
+    rate_limited: int = 0
+    failures: int = 0
+
+
+class CardPublisher:
+    """See the module docstring. Thread-safe `submit`; one worker thread."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        update_interval: float = UPDATE_INTERVAL,
+        join_quiet: float = JOIN_QUIET,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.runtime = runtime
+        self.update_interval = update_interval
+        self.join_quiet = join_quiet
+        self.clock = clock
+        self.sleep = sleep
+        self.stats = Stats()
+        self._cond = threading.Condition()
+        self._new: deque[int] = deque()
+        self._queued: set[int] = set()
+        self._dirty: set[int] = set()
+        self._joined: dict[int, list[str]] = {}
+        self._last_write: dict[int, float] = {}
+        self._busy = False
+        self._stop = False
+        self._thread: threading.Thread | None = None
+
+    # -- feeding ----------------------------------------------------------------------------
+
+    def submit(self, results: Iterable[Ingested]) -> None:
+        with self._cond:
+            for result in results:
+                incident_id = result.incident_id
+                if incident_id is None or not result.card_stale:
+                    continue
+                if result.outcome == "opened":
+                    if incident_id not in self._queued:
+                        self._queued.add(incident_id)
+                        self._new.append(incident_id)
+                else:
+                    self._dirty.add(incident_id)
+                    if result.outcome == "joined":
+                        self._joined.setdefault(incident_id, []).append(result.finding_id)
+            self._ensure_started()
+            self._cond.notify_all()
+
+    def recover(self) -> int:
+        """Queue the cards of GuardDuty incidents that were recorded but never posted."""
+        with self.runtime.database.read_session() as session:
+            ids = session.scalars(
+                select(Incident.id)
+                .where(
+                    Incident.created_by == ACTOR,
+                    Incident.card_ts.is_(None),
+                    Incident.status.in_(("open", "contained")),
+                )
+                .order_by(Incident.number)
+            ).all()
+        self.submit(Ingested("", "opened", None, incident_id, None) for incident_id in ids)
+        if ids:
+            log.warning("posting %d GuardDuty card(s) left unposted by a restart", len(ids))
+        return len(ids)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _ensure_started(self) -> None:
+        if self._thread is None and not self._stop:
+            self._thread = threading.Thread(target=self._run, name="guardduty-cards", daemon=True)
+            self._thread.start()
+
+    def wait_idle(self, timeout: float = 10.0, *, include_updates: bool = True) -> bool:
+        """Block until nothing is queued (and, by default, no stale card waits)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._new or self._busy or (include_updates and self._dirty):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+            return True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Post what is queued (within `timeout`), then end the worker.
+
+        Cards still unposted are posted by `recover` at the next start.
+        """
+        self.wait_idle(timeout, include_updates=False)
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- the worker -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                job = self._next_job()
+                while job is None and not self._stop:
+                    self._cond.wait(self._wait_time())
+                    job = self._next_job()
+                if job is None:
+                    return
+                self._busy = True
+            kind, incident_id = job
+            try:
+                if kind == "post":
+                    self._post(incident_id)
+                else:
+                    self._update(incident_id)
+            except Exception:  # reported here: nothing else would see it
+                self.stats.failures += 1
+                log.exception("GuardDuty card %s for incident %s failed", kind, incident_id)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    if kind == "post":
+                        self._queued.discard(incident_id)
+                    self._cond.notify_all()
+
+    def _next_job(self) -> tuple[str, int] | None:
+        if self._new:
+            return "post", self._new.popleft()
+        now = self.clock()
+        for incident_id in sorted(self._dirty):
+            if incident_id in self._queued:
+                continue  # its post will render the latest state
+            if now - self._last_write.get(incident_id, -1e18) >= self.update_interval:
+                self._dirty.discard(incident_id)
+                return "update", incident_id
+        return None
+
+    def _wait_time(self) -> float:
+        """Seconds until the next stale card may be updated (at most 1 s, to notice stop)."""
+        due = [
+            self._last_write.get(i, -1e18) + self.update_interval
+            for i in self._dirty
+            if i not in self._queued
+        ]
+        if not due:
+            return 1.0
+        return max(0.01, min(1.0, min(due) - self.clock()))
+
+    # -- posting ----------------------------------------------------------------------------
+
+    def _post(self, incident_id: int) -> None:
+        with self.runtime.database.read_session() as session:
+            incident = session.get(Incident, incident_id)
+            if incident is None or incident.card_ts:
+                return  # gone, or posted by an earlier attempt
+            finding = _first_finding(session, incident_id)
+            key = incident.key
+        if finding is not None and "tags_source" not in (incident.facts or {}):
+            tags, source = read_resource_tags(finding=finding, client_for=self._client_for)
+            store_resource_tags(
+                database=self.runtime.database, incident_id=incident_id, tags=tags, source=source
+            )
+        channel = self._channel(incident)
+        card = self._render(key)
+        posted = self._call("chat_postMessage", channel=channel, **card)
+        if posted is None:
+            return
+        with self.runtime.database.session() as session:
+            incident = session.get(Incident, incident_id)
+            assert incident is not None
+            incident.channel_id = str(posted["channel"])
+            incident.card_ts = str(posted["ts"])
+            incident.thread_ts = str(posted["ts"])
+            append_event(
+                session=session,
+                incident=incident,
+                actor="system",
+                kind="slack.card_posted",
+                summary=f"GuardDuty card posted in the incident channel ({posted['channel']})",
+                details={"channel": str(posted["channel"]), "ts": str(posted["ts"])},
+            )
+        self.stats.posts += 1
+        with self._cond:
+            self._last_write[incident_id] = self.clock()
+            self._joined.pop(incident_id, None)  # the card shows them
+        self._propose(incident_id, key, finding)
+
+    def _update(self, incident_id: int) -> None:
+        with self._cond:
+            joined = self._joined.pop(incident_id, [])
+            quiet = self.clock() - self._last_write.get(incident_id, -1e18) >= self.join_quiet
+        with self.runtime.database.read_session() as session:
+            incident = session.get(Incident, incident_id)
+            if incident is None or not (incident.channel_id and incident.card_ts):
+                return
+            channel, ts, key = incident.channel_id, incident.card_ts, incident.key
+            types = _finding_types(session, joined) if joined and quiet else []
+        with _card_lock(key):
+            card = self._render(key)
+            self._call("chat_update", channel=channel, ts=ts, **card)
+        self.stats.updates += 1
+        with self._cond:
+            self._last_write[incident_id] = self.clock()
+        if types:
+            listed = ", ".join(f"`{bk.esc_cut(t, 150)}`" for t in types[:10])
+            self._call(
+                "chat_postMessage",
+                channel=channel,
+                thread_ts=ts,
+                **bk.message(f"New GuardDuty finding(s) joined {key}: {listed}"),
+            )
+            self.stats.thread_replies += 1
+
+    def _render(self, key: str) -> dict[str, Any]:
+        from bot.listeners.incident_posts import render_card
+
+        incident, card = render_card(self.runtime, key)
+        return add_to_card(card, incident, tag_keys=self.runtime.config.impact.tag_keys)
+
+    def _channel(self, incident: Incident) -> str:
+        channel = incident.channel_id or self.runtime.config.slack.incident_channel
+        if not channel:
+            raise RuntimeError("slack.incident_channel is not configured")
+        return channel
+
+    def _client_for(self, service: str, region: str | None) -> Any:
+        factory = self.runtime.extras.get(CLIENT_FACTORY_KEY)
+        if factory is not None:
+            return factory(service, region)
+        return boto3.client(service, region_name=region)
+
+    def _propose(self, incident_id: int, key: str, finding: NormalizedFinding | None) -> None:
+        """Ask for containment of a high/critical, real finding's instance or access key."""
+        threshold = self.runtime.config.approvals.auto_request_min_severity
+        if (
+            finding is None
+            or threshold is None
+            or self.runtime.extras.get(PROPOSE_KEY) is False
+            or finding.sample
+            or finding.severity < threshold
+            or finding.resource_type not in ("Instance", "AccessKey")
+            or not finding.resource_id
+        ):
+            return
+        try:
+            from bot.listeners.containment import propose
+
+            propose(
+                self.runtime,
+                resource_id=finding.resource_id,
+                incident_key=key,
+                requested_by=ACTOR,
+                reason=f"GuardDuty {finding.type} ({finding.severity:g})",
+            )
+        except Exception:
+            log.exception("proposing containment for %s failed", key)
+
+    # -- Slack calls ------------------------------------------------------------------------
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        """Call the Web API, waiting out 429s (Retry-After) and brief failures."""
+        fn = getattr(self.runtime.client, method)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return fn(**kwargs)
+            except SlackApiError as exc:
+                response = exc.response
+                error = response.get("error") if response is not None else None
+                if response is not None and response.status_code == 429:
+                    self.stats.rate_limited += 1
+                    wait = _retry_after(response.headers)
+                    log.info("Slack %s rate-limited; retrying in %.1fs", method, wait)
+                    self.sleep(wait)
+                    continue
+                if error in PERMANENT_ERRORS or attempt == MAX_ATTEMPTS:
+                    raise
+                self.sleep(min(30.0, 0.5 * attempt))
+            except OSError:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                self.sleep(min(30.0, 0.5 * attempt))
+        return None
+
+
+def _retry_after(headers: Any) -> float:
+    value = None
+    if headers:
+        value = headers.get("Retry-After") or headers.get("retry-after")
+    if isinstance(value, list):
+        value = value[0] if value else None
+    try:
+        return max(0.0, float(value)) if value is not None else 1.0
+    except (TypeError, ValueError):
+        return 1.0
+
+
+def _card_lock(key: str) -> Any:
+    """The Slack app's per-card lock, so our chat.update never overtakes another feature's."""
+    from bot.listeners import incident_posts
+
+    return incident_posts._card_locks[key]
+
+
+def _first_finding(session: Any, incident_id: int) -> NormalizedFinding | None:
+    row = session.scalars(
+        select(Finding).where(Finding.incident_id == incident_id).order_by(Finding.id)
+    ).first()
+    if row is None:
+        return None
+    try:
+        return normalize_finding(row.raw, region=row.region, account_id=row.account_id)
+    except Exception:
+        return None
+
+
+def _finding_types(session: Any, finding_ids: Sequence[str]) -> list[str]:
+    rows = session.scalars(select(Finding.type).where(Finding.finding_id.in_(finding_ids))).all()
+    return list(dict.fromkeys(rows))
+
+
+def publisher_for(runtime: Runtime) -> CardPublisher:
+    """The process's publisher (created on first use; runtime.extras holds it)."""
+    with _create_lock:
+        publisher = runtime.extras.get(PUBLISHER_KEY)
+        if publisher is None:
+            publisher = runtime.extras[PUBLISHER_KEY] = CardPublisher(runtime)
+            runtime.on_shutdown(publisher.stop)
+        return publisher
+
+
+PUBLISHER_KEY = "guardduty.publisher"
+_create_lock = threading.Lock()
