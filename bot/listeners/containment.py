@@ -116,7 +116,9 @@ class ContainmentService:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.engine: Engine = runtime.extras.get(ENGINE_KEY) or ContainmentEngine(
-            tag_labels=runtime.config.impact.tag_keys
+            tag_labels=runtime.config.impact.tag_keys,
+            # containment.flow_logs: true adds the optional flow-logs step to every plan.
+            include=("flow_logs",) if runtime.config.containment.flow_logs else (),
         )
         self._card_locks: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
         self._last_update: dict[int, float] = {}

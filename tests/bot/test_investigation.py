@@ -451,3 +451,25 @@ def test_command_names_are_in_the_help(env: Env) -> None:
         "/incident wipe [INC-N]",
     ):
         assert esc(usage) in ack["text"], usage
+
+
+# -- flow logs in the containment plan ------------------------------------------------------
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_flow_logs_step_in_the_containment_plan(env: Env, enabled: bool) -> None:
+    boto3.client("s3", "us-east-1").create_bucket(Bucket="ir-evidence")
+    bot = env.start({"containment": {"flow_logs": enabled, "evidence_bucket": "ir-evidence"}})
+    victim = env.world["victim"]
+    command(bot, victim, "contain", command="/contain")
+    posted = bot.slack.wait_for(
+        "chat.postMessage", lambda c: "containment_approve" in json.dumps(c.args), timeout=20
+    )
+    flat = json.dumps(posted.args["blocks"], ensure_ascii=False)
+    if enabled:
+        assert "flow_logs" in flat
+        assert "ec2.CreateFlowLogs(" in flat
+        assert "arn:aws:s3:::ir-evidence/incidents/INC-1/flow-logs/" in flat
+    else:
+        assert "flow_logs" not in flat and "CreateFlowLogs" not in flat
+    bot.idle()
