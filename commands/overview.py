@@ -1,18 +1,23 @@
 """What a responder needs at a glance per incident: pending approvals and the next deadline.
 
-Read-only; used by the incident card, `/incident status|list` and the App Home tab.
+Read-only; used by the incident card, `/incident status|list` and the App Home tab. These
+sit on the ack path of the busiest command, so each read is one Core statement (the pending
+approvals are correlated subqueries) and the row is wrapped, not turned into an ORM object.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from storage.models import ContainmentRequest, Incident
+
+LIVE_STATUSES = ("open", "contained")
 
 
 @dataclass(frozen=True)
@@ -21,24 +26,106 @@ class Deadline:
     due_at: dt.datetime
 
 
+class IncidentRow:
+    """An incidents row with the model's attribute names (and `key`), read-only."""
+
+    __slots__ = ("_row",)
+
+    def __init__(self, row: Mapping[str, Any]) -> None:
+        self._row = row
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._row[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def key(self) -> str:
+        return f"INC-{self._row['number']}"
+
+
 @dataclass(frozen=True)
 class IncidentOverview:
-    incident: Incident
+    incident: Incident | IncidentRow
     pending_approvals: int
     next_deadline: Deadline | None
 
 
-def regulator_deadline(incident: Incident, *, gdpr_hours: float) -> Deadline | None:
+def regulator_deadline(incident: Incident | IncidentRow, *, gdpr_hours: float) -> Deadline | None:
     """When the regulator must be told, while the clock runs (personal data, not yet notified)."""
     if not incident.personal_data or incident.aware_at is None or incident.notified_at:
         return None
     return Deadline("regulator notice", incident.aware_at + dt.timedelta(hours=gdpr_hours))
 
 
+def _pending(column: Any) -> Any:
+    return (
+        select(column)
+        .where(
+            ContainmentRequest.incident_id == Incident.id,
+            ContainmentRequest.status == "pending",
+        )
+        .scalar_subquery()
+    )
+
+
+_WITH_PENDING = select(
+    Incident.__table__,
+    _pending(func.count()).label("_pending"),
+    _pending(func.min(ContainmentRequest.expires_at)).label("_expires"),
+)
+_BY_NUMBER = _WITH_PENDING.where(Incident.number == bindparam("number"))
+_BY_CHANNEL = _WITH_PENDING.where(
+    Incident.channel_id == bindparam("channel_id"), Incident.thread_ts.is_(None)
+).limit(1)
+_LIVE = _WITH_PENDING.where(Incident.status.in_(LIVE_STATUSES)).order_by(Incident.number)
+
+
+def _build(row: Any, gdpr_hours: float) -> IncidentOverview:
+    mapping = row._mapping
+    incident = IncidentRow(mapping)
+    return _assemble(incident, int(mapping["_pending"] or 0), mapping["_expires"], gdpr_hours)
+
+
+def _assemble(
+    incident: Incident | IncidentRow, count: int, expires: dt.datetime | None, gdpr_hours: float
+) -> IncidentOverview:
+    candidates = [d for d in (regulator_deadline(incident, gdpr_hours=gdpr_hours),) if d]
+    if expires is not None:
+        if isinstance(expires, str):  # a scalar subquery loses the column type on SQLite
+            expires = dt.datetime.fromisoformat(expires)
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=dt.UTC)
+        candidates.append(Deadline("approval expires", expires))
+    soonest = min(candidates, key=lambda d: d.due_at) if candidates else None
+    return IncidentOverview(incident, count, soonest)
+
+
+def overview_by_number(
+    *, conn: Connection | Session, number: int, gdpr_hours: float
+) -> IncidentOverview | None:
+    row = conn.execute(_BY_NUMBER, {"number": number}).first()
+    return _build(row, gdpr_hours) if row is not None else None
+
+
+def overview_by_channel(
+    *, conn: Connection | Session, channel_id: str, gdpr_hours: float
+) -> IncidentOverview | None:
+    """The incident that owns a channel (channel_per_incident), as `find_by_channel` does."""
+    row = conn.execute(_BY_CHANNEL, {"channel_id": channel_id}).first()
+    return _build(row, gdpr_hours) if row is not None else None
+
+
+def live_overviews(*, conn: Connection | Session, gdpr_hours: float) -> list[IncidentOverview]:
+    """Every open or contained incident, oldest first."""
+    return [_build(row, gdpr_hours) for row in conn.execute(_LIVE)]
+
+
 def overview(
     *, session: Session, incidents: Sequence[Incident], gdpr_hours: float
 ) -> list[IncidentOverview]:
-    """One IncidentOverview per incident, in the given order, with two grouped queries."""
+    """One IncidentOverview per already-loaded incident, in order, with one grouped query."""
     ids = [i.id for i in incidents]
     pending: dict[int, tuple[int, dt.datetime | None]] = {}
     if ids:
@@ -55,14 +142,7 @@ def overview(
             .group_by(ContainmentRequest.incident_id)
         ).all()
         pending = {r[0]: (int(r[1]), r[2]) for r in rows}
-    out = []
-    for incident in incidents:
-        count, expires = pending.get(incident.id, (0, None))
-        candidates = [d for d in (regulator_deadline(incident, gdpr_hours=gdpr_hours),) if d]
-        if expires is not None:
-            if expires.tzinfo is None:  # func.min bypasses the column type on SQLite
-                expires = expires.replace(tzinfo=dt.UTC)
-            candidates.append(Deadline("approval expires", expires))
-        soonest = min(candidates, key=lambda d: d.due_at) if candidates else None
-        out.append(IncidentOverview(incident, count, soonest))
-    return out
+    return [
+        _assemble(incident, *pending.get(incident.id, (0, None)), gdpr_hours)
+        for incident in incidents
+    ]

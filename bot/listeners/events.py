@@ -6,8 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from bot.views.home import home_view
-from commands import incidents as svc
-from commands.overview import overview
+from commands.overview import live_overviews
 
 if TYPE_CHECKING:
     from bot.app import IncidentBotApp, Runtime
@@ -16,12 +15,9 @@ log = logging.getLogger(__name__)
 
 
 def publish_home(runtime: Runtime, user_id: str) -> None:
-    with runtime.database.read_session() as session:
-        open_ones = svc.list_open(session=session)
-        views = overview(
-            session=session, incidents=open_ones, gdpr_hours=runtime.config.deadlines.gdpr_hours
-        )
-        view = home_view(views, now=runtime.now())
+    with runtime.database.read_connection() as conn:
+        views = live_overviews(conn=conn, gdpr_hours=runtime.config.deadlines.gdpr_hours)
+    view = home_view(views, now=runtime.now())
     runtime.client.views_publish(user_id=user_id, view=view)
 
 

@@ -1,0 +1,349 @@
+"""Ack latency of `/incident status` over HTTP: the bot vs a bare Bolt app on the same server.
+
+    python -m bench.ack [--requests 2000] [--concurrency 20] [--workers 2] [--rounds 2]
+
+All servers run under the same embedded gunicorn (bot/server.py: gthread, 8 threads per
+worker), verify signatures, use a single-workspace token against the fake Slack Web API, and
+the bot reads SQLite with 50 open incidents. Two floors, both a bare Bolt app (slack_bolt's
+own WSGI adapter) whose only listener acks `/incident` with an empty body:
+
+* floor: Bolt's defaults, i.e. what FIELD-NOTES measured as the reference floor. Its ack
+  waits on Bolt's 10 ms ack poll (process_before_response=False);
+* strict floor: the same with process_before_response=True, as the bot runs. This is the
+  pure cost of HTTP + gunicorn + Bolt, without the poll.
+
+The bot answers `/incident status INC-n` from the database in the ack itself (one Core
+statement, rendered Block Kit). Every request is signed like Slack's; keep-alive
+connections, `concurrency` at once. Rounds alternate floor/strict/bot; each reports its best
+round (lowest p50).
+
+Last line: {"bench": "ack", ..., "ratio_vs_strict_floor": x, "ratio": bot p50 / floor p50}.
+Targets: p99 < 100 ms and ratio <= 1.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SECRET = "bench-signing-secret"
+TOKEN = "xoxb-bench"
+OPEN_INCIDENTS = 50
+
+
+@dataclass
+class RunResult:
+    name: str
+    latencies: list[float]  # seconds
+    elapsed: float
+    errors: int
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(self.latencies) * 1000
+
+    @property
+    def p99_ms(self) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.elapsed
+
+
+# -- the floor: a bare Bolt app ----------------------------------------------------------------
+
+
+def serve_floor(port: int, workers: int, *, process_before_response: bool) -> None:
+    """Run the bare Bolt app under the same gunicorn configuration as the bot."""
+    from slack_bolt import App
+    from slack_bolt.adapter.wsgi import SlackRequestHandler
+    from slack_sdk import WebClient
+
+    from bot.server import GunicornServer, gunicorn_options
+
+    def load() -> Any:
+        client = WebClient(token=TOKEN, base_url=os.environ["INCIDENT_BOT_SLACK_API_URL"])
+        app = App(
+            client=client,
+            signing_secret=SECRET,
+            process_before_response=process_before_response,
+        )
+
+        @app.command("/incident")
+        def only_ack(ack: Any) -> None:
+            ack()
+
+        return SlackRequestHandler(app)
+
+    GunicornServer(
+        load, options=gunicorn_options(host="127.0.0.1", port=port, workers=workers)
+    ).run()
+
+
+# -- set-up ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def seed_database(db_url: str) -> None:
+    from commands.incidents import open_incident
+    from storage.db import Database
+    from storage.migrate import upgrade
+
+    upgrade(db_url)
+    database = Database(db_url)
+    with database.session() as session:
+        for n in range(OPEN_INCIDENTS):
+            severity = ("low", "medium", "high", "critical")[n % 4]
+            open_incident(
+                session=session,
+                title=f"Finding {n} on i-{n:017x}",
+                created_by="U0BENCH",
+                severity=severity,
+                channel_id="C0INCIDENT",
+            )
+    database.dispose()
+
+
+def start_server(argv: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        argv, cwd=REPO_ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited {proc.returncode}:\n{log.read_text()}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            conn.close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"server on port {port} did not start:\n{log.read_text()}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+# -- load ----------------------------------------------------------------------------------------
+
+
+def signed_requests(count: int) -> list[tuple[bytes, dict[str, str]]]:
+    from tests.slack_signing import signed_headers, slash_command_body
+
+    rng = random.Random(7)
+    out = []
+    for _ in range(count):
+        body = slash_command_body(
+            "/incident", f"status INC-{rng.randint(1, OPEN_INCIDENTS)}", channel_id="C0INCIDENT"
+        )
+        out.append((body.encode(), signed_headers(SECRET, body)))
+    return out
+
+
+def run_load(
+    name: str,
+    port: int,
+    requests: list[tuple[bytes, dict[str, str]]],
+    concurrency: int,
+    *,
+    expect: bytes | None,
+) -> RunResult:
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    queue = iter(requests)
+    start_gate = threading.Barrier(concurrency + 1)
+
+    def worker() -> None:
+        nonlocal errors
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine: list[float] = []
+        bad = 0
+        start_gate.wait()
+        while True:
+            with lock:
+                item = next(queue, None)
+            if item is None:
+                break
+            body, headers = item
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", "/slack/events", body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                bad += 1
+                continue
+            mine.append(time.perf_counter() - t0)
+            if response.status != 200 or (expect is not None and expect not in data):
+                bad += 1
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            errors += bad
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    start_gate.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    return RunResult(name, latencies, time.perf_counter() - t0, errors)
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ack", description=__doc__)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--strict", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_floor:
+        serve_floor(args.serve_floor, args.workers, process_before_response=args.strict)
+        return 0
+
+    sys.path.insert(0, str(REPO_ROOT))
+    from tests.slack_fake import FakeSlack
+
+    with tempfile.TemporaryDirectory() as tmp, FakeSlack() as slack:
+        slack.add_channel("C0INCIDENT", name="incidents")
+        slack.add_user("W111", name="primary-owner")
+        db_url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        seed_database(db_url)
+        config = Path(tmp) / "incident-bot.yml"
+        config.write_text("slack:\n  incident_channel: C0INCIDENT\n")
+        env = {
+            **os.environ,
+            "SLACK_BOT_TOKEN": TOKEN,
+            "SLACK_SIGNING_SECRET": SECRET,
+            "INCIDENT_BOT_SLACK_API_URL": slack.base_url,
+            "DATABASE_URL": db_url,
+            "INCIDENT_BOT_CONFIG": str(config),
+            "PYTHONPATH": str(REPO_ROOT),
+        }
+        env.pop("SLACK_APP_TOKEN", None)
+        ports = {name: free_port() for name in ("bot", "floor", "strict")}
+        servers = {
+            "bot": [
+                sys.executable,
+                "-m",
+                "bot.cli",
+                "run",
+                "--http",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ports["bot"]),
+                "--workers",
+                str(args.workers),
+            ],
+            "floor": [
+                sys.executable,
+                "-m",
+                "bench.ack",
+                "--serve-floor",
+                str(ports["floor"]),
+                "--workers",
+                str(args.workers),
+            ],
+            "strict": [
+                sys.executable,
+                "-m",
+                "bench.ack",
+                "--serve-floor",
+                str(ports["strict"]),
+                "--workers",
+                str(args.workers),
+                "--strict",
+            ],
+        }
+        procs = {}
+        runs: dict[str, list[RunResult]] = {name: [] for name in servers}
+        try:
+            for name, argv_ in servers.items():
+                procs[name] = start_server(argv_, env, ports[name], Path(tmp) / f"{name}.log")
+            warm = signed_requests(200)
+            for name in servers:
+                run_load(f"warm-{name}", ports[name], warm, args.concurrency, expect=None)
+            for _ in range(args.rounds):
+                for name in ("floor", "strict", "bot"):
+                    load = signed_requests(args.requests)
+                    expect = b"INC-" if name == "bot" else None
+                    runs[name].append(
+                        run_load(name, ports[name], load, args.concurrency, expect=expect)
+                    )
+        finally:
+            for proc in procs.values():
+                stop_server(proc)
+
+    best = {name: min(rs, key=lambda r: r.p50_ms) for name, rs in runs.items()}
+    for r in (*runs["floor"], *runs["strict"], *runs["bot"]):
+        print(
+            f"{r.name:6s} n={len(r.latencies)} errors={r.errors} p50={r.p50_ms:.1f}ms "
+            f"p99={r.p99_ms:.1f}ms rps={r.rps:.0f}"
+        )
+    errors = sum(r.errors for rs in runs.values() for r in rs)
+    bot, floor, strict = best["bot"], best["floor"], best["strict"]
+    result = {
+        "bench": "ack",
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "workers": args.workers,
+        "open_incidents": OPEN_INCIDENTS,
+        "p50_ms": round(bot.p50_ms, 2),
+        "p99_ms": round(bot.p99_ms, 2),
+        "rps": round(bot.rps, 1),
+        # floor: a bare Bolt app with Bolt's defaults (the FIELD-NOTES reference floor)
+        "floor_p50_ms": round(floor.p50_ms, 2),
+        "floor_p99_ms": round(floor.p99_ms, 2),
+        "floor_rps": round(floor.rps, 1),
+        # strict floor: the same bare app with process_before_response=True, like the bot
+        "strict_floor_p50_ms": round(strict.p50_ms, 2),
+        "strict_floor_rps": round(strict.rps, 1),
+        "ratio_vs_strict_floor": round(bot.p50_ms / strict.p50_ms, 3),
+        "errors": errors,
+        "ratio": round(bot.p50_ms / floor.p50_ms, 3),
+    }
+    print(json.dumps(result))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
