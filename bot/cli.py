@@ -81,13 +81,24 @@ def run(force_http: bool, host: str, port: int, workers: int) -> None:
 @cli.command()
 @click.option("--scenario", default="ec2-c2", show_default=True, help="Which incident to rehearse.")
 @click.option("--db", "db_path", default=None, help="Keep the drill's SQLite database here.")
-def drill(scenario: str, db_path: str | None) -> None:
+@click.option(
+    "--fail",
+    "faults",
+    multiple=True,
+    metavar="SERVICE:Operation",
+    help="Chaos drill: make this AWS call fail with AccessDenied (e.g. ec2:CreateSnapshots).",
+)
+def drill(scenario: str, db_path: str | None, faults: tuple[str, ...]) -> None:
     """Run a whole incident offline: no Slack token, no AWS account."""
-    try:
-        from bot.drill import run_drill
-    except ImportError as exc:  # pragma: no cover - until the drill lands
-        raise Fail(f"the drill is not available in this build ({exc})") from None
-    sys.exit(run_drill(scenario=scenario, db_path=db_path))
+    from bot.drill.runner import run_drill
+
+    root = logging.getLogger()
+    if root.level == logging.INFO:  # the transcript is the output; -v brings the logs back
+        root.setLevel(logging.WARNING)
+    for fault in faults:
+        if ":" not in fault:
+            raise Fail(f"--fail {fault}: use SERVICE:Operation, e.g. ec2:CreateSnapshots")
+    sys.exit(run_drill(scenario=scenario, db_path=db_path, faults=list(faults)))
 
 
 @cli.group()

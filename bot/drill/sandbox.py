@@ -103,8 +103,8 @@ def build_sandbox(*, session: boto3.Session | None = None, region: str = "us-eas
         InstanceType="t3.medium",
         MinCount=1,
         MaxCount=1,
-        SubnetId=subnet_id,
-        SecurityGroupIds=[web_group_id],
+        # Groups on the interface, as the console does: the ENI is what containment edits.
+        NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": subnet_id, "Groups": [web_group_id]}],
         IamInstanceProfile={"Arn": profile["Arn"]},
         BlockDeviceMappings=[
             {"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8, "DeleteOnTermination": True}},

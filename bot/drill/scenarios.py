@@ -121,8 +121,7 @@ def ec2_c2(sb: Sandbox, now: dt.datetime) -> dict[str, Any]:
             type_="Backdoor:EC2/C&CActivity.B!DNS",
             severity=8,
             title=(
-                "Command and Control server domain name queried by EC2 instance "
-                f"{sb.instance_id}."
+                f"Command and Control server domain name queried by EC2 instance {sb.instance_id}."
             ),
             description=(
                 f"EC2 instance {sb.instance_id} is querying a domain name associated with a "

@@ -1,0 +1,563 @@
+"""`incident-bot drill`: a whole incident, offline, through the real bot.
+
+Nothing is simulated below the Slack and AWS APIs: the sandbox is built in moto with real
+boto3 calls, the finding goes through the real intake, the bot's Web API calls land on a
+local console that prints them as Slack would show them, and the second responder's Approve
+is a signed Slack interaction dispatched into the real Bolt app. Each check is named; any
+failure makes the drill exit non-zero and says which.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlencode
+
+import boto3
+import botocore.client
+from botocore.exceptions import ClientError
+from sqlalchemy import func, select
+
+from bot.drill.console import ConsoleSlack
+from bot.drill.sandbox import Sandbox, build_sandbox, describe
+from bot.drill.scenarios import SCENARIOS, Scenario
+from bot.settings import AppConfig, EnvSettings, Settings
+
+RESPONDER = "U0RESPONDER1"
+SECOND_RESPONDER = "U0RESPONDER2"
+CHANNEL = "C0DRILLINC"
+SIGNING_SECRET = "drill-signing-secret"
+WAIT_S = 60.0
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class DrillReport:
+    scenario: str
+    checks: list[Check] = field(default_factory=list)
+    detect_to_contain_s: float | None = None
+    steps_succeeded: int = 0
+    steps_total: int = 0
+    deadlines: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+
+class DrillAborted(Exception):
+    """A check failed in a way that makes the following ones meaningless."""
+
+
+def _config(scenario: Scenario) -> AppConfig:
+    return AppConfig.model_validate(
+        {
+            "slack": {"incident_channel": CHANNEL},
+            "approvals": {
+                "approvers": [RESPONDER, SECOND_RESPONDER],
+                "two_person_rule": True,
+                "expire_after_minutes": 30,
+                "auto_request_min_severity": 7.0,
+            },
+            "guardduty": {"min_severity": 4.0, "poll_interval_seconds": 0},
+            "containment": {"evidence_bucket": "drill-evidence", "dry_run": False},
+            "contacts": {"slack_usergroup": None},
+        }
+    )
+
+
+@contextlib.contextmanager
+def _offline_aws() -> Iterator[None]:
+    """In-process moto with throwaway credentials: no real account can be reached."""
+    from moto import mock_aws
+
+    saved = {k: os.environ.get(k) for k in _AWS_ENV}
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "drill",
+            "AWS_SECRET_ACCESS_KEY": "drill",
+            "AWS_SESSION_TOKEN": "drill",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+    for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        os.environ.pop(k, None)
+    try:
+        with mock_aws():
+            yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+_AWS_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+    "AWS_ENDPOINT_URL",
+)
+
+
+@contextlib.contextmanager
+def inject_faults(operations: list[str]) -> Iterator[None]:
+    """Make the named AWS operations ("ec2:CreateSnapshots") fail with AccessDenied.
+
+    A chaos drill: rehearse what responders see when a containment step fails.
+    """
+    if not operations:
+        yield
+        return
+    wanted = {tuple(op.lower().split(":", 1)) for op in operations}
+    original = botocore.client.BaseClient._make_api_call
+
+    def failing(self: Any, operation_name: str, api_params: Any) -> Any:
+        service = self.meta.service_model.service_name.lower()
+        if (service, operation_name.lower()) in wanted:
+            raise ClientError(
+                {"Error": {"Code": "AccessDenied", "Message": "injected by the drill"}},
+                operation_name,
+            )
+        return original(self, operation_name, api_params)
+
+    botocore.client.BaseClient._make_api_call = failing  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        botocore.client.BaseClient._make_api_call = original  # type: ignore[method-assign]
+
+
+class Drill:
+    def __init__(self, scenario: Scenario, *, db_url: str, out: TextIO) -> None:
+        self.scenario = scenario
+        self.db_url = db_url
+        self.out = out
+        self.report = DrillReport(scenario.name)
+        self.response_url = ""
+
+    # -- output ----------------------------------------------------------------------------
+
+    def say(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def stage(self, text: str) -> None:
+        self.say(f"\n▶ {text}")
+
+    def check(self, name: str, ok: bool, detail: str, *, fatal: bool = False) -> bool:
+        self.report.checks.append(Check(name, ok, detail))
+        self.say(f"  {'✔' if ok else '✘'} {name}: {detail}")
+        if not ok and fatal:
+            raise DrillAborted(name)
+        return ok
+
+    # -- the exercise ------------------------------------------------------------------------
+
+    def run(self) -> DrillReport:
+        from bot.app import create_app
+        from bot.server import drain, start_services
+        from storage.migrate import upgrade
+
+        self.say(f"DRILL · {self.scenario.name}: {self.scenario.title}")
+        self.say("Offline: AWS is moto in this process; Slack is the console below.")
+        upgrade(self.db_url)
+        self.stage("Building the sandbox environment")
+        sandbox = build_sandbox(region="us-east-1")
+        for k, v in describe(sandbox).items():
+            self.say(f"  {k}: {v}")
+        s3 = boto3.client("s3", region_name=sandbox.region)
+        s3.create_bucket(Bucket="drill-evidence")
+
+        with ConsoleSlack(self.out, users={RESPONDER: "alice", SECOND_RESPONDER: "bob"}) as slack:
+            settings = Settings(
+                env=EnvSettings.model_validate(
+                    {
+                        "slack_bot_token": "xoxb-drill",
+                        "slack_signing_secret": SIGNING_SECRET,
+                        "slack_api_url": slack.url,
+                        "database_url": self.db_url,
+                    }
+                ),
+                config=_config(self.scenario),
+            )
+            self.response_url = slack.url + "response"
+            app = create_app(settings, token_verification=False)
+            runtime = app.runtime
+            start_services(runtime)
+            try:
+                self._exercise(app, runtime, slack, sandbox)
+            except DrillAborted as exc:
+                self.say(f"\n  drill stopped: check '{exc}' failed")
+            finally:
+                drain(runtime, grace=10)
+        return self.report
+
+    def _exercise(self, app: Any, runtime: Any, slack: ConsoleSlack, sb: Sandbox) -> None:
+        from bot.guardduty.intake import intake
+        from commands.findings.normalize import normalize
+        from storage.models import ContainmentRequest, Incident, Reminder
+        from storage.timeline import verify_chain
+
+        db = runtime.database
+        self.stage("GuardDuty finding arrives")
+        detected = dt.datetime.now(dt.UTC)
+        event = self.scenario.finding(sb, detected)
+        finding = normalize(event)[0]
+        self.say(f"  {finding.type} · severity {finding.severity:g} · {finding.resource_id}")
+        results = intake(runtime, [finding])
+        opened = results[0] if results else None
+        self.check(
+            "incident opened",
+            bool(opened and opened.outcome == "opened" and opened.incident_key),
+            f"{opened.incident_key} ({opened.outcome})" if opened else "no result",
+            fatal=True,
+        )
+        assert opened is not None and opened.incident_key is not None
+        key = opened.incident_key
+
+        self.stage("Containment is planned and posted for approval")
+        button = self._wait(lambda: slack.find_button("containment_approve"), "approval card")
+        if button is None:
+            # Auto-proposal is off or failed: the first responder asks, as they would.
+            self._slash(app, "/contain", f"{sb_target(self.scenario, sb)} {key} drill", RESPONDER)
+            button = self._wait(lambda: slack.find_button("containment_approve"), "approval card")
+        self.check(
+            "containment planned",
+            button is not None,
+            "approval card with Approve/Reject posted" if button else "no approval card",
+            fatal=True,
+        )
+        assert button is not None
+        msg, approve = button
+        with db.read_session() as s:
+            request = s.scalars(
+                select(ContainmentRequest).order_by(ContainmentRequest.id.desc())
+            ).first()
+            planned = len((request.plan or {}).get("steps", [])) if request else 0
+            requested_by = request.requested_by if request else "?"
+        self.say(f"  plan: {planned} steps, requested by {requested_by}")
+
+        self.stage(f"A second responder ({SECOND_RESPONDER}) clicks Approve")
+        self._click(app, msg, approve, SECOND_RESPONDER)
+        t_start = time.monotonic()
+        done = self._wait(lambda: self._finished(db), "containment to finish", timeout=WAIT_S)
+        with db.read_session() as s:
+            req = s.get(ContainmentRequest, request.id) if request else None
+            steps = list(req.steps) if req else []
+            finished_at = req.finished_at if req else None
+            status = req.status if req else "missing"
+            decided_by = req.decided_by if req else None
+        self.check(
+            "second responder approved", decided_by == SECOND_RESPONDER, f"decided by {decided_by}"
+        )
+        self.report.steps_total = len(steps)
+        self.report.steps_succeeded = sum(1 for st in steps if st.status == "succeeded")
+        if finished_at:
+            self.report.detect_to_contain_s = (finished_at - detected).total_seconds()
+        self.check(
+            "containment ran",
+            bool(done) and status == "succeeded",
+            f"{status}: {self.report.steps_succeeded}/{self.report.steps_total} steps succeeded"
+            + "".join(f"; {st.action} failed: {st.error}" for st in steps if st.status == "failed"),
+        )
+        self.say(f"  ({time.monotonic() - t_start:.1f}s from approval)")
+
+        self.stage("Verifying the containment in AWS")
+        self._verify_aws(sb, key)
+
+        self.stage("Regulator clock")
+        with db.session() as s:
+            inc = s.scalars(select(Incident).where(Incident.number == int(key.split("-")[1]))).one()
+            personal = inc.personal_data
+        if not personal:
+            # No PII tag to go on (an IAM key): the responder decides personal data was exposed.
+            self._slash(app, "/incident", f"personal-data {key}", RESPONDER)
+            self._wait(lambda: self._personal(db, key), "the regulator clock")
+        with db.read_session() as s:
+            inc = s.scalars(select(Incident).where(Incident.number == int(key.split("-")[1]))).one()
+            reminders = s.scalars(
+                select(Reminder)
+                .where(Reminder.incident_id == inc.id, Reminder.kind.in_(("gdpr", "gdpr_overdue")))
+                .order_by(Reminder.due_at)
+            ).all()
+            aware_at = inc.aware_at
+        expected = len(runtime.config.deadlines.reminder_hours_before) + 1
+        self.report.deadlines = [f"{r.kind} {r.due_at:%Y-%m-%d %H:%M}Z" for r in reminders]
+        deadline = (
+            aware_at + dt.timedelta(hours=runtime.config.deadlines.gdpr_hours) if aware_at else None
+        )
+        self.check(
+            "GDPR clock started",
+            aware_at is not None,
+            f"aware at {aware_at:%H:%M:%S}Z, notice due {deadline:%Y-%m-%d %H:%M}Z"
+            if aware_at and deadline
+            else "no aware_at",
+        )
+        self.check(
+            "reminders scheduled",
+            len(reminders) >= expected and all(r.status == "pending" for r in reminders),
+            f"{len(reminders)} pending ({', '.join(self.report.deadlines[:5])})",
+        )
+
+        self.stage("Timeline exported and verified")
+        from commands.exports import export_timeline
+
+        with db.read_session() as s:
+            inc = s.scalars(select(Incident).where(Incident.number == int(key.split("-")[1]))).one()
+            import io
+
+            buf = io.StringIO()
+            n = export_timeline(session=s, incident=inc, fmt="md", out=buf)
+            chain = verify_chain(conn=s, incident=inc)
+        lines = buf.getvalue().splitlines()
+        for line in [*lines[:4], "| … |", *lines[-3:]]:
+            self.say(f"  {line[:160]}")
+        self.check("timeline exported", n > 5, f"{n} events in the Markdown export")
+        self.check(
+            "timeline verified",
+            chain.ok,
+            f"hash chain intact over {chain.events} events"
+            if chain.ok
+            else f"broken at #{chain.first_bad_seq}: {chain.reason}",
+        )
+        slack_calls = len(slack.calls)
+        self.say(
+            f"\n  ({slack_calls} Slack Web API calls made; "
+            f"{slack.count('chat.postMessage')} messages, {slack.count('chat.update')} updates)"
+        )
+
+    # -- AWS checks --------------------------------------------------------------------------
+
+    def _verify_aws(self, sb: Sandbox, key: str) -> None:
+        if self.scenario.target_kind == "access_key":
+            iam = boto3.client("iam", region_name=sb.region)
+            keys = iam.list_access_keys(UserName=sb.user_name)["AccessKeyMetadata"]
+            status = next((k["Status"] for k in keys if k["AccessKeyId"] == sb.access_key_id), "?")
+            self.check(
+                "access key deactivated", status == "Inactive", f"{sb.access_key_id} {status}"
+            )
+            policies = iam.list_user_policies(UserName=sb.user_name)["PolicyNames"]
+            self.check("old sessions revoked", bool(policies), f"user policies: {policies}")
+            return
+        ec2 = boto3.client("ec2", region_name=sb.region)
+        snaps = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
+        ours = [
+            s
+            for s in snaps
+            if s.get("VolumeId") in sb.volume_ids
+            and any(t.get("Value") == key for t in s.get("Tags", []))
+        ]
+        self.check(
+            "snapshots taken",
+            {s["VolumeId"] for s in ours} == set(sb.volume_ids),
+            f"{len(ours)} of {len(sb.volume_ids)} volumes snapshotted and tagged {key}",
+        )
+        enis = ec2.describe_network_interfaces(NetworkInterfaceIds=sb.eni_ids)["NetworkInterfaces"]
+        groups = {e["NetworkInterfaceId"]: [g["GroupId"] for g in e["Groups"]] for e in enis}
+        isolated = all(sb.web_group_id not in g and len(g) == 1 for g in groups.values())
+        self.check("network isolated", isolated, f"ENI groups now {groups}")
+        asg = boto3.client("autoscaling", region_name=sb.region)
+        member = asg.describe_auto_scaling_instances(InstanceIds=[sb.instance_id])[
+            "AutoScalingInstances"
+        ]
+        state = member[0]["LifecycleState"] if member else "detached"
+        self.check("out of Auto Scaling", state in ("Standby", "detached"), f"instance {state}")
+        elbv2 = boto3.client("elbv2", region_name=sb.region)
+        targets = elbv2.describe_target_health(TargetGroupArn=sb.target_group_arn)[
+            "TargetHealthDescriptions"
+        ]
+        self.check(
+            "out of the load balancer",
+            all(t["Target"]["Id"] != sb.instance_id for t in targets),
+            f"{len(targets)} target(s) left in checkout-web",
+        )
+
+    # -- Slack interactions ---------------------------------------------------------------------
+
+    def _dispatch(self, app: Any, body: str, content_type: str) -> Any:
+        from slack_bolt.request import BoltRequest
+        from slack_sdk.signature import SignatureVerifier
+
+        ts = str(int(time.time()))
+        sig = SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=ts, body=body)
+        headers = {
+            "content-type": [content_type],
+            "x-slack-request-timestamp": [ts],
+            "x-slack-signature": [sig],
+        }
+        return app.dispatch(BoltRequest(body=body, headers=headers))
+
+    def _slash(self, app: Any, command: str, text: str, user: str) -> None:
+        self.say(f"  {user} types: {command} {text}")
+        body = urlencode(
+            {
+                "token": "drill",
+                "team_id": "T0DRILL",
+                "team_domain": "drill",
+                "channel_id": CHANNEL,
+                "channel_name": "incidents",
+                "user_id": user,
+                "user_name": user.lower(),
+                "command": command,
+                "text": text,
+                "api_app_id": "A0DRILL",
+                "response_url": self.response_url,
+                "trigger_id": "drill.trigger",
+            }
+        )
+        resp = self._dispatch(app, body, "application/x-www-form-urlencoded")
+        if resp.status != 200:
+            self.say(f"  (Slack would show an error: HTTP {resp.status})")
+        elif resp.body:
+            with contextlib.suppress(ValueError):
+                data = json.loads(resp.body)
+                self.say(f"  (only visible to {user}) {str(data.get('text', ''))[:300]}")
+
+    def _click(self, app: Any, msg: Any, button: dict[str, Any], user: str) -> None:
+        self.say(f"  {user} clicks [{button.get('text', {}).get('text', '?')}]")
+        payload = {
+            "type": "block_actions",
+            "team": {"id": "T0DRILL", "domain": "drill"},
+            "user": {"id": user, "username": user.lower(), "team_id": "T0DRILL"},
+            "api_app_id": "A0DRILL",
+            "token": "drill",
+            "container": {"type": "message", "message_ts": msg.ts, "channel_id": msg.channel},
+            "trigger_id": "drill.trigger",
+            "channel": {"id": msg.channel, "name": "incidents"},
+            "message": {"ts": msg.ts, "text": msg.text, "blocks": msg.blocks},
+            "response_url": self.response_url,
+            "actions": [
+                {
+                    "action_id": button["action_id"],
+                    "block_id": button.get("block_id", "b"),
+                    "text": button.get("text"),
+                    "value": button.get("value", ""),
+                    "type": "button",
+                    "action_ts": str(time.time()),
+                }
+            ],
+        }
+        resp = self._dispatch(
+            app, urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded"
+        )
+        if resp.status != 200:
+            self.say(f"  (the click failed: HTTP {resp.status} {resp.body[:200]})")
+
+    # -- waiting -------------------------------------------------------------------------------
+
+    def _wait(self, probe: Callable[[], Any], what: str, *, timeout: float = 20.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = probe()
+            if got:
+                return got
+            time.sleep(0.05)
+        self.say(f"  (gave up waiting for {what} after {timeout:.0f}s)")
+        return None
+
+    def _personal(self, db: Any, key: str) -> bool:
+        from storage.models import Incident
+
+        with db.read_session() as s:
+            return bool(
+                s.scalar(
+                    select(Incident.personal_data).where(Incident.number == int(key.split("-")[1]))
+                )
+            )
+
+    def _finished(self, db: Any) -> bool:
+        from storage.models import ContainmentRequest
+
+        with db.read_session() as s:
+            live = s.scalar(
+                select(func.count())
+                .select_from(ContainmentRequest)
+                .where(ContainmentRequest.status.in_(("pending", "approved", "running")))
+            )
+            done = s.scalar(
+                select(func.count())
+                .select_from(ContainmentRequest)
+                .where(ContainmentRequest.finished_at.is_not(None))
+            )
+        return live == 0 and bool(done)
+
+
+def sb_target(scenario: Scenario, sb: Sandbox) -> str:
+    return sb.access_key_id if scenario.target_kind == "access_key" else sb.instance_id
+
+
+def print_score(report: DrillReport, out: TextIO) -> None:
+    out.write("\n════ Score ════\n")
+    ttc = report.detect_to_contain_s
+    out.write(
+        f"  detection → containment: {f'{ttc:.1f}s' if ttc is not None else 'not contained'}\n"
+    )
+    out.write(f"  steps succeeded:         {report.steps_succeeded}/{report.steps_total}\n")
+    out.write(
+        f"  deadlines set:           {len(report.deadlines)}"
+        + (f" (first {report.deadlines[0]})" if report.deadlines else "")
+        + "\n"
+    )
+    passed = sum(c.ok for c in report.checks)
+    out.write(f"  checks passed:           {passed}/{len(report.checks)}\n")
+    if report.ok:
+        out.write("  RESULT: PASS\n")
+    else:
+        out.write("  RESULT: FAIL — " + "; ".join(c.name for c in report.failed()) + "\n")
+    out.flush()
+
+
+def run_drill(
+    *,
+    scenario: str,
+    db_path: str | None = None,
+    faults: list[str] | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Run one scenario; returns the process exit code (0 pass, 1 a check failed, 2 usage)."""
+    out = out or sys.stdout
+    chosen = SCENARIOS.get(scenario)
+    if chosen is None:
+        sys.stderr.write(
+            f"incident-bot: error: unknown scenario {scenario!r}: "
+            f"choose one of {', '.join(SCENARIOS)}\n"
+        )
+        return 2
+    with contextlib.ExitStack() as stack:
+        if db_path:
+            path = Path(db_path).resolve()
+            if path.exists():
+                sys.stderr.write(f"incident-bot: error: {path} exists: pass a new file for --db\n")
+                return 2
+        else:
+            path = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "drill.db"
+        stack.enter_context(_offline_aws())
+        stack.enter_context(inject_faults(faults or []))
+        report = Drill(chosen, db_url=f"sqlite:///{path}", out=out).run()
+        print_score(report, out)
+        if db_path:
+            out.write(f"  database kept at {path}\n")
+    return 0 if report.ok else 1

@@ -1,0 +1,85 @@
+"""`incident-bot drill` as a responder runs it: a real process, exit code and transcript."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.drill.scenarios import SCENARIOS
+
+
+def drill(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "AWS_"))}
+    env.pop("DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "drill", *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=cwd,
+        env=env,
+    )
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_each_scenario_runs_green(scenario: str, tmp_path: Path) -> None:
+    r = drill("--scenario", scenario, "--db", str(tmp_path / "drill.db"), cwd=tmp_path)
+    out = r.stdout
+    assert r.returncode == 0, out[-3000:] + r.stderr[-3000:]
+    assert "RESULT: PASS" in out
+    # The transcript shows what Slack would: the card, the plan and the approval.
+    assert "== 🚨 INC-1" in out
+    assert "[ Approve ]  [ Reject ]" in out
+    assert "U0RESPONDER2 clicks [Approve]" in out
+    assert "✔ timeline verified" in out
+    assert "detection → containment:" in out and "not contained" not in out
+    # --db keeps the database for inspection, and it verifies from the CLI too.
+    assert (tmp_path / "drill.db").exists()
+    v = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "verify", "INC-1"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'drill.db'}"},
+        timeout=60,
+    )
+    assert v.returncode == 0, v.stderr
+
+
+def test_ec2_scenario_checks_the_isolation_in_aws(tmp_path: Path) -> None:
+    r = drill("--scenario", "ec2-c2", cwd=tmp_path)
+    for check in (
+        "snapshots taken",
+        "network isolated",
+        "out of Auto Scaling",
+        "out of the load balancer",
+        "reminders scheduled",
+    ):
+        assert f"✔ {check}" in r.stdout, r.stdout[-3000:]
+
+
+def test_a_broken_step_fails_the_drill_and_names_the_check(tmp_path: Path) -> None:
+    r = drill("--scenario", "ec2-c2", "--fail", "ec2:CreateSnapshots", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "✘ snapshots taken" in r.stdout
+    assert "RESULT: FAIL" in r.stdout
+    fail_line = next(line for line in r.stdout.splitlines() if "RESULT: FAIL" in line)
+    assert "snapshots taken" in fail_line and "containment ran" in fail_line
+    # The failed step and its AWS error are shown, as responders would see them.
+    assert "AccessDenied" in r.stdout
+
+
+def test_unknown_scenario_is_one_line_exit_2(tmp_path: Path) -> None:
+    r = drill("--scenario", "alien-invasion", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "unknown scenario 'alien-invasion'" in r.stdout + r.stderr
+
+
+def test_existing_db_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "keep.db").write_text("precious")
+    r = drill("--db", str(tmp_path / "keep.db"), cwd=tmp_path)
+    assert r.returncode == 2
+    assert (tmp_path / "keep.db").read_text() == "precious"
