@@ -7,7 +7,10 @@ operation, start, end) so a benchmark can count calls and see how they overlappe
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import http.client
+import json
 import socket
 import subprocess
 import sys
@@ -111,7 +114,35 @@ class DelayProxy:
             def log_message(self, format: str, *args: object) -> None:  # quiet
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                # Small writes + Nagle + delayed ACKs cost ~40 ms per response otherwise.
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def _reply(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+                """Status line, headers and body in one write."""
+                lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}"]
+                lines += [f"{k}: {v}" for k, v in headers]
+                lines.append(f"Content-Length: {len(data)}")
+                head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+                self.wfile.write(head + (b"" if self.command == "HEAD" else data))
+
+            def _control(self) -> bool:
+                """/__proxy__/calls (GET: the log as JSON) and /__proxy__/reset (POST)."""
+                if not self.path.startswith("/__proxy__/"):
+                    return False
+                if self.path == "/__proxy__/reset":
+                    proxy.reset_log()
+                    data = b"{}"
+                else:
+                    with proxy._lock:
+                        data = json.dumps([c.__dict__ for c in proxy.calls]).encode()
+                self._reply(200, [("Content-Type", "application/json")], data)
+                return True
+
             def _forward(self) -> None:
+                if self._control():
+                    return
                 start = time.monotonic()
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
@@ -119,14 +150,9 @@ class DelayProxy:
                            if k.lower() not in _HOP_HEADERS}
                 time.sleep(proxy.delay)
                 status, out_headers, data = proxy._send(self.command, self.path, headers, body)
-                self.send_response(status)
-                for key, value in out_headers:
-                    if key.lower() not in _HOP_HEADERS and key.lower() != "content-length":
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+                kept = [(k, v) for k, v in out_headers
+                        if k.lower() not in _HOP_HEADERS and k.lower() != "content-length"]
+                self._reply(status, kept, data)
                 lowered = {k.lower(): v for k, v in headers.items()}
                 lowered["method"] = self.command
                 with proxy._lock:
@@ -150,6 +176,8 @@ class DelayProxy:
             if conn is None:
                 conn = http.client.HTTPConnection(self.upstream_host, self.upstream_port,
                                                   timeout=60)
+                conn.connect()
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._local.conn = conn
             try:
                 conn.request(method, path, body=body or None, headers=headers)
@@ -178,3 +206,67 @@ class DelayProxy:
     ) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class ProxyProcess:
+    """DelayProxy in its own process, so its work does not compete with the code measured."""
+
+    def __init__(self, upstream: str, *, delay: float) -> None:
+        self.upstream = upstream
+        self.delay = delay
+        self._proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def __enter__(self) -> Self:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "bench._proxy", "--upstream", self.upstream,
+             "--delay", str(self.delay)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline().strip()
+        if not line.startswith("http://"):
+            raise RuntimeError(f"proxy did not start: {line!r}")
+        self.url = line
+        return self
+
+    def _control(self, method: str, path: str) -> bytes:
+        parsed = urllib.parse.urlsplit(self.url)
+        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+        conn.request(method, path)
+        data = conn.getresponse().read()
+        conn.close()
+        return data
+
+    def reset_log(self) -> None:
+        self._control("POST", "/__proxy__/reset")
+
+    @property
+    def calls(self) -> list[ProxiedCall]:
+        return [ProxiedCall(**c) for c in json.loads(self._control("GET", "/__proxy__/calls"))]
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench._proxy")
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--delay", type=float, default=0.05)
+    args = parser.parse_args()
+    with DelayProxy(args.upstream, delay=args.delay) as proxy:
+        print(proxy.url, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

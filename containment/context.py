@@ -77,7 +77,7 @@ class ActionContext:
     _assumed: dict[str, tuple[boto3.Session, datetime]] = field(
         default_factory=dict, init=False, repr=False
     )
-    _clients: dict[tuple[str, str, str | None], BaseClient] = field(
+    _clients: dict[tuple[str, str, str | None, int | None], BaseClient] = field(
         default_factory=dict, init=False, repr=False
     )
     _inspections: dict[Target, dict[str, Any]] = field(
@@ -86,37 +86,42 @@ class ActionContext:
 
     # --- clients -------------------------------------------------------------------------
 
-    def config(self) -> Config:
+    def config(self, max_attempts: int | None = None) -> Config:
         return Config(
-            retries={"mode": self.retry_mode, "max_attempts": self.max_attempts},
+            retries={"mode": self.retry_mode, "max_attempts": max_attempts or self.max_attempts},
             max_pool_connections=self.max_pool_connections,
         )
 
-    def client(self, service: str, target: Target) -> Any:
-        """A client acting in the target's account and region (AssumeRole when cross-account)."""
-        return self._client(service, target.region, target.account_id)
+    def client(self, service: str, target: Target, *, max_attempts: int | None = None) -> Any:
+        """A client acting in the target's account and region (AssumeRole when cross-account).
+
+        `max_attempts=1` for optional evidence that is not worth retrying."""
+        return self._client(service, target.region, target.account_id, max_attempts)
 
     def home_client(self, service: str, region: str) -> Any:
         """A client in the bot's own account (evidence bucket, STS)."""
         return self._client(service, region, None)
 
-    def _client(self, service: str, region: str, account_id: str | None) -> Any:
+    def _client(
+        self, service: str, region: str, account_id: str | None, attempts: int | None = None
+    ) -> Any:
         if not (account_id and self.cross_account_role_name):
             account_id = None
+        config = self.config(attempts)
         if account_id is None and not self.client_hooks and self.session_factory is shared_session:
-            cfg = (self.retry_mode, self.max_attempts, self.max_pool_connections)
+            cfg = (self.retry_mode, attempts or self.max_attempts, self.max_pool_connections)
             return _shared_client(
                 (service, region, *cfg),
-                lambda: shared_session().client(service, region_name=region, config=self.config()),
+                lambda: shared_session().client(service, region_name=region, config=config),
             )
-        key = (service, region, account_id)
+        key = (service, region, account_id, attempts)
         with self._lock:
             client = self._clients.get(key)
             if client is not None and (account_id is None or self._fresh(account_id)):
                 return client
             session = self._session_for(account_id, region)
             # boto3 sessions are not thread-safe, clients are: create under the lock.
-            client = session.client(service, region_name=region, config=self.config())
+            client = session.client(service, region_name=region, config=config)
             for hook in self.client_hooks:
                 hook(client)
             self._clients[key] = client

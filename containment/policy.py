@@ -26,8 +26,13 @@ CROSS_ACCOUNT_ACTION = "sts:AssumeRole"
 
 
 def declared_permissions() -> list[str]:
-    """Every IAM action any registered action declares, deduplicated and sorted."""
-    return sorted({p for a in all_actions() for p in a.permissions})
+    """Every IAM action any registered action declares, deduplicated and sorted, plus those of
+    the investigation commands (containment/investigation_permissions.py)."""
+    from containment.investigation_permissions import investigation_permissions
+
+    return sorted(
+        {p for a in all_actions() for p in a.permissions} | set(investigation_permissions())
+    )
 
 
 def _sid(action: str) -> str:

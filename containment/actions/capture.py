@@ -19,7 +19,7 @@ from containment.context import ActionContext
 from containment.errors import error_record, is_not_found
 from containment.jsonsafe import jsonable
 from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
-from containment.tags import INCIDENT_TAG, tag_dict
+from containment.tags import tag_dict
 from containment.targets import Target
 
 CONSOLE_TAIL = 4096  # characters of console output kept in the step result (S3 gets all)
@@ -31,7 +31,6 @@ READ_PERMISSIONS = (
     "ec2:GetConsoleScreenshot",
     "ec2:DescribeIamInstanceProfileAssociations",
     "ec2:DescribeSecurityGroups",
-    "ec2:DescribeSnapshots",
     "iam:GetInstanceProfile",
     "autoscaling:DescribeAutoScalingInstances",
     "autoscaling:DescribeAutoScalingGroups",
@@ -84,7 +83,8 @@ def inspect_instance(target: Target, ctx: ActionContext) -> Facts:
     def screenshot() -> dict[str, Any] | None:
         # Not available on every instance type (nor in every emulator): evidence, not a must.
         try:
-            data = ec2.get_console_screenshot(InstanceId=iid, WakeUp=False).get("ImageData")
+            once = ctx.client("ec2", target, max_attempts=1)
+            data = once.get_console_screenshot(InstanceId=iid, WakeUp=False).get("ImageData")
         except Exception as exc:
             optional_errors["screenshot"] = error_record(exc)
             return None
@@ -151,13 +151,6 @@ def inspect_instance(target: Target, ctx: ActionContext) -> Facts:
                     found.append({"name": lb["LoadBalancerName"], "vpc_id": lb.get("VPCId")})
         return found
 
-    def incident_snapshots() -> list[dict[str, Any]]:
-        snaps = ec2.describe_snapshots(
-            OwnerIds=["self"],
-            Filters=[{"Name": f"tag:{INCIDENT_TAG}", "Values": [ctx.incident_key]}],
-        )["Snapshots"]
-        return [{"id": s["SnapshotId"], "volume_id": s.get("VolumeId")} for s in snaps]
-
     with ThreadPoolExecutor(max_workers=12, thread_name_prefix="capture") as pool:
         f_instance = pool.submit(describe)
         others: dict[str, Future[Any]] = {
@@ -170,7 +163,6 @@ def inspect_instance(target: Target, ctx: ActionContext) -> Facts:
             "asg": pool.submit(autoscaling),
             "target_groups": pool.submit(target_groups),
             "classic": pool.submit(classic_elbs),
-            "snapshots": pool.submit(incident_snapshots),
         }
         instance = f_instance.result()
         vpcs = sorted({n["VpcId"] for n in instance.get("NetworkInterfaces", []) if n.get("VpcId")})
@@ -201,7 +193,6 @@ def inspect_instance(target: Target, ctx: ActionContext) -> Facts:
             "target_groups": [m for m in memberships if m["targets"]],
             "classic_elbs": results["classic"],
             "groups": groups,
-            "incident_snapshots": results["snapshots"],
             "console_output_tail": console_text[-CONSOLE_TAIL:],
             "console_output_sha256": hashlib.sha256(console_text.encode()).hexdigest(),
             "screenshot": _screenshot_summary(results["screenshot"]),
@@ -347,7 +338,6 @@ class CaptureInstance(Action):
             ("elbv2", "DescribeTargetHealth", {"TargetGroupArn": "<each group in the VPC>"}),
             ("elb", "DescribeLoadBalancers", {}),
             ("ec2", "DescribeSecurityGroups", {"group-name": [ctx.isolation_group_name]}),
-            ("ec2", "DescribeSnapshots", {f"tag:{INCIDENT_TAG}": ctx.incident_key}),
         ]
         return [PlannedCall(s, op, p, mutating=False) for s, op, p in reads]
 

@@ -9,12 +9,28 @@ from typing import Any
 
 from containment.context import ActionContext
 from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
-from containment.tags import creation_tags, tag_list
+from containment.tags import INCIDENT_TAG, creation_tags, tag_list
 from containment.targets import Target
 
 
-def _params(target: Target, ctx: ActionContext, facts: Facts) -> dict[str, Any] | None:
-    done = {s["volume_id"] for s in facts.get("incident_snapshots", [])}
+def existing_snapshots(target: Target, ctx: ActionContext, facts: Facts) -> list[dict[str, Any]]:
+    """This incident's snapshots of the instance's volumes (a re-run must not take more)."""
+    volumes = [v["id"] for v in facts["volumes"]]
+    if not volumes:
+        return []
+    snaps = ctx.client("ec2", target).describe_snapshots(
+        Filters=[
+            {"Name": f"tag:{INCIDENT_TAG}", "Values": [ctx.incident_key]},
+            {"Name": "volume-id", "Values": volumes},
+        ],
+    )["Snapshots"]
+    return [{"id": s["SnapshotId"], "volume_id": s.get("VolumeId")} for s in snaps]
+
+
+def _params(
+    target: Target, ctx: ActionContext, facts: Facts, existing: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    done = {s["volume_id"] for s in existing}
     volumes = facts["volumes"]
     missing = [v for v in volumes if v["id"] not in done]
     if not missing:
@@ -43,7 +59,7 @@ def _params(target: Target, ctx: ActionContext, facts: Facts) -> dict[str, Any] 
 class Snapshot(Action):
     name = "snapshot"
     summary = "Crash-consistent snapshots of every attached volume"
-    permissions = ("ec2:CreateSnapshots", "ec2:CreateTags")
+    permissions = ("ec2:DescribeSnapshots", "ec2:CreateSnapshots", "ec2:CreateTags")
     depends_on = ("capture",)
     after = ("protect",)
 
@@ -54,18 +70,22 @@ class Snapshot(Action):
         facts: Facts,
         results: dict[str, StepResult] | None = None,
     ) -> list[PlannedCall]:
-        params = _params(target, ctx, facts)
-        return [PlannedCall("ec2", "CreateSnapshots", params)] if params else []
+        existing = existing_snapshots(target, ctx, facts)
+        read = PlannedCall("ec2", "DescribeSnapshots", {f"tag:{INCIDENT_TAG}": ctx.incident_key},
+                           mutating=False)
+        params = _params(target, ctx, facts, existing)
+        return [read, PlannedCall("ec2", "CreateSnapshots", params)] if params else [read]
 
     def apply(self, target: Target, ctx: ActionContext, state: RunState) -> StepResult:
-        existing = list(state.facts.get("incident_snapshots", []))
-        params = _params(target, ctx, state.facts)
-        if params is None:
-            result = self.nothing_to_do(ctx, "every volume already has an incident snapshot")
-            result.evidence = {"snapshots": existing}
-            return result
         rec = self.recorder(ctx, state)
+        existing: list[dict[str, Any]] = []
         with rec.guard():
+            existing = existing_snapshots(target, ctx, state.facts)
+            params = _params(target, ctx, state.facts, existing)
+            if params is None:
+                result = self.nothing_to_do(ctx, "every volume already has an incident snapshot")
+                result.evidence = {"snapshots": existing}
+                return result
             out = ctx.client("ec2", target).create_snapshots(**params)
             made = [
                 {"id": s["SnapshotId"], "volume_id": s.get("VolumeId")} for s in out["Snapshots"]

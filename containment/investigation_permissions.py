@@ -1,0 +1,112 @@
+"""IAM permissions of the investigation and aftermath commands (impact, CloudTrail, clean room,
+abuse reports, wipe), which call AWS directly rather than through the action registry.
+
+`containment.policy` adds them to the generated policy, and
+tests/commands/test_investigation_permissions.py records every call those commands make and
+checks that it is declared here, so this list cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+IMPACT = (
+    "ec2:DescribeInstances",
+    "ec2:DescribeNetworkInterfaces",
+    "iam:GetAccessKeyLastUsed",
+    "iam:ListUserTags",
+    "iam:ListAttachedUserPolicies",
+    "iam:ListGroupsForUser",
+    "organizations:DescribeAccount",
+    "organizations:ListParents",
+    "organizations:DescribeOrganizationalUnit",
+)
+
+TRAIL = ("cloudtrail:LookupEvents",)
+
+ABUSE = ("support:CreateCase", "support:DescribeCases")
+
+# CloudFormation creates the clean room with the caller's permissions (no service role), so
+# the caller needs what the template's resources need, create and delete.
+CLEAN_ROOM_STACK = (
+    "ec2:CreateVpc",
+    "ec2:DeleteVpc",
+    "ec2:ModifyVpcAttribute",
+    "ec2:DescribeVpcs",
+    "ec2:CreateSubnet",
+    "ec2:DeleteSubnet",
+    "ec2:DescribeSubnets",
+    "ec2:CreateSecurityGroup",
+    "ec2:DeleteSecurityGroup",
+    "ec2:DescribeSecurityGroups",
+    "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:AuthorizeSecurityGroupEgress",
+    "ec2:RevokeSecurityGroupEgress",
+    "ec2:CreateVpcEndpoint",
+    "ec2:DeleteVpcEndpoints",
+    "ec2:DescribeVpcEndpoints",
+    "ec2:RunInstances",
+    "ec2:TerminateInstances",
+    "ec2:CreateVolume",
+    "ec2:DeleteVolume",
+    "ec2:AttachVolume",
+    "ec2:DetachVolume",
+    "ec2:DescribeVolumes",
+    "ec2:CreateTags",
+    "iam:CreateRole",
+    "iam:DeleteRole",
+    "iam:GetRole",
+    "iam:TagRole",
+    "iam:AttachRolePolicy",
+    "iam:DetachRolePolicy",
+    "iam:CreateInstanceProfile",
+    "iam:DeleteInstanceProfile",
+    "iam:GetInstanceProfile",
+    "iam:AddRoleToInstanceProfile",
+    "iam:RemoveRoleFromInstanceProfile",
+    "iam:PassRole",
+)
+
+FORENSICS = (
+    "ec2:DescribeSnapshots",
+    "ec2:DescribeInstances",
+    "ec2:DescribeAvailabilityZones",
+    "cloudformation:CreateStack",
+    "cloudformation:DeleteStack",
+    "cloudformation:DescribeStacks",
+    "cloudformation:DescribeStackEvents",
+    *CLEAN_ROOM_STACK,
+)
+
+WIPE = (
+    "cloudformation:DescribeStacks",
+    "cloudformation:DescribeStackEvents",
+    "cloudformation:DeleteStack",
+    "ec2:DescribeVolumes",
+    "ec2:DeleteVolume",
+    "ec2:DescribeSnapshots",
+    "ec2:DeleteSnapshot",
+    "ec2:DescribeFlowLogs",
+    "ec2:DeleteFlowLogs",
+    "logs:DeleteLogDelivery",
+    "s3:ListBucketVersions",
+    "s3:GetObjectTagging",
+    "s3:GetObjectVersionTagging",
+    "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
+    "kms:ListKeys",
+    "kms:ListAliases",
+    "kms:ListResourceTags",
+    "kms:DescribeKey",
+    "kms:ScheduleKeyDeletion",
+)
+
+BY_FEATURE: dict[str, tuple[str, ...]] = {
+    "impact": IMPACT,
+    "trail": TRAIL,
+    "abuse": ABUSE,
+    "forensics": FORENSICS,
+    "wipe": WIPE,
+}
+
+
+def investigation_permissions() -> list[str]:
+    return sorted({p for perms in BY_FEATURE.values() for p in perms})
