@@ -1,0 +1,228 @@
+"""Every AWS call the investigation commands make is declared in
+containment/investigation_permissions.py (and so in `incident-bot policy`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from moto import mock_aws
+
+from commands.abuse import report_abuse
+from commands.approvals import decide, execute
+from commands.forensics import CleanRoomEngine, propose
+from commands.impact import refresh_impact
+from commands.incidents import get_incident, open_incident, resolve_incident
+from commands.trail import run_trail
+from commands.wipe import WipeEngine, propose_wipe
+from containment.context import ActionContext
+from containment.investigation_permissions import BY_FEATURE
+from containment.policy import policy_document
+from containment.tags import INCIDENT_TAG
+from tests.commands.test_trail import ct_event
+
+HOUR = dt.timedelta(hours=1)
+TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "forensics-cleanroom.yml"
+# What CloudFormation needs from the caller to create each resource type of the template.
+CREATES = {
+    "AWS::EC2::VPC": "ec2:CreateVpc",
+    "AWS::EC2::Subnet": "ec2:CreateSubnet",
+    "AWS::EC2::SecurityGroup": "ec2:CreateSecurityGroup",
+    "AWS::EC2::VPCEndpoint": "ec2:CreateVpcEndpoint",
+    "AWS::EC2::Instance": "ec2:RunInstances",
+    "AWS::EC2::Volume": "ec2:CreateVolume",
+    "AWS::EC2::VolumeAttachment": "ec2:AttachVolume",
+    "AWS::IAM::Role": "iam:CreateRole",
+    "AWS::IAM::InstanceProfile": "iam:CreateInstanceProfile",
+}
+
+
+class Recorder:
+    def __init__(self, stub: dict[str, list[tuple[str, Any]]] | None = None) -> None:
+        self.actions: set[str] = set()
+        self.lock = threading.Lock()
+        self.stub = stub or {}
+
+    def hook(self, client: Any) -> None:
+        service = client.meta.service_model.service_name
+
+        def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+            action = iam_action(service, model.name, params)
+            if action:
+                with self.lock:
+                    self.actions.add(action)
+
+        client.meta.events.register(f"before-parameter-build.{service}", record)
+        if service in self.stub:
+            from botocore.stub import Stubber
+
+            stubber = Stubber(client)
+            for method, response in self.stub[service]:
+                stubber.add_response(method, response)
+            stubber.activate()
+
+    def ctx(self, key: str, **kw: Any) -> ActionContext:
+        return ActionContext(incident_key=key, client_hooks=(self.hook,), **kw)
+
+
+def iam_action(service: str, operation: str, params: dict[str, Any]) -> str | None:
+    """The IAM action an API call is authorised by."""
+    if service == "sts" and operation == "GetCallerIdentity":
+        return None  # needs no permission
+    if service == "s3":
+        versioned = bool(params.get("VersionId"))
+        if operation == "ListObjectVersions":
+            return "s3:ListBucketVersions"
+        if operation == "GetObjectTagging" and versioned:
+            return "s3:GetObjectVersionTagging"
+        if operation == "DeleteObject" and versioned:
+            return "s3:DeleteObjectVersion"
+    return f"{service}:{operation}"
+
+
+def check(recorder: Recorder, feature: str) -> None:
+    assert recorder.actions, "nothing recorded"
+    undeclared = recorder.actions - set(BY_FEATURE[feature])
+    assert not undeclared, f"{feature} calls undeclared {sorted(undeclared)}"
+
+
+@pytest.fixture
+def aws() -> Any:
+    with mock_aws():
+        yield
+
+
+def test_impact(database: Any, aws: Any) -> None:
+    ec2 = boto3.client("ec2", "us-east-1")
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    iid = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    iam = boto3.client("iam")
+    iam.create_user(UserName="ci")
+    key = iam.create_access_key(UserName="ci")["AccessKey"]["AccessKeyId"]
+    boto3.client("organizations").create_organization(FeatureSet="ALL")
+    with database.session() as s:
+        open_incident(session=s, title="a", created_by="U1", resource_id=iid)
+        open_incident(session=s, title="b", created_by="U1", resource_id=key)
+    rec = Recorder()
+    for inc in ("INC-1", "INC-2"):
+        refresh_impact(db=database, incident_key=inc, ctx=rec.ctx(inc), tag_keys={}, actor="U1")
+    check(rec, "impact")
+    assert "organizations:ListParents" in rec.actions
+
+
+def test_trail(database: Any) -> None:
+    with database.session() as s:
+        open_incident(session=s, title="a", created_by="U1", resource_id="i-0abc1234def567890")
+    rec = Recorder(
+        {"cloudtrail": [("lookup_events", {"Events": [ct_event(1, "X", minutes_ago=1)]})]}
+    )
+    run_trail(
+        db=database,
+        ctx=rec.ctx("INC-1"),
+        incident_key="INC-1",
+        resource_id="i-0abc1234def567890",
+        hours=1,
+        actor="U1",
+    )
+    check(rec, "trail")
+
+
+def test_abuse(database: Any) -> None:
+    rec = Recorder({"support": [("create_case", {"caseId": "case-1"})]})
+    report_abuse(db=database, ctx=rec.ctx("-"), reference="AWS-ABUSE-1", summary="spam", actor="U1")
+    check(rec, "abuse")
+
+
+def _approve_and_run(database: Any, request_id: int, engine: Any, ctx: ActionContext) -> None:
+    with database.session() as s:
+        decide(session=s, request_id=request_id, actor="U2", approve=True, approvers=["U2"])
+    out = execute(
+        database=database,
+        request_id=request_id,
+        engine=engine,
+        context_factory=lambda r: ctx,
+        heartbeat_every=60,
+    )
+    assert out is not None and out.status == "succeeded", out
+
+
+def test_forensics_and_wipe(database: Any, aws: Any) -> None:
+    ec2 = boto3.client("ec2", "us-east-1")
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    vol = ec2.create_volume(AvailabilityZone="us-east-1a", Size=8)["VolumeId"]
+    tag = [{"ResourceType": "snapshot", "Tags": [{"Key": INCIDENT_TAG, "Value": "INC-1"}]}]
+    ec2.create_snapshot(VolumeId=vol, TagSpecifications=tag)
+    s3 = boto3.client("s3", "us-east-1")
+    s3.create_bucket(Bucket="ir-evidence")
+    s3.put_bucket_versioning(Bucket="ir-evidence", VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(
+        Bucket="ir-evidence",
+        Key="incidents/INC-1/capture.json",
+        Body=b"{}",
+        Tagging=f"{INCIDENT_TAG}=INC-1",
+    )
+    boto3.client("kms", "us-east-1").create_key(
+        Tags=[{"TagKey": INCIDENT_TAG, "TagValue": "INC-1"}]
+    )
+    with database.session() as s:
+        open_incident(session=s, title="a", created_by="U1")
+    clean_room = CleanRoomEngine(database=database, poll_seconds=0)
+    rec = Recorder()
+    ctx = rec.ctx("INC-1", evidence_bucket="ir-evidence")
+    made = propose(
+        db=database,
+        ctx=ctx,
+        incident_key="INC-1",
+        teardown=False,
+        requested_by="U1",
+        expire_after=HOUR,
+        ami_id=image,
+    )
+    _approve_and_run(database, made.request_id, clean_room, ctx)
+    check(rec, "forensics")
+
+    with database.session() as s:
+        resolve_incident(
+            session=s, incident=get_incident(session=s, key="INC-1"), actor="U1", summary="done"
+        )
+    rec = Recorder()
+    ctx = rec.ctx("INC-1", evidence_bucket="ir-evidence")
+    wipe = propose_wipe(
+        db=database,
+        ctx=ctx,
+        incident_key="INC-1",
+        requested_by="U1",
+        expire_after=HOUR,
+        kms_pending_days=7,
+    )
+    _approve_and_run(
+        database, wipe.request_id, WipeEngine(database=database, clean_room=clean_room), ctx
+    )
+    check(rec, "wipe")
+    assert {
+        "s3:DeleteObjectVersion",
+        "kms:ScheduleKeyDeletion",
+        "cloudformation:DeleteStack",
+    } <= rec.actions
+
+
+def test_clean_room_template_resources_are_covered() -> None:
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    doc = yaml.load(TEMPLATE.read_text(), Loader=Loader)
+    types = {r["Type"] for r in doc["Resources"].values()}
+    assert types <= set(CREATES), types - set(CREATES)
+    assert {CREATES[t] for t in types} <= set(BY_FEATURE["forensics"])
+
+
+def test_policy_document_grants_them() -> None:
+    granted = {a for s in policy_document()["Statement"] for a in s["Action"]}
+    for feature, perms in BY_FEATURE.items():
+        assert set(perms) <= granted, feature
