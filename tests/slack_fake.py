@@ -14,6 +14,10 @@ Usage::
         client.chat_postMessage(channel="C0INCIDENT", text="hi")
         call = slack.wait_for("chat.postMessage")
 
+Socket Mode: `apps.connections.open` (with an app-level token) hands out a ws:// URL on the
+same port; `socket_send(envelope)` pushes an envelope to the connected client and each
+envelope the client acknowledges is recorded as a "socket_ack" call.
+
 Tests can make the next N calls of a method answer 429 with ``Retry-After``
 (``rate_limit``), fail with a Slack error (``fail_next``), or enforce Slack's one message
 per second per channel (``channel_rate_limit``).
@@ -21,9 +25,13 @@ per second per channel (``channel_rate_limit``).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import json
 import re
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -174,6 +182,7 @@ class FakeSlack:
         self._failures: dict[str, list[Any]] = {}  # method -> [remaining, error]
         self._channel_rate: float | None = None
         self._delays: dict[str, float] = {}
+        self._sockets: list[_WebSocket] = []  # Socket Mode connections (apps.connections.open)
         self._channel_posts: dict[str, list[float]] = {}
         self._seq = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
@@ -197,6 +206,8 @@ class FakeSlack:
         return self
 
     def stop(self) -> None:
+        for ws in list(self._sockets):
+            ws.close()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -285,6 +296,34 @@ class FakeSlack:
         with self._lock:
             self._channel_rate = per_second
             self._channel_posts.clear()
+
+    # -- Socket Mode -----------------------------------------------------------------------
+
+    def wait_for_socket(self, timeout: float = 10.0) -> None:
+        """Block until a Socket Mode client connected (and got its hello)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not any(ws.open for ws in self._sockets):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"no Socket Mode connection within {timeout}s")
+                self._lock.wait(remaining)
+
+    def socket_send(self, envelope: dict[str, Any]) -> str:
+        """Push an envelope (slash_commands, interactive, events_api) to the client."""
+        envelope = {"accepts_response_payload": True, **envelope}
+        envelope.setdefault("envelope_id", f"env-{next(self._seq)}")
+        with self._lock:
+            live = [ws for ws in self._sockets if ws.open]
+        if not live:
+            raise AssertionError("no Socket Mode client is connected")
+        live[-1].send_text(json.dumps(envelope))
+        return str(envelope["envelope_id"])
+
+    def _socket_opened(self, ws: _WebSocket) -> None:
+        with self._lock:
+            self._sockets.append(ws)
+            self._lock.notify_all()
 
     # -- inspection ------------------------------------------------------------------------
 
@@ -418,6 +457,9 @@ class FakeSlack:
             "bot_id": BOT_ID,
             "is_enterprise_install": False,
         }
+
+    def _api_apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"url": f"ws://127.0.0.1:{self.port}/link/?ticket=t{next(self._seq)}"}
 
     def _message_content(self, args: dict[str, Any], *, max_blocks: int) -> dict[str, Any]:
         text = args.get("text")
@@ -624,7 +666,44 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:
+        if self.headers.get("Upgrade", "").lower() == "websocket":
+            self._serve_websocket()
+            return
         self.do_POST()  # Slack accepts GET for most read methods
+
+    def _serve_websocket(self) -> None:
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        ws = _WebSocket(self.connection)
+        hello = {
+            "type": "hello",
+            "num_connections": 1,
+            "connection_info": {"app_id": "A111"},
+            "debug_info": {"host": "fake-slack", "approximate_connection_time": 3600},
+        }
+        ws.send_text(json.dumps(hello))
+        self.slack._socket_opened(ws)
+        for message in ws.messages():
+            try:
+                parsed = json.loads(message)
+            except ValueError:
+                continue
+            self.slack._record(
+                Call(
+                    method="socket_ack",
+                    args=parsed,
+                    headers={},
+                    raw_body=message.encode(),
+                    path="/link/",
+                )
+            )
+        self.close_connection = True
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -661,6 +740,74 @@ class _Handler(BaseHTTPRequestHandler):
             )
         )
         self._reply(status, body, extra)
+
+
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class _WebSocket:
+    """The server end of one RFC 6455 connection: unmasked frames out, masked frames in."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.open = True
+        self._send_lock = threading.Lock()
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        header = bytes([0x80 | opcode])
+        n = len(payload)
+        if n < 126:
+            header += bytes([n])
+        elif n < 65536:
+            header += bytes([126]) + struct.pack("!H", n)
+        else:
+            header += bytes([127]) + struct.pack("!Q", n)
+        with self._send_lock:
+            self.sock.sendall(header + payload)
+
+    def send_text(self, text: str) -> None:
+        self._send(0x1, text.encode())
+
+    def _recv_exact(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        return data
+
+    def messages(self) -> Iterator[str]:
+        """Text messages from the client until it closes; pings are answered."""
+        try:
+            while self.open:
+                first, second = self._recv_exact(2)
+                opcode, length = first & 0x0F, second & 0x7F
+                if length == 126:
+                    length = struct.unpack("!H", self._recv_exact(2))[0]
+                elif length == 127:
+                    length = struct.unpack("!Q", self._recv_exact(8))[0]
+                mask = self._recv_exact(4) if second & 0x80 else b"\0\0\0\0"
+                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(self._recv_exact(length)))
+                if opcode == 0x1:
+                    yield payload.decode()
+                elif opcode == 0x9:
+                    self._send(0xA, payload)
+                elif opcode == 0x8:
+                    self._send(0x8, payload[:2])
+                    break
+        except (ConnectionError, OSError, ValueError):
+            pass
+        self.open = False
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            try:
+                self._send(0x8, struct.pack("!H", 1001))
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def _parse_body(raw: bytes, content_type: str) -> dict[str, Any]:
