@@ -382,3 +382,23 @@ def test_work_still_running_at_shutdown_is_recorded_as_interrupted(bot):
     notice = bot.slack.wait_for("response_url", lambda c: "interrupted" in c.args["text"])
     assert "`/incident open` was interrupted by a restart" in notice.args["text"]
     assert [e.kind for e in events(bot)][-1] == "bot.interrupted"
+
+
+def test_rate_limited_card_post_is_retried_after_retry_after(bot):
+    bot.slack.rate_limit("chat.postMessage", times=1, retry_after=0)
+    assert ack_json(bot.command("open Alert storm")) == {}
+    card = bot.slack.wait_for("chat.postMessage", lambda c: c.ok and "blocks" in c.args)
+    bot.idle()
+    statuses = [c.status for c in bot.slack.calls_for("chat.postMessage")]
+    assert statuses[:2] == [429, 200]
+    assert incident(bot).card_ts == card.response["ts"]
+
+
+def test_events_url_verification_handshake(bot):
+    response = bot.sender.post(
+        '{"token": "x", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P", '
+        '"type": "url_verification"}',
+        content_type="application/json",
+    )
+    assert response.status_code == 200
+    assert response.json() == {"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}
