@@ -94,8 +94,7 @@ def containment_graph(facts: dict[str, Any], *, deny_profile_exists: bool) -> Ca
         for what in ("DisableApiTermination", "InstanceInitiatedShutdownBehavior",
                      "BlockDeviceMappings")
     ]
-    existing = g.add("ec2:DescribeSnapshots(incident tag)", describe)
-    snapshot = g.add("ec2:CreateSnapshots", capture, protect, existing)
+    snapshot = g.add("ec2:CreateSnapshots", capture, protect)
     before_isolation = [g.add("autoscaling:EnterStandby", capture, protect)]
     for t in facts["target_groups"]:
         before_isolation.append(

@@ -11,6 +11,9 @@ STATUS_TAG = "incident-bot:status"
 TIME_TAG = "incident-bot:isolated-at"
 FINDING_TAG = "incident-bot:finding"
 STATUS_ISOLATED = "Isolated"
+# On the instance (and its volumes) once this incident's snapshots exist: a re-run of the
+# containment finds it in the captured tags and takes no second set.
+SNAPSHOTS_TAG = "incident-bot:snapshots-for"
 
 
 def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:

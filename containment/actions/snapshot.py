@@ -1,6 +1,9 @@
 """Step 3: one crash-consistent CreateSnapshots call for every attached volume.
 
 Snapshots are tagged at creation with the incident key and finding id, and stay on rollback.
+The tag step then marks the instance (SNAPSHOTS_TAG), so a later run finds it in the
+captured tags and does not take a second set; a retry with earlier results does not run a
+step that succeeded at all.
 """
 
 from __future__ import annotations
@@ -9,40 +12,18 @@ from typing import Any
 
 from containment.context import ActionContext
 from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
-from containment.tags import INCIDENT_TAG, creation_tags, tag_list
+from containment.tags import SNAPSHOTS_TAG, creation_tags, tag_list
 from containment.targets import Target
 
 
-def existing_snapshots(target: Target, ctx: ActionContext, facts: Facts) -> list[dict[str, Any]]:
-    """This incident's snapshots of the instance's volumes (a re-run must not take more)."""
-    volumes = [v["id"] for v in facts["volumes"]]
-    if not volumes:
-        return []
-    snaps = ctx.client("ec2", target).describe_snapshots(
-        Filters=[
-            {"Name": f"tag:{INCIDENT_TAG}", "Values": [ctx.incident_key]},
-            {"Name": "volume-id", "Values": volumes},
-        ],
-    )["Snapshots"]
-    return [{"id": s["SnapshotId"], "volume_id": s.get("VolumeId")} for s in snaps]
+def already_taken(ctx: ActionContext, facts: Facts) -> bool:
+    return facts["instance"]["tags"].get(SNAPSHOTS_TAG) == ctx.incident_key
 
 
-def _params(
-    target: Target, ctx: ActionContext, facts: Facts, existing: list[dict[str, Any]]
-) -> dict[str, Any] | None:
-    done = {s["volume_id"] for s in existing}
-    volumes = facts["volumes"]
-    missing = [v for v in volumes if v["id"] not in done]
-    if not missing:
+def _params(target: Target, ctx: ActionContext, facts: Facts) -> dict[str, Any] | None:
+    if already_taken(ctx, facts) or not facts["volumes"]:
         return None
-    root = facts["instance"].get("root_device")
-    spec: dict[str, Any] = {"InstanceId": target.resource_id}
-    root_done = any(v["device"] == root and v["id"] in done for v in volumes)
-    if root_done:
-        spec["ExcludeBootVolume"] = True
-    excluded = [v["id"] for v in volumes if v["id"] in done and v["device"] != root]
-    if excluded:
-        spec["ExcludeDataVolumeIds"] = excluded
+    spec: dict[str, Any] = {"InstanceId": target.resource_id, "ExcludeBootVolume": False}
     desc = f"incident-bot {ctx.incident_key}"
     if ctx.finding_id:
         desc += f" finding {ctx.finding_id}"
@@ -59,7 +40,7 @@ def _params(
 class Snapshot(Action):
     name = "snapshot"
     summary = "Crash-consistent snapshots of every attached volume"
-    permissions = ("ec2:DescribeSnapshots", "ec2:CreateSnapshots", "ec2:CreateTags")
+    permissions = ("ec2:CreateSnapshots", "ec2:CreateTags")
     depends_on = ("capture",)
     after = ("protect",)
 
@@ -70,29 +51,20 @@ class Snapshot(Action):
         facts: Facts,
         results: dict[str, StepResult] | None = None,
     ) -> list[PlannedCall]:
-        existing = existing_snapshots(target, ctx, facts)
-        read = PlannedCall("ec2", "DescribeSnapshots", {f"tag:{INCIDENT_TAG}": ctx.incident_key},
-                           mutating=False)
-        params = _params(target, ctx, facts, existing)
-        return [read, PlannedCall("ec2", "CreateSnapshots", params)] if params else [read]
+        params = _params(target, ctx, facts)
+        return [PlannedCall("ec2", "CreateSnapshots", params)] if params else []
 
     def apply(self, target: Target, ctx: ActionContext, state: RunState) -> StepResult:
+        params = _params(target, ctx, state.facts)
+        if params is None:
+            note = "no volumes" if not state.facts["volumes"] else "taken by an earlier run"
+            return self.nothing_to_do(ctx, note)
         rec = self.recorder(ctx, state)
-        existing: list[dict[str, Any]] = []
         with rec.guard():
-            existing = existing_snapshots(target, ctx, state.facts)
-            params = _params(target, ctx, state.facts, existing)
-            if params is None:
-                result = self.nothing_to_do(ctx, "every volume already has an incident snapshot")
-                result.evidence = {"snapshots": existing}
-                return result
             out = ctx.client("ec2", target).create_snapshots(**params)
-            made = [
+            rec.evidence["snapshots"] = [
                 {"id": s["SnapshotId"], "volume_id": s.get("VolumeId")} for s in out["Snapshots"]
             ]
-            rec.evidence["created"] = made
-            rec.evidence["snapshots"] = existing + made
         if rec.error:
-            rec.evidence["snapshots"] = existing
             rec.left("snapshots", "none created by this attempt")
         return rec.result()

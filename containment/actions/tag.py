@@ -15,6 +15,7 @@ from containment.registry import Action, Facts, PlannedCall, RunState, StepResul
 from containment.tags import (
     FINDING_TAG,
     INCIDENT_TAG,
+    SNAPSHOTS_TAG,
     STATUS_ISOLATED,
     STATUS_TAG,
     TIME_TAG,
@@ -23,11 +24,18 @@ from containment.tags import (
 from containment.targets import Target
 
 
-def _tags(ctx: ActionContext, when: str) -> dict[str, str]:
+def _tags(ctx: ActionContext, when: str, snapshots_taken: bool) -> dict[str, str]:
     tags = {INCIDENT_TAG: ctx.incident_key, STATUS_TAG: STATUS_ISOLATED, TIME_TAG: when}
     if ctx.finding_id:
         tags[FINDING_TAG] = ctx.finding_id[:256]
+    if snapshots_taken:
+        tags[SNAPSHOTS_TAG] = ctx.incident_key
     return tags
+
+
+def _snapshots_taken(results: dict[str, StepResult] | None) -> bool:
+    snap = (results or {}).get("snapshot")
+    return snap is None or snap.ok_for_dependents  # None: planning, assume it will be
 
 
 def _resources(
@@ -73,7 +81,8 @@ class Tag(Action):
             PlannedCall(
                 "ec2",
                 "CreateTags",
-                {"Resources": base + snaps + groups, "Tags": tag_list(_tags(ctx, "<now>"))},
+                {"Resources": base + snaps + groups,
+                 "Tags": tag_list(_tags(ctx, "<now>", _snapshots_taken(results)))},
             )
         ]
 
@@ -83,7 +92,7 @@ class Tag(Action):
             return self.nothing_to_do(ctx, "already tagged for this incident")
         base, snaps, groups = _resources(facts, state.results)
         when = ctx.now().strftime("%Y-%m-%dT%H:%M:%SZ")
-        tags = _tags(ctx, when)
+        tags = _tags(ctx, when, _snapshots_taken(state.results))
         rec = self.recorder(ctx, state)
         with rec.guard():
             ctx.client("ec2", target).create_tags(
@@ -109,7 +118,7 @@ class Tag(Action):
         keys = [{"Key": k} for k in ch["keys"]]
         ops.append(("DeleteTags", {"Resources": ch["resources"], "Tags": keys}))
         if ch.get("snapshots"):
-            kept = {INCIDENT_TAG, FINDING_TAG}
+            kept = {INCIDENT_TAG, FINDING_TAG}  # the wipe finds evidence snapshots by these
             ops.append(("DeleteTags", {"Resources": ch["snapshots"],
                                        "Tags": [k for k in keys if k["Key"] not in kept]}))
         if ch.get("instance_previous"):

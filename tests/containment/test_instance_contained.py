@@ -118,6 +118,8 @@ def test_everything_is_tagged_and_evidence_is_encrypted(world, contained) -> Non
         tags = h.tags_of(rid)
         assert tags[INCIDENT_TAG] == "INC-7" and tags[STATUS_TAG] == "Isolated", rid
         assert tags["incident-bot:isolated-at"].endswith("Z")
+    # Marks the snapshots as taken, so a later run does not take a second set.
+    assert h.tags_of(world.instance_id)["incident-bot:snapshots-for"] == "INC-7"
 
     evidence = contained["results"]["evidence"].evidence
     s3 = h.client("s3")

@@ -37,7 +37,7 @@ def test_plan_reads_only_and_lists_every_step(world, instance, make_ctx, calls) 
     assert calls.calls and all(c.is_read for c in calls.calls), calls.writes()
     ops = {a.name: [c.operation for c in cs] for a, cs in planned}
     assert ops["isolate"] == ["ModifyNetworkInterfaceAttribute"] * 4
-    assert ops["snapshot"] == ["DescribeSnapshots", "CreateSnapshots"]
+    assert ops["snapshot"] == ["CreateSnapshots"]
     assert ops["lb"].count("DeregisterTargets") == 2  # the instance and the IP target group
     assert "ReplaceIamInstanceProfileAssociation" in ops["iam"]
     text = [str(c) for _, cs in planned for c in cs]
