@@ -1,18 +1,26 @@
-"""`/incident notified`: the regulator notice was sent, so the GDPR clock's alerts stop.
+"""The regulator clock in Slack: its line on the incident card, and `/incident notified`.
 
-The reminders themselves are posted by bot/scheduler.py (started by serve()); this module
-only adds the subcommand. It needs no `register`: importing it registers the subcommand.
+The reminders themselves are posted by bot/scheduler.py (started by serve()). `register`
+makes the app's `deadlines:` settings the process-wide policy, so a clock started by any
+command (`mark_personal_data`) uses the configured hours.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from bot.listeners.incident_posts import refresh_incident
 from bot.listeners.incident_subcommands import subcommand, take_incident
 from bot.listeners.slash import Invocation, Reply
 from bot.views import blocks as bk
+from bot.views.cards import card_section
 from commands import deadlines as dl
 from commands import incidents as svc
 from commands.errors import UserError
+from storage.models import Incident, utcnow
+
+if TYPE_CHECKING:
+    from bot.app import IncidentBotApp
 
 EXAMPLE = "/incident notified INC-42 ICO-2026-0042"
 
@@ -69,3 +77,33 @@ def notified_cmd(inv: Invocation) -> Reply | None:
 
     inv.defer("record regulator notice", work)
     return None
+
+
+def register(app: IncidentBotApp) -> None:
+    dl.configure(app.runtime.settings)
+
+
+def clock_line(incident: Incident, *, now: Any = None) -> str | None:
+    """The card's regulator-clock line (mrkdwn), or None without a clock."""
+    clock = dl.regulator_clock(incident, now=now or utcnow())
+    if clock.state == "none" or clock.deadline is None or clock.remaining is None:
+        return None
+    left = dl.format_duration(clock.remaining)
+    if clock.state == "notified":
+        side = "before" if clock.remaining.total_seconds() >= 0 else "after"
+        return (
+            f"📨 *Regulator notified* {bk.when(incident.notified_at)} "  # type: ignore[arg-type]
+            f"({bk.esc_cut(incident.notified_reference or '', 300)}), {left} {side} the deadline"
+        )
+    if clock.state == "overdue":
+        return (
+            f"🚨 *Regulator notice OVERDUE* by {left} (was due {bk.when(clock.deadline)}). "
+            f"Once sent: `/incident notified {incident.key} <reference>`"
+        )
+    return f"⏱️ *Regulator notice due in {left}* (by {bk.when(clock.deadline)})"
+
+
+@card_section(order=20)
+def _clock_section(incident: Incident) -> list[dict[str, Any]]:
+    line = clock_line(incident)
+    return [bk.context(line)] if line else []

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -121,3 +122,18 @@ def test_notified_twice_is_refused(bot) -> None:
         # The clock's reminders were scheduled, then cancelled by the notice.
         statuses = set(session.scalars(select(Reminder.status)))
     assert statuses == {"cancelled"}
+
+
+def test_card_shows_the_time_left_then_the_notice(bot_factory) -> None:
+    bot = bot_factory({"deadlines": {"gdpr_hours": 48}})
+    open_incident(bot)
+    ack(bot.command("personal-data INC-1"))
+    bot.idle()
+    card = bot.slack.calls_for("chat.update")[-1].args
+    text = json.dumps(card["blocks"])
+    assert "Regulator notice due in 1 d 23 h" in text  # the configured 48 h, not 72
+    ack(bot.command("notified INC-1 ICO-77 <b>"))
+    bot.idle()
+    text = json.dumps(bot.slack.calls_for("chat.update")[-1].args["blocks"])
+    assert "Regulator notified" in text and "ICO-77 &lt;b&gt;" in text
+    assert "before the deadline" in text and "due in" not in text
