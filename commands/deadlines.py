@@ -973,7 +973,7 @@ def _gdpr_delivery(
         )
     else:
         n = int((reminder.payload or {}).get("n", 0))
-        _schedule_next_overdue(session, incident, reminder, n + 1, pol)
+        _schedule_next_overdue(session, incident, n + 1, now, pol)
         if reminder.kind == "gdpr" and stage == "deadline":
             lead = f"🚨 *GDPR deadline reached* for *{incident.key}*"
         else:
@@ -986,10 +986,16 @@ def _gdpr_delivery(
 
 
 def _schedule_next_overdue(
-    session: Session, incident: Incident, reminder: Reminder, n: int, pol: DeadlinePolicy
+    session: Session, incident: Incident, n: int, now: dt.datetime, pol: DeadlinePolicy
 ) -> None:
-    """Overdue alerts repeat every overdue_every_hours after the deadline until notified."""
+    """Overdue alerts repeat every overdue_every_hours after the deadline until notified.
+
+    Periods that passed while the bot was down are skipped (the late alert just posted
+    covers them), so a restart never bursts out a backlog of identical alerts.
+    """
     deadline = incident.aware_at + pol.gdpr  # type: ignore[operator]
+    every = pol.overdue_every.total_seconds()
+    n = max(n, int((now - deadline).total_seconds() // every) + 1)
     schedule_reminder(
         session=session,
         incident=incident,

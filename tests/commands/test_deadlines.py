@@ -594,3 +594,23 @@ def test_reminder_claimed_by_a_process_that_died_is_taken_over_once(database) ->
     rows = {r.dedupe_key: r for r in reminders(database)}
     assert rows["stalled"].claimed_by == "a" and rows["stalled"].payload["recovered_from"] == "dead"
     assert rows["posted"].claimed_by == "dead"
+
+
+def test_after_a_long_outage_one_late_overdue_alert_then_the_regular_rhythm(database) -> None:
+    pol = policy(gdpr_hours=72, reminder_hours_before=(), overdue_every_hours=12)
+    with database.session() as session:
+        incident = new_incident(session)
+        mark_personal_data(
+            session=session, incident=incident, actor="U1", aware_at=T0, schedule=False
+        )
+        dl.schedule_gdpr_clock(session=session, incident=incident, policy=pol, now=T0)
+    deadline = T0 + dt.timedelta(hours=72)
+    back = deadline + dt.timedelta(days=5, hours=1)  # down for five days past the deadline
+    with database.session() as session:
+        dl.mark_late(session=session, before=back)
+    fired = fire(database, back, pol)
+    assert len(fired) == 1 and fired[0].late and "deadline reached" in fired[0].text
+    assert fire(database, back, pol) == []  # no backlog of ten overdue alerts
+    (pending,) = [r for r in reminders(database) if r.status == "pending"]
+    assert pending.due_at == deadline + dt.timedelta(hours=12 * 11)  # the next 12 h mark
+    assert pending.dedupe_key == f"gdpr_overdue:{incident.id}:11"
