@@ -966,6 +966,14 @@ def _gdpr_delivery(
         # Posted so late the deadline passed: the deadline alert says it, once.
         _cancel_claimed(session, reminder, "superseded by the deadline alert")
         return None
+    if (
+        reminder.kind == "gdpr"
+        and stage == "before"
+        and _later_reminder_due(session, reminder, now)
+    ):
+        # Several countdowns came due during an outage: the latest one says it, once.
+        _cancel_claimed(session, reminder, "superseded by a later reminder")
+        return None
     if reminder.kind == "gdpr" and stage == "before":
         text = (
             f"⏰ *GDPR*: the regulator notice for *{incident.key}* is due in "
@@ -983,6 +991,25 @@ def _gdpr_delivery(
             f"({format_duration(now - deadline)} ago). {how}"
         )
     return replace(base, text=text + late, refresh_card=True)
+
+
+def _later_reminder_due(session: Session, reminder: Reminder, now: dt.datetime) -> bool:
+    """Another of the incident's GDPR reminders is due after this one but already due."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Reminder)
+            .where(
+                Reminder.incident_id == reminder.incident_id,
+                Reminder.kind == "gdpr",
+                Reminder.id != reminder.id,
+                Reminder.status != "cancelled",
+                Reminder.due_at > reminder.due_at,
+                Reminder.due_at <= now,
+            )
+        )
+        or 0
+    ) > 0
 
 
 def _schedule_next_overdue(

@@ -614,3 +614,23 @@ def test_after_a_long_outage_one_late_overdue_alert_then_the_regular_rhythm(data
     (pending,) = [r for r in reminders(database) if r.status == "pending"]
     assert pending.due_at == deadline + dt.timedelta(hours=12 * 11)  # the next 12 h mark
     assert pending.dedupe_key == f"gdpr_overdue:{incident.id}:11"
+
+
+def test_countdowns_missed_in_an_outage_collapse_into_the_latest(database) -> None:
+    with database.session() as session:
+        incident = new_incident(session)
+        mark_personal_data(session=session, incident=incident, actor="U1", aware_at=T0)
+    back = T0 + dt.timedelta(hours=50)  # the 48 h- and 24 h-before marks passed while down
+    with database.session() as session:
+        assert dl.mark_late(session=session, before=back) == 2
+    fired = fire(database, back)
+    assert len(fired) == 1 and fired[0].late
+    assert "due in *22 h 0 m*" in fired[0].text
+    statuses = {r.payload.get("hours_before"): r.status for r in reminders(database)}
+    assert statuses == {
+        48.0: "cancelled",
+        24.0: "sent",
+        6.0: "pending",
+        1.0: "pending",
+        None: "pending",
+    }
