@@ -6,9 +6,10 @@ approval card through the containment service, whose Approve button runs this mo
 engines (registered under `ENGINES_KEY`), so the two-person rule, expiry, exactly-once
 execution, live progress and restart recovery are the same as for containment.
 
-New incidents that name a resource get their blast radius estimated by a small sweeper
-(every `SWEEP_DEFAULT` seconds; `runtime.extras[IMPACT_SWEEP_KEY] = 0` turns it off), so
-incidents from GuardDuty, `/contain` or anywhere else are covered, also after a restart.
+New incidents that name a resource get their blast radius estimated by a small sweeper that
+serving processes start (`start(runtime)`, called by bot.server.start_services; every
+`SWEEP_DEFAULT` seconds, `runtime.extras[IMPACT_SWEEP_KEY] = 0` turns it off), so incidents
+from GuardDuty, `/contain` or anywhere else are covered, also after a restart.
 """
 
 from __future__ import annotations
@@ -491,8 +492,12 @@ def register(app: IncidentBotApp) -> None:
         wipe_svc.ENGINE,
         wipe_svc.WipeEngine(database=runtime.database, clean_room=clean_room, on_facts=refresher),
     )
+
+
+def start(runtime: Runtime) -> None:
+    """Serving processes only (bot.server.start_services): the new-incident impact sweeper."""
     every = runtime.extras.get(IMPACT_SWEEP_KEY, SWEEP_DEFAULT)
-    if every:
+    if every and "investigation.impact_sweeper" not in runtime.extras:
         sweeper = ImpactSweeper(runtime, float(every))
         runtime.extras["investigation.impact_sweeper"] = sweeper
         sweeper.start()

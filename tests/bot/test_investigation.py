@@ -473,3 +473,22 @@ def test_flow_logs_step_in_the_containment_plan(env: Env, enabled: bool) -> None
     else:
         assert "flow_logs" not in flat and "CreateFlowLogs" not in flat
     bot.idle()
+
+
+def test_serving_process_starts_the_impact_sweeper(env: Env) -> None:
+    """start_services calls investigation.start: new incidents get estimated unprompted."""
+    from bot.listeners import investigation
+
+    bot = env.start()
+    bot.runtime.extras[IMPACT_SWEEP_KEY] = 0.1
+    key = open_with_card(bot, env.world["victim"])
+    investigation.start(bot.runtime)
+    deadline = time.monotonic() + 20
+    while True:
+        with bot.session() as s:
+            if get_incident(session=s, key=key).facts.get("impact"):
+                break
+        assert time.monotonic() < deadline, "the sweeper never estimated the new incident"
+        time.sleep(0.05)
+    bot.slack.wait_for("chat.update", lambda c: "Blast radius" in json.dumps(c.args), timeout=10)
+    assert [e.actor for e in events(bot, key) if e.kind == "impact.estimated"] == ["system"]
