@@ -24,7 +24,7 @@ import pytest
 from slack_sdk import WebClient
 from sqlalchemy import select
 
-from bot.scheduler import ReminderScheduler
+from bot.scheduler import MAINTAIN_JOB, TICK_JOB, ReminderScheduler
 from bot.settings import AppConfig, EnvSettings, Settings
 from commands import deadlines as dl
 from commands.incidents import mark_personal_data, open_incident, record_notified
@@ -113,7 +113,11 @@ def new_incident(database: Database, slack: FakeSlack, *, owner: str = "U0OWNER"
 
 def test_reminder_due_in_one_second_fires_once(database, fake_slack, running) -> None:
     incident = new_incident(database, fake_slack)
-    running()
+    scheduler = running()
+    # Never APScheduler's default 1 s grace, which silently drops a late wake-up.
+    jobs = scheduler._scheduler.get_jobs()
+    assert {TICK_JOB, MAINTAIN_JOB} <= {j.id for j in jobs}
+    assert all(j.misfire_grace_time is None for j in jobs)
     due = utcnow() + dt.timedelta(seconds=1)
     with database.session() as session:
         dl.schedule_reminder(
