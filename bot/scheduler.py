@@ -228,9 +228,13 @@ class ReminderScheduler:
         if not self._running:
             return
         with self._arm_lock:
-            with self.database.read_session() as session:
-                nxt = dl.next_due(session=session)
             cap = self.now() + self.poll
+            try:
+                with self.database.read_session() as session:
+                    nxt = dl.next_due(session=session)
+            except Exception:  # database unreachable: look again after a poll interval
+                log.exception("could not read the next due reminder; retrying in %s", self.poll)
+                nxt = None
             self._set_timer(cap if nxt is None else min(nxt, cap))
 
     def _set_timer(self, at: dt.datetime) -> None:

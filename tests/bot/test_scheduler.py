@@ -68,14 +68,14 @@ def running(database: Database, fake_slack: FakeSlack) -> Iterator[Any]:
     """Start a scheduler (with the given deadline settings); stopped after the test."""
     started: list[ReminderScheduler] = []
 
-    def start(**deadlines: Any) -> ReminderScheduler:
+    def start(poll: float = 10, **deadlines: Any) -> ReminderScheduler:
         settings = make_settings(database.url, fake_slack, **deadlines)
         client = WebClient(token="xoxb-test", base_url=fake_slack.base_url)
         scheduler = ReminderScheduler(
             database=database,
             settings=settings,
             client=client,
-            poll_seconds=10,
+            poll_seconds=poll,
             maintain_at_start=False,
         )
         scheduler.start()
@@ -308,6 +308,37 @@ def test_start_posts_a_reminder_whose_claimer_died_before_posting(
     with database.read_session() as session:
         row = session.scalars(select(Reminder).where(Reminder.dedupe_key == "stalled")).one()
     assert row.claimed_by == scheduler.worker_id and row.payload["ts"] == call.response["ts"]
+
+
+def test_database_errors_delay_reminders_but_never_stop_the_timer(
+    database, fake_slack, running, monkeypatch
+) -> None:
+    incident = new_incident(database, fake_slack)
+    real_claim, real_next = dl.claim_due, dl.next_due
+    failures = {"claim": 1, "next": 1}
+
+    def flaky_claim(**kw: Any) -> Any:
+        if failures["claim"]:
+            failures["claim"] -= 1
+            raise OSError("database is gone")
+        return real_claim(**kw)
+
+    def flaky_next(**kw: Any) -> Any:
+        if failures["next"]:
+            failures["next"] -= 1
+            raise OSError("database is gone")
+        return real_next(**kw)
+
+    monkeypatch.setattr(dl, "claim_due", flaky_claim)
+    monkeypatch.setattr(dl, "next_due", flaky_next)
+    running(poll=0.3)
+    with database.session() as session:
+        dl.schedule_reminder(
+            session=session, incident=incident, kind="followup", due_at=utcnow(), dedupe_key="x"
+        )
+    fake_slack.wait_for("chat.postMessage", is_reminder_post, timeout=3)
+    assert failures == {"claim": 0, "next": 0}
+    assert len(reminder_posts(fake_slack)) == 1
 
 
 # -- real bot processes ----------------------------------------------------------------------
