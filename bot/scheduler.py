@@ -492,6 +492,10 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     upgrade(settings.database_url)
+    # Features register what their reminders say (register_kind, after_post) on import.
+    from bot.listeners import listener_modules
+
+    listener_modules()
     runtime = make_runtime(settings)
     kwargs: dict[str, Any] = {"poll_seconds": args.poll, "batch": args.batch}
     if args.no_maintain:
