@@ -67,7 +67,7 @@ class ActionContext:
     now: Callable[[], datetime] = utcnow
     sleep: Callable[[float], None] = time.sleep
     retry_mode: str = "standard"  # or "adaptive" (client-side rate limiting)
-    max_attempts: int = 5
+    max_attempts: int = 5  # attempts per call, the first included
     max_pool_connections: int = 32
     # Called with every new client (tests register botocore event handlers here).
     client_hooks: tuple[ClientHook, ...] = ()
@@ -88,7 +88,9 @@ class ActionContext:
 
     def config(self, max_attempts: int | None = None) -> Config:
         return Config(
-            retries={"mode": self.retry_mode, "max_attempts": max_attempts or self.max_attempts},
+            # total attempts, first one included (botocore's "max_attempts" counts retries)
+            retries={"mode": self.retry_mode,
+                     "total_max_attempts": max_attempts or self.max_attempts},
             max_pool_connections=self.max_pool_connections,
         )
 
