@@ -170,6 +170,8 @@ class IsolationGroups(Action):
         with rec.guard():
             parallel_map(prepare, list(facts["groups"].items()))
         rec.evidence["groups"] = groups
+        if rec.error:
+            rec.left("ready", groups)  # VPCs whose groups are complete; "created" has the rest
         return rec.result()
 
     def rollback_calls(
