@@ -234,11 +234,13 @@ def plan_create(
         for n, snap in enumerate(used)
     ]
     radius: dict[str, Any] = {
+        # Shown as the card's headline facts (there are no resource tags to show here).
+        "labelled": {"builds": f"an isolated clean room for {scope.incident_key}"},
         "attached": [
             f"isolated VPC {vpc_cidr} in {zone}: no internet gateway, SSM endpoints only",
             f"forensic instance {ami_id} ({instance_type})",
             *[f"restore {v}" for v in volumes],
-        ]
+        ],
     }
     if left_out:
         radius["note"] = (
@@ -294,7 +296,10 @@ def plan_teardown(*, ctx: ActionContext, scope: Scope) -> dict[str, Any]:
                 ],
             }
         ],
-        "blast_radius": {"attached": [f"stack {name} ({found['StackStatus']})"]},
+        "blast_radius": {
+            "labelled": {"deletes": "the clean room; the snapshots stay"},
+            "attached": [f"stack {name} ({found['StackStatus']})"],
+        },
     }
 
 

@@ -312,6 +312,10 @@ def build_plan(
             }
         )
     radius: dict[str, Any] = {
+        "labelled": {
+            "deletes": "only what the incident created (tags checked again before each)",
+            "kms key": f"deletion scheduled {kms_pending_days} days out, cancellable until then",
+        },
         "attached": [
             f"{len(items.get(kind) or [])} {kind.replace('_', ' ')}"
             for _, kind, _ in STEPS
@@ -722,3 +726,18 @@ def wipe_lines(facts: Mapping[str, Any]) -> list[str]:
     if wipe.get("failed"):
         lines.append(f"{len(wipe['failed'])} item(s) could not be deleted: see the timeline")
     return lines
+
+
+def plan_text(incident_key: str, plan: Mapping[str, Any]) -> str:
+    """Every item of a wipe plan as Markdown (attached to the approval card's thread, so the
+    full list is there even when the card has to shorten it)."""
+    lines = [f"# Evidence wipe plan for {incident_key}", ""]
+    for step in plan.get("steps", []):
+        lines.append(f"## {step['action']}: {step['summary']}")
+        lines.extend(f"- `{c['text']}`" for c in step["calls"])
+        lines.append("")
+    skipped = (plan.get("items") or {}).get("skipped") or []
+    if skipped:
+        lines.append("## Left alone")
+        lines.extend(f"- {s['what']} {s['id']}: {s['why']}" for s in skipped)
+    return "\n".join(lines) + "\n"

@@ -261,7 +261,7 @@ def wipe_cmd(inv: Invocation) -> Reply | None:
             default_region=default_region(runtime),
             dry_run=cfg.containment.dry_run,
         )
-        return _post_request_card(
+        answer = _post_request_card(
             runtime,
             proposed.request_id,
             proposed.created,
@@ -269,9 +269,27 @@ def wipe_cmd(inv: Invocation) -> Reply | None:
             what=f"The wipe plan of *{key}*"
             + (f" ({proposed.items} items)" if proposed.items > 0 else ""),
         )
+        if proposed.created:
+            _attach_wipe_list(runtime, proposed.request_id, key)
+        return answer
 
     inv.defer("plan wipe", work)
     return None
+
+
+def _attach_wipe_list(runtime: Runtime, request_id: int, key: str) -> None:
+    """The full item list in the card's thread: the card itself may have to shorten it."""
+    containment = service(runtime)
+    view, card_channel, card_ts = containment.card_view(request_id)
+    if not card_channel:
+        return
+    runtime.client.files_upload_v2(
+        channel=card_channel,
+        thread_ts=card_ts,
+        filename=f"{key}-wipe-plan-{request_id}.md",
+        title=f"{key}: every item the wipe (request #{request_id}) would delete",
+        content=wipe_svc.plan_text(key, view.plan),
+    )
 
 
 def _post_request_card(

@@ -422,7 +422,15 @@ def test_wipe_refused_until_resolved_then_approved(env: Env) -> None:
     assert command(bot, f"wipe {key}", "wipe") == {}
     reply(bot, "wipe", "posted for approval")
     row = latest_request(bot, "wipe")
+    bot.idle()
+    # The full list also goes into the card's thread as a file.
+    listed = [
+        f for f in bot.slack.files.values() if f["filename"] == f"{key}-wipe-plan-{row.id}.md"
+    ]
+    assert len(listed) == 1 and listed[0]["thread_ts"] == row.card_ts
+    assert f"DeleteSnapshot(SnapshotId={env.world['snapshot']})" in listed[0]["content"].decode()
     flat = json.dumps(request_card(bot, row.id)["blocks"], ensure_ascii=False)
+    assert "Deletes: *only what the incident created" in flat
     assert "Evidence wipe" in flat and f"DeleteSnapshot(SnapshotId={env.world['snapshot']})" in flat
     ec2 = boto3.client("ec2", "us-east-1")
     assert ec2.describe_snapshots(SnapshotIds=[env.world["snapshot"]])["Snapshots"]
