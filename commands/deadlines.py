@@ -889,10 +889,8 @@ def _late_note(reminder: Reminder, now: dt.datetime) -> str:
         )
     if not reminder.late:
         return ""
-    return (
-        f" _(late: due {utc_text(reminder.due_at)}, {format_duration(now - reminder.due_at)} "
-        "ago, while the bot was down)_"
-    )
+    ago = format_duration(now - reminder.due_at)
+    return f" _(late: was due {utc_text(reminder.due_at)}, {ago} ago)_"
 
 
 def prepare_delivery(
