@@ -63,6 +63,13 @@ CLEAN_ROOM_STACK = (
     "iam:AddRoleToInstanceProfile",
     "iam:RemoveRoleFromInstanceProfile",
     "iam:PassRole",
+    # Volumes restored from snapshots encrypted with a customer-managed key.
+    "kms:CreateGrant",
+    "kms:Decrypt",
+    "kms:DescribeKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
 )
 
 FORENSICS = (
