@@ -34,6 +34,7 @@ from bot.listeners.actions import action_invocation
 from bot.listeners.incident_posts import post_new_incident, refresh_incident
 from bot.listeners.slash import Invocation, Reply, dispatch
 from bot.listeners.views import field_value, view_invocation
+from bot.scheduler import after_post
 from bot.views import blocks as bk
 from bot.views.approval_card import (
     APPROVE,
@@ -46,7 +47,7 @@ from bot.views.approval_card import (
     reject_modal,
 )
 from commands import incidents as svc
-from commands.approvals import contacts
+from commands.approvals import contacts, expiry
 from commands.approvals.engine import ContainmentEngine
 from commands.approvals.execution import Outcome, execute, interrupt, recover
 from commands.approvals.plans import Engine, action_context, parse_target, target_from_dict
@@ -62,7 +63,7 @@ from commands.approvals.requests import (
     request_containment,
 )
 from commands.errors import UserError
-from storage.models import ContainmentRequest, Finding, Incident
+from storage.models import ContainmentRequest, Finding, Incident, Reminder
 
 if TYPE_CHECKING:
     from bot.app import IncidentBotApp, Runtime
@@ -304,36 +305,7 @@ class ContainmentService:
     # -- the card -------------------------------------------------------------------------
 
     def card_view(self, request_id: int) -> tuple[CardView, str | None, str | None]:
-        with self.runtime.database.read_session() as session:
-            request = get_request(session=session, request_id=request_id)
-            incident = incident_of(session=session, request=request)
-            view = CardView(
-                request_id=request.id,
-                kind=request.kind,
-                status=request.status,
-                incident_key=incident.key,
-                incident_title=incident.title,
-                target_type=request.target_type,
-                target_id=request.target_id,
-                region=request.region,
-                account_id=request.account_id,
-                requested_by=request.requested_by,
-                requested_at=request.requested_at,
-                reason=request.reason,
-                expires_at=request.expires_at,
-                decided_by=request.decided_by,
-                decided_at=request.decided_at,
-                decision_reason=request.decision_reason,
-                dry_run=request.dry_run,
-                plan=dict(request.plan),
-                parent_id=request.parent_id,
-                steps=[
-                    StepView(s.action, s.status, s.error, (s.result or {}).get("note"))
-                    for s in request.steps
-                ],
-                finished_at=request.finished_at,
-            )
-            return view, request.card_channel, request.card_ts
+        return load_card(self.runtime.database, request_id)
 
     def post_card(self, request_id: int, *, channel_id: str | None) -> tuple[str, str]:
         view, _, _ = self.card_view(request_id)
@@ -561,6 +533,53 @@ class ContainmentService:
         self._stop.set()
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)
+
+
+def load_card(database: Any, request_id: int) -> tuple[CardView, str | None, str | None]:
+    """The card's view of a request, and where the card is (channel, ts)."""
+    with database.read_session() as session:
+        request = get_request(session=session, request_id=request_id)
+        incident = incident_of(session=session, request=request)
+        view = CardView(
+            request_id=request.id,
+            kind=request.kind,
+            status=request.status,
+            incident_key=incident.key,
+            incident_title=incident.title,
+            target_type=request.target_type,
+            target_id=request.target_id,
+            region=request.region,
+            account_id=request.account_id,
+            requested_by=request.requested_by,
+            requested_at=request.requested_at,
+            reason=request.reason,
+            expires_at=request.expires_at,
+            decided_by=request.decided_by,
+            decided_at=request.decided_at,
+            decision_reason=request.decision_reason,
+            dry_run=request.dry_run,
+            plan=dict(request.plan),
+            parent_id=request.parent_id,
+            steps=[
+                StepView(s.action, s.status, s.error, (s.result or {}).get("note"))
+                for s in request.steps
+            ],
+            finished_at=request.finished_at,
+        )
+        return view, request.card_channel, request.card_ts
+
+
+@after_post(expiry.KIND)
+def expired_card(scheduler: Any, delivery: Any, channel: str, ts: str | None) -> None:
+    """The scheduler expired a request: its card says so and loses its buttons."""
+    with scheduler.database.read_session() as session:
+        reminder = session.get(Reminder, delivery.reminder_id)
+        request_id = expiry.request_id_of(reminder) if reminder else None
+    if request_id is None:
+        return
+    view, card_channel, card_ts = load_card(scheduler.database, request_id)
+    if card_channel and card_ts:
+        scheduler.client.chat_update(channel=card_channel, ts=card_ts, **approval_card(view))
 
 
 def _add_impact(plan: dict[str, Any], incident: Incident, resource_id: str) -> None:

@@ -124,6 +124,9 @@ def request_containment(
     )
     session.add(request)
     session.flush()
+    from commands.approvals.expiry import schedule_expiry
+
+    schedule_expiry(session=session, incident=incident, request=request)
     steps = [s["action"] for s in plan["steps"]]
     verb = {"contain": "containment", "retry": "retry", "rollback": "rollback"}.get(kind, kind)
     append_event(

@@ -617,3 +617,22 @@ def test_guardduty_request_any_approver_with_impact_on_card(env: Env) -> None:
     click(bot, "containment_approve", proposal.request_id, APPROVER2)
     row = wait_status(bot, proposal.request_id)
     assert (row.status, row.requested_by, row.decided_by) == ("succeeded", "guardduty", APPROVER2)
+
+
+def test_expiry_on_time_through_the_reminder_scheduler(env: Env) -> None:
+    from bot.scheduler import start_for_runtime, stop_for_runtime
+
+    bot = env.start({"approvals": {"expire_after_minutes": 0.02}}, sweep=0)  # no sweeper
+    request_id, _ = contain(bot, env.world.instance_id)
+    start_for_runtime(bot.runtime, poll_seconds=0.5, maintain_at_start=False)
+    try:
+        row = wait_status(bot, request_id, ("expired",), timeout=10)
+        bot.slack.wait_for("chat.update", lambda c: c.args.get("ts") == row.card_ts
+                           and "Expired" in blocks_text(c), timeout=10)
+        notice = bot.slack.wait_for("chat.postMessage", lambda c: c.args.get("thread_ts")
+                                    == row.card_ts and "expired" in c.args.get("text", ""))
+        assert f"#{request_id}" in notice.args["text"]
+        assert buttons(card_message(bot, row)) == {}
+    finally:
+        stop_for_runtime(bot.runtime)
+    assert env.aws.mutating() == []

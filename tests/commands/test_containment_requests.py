@@ -396,3 +396,45 @@ def test_recover_resumes_approved_and_interrupts_stale_running(database: Any) ->
                       context_factory=ctx_for)
     assert outcome is not None and outcome.status == "succeeded"
     assert recover(database=database, now=lambda: later).resume == []
+
+
+# -- expiry through the reminder scheduler ---------------------------------------------------
+
+
+def _deliver_due(database: Any, now: dt.datetime) -> list[Any]:
+    from commands.deadlines import claim_due, prepare_delivery
+
+    with database.session() as session:
+        claims = claim_due(session=session, now=now, worker_id="test")
+    out = []
+    for claimed in claims:
+        with database.session() as session:
+            out.append(prepare_delivery(session=session, claim=claimed, now=now))
+    return out
+
+
+def test_expiry_reminder_expires_pending_request_once(database: Any) -> None:
+    from storage.models import Reminder
+
+    request_id = new_request(database, minutes=5)
+    with database.read_session() as session:
+        reminder = session.scalars(select(Reminder)).one()
+        row = session.get(ContainmentRequest, request_id)
+        assert (reminder.kind, reminder.due_at) == ("approval_expiry", row.expires_at)
+    assert _deliver_due(database, utcnow()) == []  # not due yet
+    deliveries = _deliver_due(database, utcnow() + dt.timedelta(minutes=5, seconds=1))
+    assert len(deliveries) == 1 and deliveries[0] is not None
+    assert f"#{request_id}" in deliveries[0].text and not deliveries[0].mention_contacts
+    assert request_row(database, request_id).status == "expired"
+    assert [e.kind for e in timeline(database)].count("containment.expired") == 1
+
+
+def test_expiry_reminder_of_decided_request_posts_nothing(database: Any) -> None:
+    from storage.models import Reminder
+
+    request_id = new_request(database, minutes=5)
+    approve(database, request_id)
+    assert _deliver_due(database, utcnow() + dt.timedelta(minutes=6)) == [None]
+    assert request_row(database, request_id).status == "approved"
+    with database.read_session() as session:
+        assert session.scalars(select(Reminder)).one().status == "cancelled"
