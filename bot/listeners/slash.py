@@ -204,17 +204,19 @@ def dispatch(
             log.exception("%s failed", inv.label)
             report_failure(inv, exc)
             reply = Reply(failure_text(inv, exc))
+        if reply is not None and not answer_in_ack:
+            inv.followups.insert(0, ("reply", lambda: reply))
+        if inv.followups:
+            # Queue the deferred work before acking, so a full pool is said in the ack.
+            try:
+                submit(inv, inv.label, lambda: None)
+            except Busy:
+                log.warning("background pool busy; refused follow-ups of %s", inv.label)
+                reply = Reply("The bot is busy right now; try again in a minute.")
         if answer_in_ack and reply is not None:
             ack(**reply.as_kwargs())
         else:
             ack()
-        if reply is not None and not answer_in_ack:
-            inv.followups.insert(0, ("reply", lambda: reply))
-        if inv.followups:
-            try:
-                submit(inv, inv.label, lambda: None)
-            except Busy:
-                log.warning("background pool busy; dropped follow-ups of %s", inv.label)
         return
 
     try:

@@ -402,3 +402,22 @@ def test_events_url_verification_handshake(bot):
     )
     assert response.status_code == 200
     assert response.json() == {"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}
+
+
+def test_full_background_pool_is_said_in_the_ack(bot):
+    import threading
+
+    from bot.background import Background
+
+    gate = threading.Event()
+    bot.runtime.background = Background(max_workers=1, max_pending=1)
+    bot.runtime.background.submit(gate.wait, description="blocker")
+    while bot.runtime.background.pending()[0].state != "running":
+        time.sleep(0.01)
+    bot.runtime.background.submit(lambda: None, description="queued")
+    try:
+        body = ack_json(bot.command("open Too busy"))
+        assert body["text"] == "The bot is busy right now; try again in a minute."
+    finally:
+        gate.set()
+        bot.runtime.background.shutdown(grace=2)
