@@ -421,3 +421,25 @@ def test_full_background_pool_is_said_in_the_ack(bot):
     finally:
         gate.set()
         bot.runtime.background.shutdown(grace=2)
+
+
+def test_channel_name_taken_gets_a_suffix(bot_factory):
+    bot = bot_factory({"slack": {"channel_per_incident": True}})
+    bot.slack.add_channel("C0TAKEN", name="inc-1-disk-full")
+    assert ack_json(bot.command("open Disk full")) == {}
+    created = bot.slack.wait_for("conversations.create", lambda c: c.ok)
+    assert created.args["name"] == "inc-1-disk-full-2"
+    bot.idle()
+    assert incident(bot).channel_id == created.response["channel"]["id"]
+
+
+def test_oversized_body_is_refused_before_bolt(bot):
+    import requests
+
+    response = requests.post(
+        f"{bot.url}/slack/events",
+        data=b"x" * (3 * 1024 * 1024),
+        timeout=10,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 413
