@@ -69,7 +69,8 @@ PERMANENT_ERRORS = {
     "not_authed",
 }
 MESSAGE_TEXT = 3_900
-UPKEEP_BATCH = 200  # incidents per upkeep transaction
+UPKEEP_BATCH = 100  # incidents per upkeep transaction
+UPKEEP_PAUSE = 0.05  # seconds between upkeep transactions
 
 AfterPost = Callable[["ReminderScheduler", dl.Delivery, str, str | None], None]
 _after_post: dict[str, list[AfterPost]] = {}
@@ -412,6 +413,9 @@ class ReminderScheduler:
                     )
                 if added < UPKEEP_BATCH:
                     break
+                # Let a claim waiting on SQLite's write lock in before the next batch (its
+                # busy handler sleeps and would keep losing the race for the lock).
+                time.sleep(UPKEEP_PAUSE)
         except Exception:
             log.exception("reminder upkeep failed; trying again next round")
         self.refresh_clock_cards()
