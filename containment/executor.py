@@ -161,8 +161,10 @@ def run_plan(
         except Exception as exc:  # an action bug must not hang the run
             return _failed(action.name, ctx, exc)
 
+    # When several steps are ready, start the one with the longest chain still behind it.
+    height = _heights(actions)
     running: dict[Future[StepResult], str] = {}
-    waiting = list(pending)
+    waiting = sorted(pending, key=lambda a: -height[a.name])
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="contain-step") as pool:
         while waiting or running:
             for action in list(waiting):
@@ -186,6 +188,19 @@ def run_plan(
                 results[name] = result
                 _emit(on_step, name, result.status, result)
     return {n: results[n] for n in names}
+
+
+def _heights(actions: list[Action]) -> dict[str, int]:
+    """Steps in the longest chain from each action to the end (itself included)."""
+    names = {a.name for a in actions}
+    height: dict[str, int] = {}
+    for action in reversed(actions):  # dependents come later in `actions`
+        after_it = [
+            height[b.name] for b in actions
+            if b.name in height and action.name in deps_within(b, names)
+        ]
+        height[action.name] = 1 + max(after_it, default=0)
+    return height
 
 
 def _ok(result: StepResult, ctx: ActionContext) -> bool:

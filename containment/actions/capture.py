@@ -152,16 +152,17 @@ def inspect_instance(target: Target, ctx: ActionContext) -> Facts:
         return found
 
     with ThreadPoolExecutor(max_workers=12, thread_name_prefix="capture") as pool:
+        # Heads of two-call chains first: their second calls can then overlap the rest.
         f_instance = pool.submit(describe)
         others: dict[str, Future[Any]] = {
+            "target_groups": pool.submit(target_groups),
+            "iam": pool.submit(iam_association),
+            "asg": pool.submit(autoscaling),
             "disable_api_termination": pool.submit(attribute, "disableApiTermination"),
             "shutdown_behavior": pool.submit(attribute, "instanceInitiatedShutdownBehavior"),
             "console": pool.submit(console),
             "screenshot": pool.submit(screenshot),
-            "iam": pool.submit(iam_association),
             "deny_profile": pool.submit(deny_profile),
-            "asg": pool.submit(autoscaling),
-            "target_groups": pool.submit(target_groups),
             "classic": pool.submit(classic_elbs),
         }
         instance = f_instance.result()
