@@ -80,7 +80,7 @@ class Env:
 def env(tmp_path: Path, fake_slack: FakeSlack) -> Iterator[Env]:
     with mock_aws():
         ec2 = boto3.client("ec2", "us-east-1")
-        image = ec2.describe_images()["Images"][0]["ImageId"]
+        image = "ami-12c6146b"  # one of moto's stock AMIs (listing them all costs seconds)
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
         subnet = ec2.create_subnet(
             VpcId=vpc, CidrBlock="10.0.1.0/24", AvailabilityZone="us-east-1a"
