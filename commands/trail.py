@@ -18,11 +18,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import ClientError
 from sqlalchemy.orm import Session
 
 from commands.errors import UserError
 from commands.incidents import find_open_for_resource, get_incident
 from containment.context import ActionContext
+from containment.errors import error_code
 from containment.targets import Target, kind_of
 from storage.db import Database
 from storage.models import Incident, utcnow
@@ -277,7 +279,15 @@ def run_trail(
         )
         for r in regions_for(resource_id, region)
     }
-    result = lookup(clients=clients, resource_id=resource_id, hours=hours, now=now)
+    try:
+        result = lookup(clients=clients, resource_id=resource_id, hours=hours, now=now)
+    except ClientError as exc:
+        if error_code(exc) in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+            raise UserError(
+                f"The bot may not read CloudTrail in {', '.join(clients)} "
+                "(cloudtrail:LookupEvents denied): grant it (see `incident-bot policy`)."
+            ) from None
+        raise
     with db.session() as session:
         incident = get_incident(session=session, key=key, for_update=True)
         record_lookup(session=session, incident=incident, result=result, actor=actor)

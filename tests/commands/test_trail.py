@@ -216,3 +216,24 @@ def test_needs_an_incident(database: Any) -> None:
             hours=1,
             actor="U1",
         )
+
+
+def test_access_denied_is_a_user_error(database: Any) -> None:
+    with database.session() as s:
+        open_incident(session=s, title="x", created_by="U1", resource_id=INSTANCE)
+
+    def hook(client: Any) -> None:
+        if client.meta.service_model.service_name == "cloudtrail":
+            stub = Stubber(client)
+            stub.add_client_error("lookup_events", "AccessDeniedException", "not authorized", 400)
+            stub.activate()
+
+    with pytest.raises(UserError, match=r"cloudtrail:LookupEvents denied"):
+        run_trail(
+            db=database,
+            ctx=ActionContext(incident_key="INC-1", client_hooks=(hook,)),
+            incident_key="INC-1",
+            resource_id=INSTANCE,
+            hours=1,
+            actor="U1",
+        )
