@@ -179,16 +179,42 @@ def _buttons(view: CardView) -> list[dict[str, Any]]:
     value = str(view.request_id)
     if view.status == "pending":
         return [
-            bk.button("Approve", APPROVE, value, style="primary"),
+            bk.button("Approve", APPROVE, value, style="primary", confirm=_confirm(view)),
             bk.button("Reject", REJECT, value, style="danger"),
         ]
     out = []
     if view.status in ("partial", "failed", "interrupted") and view.kind != "rollback":
         out.append(bk.button("Retry what is left", RETRY, value, style="primary"))
     finished = ("succeeded", "partial", "failed", "interrupted")
-    if view.status in finished and view.kind not in NO_ROLLBACK and not view.plan.get("engine"):
+    if (
+        view.status in finished
+        and view.kind not in NO_ROLLBACK
+        and not view.plan.get("engine")
+        and not view.dry_run  # a dry run changed nothing: nothing to roll back
+    ):
         out.append(bk.button("Roll back", ROLLBACK, value, style="danger"))
     return out
+
+
+def _confirm(view: CardView) -> dict[str, Any]:
+    """Slack's confirmation dialog before an Approve click counts."""
+    changing = sum(
+        1
+        for step in view.plan.get("steps", [])
+        for call in step.get("calls", [])
+        if isinstance(call, dict) and call.get("mutating", True)
+    )
+    what = "records what would happen (dry run)" if view.dry_run else "changes AWS now"
+    return {
+        "title": bk.plain("Approve?", 100),
+        "text": bk.plain(
+            f"Approving request #{view.request_id} {what}: {changing} changing API calls "
+            f"on {view.target_type} {view.target_id}.",
+            300,
+        ),
+        "confirm": bk.plain("Approve", 30),
+        "deny": bk.plain("Cancel", 30),
+    }
 
 
 def approval_card(view: CardView, *, now: dt.datetime | None = None) -> dict[str, Any]:

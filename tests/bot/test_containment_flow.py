@@ -559,6 +559,7 @@ def test_dry_run_changes_nothing(env: Env) -> None:
     row = wait_status(bot, request_id)
     assert row.status == "succeeded" and row.dry_run
     assert env.aws.mutating() == []
+    assert buttons(card_message(bot, row)) == {}  # nothing changed, nothing to roll back
     assert eni_groups(env.world) == before
     with bot.session() as session:
         assert session.scalars(select(Incident)).one().status == "open"
