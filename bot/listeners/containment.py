@@ -125,7 +125,6 @@ class ContainmentService:
         self._last_update: dict[int, float] = {}
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
-        self._first_sweep = True
 
     # -- AWS context ----------------------------------------------------------------------
 
