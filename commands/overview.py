@@ -1,8 +1,9 @@
 """What a responder needs at a glance per incident: pending approvals and the next deadline.
 
 Read-only; used by the incident card, `/incident status|list` and the App Home tab. These
-sit on the ack path of the busiest command, so each read is one Core statement (the pending
-approvals are correlated subqueries) and the row is wrapped, not turned into an ORM object.
+sit on the ack path of the busiest command, so each read is one prepared statement (the
+pending approvals are correlated subqueries; storage/fastread.py) and the row is wrapped,
+not turned into an ORM object.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
+from storage.db import Database
+from storage.fastread import prepared
 from storage.models import ContainmentRequest, Incident
 
 LIVE_STATUSES = ("open", "contained")
@@ -79,13 +82,15 @@ _BY_NUMBER = _WITH_PENDING.where(Incident.number == bindparam("number"))
 _BY_CHANNEL = _WITH_PENDING.where(
     Incident.channel_id == bindparam("channel_id"), Incident.thread_ts.is_(None)
 ).limit(1)
-_LIVE = _WITH_PENDING.where(Incident.status.in_(LIVE_STATUSES)).order_by(Incident.number)
+# or_ rather than in_: an IN list compiles to an expanding parameter a prepared read cannot bind.
+_LIVE = _WITH_PENDING.where(or_(*(Incident.status == s for s in LIVE_STATUSES))).order_by(
+    Incident.number
+)
 
 
-def _build(row: Any, gdpr_hours: float) -> IncidentOverview:
-    mapping = row._mapping
-    incident = IncidentRow(mapping)
-    return _assemble(incident, int(mapping["_pending"] or 0), mapping["_expires"], gdpr_hours)
+def _build(row: Mapping[str, Any], gdpr_hours: float) -> IncidentOverview:
+    incident = IncidentRow(row)
+    return _assemble(incident, int(row["_pending"] or 0), row["_expires"], gdpr_hours)
 
 
 def _assemble(
@@ -103,23 +108,23 @@ def _assemble(
 
 
 def overview_by_number(
-    *, conn: Connection | Session, number: int, gdpr_hours: float
+    *, database: Database, number: int, gdpr_hours: float
 ) -> IncidentOverview | None:
-    row = conn.execute(_BY_NUMBER, {"number": number}).first()
+    row = prepared(database.engine, _BY_NUMBER).first(number=number)
     return _build(row, gdpr_hours) if row is not None else None
 
 
 def overview_by_channel(
-    *, conn: Connection | Session, channel_id: str, gdpr_hours: float
+    *, database: Database, channel_id: str, gdpr_hours: float
 ) -> IncidentOverview | None:
     """The incident that owns a channel (channel_per_incident), as `find_by_channel` does."""
-    row = conn.execute(_BY_CHANNEL, {"channel_id": channel_id}).first()
+    row = prepared(database.engine, _BY_CHANNEL).first(channel_id=channel_id)
     return _build(row, gdpr_hours) if row is not None else None
 
 
-def live_overviews(*, conn: Connection | Session, gdpr_hours: float) -> list[IncidentOverview]:
+def live_overviews(*, database: Database, gdpr_hours: float) -> list[IncidentOverview]:
     """Every open or contained incident, oldest first."""
-    return [_build(row, gdpr_hours) for row in conn.execute(_LIVE)]
+    return [_build(row, gdpr_hours) for row in prepared(database.engine, _LIVE).all()]
 
 
 def overview(

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -52,8 +52,6 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        if mode is None:  # read_connection(): one statement is its own snapshot
-            return
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
@@ -68,7 +66,6 @@ class Database:
         reader = self.engine.execution_options(sqlite_begin="DEFERRED")
         self._reader = reader
         self._read = sessionmaker(reader, expire_on_commit=False)
-        self._single_reads = self.engine.execution_options(sqlite_begin=None)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -81,14 +78,6 @@ class Database:
         """A read-only transaction that never takes SQLite's write lock."""
         with self._read() as session, session.begin():
             yield session
-
-    @contextmanager
-    def read_connection(self) -> Iterator[Connection]:
-        """A Core connection for hot single-statement reads: no ORM session, and on SQLite no
-        BEGIN (each statement reads one consistent snapshot). Use read_session() when several
-        statements must see the same snapshot."""
-        with self._single_reads.connect() as conn:
-            yield conn
 
     def ping(self) -> bool:
         try:

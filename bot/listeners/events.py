@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 
 
 def publish_home(runtime: Runtime, user_id: str) -> None:
-    with runtime.database.read_connection() as conn:
-        views = live_overviews(conn=conn, gdpr_hours=runtime.config.deadlines.gdpr_hours)
+    views = live_overviews(
+        database=runtime.database, gdpr_hours=runtime.config.deadlines.gdpr_hours
+    )
     view = home_view(views, now=runtime.now())
     runtime.client.views_publish(user_id=user_id, view=view)
 

@@ -89,24 +89,27 @@ def open_cmd(inv: Invocation) -> Reply | None:
 @subcommand("list", usage="/incident list", summary="The open incidents.")
 def list_cmd(inv: Invocation) -> Reply:
     runtime = inv.runtime
-    with runtime.database.read_connection() as conn:
-        views = live_overviews(conn=conn, gdpr_hours=runtime.config.deadlines.gdpr_hours)
+    views = live_overviews(
+        database=runtime.database, gdpr_hours=runtime.config.deadlines.gdpr_hours
+    )
     text, blocks = list_reply(views, now=runtime.now())
     return Reply(text, blocks)
 
 
 @subcommand("status", usage="/incident status [INC-N]", summary="Where an incident stands.")
 def status_cmd(inv: Invocation) -> Reply:
-    # The busiest command: one Core statement, answered in the ack (see bench/ack.py).
+    # The busiest command: one prepared statement, answered in the ack (see bench/ack.py).
     runtime = inv.runtime
     gdpr_hours = runtime.config.deadlines.gdpr_hours
     first = inv.args.split(" ", 1)[0]
     number = svc.parse_key(first) if first else None
-    with runtime.database.read_connection() as conn:
-        if number is not None:
-            view = overview_by_number(conn=conn, number=number, gdpr_hours=gdpr_hours)
-        else:
-            view = overview_by_channel(conn=conn, channel_id=inv.channel_id, gdpr_hours=gdpr_hours)
+    database = runtime.database
+    if number is not None:
+        view = overview_by_number(database=database, number=number, gdpr_hours=gdpr_hours)
+    else:
+        view = overview_by_channel(
+            database=database, channel_id=inv.channel_id, gdpr_hours=gdpr_hours
+        )
     if view is None:
         # Let the canonical lookup phrase the answer (unknown key, or which incident?).
         _read(inv, example="/incident status INC-42")

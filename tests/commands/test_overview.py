@@ -1,0 +1,94 @@
+"""commands/overview.py: the status/list reads on the ack path, on SQLite and PostgreSQL.
+
+They run as prepared statements on raw DBAPI connections (storage/fastread.py), so these tests
+check they return what the ORM sees: aware UTC datetimes, booleans, pending approvals and the
+soonest deadline."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from commands.incidents import mark_personal_data, open_incident, set_status
+from commands.overview import live_overviews, overview, overview_by_channel, overview_by_number
+from storage.models import ContainmentRequest, Incident, utcnow
+
+
+def seed(database) -> None:
+    with database.session() as session:
+        first = open_incident(session=session, title="First <b>", created_by="U1", severity="high")
+        second = open_incident(session=session, title="Second", created_by="U2")
+        second.channel_id = "C0OWN"
+        third = open_incident(session=session, title="Done", created_by="U3")
+        set_status(session=session, incident=third, actor="U3", status="closed", summary="ok")
+        mark_personal_data(session=session, incident=first, actor="U1")
+        soon = utcnow() + dt.timedelta(minutes=10)
+        for expires in (soon, soon + dt.timedelta(minutes=5)):
+            session.add(
+                ContainmentRequest(
+                    incident_id=second.id,
+                    target_type="ec2_instance",
+                    target_id="i-1",
+                    requested_by="U2",
+                    expires_at=expires,
+                    status="pending",
+                )
+            )
+        session.add(
+            ContainmentRequest(
+                incident_id=second.id,
+                target_type="ec2_instance",
+                target_id="i-2",
+                requested_by="U2",
+                expires_at=soon - dt.timedelta(minutes=5),
+                status="rejected",
+            )
+        )
+
+
+def test_by_number_matches_the_orm(database):
+    seed(database)
+    view = overview_by_number(database=database, number=1, gdpr_hours=72)
+    with database.read_session() as session:
+        orm = session.get(Incident, 1)
+        expected = overview(session=session, incidents=[orm], gdpr_hours=72)[0]
+        for field in (
+            "key",
+            "title",
+            "severity",
+            "status",
+            "owner",
+            "created_at",
+            "aware_at",
+            "personal_data",
+            "is_drill",
+            "notified_at",
+        ):
+            assert getattr(view.incident, field) == getattr(orm, field), field
+    assert view.incident.created_at.tzinfo is not None
+    assert view.incident.personal_data is True and view.incident.is_drill is False
+    assert view.next_deadline == expected.next_deadline
+    assert view.next_deadline.what == "regulator notice"
+    assert overview_by_number(database=database, number=99, gdpr_hours=72) is None
+
+
+def test_pending_approvals_and_soonest_expiry(database):
+    seed(database)
+    view = overview_by_number(database=database, number=2, gdpr_hours=72)
+    assert view.pending_approvals == 2
+    assert view.next_deadline.what == "approval expires"
+    assert (
+        dt.timedelta(minutes=9) < view.next_deadline.due_at - utcnow() <= dt.timedelta(minutes=10)
+    )
+
+
+def test_by_channel_and_live_list(database):
+    seed(database)
+    assert (
+        overview_by_channel(database=database, channel_id="C0OWN", gdpr_hours=72).incident.key
+        == "INC-2"
+    )
+    assert overview_by_channel(database=database, channel_id="C0NONE", gdpr_hours=72) is None
+    assert [v.incident.key for v in live_overviews(database=database, gdpr_hours=72)] == [
+        "INC-1",
+        "INC-2",
+    ]
