@@ -34,7 +34,6 @@ from containment.tags import INCIDENT_TAG, tag_dict, tag_list
 from containment.targets import Target
 from storage.db import Database
 from storage.models import ContainmentRequest, Incident, utcnow
-from storage.timeline import append_event
 
 ENGINE = "forensics"
 TARGET_KIND = "clean_room"
@@ -386,6 +385,21 @@ def propose(
 # -- running -------------------------------------------------------------------------------
 
 
+def step_result(action: str, status: str, *, note: str | None = None, **extra: Any) -> dict:
+    """A step result dict as the approval executor records it."""
+    now = utcnow().isoformat()
+    return {
+        "action": action,
+        "status": status,
+        "note": note,
+        "started_at": now,
+        "finished_at": now,
+        "changes": {},
+        "evidence": {},
+        **extra,
+    }
+
+
 def _resource_note(event: Mapping[str, Any]) -> str:
     return f"{event.get('ResourceType')} {event.get('PhysicalResourceId') or ''}".strip()
 
@@ -501,22 +515,7 @@ class CleanRoomEngine:
                 raise RuntimeError(f"no running clean-room request for {stack}")
             return dict(request.plan)
 
-    def _result(
-        self, action: str, status: str, *, note: str | None = None, **extra: Any
-    ) -> dict[str, Any]:
-        now = utcnow().isoformat()
-        return {
-            "action": action,
-            "status": status,
-            "note": note,
-            "started_at": now,
-            "finished_at": now,
-            "changes": {},
-            "evidence": {},
-            **extra,
-        }
-
-    def _follow(
+    def follow(
         self,
         watcher: StackWatcher,
         on_step: StepCallback,
@@ -551,7 +550,7 @@ class CleanRoomEngine:
                         if failed
                         else None
                     )
-                    result = self._result(
+                    result = step_result(
                         step,
                         "failed" if failed else "succeeded",
                         note=_resource_note(event),
@@ -559,7 +558,7 @@ class CleanRoomEngine:
                     )
                     results[step] = result
                     on_step(step, "finished", result)
-            self._save_facts(incident_key, events=lines[-12:])
+            self.save_facts(incident_key, events=lines[-12:])
             stack = watcher.status()
             status = stack["StackStatus"]
             if status in _DONE or status in _FAILED:
@@ -576,7 +575,7 @@ class CleanRoomEngine:
         results: dict[str, dict[str, Any]] = {}
         on_step("create_stack", "started", None)
         if ctx.dry_run:
-            result = self._result(
+            result = step_result(
                 "create_stack", "succeeded", dry_run=True, note=f"dry run: would create {name}"
             )
             on_step("create_stack", "finished", result)
@@ -604,23 +603,23 @@ class CleanRoomEngine:
                 )["StackId"]
             else:
                 stack_id = found["StackId"]
-            self._save_facts(
+            self.save_facts(
                 ctx.incident_key,
                 stack_name=name,
                 stack_id=stack_id,
                 status="CREATE_IN_PROGRESS",
                 region=target.region,
             )
-            stack = self._follow(StackWatcher(cfn, stack_id), on_step, results, ctx.incident_key)
+            stack = self.follow(StackWatcher(cfn, stack_id), on_step, results, ctx.incident_key)
         except Exception as exc:
-            result = self._result("create_stack", "failed", error=error_record(exc))
+            result = step_result("create_stack", "failed", error=error_record(exc))
             on_step("create_stack", "finished", result)
-            self._save_facts(ctx.incident_key, status="FAILED", error=result["error"]["message"])
+            self.save_facts(ctx.incident_key, status="FAILED", error=result["error"]["message"])
             return [*[r for r in results.values() if r], result]
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         ok = stack["StackStatus"] == "CREATE_COMPLETE"
         volumes = [v for v in outputs.get("VolumeIds", "").split(",") if v.startswith("vol-")]
-        self._save_facts(
+        self.save_facts(
             ctx.incident_key,
             status=stack["StackStatus"],
             instance_id=outputs.get("InstanceId"),
@@ -628,7 +627,7 @@ class CleanRoomEngine:
             volume_ids=volumes,
             reason=stack.get("StackStatusReason"),
         )
-        result = self._result(
+        result = step_result(
             "create_stack",
             "succeeded" if ok else "failed",
             note=(
@@ -675,7 +674,7 @@ class CleanRoomEngine:
         on_step("delete_stack", "finished", result)
         return [result]
 
-    def _save_facts(self, incident_key: str, **values: Any) -> None:
+    def save_facts(self, incident_key: str, **values: Any) -> None:
         with self.database.session() as session:
             incident = get_incident(session=session, key=incident_key)
             facts = dict(incident.facts or {})
@@ -703,10 +702,10 @@ def delete_clean_room(
     try:
         stack = cfn.describe_stacks(StackName=stack_id)["Stacks"][0]
         if stack["StackStatus"] == "DELETE_COMPLETE":
-            return engine._result(action, "skipped", note="already deleted")
+            return step_result(action, "skipped", note="already deleted")
         check_owned(stack, ctx.incident_key)
         if ctx.dry_run:
-            return engine._result(
+            return step_result(
                 action,
                 "succeeded",
                 dry_run=True,
@@ -715,19 +714,19 @@ def delete_clean_room(
         watcher = StackWatcher(cfn, stack["StackId"])
         watcher.prime()
         cfn.delete_stack(StackName=stack_id)
-        engine._save_facts(ctx.incident_key, status="DELETE_IN_PROGRESS")
+        engine.save_facts(ctx.incident_key, status="DELETE_IN_PROGRESS")
         results: dict[str, dict[str, Any]] = {}
-        final = engine._follow(watcher, on_step or (lambda *a: None), results, ctx.incident_key)
+        final = engine.follow(watcher, on_step or (lambda *a: None), results, ctx.incident_key)
     except UserError as exc:
-        return engine._result(
+        return step_result(
             action, "failed", error={"code": "NotOwned", "message": exc.message, "kind": "error"}
         )
     except Exception as exc:
-        return engine._result(action, "failed", error=error_record(exc))
+        return step_result(action, "failed", error=error_record(exc))
     status = final["StackStatus"]
-    engine._save_facts(ctx.incident_key, status=status, deleted_at=utcnow().isoformat())
+    engine.save_facts(ctx.incident_key, status=status, deleted_at=utcnow().isoformat())
     if status != "DELETE_COMPLETE":
-        return engine._result(
+        return step_result(
             action,
             "failed",
             error={
@@ -737,14 +736,8 @@ def delete_clean_room(
                 "operation": "DeleteStack",
             },
         )
-    return engine._result(
+    return step_result(
         action, "succeeded", note=f"deleted {final['StackName']}", changes={"deleted": stack_id}
-    )
-
-
-def record_note(*, session: Session, incident: Incident, actor: str, text: str) -> None:
-    append_event(
-        session=session, incident=incident, actor=actor, kind="forensics.note", summary=text
     )
 
 

@@ -342,7 +342,7 @@ def test_stack_events_become_steps(database: Any) -> None:
     calls: list[tuple[str, str, str | None]] = []
     engine = CleanRoomEngine(database=database, poll_seconds=0)
     with stub:
-        final = engine._follow(
+        final = engine.follow(
             StackWatcher(cfn, sid),
             lambda action, phase, result: calls.append(
                 (action, phase, (result or {}).get("status"))
