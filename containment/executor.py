@@ -180,6 +180,10 @@ def run_plan(
                     continue
                 running[pool.submit(run_one, action)] = action.name
             if not running:
+                if waiting and all(
+                    any(d not in results for d in deps_within(a, names)) for a in waiting
+                ):
+                    raise RuntimeError(f"steps can never start: {[a.name for a in waiting]}")
                 continue  # blocked steps may have unblocked (or blocked) others
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
