@@ -16,7 +16,11 @@ from containment.targets import Target
 
 def _plan(target: Target, facts: Facts) -> tuple[str, dict[str, Any], bool] | None:
     group = facts.get("asg")
-    if not group or group["lifecycle_state"] in ("Standby", "Detached"):
+    if not group:
+        return None
+    state = group["lifecycle_state"]
+    # Already out of the group's hands, or being terminated (nothing here can stop that).
+    if state.startswith(("Standby", "EnteringStandby", "Detach", "Terminat")):
         return None
     # Decrementing below MinSize is refused; then a replacement is launched (and recorded).
     decrement = group["desired"] - 1 >= group["min"]
