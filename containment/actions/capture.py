@@ -74,7 +74,16 @@ def inspect_instance(target: Target, ctx: ActionContext) -> Facts:
         return ec2.describe_instance_attribute(InstanceId=iid, Attribute=name)[key]["Value"]
 
     def console() -> str:
-        out = ec2.get_console_output(InstanceId=iid, Latest=True).get("Output") or ""
+        try:
+            out = ec2.get_console_output(InstanceId=iid, Latest=True).get("Output") or ""
+        except ClientError as exc:
+            # `Latest` is for Nitro instances only; elsewhere take the buffered output.
+            optional_errors["console_latest"] = error_record(exc)
+            try:
+                out = ec2.get_console_output(InstanceId=iid).get("Output") or ""
+            except ClientError as again:
+                optional_errors["console_output"] = error_record(again)
+                return ""
         try:
             return base64.b64decode(out).decode("utf-8", "replace")
         except ValueError:
