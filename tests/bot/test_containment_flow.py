@@ -27,6 +27,7 @@ from bot.http import build_wsgi_app
 from bot.listeners.containment import HOOKS_KEY, SNS_KEY, SWEEP_KEY, propose, service
 from commands.approvals import decide
 from storage.models import ActionStep, ContainmentRequest, Incident, TimelineEvent, utcnow
+from storage.timeline import verify_chain
 from tests.bot.conftest import (
     SECRET,
     BotUnderTest,
@@ -308,6 +309,8 @@ def test_contain_to_isolated_instance(env: Env) -> None:
     assert any("<!subteam^S0SECURITY>" in c.args["text"] and "security@example.com"
                in c.args["text"] for c in thread)
     assert any(e.kind == "contacts.notified" for e in timeline(bot))
+    with bot.session() as session:  # every event went through the hash chain
+        assert verify_chain(conn=session, incident=session.scalars(select(Incident)).one()).ok
 
 
 # -- who may decide --------------------------------------------------------------------------
