@@ -99,6 +99,12 @@ def request_containment(
     reads AWS. GuardDuty's repeated findings and double-typed commands land on the same
     request instead of asking twice.
     """
+    if session.get_bind().dialect.name != "sqlite":
+        # Serialise requesters per incident (SQLite's BEGIN IMMEDIATE already does), so two
+        # concurrent requests for one target cannot both miss each other below.
+        session.execute(
+            select(Incident.id).where(Incident.id == incident.id).with_for_update()
+        ).one()
     if kind in ("contain", "retry"):
         existing = live_request_for(session=session, target_id=target.resource_id)
         if existing is not None:

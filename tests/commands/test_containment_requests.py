@@ -438,3 +438,26 @@ def test_expiry_reminder_of_decided_request_posts_nothing(database: Any) -> None
     assert request_row(database, request_id).status == "approved"
     with database.read_session() as session:
         assert session.scalars(select(Reminder)).one().status == "cancelled"
+
+
+def test_concurrent_requests_for_one_target_make_one_request(database: Any) -> None:
+    with database.session() as session:
+        open_incident(session=session, title="C2", created_by="W111", resource_id=INSTANCE)
+    target = parse_target(INSTANCE, region="us-east-1")
+    plan = FakeEngine().plan(target=target, ctx=ActionContext(incident_key="INC-1"))
+    barrier = threading.Barrier(10)
+
+    def ask(i: int) -> tuple[int, bool]:
+        barrier.wait()
+        with database.session() as session:
+            created = request_containment(
+                session=session, incident=session.scalars(select(Incident)).one(),
+                target=target, plan=plan, requested_by=f"W{i}",
+                expire_after=dt.timedelta(minutes=30),
+            )
+            return created.request.id, created.created
+
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(ask, range(10)))
+    assert len({rid for rid, _ in results}) == 1
+    assert [created for _, created in results].count(True) == 1
