@@ -94,9 +94,9 @@ class Background:
             result = job.fn()
         except BaseException as exc:  # reported, never swallowed
             job.error = exc
-            self._finish(job, "failed")
             log.exception("background job failed: %s", job.description)
-            _call_hook(job.on_error, job, exc)
+            _call_hook(job.on_error, job, exc)  # before _finish: idle means reported
+            self._finish(job, "failed")
             return None
         self._finish(job, "done")
         return result

@@ -76,6 +76,9 @@ def gunicorn_options(*, host: str, port: int, workers: int) -> dict[str, Any]:
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "incident-bot",
+        # gunicorn 27's runtime control socket lives at one path per user: several bots (or a
+        # bot and a benchmark floor) on one host would fight over it, and we do not use it.
+        "control_socket_disable": True,
     }
 
 

@@ -87,7 +87,7 @@ def start_bot(tmp_path: Path, slack: FakeSlack, *extra_env: tuple[str, str]) -> 
         try:
             if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or the worker still booting
             pass
         time.sleep(0.1)
     else:
