@@ -73,6 +73,18 @@ def post_new_incident(runtime: Runtime, key: str, *, opener: str, fallback_chann
     if cfg.channel_per_incident:
         channel_id = _create_channel(runtime, incident)
         created_channel = True
+        # Record the channel at once: if anything below fails, the incident still knows it.
+        with runtime.database.session() as session:
+            target = get_incident(session=session, key=key)
+            target.channel_id = channel_id
+            append_event(
+                session=session,
+                incident=target,
+                actor="system",
+                kind="slack.channel_created",
+                summary=f"Channel {channel_name(incident)} created ({channel_id})",
+                details={"channel": channel_id},
+            )
         if opener and bk.user(opener).startswith("<@"):
             try:
                 client.conversations_invite(channel=channel_id, users=opener)
@@ -107,7 +119,7 @@ def post_new_incident(runtime: Runtime, key: str, *, opener: str, fallback_chann
             thread_ts=thread_ts,
             **bk.message(
                 f"Updates on {key} land in this thread. Opened by {bk.user(opener)}. "
-                f"`/incident note {key} <text>` adds to the timeline."
+                f"`/incident note {key} &lt;text&gt;` adds to the timeline."
             ),
         )
     elif cfg.incident_channel and cfg.incident_channel != result.channel_id:

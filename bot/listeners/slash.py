@@ -8,7 +8,8 @@ taking an `Invocation` and returning a `Reply` (or None). Two modes:
 * background (anything that writes, calls Slack or AWS): the ack goes out empty at once and
   the function runs in `runtime.background`. Its reply is sent through `response_url`.
 
-Errors are never swallowed: a `UserError` becomes an ephemeral one-sentence answer; anything
+Errors are never swallowed: a `UserError` becomes an ephemeral one-sentence answer (escaped
+for mrkdwn: it may quote what the user typed); anything
 else is logged, answered ephemerally ("... failed: ...") and, when the incident is known
 (`inv.incident_key`), written to that incident's timeline as a `bot.error` event. A job cut
 short by shutdown says so to the user and on the timeline (`bot.interrupted`).
@@ -199,7 +200,7 @@ def dispatch(
         try:
             reply = handler(inv)
         except UserError as exc:
-            reply = Reply(exc.message)
+            reply = Reply(bk.esc(exc.message))
         except Exception as exc:
             log.exception("%s failed", inv.label)
             report_failure(inv, exc)
@@ -246,7 +247,7 @@ def submit(inv: Invocation, description: str, fn: Callable[[], Reply | None]) ->
             try:
                 inv.send(step())
             except UserError as exc:
-                inv.send(Reply(exc.message))
+                inv.send(Reply(bk.esc(exc.message)))
                 return
             steps.extend(f for _, f in inv.followups)
             inv.followups.clear()

@@ -167,7 +167,7 @@ def list_reply(
 ) -> tuple[str, list[dict[str, Any]]]:
     if not views:
         return "No open incidents.", [
-            bk.section("No open incidents. `/incident open <title>` starts one.")
+            bk.section("No open incidents. `/incident open &lt;title&gt;` starts one.")
         ]
     lines = []
     for view in views[:limit]:

@@ -21,7 +21,9 @@ def home_view(views: Sequence[IncidentOverview], *, now: dt.datetime) -> dict[st
         bk.divider(),
     ]
     if not views:
-        blocks.append(bk.section("Nothing open. `/incident open <title>` starts an incident."))
+        blocks.append(
+            bk.section("Nothing open. `/incident open &lt;title&gt;` starts an incident.")
+        )
     # Most urgent first: critical before low, then the soonest deadline, then the oldest.
     rank = {"critical": 0, "high": 1, "medium": 2, "low": 3}
     far = dt.datetime.max.replace(tzinfo=dt.UTC)
