@@ -20,7 +20,6 @@ import logging
 import re
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -121,7 +120,8 @@ class ContainmentService:
             # containment.flow_logs: true adds the optional flow-logs step to every plan.
             include=("flow_logs",) if runtime.config.containment.flow_logs else (),
         )
-        self._card_locks: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
+        self._card_locks: dict[int, threading.Lock] = {}
         self._last_update: dict[int, float] = {}
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -261,6 +261,12 @@ class ContainmentService:
                 done = {r["action"] for r in previous if _done(r)}
                 steps = [s for s in parent.plan.get("steps", []) if s["action"] not in done]
                 plan = {**parent.plan, "steps": steps}
+        if kind == "retry" and not plan.get("engine"):
+            # Re-plan from fresh facts: a half-done step needs fewer calls than first listed.
+            ctx = self._context(key, dry_run=dry_run)
+            fresh = self.engine.plan(target=target, ctx=ctx)
+            left = {s["action"] for s in plan["steps"]}
+            plan = {**plan, "steps": [s for s in fresh["steps"] if s["action"] in left]}
         if kind == "rollback":
             ctx = self._context(key, dry_run=dry_run)
             plan = self.engine.plan_rollback(target=target, ctx=ctx, previous=previous)
@@ -306,12 +312,17 @@ class ContainmentService:
     def card_view(self, request_id: int) -> tuple[CardView, str | None, str | None]:
         return load_card(self.runtime.database, request_id)
 
+    def _card_lock(self, request_id: int) -> threading.Lock:
+        """One lock per card, so its updates never overtake each other."""
+        with self._locks_guard:
+            return self._card_locks.setdefault(request_id, threading.Lock())
+
     def post_card(self, request_id: int, *, channel_id: str | None) -> tuple[str, str]:
         view, _, _ = self.card_view(request_id)
         channel = channel_id or self.runtime.config.slack.incident_channel
         if not channel:
             raise UserError("No channel to post the approval card in: set slack.incident_channel.")
-        with self._card_locks[request_id]:
+        with self._card_lock(request_id):
             posted = self.runtime.client.chat_postMessage(
                 channel=channel, **approval_card(view, now=self.runtime.now())
             )
@@ -324,7 +335,7 @@ class ContainmentService:
 
     def refresh_card(self, request_id: int) -> None:
         """chat.update the card from the database; never faster than once a second."""
-        with self._card_locks[request_id]:
+        with self._card_lock(request_id):
             wait = self._last_update.get(request_id, -1e9) + CARD_INTERVAL - time.monotonic()
             if wait > 0:
                 time.sleep(wait)

@@ -10,7 +10,7 @@ timeline records what would have been.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -136,11 +136,3 @@ def usergroup_mention(group: str | None) -> str:
     if not group:
         return ""
     return f"<!subteam^{group}>"
-
-
-def mention_text(contacts: ContactOptions | None, notice: Notice) -> str | None:
-    """The Slack message for the user-group contact, or None when none is configured."""
-    if contacts is None or not contacts.slack_usergroup:
-        return None
-    parts: Sequence[str] = (usergroup_mention(contacts.slack_usergroup), notice.body)
-    return " ".join(p for p in parts if p)
