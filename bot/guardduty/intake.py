@@ -1,15 +1,23 @@
 """Record normalised findings and hand the results to the card publisher.
 
-Shared by the HTTP route, trusted-bot channel messages and polling. The findings are stored
-(one transaction for the whole delivery) before this returns, so the sender's 200 means the
-findings are durable; Slack work happens afterwards on the publisher's thread.
+Shared by the HTTP route, trusted-bot channel messages and polling. A delivery's findings
+are stored before `intake` returns, so the sender's 200 means they are durable; Slack work
+happens afterwards on the publisher's thread.
+
+Group commit: concurrent deliveries in one process are written together. Each caller queues
+its findings and waits; one writer thread takes everything queued and records it in a single
+transaction (a storm of 20 concurrent senders costs one transaction, one timeline append
+and one card-facts refresh per incident per batch, not per delivery). If a batch fails, each
+delivery in it is retried alone, so one delivery's failure is only ever its own.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -24,27 +32,125 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 3  # a concurrent first insert (PostgreSQL) or a lock timeout (SQLite) is retried
+MAX_BATCH = 1000  # findings per transaction
+WAIT_SECONDS = 60.0  # how long a delivery waits for its batch before giving up
+WRITER_KEY = "guardduty.writer"
+_create_lock = threading.Lock()
 
 
 def intake(runtime: Runtime, findings: Sequence[NormalizedFinding]) -> list[Ingested]:
+    """Record the findings (durably, before returning) and queue their Slack work."""
     if not findings:
         return []
-    config = runtime.config
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            with runtime.database.session() as session:
-                results = record_findings(
-                    session=session,
-                    findings=findings,
-                    min_severity=config.guardduty.min_severity,
-                    channel_id=config.slack.incident_channel,
-                    now=runtime.now(),
-                )
-            break
-        except (IntegrityError, OperationalError) as exc:
-            if attempt == ATTEMPTS:
-                raise
-            log.warning("recording findings failed (%s); retrying", type(exc).__name__)
-            time.sleep(0.05 * attempt)
+    results = writer_for(runtime).record(list(findings))
     publisher_for(runtime).submit(results)
     return results
+
+
+def writer_for(runtime: Runtime) -> BatchWriter:
+    with _create_lock:
+        writer = runtime.extras.get(WRITER_KEY)
+        if writer is None:
+            writer = runtime.extras[WRITER_KEY] = BatchWriter(runtime)
+            runtime.on_shutdown(writer.stop)
+        return writer
+
+
+class BatchWriter:
+    """One writer thread per process; see the module docstring."""
+
+    def __init__(self, runtime: Runtime, *, max_batch: int = MAX_BATCH) -> None:
+        self.runtime = runtime
+        self.max_batch = max_batch
+        self._cond = threading.Condition()
+        self._queue: list[tuple[list[NormalizedFinding], Future[list[Ingested]]]] = []
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self.batches = 0
+        self.findings = 0
+        self.write_seconds = 0.0
+
+    def record(self, findings: list[NormalizedFinding]) -> list[Ingested]:
+        future: Future[list[Ingested]] = Future()
+        with self._cond:
+            if self._stopped:
+                return self._write(findings)  # shutting down: write inline
+            self._queue.append((findings, future))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="guardduty-writer", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        return future.result(timeout=WAIT_SECONDS)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(10)
+        if self.batches:
+            log.info(
+                "guardduty writer: %d findings in %d batches, %.2f s writing",
+                self.findings,
+                self.batches,
+                self.write_seconds,
+            )
+
+    def _take(self) -> list[tuple[list[NormalizedFinding], Future[list[Ingested]]]]:
+        with self._cond:
+            while not self._queue and not self._stopped:
+                self._cond.wait()
+            taken, size = [], 0
+            while self._queue and (not taken or size + len(self._queue[0][0]) <= self.max_batch):
+                item = self._queue.pop(0)
+                taken.append(item)
+                size += len(item[0])
+            return taken
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if not batch:
+                return  # stopped and drained
+            self.batches += 1
+            flat = [f for findings, _ in batch for f in findings]
+            self.findings += len(flat)
+            started = time.perf_counter()
+            try:
+                results = self._write(flat)
+            except Exception:
+                # Retry each delivery alone: a failure belongs to its own delivery only.
+                for findings, future in batch:
+                    try:
+                        future.set_result(self._write(findings))
+                    except Exception as exc:
+                        future.set_exception(exc)
+                continue
+            finally:
+                self.write_seconds += time.perf_counter() - started
+            at = 0
+            for findings, future in batch:
+                future.set_result(results[at : at + len(findings)])
+                at += len(findings)
+
+    def _write(self, findings: list[NormalizedFinding]) -> list[Ingested]:
+        config = self.runtime.config
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                with self.runtime.database.session() as session:
+                    return record_findings(
+                        session=session,
+                        findings=findings,
+                        min_severity=config.guardduty.min_severity,
+                        channel_id=config.slack.incident_channel,
+                        now=self.runtime.now(),
+                        defer_repeats=True,  # the publisher syncs before each card write
+                    )
+            except (IntegrityError, OperationalError) as exc:
+                if attempt == ATTEMPTS:
+                    raise
+                log.warning("recording findings failed (%s); retrying", type(exc).__name__)
+                time.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")

@@ -30,10 +30,10 @@ from sqlalchemy import select
 
 from bot.guardduty.cards import add_to_card
 from bot.views import blocks as bk
-from commands.findings.ingest import ACTOR, Ingested
+from commands.findings.ingest import ACTOR, Ingested, sync_incident
 from commands.findings.normalize import NormalizedFinding, normalize_finding
 from commands.findings.tags import read_resource_tags, store_resource_tags
-from storage.models import Finding, Incident
+from storage.models import Cursor, Finding, Incident
 from storage.timeline import append_event
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ PERMANENT_ERRORS = {
     "cant_update_message",
 }
 CLIENT_FACTORY_KEY = "guardduty.client_factory"  # runtime.extras: (service, region) -> client
+CARD_CURSOR = "guardduty.card_written:"  # + incident id: when its card was last written
 PROPOSE_KEY = "guardduty.propose"  # runtime.extras: False disables automatic proposals
 
 
@@ -95,7 +96,8 @@ class CardPublisher:
         self._queued: set[int] = set()
         self._dirty: set[int] = set()
         self._joined: dict[int, list[str]] = {}
-        self._last_write: dict[int, float] = {}
+        self._due: dict[int, float] = {}  # earliest next update of each stale card
+        self._clients: dict[tuple[str, str | None], Any] = {}  # the worker thread's only
         self._busy = False
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -165,6 +167,17 @@ class CardPublisher:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        stats = self.stats
+        if stats.posts or stats.updates:
+            log.info(
+                "guardduty cards: %d posted, %d updated, %d thread replies, %d rate-limited, "
+                "%d failed",
+                stats.posts,
+                stats.updates,
+                stats.thread_replies,
+                stats.rate_limited,
+                stats.failures,
+            )
 
     # -- the worker -------------------------------------------------------------------------
 
@@ -201,18 +214,14 @@ class CardPublisher:
         for incident_id in sorted(self._dirty):
             if incident_id in self._queued:
                 continue  # its post will render the latest state
-            if now - self._last_write.get(incident_id, -1e18) >= self.update_interval:
+            if now >= self._due.get(incident_id, -1e18):
                 self._dirty.discard(incident_id)
                 return "update", incident_id
         return None
 
     def _wait_time(self) -> float:
         """Seconds until the next stale card may be updated (at most 1 s, to notice stop)."""
-        due = [
-            self._last_write.get(i, -1e18) + self.update_interval
-            for i in self._dirty
-            if i not in self._queued
-        ]
+        due = [self._due.get(i, -1e18) for i in self._dirty if i not in self._queued]
         if not due:
             return 1.0
         return max(0.01, min(1.0, min(due) - self.clock()))
@@ -232,6 +241,7 @@ class CardPublisher:
                 database=self.runtime.database, incident_id=incident_id, tags=tags, source=source
             )
         channel = self._channel(incident)
+        self._sync(incident_id)
         card = self._render(key)
         posted = self._call("chat_postMessage", channel=channel, **card)
         if posted is None:
@@ -242,6 +252,7 @@ class CardPublisher:
             incident.channel_id = str(posted["channel"])
             incident.card_ts = str(posted["ts"])
             incident.thread_ts = str(posted["ts"])
+            _set_cursor(session, f"{CARD_CURSOR}{incident_id}", self.runtime.now().timestamp())
             append_event(
                 session=session,
                 incident=incident,
@@ -252,27 +263,37 @@ class CardPublisher:
             )
         self.stats.posts += 1
         with self._cond:
-            self._last_write[incident_id] = self.clock()
+            self._wrote(incident_id)
             self._joined.pop(incident_id, None)  # the card shows them
         self._propose(incident_id, key, finding)
 
     def _update(self, incident_id: int) -> None:
-        with self._cond:
-            joined = self._joined.pop(incident_id, [])
-            quiet = self.clock() - self._last_write.get(incident_id, -1e18) >= self.join_quiet
         with self.runtime.database.read_session() as session:
             incident = session.get(Incident, incident_id)
-            if incident is None or not (incident.channel_id and incident.card_ts):
+            if incident is None or incident.status == "closed":
+                return
+            if not (incident.channel_id and incident.card_ts):
+                # Another process opened it and has not posted the card yet: look again.
+                self._later(incident_id, self.update_interval)
                 return
             channel, ts, key = incident.channel_id, incident.card_ts, incident.key
-            types = _finding_types(session, joined) if joined and quiet else []
+        wait, silent_for = self._claim_update(incident_id)
+        if wait > 0:
+            self._later(incident_id, wait)
+            return
+        with self._cond:
+            joined = self._joined.pop(incident_id, [])
+        quiet = silent_for >= self.join_quiet
+        self._sync(incident_id)
         with _card_lock(key):
             card = self._render(key)
             self._call("chat_update", channel=channel, ts=ts, **card)
         self.stats.updates += 1
         with self._cond:
-            self._last_write[incident_id] = self.clock()
-        if types:
+            self._wrote(incident_id)
+        if joined and quiet:
+            with self.runtime.database.read_session() as session:
+                types = _finding_types(session, joined)
             listed = ", ".join(f"`{bk.esc_cut(t, 150)}`" for t in types[:10])
             self._call(
                 "chat_postMessage",
@@ -281,6 +302,45 @@ class CardPublisher:
                 **bk.message(f"New GuardDuty finding(s) joined {key}: {listed}"),
             )
             self.stats.thread_replies += 1
+
+    def _wrote(self, incident_id: int) -> None:
+        """Under the lock: a post or update of this card just happened."""
+        now = self.clock()
+        self._due[incident_id] = now + self.update_interval
+
+    def _later(self, incident_id: int, wait: float) -> None:
+        with self._cond:
+            self._dirty.add(incident_id)
+            self._due[incident_id] = self.clock() + wait
+            self._cond.notify_all()
+
+    def _claim_update(self, incident_id: int) -> tuple[float, float]:
+        """(seconds to wait, 0 meaning "update now"; seconds the card has been silent).
+
+        The last write time lives in the database, so several processes (gunicorn workers,
+        replicas) together still update a card at most once per interval, and agree on how
+        long it has been quiet.
+        """
+        name = f"{CARD_CURSOR}{incident_id}"
+        now = self.runtime.now().timestamp()
+        with self.runtime.database.session() as session:
+            row = session.get(Cursor, name, with_for_update=True)
+            if row is None:
+                session.add(Cursor(name=name, value=repr(now)))
+                return 0.0, float("inf")
+            last = float(row.value)
+            wait = last + self.update_interval - now
+            if wait > 0:
+                return wait, now - last
+            row.value = repr(now)
+            return 0.0, now - last
+
+    def _sync(self, incident_id: int) -> None:
+        """Fold the repeats recorded since the last card write into facts and timeline."""
+        with self.runtime.database.session() as session:
+            incident = session.get(Incident, incident_id)
+            if incident is not None:
+                sync_incident(session=session, incident=incident)
 
     def _render(self, key: str) -> dict[str, Any]:
         from bot.listeners.incident_posts import render_card
@@ -295,10 +355,18 @@ class CardPublisher:
         return channel
 
     def _client_for(self, service: str, region: str | None) -> Any:
-        factory = self.runtime.extras.get(CLIENT_FACTORY_KEY)
-        if factory is not None:
-            return factory(service, region)
-        return boto3.client(service, region_name=region)
+        """One client per service and region: creating a boto3 client costs milliseconds."""
+        key = (service, region)
+        client = self._clients.get(key)
+        if client is None:
+            factory = self.runtime.extras.get(CLIENT_FACTORY_KEY)
+            client = (
+                factory(service, region)
+                if factory is not None
+                else boto3.client(service, region_name=region)
+            )
+            self._clients[key] = client
+        return client
 
     def _propose(self, incident_id: int, key: str, finding: NormalizedFinding | None) -> None:
         """Ask for containment of a high/critical, real finding's instance or access key."""
@@ -351,6 +419,14 @@ class CardPublisher:
                     raise
                 self.sleep(min(30.0, 0.5 * attempt))
         return None
+
+
+def _set_cursor(session: Any, name: str, value: float) -> None:
+    row = session.get(Cursor, name)
+    if row is None:
+        session.add(Cursor(name=name, value=repr(value)))
+    else:
+        row.value = repr(value)
 
 
 def _retry_after(headers: Any) -> float:

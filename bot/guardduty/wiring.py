@@ -85,7 +85,6 @@ def register(app: IncidentBotApp) -> None:
         handle_message(runtime, event)
 
 
-
 def start(runtime: Runtime) -> None:
     """In a serving process: post cards a restart left unposted, and start polling."""
     publisher = publisher_for(runtime)

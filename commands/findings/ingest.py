@@ -10,9 +10,15 @@ Every finding is recorded, upserted by its GuardDuty id. What happens next:
   severity when the finding's band is higher).
 
 The caller owns the transaction: `record_findings` runs inside one `Database.session()`, so a
-batch is stored whole or not at all. Timeline events are appended per incident at the end of
-the batch, one per finding, so a storm of repeats costs one timeline event per finding per
-batch, not one per delivery.
+batch is stored whole or not at all.
+
+Repeats are the bulk of an alert storm, so they take a lean path: the stored counters are
+read for the whole batch in one query and written back with one executemany UPDATE, without
+building ORM objects. Their effect on the incident (the card's facts and a `finding.repeat`
+timeline event summarising which counts grew) is applied by `sync_incident`: at the end of
+the batch, or, with `defer_repeats=True`, later by whoever renders the card (the bot does it
+right before each card update, so a storm costs one such event per incident per card
+update rather than one per delivery).
 """
 
 from __future__ import annotations
@@ -24,19 +30,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
 from commands.findings.errors import BadFinding
 from commands.findings.normalize import NormalizedFinding, normalize_finding, severity_band
 from commands.incidents import find_open_for_resource, open_incident, set_severity
 from storage.models import SEVERITIES, Finding, Incident, utcnow
-from storage.timeline import NewEvent, append_events
+from storage.timeline import NewEvent, append_event, append_events
 
 log = logging.getLogger(__name__)
 
 ACTOR = "guardduty"
 FACT_FINDINGS = 10  # findings listed on a card
+COUNTED_FINDINGS = 500  # per-finding counts kept in the facts, to tell what grew
 _NETWORK_FACTS = (
     "public_ips",
     "remote_ip",
@@ -64,6 +71,23 @@ class Ingested:
         return self.incident_id is not None and self.outcome in ("opened", "joined", "repeat")
 
 
+@dataclass(slots=True)
+class _Stored:
+    """The columns of a stored finding that merging needs, without an ORM object."""
+
+    pk: int | None
+    count: int
+    last_seen: dt.datetime | None
+    updated_at: dt.datetime | None
+    severity: float
+    archived: bool
+    resource_id: str | None
+    incident_id: int | None
+    incident_number: int | None
+    row: Finding | None = None  # set when this batch works on the ORM object instead
+    changed: dict[str, Any] | None = None  # columns to write back with the bulk UPDATE
+
+
 def eligible(finding: NormalizedFinding, *, min_severity: float) -> bool:
     """Whether a finding may open or join an incident."""
     return not finding.archived and finding.severity >= min_severity
@@ -76,154 +100,94 @@ def record_findings(
     min_severity: float,
     channel_id: str | None = None,
     now: dt.datetime | None = None,
+    defer_repeats: bool = False,
 ) -> list[Ingested]:
     """Record a batch of findings in the caller's transaction; see the module docstring."""
     received = now or utcnow()
     _lock_keys(session, findings)
-    pending: dict[int, tuple[Incident, dict[str, NewEvent]]] = {}
+    known = _stored(session, {f.id for f in findings})
+    pending: dict[int, tuple[Incident, list[NewEvent]]] = {}
     results: list[Ingested] = []
     for finding in findings:
-        result = _record_one(
-            session,
-            finding,
-            min_severity=min_severity,
-            channel_id=channel_id,
-            received=received,
-            pending=pending,
-        )
-        results.append(result)
+        stored = known.get(finding.id)
+        if stored is None:
+            row = _new_row(finding, received)
+            session.add(row)
+            known[finding.id] = _Stored(
+                None,
+                row.count,
+                row.last_seen,
+                row.updated_at,
+                row.severity,
+                row.archived,
+                row.resource_id,
+                None,
+                None,
+                row=row,
+            )
+            if eligible(finding, min_severity=min_severity):
+                results.append(_attach(session, known[finding.id], finding, channel_id, pending))
+            else:
+                log.debug("recorded finding %s (archived or below min severity)", finding.id)
+                results.append(Ingested(finding.id, "recorded", finding.resource_id))
+            continue
+        if not _merge(stored, finding):
+            results.append(_result(finding.id, "unchanged", stored))
+        elif stored.incident_id is not None:
+            results.append(_result(finding.id, "repeat", stored))
+        elif eligible(finding, min_severity=min_severity) and not stored.archived:
+            # Recorded earlier below the bar (or archived), now above it: act on it now.
+            _promote(session, stored)
+            results.append(_attach(session, stored, finding, channel_id, pending))
+        else:
+            results.append(_result(finding.id, "recorded", stored))
+    _write_back(session, known.values())
     for incident, events in pending.values():
-        append_events(session=session, incident=incident, events=list(events.values()))
-    batch = {f.id: f for f in findings}
-    touched = {r.incident_id for r in results if r.card_stale}
-    for incident_id in touched:
-        incident = session.get(Incident, incident_id)
-        if incident is not None:
-            refresh_finding_facts(session=session, incident=incident, batch=batch)
+        append_events(session=session, incident=incident, events=events)
+    if not defer_repeats:
+        batch = {f.id: f for f in findings}
+        touched = {r.incident_id for r in results if r.incident_id is not None and r.card_stale}
+        for incident_id in sorted(touched):
+            incident = session.get(Incident, incident_id)
+            if incident is not None:
+                sync_incident(session=session, incident=incident, batch=batch)
     return results
 
 
-def refresh_finding_facts(
-    *, session: Session, incident: Incident, batch: dict[str, NormalizedFinding] | None = None
-) -> None:
-    """Summarise the incident's findings into `facts["guardduty"]`, which its card shows.
-
-    The card is rendered from the incident alone, so the facts carry what it needs: the
-    most severe (then latest) findings, the distinct count and the total of their counts.
-    """
-    rows = session.scalars(
-        select(Finding)
-        .where(Finding.incident_id == incident.id)
-        .order_by(Finding.severity.desc(), Finding.last_seen.desc(), Finding.id)
-        .limit(FACT_FINDINGS)
-    ).all()
-    distinct, occurrences = session.execute(
-        select(func.count(), func.coalesce(func.sum(Finding.count), 0)).where(
-            Finding.incident_id == incident.id
-        )
-    ).one()
-    previous = {
-        fact.get("id"): fact
-        for fact in ((incident.facts or {}).get("guardduty") or {}).get("findings", [])
-    }
-    summary = {
-        "distinct": int(distinct),
-        "occurrences": int(occurrences),
-        "findings": [_fact(row, (batch or {}).get(row.finding_id), previous) for row in rows],
-    }
-    incident.facts = {**(incident.facts or {}), "guardduty": summary}
+def _result(finding_id: str, outcome: Outcome, stored: _Stored) -> Ingested:
+    key = f"INC-{stored.incident_number}" if stored.incident_number is not None else None
+    return Ingested(finding_id, outcome, stored.resource_id, stored.incident_id, key)
 
 
-def _fact(
-    row: Finding, finding: NormalizedFinding | None, previous: dict[Any, dict[str, Any]]
-) -> dict[str, Any]:
-    """What a card line needs from one finding (JSON-safe).
-
-    The row holds the merged counters; the network facts come from this batch's normalised
-    finding, else from the previous summary, and only as a last resort from re-reading raw.
-    """
-    fact: dict[str, Any] = {
-        "id": row.finding_id,
-        "type": row.type,
-        "title": row.title,
-        "severity": row.severity,
-        "band": severity_band(row.severity),
-        "count": row.count,
-        "first_seen": row.first_seen.isoformat() if row.first_seen else None,
-        "last_seen": row.last_seen.isoformat() if row.last_seen else None,
-        "account_id": row.account_id,
-        "region": row.region,
-        "resource_type": row.resource_type,
-        "resource_id": row.resource_id,
-        "archived": row.archived,
-        "sample": row.sample,
-    }
-    if finding is None and row.finding_id in previous:
-        old = previous[row.finding_id]
-        fact.update({k: old.get(k) for k in _NETWORK_FACTS})
-        return fact
-    if finding is None:
-        finding = _normalized_or_none(row.raw or {}, row.region)
-    if finding is not None:
-        fact.update(
-            public_ips=list(finding.public_ips),
-            remote_ip=finding.remote_ip,
-            remote_domain=finding.remote_domain,
-            user_name=finding.user_name,
-            bucket_names=list(finding.bucket_names),
-            cluster=finding.cluster,
-        )
-    return fact
+_FINDINGS = Finding.__table__
+_INCIDENTS = Incident.__table__
+_STORED = (
+    select(
+        _FINDINGS.c.finding_id,
+        _FINDINGS.c.id,
+        _FINDINGS.c.count,
+        _FINDINGS.c.last_seen,
+        _FINDINGS.c.updated_at,
+        _FINDINGS.c.severity,
+        _FINDINGS.c.archived,
+        _FINDINGS.c.resource_id,
+        _FINDINGS.c.incident_id,
+        _INCIDENTS.c.number,
+    )
+    .select_from(_FINDINGS.outerjoin(_INCIDENTS, _INCIDENTS.c.id == _FINDINGS.c.incident_id))
+    .where(_FINDINGS.c.finding_id.in_(bindparam("ids", expanding=True)))
+)
 
 
-def _normalized_or_none(raw: dict[str, Any], region: str | None) -> NormalizedFinding | None:
-    try:
-        return normalize_finding(raw, region=region)
-    except BadFinding:
-        return None
-
-
-def _record_one(
-    session: Session,
-    finding: NormalizedFinding,
-    *,
-    min_severity: float,
-    channel_id: str | None,
-    received: dt.datetime,
-    pending: dict[int, tuple[Incident, dict[str, NewEvent]]],
-) -> Ingested:
-    row = session.scalars(select(Finding).where(Finding.finding_id == finding.id)).first()
-    if row is None:
-        row = _new_row(finding, received)
-        session.add(row)
-        session.flush()
-        if not eligible(finding, min_severity=min_severity):
-            log.debug("recorded finding %s (archived or below min severity)", finding.id)
-            return Ingested(finding.id, "recorded", finding.resource_id)
-        return _attach(session, row, finding, channel_id=channel_id, pending=pending)
-
-    if not _merge(row, finding):
-        return _linked(row, "unchanged", session)
-    if row.incident_id is not None:
-        incident = session.get(Incident, row.incident_id)
-        assert incident is not None
-        _queue(
-            pending,
-            incident,
-            f"repeat:{finding.id}",
-            NewEvent(
-                ACTOR,
-                "finding.repeat",
-                f"GuardDuty finding {finding.type} seen again: count {row.count}"
-                + (f", last seen {row.last_seen:%Y-%m-%d %H:%M:%S} UTC" if row.last_seen else ""),
-                {"finding_id": finding.id, "count": row.count, "severity": row.severity},
-            ),
-        )
-        return Ingested(finding.id, "repeat", row.resource_id, incident.id, incident.key)
-    if eligible(finding, min_severity=min_severity) and not row.archived:
-        # Recorded earlier below the bar (or archived) and now above it: act on it now.
-        return _attach(session, row, finding, channel_id=channel_id, pending=pending)
-    return Ingested(finding.id, "recorded", row.resource_id)
+def _stored(session: Session, ids: set[str]) -> dict[str, _Stored]:
+    """The stored state of a batch's findings: Core queries, no ORM objects."""
+    found: dict[str, _Stored] = {}
+    ordered = sorted(ids)
+    conn = session.connection()
+    for start in range(0, len(ordered), 500):
+        for finding_id, *columns in conn.execute(_STORED, {"ids": ordered[start : start + 500]}):
+            found[finding_id] = _Stored(*columns)
+    return found
 
 
 def _new_row(finding: NormalizedFinding, received: dt.datetime) -> Finding:
@@ -247,36 +211,73 @@ def _new_row(finding: NormalizedFinding, received: dt.datetime) -> Finding:
     )
 
 
-def _merge(row: Finding, finding: NormalizedFinding) -> bool:
-    """Fold a repeat into the stored row without going backwards; True when anything changed."""
-    changed = False
-    if finding.count > row.count:
-        row.count = finding.count
-        changed = True
-    if finding.last_seen and (row.last_seen is None or finding.last_seen > row.last_seen):
-        row.last_seen = finding.last_seen
-        changed = True
-    newer = finding.updated_at is not None and (
-        row.updated_at is None or finding.updated_at > row.updated_at
-    )
-    if newer:
-        row.updated_at = finding.updated_at
-        row.severity = finding.severity
-        row.archived = finding.archived
-        row.title = finding.title
-        row.raw = dict(finding.raw)
-        changed = True
-    return changed
+def _merge(stored: _Stored, finding: NormalizedFinding) -> bool:
+    """Fold a repeat in without going backwards; True when anything changed."""
+    values: dict[str, Any] = {}
+    if finding.count > stored.count:
+        values["count"] = stored.count = finding.count
+    if finding.last_seen and (stored.last_seen is None or finding.last_seen > stored.last_seen):
+        values["last_seen"] = stored.last_seen = finding.last_seen
+    if finding.updated_at is not None and (
+        stored.updated_at is None or finding.updated_at > stored.updated_at
+    ):
+        values["updated_at"] = stored.updated_at = finding.updated_at
+        if (finding.severity, finding.archived) != (stored.severity, stored.archived):
+            # A material change: keep GuardDuty's latest version. A mere repeat only moves
+            # the counters above (rewriting kilobytes of JSON per repeat is a storm's cost).
+            values["severity"] = stored.severity = finding.severity
+            values["archived"] = stored.archived = finding.archived
+            values["title"] = finding.title
+            values["raw"] = dict(finding.raw)
+    if not values:
+        return False
+    if stored.row is not None:
+        for column, value in values.items():
+            setattr(stored.row, column, value)
+    else:
+        stored.changed = {**(stored.changed or {}), **values}
+    return True
+
+
+def _promote(session: Session, stored: _Stored) -> None:
+    """Work on the ORM object from here on (the finding is about to join an incident)."""
+    row = session.get(Finding, stored.pk)
+    assert row is not None
+    for column, value in (stored.changed or {}).items():
+        setattr(row, column, value)
+    stored.row, stored.changed = row, None
+
+
+def _write_back(session: Session, stored: Any) -> None:
+    """One Core executemany UPDATE per set of changed columns, for rows merged without ORM."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for item in stored:
+        if item.row is None and item.changed:
+            columns = tuple(sorted(item.changed))
+            by_columns.setdefault(columns, []).append({"pk": item.pk, **item.changed})
+            item.changed = None
+    if not by_columns:
+        return
+    session.flush()  # ORM changes of this batch first, in order
+    conn = session.connection()
+    for columns, params in by_columns.items():
+        statement = (
+            _FINDINGS.update()
+            .where(_FINDINGS.c.id == bindparam("pk"))
+            .values({c: bindparam(c) for c in columns})
+        )
+        conn.execute(statement, params)
 
 
 def _attach(
     session: Session,
-    row: Finding,
+    stored: _Stored,
     finding: NormalizedFinding,
-    *,
     channel_id: str | None,
-    pending: dict[int, tuple[Incident, dict[str, NewEvent]]],
+    pending: dict[int, tuple[Incident, list[NewEvent]]],
 ) -> Ingested:
+    row = stored.row
+    assert row is not None
     incident = (
         find_open_for_resource(session=session, resource_id=finding.resource_id)
         if finding.resource_id
@@ -297,6 +298,7 @@ def _attach(
                 "finding_id": finding.id,
                 "finding_type": finding.type,
                 "finding_severity": finding.severity,
+                "count": finding.count,
                 "sample": finding.sample,
             },
         )
@@ -305,45 +307,164 @@ def _attach(
             "sample": finding.sample,
             "tags": dict(finding.tags),
         }
-        row.incident_id = incident.id
-        return Ingested(finding.id, "opened", finding.resource_id, incident.id, incident.key)
+        outcome: Outcome = "opened"
+    else:
+        if SEVERITIES.index(finding.band) > SEVERITIES.index(incident.severity):
+            set_severity(session=session, incident=incident, actor=ACTOR, severity=finding.band)
+        pending.setdefault(incident.id, (incident, []))[1].append(
+            NewEvent(
+                ACTOR,
+                "finding.joined",
+                f"GuardDuty finding {finding.type} ({finding.band}, {finding.severity:g}) "
+                f"on {finding.resource_id} joined {incident.key}",
+                {
+                    "finding_id": finding.id,
+                    "finding_type": finding.type,
+                    "severity": finding.severity,
+                    "count": finding.count,
+                },
+            )
+        )
+        outcome = "joined"
+    row.incident_id = stored.incident_id = incident.id
+    stored.incident_number = incident.number
+    return Ingested(finding.id, outcome, finding.resource_id, incident.id, incident.key)
 
-    row.incident_id = incident.id
-    if SEVERITIES.index(finding.band) > SEVERITIES.index(incident.severity):
-        set_severity(session=session, incident=incident, actor=ACTOR, severity=finding.band)
-    _queue(
-        pending,
-        incident,
-        f"joined:{finding.id}",
-        NewEvent(
-            ACTOR,
-            "finding.joined",
-            f"GuardDuty finding {finding.type} ({finding.band}, {finding.severity:g}) "
-            f"on {finding.resource_id} joined {incident.key}",
-            {"finding_id": finding.id, "finding_type": finding.type, "severity": finding.severity},
-        ),
+
+# -- the incident's view of its findings ---------------------------------------------------------
+
+
+def sync_incident(
+    *, session: Session, incident: Incident, batch: dict[str, NormalizedFinding] | None = None
+) -> bool:
+    """Bring the incident up to date with its findings; True when a repeat was recorded.
+
+    Refreshes `facts["guardduty"]` (what the card shows: distinct findings, total
+    occurrences, the most severe then latest ten with their network facts, and every
+    finding's count) and appends one `finding.repeat` event naming the findings whose count
+    grew since the last sync.
+    """
+    rows = session.execute(
+        select(
+            Finding.finding_id,
+            Finding.type,
+            Finding.title,
+            Finding.severity,
+            Finding.count,
+            Finding.first_seen,
+            Finding.last_seen,
+            Finding.account_id,
+            Finding.region,
+            Finding.resource_type,
+            Finding.resource_id,
+            Finding.archived,
+            Finding.sample,
+        ).where(Finding.incident_id == incident.id)
+    ).all()
+    facts = dict(incident.facts or {})
+    previous = facts.get("guardduty") or {}
+    before: dict[str, int] = previous.get("counts") or {}
+    grew = [
+        (r.finding_id, r.type, before[r.finding_id], r.count)
+        for r in rows
+        if r.finding_id in before and r.count > before[r.finding_id]
+    ]
+    ranked = sorted(
+        rows,
+        key=lambda r: (-r.severity, -(r.last_seen.timestamp() if r.last_seen else 0), r.finding_id),
     )
-    return Ingested(finding.id, "joined", finding.resource_id, incident.id, incident.key)
+    shown = {f.get("id"): f for f in previous.get("findings", [])}
+    top = ranked[:FACT_FINDINGS]
+    missing = [
+        r.finding_id for r in top if r.finding_id not in shown and r.finding_id not in (batch or {})
+    ]
+    raws = (
+        dict(
+            session.execute(
+                select(Finding.finding_id, Finding.raw).where(Finding.finding_id.in_(missing))
+            ).all()
+        )
+        if missing
+        else {}
+    )
+    summary = {
+        "distinct": len(rows),
+        "occurrences": sum(r.count for r in rows),
+        "findings": [
+            _fact(
+                r, (batch or {}).get(r.finding_id), shown.get(r.finding_id), raws.get(r.finding_id)
+            )
+            for r in top
+        ],
+        "counts": {r.finding_id: r.count for r in ranked[:COUNTED_FINDINGS]},
+    }
+    incident.facts = {**facts, "guardduty": summary}
+    if not grew:
+        return False
+    listed = "; ".join(f"{kind} count {old}→{new}" for _, kind, old, new in grew[:5])
+    more = f" (and {len(grew) - 5} more)" if len(grew) > 5 else ""
+    append_event(
+        session=session,
+        incident=incident,
+        actor=ACTOR,
+        kind="finding.repeat",
+        summary=f"GuardDuty finding(s) seen again: {listed}{more}",
+        details={
+            "changes": [
+                {"finding_id": fid, "type": kind, "from": old, "to": new}
+                for fid, kind, old, new in grew
+            ],
+            "occurrences": summary["occurrences"],
+        },
+    )
+    return True
 
 
-def _linked(row: Finding, outcome: Outcome, session: Session) -> Ingested:
-    if row.incident_id is None:
-        return Ingested(row.finding_id, outcome, row.resource_id)
-    incident = session.get(Incident, row.incident_id)
-    key = incident.key if incident else None
-    return Ingested(row.finding_id, outcome, row.resource_id, row.incident_id, key)
+def _fact(
+    row: Any,
+    finding: NormalizedFinding | None,
+    shown: dict[str, Any] | None,
+    raw: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """What a card line needs from one finding (JSON-safe).
 
-
-def _queue(
-    pending: dict[int, tuple[Incident, dict[str, NewEvent]]],
-    incident: Incident,
-    slot: str,
-    event: NewEvent,
-) -> None:
-    """Keep the latest event per slot: repeats of one finding in a batch become one event."""
-    _, events = pending.setdefault(incident.id, (incident, {}))
-    events.pop(slot, None)
-    events[slot] = event
+    The row holds the merged counters; the network facts come from this batch's normalised
+    finding, else from what the card showed before, and only as a last resort from raw.
+    """
+    fact: dict[str, Any] = {
+        "id": row.finding_id,
+        "type": row.type,
+        "title": row.title,
+        "severity": row.severity,
+        "band": severity_band(row.severity),
+        "count": row.count,
+        "first_seen": row.first_seen.isoformat() if row.first_seen else None,
+        "last_seen": row.last_seen.isoformat() if row.last_seen else None,
+        "account_id": row.account_id,
+        "region": row.region,
+        "resource_type": row.resource_type,
+        "resource_id": row.resource_id,
+        "archived": row.archived,
+        "sample": row.sample,
+    }
+    if finding is None and shown is not None:
+        fact.update({k: shown.get(k) for k in _NETWORK_FACTS})
+        return fact
+    if finding is None and raw is not None:
+        try:
+            finding = normalize_finding(raw, region=row.region)
+        except BadFinding:
+            finding = None
+    if finding is not None:
+        fact.update(
+            public_ips=list(finding.public_ips),
+            remote_ip=finding.remote_ip,
+            remote_domain=finding.remote_domain,
+            user_name=finding.user_name,
+            bucket_names=list(finding.bucket_names),
+            cluster=finding.cluster,
+        )
+    return fact
 
 
 def _lock_keys(session: Session, findings: Sequence[NormalizedFinding]) -> None:

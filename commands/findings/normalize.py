@@ -129,8 +129,15 @@ def normalize_finding(
     """One bare finding (camelCase or PascalCase); region/account fill in from the envelope."""
     if not isinstance(detail, Mapping):
         raise BadFinding(f"finding must be a JSON object, got {type(detail).__name__}")
-    folded = _fold_keys(detail, depth=0)
+    # camelCase (EventBridge, SNS, the wire API) is read as it is; only PascalCase (boto3)
+    # needs its keys folded, which copies the whole finding.
+    folded = _fold_keys(detail, depth=0) if _is_pascal(detail) else detail
     return _build(folded, raw=detail, region=region, account_id=account_id)
+
+
+def _is_pascal(detail: Mapping[str, Any]) -> bool:
+    """GuardDuty payloads use one casing throughout; the top-level keys tell which."""
+    return any(isinstance(k, str) and _PASCAL_KEY.match(k) for k in detail)
 
 
 def _unwrap(payload: Any, *, depth: int, context: dict[str, str]) -> list[NormalizedFinding]:

@@ -113,6 +113,11 @@ def guardduty_bot(
             base.setdefault(section, {}).update(values)
         bot = bot_factory(base)
         runtime = bot.runtime
+        # Another feature's card refresher (blast radius of new incidents): off here, so the
+        # Slack calls these tests count are GuardDuty intake's own.
+        sweeper = runtime.extras.get("investigation.impact_sweeper")
+        if sweeper is not None:
+            sweeper.stop()
         runtime.settings.env.ingest_token = SecretStr(INGEST_TOKEN)
         confirmed: list[str] = []
         runtime.extras[VERIFIER_KEY] = SnsVerifier(fetch={CERT_URL: sns_pem}.__getitem__)

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from commands.findings import ingest as ingest_module
 from commands.findings.errors import BadFinding
-from commands.findings.ingest import Ingested, record_findings
+from commands.findings.ingest import Ingested, record_findings, sync_incident
 from commands.findings.normalize import NormalizedFinding, normalize, normalize_finding
 from commands.incidents import set_status
 from storage.db import Database
@@ -220,13 +220,37 @@ def test_a_batch_with_repeats_of_one_finding_records_one_row(database: Database)
     results = record(database, *batch, ec2_detail(id="joiner"))
     assert [r.outcome for r in results] == ["opened", "repeat", "repeat", "joined"]
     assert count(database, Finding) == 2
-    # Repeats of one finding in one batch collapse into one timeline event.
-    assert event_kinds(database, results[0].incident_id) == [
-        "incident.opened",
-        "finding.repeat",
-        "finding.joined",
-    ]
     assert finding_row(database, "16afba5c5c43e07c9e3e5e2e544e95df").count == 3
+    # Counts that grew within the batch that opened the incident are part of its start.
+    assert event_kinds(database, results[0].incident_id) == ["incident.opened", "finding.joined"]
+    later = [ec2_detail(service__count=n, updatedAt=f"2017-11-01T00:1{n}:00Z") for n in (4, 5)]
+    record(database, *later, ec2_detail(id="joiner", service__count=2))
+    with database.read_session() as session:
+        repeat = session.scalars(
+            select(TimelineEvent).where(TimelineEvent.kind == "finding.repeat")
+        ).one()  # one event for the whole batch
+    assert repeat.summary == (
+        "GuardDuty finding(s) seen again: Canary:EC2/Stateless.IntegTest count 3→5; "
+        "Canary:EC2/Stateless.IntegTest count 1→2"
+    )
+
+
+def test_deferred_repeats_wait_for_sync_incident(database: Database) -> None:
+    (first,) = record(database, ec2_detail())
+    findings = [normalize_finding(ec2_detail(service__count=9, updatedAt="2017-11-02T00:00:00Z"))]
+    with database.session() as session:
+        (result,) = record_findings(
+            session=session, findings=findings, min_severity=4, defer_repeats=True
+        )
+    assert result.outcome == "repeat" and result.incident_key == "INC-1"
+    assert event_kinds(database, first.incident_id) == ["incident.opened"]
+    assert finding_row(database, "16afba5c5c43e07c9e3e5e2e544e95df").count == 9
+    with database.session() as session:
+        incident = session.get(Incident, first.incident_id)
+        assert sync_incident(session=session, incident=incident) is True
+        assert incident.facts["guardduty"]["occurrences"] == 9
+        assert sync_incident(session=session, incident=incident) is False  # nothing new
+    assert event_kinds(database, first.incident_id) == ["incident.opened", "finding.repeat"]
 
 
 def test_sample_findings_are_labelled(database: Database) -> None:

@@ -1,0 +1,103 @@
+"""An alert storm over real HTTP: one message per incident, batched updates, nothing dropped."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+
+from sqlalchemy import select
+
+from storage.models import Finding, Incident
+from tests.bot.guardduty.conftest import GuardDutyBot
+from tests.commands.findings.guardduty_fixtures import ec2_detail, load_json
+
+RESOURCES = 40
+FINDINGS_PER_RESOURCE = 2
+DELIVERIES = 480  # 80 distinct findings, the rest repeats
+THREADS = 10
+UPDATE_INTERVAL = 1.0
+
+
+def storm(seed: int = 11) -> tuple[list[bytes], dict[str, int]]:
+    """EventBridge events: every finding once, then repeats with growing counts, shuffled."""
+    rng = random.Random(seed)
+    envelope = load_json("custodian__ec2-duty-event.json")
+    ids = [(f"storm-{r}-{k}", r) for r in range(RESOURCES) for k in range(FINDINGS_PER_RESOURCE)]
+    sends = [finding_id for finding_id, _ in ids]
+    sends += [rng.choice(ids)[0] for _ in range(DELIVERIES - len(ids))]
+    rng.shuffle(sends)
+    resource_of = dict(ids)
+    counts: dict[str, int] = defaultdict(int)
+    bodies = []
+    for finding_id in sends:
+        counts[finding_id] += 1
+        n = counts[finding_id]
+        detail = ec2_detail(
+            id=finding_id,
+            severity=rng.choice([4, 5.5, 7, 8.2]),
+            service__count=n,
+            updatedAt=f"2024-01-01T00:{n // 60:02d}:{n % 60:02d}Z",
+            resource__instanceDetails__instanceId=f"i-{resource_of[finding_id]:017x}",
+        )
+        bodies.append(json.dumps({**envelope, "detail": detail}).encode())
+    return bodies, dict(counts)
+
+
+def test_storm_posts_one_card_per_incident_and_records_everything(
+    guardduty_bot: Callable[..., GuardDutyBot],
+) -> None:
+    gd = guardduty_bot(update_interval=UPDATE_INTERVAL)
+    gd.bot.slack.rate_limit("chat.postMessage", times=3, retry_after=1)
+    bodies, counts = storm()
+    statuses: list[int] = []
+    lock = threading.Lock()
+    work = iter(bodies)
+
+    def sender() -> None:
+        while True:
+            with lock:
+                body = next(work, None)
+            if body is None:
+                return
+            status = gd.post(body).status_code
+            with lock:
+                statuses.append(status)
+
+    threads = [threading.Thread(target=sender) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * len(bodies)
+    gd.settle(timeout=30)
+
+    with gd.bot.session() as session:
+        recorded = dict(session.execute(select(Finding.finding_id, Finding.count)).all())
+        incidents = session.scalars(select(Incident)).all()
+        assert all(i.card_ts for i in incidents)
+    assert recorded == counts  # every finding, with the highest count sent
+    assert len(incidents) == RESOURCES
+
+    slack = gd.bot.slack
+    posts = slack.calls_for("chat.postMessage", ok_only=True)
+    assert len(posts) == RESOURCES  # one message per incident, and no more
+    assert len(slack.calls_for("chat.postMessage")) == RESOURCES + 3  # the 429s were retried
+    assert {p.response["ts"] for p in posts} == {i.card_ts for i in incidents}
+    updates: dict[str, list[float]] = defaultdict(list)
+    for call in slack.calls_for("chat.update", ok_only=True):
+        updates[call.args["ts"]].append(call.at)
+    card_writes = {p.response["ts"]: p.at for p in posts}
+    for ts, times in updates.items():
+        series = sorted([card_writes[ts], *times])
+        gaps = [b - a for a, b in itertools.pairwise(series)]
+        assert min(gaps) >= UPDATE_INTERVAL * 0.95, (ts, gaps)
+    # Every card ends up showing all its findings' final counts.
+    by_ts = {m["ts"]: json.dumps(m["blocks"]) for m in slack.messages("C0INCIDENT")}
+    for incident in incidents:
+        n = int(incident.resource_id.removeprefix("i-"), 16)
+        total = sum(counts[f"storm-{n}-{k}"] for k in range(FINDINGS_PER_RESOURCE))
+        assert f"2 findings, seen {total} times" in by_ts[incident.card_ts], incident.key
