@@ -82,8 +82,9 @@ def containment_graph(facts: dict[str, Any], *, deny_profile_exists: bool) -> Ca
     tgs = g.add("elasticloadbalancing:DescribeTargetGroups")
     capture.append(tgs)
     for t in facts["target_groups"]:
-        capture.append(g.add(f"elasticloadbalancing:DescribeTargetHealth({t['name']})", tgs,
-                             describe))
+        capture.append(
+            g.add(f"elasticloadbalancing:DescribeTargetHealth({t['name']})", tgs, describe)
+        )
     roles = (facts.get("iam") or {}).get("roles", [])
     for role in roles:
         capture.append(g.add(f"iam:GetRolePolicy({role})"))
@@ -91,8 +92,11 @@ def containment_graph(facts: dict[str, Any], *, deny_profile_exists: bool) -> Ca
     g.add("s3:PutObject(evidence)", capture)
     protect = [
         g.add(f"ec2:ModifyInstanceAttribute({what})", capture)
-        for what in ("DisableApiTermination", "InstanceInitiatedShutdownBehavior",
-                     "BlockDeviceMappings")
+        for what in (
+            "DisableApiTermination",
+            "InstanceInitiatedShutdownBehavior",
+            "BlockDeviceMappings",
+        )
     ]
     snapshot = g.add("ec2:CreateSnapshots", capture, protect)
     before_isolation = [g.add("autoscaling:EnterStandby", capture, protect)]
@@ -101,9 +105,13 @@ def containment_graph(facts: dict[str, Any], *, deny_profile_exists: bool) -> Ca
             g.add(f"elasticloadbalancing:DeregisterTargets({t['name']})", capture, protect)
         )
     for lb in facts["classic_elbs"]:
-        before_isolation.append(g.add(
-            f"elasticloadbalancing:DeregisterInstancesFromLoadBalancer({lb['name']})",
-            capture, protect))
+        before_isolation.append(
+            g.add(
+                f"elasticloadbalancing:DeregisterInstancesFromLoadBalancer({lb['name']})",
+                capture,
+                protect,
+            )
+        )
 
     iso_new = g.add("ec2:CreateSecurityGroup(isolation)", capture)
     iso_ready = [iso_new, g.add("ec2:RevokeSecurityGroupEgress(isolation)", iso_new)]
@@ -115,10 +123,15 @@ def containment_graph(facts: dict[str, Any], *, deny_profile_exists: bool) -> Ca
     ]
     isolated = []
     for eni in facts["enis"]:
-        hop = g.add(f"ec2:ModifyNetworkInterfaceAttribute({eni['id']} -> transit)",
-                    transit_ready, before_isolation, protect)
-        isolated.append(g.add(f"ec2:ModifyNetworkInterfaceAttribute({eni['id']} -> isolation)",
-                              hop, iso_ready))
+        hop = g.add(
+            f"ec2:ModifyNetworkInterfaceAttribute({eni['id']} -> transit)",
+            transit_ready,
+            before_isolation,
+            protect,
+        )
+        isolated.append(
+            g.add(f"ec2:ModifyNetworkInterfaceAttribute({eni['id']} -> isolation)", hop, iso_ready)
+        )
     g.add("ec2:DeleteSecurityGroup(transit)", isolated)
 
     if deny_profile_exists:
@@ -179,7 +192,7 @@ def _chain_ms(proxy_url: str, instance_id: str, length: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.contain")
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--delay-ms", type=float, default=DEFAULT_DELAY_MS)
     args = parser.parse_args(argv)
     delay = args.delay_ms / 1000
@@ -225,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
             facts = results["capture"].evidence
             graph = containment_graph(facts, deny_profile_exists=facts["deny_profile"] is not None)
             chains.append(_chain_ms(proxy.url, world.instance_id, len(graph.critical_path())))
-            print(f"round {round_no}: {elapsed * 1000:7.1f} ms, {len(calls)} AWS calls"
-                  + ("  (cold: loads service models, creates clients)" if round_no == 1 else ""))
+            print(
+                f"round {round_no}: {elapsed * 1000:7.1f} ms, {len(calls)} AWS calls"
+                + ("  (cold: loads service models, creates clients)" if round_no == 1 else "")
+            )
 
     assert graph is not None
     chain_ms = statistics.median(chains[1:] or chains)
@@ -245,26 +260,36 @@ def main(argv: list[str] | None = None) -> int:
     waves: dict[int, int] = {}
     for c in last_calls:
         waves[int((c.start - t0) / delay)] = waves.get(int((c.start - t0) / delay), 0) + 1
-    print("calls started per delay window (last round):",
-          " ".join(f"{k}:{v}" for k, v in sorted(waves.items())))
-    print(f"containment: median {measured * 1000:.1f} ms over {len(warm)} warm rounds "
-          f"(cold {times[0] * 1000:.1f} ms)")
-    print(f"same chain measured: {chain_ms:.0f} ms for {len(path)} dependent DescribeInstances "
-          "through the proxy (the delay plus moto_server's own time per call)")
-    print(json.dumps({
-        "bench": "contain",
-        "delay_ms": args.delay_ms,
-        "critical_path_calls": len(path),
-        "floor_ms": round(floor * 1000, 1),
-        "median_ms": round(measured * 1000, 1),
-        "cold_ms": round(times[0] * 1000, 1),
-        "aws_calls": counts[-1],
-        "min_aws_calls": minimum,
-        "rounds": len(times),
-        "floor_measured_ms": round(chain_ms, 1),
-        "ratio_vs_measured_floor": round(measured * 1000 / chain_ms, 3),
-        "ratio": round(measured / floor, 3),
-    }))
+    print(
+        "calls started per delay window (last round):",
+        " ".join(f"{k}:{v}" for k, v in sorted(waves.items())),
+    )
+    print(
+        f"containment: median {measured * 1000:.1f} ms over {len(warm)} warm rounds "
+        f"(cold {times[0] * 1000:.1f} ms)"
+    )
+    print(
+        f"same chain measured: {chain_ms:.0f} ms for {len(path)} dependent DescribeInstances "
+        "through the proxy (the delay plus moto_server's own time per call)"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "contain",
+                "delay_ms": args.delay_ms,
+                "critical_path_calls": len(path),
+                "floor_ms": round(floor * 1000, 1),
+                "median_ms": round(measured * 1000, 1),
+                "cold_ms": round(times[0] * 1000, 1),
+                "aws_calls": counts[-1],
+                "min_aws_calls": minimum,
+                "rounds": len(times),
+                "floor_measured_ms": round(chain_ms, 1),
+                "ratio_vs_measured_floor": round(measured * 1000 / chain_ms, 3),
+                "ratio": round(measured / floor, 3),
+            }
+        )
+    )
     return 0
 
 
