@@ -437,7 +437,11 @@ def _after_success(*, session: Any, request: ContainmentRequest, incident: Any, 
                 details={"request_id": request.id, "rolled_back": ids},
             )
         return
-    if request.kind not in ("contain", "retry") or incident.status != "open":
+    if (
+        request.kind not in ("contain", "retry")
+        or (request.plan or {}).get("engine")  # a retry of a clean room or a wipe
+        or incident.status != "open"
+    ):
         return
     if request.dry_run:
         append_event(
