@@ -40,6 +40,14 @@ def shared_session() -> boto3.Session:
         return _shared_session
 
 
+def _make_client(session: boto3.Session, service: str, region: str, config: Config) -> Any:
+    """Creating clients is not thread-safe on one session: serialise it on the shared one."""
+    if session is _shared_session:
+        with _shared_lock:
+            return session.client(service, region_name=region, config=config)
+    return session.client(service, region_name=region, config=config)
+
+
 def _shared_client(key: tuple[Any, ...], make: Callable[[], BaseClient]) -> BaseClient:
     """Clients in the bot's own account are reused across incidents (they are thread-safe)."""
     with _shared_lock:
@@ -123,7 +131,7 @@ class ActionContext:
                 return client
             session = self._session_for(account_id, region)
             # boto3 sessions are not thread-safe, clients are: create under the lock.
-            client = session.client(service, region_name=region, config=config)
+            client = _make_client(session, service, region, config)
             for hook in self.client_hooks:
                 hook(client)
             self._clients[key] = client
@@ -145,7 +153,7 @@ class ActionContext:
         if self._fresh(account_id):
             return self._assumed[account_id][0]
         partition = base.get_partition_for_region(region) or "aws"
-        sts = base.client("sts", region_name=region, config=self.config())
+        sts = _make_client(base, "sts", region, self.config())
         for hook in self.client_hooks:
             hook(sts)
         params: dict[str, Any] = {
