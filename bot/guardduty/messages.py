@@ -17,7 +17,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
-_LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|[^>]*)?>")
+# Slack's link markup: <url|label> shows the label (the text the sender wrote), <url> the url.
+_LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
 MAX_TEXT = 256 * 1024
 
 
@@ -49,7 +50,7 @@ def _texts(event: Mapping[str, Any]) -> Iterator[str]:
 
 
 def _unescape(text: str) -> str:
-    text = _LINK.sub(r"\1", text)
+    text = _LINK.sub(lambda m: m.group(2) if m.group(2) is not None else m.group(1), text)
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 

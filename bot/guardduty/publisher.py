@@ -236,7 +236,11 @@ class CardPublisher:
             finding = _first_finding(session, incident_id)
             key = incident.key
         if finding is not None and "tags_source" not in (incident.facts or {}):
-            tags, source = read_resource_tags(finding=finding, client_for=self._client_for)
+            try:
+                tags, source = read_resource_tags(finding=finding, client_for=self._client_for)
+            except Exception:  # the card matters more than its tags
+                log.exception("reading the tags of %s failed", finding.resource_id)
+                tags, source = dict(finding.tags), "finding"
             store_resource_tags(
                 database=self.runtime.database, incident_id=incident_id, tags=tags, source=source
             )
