@@ -16,6 +16,7 @@ from wsgiref.simple_server import make_server
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
 from sqlalchemy import select
@@ -54,9 +55,21 @@ class Stubs:
 
     responses: dict[str, list[tuple[str, Any, Any]]] = field(default_factory=dict)
     made: list[Stubber] = field(default_factory=list)
+    deny_once: set[str] = field(default_factory=set)  # "kms.ScheduleKeyDeletion"
 
     def hook(self, client: Any) -> None:
         name = client.meta.service_model.service_name
+
+        def deny(model: Any, **_: Any) -> None:
+            op = f"{name}.{model.name}"
+            if op in self.deny_once:
+                self.deny_once.discard(op)
+                raise ClientError(
+                    {"Error": {"Code": "AccessDeniedException", "Message": f"denied: {op}"}},
+                    model.name,
+                )
+
+        client.meta.events.register("before-call.*.*", deny)
         if name not in self.responses:
             return
         stub = Stubber(client)
@@ -500,3 +513,48 @@ def test_serving_process_starts_the_impact_sweeper(env: Env) -> None:
         time.sleep(0.05)
     bot.slack.wait_for("chat.update", lambda c: "Blast radius" in json.dumps(c.args), timeout=10)
     assert [e.actor for e in events(bot, key) if e.kind == "impact.estimated"] == ["system"]
+
+
+def test_partial_wipe_then_retry_what_is_left(env: Env) -> None:
+    kms = boto3.client("kms", "us-east-1")
+    key_id = kms.create_key(Tags=[{"TagKey": INCIDENT_TAG, "TagValue": "INC-1"}])["KeyMetadata"][
+        "KeyId"
+    ]
+    env.stubs.deny_once.add("kms.ScheduleKeyDeletion")
+    bot = env.start()
+    key = open_with_card(bot, env.world["victim"])
+    with bot.runtime.database.session() as s:
+        resolve_incident(
+            session=s, incident=get_incident(session=s, key=key), actor=RESPONDER, summary="ok"
+        )
+    command(bot, f"wipe {key}", "wipe")
+    reply(bot, "wipe", "posted for approval")
+    first = approve(bot, latest_request(bot, "wipe").id)
+    assert first.status == "partial"
+    failed = [s for s in first.steps if s.status == "failed"]
+    assert [s.action for s in failed] == ["schedule_key_deletion"]
+    assert "AccessDeniedException" in (failed[0].error or "")
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Enabled"
+    labels = [
+        el["text"]["text"]
+        for b in request_card(bot, first.id)["blocks"]
+        if b["type"] == "actions"
+        for el in b["elements"]
+    ]
+    assert labels == ["Retry what is left"]
+
+    payload = block_actions_payload(
+        "containment_retry",
+        str(first.id),
+        user_id=RESPONDER,
+        response_url=bot.slack.response_url("retry"),
+    )
+    assert bot.sender.post(interactivity_body(payload)).status_code == 200
+    reply(bot, "retry", "posted for approval")
+    retry = latest_request(bot, "retry")
+    assert [s["action"] for s in retry.plan["steps"]] == ["schedule_key_deletion"]
+    second = approve(bot, retry.id)
+    assert second.status == "succeeded", [(s.action, s.status, s.error) for s in second.steps]
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "PendingDeletion"
+    deleted = [e.summary for e in events(bot, key) if e.kind == "wipe.deleted"]
+    assert len(deleted) == 2  # the snapshot once, the key once
