@@ -144,7 +144,7 @@ class ActionContext:
 
     def _fresh(self, account_id: str) -> bool:
         entry = self._assumed.get(account_id)
-        return entry is not None and entry[1] - _REFRESH_MARGIN > utcnow()
+        return entry is not None and entry[1] - _REFRESH_MARGIN > self.now()
 
     def _session_for(self, account_id: str | None, region: str) -> boto3.Session:
         base = self._base_session()
