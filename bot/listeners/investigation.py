@@ -164,8 +164,8 @@ def trail_cmd(inv: Invocation) -> Reply | None:
 @subcommand(
     "abuse",
     usage="/incident abuse <case-id> <summary>",
-    summary="Record an AWS abuse report and remind until answered "
-    "(`/incident abuse answered [INC-N]` stops it).",
+    summary="Record an AWS abuse report (on a new incident, or the one named or run in) and "
+    "remind until `/incident abuse answered [INC-N]`.",
 )
 def abuse_cmd(inv: Invocation) -> Reply | None:
     runtime = inv.runtime
@@ -188,8 +188,13 @@ def abuse_cmd(inv: Invocation) -> Reply | None:
         inv.defer("abuse answered", answered)
         return None
 
+    named = None
+    if svc.looks_like_key(first):  # `/incident abuse INC-7 <case-id> <summary>` joins INC-7
+        with runtime.database.read_session() as session:
+            named = svc.get_incident(session=session, key=first)
+        inv.args = rest.strip()
     reference, summary = abuse_svc.parse_args(inv.args)
-    implied = _implied(inv)
+    implied = named or _implied(inv)
     if implied is not None:
         inv.incident_key = implied.key
 

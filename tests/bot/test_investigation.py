@@ -558,3 +558,18 @@ def test_partial_wipe_then_retry_what_is_left(env: Env) -> None:
     assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "PendingDeletion"
     deleted = [e.summary for e in events(bot, key) if e.kind == "wipe.deleted"]
     assert len(deleted) == 2  # the snapshot once, the key once
+
+
+def test_abuse_report_joins_the_named_incident(env: Env) -> None:
+    env.stubs.responses["support"] = [("create_case", {"caseId": CASE}, None)]
+    bot = env.start()
+    key = open_with_card(bot, env.world["victim"])
+    assert command(bot, f"abuse {key} AWS-ABUSE-5 port scans", "abuse-join") == {}
+    reply(bot, "abuse-join", f"Recorded on *{key}*")
+    bot.idle()
+    with bot.session() as s:
+        inc = get_incident(session=s, key=key)
+        assert inc.support_case_id == CASE
+        assert inc.facts["abuse"]["reference"] == "AWS-ABUSE-5"
+    # The line in the incident's thread says what was recorded.
+    bot.slack.wait_for("chat.postMessage", lambda c: "AWS-ABUSE-5" in c.args.get("text", ""))
