@@ -8,6 +8,7 @@ is not done yet runs again, on freshly read facts. Rollback walks the same graph
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
@@ -29,6 +30,7 @@ from containment.registry import (
 from containment.targets import Target
 
 OnStep = Callable[[str, str, StepResult | None], None]
+log = logging.getLogger(__name__)
 
 
 def select_actions(target: Target, action_names: Iterable[str] | None = None) -> list[Action]:
@@ -105,8 +107,14 @@ def _blocked(action: str, ctx: ActionContext, blockers: list[str]) -> StepResult
 
 
 def _emit(on_step: OnStep | None, name: str, event: str, result: StepResult | None) -> None:
-    if on_step is not None:
+    """Report progress. A failing reporter is logged, not allowed to stop a containment
+    half-way: the results returned still say everything that happened."""
+    if on_step is None:
+        return
+    try:
         on_step(name, event, result)
+    except Exception:
+        log.exception("on_step(%r, %r) failed", name, event)
 
 
 def run_plan(

@@ -133,3 +133,15 @@ def test_missing_instance_blocks_everything_after_capture(make_ctx) -> None:
     assert results["capture"].error["kind"] == "not_found"
     rest = [r for n, r in results.items() if n != "capture"]
     assert rest and all(r.status == "skipped" and r.blocked_by for r in rest)
+
+
+def test_a_failing_progress_reporter_does_not_stop_the_containment(
+    world, instance, make_ctx, caplog
+) -> None:
+    def on_step(name, event, _result) -> None:
+        if name == "protect":
+            raise RuntimeError("timeline unavailable")
+
+    results = run_plan(target=instance, ctx=make_ctx(), on_step=on_step)
+    assert all(r.status == "succeeded" for r in results.values())
+    assert "timeline unavailable" in caplog.text
