@@ -286,6 +286,78 @@ def mark_answered(
         return incident
 
 
+def case_answered(
+    *, support: Any, case_id: str, since: dt.datetime, opened_by_us: bool
+) -> str | None:
+    """Why the Support case counts as answered, or None.
+
+    A case AWS opened about the report is answered once someone on our side wrote on it; a
+    case we opened is answered once AWS wrote back. A resolved case is answered either way.
+    Communications from AWS name it in `submittedBy` ("Amazon Web Services").
+    """
+    cases = support.describe_cases(
+        caseIdList=[case_id], includeResolvedCases=True, includeCommunications=False
+    )["cases"]
+    if not cases:
+        return None
+    if cases[0].get("status") == "resolved":
+        return f"Support case {case_id} is resolved"
+    pages = support.get_paginator("describe_communications").paginate(
+        caseId=case_id, afterTime=since.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+    for page in pages:
+        for c in page.get("communications", []):
+            from_aws = "amazon" in (c.get("submittedBy") or "").lower()
+            if from_aws == opened_by_us:
+                who = "AWS" if from_aws else str(c.get("submittedBy") or "we")
+                return f"{who} wrote on Support case {case_id} at {c.get('timeCreated')}"
+    return None
+
+
+def check_answers(
+    *, db: Database, client_for: Callable[[str | None], Any], actor: str = "system"
+) -> list[str]:
+    """Mark answered the abuse reports whose Support case shows an answer; their keys.
+
+    `client_for(account_id)` gives a Support client. Accounts without the Support API, and
+    any read failure, leave the report to be answered by hand.
+    """
+    with db.read_session() as session:
+        rows = session.scalars(
+            select(Incident).where(
+                Incident.support_case_id.is_not(None), Incident.status != "closed"
+            )
+        ).all()
+        todo = []
+        for inc in rows:
+            record = (inc.facts or {}).get(FACTS_KEY) or {}
+            if (
+                record.get("case_id")
+                and not record.get("answered_at")
+                and record.get("support_api") in ("created", "existing")
+            ):
+                since = dt.datetime.fromisoformat(record["reported_at"])
+                todo.append((inc.key, inc.account_id, record, since))
+    answered = []
+    for key, account_id, record, since in todo:
+        try:
+            why = case_answered(
+                support=client_for(account_id),
+                case_id=record["case_id"],
+                since=since,
+                opened_by_us=record["support_api"] == "created",
+            )
+        except (ClientError, BotoCoreError):
+            continue
+        if why:
+            try:
+                mark_answered(db=db, incident_key=key, actor=actor, note=why)
+            except UserError:
+                continue  # answered by hand meanwhile
+            answered.append(key)
+    return answered
+
+
 @deadlines.register_kind("abuse")
 def abuse_delivery(
     *,

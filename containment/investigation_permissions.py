@@ -22,7 +22,7 @@ IMPACT = (
 
 TRAIL = ("cloudtrail:LookupEvents",)
 
-ABUSE = ("support:CreateCase", "support:DescribeCases")
+ABUSE = ("support:CreateCase", "support:DescribeCases", "support:DescribeCommunications")
 
 # CloudFormation creates the clean room with the caller's permissions (no service role), so
 # the caller needs what the template's resources need, create and delete.

@@ -37,6 +37,7 @@ from commands import wipe as wipe_svc
 from commands.approvals.plans import action_context
 from commands.errors import UserError
 from containment.context import ActionContext
+from containment.targets import Target
 from storage.models import Incident
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 IMPACT_SWEEP_KEY = "investigation.impact_sweep_seconds"
 SWEEP_DEFAULT = 10.0
+ABUSE_CHECK_KEY = "investigation.abuse_check_seconds"
+ABUSE_CHECK_DEFAULT = 900.0  # Support API calls are rate limited; answers take hours anyway
 CARD_INTERVAL = 1.0  # seconds between card refreshes driven by engine progress
 RECENT = dt.timedelta(days=2)  # the sweeper looks at incidents opened this recently
 
@@ -517,11 +520,60 @@ def register(app: IncidentBotApp) -> None:
     )
 
 
+class AbuseWatcher:
+    """Marks abuse reports answered when their Support case shows the answer."""
+
+    def __init__(self, runtime: Runtime, every: float) -> None:
+        self.runtime = runtime
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="abuse-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.check()
+            except Exception:
+                log.exception("abuse-report check failed")
+
+    def client_for(self, account_id: str | None) -> object:
+        ctx = aws_context(self.runtime, "abuse")
+        target = Target("instance", "-", abuse_svc.SUPPORT_REGION, account_id)
+        return ctx.client("support", target)
+
+    def check(self) -> list[str]:
+        keys = abuse_svc.check_answers(db=self.runtime.database, client_for=self.client_for)
+        for key in keys:
+            try:
+                refresh_incident(
+                    self.runtime,
+                    key,
+                    line="✅ The abuse report's Support case shows an answer; reminders stopped.",
+                )
+            except Exception:
+                log.exception("could not refresh the card of %s", key)
+        return keys
+
+
 def start(runtime: Runtime) -> None:
-    """Serving processes only (bot.server.start_services): the new-incident impact sweeper."""
+    """Serving processes only (bot.server.start_services): the new-incident impact sweeper
+    and the abuse-report watcher (`runtime.extras[...] = 0` turns either off)."""
     every = runtime.extras.get(IMPACT_SWEEP_KEY, SWEEP_DEFAULT)
     if every and "investigation.impact_sweeper" not in runtime.extras:
         sweeper = ImpactSweeper(runtime, float(every))
         runtime.extras["investigation.impact_sweeper"] = sweeper
         sweeper.start()
         runtime.on_shutdown(sweeper.stop)
+    every = runtime.extras.get(ABUSE_CHECK_KEY, ABUSE_CHECK_DEFAULT)
+    if every and "investigation.abuse_watcher" not in runtime.extras:
+        watcher = AbuseWatcher(runtime, float(every))
+        runtime.extras["investigation.abuse_watcher"] = watcher
+        watcher.start()
+        runtime.on_shutdown(watcher.stop)

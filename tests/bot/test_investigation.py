@@ -573,3 +573,38 @@ def test_abuse_report_joins_the_named_incident(env: Env) -> None:
         assert inc.facts["abuse"]["reference"] == "AWS-ABUSE-5"
     # The line in the incident's thread says what was recorded.
     bot.slack.wait_for("chat.postMessage", lambda c: "AWS-ABUSE-5" in c.args.get("text", ""))
+
+
+def test_abuse_watcher_stops_reminders_when_aws_answers(env: Env) -> None:
+    from bot.listeners.investigation import AbuseWatcher
+
+    env.stubs.responses["support"] = [("create_case", {"caseId": CASE}, None)]
+    bot = env.start()
+    command(bot, "abuse AWS-ABUSE-8 crypto mining", "abuse-watch")
+    reply(bot, "abuse-watch", "Opened *INC-1*")
+    bot.idle()
+    env.stubs.responses["support"] = [
+        (
+            "describe_cases",
+            {"cases": [{"caseId": CASE, "status": "pending-customer-action"}]},
+            None,
+        ),
+        (
+            "describe_communications",
+            {
+                "communications": [
+                    {
+                        "caseId": CASE,
+                        "body": "Thanks, closing.",
+                        "submittedBy": "Amazon Web Services",
+                        "timeCreated": "2099-01-01T00:00:00Z",
+                    }
+                ]
+            },
+            None,
+        ),
+    ]
+    assert AbuseWatcher(bot.runtime, every=60).check() == ["INC-1"]
+    with bot.session() as s:
+        assert s.scalars(select(Reminder).where(Reminder.status == "pending")).all() == []
+    assert "answered" in card(bot, "INC-1") and "NOT answered" not in card(bot, "INC-1")

@@ -15,6 +15,8 @@ from commands.abuse import (
     NO_SUPPORT_API,
     REMIND_EVERY,
     abuse_lines,
+    case_answered,
+    check_answers,
     is_case_id,
     mark_answered,
     open_support_case,
@@ -221,3 +223,105 @@ def test_joins_the_incident_it_is_run_in_and_tracks_without_support_api(database
         assert len(claims) == 1
     with database.session() as s:
         assert deadlines.prepare_delivery(session=s, claim=claims[0], now=T0 + REMIND_EVERY) is None
+
+
+def _comm(by: str, at: str) -> dict[str, Any]:
+    return {"caseId": CASE, "body": "…", "submittedBy": by, "timeCreated": at}
+
+
+def _case(status: str) -> dict[str, Any]:
+    return {"cases": [{"caseId": CASE, "displayId": "1234567890", "status": status}]}
+
+
+@pytest.mark.parametrize(
+    ("opened_by_us", "status", "comms", "answered"),
+    [
+        # We opened the case: answered when AWS writes back.
+        (True, "opened", [_comm("ir@example.com", "2026-11-27T08:01:00Z")], False),
+        (
+            True,
+            "pending-customer-action",
+            [_comm("Amazon Web Services", "2026-11-27T09:00:00Z")],
+            True,
+        ),
+        # AWS opened it: answered when someone on our side writes on it.
+        (
+            False,
+            "pending-customer-action",
+            [_comm("Amazon Web Services", "2026-11-27T08:05:00Z")],
+            False,
+        ),
+        (
+            False,
+            "opened",
+            [_comm("arn:aws:iam::123456789012:user/alice", "2026-11-27T09:30:00Z")],
+            True,
+        ),
+        (False, "resolved", [], True),
+    ],
+)
+def test_case_answered(opened_by_us: bool, status: str, comms: list, answered: bool) -> None:
+    client, stub = support_client()
+    stub.add_response(
+        "describe_cases",
+        _case(status),
+        {"caseIdList": [CASE], "includeResolvedCases": True, "includeCommunications": False},
+    )
+    if status != "resolved":
+        stub.add_response(
+            "describe_communications",
+            {"communications": comms},
+            {"caseId": CASE, "afterTime": "2026-11-27T08:00:00Z"},
+        )
+    with stub:
+        why = case_answered(support=client, case_id=CASE, since=T0, opened_by_us=opened_by_us)
+        stub.assert_no_pending_responses()
+    assert bool(why) is answered
+
+
+def test_check_answers_marks_and_stops_reminders(database: Any) -> None:
+    ctx, _ = hooked([("create_case", {"caseId": CASE}, None)])
+    result = report_abuse(
+        db=database,
+        ctx=ctx,
+        reference="AWS-ABUSE-1",
+        summary="scans",
+        actor="U1",
+        now=lambda: T0,
+    )
+    with database.session() as s:  # one more report the Support API cannot see
+        open_incident(session=s, title="basic plan", created_by="U1")
+    basic, _ = hooked(
+        [("create_case", Exception("SubscriptionRequiredException", "no", 400), None)]
+    )
+    report_abuse(
+        db=database,
+        ctx=basic,
+        reference="AWS-ABUSE-2",
+        summary="spam",
+        actor="U1",
+        incident_key="INC-2",
+        now=lambda: T0,
+    )
+
+    client, stub = support_client()
+    stub.add_response("describe_cases", _case("opened"), None)
+    stub.add_response(
+        "describe_communications",
+        {"communications": [_comm("Amazon Web Services", "2026-11-27T10:00:00Z")]},
+        None,
+    )
+    with stub:
+        keys = check_answers(db=database, client_for=lambda account: client)
+    assert keys == [result.incident_key]
+    with database.read_session() as s:
+        inc = get_incident(session=s, key=result.incident_key)
+        assert inc.facts["abuse"]["answered_by"] == "system"
+        ev = latest_events(session=s, incident=inc, limit=2)
+        assert ev[1].summary.startswith("AWS abuse report AWS-ABUSE-1 answered: AWS wrote on")
+        pending = s.scalars(
+            select(Reminder).where(Reminder.status == "pending", Reminder.incident_id == inc.id)
+        ).all()
+        assert pending == []
+    # Nothing left to check: no second round of calls.
+    assert check_answers(db=database, client_for=lambda account: None) == []

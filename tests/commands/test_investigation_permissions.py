@@ -13,7 +13,7 @@ import pytest
 import yaml
 from moto import mock_aws
 
-from commands.abuse import report_abuse
+from commands.abuse import check_answers, report_abuse
 from commands.approvals import decide, execute
 from commands.forensics import CleanRoomEngine, propose
 from commands.impact import refresh_impact
@@ -135,7 +135,16 @@ def test_trail(database: Any) -> None:
 def test_abuse(database: Any) -> None:
     rec = Recorder({"support": [("create_case", {"caseId": "case-1"})]})
     report_abuse(db=database, ctx=rec.ctx("-"), reference="AWS-ABUSE-1", summary="spam", actor="U1")
+    rec.stub = {
+        "support": [
+            ("describe_cases", {"cases": [{"caseId": "case-1", "status": "opened"}]}),
+            ("describe_communications", {"communications": []}),
+        ]
+    }
+    client = rec.ctx("-").home_client("support", "us-east-1")
+    assert check_answers(db=database, client_for=lambda account: client) == []
     check(rec, "abuse")
+    assert "support:DescribeCommunications" in rec.actions
 
 
 def _approve_and_run(database: Any, request_id: int, engine: Any, ctx: ActionContext) -> None:
