@@ -9,7 +9,9 @@ execution, live progress and restart recovery are the same as for containment.
 New incidents that name a resource get their blast radius estimated by a small sweeper that
 serving processes start (`start(runtime)`, called by bot.server.start_services; every
 `SWEEP_DEFAULT` seconds, `runtime.extras[IMPACT_SWEEP_KEY] = 0` turns it off), so incidents
-from GuardDuty, `/contain` or anywhere else are covered, also after a restart.
+from GuardDuty, `/contain` or anywhere else are covered, also after a restart. The same
+`start` runs the abuse watcher, which stops an abuse report's reminders once its Support case
+shows the answer (`ABUSE_CHECK_KEY`).
 """
 
 from __future__ import annotations
