@@ -191,3 +191,40 @@ def test_timeline_records_button_errors(bot):
     with bot.session() as session:
         kinds = session.scalars(select(TimelineEvent.kind).order_by(TimelineEvent.seq)).all()
     assert kinds[-1] == "bot.error"
+
+
+def seed_many(bot, count: int, title: str) -> None:
+    from commands.incidents import open_incident as open_service
+
+    with bot.runtime.database.session() as session:
+        for n in range(count):
+            open_service(
+                session=session,
+                title=f"{n} {title}",
+                created_by="W111",
+                severity=("low", "medium", "high", "critical")[n % 4],
+            )
+
+
+def test_long_list_and_home_stay_within_slack_limits(bot):
+    from tests.slack_fake import MAX_MESSAGE_BLOCKS, _block_errors
+
+    seed_many(bot, 60, "<!channel> " + "&<>" * 100)
+    listing = ack_json(bot.command("list"))
+    assert _block_errors(listing["blocks"], max_blocks=MAX_MESSAGE_BLOCKS) == []
+    assert len(listing["text"]) <= 4000
+    assert "20 more not shown" in json.dumps(listing["blocks"])
+    event = {
+        "type": "app_home_opened",
+        "user": "W111",
+        "channel": "D0HOME",
+        "tab": "home",
+        "event_ts": "1596183880.004200",
+    }
+    bot.sender.event(event)
+    published = bot.slack.wait_for("views.publish")
+    assert published.ok, published.response  # the fake refuses > 100 blocks, like Slack
+    flat = json.dumps(published.args["view"], ensure_ascii=False)
+    assert "Open incidents (60)" in flat and "20 more" in flat
+    # critical incidents come first on the Home tab
+    assert published.args["view"]["blocks"][3]["text"]["text"].startswith("🚨 *INC-4*")
