@@ -3,16 +3,18 @@
 A command is a `SlashCommand` with named subcommands. Each subcommand is a plain function
 taking an `Invocation` and returning a `Reply` (or None). Two modes:
 
-* inline (read-only, fast): runs in the request and its reply *is* the ack, so the user sees
-  the answer in one round trip;
-* background (anything that writes, calls Slack or AWS): the ack goes out empty at once and
-  the function runs in `runtime.background`. Its reply is sent through `response_url`.
+* inline (the default; reads and validation only): runs in the request and its reply *is*
+  the ack, so the user sees the answer in one round trip. Whatever writes or calls Slack/AWS
+  is handed on with `inv.defer(description, fn)` and runs after the ack;
+* background=True: the ack goes out empty at once and the whole function runs in
+  `runtime.background`.
 
-Errors are never swallowed: a `UserError` becomes an ephemeral one-sentence answer (escaped
-for mrkdwn: it may quote what the user typed); anything
-else is logged, answered ephemerally ("... failed: ...") and, when the incident is known
-(`inv.incident_key`), written to that incident's timeline as a `bot.error` event. A job cut
-short by shutdown says so to the user and on the timeline (`bot.interrupted`).
+Replies after the ack go through `inv.reply_to` (response_url for commands and buttons, a DM
+for modals). Errors are never swallowed: a `UserError` becomes an ephemeral one-sentence
+answer (escaped for mrkdwn: it may quote what the user typed); anything else is logged,
+answered ephemerally ("... failed: ...") and, when the incident is known (`inv.incident_key`),
+written to that incident's timeline as a `bot.error` event. A job cut short by shutdown says
+so to the user and on the timeline (`bot.interrupted`).
 
 Adding a subcommand from another module::
 
