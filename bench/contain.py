@@ -14,7 +14,8 @@ one (its output, or the order the containment procedure demands), times the dela
 graph is written out below from what each call needs, not from how the executor schedules
 it; the bench prints the longest chain. Round 1 also pays for loading botocore's service
 models and creating clients; the figure is the median of the later (warm) rounds, as in a
-running bot. Last line: {"bench": "contain", ..., "ratio": measured / floor}.
+running bot (the best warm round is printed too: other load on the machine only adds
+time). Last line: {"bench": "contain", ..., "ratio": median / floor}.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ def _chain_ms(proxy_url: str, instance_id: str, length: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.contain")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--delay-ms", type=float, default=DEFAULT_DELAY_MS)
     args = parser.parse_args(argv)
     delay = args.delay_ms / 1000
@@ -265,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         " ".join(f"{k}:{v}" for k, v in sorted(waves.items())),
     )
     print(
-        f"containment: median {measured * 1000:.1f} ms over {len(warm)} warm rounds "
-        f"(cold {times[0] * 1000:.1f} ms)"
+        f"containment: median {measured * 1000:.1f} ms over {len(warm)} warm rounds, best "
+        f"{min(warm) * 1000:.1f} ms (cold {times[0] * 1000:.1f} ms); the ratio uses the median"
     )
     print(
         f"same chain measured: {chain_ms:.0f} ms for {len(path)} dependent DescribeInstances "
@@ -280,12 +281,14 @@ def main(argv: list[str] | None = None) -> int:
                 "critical_path_calls": len(path),
                 "floor_ms": round(floor * 1000, 1),
                 "median_ms": round(measured * 1000, 1),
+                "best_ms": round(min(warm) * 1000, 1),
                 "cold_ms": round(times[0] * 1000, 1),
                 "aws_calls": counts[-1],
                 "min_aws_calls": minimum,
                 "rounds": len(times),
                 "floor_measured_ms": round(chain_ms, 1),
                 "ratio_vs_measured_floor": round(measured * 1000 / chain_ms, 3),
+                "ratio_best": round(min(warm) / floor, 3),
                 "ratio": round(measured / floor, 3),
             }
         )
