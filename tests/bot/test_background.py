@@ -80,3 +80,22 @@ def test_shutdown_records_jobs_still_running_after_grace():
     assert [j.description for j in jobs] == ["stuck"]
     assert interrupted == ["x"]
     release.set()
+
+
+def test_runtime_shutdown_stops_producers_first_then_drains(tmp_path):
+    from bot.app import make_runtime
+    from tests.bot.conftest import bot_settings
+    from tests.slack_fake import FakeSlack
+
+    order: list[str] = []
+    with FakeSlack() as slack:
+        runtime = make_runtime(bot_settings(tmp_path, slack, {}))
+        runtime.background.submit(
+            lambda: (time.sleep(0.2), order.append("job finished")), description="job"
+        )
+        runtime.on_shutdown(lambda: order.append("scheduler stopped"))
+        runtime.on_shutdown(lambda: order.append("sweeper stopped"))
+        runtime.on_shutdown(lambda: 1 / 0)  # a failing stopper does not stop the others
+        assert runtime.shutdown(grace=2) == []
+    assert order == ["sweeper stopped", "scheduler stopped", "job finished"]
+    assert runtime.background.closing
