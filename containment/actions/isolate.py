@@ -145,11 +145,16 @@ class DropTransitGroup(Action):
     depends_on = ("isolate",)
 
     def _ids(self, facts: Facts, results: dict[str, StepResult] | None) -> list[str]:
-        ids = [g["transit"] for g in group_ids(facts, results).values()]
-        prepared = (results or {}).get("isolation_groups")
-        if prepared is None:  # planning: only groups that exist or will be created
-            return ids
-        return [g for g in ids if not g.startswith("<")]
+        groups = group_ids(facts, results)
+        if (results or {}).get("isolation_groups") is not None:
+            return [g["transit"] for g in groups.values() if not g["transit"].startswith("<")]
+        # Planning: groups that exist, or will be created because some ENI must move.
+        return [
+            g["transit"]
+            for vpc, g in groups.items()
+            if not g["transit"].startswith("<")
+            or any(_hops(e, g) for e in facts["enis"] if e["vpc_id"] == vpc)
+        ]
 
     def calls(
         self,
@@ -178,11 +183,8 @@ class DropTransitGroup(Action):
 
         with rec.guard():
             parallel_map(delete, ids)
-        if rec.error and error_code_is(rec.error, "DependencyViolation"):
+        if rec.error and rec.error.get("code") == "DependencyViolation":
             rec.left("transit_groups", "still attached somewhere; delete after checking")
         return rec.result()
 
-
-def error_code_is(error: dict[str, Any], code: str) -> bool:
-    return error.get("code") == code
 

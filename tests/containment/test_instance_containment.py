@@ -46,6 +46,9 @@ def test_plan_reads_only_and_lists_every_step(world, instance, make_ctx, calls) 
 
 
 def test_second_run_changes_nothing(world, instance, make_ctx, contained, calls) -> None:
+    # A fresh plan sees the work done: no step but the evidence upload has a call to make.
+    planned = {a.name: cs for a, cs in plan_all(target=instance, ctx=make_ctx())}
+    assert {n for n, cs in planned.items() if any(c.mutating for c in cs)} == {"evidence"}
     calls.clear()
     again = run_plan(target=instance, ctx=make_ctx())
     assert all(r.status in ("succeeded", "skipped") for r in again.values())
