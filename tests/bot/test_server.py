@@ -80,7 +80,7 @@ def start_bot(tmp_path: Path, slack: FakeSlack, *extra_env: tuple[str, str]) -> 
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # gunicorn boot on a loaded 2-core CI machine
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"bot exited {proc.returncode}:\n{log.read_text()}")
