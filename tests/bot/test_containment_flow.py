@@ -346,21 +346,23 @@ def test_non_approver_refused(env: Env) -> None:
 
 def test_twenty_approve_clicks_at_once_run_once(env: Env) -> None:
     bot = env.start()
+    other = env.start()  # a second worker process on the same database
     request_id, _ = contain(bot, env.world.instance_id)
     barrier = threading.Barrier(20)
 
     def one(i: int) -> int:
         barrier.wait()
-        # Two approvers, and Slack retrying some deliveries of the same click.
+        # Two approvers, two workers, and Slack retrying some deliveries of the same click.
         headers = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"} if i % 3 \
             else None
-        return click(bot, "containment_approve", request_id, (APPROVER1, APPROVER2)[i % 2],
-                     headers=headers)
+        return click((bot, other)[i % 4 // 2], "containment_approve", request_id,
+                     (APPROVER1, APPROVER2)[i % 2], headers=headers)
 
     with ThreadPoolExecutor(20) as pool:
         codes = list(pool.map(one, range(20)))
     assert codes == [200] * 20
     row = wait_status(bot, request_id)
+    other.idle(15)
     assert row.status == "succeeded"
     kinds = [e.kind for e in timeline(bot)]
     assert kinds.count("containment.approved") == 1

@@ -461,3 +461,17 @@ def test_concurrent_requests_for_one_target_make_one_request(database: Any) -> N
         results = list(pool.map(ask, range(10)))
     assert len({rid for rid, _ in results}) == 1
     assert [created for _, created in results].count(True) == 1
+
+
+def test_shutdown_interrupt_marks_running_request(database: Any) -> None:
+    from commands.approvals.execution import interrupt
+
+    request_id = new_request(database)
+    approve(database, request_id)
+    assert interrupt(database=database, request_id=request_id) is False  # not running yet
+    assert claim(database=database, request_id=request_id)
+    assert interrupt(database=database, request_id=request_id) is True
+    row = request_row(database, request_id)
+    assert row.status == "interrupted"
+    assert {s.status for s in row.steps} == {"interrupted"}
+    assert any("cut short by a shutdown" in e.summary for e in timeline(database))
