@@ -146,12 +146,14 @@ class DelayProxy:
                 start = time.monotonic()
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in _HOP_HEADERS}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
                 time.sleep(proxy.delay)
                 status, out_headers, data = proxy._send(self.command, self.path, headers, body)
-                kept = [(k, v) for k, v in out_headers
-                        if k.lower() not in _HOP_HEADERS and k.lower() != "content-length"]
+                kept = [
+                    (k, v)
+                    for k, v in out_headers
+                    if k.lower() not in _HOP_HEADERS and k.lower() != "content-length"
+                ]
                 self._reply(status, kept, data)
                 lowered = {k.lower(): v for k, v in headers.items()}
                 lowered["method"] = self.command
@@ -174,8 +176,9 @@ class DelayProxy:
         conn = getattr(self._local, "conn", None)
         for attempt in (1, 2):  # a kept-alive connection may have been closed upstream
             if conn is None:
-                conn = http.client.HTTPConnection(self.upstream_host, self.upstream_port,
-                                                  timeout=60)
+                conn = http.client.HTTPConnection(
+                    self.upstream_host, self.upstream_port, timeout=60
+                )
                 conn.connect()
                 conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._local.conn = conn
@@ -219,8 +222,15 @@ class ProxyProcess:
 
     def __enter__(self) -> Self:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "bench._proxy", "--upstream", self.upstream,
-             "--delay", str(self.delay)],
+            [
+                sys.executable,
+                "-m",
+                "bench._proxy",
+                "--upstream",
+                self.upstream,
+                "--delay",
+                str(self.delay),
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -88,17 +88,17 @@ class ActionContext:
     _clients: dict[tuple[str, str, str | None, int | None], BaseClient] = field(
         default_factory=dict, init=False, repr=False
     )
-    _inspections: dict[Target, dict[str, Any]] = field(
-        default_factory=dict, init=False, repr=False
-    )
+    _inspections: dict[Target, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
 
     # --- clients -------------------------------------------------------------------------
 
     def config(self, max_attempts: int | None = None) -> Config:
         return Config(
             # total attempts, first one included (botocore's "max_attempts" counts retries)
-            retries={"mode": self.retry_mode,
-                     "total_max_attempts": max_attempts or self.max_attempts},
+            retries={
+                "mode": self.retry_mode,
+                "total_max_attempts": max_attempts or self.max_attempts,
+            },
             max_pool_connections=self.max_pool_connections,
         )
 

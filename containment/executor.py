@@ -208,7 +208,8 @@ def _heights(actions: list[Action]) -> dict[str, int]:
     height: dict[str, int] = {}
     for action in reversed(actions):  # dependents come later in `actions`
         after_it = [
-            height[b.name] for b in actions
+            height[b.name]
+            for b in actions
             if b.name in height and action.name in deps_within(b, names)
         ]
         height[action.name] = 1 + max(after_it, default=0)
@@ -261,10 +262,15 @@ def rollback_plan(
         if ctx.dry_run:
             calls = action.rollback_calls(target, ctx, result)
             now = _now(ctx)
-            return StepResult(action=action.name, status="skipped", dry_run=True,
-                              note="dry run: no change made",
-                              planned=[c.to_dict() for c in calls],
-                              started_at=now, finished_at=now)
+            return StepResult(
+                action=action.name,
+                status="skipped",
+                dry_run=True,
+                note="dry run: no change made",
+                planned=[c.to_dict() for c in calls],
+                started_at=now,
+                finished_at=now,
+            )
         try:
             undone = action.rollback(target, ctx, result)
         except Exception as exc:

@@ -193,9 +193,7 @@ class Action:
     def apply(self, target: Target, ctx: ActionContext, state: RunState) -> StepResult:
         raise NotImplementedError
 
-    def rollback(
-        self, target: Target, ctx: ActionContext, result: StepResult
-    ) -> StepResult | None:
+    def rollback(self, target: Target, ctx: ActionContext, result: StepResult) -> StepResult | None:
         return None
 
     def rollback_calls(

@@ -94,12 +94,16 @@ class CaptureAccessKey(Action):
     ) -> list[PlannedCall]:
         user = facts.get("user_name", target.user_name or "<owner>")
         return [
-            PlannedCall("iam", "GetAccessKeyLastUsed", {"AccessKeyId": target.resource_id},
-                        mutating=False),
+            PlannedCall(
+                "iam", "GetAccessKeyLastUsed", {"AccessKeyId": target.resource_id}, mutating=False
+            ),
             PlannedCall("iam", "ListAccessKeys", {"UserName": user}, mutating=False),
-            PlannedCall("iam", "GetUserPolicy",
-                        {"UserName": user, "PolicyName": revoke_policy_name(ctx)},
-                        mutating=False),
+            PlannedCall(
+                "iam",
+                "GetUserPolicy",
+                {"UserName": user, "PolicyName": revoke_policy_name(ctx)},
+                mutating=False,
+            ),
         ]
 
     def apply(self, target: Target, ctx: ActionContext, state: RunState) -> StepResult:
@@ -128,9 +132,17 @@ class DeactivateAccessKey(Action):
     ) -> list[PlannedCall]:
         if facts["status"] == "Inactive":
             return []
-        return [PlannedCall("iam", "UpdateAccessKey",
-                            {"UserName": facts["user_name"], "AccessKeyId": target.resource_id,
-                             "Status": "Inactive"})]
+        return [
+            PlannedCall(
+                "iam",
+                "UpdateAccessKey",
+                {
+                    "UserName": facts["user_name"],
+                    "AccessKeyId": target.resource_id,
+                    "Status": "Inactive",
+                },
+            )
+        ]
 
     def apply(self, target: Target, ctx: ActionContext, state: RunState) -> StepResult:
         facts = state.facts
@@ -150,13 +162,19 @@ class DeactivateAccessKey(Action):
         key = result.changes.get("key")
         if not key:
             return []
-        return [PlannedCall("iam", "UpdateAccessKey",
-                            {"UserName": key["user_name"], "AccessKeyId": target.resource_id,
-                             "Status": key["before"]})]
+        return [
+            PlannedCall(
+                "iam",
+                "UpdateAccessKey",
+                {
+                    "UserName": key["user_name"],
+                    "AccessKeyId": target.resource_id,
+                    "Status": key["before"],
+                },
+            )
+        ]
 
-    def rollback(
-        self, target: Target, ctx: ActionContext, result: StepResult
-    ) -> StepResult | None:
+    def rollback(self, target: Target, ctx: ActionContext, result: StepResult) -> StepResult | None:
         key = result.changes.get("key")
         if not key:
             return None
@@ -186,9 +204,17 @@ class RevokeUserSessions(Action):
     ) -> list[PlannedCall]:
         if facts["revoke_policy_present"]:
             return []
-        return [PlannedCall("iam", "PutUserPolicy",
-                            {"UserName": facts["user_name"], "PolicyName": revoke_policy_name(ctx),
-                             "Deny": "* when aws:TokenIssueTime < now"})]
+        return [
+            PlannedCall(
+                "iam",
+                "PutUserPolicy",
+                {
+                    "UserName": facts["user_name"],
+                    "PolicyName": revoke_policy_name(ctx),
+                    "Deny": "* when aws:TokenIssueTime < now",
+                },
+            )
+        ]
 
     def apply(self, target: Target, ctx: ActionContext, state: RunState) -> StepResult:
         facts = state.facts
@@ -201,6 +227,8 @@ class RevokeUserSessions(Action):
                 PolicyName=revoke_policy_name(ctx),
                 PolicyDocument=revoke_older_sessions(ctx.now()),
             )
-            rec.change("user_policy", {"user_name": facts["user_name"],
-                                       "policy_name": revoke_policy_name(ctx)})
+            rec.change(
+                "user_policy",
+                {"user_name": facts["user_name"], "policy_name": revoke_policy_name(ctx)},
+            )
         return rec.result(note="kept on rollback: stolen sessions stay dead")

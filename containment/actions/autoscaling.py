@@ -73,8 +73,11 @@ class AutoScaling(Action):
                 out = client.detach_instances(**params)
             rec.change(
                 "group",
-                {"name": params["AutoScalingGroupName"], "mode": "standby" if op == "EnterStandby"
-                 else "detached", "decremented": decrement},
+                {
+                    "name": params["AutoScalingGroupName"],
+                    "mode": "standby" if op == "EnterStandby" else "detached",
+                    "decremented": decrement,
+                },
             )
             rec.evidence["activities"] = [a.get("Description") for a in out.get("Activities", [])]
         note = None if decrement else "desired capacity kept: the group launches a replacement"
@@ -90,9 +93,7 @@ class AutoScaling(Action):
         op = "ExitStandby" if group["mode"] == "standby" else "AttachInstances"
         return [PlannedCall("autoscaling", op, params)]
 
-    def rollback(
-        self, target: Target, ctx: ActionContext, result: StepResult
-    ) -> StepResult | None:
+    def rollback(self, target: Target, ctx: ActionContext, result: StepResult) -> StepResult | None:
         group = result.changes.get("group")
         if not group:
             return None

@@ -116,8 +116,12 @@ def inspect_instance(target: Target, ctx: ActionContext) -> Facts:
         except ClientError as exc:
             if not is_not_found(exc):
                 raise
-        return {"association_id": assoc["AssociationId"], "profile_arn": arn,
-                "profile_name": name, "roles": roles}
+        return {
+            "association_id": assoc["AssociationId"],
+            "profile_arn": arn,
+            "profile_name": name,
+            "roles": roles,
+        }
 
     def deny_profile() -> dict[str, Any] | None:
         try:
@@ -215,9 +219,7 @@ def inspect_instance(target: Target, ctx: ActionContext) -> Facts:
     return facts
 
 
-def _tg_membership(
-    elbv2: Any, group: dict[str, Any], iid: str, ips: set[str]
-) -> dict[str, Any]:
+def _tg_membership(elbv2: Any, group: dict[str, Any], iid: str, ips: set[str]) -> dict[str, Any]:
     arn = group["TargetGroupArn"]
     kind = group.get("TargetType", "instance")
     wanted = {iid} if kind == "instance" else ips if kind == "ip" else set()
@@ -335,8 +337,11 @@ class CaptureInstance(Action):
         reads = [
             ("ec2", "DescribeInstances", {"InstanceIds": [target.resource_id]}),
             ("ec2", "DescribeInstanceAttribute", {**iid, "Attribute": "disableApiTermination"}),
-            ("ec2", "DescribeInstanceAttribute",
-             {**iid, "Attribute": "instanceInitiatedShutdownBehavior"}),
+            (
+                "ec2",
+                "DescribeInstanceAttribute",
+                {**iid, "Attribute": "instanceInitiatedShutdownBehavior"},
+            ),
             ("ec2", "GetConsoleOutput", iid),
             ("ec2", "GetConsoleScreenshot", iid),
             ("ec2", "DescribeIamInstanceProfileAssociations", iid),

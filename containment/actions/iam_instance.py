@@ -75,29 +75,41 @@ class RestrictInstanceIam(Action):
                 out += [
                     PlannedCall("iam", "CreateRole", {"RoleName": name}),
                     PlannedCall("iam", "CreateInstanceProfile", {"InstanceProfileName": name}),
-                    PlannedCall("iam", "PutRolePolicy",
-                                {"RoleName": name, "PolicyName": "deny-all"}),
-                    PlannedCall("iam", "AddRoleToInstanceProfile",
-                                {"InstanceProfileName": name, "RoleName": name}),
+                    PlannedCall(
+                        "iam", "PutRolePolicy", {"RoleName": name, "PolicyName": "deny-all"}
+                    ),
+                    PlannedCall(
+                        "iam",
+                        "AddRoleToInstanceProfile",
+                        {"InstanceProfileName": name, "RoleName": name},
+                    ),
                 ]
             out.append(
                 PlannedCall(
                     "ec2",
                     "ReplaceIamInstanceProfileAssociation",
-                    {"AssociationId": facts["iam"]["association_id"],
-                     "IamInstanceProfile": {"Name": name}},
+                    {
+                        "AssociationId": facts["iam"]["association_id"],
+                        "IamInstanceProfile": {"Name": name},
+                    },
                 )
             )
         for role in _roles(ctx, facts):
             policy = revoke_policy_name(ctx)
-            out.append(PlannedCall("iam", "GetRolePolicy", {"RoleName": role, "PolicyName": policy},
-                                   mutating=False))
+            out.append(
+                PlannedCall(
+                    "iam", "GetRolePolicy", {"RoleName": role, "PolicyName": policy}, mutating=False
+                )
+            )
             out.append(
                 PlannedCall(
                     "iam",
                     "PutRolePolicy",
-                    {"RoleName": role, "PolicyName": policy,
-                     "Deny": "* when aws:TokenIssueTime < now"},
+                    {
+                        "RoleName": role,
+                        "PolicyName": policy,
+                        "Deny": "* when aws:TokenIssueTime < now",
+                    },
                 )
             )
         return out
@@ -119,8 +131,10 @@ class RestrictInstanceIam(Action):
             arn = (facts.get("deny_profile") or {}).get("arn") or self._create_profile(iam, ctx)
             out = self._replace(ec2, ctx, facts["iam"]["association_id"], arn)
             before = (state.captured.get("iam") or facts["iam"])["profile_arn"]
-            rec.change("profile", {"before_arn": before, "deny_arn": arn,
-                                   "association_id": out["AssociationId"]})
+            rec.change(
+                "profile",
+                {"before_arn": before, "deny_arn": arn, "association_id": out["AssociationId"]},
+            )
 
         def has_policy(role: str) -> bool:
             try:
@@ -137,8 +151,9 @@ class RestrictInstanceIam(Action):
                 rec.evidence.setdefault("already_revoked", []).append(role)
                 return
             # Cut-off taken after the swap, so sessions of the old role issued up to now die.
-            iam.put_role_policy(RoleName=role, PolicyName=policy,
-                                PolicyDocument=revoke_older_sessions(ctx.now()))
+            iam.put_role_policy(
+                RoleName=role, PolicyName=policy, PolicyDocument=revoke_older_sessions(ctx.now())
+            )
             rec.change_item("revoked_roles", role, policy)
 
         swap_error: list[BaseException] = []
@@ -172,16 +187,20 @@ class RestrictInstanceIam(Action):
 
         _, profile = parallel(
             lambda: tolerate_exists(
-                iam.create_role, RoleName=name, AssumeRolePolicyDocument=EC2_TRUST,
+                iam.create_role,
+                RoleName=name,
+                AssumeRolePolicyDocument=EC2_TRUST,
                 Description="incident-bot: attached to contained instances; denies everything",
             ),
             lambda: tolerate_exists(iam.create_instance_profile, InstanceProfileName=name),
         )
         parallel(
-            lambda: iam.put_role_policy(RoleName=name, PolicyName="deny-all",
-                                        PolicyDocument=DENY_ALL),
-            lambda: tolerate_exists(iam.add_role_to_instance_profile,
-                                    InstanceProfileName=name, RoleName=name),
+            lambda: iam.put_role_policy(
+                RoleName=name, PolicyName="deny-all", PolicyDocument=DENY_ALL
+            ),
+            lambda: tolerate_exists(
+                iam.add_role_to_instance_profile, InstanceProfileName=name, RoleName=name
+            ),
         )
         if profile is None:  # created meanwhile by a concurrent containment
             profile = iam.get_instance_profile(InstanceProfileName=name)
@@ -206,16 +225,23 @@ class RestrictInstanceIam(Action):
         if not profile:
             return []
         return [
-            PlannedCall("ec2", "DescribeIamInstanceProfileAssociations",
-                        {"InstanceId": target.resource_id}, mutating=False),
-            PlannedCall("ec2", "ReplaceIamInstanceProfileAssociation",
-                        {"AssociationId": "<current>",
-                         "IamInstanceProfile": {"Arn": profile["before_arn"]}}),
+            PlannedCall(
+                "ec2",
+                "DescribeIamInstanceProfileAssociations",
+                {"InstanceId": target.resource_id},
+                mutating=False,
+            ),
+            PlannedCall(
+                "ec2",
+                "ReplaceIamInstanceProfileAssociation",
+                {
+                    "AssociationId": "<current>",
+                    "IamInstanceProfile": {"Arn": profile["before_arn"]},
+                },
+            ),
         ]
 
-    def rollback(
-        self, target: Target, ctx: ActionContext, result: StepResult
-    ) -> StepResult | None:
+    def rollback(self, target: Target, ctx: ActionContext, result: StepResult) -> StepResult | None:
         profile = result.changes.get("profile")
         if not profile:
             return None

@@ -14,8 +14,9 @@ from containment.context import ActionContext
 DENY_ALL = json.dumps(
     {
         "Version": "2012-10-17",
-        "Statement": [{"Sid": "IncidentBotDenyAll", "Effect": "Deny", "Action": "*",
-                       "Resource": "*"}],
+        "Statement": [
+            {"Sid": "IncidentBotDenyAll", "Effect": "Deny", "Action": "*", "Resource": "*"}
+        ],
     }
 )
 
@@ -54,4 +55,3 @@ def revoke_older_sessions(issued_before: datetime) -> str:
             ],
         }
     )
-

@@ -86,13 +86,15 @@ class Isolate(Action):
             for hop in hops:
                 ec2.modify_network_interface_attribute(NetworkInterfaceId=eni["id"], Groups=hop)
                 rec.change_item("enis", eni["id"], original.get(eni["id"], eni["groups"]))
-                where[eni["id"]] = "isolated" if hop == [groups[eni["vpc_id"]]["isolation"]] \
-                    else "transit"
+                where[eni["id"]] = (
+                    "isolated" if hop == [groups[eni["vpc_id"]]["isolation"]] else "transit"
+                )
 
         with rec.guard():
             parallel_map(move, todo)
         rec.evidence["enis"] = {
-            e["id"]: [groups[e["vpc_id"]]["isolation"]] for e in state.facts["enis"]
+            e["id"]: [groups[e["vpc_id"]]["isolation"]]
+            for e in state.facts["enis"]
             if where.get(e["id"], "isolated") == "isolated"
         }
         if rec.error:
@@ -109,9 +111,7 @@ class Isolate(Action):
             for eni, gs in result.changes.get("enis", {}).items()
         ]
 
-    def rollback(
-        self, target: Target, ctx: ActionContext, result: StepResult
-    ) -> StepResult | None:
+    def rollback(self, target: Target, ctx: ActionContext, result: StepResult) -> StepResult | None:
         enis = result.changes.get("enis", {})
         if not enis:
             return None
@@ -163,8 +163,10 @@ class DropTransitGroup(Action):
         facts: Facts,
         results: dict[str, StepResult] | None = None,
     ) -> list[PlannedCall]:
-        return [PlannedCall("ec2", "DeleteSecurityGroup", {"GroupId": g})
-                for g in self._ids(facts, results)]
+        return [
+            PlannedCall("ec2", "DeleteSecurityGroup", {"GroupId": g})
+            for g in self._ids(facts, results)
+        ]
 
     def apply(self, target: Target, ctx: ActionContext, state: RunState) -> StepResult:
         ids = self._ids(state.facts, state.results)
@@ -186,5 +188,3 @@ class DropTransitGroup(Action):
         if rec.error and rec.error.get("code") == "DependencyViolation":
             rec.left("transit_groups", "still attached somewhere; delete after checking")
         return rec.result()
-
-

@@ -60,22 +60,45 @@ def _vpc_calls(
     if iso is None:
         out.append(PlannedCall("ec2", "CreateSecurityGroup", _create_params(ctx, vpc, "isolation")))
         out.append(
-            PlannedCall("ec2", "RevokeSecurityGroupEgress",
-                        {"GroupId": "<new isolation group>", "IpPermissions": [ALL_BOTH]})
+            PlannedCall(
+                "ec2",
+                "RevokeSecurityGroupEgress",
+                {"GroupId": "<new isolation group>", "IpPermissions": [ALL_BOTH]},
+            )
         )
     else:
         if iso["ingress"]:
-            out.append(PlannedCall("ec2", "RevokeSecurityGroupIngress",
-                                   {"GroupId": iso["id"], "IpPermissions": iso["ingress"]}))
+            out.append(
+                PlannedCall(
+                    "ec2",
+                    "RevokeSecurityGroupIngress",
+                    {"GroupId": iso["id"], "IpPermissions": iso["ingress"]},
+                )
+            )
         if iso["egress"]:
-            out.append(PlannedCall("ec2", "RevokeSecurityGroupEgress",
-                                   {"GroupId": iso["id"], "IpPermissions": iso["egress"]}))
+            out.append(
+                PlannedCall(
+                    "ec2",
+                    "RevokeSecurityGroupEgress",
+                    {"GroupId": iso["id"], "IpPermissions": iso["egress"]},
+                )
+            )
     if found.get("transit") is None and _needs_transit(facts, vpc, found):
         out.append(PlannedCall("ec2", "CreateSecurityGroup", _create_params(ctx, vpc, "transit")))
-        out.append(PlannedCall("ec2", "AuthorizeSecurityGroupIngress",
-                               {"GroupId": "<new transit group>", "IpPermissions": [ALL_BOTH]}))
-        out.append(PlannedCall("ec2", "AuthorizeSecurityGroupEgress",
-                               {"GroupId": "<new transit group>", "IpPermissions": [ALL_V6]}))
+        out.append(
+            PlannedCall(
+                "ec2",
+                "AuthorizeSecurityGroupIngress",
+                {"GroupId": "<new transit group>", "IpPermissions": [ALL_BOTH]},
+            )
+        )
+        out.append(
+            PlannedCall(
+                "ec2",
+                "AuthorizeSecurityGroupEgress",
+                {"GroupId": "<new transit group>", "IpPermissions": [ALL_V6]},
+            )
+        )
     return out
 
 
@@ -129,8 +152,12 @@ class IsolationGroups(Action):
                     # No ::/0 rule (VPC without IPv6): revoke the IPv4 rule alone.
                     if error_code(exc) != "InvalidPermission.NotFound":
                         raise
-                    _ignore(("InvalidPermission.NotFound",), ec2.revoke_security_group_egress,
-                            GroupId=gid, IpPermissions=[ALL_V4])
+                    _ignore(
+                        ("InvalidPermission.NotFound",),
+                        ec2.revoke_security_group_egress,
+                        GroupId=gid,
+                        IpPermissions=[ALL_V4],
+                    )
                 return gid
             gid = found["id"]
             # A reused group must still be empty: someone may have added rules since.
@@ -150,12 +177,18 @@ class IsolationGroups(Action):
             gid = ec2.create_security_group(**_create_params(ctx, vpc, "transit"))["GroupId"]
             rec.change_item("created", gid, {"vpc": vpc, "role": "transit"})
             parallel(
-                lambda: _ignore(("InvalidPermission.Duplicate",),
-                                ec2.authorize_security_group_ingress,
-                                GroupId=gid, IpPermissions=[ALL_BOTH]),
-                lambda: _ignore(("InvalidPermission.Duplicate",),
-                                ec2.authorize_security_group_egress,
-                                GroupId=gid, IpPermissions=[ALL_V6]),
+                lambda: _ignore(
+                    ("InvalidPermission.Duplicate",),
+                    ec2.authorize_security_group_ingress,
+                    GroupId=gid,
+                    IpPermissions=[ALL_BOTH],
+                ),
+                lambda: _ignore(
+                    ("InvalidPermission.Duplicate",),
+                    ec2.authorize_security_group_egress,
+                    GroupId=gid,
+                    IpPermissions=[ALL_V6],
+                ),
             )
             return gid
 
@@ -182,9 +215,7 @@ class IsolationGroups(Action):
             for gid, info in result.changes.get("created", {}).items()
         ]
 
-    def rollback(
-        self, target: Target, ctx: ActionContext, result: StepResult
-    ) -> StepResult | None:
+    def rollback(self, target: Target, ctx: ActionContext, result: StepResult) -> StepResult | None:
         created = result.changes.get("created", {})
         if not created:
             return None

@@ -60,26 +60,36 @@ class LoadBalancers(Action):
         iid = target.resource_id
         jobs: list[Callable[[], None]] = []
         for g in facts["target_groups"]:
+
             def tg(g: dict = g) -> None:
                 elbv2.deregister_targets(TargetGroupArn=g["arn"], Targets=g["targets"])
                 rec.change_item("target_groups", g["arn"], g["targets"])
+
             jobs.append(tg)
         for lb in facts["classic_elbs"]:
+
             def classic(name: str = lb["name"]) -> None:
                 elb.deregister_instances_from_load_balancer(
                     LoadBalancerName=name, Instances=[{"InstanceId": iid}]
                 )
                 rec.change_item("classic_elbs", name, [iid])
+
             jobs.append(classic)
         with rec.guard():
             parallel(*jobs)
         if rec.error:
             rec.left(
                 "still_registered",
-                [g["arn"] for g in facts["target_groups"]
-                 if g["arn"] not in rec.changes.get("target_groups", {})]
-                + [lb["name"] for lb in facts["classic_elbs"]
-                   if lb["name"] not in rec.changes.get("classic_elbs", {})],
+                [
+                    g["arn"]
+                    for g in facts["target_groups"]
+                    if g["arn"] not in rec.changes.get("target_groups", {})
+                ]
+                + [
+                    lb["name"]
+                    for lb in facts["classic_elbs"]
+                    if lb["name"] not in rec.changes.get("classic_elbs", {})
+                ],
             )
         return rec.result()
 
@@ -100,9 +110,7 @@ class LoadBalancers(Action):
         ]
         return out
 
-    def rollback(
-        self, target: Target, ctx: ActionContext, result: StepResult
-    ) -> StepResult | None:
+    def rollback(self, target: Target, ctx: ActionContext, result: StepResult) -> StepResult | None:
         groups = result.changes.get("target_groups", {})
         classics = result.changes.get("classic_elbs", {})
         if not groups and not classics:
@@ -112,16 +120,20 @@ class LoadBalancers(Action):
         elb = ctx.client("elb", target)
         jobs: list[Callable[[], None]] = []
         for arn, targets in groups.items():
+
             def tg(arn: str = arn, targets: list = targets) -> None:
                 elbv2.register_targets(TargetGroupArn=arn, Targets=targets)
                 rec.change_item("target_groups", arn, targets)
+
             jobs.append(tg)
         for name, ids in classics.items():
+
             def classic(name: str = name, ids: list = ids) -> None:
                 elb.register_instances_with_load_balancer(
                     LoadBalancerName=name, Instances=[{"InstanceId": i} for i in ids]
                 )
                 rec.change_item("classic_elbs", name, ids)
+
             jobs.append(classic)
         with rec.guard():
             parallel(*jobs)

@@ -22,27 +22,39 @@ def _needed(target: Target, facts: Facts) -> list[tuple[str, dict[str, Any], dic
     attrs = facts["attributes"]
     if not attrs["disable_api_termination"]:
         out.append(
-            ("disable_api_termination",
-             {"InstanceId": iid, "DisableApiTermination": {"Value": True}},
-             {"before": False})
+            (
+                "disable_api_termination",
+                {"InstanceId": iid, "DisableApiTermination": {"Value": True}},
+                {"before": False},
+            )
         )
     if attrs["shutdown_behavior"] != "stop":
         out.append(
-            ("shutdown_behavior",
-             # Attribute/Value form: moto 5.2 ignores InstanceInitiatedShutdownBehavior.Value.
-             {"InstanceId": iid, "Attribute": "instanceInitiatedShutdownBehavior", "Value": "stop"},
-             {"before": attrs["shutdown_behavior"]})
+            (
+                "shutdown_behavior",
+                # Attribute/Value form: moto 5.2 ignores InstanceInitiatedShutdownBehavior.Value.
+                {
+                    "InstanceId": iid,
+                    "Attribute": "instanceInitiatedShutdownBehavior",
+                    "Value": "stop",
+                },
+                {"before": attrs["shutdown_behavior"]},
+            )
         )
     deleting = [v for v in facts["volumes"] if v["delete_on_termination"]]
     if deleting:
         out.append(
-            ("delete_on_termination",
-             {"InstanceId": iid,
-              "BlockDeviceMappings": [
-                  {"DeviceName": v["device"], "Ebs": {"DeleteOnTermination": False}}
-                  for v in deleting
-              ]},
-             {"before": {v["id"]: True for v in deleting}})
+            (
+                "delete_on_termination",
+                {
+                    "InstanceId": iid,
+                    "BlockDeviceMappings": [
+                        {"DeviceName": v["device"], "Ebs": {"DeleteOnTermination": False}}
+                        for v in deleting
+                    ],
+                },
+                {"before": {v["id"]: True for v in deleting}},
+            )
         )
     return out
 

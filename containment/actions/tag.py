@@ -81,8 +81,10 @@ class Tag(Action):
             PlannedCall(
                 "ec2",
                 "CreateTags",
-                {"Resources": base + snaps + groups,
-                 "Tags": tag_list(_tags(ctx, "<now>", _snapshots_taken(results)))},
+                {
+                    "Resources": base + snaps + groups,
+                    "Tags": tag_list(_tags(ctx, "<now>", _snapshots_taken(results))),
+                },
             )
         ]
 
@@ -98,9 +100,7 @@ class Tag(Action):
             ctx.client("ec2", target).create_tags(
                 Resources=base + snaps + groups, Tags=tag_list(tags)
             )
-            previous = {
-                k: v for k, v in state.captured["instance"]["tags"].items() if k in tags
-            }
+            previous = {k: v for k, v in state.captured["instance"]["tags"].items() if k in tags}
             rec.change("resources", base + groups)
             rec.change("snapshots", snaps)
             rec.change("keys", sorted(tags))
@@ -108,9 +108,7 @@ class Tag(Action):
             rec.evidence["tags"] = tags
         return rec.result()
 
-    def _rollback_ops(
-        self, target: Target, result: StepResult
-    ) -> list[tuple[str, dict[str, Any]]]:
+    def _rollback_ops(self, target: Target, result: StepResult) -> list[tuple[str, dict[str, Any]]]:
         ch = result.changes
         if not ch.get("keys"):
             return []
@@ -119,11 +117,22 @@ class Tag(Action):
         ops.append(("DeleteTags", {"Resources": ch["resources"], "Tags": keys}))
         if ch.get("snapshots"):
             kept = {INCIDENT_TAG, FINDING_TAG}  # the wipe finds evidence snapshots by these
-            ops.append(("DeleteTags", {"Resources": ch["snapshots"],
-                                       "Tags": [k for k in keys if k["Key"] not in kept]}))
+            ops.append(
+                (
+                    "DeleteTags",
+                    {
+                        "Resources": ch["snapshots"],
+                        "Tags": [k for k in keys if k["Key"] not in kept],
+                    },
+                )
+            )
         if ch.get("instance_previous"):
-            ops.append(("CreateTags", {"Resources": [target.resource_id],
-                                       "Tags": tag_list(ch["instance_previous"])}))
+            ops.append(
+                (
+                    "CreateTags",
+                    {"Resources": [target.resource_id], "Tags": tag_list(ch["instance_previous"])},
+                )
+            )
         return ops
 
     def rollback_calls(
@@ -131,9 +140,7 @@ class Tag(Action):
     ) -> list[PlannedCall]:
         return [PlannedCall("ec2", op, p) for op, p in self._rollback_ops(target, result)]
 
-    def rollback(
-        self, target: Target, ctx: ActionContext, result: StepResult
-    ) -> StepResult | None:
+    def rollback(self, target: Target, ctx: ActionContext, result: StepResult) -> StepResult | None:
         ops = self._rollback_ops(target, result)
         if not ops:
             return None

@@ -66,10 +66,26 @@ class Faults:
         self.rules: list[dict[str, Any]] = []
         self.lock = threading.Lock()
 
-    def fail(self, operation: str, code: str, *, times: int | None = None, status: int = 400,
-             message: str = "injected", before: Callable[[], None] | None = None) -> None:
-        self.rules.append({"op": operation, "code": code, "left": times, "status": status,
-                           "message": message, "before": before})
+    def fail(
+        self,
+        operation: str,
+        code: str,
+        *,
+        times: int | None = None,
+        status: int = 400,
+        message: str = "injected",
+        before: Callable[[], None] | None = None,
+    ) -> None:
+        self.rules.append(
+            {
+                "op": operation,
+                "code": code,
+                "left": times,
+                "status": status,
+                "message": message,
+                "before": before,
+            }
+        )
 
     def _take(self, operation: str) -> dict[str, Any] | None:
         with self.lock:

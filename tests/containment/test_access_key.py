@@ -22,15 +22,18 @@ def test_key_is_deactivated_sessions_revoked_and_last_use_recorded(
     assert all(r.status == "succeeded" for r in results.values()), results
     iam = boto3.client("iam", region_name=REGION)
     assert key_status(iam, world.user_name, world.access_key_id) == "Inactive"
-    policy = iam.get_user_policy(UserName=world.user_name,
-                                 PolicyName="incident-bot-revoke-sessions-INC-7")
+    policy = iam.get_user_policy(
+        UserName=world.user_name, PolicyName="incident-bot-revoke-sessions-INC-7"
+    )
     cond = policy["PolicyDocument"]["Statement"][0]["Condition"]["DateLessThan"]
     assert "aws:TokenIssueTime" in cond
     captured = results["capture_key"].evidence
     assert captured["user_name"] == world.user_name  # found from the key alone
     assert "last_used" in captured and captured["status"] == "Active"
-    assert results["evidence"].evidence["key"].startswith(
-        f"incidents/INC-7/access_key/{world.access_key_id}/"
+    assert (
+        results["evidence"]
+        .evidence["key"]
+        .startswith(f"incidents/INC-7/access_key/{world.access_key_id}/")
     )
 
     calls.clear()

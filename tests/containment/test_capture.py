@@ -35,8 +35,11 @@ def test_screenshot_is_kept_when_available(world, instance, make_ctx, calls) -> 
     results = run_plan(target=instance, ctx=ctx, action_names=["evidence"])
     assert list(results) == ["capture", "evidence"]
     shot = results["capture"].evidence["screenshot"]
-    assert shot == {"available": True, "sha256": hashlib.sha256(JPEG.encode()).hexdigest(),
-                    "bytes": len(JPEG)}
+    assert shot == {
+        "available": True,
+        "sha256": hashlib.sha256(JPEG.encode()).hexdigest(),
+        "bytes": len(JPEG),
+    }
     stubbers[0].assert_no_pending_responses()
     ev = results["evidence"].evidence
     body = json.loads(h.client("s3").get_object(Bucket=ev["bucket"], Key=ev["key"])["Body"].read())

@@ -38,8 +38,9 @@ def test_assumed_credentials_are_renewed_before_they_expire() -> None:
         client_hooks=(log.hook,),
         now=lambda: clock["now"],
     )
-    target = Target(kind="instance", resource_id="i-12345678", region=REGION,
-                    account_id="222222222222")
+    target = Target(
+        kind="instance", resource_id="i-12345678", region=REGION, account_id="222222222222"
+    )
     first = ctx.client("ec2", target)
     assert ctx.client("ec2", target) is first
     clock["now"] += timedelta(minutes=58)  # moto's credentials last an hour

@@ -81,8 +81,9 @@ def test_cross_account_instance_is_contained_in_the_member_account() -> None:
         external_id="ext-7f3a",
         client_hooks=(CallLog().hook,),
     )
-    target = Target(kind="instance", resource_id=world.instance_id, region=REGION,
-                    account_id=MEMBER)
+    target = Target(
+        kind="instance", resource_id=world.instance_id, region=REGION, account_id=MEMBER
+    )
     results = run_plan(target=target, ctx=ctx)
     assert all(r.status in ("succeeded", "skipped") for r in results.values()), results
     assert results["evidence"].note == "no evidence bucket configured"
@@ -92,6 +93,9 @@ def test_cross_account_instance_is_contained_in_the_member_account() -> None:
         f"arn:aws:iam::{MEMBER}:instance-profile/incident-bot-deny-all"
     )
     home = boto3.client("ec2", region_name=REGION)
-    assert home.describe_security_groups(
-        Filters=[{"Name": "group-name", "Values": ["incident-bot-isolation"]}]
-    )["SecurityGroups"] == []
+    assert (
+        home.describe_security_groups(
+            Filters=[{"Name": "group-name", "Values": ["incident-bot-isolation"]}]
+        )["SecurityGroups"]
+        == []
+    )

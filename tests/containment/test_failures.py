@@ -23,8 +23,12 @@ def statuses(results):
 def test_access_denied_fails_one_step_and_retry_finishes_it(
     world, instance, make_ctx, faults
 ) -> None:
-    faults.fail("ReplaceIamInstanceProfileAssociation", "UnauthorizedOperation", status=403,
-                message="You are not authorized to perform this operation.")
+    faults.fail(
+        "ReplaceIamInstanceProfileAssociation",
+        "UnauthorizedOperation",
+        status=403,
+        message="You are not authorized to perform this operation.",
+    )
     first = run_plan(target=instance, ctx=make_ctx())
     iam = first["iam"]
     assert iam.status == "failed"
@@ -41,7 +45,9 @@ def test_access_denied_fails_one_step_and_retry_finishes_it(
     faults.rules.clear()
     started: list[str] = []
     second = run_plan(
-        target=instance, ctx=make_ctx(), previous=first,
+        target=instance,
+        ctx=make_ctx(),
+        previous=first,
         on_step=lambda name, ev, _: started.append(name) if ev == "started" else None,
     )
     assert started == ["iam"]
@@ -87,8 +93,11 @@ def test_persistent_throttling_fails_the_step_and_only_its_dependents(
 
 
 def test_lb_failure_does_not_stop_isolation(world, instance, make_ctx, faults) -> None:
-    faults.fail("DeregisterInstancesFromLoadBalancer", "LoadBalancerNotFound",
-                message="There is no ACTIVE Load Balancer named 'web-classic'")
+    faults.fail(
+        "DeregisterInstancesFromLoadBalancer",
+        "LoadBalancerNotFound",
+        message="There is no ACTIVE Load Balancer named 'web-classic'",
+    )
     results = run_plan(target=instance, ctx=make_ctx())
     lb = results["lb"]
     assert lb.status == "failed" and lb.error["kind"] == "not_found"
@@ -109,8 +118,12 @@ def test_instance_terminated_mid_way(world, instance, make_ctx, faults) -> None:
         ec2.terminate_instances(InstanceIds=[world.instance_id])
 
     # Real AWS deletes the ENIs of a terminated instance; moto keeps them, so answer as AWS.
-    faults.fail("ModifyNetworkInterfaceAttribute", "InvalidNetworkInterfaceID.NotFound",
-                times=1, before=terminate)
+    faults.fail(
+        "ModifyNetworkInterfaceAttribute",
+        "InvalidNetworkInterfaceID.NotFound",
+        times=1,
+        before=terminate,
+    )
     faults.fail("ModifyNetworkInterfaceAttribute", "InvalidNetworkInterfaceID.NotFound")
     results = run_plan(target=instance, ctx=make_ctx())
     assert results["isolate"].status == "failed"

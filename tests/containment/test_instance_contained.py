@@ -51,12 +51,13 @@ def world(shared: dict[str, Any]) -> World:
 def contained(shared: dict[str, Any]) -> dict[str, Any]:
     return shared
 
+
 def test_every_step_succeeds_in_dependency_order(contained) -> None:
     results, events = contained["results"], contained["events"]
     assert list(results) == STEPS
-    assert {n: r.status for n, r in results.items()} == {
-        n: "succeeded" for n in STEPS
-    }, {n: (r.status, r.error, r.note) for n, r in results.items()}
+    assert {n: r.status for n, r in results.items()} == {n: "succeeded" for n in STEPS}, {
+        n: (r.status, r.error, r.note) for n, r in results.items()
+    }
     finished = {n: i for i, (n, ev) in enumerate(events) if ev != "started"}
     started = {n: i for i, (n, ev) in enumerate(events) if ev == "started"}
     assert all(started[n] > finished["capture"] for n in STEPS if n != "capture")
@@ -81,18 +82,24 @@ def test_each_eni_ends_in_the_isolation_group_only(world, contained) -> None:
 def test_instance_is_protected_snapshotted_and_out_of_asg_and_lbs(world, contained) -> None:
     ec2 = h.client("ec2")
     iid = world.instance_id
-    assert ec2.describe_instance_attribute(InstanceId=iid, Attribute="disableApiTermination")[
-        "DisableApiTermination"]["Value"] is True
-    assert ec2.describe_instance_attribute(
-        InstanceId=iid, Attribute="instanceInitiatedShutdownBehavior"
-    )["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
+    assert (
+        ec2.describe_instance_attribute(InstanceId=iid, Attribute="disableApiTermination")[
+            "DisableApiTermination"
+        ]["Value"]
+        is True
+    )
+    assert (
+        ec2.describe_instance_attribute(
+            InstanceId=iid, Attribute="instanceInitiatedShutdownBehavior"
+        )["InstanceInitiatedShutdownBehavior"]["Value"]
+        == "stop"
+    )
     inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
     assert all(not b["Ebs"]["DeleteOnTermination"] for b in inst["BlockDeviceMappings"])
 
     snaps = h.incident_snapshots("INC-7")
     assert sorted(s["VolumeId"] for s in snaps) == sorted(world.volumes)
-    assert all({"Key": "incident-bot:finding", "Value": "gd-finding-1"} in s["Tags"]
-               for s in snaps)
+    assert all({"Key": "incident-bot:finding", "Value": "gd-finding-1"} in s["Tags"] for s in snaps)
 
     assert h.asg_state(world) == ("Standby", 0)  # desired capacity decremented
     assert h.tg_targets(world.instance_tg) == []
@@ -135,4 +142,3 @@ def test_everything_is_tagged_and_evidence_is_encrypted(world, contained) -> Non
     assert capture["iam"]["profile_arn"] == world.profile_arn
     assert {g["arn"] for g in capture["target_groups"]} == {world.instance_tg, world.ip_tg}
     assert capture["classic_elbs"][0]["name"] == world.classic_elb
-

@@ -15,8 +15,17 @@ from tests.containment import helpers as h
 from tests.containment.world import REGION
 
 STEPS = [
-    "capture", "evidence", "protect", "snapshot", "asg", "lb",
-    "isolation_groups", "isolate", "drop_transit", "iam", "tag",
+    "capture",
+    "evidence",
+    "protect",
+    "snapshot",
+    "asg",
+    "lb",
+    "isolation_groups",
+    "isolate",
+    "drop_transit",
+    "iam",
+    "tag",
 ]
 
 
@@ -66,8 +75,12 @@ def test_rollback_restores_what_was_changed(world, instance, make_ctx, contained
     ctx = make_ctx()
     undone = rollback_plan(target=instance, ctx=ctx, results=contained["results"])
     assert {n: r.status for n, r in undone.items()} == {
-        "tag": "succeeded", "iam": "succeeded", "isolate": "succeeded",
-        "isolation_groups": "succeeded", "lb": "succeeded", "asg": "succeeded",
+        "tag": "succeeded",
+        "iam": "succeeded",
+        "isolate": "succeeded",
+        "isolation_groups": "succeeded",
+        "lb": "succeeded",
+        "asg": "succeeded",
     }, {n: (r.status, r.error) for n, r in undone.items()}
     assert h.eni_groups(world) == world.eni_groups
     assert h.profile_arn(world) == world.profile_arn

@@ -38,15 +38,17 @@ def test_instance_steps_and_rollbacks_call_only_what_they_declare(
 ) -> None:
     ctx = make_ctx()
     names = [a.name for a in all_actions() if "instance" in a.kinds]  # optional ones too
-    results = run_plan(target=instance, ctx=ctx, action_names=names, max_workers=1,
-                       on_step=attribute_calls(calls))
+    results = run_plan(
+        target=instance, ctx=ctx, action_names=names, max_workers=1, on_step=attribute_calls(calls)
+    )
     # flow_logs: moto refuses S3 flow-log delivery to a prefix; its calls are still checked.
     assert all(r.status == "succeeded" for n, r in results.items() if n != "flow_logs"), {
         n: r.error for n, r in results.items() if r.status != "succeeded"
     }
     assert "flow_logs" in {c.step for c in calls.calls}
-    undone = rollback_plan(target=instance, ctx=ctx, results=results, max_workers=1,
-                           on_step=attribute_calls(calls))
+    undone = rollback_plan(
+        target=instance, ctx=ctx, results=results, max_workers=1, on_step=attribute_calls(calls)
+    )
     assert all(r.status == "succeeded" for r in undone.values())
     ran = {c.step for c in calls.calls}
     assert {"capture", "protect", "isolate", "iam", "tag", "lb", "asg"} <= ran
@@ -56,8 +58,9 @@ def test_instance_steps_and_rollbacks_call_only_what_they_declare(
 def test_access_key_steps_call_only_what_they_declare(world, access_key, make_ctx, calls):
     ctx = make_ctx()
     results = run_plan(target=access_key, ctx=ctx, max_workers=1, on_step=attribute_calls(calls))
-    rollback_plan(target=access_key, ctx=ctx, results=results, max_workers=1,
-                  on_step=attribute_calls(calls))
+    rollback_plan(
+        target=access_key, ctx=ctx, results=results, max_workers=1, on_step=attribute_calls(calls)
+    )
     assert {c.step for c in calls.calls} >= {"capture_key", "deactivate_key", "evidence"}
     assert uncovered(calls) == {}
 

@@ -23,8 +23,17 @@ def names(actions) -> list[str]:
 
 def test_instance_order_follows_the_containment_procedure() -> None:
     assert names(actions_for(INSTANCE)) == [
-        "capture", "evidence", "protect", "snapshot", "asg", "lb",
-        "isolation_groups", "isolate", "drop_transit", "iam", "tag",
+        "capture",
+        "evidence",
+        "protect",
+        "snapshot",
+        "asg",
+        "lb",
+        "isolation_groups",
+        "isolate",
+        "drop_transit",
+        "iam",
+        "tag",
     ]
     order = names(actions_for(INSTANCE))
     for action in actions_for(INSTANCE):
@@ -40,8 +49,11 @@ def test_optional_actions_only_when_asked() -> None:
 
 
 def test_selection_pulls_in_hard_dependencies_only() -> None:
-    assert names(select_actions(INSTANCE, ["isolate"])) == ["capture", "isolation_groups",
-                                                            "isolate"]
+    assert names(select_actions(INSTANCE, ["isolate"])) == [
+        "capture",
+        "isolation_groups",
+        "isolate",
+    ]
     assert names(select_actions(KEY, ["deactivate_key"])) == ["capture_key", "deactivate_key"]
     with pytest.raises(KeyError):
         select_actions(INSTANCE, ["no-such-step"])
@@ -49,7 +61,10 @@ def test_selection_pulls_in_hard_dependencies_only() -> None:
 
 def test_access_key_actions() -> None:
     assert names(actions_for(KEY)) == [
-        "capture_key", "evidence", "deactivate_key", "revoke_user_sessions"
+        "capture_key",
+        "evidence",
+        "deactivate_key",
+        "revoke_user_sessions",
     ]
 
 
@@ -66,7 +81,11 @@ def test_step_result_retry_semantics() -> None:
     not_needed = StepResult(action="x", status="skipped", note="not in an ASG")
     dry = StepResult(action="x", status="skipped", dry_run=True)
     assert [r.done for r in (ok, failed, blocked, not_needed, dry)] == [
-        True, False, False, True, False
+        True,
+        False,
+        False,
+        True,
+        False,
     ]
     assert StepResult.from_dict(json.loads(json.dumps(failed.to_dict()))) == failed
 

@@ -60,16 +60,32 @@ def build_world(session: boto3.Session | None = None, *, region: str = REGION) -
     mgmt = ec2.create_security_group(GroupName="mgmt", Description="mgmt", VpcId=vpc)["GroupId"]
     ec2.authorize_security_group_ingress(
         GroupId=web,
-        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
-                        "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 80,
+                "ToPort": 80,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+            }
+        ],
     )
 
     role = "app-role"
-    iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
-                       "Action": "sts:AssumeRole"}],
-    }))
+    iam.create_role(
+        RoleName=role,
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "ec2.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
+    )
     profile = iam.create_instance_profile(InstanceProfileName="app-profile")["InstanceProfile"]
     iam.add_role_to_instance_profile(InstanceProfileName="app-profile", RoleName=role)
 
@@ -125,7 +141,9 @@ def build_world(session: boto3.Session | None = None, *, region: str = REGION) -
         Name="web-ips", Protocol="HTTP", Port=8080, VpcId=vpc, TargetType="ip"
     )["TargetGroups"][0]["TargetGroupArn"]
     elbv2.create_listener(
-        LoadBalancerArn=alb, Protocol="HTTP", Port=80,
+        LoadBalancerArn=alb,
+        Protocol="HTTP",
+        Port=80,
         DefaultActions=[{"Type": "forward", "TargetGroupArn": instance_tg}],
     )
     ip_target = nics[1]["PrivateIpAddress"]
