@@ -138,6 +138,17 @@ class WipeConfig(_Section):
     kms_pending_days: int = Field(default=30, ge=7, le=30)
 
 
+class DrillsConfig(_Section):
+    """`/incident drill` rehearses against these sandbox resources (never production)."""
+
+    region: str | None = None  # default: the first guardduty.regions entry
+    instance_id: str | None = None
+    access_key_id: str | None = None
+    user_name: str | None = None
+    # false: drill containment runs as a dry run; true: the sandbox really gets isolated.
+    allow_changes: bool = False
+
+
 class AppConfig(_Section):
     slack: SlackConfig = Field(default_factory=SlackConfig)
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
@@ -148,6 +159,7 @@ class AppConfig(_Section):
     impact: ImpactConfig = Field(default_factory=ImpactConfig)
     forensics: ForensicsConfig = Field(default_factory=ForensicsConfig)
     wipe: WipeConfig = Field(default_factory=WipeConfig)
+    drills: DrillsConfig = Field(default_factory=DrillsConfig)
 
 
 class EnvSettings(BaseSettings):

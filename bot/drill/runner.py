@@ -28,9 +28,9 @@ from botocore.exceptions import ClientError
 from sqlalchemy import func, select
 
 from bot.drill.console import ConsoleSlack
-from bot.drill.sandbox import Sandbox, build_sandbox, describe
-from bot.drill.scenarios import SCENARIOS, Scenario
 from bot.settings import AppConfig, EnvSettings, Settings
+from commands.drills.sandbox import Sandbox, build_sandbox, describe
+from commands.drills.scenarios import SCENARIOS, Scenario
 
 RESPONDER = "U0RESPONDER1"
 SECOND_RESPONDER = "U0RESPONDER2"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.drill.sandbox import Sandbox
+from commands.drills.sandbox import Sandbox
 
 
 @dataclass(frozen=True)

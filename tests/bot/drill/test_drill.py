@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.drill.scenarios import SCENARIOS
+from commands.drills.scenarios import SCENARIOS
 
 
 def drill(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -3,8 +3,8 @@ from __future__ import annotations
 import boto3
 from moto import mock_aws
 
-from bot.drill.sandbox import build_sandbox
-from bot.drill.scenarios import SCENARIOS
+from commands.drills.sandbox import build_sandbox
+from commands.drills.scenarios import SCENARIOS
 
 
 @mock_aws

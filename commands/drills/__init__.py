@@ -1,0 +1,1 @@
+"""Drills: scenarios, the sandbox they run in, and rehearsing them in a sandbox account."""
