@@ -77,6 +77,13 @@ class MotoServer:
                 self._proc.wait()
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a burst of new connections from a
+    # containment's parallel calls would otherwise wait for SYN retransmits.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 @dataclass
 class ProxiedCall:
     operation: str
@@ -164,7 +171,7 @@ class DelayProxy:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _forward
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
