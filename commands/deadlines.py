@@ -916,6 +916,8 @@ def prepare_delivery(
         channel=incident.channel_id if incident else None,
         thread_ts=incident.thread_ts if incident else None,
         owner=incident.owner if incident else None,
+        # A drill reminds the responders rehearsing it, never the real contacts.
+        mention_contacts=not (incident and incident.is_drill),
         late=reminder.late,
         due_at=reminder.due_at,
         timeline_incident_ids=(incident.id,) if incident else (),

@@ -92,13 +92,17 @@ def request_containment(
     kind: str = "contain",
     parent: ContainmentRequest | None = None,
     now: dt.datetime | None = None,
+    allow_drill_changes: bool = False,
 ) -> Created:
     """Create a pending request with its plan, or return the live one for the same target.
 
     Compute `plan` first (plans.plan_for / Engine.plan) outside the write transaction: it
     reads AWS. GuardDuty's repeated findings and double-typed commands land on the same
-    request instead of asking twice.
+    request instead of asking twice. A drill incident's requests are dry runs unless the
+    caller allows drills to change the sandbox (`drills.allow_changes`).
     """
+    if incident.is_drill and not allow_drill_changes:
+        dry_run = True
     if session.get_bind().dialect.name != "sqlite":
         # Serialise requesters per incident (SQLite's BEGIN IMMEDIATE already does), so two
         # concurrent requests for one target cannot both miss each other below.

@@ -83,6 +83,8 @@ class NormalizedFinding:
     archived: bool
     sample: bool
     tags: Mapping[str, str] = field(default_factory=dict)
+    # Injected by incident-bot's own drills (`"drill": true` in additionalInfo), never by AWS.
+    drill: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -336,7 +338,8 @@ def _build(
         created_at=coerce.optional_timestamp(f.get("createdAt"), "createdAt"),
         updated_at=coerce.optional_timestamp(f.get("updatedAt"), "updatedAt"),
         archived=False if archived is None else coerce.boolean(archived, "archived"),
-        sample=_is_sample(_obj(service, "additionalInfo", "service.")),
+        sample=_flag(_obj(service, "additionalInfo", "service."), "sample"),
+        drill=_flag(_obj(service, "additionalInfo", "service."), "drill"),
         tags=_tags(_list(instance, "tags", "resource.instanceDetails.")),
         raw=raw,
     )
@@ -400,18 +403,19 @@ def _asn(value: Any) -> int | None:
     return None if asn < 0 else asn
 
 
-def _is_sample(info: Mapping[str, Any]) -> bool:
-    """Samples say so in `additionalInfo.sample` or in the JSON string `additionalInfo.value`."""
-    flag = info.get("sample")
+def _flag(info: Mapping[str, Any], name: str) -> bool:
+    """Samples (and drills) say so in `additionalInfo.<name>` or in the JSON string
+    `additionalInfo.value`."""
+    flag = info.get(name)
     if flag is not None and _truthy(flag):
         return True
     value = info.get("value")
-    if isinstance(value, str) and "sample" in value:
+    if isinstance(value, str) and name in value:
         try:
             decoded = json.loads(value)
         except (json.JSONDecodeError, RecursionError):
             return False
-        return isinstance(decoded, Mapping) and _truthy(decoded.get("sample"))
+        return isinstance(decoded, Mapping) and _truthy(decoded.get(name))
     return False
 
 
