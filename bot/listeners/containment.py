@@ -1,582 +1,65 @@
-"""`/contain`, the finding card's "Plan containment" button, the approval card and its runner.
-
-Every click acks at once; deciding is one atomic database update (commands.approvals), so
-double clicks, Slack retries and two approvers at the same moment yield one approval and
-one run. The run happens in `runtime.background`; its steps update the card through
-`chat.update`, at most once a second per card. A sweeper thread expires overdue requests
-(their buttons go away) and recovers what a restart left behind: approved-but-never-started
-requests are run, running ones whose process died are marked interrupted and offered
-Retry / Roll back.
-
-GuardDuty intake calls `propose(runtime, ...)` for high and critical findings, with
-`requested_by="guardduty"`, so any approver may approve it.
+"""`/contain`, the finding card's "Plan containment" button, and the approval card's buttons
+and reject modal. Listeners ack at once and hand the work to `bot.approvals` (the service)
+in the background; see bot/approvals/service.py for the flow.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import logging
 import re
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, Respond
-from slack_sdk.errors import SlackApiError
-from sqlalchemy import select
 
-from bot.background import Busy
+from bot.approvals.cards import load_card
+from bot.approvals.service import (  # re-exported: other features and tests use these
+    ENGINE_KEY,
+    ENGINES_KEY,
+    HOOKS_KEY,
+    SNS_KEY,
+    SWEEP_KEY,
+    ContainmentService,
+    Proposal,
+    propose,
+    service,
+)
 from bot.listeners.actions import action_invocation
-from bot.listeners.incident_posts import post_new_incident, refresh_incident
 from bot.listeners.slash import Invocation, Reply, dispatch
 from bot.listeners.views import field_value, view_invocation
 from bot.scheduler import after_post
 from bot.views import blocks as bk
-from bot.views.approval_card import (
-    APPROVE,
-    REJECT,
-    RETRY,
-    ROLLBACK,
-    CardView,
-    StepView,
-    approval_card,
-    reject_modal,
-)
+from bot.views.approval_card import APPROVE, REJECT, RETRY, ROLLBACK, approval_card, reject_modal
 from commands import incidents as svc
-from commands.approvals import contacts, expiry
-from commands.approvals.engine import ContainmentEngine
-from commands.approvals.execution import Outcome, execute, interrupt, recover
-from commands.approvals.plans import Engine, action_context, parse_target, target_from_dict
-from commands.approvals.requests import (
-    check_follow_up,
-    check_may_decide,
-    decide,
-    done_results,
-    expire_due,
-    get_request,
-    incident_of,
-    lineage,
-    request_containment,
-)
+from commands.approvals import expiry
+from commands.approvals.plans import parse_target
 from commands.errors import UserError
-from storage.models import ContainmentRequest, Finding, Incident, Reminder
+from storage.models import Reminder
 
 if TYPE_CHECKING:
-    from bot.app import IncidentBotApp, Runtime
+    from bot.app import IncidentBotApp
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "ENGINES_KEY",
+    "ENGINE_KEY",
+    "HOOKS_KEY",
+    "SNS_KEY",
+    "SWEEP_KEY",
+    "ContainmentService",
+    "Proposal",
+    "parse_contain_args",
+    "parse_plan_value",
+    "propose",
+    "register",
+    "service",
+]
 
 COMMAND = "/contain"
 PLAN_BUTTON = "plan_containment"
 REJECT_MODAL = "containment_reject_modal"
 USAGE = "/contain <instance-id|access-key-id> [INC-N] [reason]"
-EXTRA_KEY = "containment"
-# Options tests and operators may set in runtime.extras before create_app().
-ENGINE_KEY = "containment.engine"
-HOOKS_KEY = "containment.client_hooks"
-SNS_KEY = "containment.sns_factory"
-SWEEP_KEY = "containment.sweep_seconds"  # 0 or None: no sweeper thread
-# Engines for requests whose plan names one (plan["engine"]: "forensics", "wipe"); the
-# investigation listeners register theirs here, so their requests share this card and flow.
-ENGINES_KEY = "containment.engines"
-CARD_INTERVAL = 1.0  # seconds between chat.update calls of one card (Slack's pace)
-RESUME_GRACE = dt.timedelta(seconds=30)
 _RESOURCE = re.compile(r"\b(i-[0-9a-f]{8,17}|(?:AKIA|ASIA)[A-Z0-9]{12,124})\b")
 _KEY = re.compile(r"\bINC-\d{1,9}\b", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Proposal:
-    request_id: int
-    created: bool
-    incident_key: str
-    channel_id: str | None
-    card_ts: str | None
-    opened_incident: bool = False
-
-
-def service(runtime: Runtime) -> ContainmentService:
-    found = runtime.extras.get(EXTRA_KEY)
-    if found is None:
-        found = runtime.extras[EXTRA_KEY] = ContainmentService(runtime)
-    return found
-
-
-def propose(runtime: Runtime, **kwargs: Any) -> Proposal:
-    """Plan, record and post a containment request (see ContainmentService.propose)."""
-    return service(runtime).propose(**kwargs)
-
-
-class ContainmentService:
-    """One per process: plans, posts and runs requests; keeps their cards current."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.engine: Engine = runtime.extras.get(ENGINE_KEY) or ContainmentEngine(
-            tag_labels=runtime.config.impact.tag_keys,
-            # containment.flow_logs: true adds the optional flow-logs step to every plan.
-            include=("flow_logs",) if runtime.config.containment.flow_logs else (),
-        )
-        self._locks_guard = threading.Lock()
-        self._card_locks: dict[int, threading.Lock] = {}
-        self._last_update: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._sweeper: threading.Thread | None = None
-
-    # -- AWS context ----------------------------------------------------------------------
-
-    def context_for(self, request: ContainmentRequest) -> Any:
-        with self.runtime.database.read_session() as session:
-            incident = session.get(Incident, request.incident_id)
-            key = incident.key if incident else f"request-{request.id}"
-        return self._context(key, dry_run=request.dry_run)
-
-    def _context(self, incident_key: str, *, dry_run: bool, finding_id: str | None = None) -> Any:
-        return action_context(
-            incident_key=incident_key,
-            options=self.runtime.config.containment,
-            dry_run=dry_run,
-            finding_id=finding_id,
-            client_hooks=tuple(self.runtime.extras.get(HOOKS_KEY, ())),
-        )
-
-    # -- proposing ------------------------------------------------------------------------
-
-    def propose(
-        self,
-        *,
-        resource_id: str,
-        requested_by: str,
-        incident_key: str | None = None,
-        reason: str | None = None,
-        channel_id: str | None = None,
-        region: str | None = None,
-        account_id: str | None = None,
-        finding_id: str | None = None,
-    ) -> Proposal:
-        """Plan containment of `resource_id` and post it for approval.
-
-        The incident is the one named, else the channel's, else the open one for the
-        resource, else a new one. Planning reads AWS outside any database transaction.
-        """
-        runtime = self.runtime
-        opened = False
-        with runtime.database.read_session() as session:
-            incident = self._find_incident(session, incident_key, channel_id, resource_id)
-            finding = session.scalars(
-                select(Finding)
-                .where(Finding.resource_id == resource_id)
-                .order_by(Finding.id.desc())
-            ).first()
-            if incident is not None:
-                incident_key = incident.key
-                region = region or incident.region
-                account_id = account_id or incident.account_id
-            if finding is not None:
-                region = region or finding.region
-                account_id = account_id or finding.account_id
-                finding_id = finding_id or finding.finding_id
-        region = region or (runtime.config.guardduty.regions or [None])[0]
-        target = parse_target(resource_id, region=region, account_id=account_id)
-        if incident_key is None:
-            incident_key = self._open_incident(target, requested_by, channel_id)
-            opened = True
-        dry_run = runtime.config.containment.dry_run
-        ctx = self._context(incident_key, dry_run=dry_run, finding_id=finding_id)
-        plan = self.engine.plan(target=target, ctx=ctx)
-        with runtime.database.session() as session:
-            incident = svc.get_incident(session=session, key=incident_key)
-            _add_impact(plan, incident, target.resource_id)
-            if incident.status in ("resolved", "closed"):
-                raise UserError(
-                    f"{incident.key} is {incident.status}; reopen it or name an open incident."
-                )
-            created = request_containment(
-                session=session,
-                incident=incident,
-                target=target,
-                plan=plan,
-                requested_by=requested_by,
-                reason=reason,
-                expire_after=dt.timedelta(minutes=runtime.config.approvals.expire_after_minutes),
-                dry_run=dry_run,
-            )
-            request_id = created.request.id
-            card = (created.request.card_channel, created.request.card_ts)
-            fallback = incident.channel_id
-        if created.created or card[1] is None:
-            card = self.post_card(request_id, channel_id=fallback or channel_id)
-        return Proposal(request_id, created.created, incident_key, card[0], card[1], opened)
-
-    def _find_incident(
-        self, session: Any, key: str | None, channel_id: str | None, resource_id: str
-    ) -> Incident | None:
-        if key:
-            return svc.get_incident(session=session, key=key)
-        if channel_id:
-            found = svc.find_by_channel(session=session, channel_id=channel_id)
-            if found is not None and found.status in ("open", "contained"):
-                return found
-        return svc.find_open_for_resource(session=session, resource_id=resource_id)
-
-    def _open_incident(self, target: Any, requested_by: str, channel_id: str | None) -> str:
-        label = "instance" if target.kind == "instance" else "access key"
-        with self.runtime.database.session() as session:
-            incident = svc.open_incident(
-                session=session,
-                title=f"Suspected compromise of {label} {target.resource_id}",
-                created_by=requested_by,
-                severity="high",
-                account_id=target.account_id,
-                region=target.region,
-                resource_id=target.resource_id,
-                resource_type="Instance" if target.kind == "instance" else "AccessKey",
-                details={"opened_by": "containment request"},
-            )
-            key = incident.key
-        try:
-            post_new_incident(
-                self.runtime, key, opener=requested_by, fallback_channel=channel_id or ""
-            )
-        except Exception:  # the request matters more than the incident card
-            log.exception("could not post the card of %s", key)
-        return key
-
-    def follow_up(self, *, request_id: int, kind: str, requested_by: str) -> Proposal:
-        """Ask (with the same approval) to retry what is left, or to roll back."""
-        runtime = self.runtime
-        with runtime.database.read_session() as session:
-            parent = get_request(session=session, request_id=request_id)
-            check_follow_up(request=parent, kind=kind)
-            incident = incident_of(session=session, request=parent)
-            key = incident.key
-            target = target_from_dict(parent.plan["target"])
-            previous = done_results(session=session, request=parent)
-            dry_run = parent.dry_run
-            channel = parent.card_channel
-            if kind == "retry":
-                done = {r["action"] for r in previous if _done(r)}
-                steps = [s for s in parent.plan.get("steps", []) if s["action"] not in done]
-                plan = {**parent.plan, "steps": steps}
-        if kind == "retry" and not plan.get("engine"):
-            # Re-plan from fresh facts: a half-done step needs fewer calls than first listed.
-            ctx = self._context(key, dry_run=dry_run)
-            fresh = self.engine.plan(target=target, ctx=ctx)
-            left = {s["action"] for s in plan["steps"]}
-            plan = {**plan, "steps": [s for s in fresh["steps"] if s["action"] in left]}
-        if kind == "rollback":
-            ctx = self._context(key, dry_run=dry_run)
-            plan = self.engine.plan_rollback(target=target, ctx=ctx, previous=previous)
-            plan["blast_radius"] = parent.plan.get("blast_radius") or {}
-            if not plan["steps"]:
-                raise UserError(f"Request #{request_id} changed nothing that can be rolled back.")
-        with runtime.database.session() as session:
-            parent = get_request(session=session, request_id=request_id)
-            incident = incident_of(session=session, request=parent)
-            existing = session.scalars(
-                select(ContainmentRequest).where(
-                    ContainmentRequest.parent_id == request_id,
-                    ContainmentRequest.kind == kind,
-                    ContainmentRequest.status.in_(("pending", "approved", "running")),
-                )
-            ).first()
-            if existing is not None:
-                created_id, is_new = existing.id, False
-                card = (existing.card_channel, existing.card_ts)
-            else:
-                created = request_containment(
-                    session=session,
-                    incident=incident,
-                    target=target,
-                    plan=plan,
-                    requested_by=requested_by,
-                    reason=f"{kind} of request #{request_id}",
-                    expire_after=dt.timedelta(
-                        minutes=runtime.config.approvals.expire_after_minutes
-                    ),
-                    dry_run=dry_run,
-                    kind=kind,
-                    parent=parent,
-                )
-                created_id, is_new = created.request.id, created.created
-                card = (created.request.card_channel, created.request.card_ts)
-        if is_new or card[1] is None:
-            card = self.post_card(created_id, channel_id=channel)
-        return Proposal(created_id, is_new, key, card[0], card[1])
-
-    # -- the card -------------------------------------------------------------------------
-
-    def card_view(self, request_id: int) -> tuple[CardView, str | None, str | None]:
-        return load_card(self.runtime.database, request_id)
-
-    def _card_lock(self, request_id: int) -> threading.Lock:
-        """One lock per card, so its updates never overtake each other."""
-        with self._locks_guard:
-            return self._card_locks.setdefault(request_id, threading.Lock())
-
-    def post_card(self, request_id: int, *, channel_id: str | None) -> tuple[str, str]:
-        view, _, _ = self.card_view(request_id)
-        channel = channel_id or self.runtime.config.slack.incident_channel
-        if not channel:
-            raise UserError("No channel to post the approval card in: set slack.incident_channel.")
-        with self._card_lock(request_id):
-            posted = self.runtime.client.chat_postMessage(
-                channel=channel, **approval_card(view, now=self.runtime.now())
-            )
-            self._last_update[request_id] = time.monotonic()
-        channel, ts = str(posted["channel"]), str(posted["ts"])
-        with self.runtime.database.session() as session:
-            request = get_request(session=session, request_id=request_id)
-            request.card_channel, request.card_ts = channel, ts
-        return channel, ts
-
-    def refresh_card(self, request_id: int) -> None:
-        """chat.update the card from the database; never faster than once a second."""
-        with self._card_lock(request_id):
-            wait = self._last_update.get(request_id, -1e9) + CARD_INTERVAL - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            view, channel, ts = self.card_view(request_id)
-            if not channel or not ts:
-                return
-            try:
-                self.runtime.client.chat_update(
-                    channel=channel, ts=ts, **approval_card(view, now=self.runtime.now())
-                )
-            except SlackApiError:
-                log.exception("could not update the card of request #%s", request_id)
-            finally:
-                self._last_update[request_id] = time.monotonic()
-
-    # -- deciding -------------------------------------------------------------------------
-
-    def decide(
-        self, *, request_id: int, actor: str, approve: bool, reason: str | None = None
-    ) -> str:
-        cfg = self.runtime.config.approvals
-        with self.runtime.database.session() as session:
-            decision = decide(
-                session=session,
-                request_id=request_id,
-                actor=actor,
-                approve=approve,
-                approvers=cfg.approvers,
-                two_person_rule=cfg.two_person_rule,
-                reason=reason,
-                now=self.runtime.now(),
-            )
-            status = decision.request.status
-        if not decision.won:
-            if status == "expired":
-                self.refresh_card(request_id)
-            return decision.message
-        if approve:
-            self.start(request_id)
-            self._notify(request_id, "approved")
-        else:
-            self.refresh_card(request_id)
-        return decision.message
-
-    def check_may_decide(self, *, request_id: int, actor: str, approve: bool) -> str:
-        """Refuse a non-approver before opening a modal; returns the request's target."""
-        cfg = self.runtime.config.approvals
-        with self.runtime.database.read_session() as session:
-            request = get_request(session=session, request_id=request_id)
-            check_may_decide(
-                request=request,
-                actor=actor,
-                approve=approve,
-                approvers=cfg.approvers,
-                two_person_rule=cfg.two_person_rule,
-            )
-            if request.status != "pending":
-                raise UserError(
-                    f"Request #{request_id} is already {request.status.replace('_', ' ')}."
-                )
-            return request.target_id
-
-    # -- running --------------------------------------------------------------------------
-
-    def start(self, request_id: int) -> None:
-        """Run an approved request after the ack (it stays `approved` if the pool refuses)."""
-        try:
-            self.runtime.background.submit(
-                self.run,
-                request_id,
-                description=f"containment request #{request_id}",
-                on_error=lambda exc: self._crashed(request_id, exc),
-                on_interrupt=lambda: self._interrupted(request_id),
-            )
-        except Busy:
-            log.warning(
-                "request #%s stays approved: the pool is busy; the sweeper resumes it", request_id
-            )
-
-    def engine_for(self, request_id: int) -> Engine:
-        """The engine a request's plan names (clean room, wipe), else containment's own."""
-        with self.runtime.database.read_session() as session:
-            name = (get_request(session=session, request_id=request_id).plan or {}).get("engine")
-        engines = self.runtime.extras.get(ENGINES_KEY) or {}
-        return engines.get(name, self.engine) if name else self.engine
-
-    def run(self, request_id: int) -> Outcome | None:
-        updater = CardUpdater(lambda: self.refresh_card(request_id))
-        try:
-            outcome = execute(
-                database=self.runtime.database,
-                request_id=request_id,
-                engine=self.engine_for(request_id),
-                context_factory=self.context_for,
-                progress=lambda _id: updater.poke(),
-                now=self.runtime.now,
-            )
-        finally:
-            updater.close()
-        if outcome is None:
-            return None
-        for related in self._rolled_back_by(request_id):
-            self.refresh_card(related)  # the original cards lose their buttons
-        self._notify(request_id, outcome.status, outcome=outcome)
-        return outcome
-
-    def _rolled_back_by(self, request_id: int) -> list[int]:
-        with self.runtime.database.read_session() as session:
-            request = get_request(session=session, request_id=request_id)
-            if request.kind != "rollback" or request.parent_id is None:
-                return []
-            parent = get_request(session=session, request_id=request.parent_id)
-            return [
-                r.id for r in lineage(session=session, request=parent) if r.status == "rolled_back"
-            ]
-
-    def _crashed(self, request_id: int, exc: BaseException) -> None:
-        log.error("containment request #%s failed outside its steps: %s", request_id, exc)
-        self.refresh_card(request_id)
-
-    def _interrupted(self, request_id: int) -> None:
-        interrupt(database=self.runtime.database, request_id=request_id)
-        self.refresh_card(request_id)
-
-    def _notify(self, request_id: int, what: str, *, outcome: Outcome | None = None) -> None:
-        with self.runtime.database.read_session() as session:
-            request = get_request(session=session, request_id=request_id)
-            incident = incident_of(session=session, request=request)
-            key, dry_run = incident.key, request.dry_run
-            incident_id = incident.id
-            channel, ts = request.card_channel, request.card_ts
-            subject, body, line = _notice_texts(request, incident, what, outcome)
-        cfg = self.runtime.config.contacts
-        kwargs: dict[str, Any] = {}
-        if self.runtime.extras.get(SNS_KEY):
-            kwargs["sns_factory"] = self.runtime.extras[SNS_KEY]
-        contacts.notify_contacts(
-            database=self.runtime.database,
-            incident_id=incident_id,
-            notice=contacts.Notice(key, subject, body),
-            contacts=cfg,
-            dry_run=dry_run,
-            **kwargs,
-        )
-        text = line
-        if cfg.slack_usergroup:
-            text = f"{contacts.usergroup_mention(cfg.slack_usergroup)} {line}"
-        emails = contacts.recipients_line(cfg)
-        if emails:
-            text += f"\n{bk.esc(emails)}"
-        try:
-            if channel and ts:
-                self.runtime.client.chat_postMessage(
-                    channel=channel, thread_ts=ts, **bk.message(text)
-                )
-            if what != "approved":
-                refresh_incident(self.runtime, key, line=line)
-        except SlackApiError:
-            log.exception("could not post the %s notice of request #%s", what, request_id)
-
-    # -- expiry and recovery --------------------------------------------------------------
-
-    def sweep(self, *, first: bool = False) -> dict[str, list[int]]:
-        """Expire overdue requests and recover what a dead process left behind."""
-        runtime = self.runtime
-        with runtime.database.session() as session:
-            expired = [r.id for r in expire_due(session=session, now=runtime.now())]
-        for request_id in expired:
-            self.refresh_card(request_id)
-        found = recover(
-            database=runtime.database,
-            now=runtime.now,
-            approved_grace=dt.timedelta(0) if first else RESUME_GRACE,
-        )
-        for request_id in found.interrupted:
-            self.refresh_card(request_id)
-            self._notify(request_id, "interrupted")
-        for request_id in found.resume:
-            self.start(request_id)
-        return {"expired": expired, "resumed": found.resume, "interrupted": found.interrupted}
-
-    def start_sweeper(self, every: float) -> None:
-        if self._sweeper is not None:
-            return
-
-        def loop() -> None:
-            first = True
-            while not self._stop.is_set() and not self._closing():
-                try:
-                    self.sweep(first=first)
-                except Exception:
-                    log.exception("containment sweep failed")
-                first = False
-                self._stop.wait(every)
-
-        self._sweeper = threading.Thread(target=loop, name="containment-sweeper", daemon=True)
-        self._sweeper.start()
-
-    def _closing(self) -> bool:
-        """The process is shutting down (its background pool stopped taking work)."""
-        background = self.runtime.background
-        return bool(getattr(background, "closing", getattr(background, "_closing", False)))
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._sweeper is not None:
-            self._sweeper.join(timeout=5)
-
-
-def load_card(database: Any, request_id: int) -> tuple[CardView, str | None, str | None]:
-    """The card's view of a request, and where the card is (channel, ts)."""
-    with database.read_session() as session:
-        request = get_request(session=session, request_id=request_id)
-        incident = incident_of(session=session, request=request)
-        view = CardView(
-            request_id=request.id,
-            kind=request.kind,
-            status=request.status,
-            incident_key=incident.key,
-            incident_title=incident.title,
-            target_type=request.target_type,
-            target_id=request.target_id,
-            region=request.region,
-            account_id=request.account_id,
-            requested_by=request.requested_by,
-            requested_at=request.requested_at,
-            reason=request.reason,
-            expires_at=request.expires_at,
-            decided_by=request.decided_by,
-            decided_at=request.decided_at,
-            decision_reason=request.decision_reason,
-            dry_run=request.dry_run,
-            plan=dict(request.plan),
-            parent_id=request.parent_id,
-            steps=[
-                StepView(s.action, s.status, s.error, (s.result or {}).get("note"))
-                for s in request.steps
-            ],
-            finished_at=request.finished_at,
-        )
-        return view, request.card_channel, request.card_ts
 
 
 @after_post(expiry.KIND)
@@ -590,95 +73,6 @@ def expired_card(scheduler: Any, delivery: Any, channel: str, ts: str | None) ->
     view, card_channel, card_ts = load_card(scheduler.database, request_id)
     if card_channel and card_ts:
         scheduler.client.chat_update(channel=card_channel, ts=card_ts, **approval_card(view))
-
-
-def _add_impact(plan: dict[str, Any], incident: Incident, resource_id: str) -> None:
-    """Add the incident's stored blast-radius estimate (owner, account, neighbours) if it
-    is about this resource; no AWS call here."""
-    impact = (incident.facts or {}).get("impact")
-    if not impact or (impact.get("resource") or {}).get("id") != resource_id:
-        return
-    try:
-        from commands.impact import summary_lines
-
-        lines = list(summary_lines(impact))
-    except Exception:  # an estimate in an older shape must not block the request
-        log.exception("could not summarise the impact estimate of %s", incident.key)
-        return
-    plan.setdefault("blast_radius", {})["impact"] = lines[:15]
-
-
-def _done(result: dict[str, Any]) -> bool:
-    if result.get("dry_run"):
-        return False
-    status = result.get("status")
-    return status == "succeeded" or (status == "skipped" and not result.get("blocked_by"))
-
-
-def _notice_texts(
-    request: ContainmentRequest, incident: Incident, what: str, outcome: Outcome | None
-) -> tuple[str, str, str]:
-    """(SNS subject, plain-text body, escaped Slack line) for an approval or an outcome."""
-    tag = "[DRY RUN] " if request.dry_run else ""
-    target = f"{request.target_type} {request.target_id}"
-    verb = {"contain": "Containment", "retry": "Containment retry", "rollback": "Rollback"}.get(
-        request.kind, request.kind
-    )
-    if what == "approved":
-        head = f"{tag}{incident.key}: {verb} of {target} approved by {request.decided_by}"
-    elif what == "interrupted":
-        head = f"{tag}{incident.key}: {verb} of {target} was interrupted by a restart"
-    else:
-        head = f"{tag}{incident.key}: {verb} of {target} {what}"
-    lines = [
-        head,
-        f"Incident: {incident.key} {incident.title}",
-        f"Request #{request.id}, requested by {request.requested_by}"
-        + (f": {request.reason}" if request.reason else ""),
-    ]
-    if request.decided_by:
-        lines.append(f"Approved by {request.decided_by}")
-    if outcome is not None and outcome.failed:
-        lines.append("Failed steps:")
-        lines.extend(f"- {f['action']}: {f['error']}" for f in outcome.failed)
-    slack = bk.esc(head)
-    if request.decided_by:
-        slack = slack.replace(bk.esc(request.decided_by), bk.user(request.decided_by))
-    if outcome is not None and outcome.failed:
-        slack += "\n" + "\n".join(
-            f"• {bk.esc(f['action'])}: {bk.esc_cut(f['error'], 300)}" for f in outcome.failed
-        )
-    return head, "\n".join(lines), slack
-
-
-class CardUpdater:
-    """Coalesces progress pokes into card updates from one thread; the last state lands."""
-
-    def __init__(self, send: Callable[[], None]) -> None:
-        self._send = send
-        self._wake = threading.Event()
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="card-updater", daemon=True)
-        self._thread.start()
-
-    def poke(self) -> None:
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            try:
-                self._send()  # refresh_card itself keeps to one update a second
-            except Exception:
-                log.exception("card update failed")
-            if self._closed and not self._wake.is_set():
-                return
-
-    def close(self, timeout: float = 10.0) -> None:
-        self._closed = True
-        self._wake.set()
-        self._thread.join(timeout)
 
 
 # -- parsing ---------------------------------------------------------------------------------
