@@ -33,6 +33,7 @@ import itertools
 import json
 import os
 import random
+import re
 import sqlite3
 import subprocess
 import sys
@@ -351,6 +352,11 @@ def main(argv: list[str] | None = None) -> int:
         gaps = [b - a for a, b in itertools.pairwise(times)]
         if gaps:
             min_gap = min(gaps) if min_gap is None else min(min_gap, min(gaps))
+    # The publisher logs its own totals; other features (e.g. the blast-radius sweeper)
+    # refresh cards too, and their chat.update calls are in card_updates as well.
+    intake_updates = next(
+        (int(m.group(1)) for line in notes if (m := re.search(r"(\d+) updated", line))), None
+    )
     dropped = sum(1 for fid, n in counts.items() if recorded.get(fid) != n)
     resources_expected = len(set(instance_of.values()))
     result = {
@@ -373,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         "slack_messages": len(posts),
         "max_messages_per_incident": max(messages_per_incident.values(), default=0),
         "card_updates": sum(len(t) for t in updates.values()),
+        "intake_card_updates": intake_updates,
         "max_updates_per_incident_per_10s": max_in_window,
         "min_seconds_between_updates": round(min_gap, 2) if min_gap is not None else None,
         "slack_429": sum(1 for c in calls if c.status == 429),

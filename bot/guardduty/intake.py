@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from bot.guardduty.publisher import publisher_for
+from bot.guardduty.writes import write_session
 from commands.findings.ingest import Ingested, record_findings
 from commands.findings.normalize import NormalizedFinding
 
@@ -47,6 +48,12 @@ def intake(runtime: Runtime, findings: Sequence[NormalizedFinding]) -> list[Inge
     return results
 
 
+def intake_is_hot(runtime: Runtime, *, within: float = 0.1) -> bool:
+    """Whether deliveries are being recorded right now (Slack work may wait a little)."""
+    writer = runtime.extras.get(WRITER_KEY)
+    return writer is not None and time.monotonic() - writer.last_write < within
+
+
 def writer_for(runtime: Runtime) -> BatchWriter:
     with _create_lock:
         writer = runtime.extras.get(WRITER_KEY)
@@ -67,6 +74,7 @@ class BatchWriter:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self.batches = 0
+        self.last_write = 0.0  # monotonic time the last batch finished
         self.findings = 0
         self.write_seconds = 0.0
 
@@ -130,6 +138,7 @@ class BatchWriter:
                 continue
             finally:
                 self.write_seconds += time.perf_counter() - started
+                self.last_write = time.monotonic()
             at = 0
             for findings, future in batch:
                 future.set_result(results[at : at + len(findings)])
@@ -139,7 +148,7 @@ class BatchWriter:
         config = self.runtime.config
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                with self.runtime.database.session() as session:
+                with write_session(self.runtime) as session:
                     return record_findings(
                         session=session,
                         findings=findings,

@@ -16,6 +16,7 @@ import boto3
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from bot.guardduty.publisher import CLIENT_FACTORY_KEY, publisher_for
+from bot.guardduty.writes import write_session
 from commands.findings.poll import PollResult, poll_all
 from storage.models import Cursor
 
@@ -76,7 +77,7 @@ class GuardDutyPoller:
     def claim(self) -> bool:
         """True when this process may poll now (no other did within the interval)."""
         now = self.runtime.now().timestamp()
-        with self.runtime.database.session() as session:
+        with write_session(self.runtime) as session:
             lease = session.get(Cursor, LEASE, with_for_update=True)
             if lease is None:
                 session.add(Cursor(name=LEASE, value=f"{now}"))

@@ -29,6 +29,7 @@ from slack_sdk.errors import SlackApiError
 from sqlalchemy import select
 
 from bot.guardduty.cards import add_to_card
+from bot.guardduty.writes import write_session, write_turn
 from bot.views import blocks as bk
 from commands.findings.ingest import ACTOR, Ingested, sync_incident
 from commands.findings.normalize import NormalizedFinding, normalize_finding
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 UPDATE_INTERVAL = 10.0  # seconds between card updates of one incident
 JOIN_QUIET = 300.0  # a join is announced in the thread only after this much card silence
+STORM_PACE = 0.25  # seconds between Slack jobs while findings are being recorded
 MAX_ATTEMPTS = 30  # 429s and transient errors per Slack call before giving up on it
 PERMANENT_ERRORS = {
     "channel_not_found",
@@ -99,6 +101,7 @@ class CardPublisher:
         self._due: dict[int, float] = {}  # earliest next update of each stale card
         self._clients: dict[tuple[str, str | None], Any] = {}  # the worker thread's only
         self._busy = False
+        self._last_job = 0.0
         self._stop = False
         self._thread: threading.Thread | None = None
 
@@ -192,6 +195,7 @@ class CardPublisher:
                     return
                 self._busy = True
             kind, incident_id = job
+            self._yield_to_intake()
             try:
                 if kind == "post":
                     self._post(incident_id)
@@ -206,6 +210,17 @@ class CardPublisher:
                     if kind == "post":
                         self._queued.discard(incident_id)
                     self._cond.notify_all()
+
+    def _yield_to_intake(self) -> None:
+        """During a storm, recording findings comes first: Slack work runs at most every
+        `STORM_PACE` seconds while deliveries are being written (Slack would not take one
+        message per channel faster than about a second anyway)."""
+        from bot.guardduty.intake import intake_is_hot
+
+        deadline = self._last_job + STORM_PACE
+        while time.monotonic() < deadline and intake_is_hot(self.runtime) and not self._stop:
+            time.sleep(0.01)
+        self._last_job = time.monotonic()
 
     def _next_job(self) -> tuple[str, int] | None:
         if self._new:
@@ -241,16 +256,20 @@ class CardPublisher:
             except Exception:  # the card matters more than its tags
                 log.exception("reading the tags of %s failed", finding.resource_id)
                 tags, source = dict(finding.tags), "finding"
-            store_resource_tags(
-                database=self.runtime.database, incident_id=incident_id, tags=tags, source=source
-            )
+            with write_turn(self.runtime):
+                store_resource_tags(
+                    database=self.runtime.database,
+                    incident_id=incident_id,
+                    tags=tags,
+                    source=source,
+                )
         channel = self._channel(incident)
         self._sync(incident_id)
         card = self._render(key)
         posted = self._call("chat_postMessage", channel=channel, **card)
         if posted is None:
             return
-        with self.runtime.database.session() as session:
+        with write_session(self.runtime) as session:
             incident = session.get(Incident, incident_id)
             assert incident is not None
             incident.channel_id = str(posted["channel"])
@@ -327,7 +346,7 @@ class CardPublisher:
         """
         name = f"{CARD_CURSOR}{incident_id}"
         now = self.runtime.now().timestamp()
-        with self.runtime.database.session() as session:
+        with write_session(self.runtime) as session:
             row = session.get(Cursor, name, with_for_update=True)
             if row is None:
                 session.add(Cursor(name=name, value=repr(now)))
@@ -341,7 +360,7 @@ class CardPublisher:
 
     def _sync(self, incident_id: int) -> None:
         """Fold the repeats recorded since the last card write into facts and timeline."""
-        with self.runtime.database.session() as session:
+        with write_session(self.runtime) as session:
             incident = session.get(Incident, incident_id)
             if incident is not None:
                 sync_incident(session=session, incident=incident)

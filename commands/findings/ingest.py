@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from commands.findings.errors import BadFinding
 from commands.findings.normalize import NormalizedFinding, normalize_finding, severity_band
-from commands.incidents import find_open_for_resource, open_incident, set_severity
+from commands.incidents import open_incident, set_severity
 from storage.models import SEVERITIES, Finding, Incident, utcnow
 from storage.timeline import NewEvent, append_event, append_events
 
@@ -106,6 +106,7 @@ def record_findings(
     received = now or utcnow()
     _lock_keys(session, findings)
     known = _stored(session, {f.id for f in findings})
+    open_for = _open_incidents(session, {f.resource_id for f in findings if f.resource_id})
     pending: dict[int, tuple[Incident, list[NewEvent]]] = {}
     results: list[Ingested] = []
     for finding in findings:
@@ -126,7 +127,9 @@ def record_findings(
                 row=row,
             )
             if eligible(finding, min_severity=min_severity):
-                results.append(_attach(session, known[finding.id], finding, channel_id, pending))
+                results.append(
+                    _attach(session, known[finding.id], finding, channel_id, pending, open_for)
+                )
             else:
                 log.debug("recorded finding %s (archived or below min severity)", finding.id)
                 results.append(Ingested(finding.id, "recorded", finding.resource_id))
@@ -138,7 +141,7 @@ def record_findings(
         elif eligible(finding, min_severity=min_severity) and not stored.archived:
             # Recorded earlier below the bar (or archived), now above it: act on it now.
             _promote(session, stored)
-            results.append(_attach(session, stored, finding, channel_id, pending))
+            results.append(_attach(session, stored, finding, channel_id, pending, open_for))
         else:
             results.append(_result(finding.id, "recorded", stored))
     _write_back(session, known.values())
@@ -187,6 +190,28 @@ def _stored(session: Session, ids: set[str]) -> dict[str, _Stored]:
     for start in range(0, len(ordered), 500):
         for finding_id, *columns in conn.execute(_STORED, {"ids": ordered[start : start + 500]}):
             found[finding_id] = _Stored(*columns)
+    return found
+
+
+def _open_incidents(session: Session, resource_ids: set[str]) -> dict[str, Incident]:
+    """The open (or contained) incident of each resource, newest first, in a few queries.
+
+    The same choice as commands.incidents.find_open_for_resource, for a whole batch.
+    """
+    found: dict[str, Incident] = {}
+    ordered = sorted(resource_ids)
+    for start in range(0, len(ordered), 500):
+        rows = session.scalars(
+            select(Incident)
+            .where(
+                Incident.resource_id.in_(ordered[start : start + 500]),
+                Incident.status.in_(("open", "contained")),
+            )
+            .order_by(Incident.number.desc())
+        )
+        for incident in rows:
+            if incident.resource_id is not None:
+                found.setdefault(incident.resource_id, incident)
     return found
 
 
@@ -275,19 +300,17 @@ def _attach(
     finding: NormalizedFinding,
     channel_id: str | None,
     pending: dict[int, tuple[Incident, list[NewEvent]]],
+    open_for: dict[str, Incident],
 ) -> Ingested:
     row = stored.row
     assert row is not None
-    incident = (
-        find_open_for_resource(session=session, resource_id=finding.resource_id)
-        if finding.resource_id
-        else None
-    )
+    incident = open_for.get(finding.resource_id) if finding.resource_id else None
     if incident is None:
         incident = open_incident(
             session=session,
             title=("[SAMPLE] " if finding.sample else "") + finding.title,
             created_by=ACTOR,
+            is_drill=finding.drill,
             severity=finding.band,
             channel_id=channel_id,
             account_id=finding.account_id,
@@ -307,6 +330,8 @@ def _attach(
             "sample": finding.sample,
             "tags": dict(finding.tags),
         }
+        if finding.resource_id:
+            open_for[finding.resource_id] = incident
         outcome: Outcome = "opened"
     else:
         if SEVERITIES.index(finding.band) > SEVERITIES.index(incident.severity):
