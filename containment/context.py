@@ -40,12 +40,22 @@ def shared_session() -> boto3.Session:
         return _shared_session
 
 
-def _make_client(session: boto3.Session, service: str, region: str, config: Config) -> Any:
-    """Creating clients is not thread-safe on one session: serialise it on the shared one."""
+def _make_client(
+    session: boto3.Session,
+    service: str,
+    region: str,
+    config: Config,
+    credentials: dict[str, str] | None = None,
+) -> Any:
+    """Creating clients is not thread-safe on one session: serialise it on the shared one.
+
+    Assumed-role credentials are passed per client, so every account reuses the session's
+    loaded service data (a new session costs ~0.5 s)."""
+    keys = credentials or {}
     if session is _shared_session:
         with _shared_lock:
-            return session.client(service, region_name=region, config=config)
-    return session.client(service, region_name=region, config=config)
+            return session.client(service, region_name=region, config=config, **keys)
+    return session.client(service, region_name=region, config=config, **keys)
 
 
 def _shared_client(key: tuple[Any, ...], make: Callable[[], BaseClient]) -> BaseClient:
@@ -82,7 +92,7 @@ class ActionContext:
 
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _base: boto3.Session | None = field(default=None, init=False, repr=False)
-    _assumed: dict[str, tuple[boto3.Session, datetime]] = field(
+    _assumed: dict[str, tuple[dict[str, str], datetime]] = field(
         default_factory=dict, init=False, repr=False
     )
     _clients: dict[tuple[str, str, str | None, int | None], BaseClient] = field(
@@ -129,9 +139,9 @@ class ActionContext:
             client = self._clients.get(key)
             if client is not None and (account_id is None or self._fresh(account_id)):
                 return client
-            session = self._session_for(account_id, region)
+            credentials = self._credentials_for(account_id, region)
             # boto3 sessions are not thread-safe, clients are: create under the lock.
-            client = _make_client(session, service, region, config)
+            client = _make_client(self._base_session(), service, region, config, credentials)
             for hook in self.client_hooks:
                 hook(client)
             self._clients[key] = client
@@ -146,12 +156,13 @@ class ActionContext:
         entry = self._assumed.get(account_id)
         return entry is not None and entry[1] - _REFRESH_MARGIN > self.now()
 
-    def _session_for(self, account_id: str | None, region: str) -> boto3.Session:
-        base = self._base_session()
+    def _credentials_for(self, account_id: str | None, region: str) -> dict[str, str] | None:
+        """None for the bot's own account; else the assumed role's (cached until near expiry)."""
         if account_id is None:
-            return base
+            return None
         if self._fresh(account_id):
             return self._assumed[account_id][0]
+        base = self._base_session()
         partition = base.get_partition_for_region(region) or "aws"
         sts = _make_client(base, "sts", region, self.config())
         for hook in self.client_hooks:
@@ -163,17 +174,16 @@ class ActionContext:
         if self.external_id:
             params["ExternalId"] = self.external_id
         creds = sts.assume_role(**params)["Credentials"]
-        session = boto3.Session(
-            aws_access_key_id=creds["AccessKeyId"],
-            aws_secret_access_key=creds["SecretAccessKey"],
-            aws_session_token=creds["SessionToken"],
-            region_name=region,
-        )
+        keys = {
+            "aws_access_key_id": creds["AccessKeyId"],
+            "aws_secret_access_key": creds["SecretAccessKey"],
+            "aws_session_token": creds["SessionToken"],
+        }
         expires = creds["Expiration"]
         if expires.tzinfo is None:
             expires = expires.replace(tzinfo=UTC)
-        self._assumed[account_id] = (session, expires)
-        return session
+        self._assumed[account_id] = (keys, expires)
+        return keys
 
     def role_session_name(self) -> str:
         return re.sub(r"[^\w+=,.@-]", "-", f"incident-bot-{self.incident_key}")[:64]
