@@ -188,6 +188,8 @@ class ContainmentService:
             fallback = incident.channel_id
         if created.created or card[1] is None:
             card = self.post_card(request_id, channel_id=fallback or channel_id)
+        if created.created:
+            self._incident_line(request_id, "awaits approval")
         return Proposal(request_id, created.created, incident_key, card[0], card[1], opened)
 
     def _find_incident(
@@ -284,6 +286,8 @@ class ContainmentService:
                 card = (created.request.card_channel, created.request.card_ts)
         if is_new or card[1] is None:
             card = self.post_card(created_id, channel_id=channel)
+        if is_new:
+            self._incident_line(created_id, "awaits approval")
         return Proposal(created_id, is_new, key, card[0], card[1])
 
     # -- the card -------------------------------------------------------------------------
@@ -355,9 +359,27 @@ class ContainmentService:
         if approve:
             self.start(request_id)
             self._notify(request_id, "approved")
+            self._incident_line(request_id, f"approved by {bk.user(actor)}")
         else:
             self.refresh_card(request_id)
+            self._incident_line(request_id, f"rejected by {bk.user(actor)}: {bk.esc(reason)}")
         return decision.message
+
+    def _incident_line(self, request_id: int, what: str) -> None:
+        """Keep the incident card (its pending-approval count) current and say it in its
+        thread; best effort, the request itself is already recorded. `what` is escaped."""
+        try:
+            with self.runtime.database.read_session() as session:
+                request = get_request(session=session, request_id=request_id)
+                key = incident_of(session=session, request=request).key
+                verb = {"retry": "Retry", "rollback": "Rollback"}.get(request.kind, "Plan")
+                line = (
+                    f"🛡️ {verb} #{request.id} for {bk.esc(request.target_type)} "
+                    f"`{bk.esc(request.target_id)}` {what}."
+                )
+            refresh_incident(self.runtime, key, line=line)
+        except Exception:
+            log.exception("could not update the incident card for request #%s", request_id)
 
     def check_may_decide(self, *, request_id: int, actor: str, approve: bool) -> str:
         """Refuse a non-approver before opening a modal; returns the request's target."""
@@ -484,6 +506,7 @@ class ContainmentService:
             expired = [r.id for r in expire_due(session=session, now=runtime.now())]
         for request_id in expired:
             self.refresh_card(request_id)
+            self._incident_line(request_id, "expired without a decision")
         found = recover(
             database=runtime.database,
             now=runtime.now,

@@ -309,6 +309,13 @@ def test_contain_to_isolated_instance(env: Env) -> None:
     assert any("<!subteam^S0SECURITY>" in c.args["text"] and "security@example.com"
                in c.args["text"] for c in thread)
     assert any(e.kind == "contacts.notified" for e in timeline(bot))
+    # The incident's own thread tells the story too.
+    with bot.session() as session:
+        thread_ts = session.scalars(select(Incident)).one().thread_ts
+    told = " ".join(c.args.get("text", "") for c in bot.slack.calls_for("chat.postMessage")
+                    if c.args.get("thread_ts") == thread_ts)
+    assert "awaits approval" in told and "approved by <@U0APPROVER1>" in told
+    assert "succeeded" in told
     with bot.session() as session:  # every event went through the hash chain
         assert verify_chain(conn=session, incident=session.scalars(select(Incident)).one()).ok
 
