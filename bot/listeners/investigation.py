@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from bot.listeners.containment import ENGINES_KEY, HOOKS_KEY, service
+from bot.approvals import ENGINES_KEY, HOOKS_KEY, service
 from bot.listeners.incident_posts import post_new_incident, refresh_incident
 from bot.listeners.incident_subcommands import subcommand, take_incident
 from bot.listeners.slash import Invocation, Reply, SlashCommand

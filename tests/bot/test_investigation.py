@@ -22,9 +22,9 @@ from moto import mock_aws
 from sqlalchemy import select
 
 from bot.app import create_app, make_runtime
+from bot.approvals import HOOKS_KEY, SWEEP_KEY, service
 from bot.background import Background
 from bot.http import build_wsgi_app
-from bot.listeners.containment import HOOKS_KEY, SWEEP_KEY, service
 from bot.listeners.incident_posts import post_new_incident
 from bot.listeners.investigation import IMPACT_SWEEP_KEY
 from bot.views.blocks import esc
