@@ -169,6 +169,13 @@ class ContainmentService:
         with runtime.database.session() as session:
             incident = svc.get_incident(session=session, key=incident_key)
             _add_impact(plan, incident, target.resource_id)
+            if incident.resource_id is None:
+                # The incident now has an affected resource (impact, trail and finding joins
+                # use it); the containment.requested event below records the target.
+                incident.resource_id = target.resource_id
+                incident.resource_type = "Instance" if target.kind == "instance" else "AccessKey"
+                incident.region = incident.region or target.region
+                incident.account_id = incident.account_id or target.account_id
             if incident.status in ("resolved", "closed"):
                 raise UserError(
                     f"{incident.key} is {incident.status}; reopen it or name an open incident."

@@ -597,6 +597,7 @@ def test_plan_containment_button_and_unknown_target(env: Env) -> None:
         row = session.scalars(select(ContainmentRequest)).one()
         incident = session.get(Incident, row.incident_id)
         assert incident.key == "INC-1" and row.requested_by == REQUESTER
+        assert incident.resource_id == env.world.instance_id  # now known to the incident
 
     bad = bot.command("sg-12345", command="/contain")
     assert "neither an instance id" in bad.json()["text"]
