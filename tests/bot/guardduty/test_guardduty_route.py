@@ -411,3 +411,13 @@ def test_other_messages_are_never_findings(guardduty_bot: Start, message: dict[s
     gd.bot.sender.event(copy.deepcopy(message))
     gd.settle()
     assert rows(gd, Finding) == 0
+
+
+def test_unsigned_sns_shaped_payloads_are_refused(guardduty_bot: Start) -> None:
+    gd = guardduty_bot()
+    unsigned = sns_notification(event(ec2_detail()))
+    for key in ("Signature", "SignatureVersion", "SigningCertURL"):
+        unsigned.pop(key)
+    response = gd.post(unsigned)
+    assert response.status_code == 403
+    assert rows(gd, Finding) == 0
