@@ -342,13 +342,16 @@ def execute(
             crash = exc
     with writer.lock:
         seen = dict(writer.finished)
-    for result in results:  # results the executor returned without a callback
-        if result.get("action") and result["action"] not in seen:
-            writer(result["action"], "finished", result)
+    # Results of this request's steps the executor returned without a callback. Others are
+    # earlier attempts' results it echoes back (a retry's done dependencies): not ours.
+    ours = {r["action"]: r for r in results if r.get("action") in positions}
+    for action, result in ours.items():
+        if action not in seen:
+            writer(action, "finished", result)
     outcome = _settle(
         database=database,
         request_id=request_id,
-        results={**seen, **{r["action"]: r for r in results if r.get("action")}},
+        results={**seen, **ours},
         plan_steps=plan_steps,
         crash=crash,
         now=now,

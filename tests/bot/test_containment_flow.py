@@ -480,6 +480,10 @@ def test_partial_failure_then_retry(env: Env) -> None:
     click(bot, "containment_approve", retry.id, APPROVER2)
     done = wait_status(bot, retry.id)
     assert done.status == "succeeded"
+    assert [(s.action, s.status) for s in done.steps] == [("iam", "succeeded")]
+    captures = [e for e in timeline(bot) if e.kind == "containment.step.succeeded"
+                and e.summary.startswith("Step capture")]
+    assert len(captures) == 1  # the retry did not record the first run's steps again
     assert env.aws.count("ec2.ModifyNetworkInterfaceAttribute") == isolations_before
     with bot.session() as session:
         assert session.scalars(select(Incident)).one().status == "contained"
