@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--floor-rounds", type=int, default=2)
-    parser.add_argument("--settle-timeout", type=float, default=60.0)
+    parser.add_argument("--settle-timeout", type=float, default=150.0)
     parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_floor:
