@@ -189,6 +189,7 @@ class ContainmentService:
                 reason=reason,
                 expire_after=dt.timedelta(minutes=runtime.config.approvals.expire_after_minutes),
                 dry_run=dry_run,
+                allow_drill_changes=runtime.config.drills.allow_changes,
             )
             request_id = created.request.id
             card = (created.request.card_channel, created.request.card_ts)
@@ -288,6 +289,7 @@ class ContainmentService:
                     dry_run=dry_run,
                     kind=kind,
                     parent=parent,
+                    allow_drill_changes=runtime.config.drills.allow_changes,
                 )
                 created_id, is_new = created.request.id, created.created
                 card = (created.request.card_channel, created.request.card_ts)

@@ -80,6 +80,8 @@ def _config(scenario: Scenario) -> AppConfig:
             "guardduty": {"min_severity": 4.0, "poll_interval_seconds": 0},
             "containment": {"evidence_bucket": "drill-evidence", "dry_run": False},
             "contacts": {"slack_usergroup": None},
+            # The offline drill's AWS is in-process moto: its containment really runs.
+            "drills": {"allow_changes": True},
         }
     )
 
