@@ -276,6 +276,10 @@ def register(app: IncidentBotApp) -> None:
     every = runtime.extras.get(SWEEP_KEY, 5.0)
     if every:
         containment.start_sweeper(float(every))
+        # Stopped with the other producers before the background pool drains.
+        on_shutdown = getattr(runtime, "on_shutdown", None)
+        if on_shutdown is not None:
+            on_shutdown(containment.stop)
 
 
 def _request_id(action: dict[str, Any]) -> int:
