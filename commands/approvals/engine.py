@@ -152,25 +152,11 @@ def _results(out: Any) -> list[dict[str, Any]]:
 
 
 def _adapt(on_step: StepCallback) -> Any:
-    """Executor callback -> StepCallback(action, phase, result dict or None)."""
+    """The executor's on_step(name, event, StepResult | None), where event is "started" or
+    the step's final status, as StepCallback(name, "started" | "finished", result dict)."""
 
-    def callback(*args: Any, **kwargs: Any) -> None:
-        action = kwargs.get("action")
-        result = kwargs.get("result")
-        phase = kwargs.get("phase") or kwargs.get("event")
-        for arg in args:
-            if isinstance(arg, str) and action is None:
-                action = arg
-            elif isinstance(arg, str):
-                phase = arg
-            elif arg is not None and result is None:
-                result = arg
-        data = _as_dict(result) if result is not None else None
-        if action is None and data:
-            action = data.get("action")
-        if phase is None:
-            phase = "finished" if data else "started"
-        phase = "started" if phase in ("start", "started", "running") else "finished"
-        on_step(str(action), phase, data)
+    def callback(action: str, event: str, result: Any) -> None:
+        phase = "started" if event == "started" else "finished"
+        on_step(action, phase, _as_dict(result) if result is not None else None)
 
     return callback
