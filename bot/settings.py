@@ -61,6 +61,9 @@ class GuardDutyConfig(_Section):
 class ContainmentConfig(_Section):
     evidence_bucket: str | None = None
     evidence_kms_key_id: str | None = None
+    # Without evidence_kms_key_id: encrypt each incident's evidence under its own KMS key, so
+    # the wipe's key deletion crypto-shreds that incident alone.
+    per_incident_kms_key: bool = True
     dry_run: bool = False
     isolation_group_name: str = "incident-bot-isolation"
     # Role assumed in member accounts (GuardDuty administrator setups).

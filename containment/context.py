@@ -73,6 +73,9 @@ class ActionContext:
     finding_id: str | None = None
     evidence_bucket: str | None = None
     evidence_kms_key_id: str | None = None  # None: the account's default aws/s3 key
+    # With no configured key: encrypt evidence under a key made for this incident alone, so
+    # scheduling that key's deletion crypto-shreds the incident's evidence (the wipe does).
+    evidence_key_per_incident: bool = False
     evidence_prefix: str = "incidents/"
     dry_run: bool = False
     isolation_group_name: str = "incident-bot-isolation"

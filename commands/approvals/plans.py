@@ -124,6 +124,7 @@ def action_context(
         ctx.isolation_group_name = options.isolation_group_name
         ctx.cross_account_role_name = options.cross_account_role_name
         ctx.external_id = options.external_id
+        ctx.evidence_key_per_incident = getattr(options, "per_incident_kms_key", False)
     return ctx
 
 

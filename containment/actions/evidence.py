@@ -25,7 +25,39 @@ def evidence_key(target: Target, ctx: ActionContext, facts: Facts) -> str:
     return f"{where}/capture-{stamp}Z.json"
 
 
-def put_params(target: Target, ctx: ActionContext, facts: Facts) -> dict[str, Any]:
+def incident_key_alias(ctx: ActionContext) -> str:
+    return f"alias/incident-bot/{ctx.incident_key}"
+
+
+def per_incident_key(ctx: ActionContext, region: str) -> str:
+    """The incident's own evidence key (found by alias, else created and tagged); its ARN."""
+    kms = ctx.home_client("kms", region)
+    alias = incident_key_alias(ctx)
+    try:
+        return kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"]
+    except ClientError as exc:
+        if error_code(exc) != "NotFoundException":
+            raise
+    tags = creation_tags(incident_key=ctx.incident_key, finding_id=ctx.finding_id)
+    meta = kms.create_key(
+        Description=f"incident-bot evidence of {ctx.incident_key}; deleting it shreds them",
+        KeyUsage="ENCRYPT_DECRYPT",
+        Tags=[{"TagKey": k, "TagValue": v} for k, v in tags.items()],
+    )["KeyMetadata"]
+    try:
+        kms.create_alias(AliasName=alias, TargetKeyId=meta["KeyId"])
+    except ClientError as exc:
+        if error_code(exc) != "AlreadyExistsException":
+            raise
+        # A concurrent run made the alias first: use its key; ours is scheduled away unused.
+        kms.schedule_key_deletion(KeyId=meta["KeyId"], PendingWindowInDays=7)
+        return kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"]
+    return meta["Arn"]
+
+
+def put_params(
+    target: Target, ctx: ActionContext, facts: Facts, *, key_id: str | None = None
+) -> dict[str, Any]:
     params: dict[str, Any] = {
         "Bucket": ctx.evidence_bucket,
         "Key": evidence_key(target, ctx, facts),
@@ -40,8 +72,8 @@ def put_params(target: Target, ctx: ActionContext, facts: Facts) -> dict[str, An
             ).items()
         ),
     }
-    if ctx.evidence_kms_key_id:
-        params["SSEKMSKeyId"] = ctx.evidence_kms_key_id
+    if key_id or ctx.evidence_kms_key_id:
+        params["SSEKMSKeyId"] = key_id or ctx.evidence_kms_key_id
     return params
 
 
@@ -50,8 +82,18 @@ class StoreEvidence(Action):
     name = "evidence"
     summary = "Store the capture in the evidence bucket (SSE-KMS)"
     kinds = ("instance", "access_key")
-    # kms:GenerateDataKey is what S3 asks of KMS on the caller's behalf for SSE-KMS uploads.
-    permissions = ("s3:PutObject", "s3:PutObjectTagging", "kms:GenerateDataKey")
+    # kms:GenerateDataKey is what S3 asks of KMS on the caller's behalf for SSE-KMS uploads;
+    # the rest make the per-incident key (CreateKey with Tags needs kms:TagResource).
+    permissions = (
+        "s3:PutObject",
+        "s3:PutObjectTagging",
+        "kms:GenerateDataKey",
+        "kms:DescribeKey",
+        "kms:CreateKey",
+        "kms:TagResource",
+        "kms:CreateAlias",
+        "kms:ScheduleKeyDeletion",
+    )
     depends_on = ("capture", "capture_key")
 
     def calls(
@@ -65,18 +107,35 @@ class StoreEvidence(Action):
             return []
         params = put_params(target, ctx, facts)
         summary = {k: params[k] for k in ("Bucket", "Key", "ServerSideEncryption")}
-        summary["SSEKMSKeyId"] = params.get("SSEKMSKeyId", "aws/s3 (default)")
-        return [PlannedCall("s3", "PutObject", summary)]
+        calls = []
+        if self._own_key(ctx):
+            alias = incident_key_alias(ctx)
+            calls.append(PlannedCall("kms", "DescribeKey", {"KeyId": alias}, mutating=False))
+            calls.append(
+                PlannedCall(
+                    "kms", "CreateKey", {"Tags": f"incident-bot:incident={ctx.incident_key}"}
+                )
+            )
+            calls.append(PlannedCall("kms", "CreateAlias", {"AliasName": alias}))
+            summary["SSEKMSKeyId"] = f"{alias} (this incident's own key)"
+        else:
+            summary["SSEKMSKeyId"] = params.get("SSEKMSKeyId", "aws/s3 (default)")
+        return [*calls, PlannedCall("s3", "PutObject", summary)]
+
+    @staticmethod
+    def _own_key(ctx: ActionContext) -> bool:
+        return ctx.evidence_key_per_incident and not ctx.evidence_kms_key_id
 
     def apply(self, target: Target, ctx: ActionContext, state: RunState) -> StepResult:
         if not ctx.evidence_bucket:
             return self.nothing_to_do(ctx, "no evidence bucket configured")
         rec = self.recorder(ctx, state)
         facts = state.captured
-        params = put_params(target, ctx, facts)
         body = {k: v for k, v in facts.items() if k != "_blobs"}
         body.update(facts.get("_blobs") or {})
         with rec.guard():
+            key_id = per_incident_key(ctx, target.region) if self._own_key(ctx) else None
+            params = put_params(target, ctx, facts, key_id=key_id)
             s3 = ctx.home_client("s3", target.region)
             location = {"bucket": params["Bucket"], "key": params["Key"]}
             try:
