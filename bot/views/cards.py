@@ -126,7 +126,9 @@ def incident_card(view: IncidentOverview, *, now: dt.datetime) -> dict[str, Any]
     incident = view.incident
     icon = STATUS_ICON.get(incident.status, "")
     blocks: list[dict[str, Any]] = [
-        bk.header(f"{icon} {incident.key} · {incident.title}"),
+        bk.header(
+            f"{icon} {incident.key} · {'DRILL · ' if incident.is_drill else ''}{incident.title}"
+        ),
         bk.section(title_line(incident)),
         bk.fields_section(card_fields(view, now)),
     ]
