@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from slack_sdk.errors import SlackApiError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bot.guardduty.cards import add_to_card
 from bot.guardduty.writes import write_session, write_turn
@@ -125,21 +125,43 @@ class CardPublisher:
             self._cond.notify_all()
 
     def recover(self) -> int:
-        """Queue the cards of GuardDuty incidents that were recorded but never posted."""
+        """Queue what a restart left undone: unposted cards, and posted cards whose facts
+        lag behind their findings (repeats recorded after the last card write).
+
+        Returns the number of cards queued for posting.
+        """
+        live = (Incident.created_by == ACTOR, Incident.status.in_(("open", "contained")))
         with self.runtime.database.read_session() as session:
-            ids = session.scalars(
+            unposted = session.scalars(
                 select(Incident.id)
-                .where(
-                    Incident.created_by == ACTOR,
-                    Incident.card_ts.is_(None),
-                    Incident.status.in_(("open", "contained")),
-                )
+                .where(*live, Incident.card_ts.is_(None))
                 .order_by(Incident.number)
             ).all()
-        self.submit(Ingested("", "opened", None, incident_id, None) for incident_id in ids)
-        if ids:
-            log.warning("posting %d GuardDuty card(s) left unposted by a restart", len(ids))
-        return len(ids)
+            totals = session.execute(
+                select(Incident.id, func.count(Finding.id), func.sum(Finding.count))
+                .join(Finding, Finding.incident_id == Incident.id)
+                .where(*live, Incident.card_ts.is_not(None))
+                .group_by(Incident.id)
+            ).all()
+            shown = dict(
+                session.execute(
+                    select(Incident.id, Incident.facts).where(*live, Incident.card_ts.is_not(None))
+                ).all()
+            )
+        stale = [
+            incident_id
+            for incident_id, distinct, occurrences in totals
+            if _shown_totals(shown.get(incident_id)) != (distinct, occurrences)
+        ]
+        self.submit(Ingested("", "opened", None, incident_id, None) for incident_id in unposted)
+        self.submit(Ingested("", "repeat", None, incident_id, None) for incident_id in stale)
+        if unposted or stale:
+            log.warning(
+                "after a restart: posting %d GuardDuty card(s), updating %d",
+                len(unposted),
+                len(stale),
+            )
+        return len(unposted)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -442,6 +464,13 @@ class CardPublisher:
                     raise
                 self.sleep(min(30.0, 0.5 * attempt))
         return None
+
+
+def _shown_totals(facts: Any) -> tuple[int, int] | None:
+    summary = (facts or {}).get("guardduty") if isinstance(facts, dict) else None
+    if not isinstance(summary, dict):
+        return None
+    return summary.get("distinct"), summary.get("occurrences")
 
 
 def _set_cursor(session: Any, name: str, value: float) -> None:

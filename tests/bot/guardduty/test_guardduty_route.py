@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import datetime as dt
 import json
 from collections.abc import Callable
 from typing import Any
@@ -421,3 +422,21 @@ def test_unsigned_sns_shaped_payloads_are_refused(guardduty_bot: Start) -> None:
     response = gd.post(unsigned)
     assert response.status_code == 403
     assert rows(gd, Finding) == 0
+
+
+def test_repeats_a_restart_left_off_the_card_are_shown_after_it(guardduty_bot: Start) -> None:
+    gd = guardduty_bot(update_interval=60)  # no update would come in this test's lifetime
+    gd.post(event(ec2_detail()))
+    gd.settle()
+    gd.post(event(ec2_detail(service__count=7, updatedAt="2017-11-01T00:00:00Z")))
+    gd.publisher.stop()  # the process stops before the card was updated
+    assert gd.bot.slack.calls_for("chat.update") == []
+    from bot.guardduty.publisher import CardPublisher
+
+    fresh = CardPublisher(gd.bot.runtime, update_interval=0.1)
+    gd.bot.runtime.now = lambda: dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)
+    assert fresh.recover() == 0  # nothing to post, one card to update
+    assert fresh.wait_idle(10)
+    fresh.stop()
+    (update,) = gd.bot.slack.calls_for("chat.update")
+    assert "seen 7 times" in section_texts(update.args["blocks"])
