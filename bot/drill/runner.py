@@ -291,9 +291,15 @@ class Drill:
         self._verify_aws(sb, key)
 
         self.stage("Regulator clock")
-        with db.session() as s:
-            inc = s.scalars(select(Incident).where(Incident.number == int(key.split("-")[1]))).one()
-            personal = inc.personal_data
+        if self.scenario.target_kind == "instance":
+            # The instance is tagged DataClassification=PII: reading its tags starts the clock.
+            from_tag = self._wait(lambda: self._personal(db, key), "the PII tag to start the clock")
+            self.check(
+                "clock started by the PII tag",
+                bool(from_tag),
+                "DataClassification=PII on the instance" if from_tag else "tag not acted on",
+            )
+        personal = self._personal(db, key)
         if not personal:
             # No PII tag to go on (an IAM key): the responder decides personal data was exposed.
             self._slash(app, "/incident", f"personal-data {key}", RESPONDER)

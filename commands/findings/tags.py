@@ -14,6 +14,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from commands.deadlines import start_clock_from_tags
 from commands.findings.normalize import NormalizedFinding
 from storage.db import Database
 from storage.models import Incident
@@ -92,4 +93,14 @@ def store_resource_tags(
             kind="resource.tags",
             summary=f"Read {len(tags)} tag(s) of {incident.resource_id} from {source}",
             details={"tags": dict(tags), "source": source},
+        )
+        # A resource tagged as holding personal data starts the regulator clock, counted from
+        # when the finding made us aware (the incident's opening), not from this lookup.
+        start_clock_from_tags(
+            session=session,
+            incident=incident,
+            tags=tags,
+            actor="system",
+            resource_id=incident.resource_id,
+            aware_at=incident.created_at,
         )

@@ -180,7 +180,14 @@ def test_first_finding_posts_one_card_with_facts_tags_and_plan_button(guardduty_
         kinds = session.scalars(
             select(TimelineEvent.kind).where(TimelineEvent.incident_id == incident.id)
         ).all()
-    assert kinds == ["incident.opened", "resource.tags", "slack.card_posted"]
+    # The PII tag starts the regulator clock as the tags are read.
+    assert kinds == [
+        "incident.opened",
+        "resource.tags",
+        "incident.personal_data",
+        "slack.card_posted",
+    ]
+    assert incident.personal_data
 
 
 def test_sample_findings_are_labelled(guardduty_bot: Start) -> None:

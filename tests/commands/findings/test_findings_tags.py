@@ -101,4 +101,5 @@ def test_stored_tags_land_on_the_incident_and_its_timeline(aws: None, database: 
         kinds = session.scalars(
             select(TimelineEvent.kind).where(TimelineEvent.incident_id == incident.id)
         ).all()
-    assert kinds == ["incident.opened", "resource.tags"]
+    # DataClassification=PII also starts the regulator clock (commands.deadlines).
+    assert kinds == ["incident.opened", "resource.tags", "incident.personal_data"]
