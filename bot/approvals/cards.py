@@ -43,6 +43,7 @@ def load_card(database: Any, request_id: int) -> tuple[CardView, str | None, str
                 for s in request.steps
             ],
             finished_at=request.finished_at,
+            drill=incident.is_drill,
         )
         return view, request.card_channel, request.card_ts
 

@@ -475,21 +475,29 @@ class ContainmentService:
             request = get_request(session=session, request_id=request_id)
             incident = incident_of(session=session, request=request)
             key, dry_run = incident.key, request.dry_run
-            incident_id = incident.id
+            incident_id, drill = incident.id, incident.is_drill
             channel, ts = request.card_channel, request.card_ts
             subject, body, line = notice_texts(request, incident, what, outcome)
-        cfg = self.runtime.config.contacts
-        kwargs: dict[str, Any] = {}
-        if self.runtime.extras.get(SNS_KEY):
-            kwargs["sns_factory"] = self.runtime.extras[SNS_KEY]
-        contacts.notify_contacts(
-            database=self.runtime.database,
-            incident_id=incident_id,
-            notice=contacts.Notice(key, subject, body),
-            contacts=cfg,
-            dry_run=dry_run,
-            **kwargs,
-        )
+        notice = contacts.Notice(key, subject, body)
+        if drill:
+            # A drill rehearses the responders; it never pages the real contacts.
+            contacts.note_not_paged(
+                database=self.runtime.database, incident_id=incident_id, notice=notice
+            )
+            cfg = contacts.NO_CONTACTS
+        else:
+            cfg = self.runtime.config.contacts
+            kwargs: dict[str, Any] = {}
+            if self.runtime.extras.get(SNS_KEY):
+                kwargs["sns_factory"] = self.runtime.extras[SNS_KEY]
+            contacts.notify_contacts(
+                database=self.runtime.database,
+                incident_id=incident_id,
+                notice=notice,
+                contacts=cfg,
+                dry_run=dry_run,
+                **kwargs,
+            )
         text = line
         if cfg.slack_usergroup:
             text = f"{contacts.usergroup_mention(cfg.slack_usergroup)} {line}"

@@ -86,10 +86,11 @@ class CardView:
     parent_id: int | None = None
     steps: list[StepView] = field(default_factory=list)
     finished_at: dt.datetime | None = None
+    drill: bool = False
 
 
 def _title(view: CardView) -> str:
-    prefix = "[DRY RUN] " if view.dry_run else ""
+    prefix = ("[DRILL] " if view.drill else "") + ("[DRY RUN] " if view.dry_run else "")
     return f"{prefix}{KIND_TITLES.get(view.kind, view.kind)}: {view.incident_key}"
 
 

@@ -126,6 +126,35 @@ def _record(*, database: Database, incident_id: int, record: dict[str, Any]) -> 
         log.exception("could not record the notification for incident %s", incident_id)
 
 
+@dataclass(frozen=True)
+class _NoContacts:
+    sns_topic_arn: str | None = None
+    slack_usergroup: str | None = None
+    emails: tuple[str, ...] = ()
+
+
+NO_CONTACTS = _NoContacts()
+
+
+def note_not_paged(*, database: Database, incident_id: int, notice: Notice) -> None:
+    """Record that a drill's notice went to no one (the timeline shows it was deliberate)."""
+    try:
+        with database.session() as session:
+            incident = session.get(Incident, incident_id)
+            if incident is None:
+                return
+            append_event(
+                session=session,
+                incident=incident,
+                actor="system",
+                kind="contacts.not_paged",
+                summary=f"DRILL: contacts not paged: {notice.subject}",
+                details={"subject": notice.subject},
+            )
+    except Exception:
+        log.exception("could not record the drill notice for incident %s", incident_id)
+
+
 def recipients_line(contacts: ContactOptions | None) -> str:
     if contacts is None or not contacts.emails:
         return ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,8 @@ from sqlalchemy import select
 
 from bot.listeners.drill import CLIENT_FACTORY_KEY
 from commands.drills.sandbox import Sandbox, build_sandbox
-from storage.models import ContainmentRequest, Incident
+from storage.models import ContainmentRequest, Incident, TimelineEvent
+from tests.slack_signing import block_actions_payload, interactivity_body
 
 
 @pytest.fixture
@@ -72,15 +74,41 @@ def test_drill_opens_a_drill_incident_with_a_dry_run_plan_and_pages_no_one(
     approval = bot.slack.wait_for(
         "chat.postMessage", lambda c: "containment_approve" in str(c.args), timeout=20
     )
-    assert "DRILL" in str(approval.args)
+    assert "[DRILL] [DRY RUN]" in str(approval.args["blocks"])
     bot.idle(10)
     with bot.session() as s:
         incident = s.scalars(select(Incident)).one()
         request = s.scalars(select(ContainmentRequest)).one()
     assert incident.is_drill
     assert request.dry_run, "a drill never changes the sandbox unless drills.allow_changes"
-    # Drill incidents never page the real contacts.
-    assert "S0SECOPS" not in str(bot.slack.calls_for("chat.postMessage"))
+
+    # A second responder approves; the dry run finishes and no real contact is paged.
+    payload = block_actions_payload(
+        "containment_approve", str(request.id), user_id="U0APPROVER2",
+        message_ts=approval.response["ts"], response_url=bot.slack.response_url("approve"),
+    )
+    assert bot.sender.post(interactivity_body(payload)).status_code == 200
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with bot.session() as s:
+            if s.get(ContainmentRequest, request.id).finished_at:
+                break
+        time.sleep(0.1)
+    bot.idle(10)
+    with bot.session() as s:
+        finished = s.get(ContainmentRequest, request.id)
+        kinds = s.scalars(
+            select(TimelineEvent.kind).where(TimelineEvent.incident_id == incident.id)
+        ).all()
+    assert finished.status == "succeeded" and finished.decided_by == "U0APPROVER2"
+    assert "contacts.not_paged" in kinds and "contacts.notified" not in kinds
+    assert "S0SECOPS" not in str(bot.slack.calls)
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    enis = ec2.describe_network_interfaces(NetworkInterfaceIds=sandbox.eni_ids)
+    assert all(
+        [g["GroupId"] for g in e["Groups"]] == [sandbox.web_group_id]
+        for e in enis["NetworkInterfaces"]
+    ), "a dry-run drill leaves the sandbox as it was"
 
 
 def test_without_sandbox_resources_the_answer_says_what_to_configure(bot_factory: Any) -> None:
