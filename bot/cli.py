@@ -178,7 +178,9 @@ def policy() -> None:
         from containment.policy import policy_document
     except ImportError as exc:  # pragma: no cover - until containment lands
         raise Fail(f"the containment actions are not available in this build ({exc})") from None
-    click.echo(json.dumps(policy_document(), indent=2))
+    role = _settings().config.containment.cross_account_role_name
+    kwargs = {"cross_account_role_name": role} if role else {}
+    click.echo(json.dumps(policy_document(**kwargs), indent=2))
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -1,5 +1,6 @@
-"""IAM permissions of the investigation and aftermath commands (impact, CloudTrail, clean room,
-abuse reports, wipe), which call AWS directly rather than through the action registry.
+"""IAM permissions of the commands that call AWS directly rather than through the action
+registry: GuardDuty intake, contacts, drills, and the investigation and aftermath commands
+(impact, CloudTrail, clean room, abuse reports, wipe).
 
 `containment.policy` adds them to the generated policy, and
 tests/commands/test_investigation_permissions.py records every call those commands make and
@@ -106,7 +107,26 @@ WIPE = (
     "kms:ScheduleKeyDeletion",
 )
 
+# GuardDuty intake: polling GetFindings, and the affected resource's tags for its card.
+INTAKE = (
+    "guardduty:ListDetectors",
+    "guardduty:ListFindings",
+    "guardduty:GetFindings",
+    "ec2:DescribeInstances",
+    "ec2:DescribeTags",
+    "iam:ListUserTags",
+)
+
+# Contacts told on approval and outcome.
+CONTACTS = ("sns:Publish",)
+
+# /incident drill in the sandbox account.
+DRILLS = ("guardduty:ListDetectors", "guardduty:CreateSampleFindings", "ec2:DescribeInstances")
+
 BY_FEATURE: dict[str, tuple[str, ...]] = {
+    "intake": INTAKE,
+    "contacts": CONTACTS,
+    "drills": DRILLS,
     "impact": IMPACT,
     "trail": TRAIL,
     "abuse": ABUSE,

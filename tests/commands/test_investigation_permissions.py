@@ -235,3 +235,110 @@ def test_policy_document_grants_them() -> None:
     granted = {a for s in policy_document()["Statement"] for a in s["Action"]}
     for feature, perms in BY_FEATURE.items():
         assert set(perms) <= granted, feature
+
+
+def test_intake_polling_and_tags(database: Any, aws: Any) -> None:
+    from commands.findings.normalize import normalize_finding
+    from commands.findings.poll import poll_region
+    from commands.findings.tags import read_resource_tags
+
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance = ec2.run_instances(
+        ImageId=image,
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": "DataClassification", "Value": "PII"}]}
+        ],
+    )["Instances"][0]["InstanceId"]
+    recorder = Recorder(
+        {
+            "guardduty": [
+                ("list_detectors", {"DetectorIds": ["det-1"]}),
+                ("list_findings", {"FindingIds": []}),
+            ]
+        }
+    )
+    ctx = recorder.ctx("INC-1")
+    poll_region(
+        database=database,
+        client=ctx.home_client("guardduty", "us-east-1"),
+        region="us-east-1",
+        min_severity=4,
+    )
+    finding = normalize_finding(
+        {
+            "id": "f1",
+            "type": "Backdoor:EC2/C&CActivity.B!DNS",
+            "severity": 8,
+            "accountId": "123456789012",
+            "region": "us-east-1",
+            "resource": {"resourceType": "Instance", "instanceDetails": {"instanceId": instance}},
+            "service": {"count": 1},
+        }
+    )
+    tags, source = read_resource_tags(
+        finding=finding, client_for=lambda service, region: ctx.home_client(service, region)
+    )
+    assert source == "ec2" and tags["DataClassification"] == "PII"
+    check(recorder, "intake")
+
+
+def test_contacts_publish(database: Any, aws: Any) -> None:
+    from commands.approvals.contacts import Notice, notify_contacts
+
+    arn = boto3.client("sns", region_name="us-east-1").create_topic(Name="secops")["TopicArn"]
+    recorder = Recorder()
+    ctx = recorder.ctx("INC-1")
+    with database.session() as session:
+        incident = open_incident(session=session, title="t", created_by="U1")
+
+    class Contacts:
+        sns_topic_arn = arn
+        slack_usergroup = None
+        emails = ("security@example.com",)
+
+    record = notify_contacts(
+        database=database,
+        incident_id=incident.id,
+        notice=Notice("INC-1", "s", "b"),
+        contacts=Contacts(),
+        sns_factory=lambda region: ctx.home_client("sns", region),
+    )
+    assert record["sns_message_id"]
+    check(recorder, "contacts")
+
+
+def test_drill_in_a_sandbox_account(aws: Any) -> None:
+    from commands.drills.sandbox import build_sandbox
+    from commands.drills.sandbox_account import (
+        pick_scenario,
+        request_sample_finding,
+        sandbox_from_account,
+    )
+
+    sandbox = build_sandbox(region="us-east-1")
+    recorder = Recorder(
+        {"guardduty": [("list_detectors", {"DetectorIds": ["d"]}), ("create_sample_findings", {})]}
+    )
+    ctx = recorder.ctx("INC-1")
+
+    class Config:
+        class drills:  # mirrors the settings section
+            instance_id = sandbox.instance_id
+            access_key_id = user_name = None
+
+    sandbox_from_account(
+        scenario=pick_scenario("ec2-c2"),
+        config=Config(),
+        ec2=ctx.home_client("ec2", "us-east-1"),
+        sts=ctx.home_client("sts", "us-east-1"),
+        region="us-east-1",
+    )
+    said = request_sample_finding(
+        guardduty=ctx.home_client("guardduty", "us-east-1"),
+        finding_type="Recon:EC2/PortProbeUnprotectedPort",
+    )
+    assert "requested on detector d" in said
+    check(recorder, "drills")
