@@ -175,3 +175,24 @@ def test_incident_lookup_is_case_insensitive(populated) -> None:
         assert get_incident(session=s, key="inc-1").number == 1
     db.dispose()
     assert isinstance(Incident, type)
+
+
+def test_policy_prints_the_generated_least_privilege_policy(tmp_path) -> None:
+    env = _config(tmp_path, "containment:\n  cross_account_role_name: ir-responder\n")
+    r = cli("policy", env=env)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    actions = {a for st in doc["Statement"] for a in st["Action"]}
+    for needed in (
+        "ec2:ModifyNetworkInterfaceAttribute",
+        "ec2:CreateSnapshots",
+        "autoscaling:EnterStandby",
+        "iam:UpdateAccessKey",
+        "sns:Publish",
+        "guardduty:GetFindings",
+        "kms:ScheduleKeyDeletion",
+    ):
+        assert needed in actions
+    assert "*" not in actions
+    assume = next(st for st in doc["Statement"] if st["Action"] == ["sts:AssumeRole"])
+    assert assume["Resource"].endswith(":role/ir-responder")
