@@ -107,6 +107,19 @@ def _record(*, database: Database, incident_id: int, record: dict[str, Any]) -> 
         told.append(f"{len(record['emails'])} e-mail contact(s)")
     failed = " (SNS publish failed)" if record.get("sns_error") else ""
     would = " (dry run: SNS not published)" if record.get("sns") else ""
+    _append(
+        database=database,
+        incident_id=incident_id,
+        kind="contacts.notified" if not failed else "contacts.notify_failed",
+        summary=f"Notified {', '.join(told) or 'nobody'}: {record['subject']}" + failed + would,
+        details=record,
+    )
+
+
+def _append(
+    *, database: Database, incident_id: int, kind: str, summary: str, details: dict[str, Any]
+) -> None:
+    """Record who was (or was not) told; never raises, a record must not undo a decision."""
     try:
         with database.session() as session:
             incident = session.get(Incident, incident_id)
@@ -116,14 +129,12 @@ def _record(*, database: Database, incident_id: int, record: dict[str, Any]) -> 
                 session=session,
                 incident=incident,
                 actor="system",
-                kind="contacts.notified" if not failed else "contacts.notify_failed",
-                summary=f"Notified {', '.join(told) or 'nobody'}: {record['subject']}"
-                + failed
-                + would,
-                details=record,
+                kind=kind,
+                summary=summary,
+                details=details,
             )
     except Exception:
-        log.exception("could not record the notification for incident %s", incident_id)
+        log.exception("could not record %s for incident %s", kind, incident_id)
 
 
 @dataclass(frozen=True)
@@ -138,21 +149,13 @@ NO_CONTACTS = _NoContacts()
 
 def note_not_paged(*, database: Database, incident_id: int, notice: Notice) -> None:
     """Record that a drill's notice went to no one (the timeline shows it was deliberate)."""
-    try:
-        with database.session() as session:
-            incident = session.get(Incident, incident_id)
-            if incident is None:
-                return
-            append_event(
-                session=session,
-                incident=incident,
-                actor="system",
-                kind="contacts.not_paged",
-                summary=f"DRILL: contacts not paged: {notice.subject}",
-                details={"subject": notice.subject},
-            )
-    except Exception:
-        log.exception("could not record the drill notice for incident %s", incident_id)
+    _append(
+        database=database,
+        incident_id=incident_id,
+        kind="contacts.not_paged",
+        summary=f"DRILL: contacts not paged: {notice.subject}",
+        details={"subject": notice.subject},
+    )
 
 
 def recipients_line(contacts: ContactOptions | None) -> str:
