@@ -124,6 +124,11 @@ class CardPublisher:
             self._ensure_started()
             self._cond.notify_all()
 
+    def mark_stale(self, incident_id: int) -> None:
+        """Another feature changed what the card shows (its blast radius, say): update it
+        within the same pacing as findings' updates, so a storm stays within Slack's limits."""
+        self.submit([Ingested("", "repeat", None, incident_id, None)])
+
     def recover(self) -> int:
         """Queue what a restart left undone: unposted cards, and posted cards whose facts
         lag behind their findings (repeats recorded after the last card write).

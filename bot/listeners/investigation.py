@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from bot.approvals import ENGINES_KEY, HOOKS_KEY, service
+from bot.guardduty.publisher import ACTOR as GUARDDUTY_ACTOR
+from bot.guardduty.publisher import publisher_for
 from bot.listeners.incident_posts import post_new_incident, refresh_incident
 from bot.listeners.incident_subcommands import subcommand, take_incident
 from bot.listeners.slash import Invocation, Reply, SlashCommand
@@ -471,7 +473,8 @@ class ImpactSweeper:
             except Exception:
                 log.exception("impact sweep failed")
 
-    def due(self) -> list[str]:
+    def due(self) -> list[tuple[str, int, bool]]:
+        """(key, id, whether its card is the GuardDuty publisher's) of incidents to estimate."""
         since = self.runtime.now() - RECENT
         with self.runtime.database.read_session() as session:
             rows = session.scalars(
@@ -486,12 +489,12 @@ class ImpactSweeper:
                 if i.id in self._done or (i.facts or {}).get(impact_svc.FACTS_KEY):
                     continue
                 self._done.add(i.id)
-                keys.append(i.key)
+                keys.append((i.key, i.id, i.created_by == GUARDDUTY_ACTOR))
             return keys
 
     def sweep(self) -> list[str]:
-        keys = self.due()
-        for key in keys:
+        due = self.due()
+        for key, incident_id, from_guardduty in due:
             if self._stop.is_set():
                 break
             impact = impact_svc.impact_for_new_incident(
@@ -501,12 +504,17 @@ class ImpactSweeper:
                 tag_keys=self.runtime.config.impact.tag_keys,
                 default_region=default_region(self.runtime),
             )
-            if impact is not None:
-                try:
-                    refresh_incident(self.runtime, key)
-                except Exception:
-                    log.exception("could not refresh the card of %s", key)
-        return keys
+            if impact is None:
+                continue
+            if from_guardduty:
+                # The publisher paces GuardDuty cards (one update per 10 s, across processes).
+                publisher_for(self.runtime).mark_stale(incident_id)
+                continue
+            try:
+                refresh_incident(self.runtime, key)
+            except Exception:
+                log.exception("could not refresh the card of %s", key)
+        return [key for key, _, _ in due]
 
 
 def register(app: IncidentBotApp) -> None:

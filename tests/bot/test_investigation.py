@@ -608,3 +608,30 @@ def test_abuse_watcher_stops_reminders_when_aws_answers(env: Env) -> None:
     with bot.session() as s:
         assert s.scalars(select(Reminder).where(Reminder.status == "pending")).all() == []
     assert "answered" in card(bot, "INC-1") and "NOT answered" not in card(bot, "INC-1")
+
+
+def test_guardduty_cards_get_their_blast_radius_through_the_card_pacing(env: Env) -> None:
+    """A GuardDuty incident's card is the publisher's: the sweeper asks it for the update, so
+    a finding storm's cards stay within one update per incident per 10 s."""
+    from bot.guardduty import publisher as pub
+    from bot.listeners.investigation import ImpactSweeper
+
+    bot = env.start()
+    with bot.runtime.database.session() as s:
+        incident = open_incident(
+            session=s,
+            title="c2",
+            created_by=pub.ACTOR,
+            resource_id=env.world["victim"],
+            region="us-east-1",
+        )
+        key, incident_id = incident.key, incident.id
+    marked: list[int] = []
+    publisher = pub.publisher_for(bot.runtime)
+    publisher.mark_stale = marked.append  # type: ignore[method-assign]
+    updates_before = len(bot.slack.calls_for("chat.update"))
+    assert ImpactSweeper(bot.runtime, every=60).sweep() == [key]
+    assert marked == [incident_id]
+    assert len(bot.slack.calls_for("chat.update")) == updates_before  # no direct refresh
+    with bot.session() as s:
+        assert get_incident(session=s, key=key).facts["impact"]["tags"]["owner"] == "payments"
