@@ -451,9 +451,18 @@ def start_for_runtime(runtime: Runtime, **kwargs: Any) -> ReminderScheduler:
     """Start a scheduler sharing the app's database and client; kept in runtime.extras."""
 
     def refresh(key: str) -> None:
+        from bot.guardduty.publisher import ACTOR, publisher_for
         from bot.listeners.incident_posts import refresh_incident
+        from commands.incidents import get_incident
 
-        refresh_incident(runtime, key)
+        with runtime.database.read_session() as session:
+            incident = get_incident(session=session, key=key)
+            incident_id, from_guardduty = incident.id, incident.created_by == ACTOR
+        if from_guardduty:
+            # GuardDuty cards are paced by their publisher (a storm stays within Slack's limits).
+            publisher_for(runtime).mark_stale(incident_id)
+        else:
+            refresh_incident(runtime, key)
 
     scheduler = ReminderScheduler(
         database=runtime.database,

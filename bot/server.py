@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-THREADS_PER_WORKER = 8
+THREADS_PER_WORKER = 24
 REQUEST_TIMEOUT = 30  # seconds a worker may be silent before gunicorn restarts it
 GRACEFUL_TIMEOUT = 30  # SIGTERM -> SIGKILL, for draining requests plus background jobs
 BACKGROUND_GRACE = 20.0  # of which background jobs get this long to finish

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from bot.approvals import ENGINES_KEY, HOOKS_KEY, service
+from bot.guardduty.intake import intake_is_hot
 from bot.guardduty.publisher import ACTOR as GUARDDUTY_ACTOR
 from bot.guardduty.publisher import publisher_for
 from bot.listeners.incident_posts import post_new_incident, refresh_incident
@@ -495,6 +496,9 @@ class ImpactSweeper:
     def sweep(self) -> list[str]:
         due = self.due()
         for key, incident_id, from_guardduty in due:
+            # In a finding storm, estimates wait: intake's CPU and database lock come first.
+            while intake_is_hot(self.runtime, within=1.0) and not self._stop.wait(0.25):
+                pass
             if self._stop.is_set():
                 break
             impact = impact_svc.impact_for_new_incident(
