@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 ATTEMPTS = 3  # a concurrent first insert (PostgreSQL) or a lock timeout (SQLite) is retried
 MAX_BATCH = 1000  # findings per transaction
 WAIT_SECONDS = 60.0  # how long a delivery waits for its batch before giving up
+HOT_WINDOW = 0.05  # a batch finished this recently: deliveries are streaming in
+GATHER_SECONDS = 0.004  # then wait this long for more before writing (measured: 2-12 ms)
 WRITER_KEY = "guardduty.writer"
 _create_lock = threading.Lock()
 
@@ -110,12 +112,24 @@ class BatchWriter:
         with self._cond:
             while not self._queue and not self._stopped:
                 self._cond.wait()
+            if time.monotonic() - self.last_write < HOT_WINDOW:
+                # Under load, gather a few more deliveries first: a transaction's fixed cost
+                # dominates, so fuller batches raise throughput (a lone delivery never waits).
+                deadline = time.monotonic() + GATHER_SECONDS
+                while not self._stopped and self._queued() < self.max_batch:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
             taken, size = [], 0
             while self._queue and (not taken or size + len(self._queue[0][0]) <= self.max_batch):
                 item = self._queue.pop(0)
                 taken.append(item)
                 size += len(item[0])
             return taken
+
+    def _queued(self) -> int:
+        return sum(len(findings) for findings, _ in self._queue)
 
     def _run(self) -> None:
         while True:
