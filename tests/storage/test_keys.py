@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from sqlalchemy import select
 
 from storage.models import Incident
@@ -45,12 +46,9 @@ def test_a_rolled_back_open_gives_its_number_back(database) -> None:
 
     with database.session() as s:
         open_incident(session=s, title="first", created_by="U1")
-    try:
-        with database.session() as s:
-            open_incident(session=s, title="second", created_by="U1")
-            raise UserError("boom")
-    except UserError:
-        pass
+    with pytest.raises(UserError), database.session() as s:
+        open_incident(session=s, title="second", created_by="U1")
+        raise UserError("boom")
     with database.session() as s:
         third = open_incident(session=s, title="third", created_by="U1")
     assert third.key == "INC-2"
