@@ -85,50 +85,91 @@ def _lock_incident_tail(session: Session, incident: Incident) -> tuple[int, str]
     return (row[0], row[1]) if row else (0, GENESIS_HASH)
 
 
-def append_events(
-    *, session: Session, incident: Incident, events: Iterable[NewEvent]
+_TAILS_KEY = "timeline.tails"
+
+
+def _tails(session: Session) -> dict[Incident, tuple[int, str]]:
+    """The chain tails this transaction has written, by incident.
+
+    Once a transaction has appended to an incident it holds that incident's lock (the row
+    lock, or SQLite's database lock) until it ends, so the tail it wrote is still the tail:
+    later appends in the same transaction need not read it again.
+    """
+    # The innermost transaction: a savepoint rolled back must not leave its tails behind.
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    held = session.info.get(_TAILS_KEY)
+    if held is None or held[0] is not transaction:
+        held = session.info[_TAILS_KEY] = (transaction, {})
+    return held[1]
+
+
+def append_to_timelines(
+    *, session: Session, batches: Iterable[tuple[Incident, Iterable[NewEvent]]]
 ) -> list[TimelineEvent]:
-    """Append several events in order, in the caller's transaction."""
-    if incident.id is None:
-        session.flush()
-    seq, prev = _lock_incident_tail(session, incident)
-    rows: list[TimelineEvent] = []
-    for ev in events:
-        seq += 1
-        at = (ev.occurred_at or utcnow()).astimezone(dt.UTC)
-        summary = ev.summary
-        if len(summary) > MAX_SUMMARY:
-            summary = summary[: MAX_SUMMARY - 1] + "…"
-        details = canonical_json(dict(ev.details or {}))
-        digest = event_hash(
-            prev_hash=prev,
-            incident_number=incident.number,
-            seq=seq,
-            occurred_at=at,
-            actor=ev.actor,
-            kind=ev.kind,
-            summary=summary,
-            details=details,
-        )
-        rows.append(
-            TimelineEvent(
-                incident_id=incident.id,
+    """Append events to several incidents' timelines, in order, in one flush.
+
+    Incidents not yet inserted start their chain here (they cannot have events yet) and are
+    inserted first, with their chain head already set.
+    """
+    tails = _tails(session)
+    rows: list[tuple[Incident, TimelineEvent]] = []
+    for incident, events in batches:
+        if incident in tails:
+            seq, prev = tails[incident]
+        elif incident.id is None:
+            seq, prev = 0, GENESIS_HASH
+        else:
+            seq, prev = _lock_incident_tail(session, incident)
+        for ev in events:
+            seq += 1
+            at = (ev.occurred_at or utcnow()).astimezone(dt.UTC)
+            summary = ev.summary
+            if len(summary) > MAX_SUMMARY:
+                summary = summary[: MAX_SUMMARY - 1] + "…"
+            details = canonical_json(dict(ev.details or {}))
+            digest = event_hash(
+                prev_hash=prev,
+                incident_number=incident.number,
                 seq=seq,
                 occurred_at=at,
                 actor=ev.actor,
                 kind=ev.kind,
                 summary=summary,
                 details=details,
-                prev_hash=prev,
-                hash=digest,
             )
-        )
-        prev = digest
-    session.add_all(rows)
-    incident.timeline_head = prev
-    incident.timeline_count = seq
+            rows.append(
+                (
+                    incident,
+                    TimelineEvent(
+                        seq=seq,
+                        occurred_at=at,
+                        actor=ev.actor,
+                        kind=ev.kind,
+                        summary=summary,
+                        details=details,
+                        prev_hash=prev,
+                        hash=digest,
+                    ),
+                )
+            )
+            prev = digest
+        incident.timeline_head = prev
+        incident.timeline_count = seq
+        tails[incident] = (seq, prev)
+    if any(incident.id is None for incident, _ in rows):
+        session.flush()  # insert new incidents (chain heads included) to learn their ids
+    for incident, row in rows:
+        row.incident_id = incident.id
+    session.add_all(row for _, row in rows)
     session.flush()
-    return rows
+    return [row for _, row in rows]
+
+
+def append_events(
+    *, session: Session, incident: Incident, events: Iterable[NewEvent]
+) -> list[TimelineEvent]:
+    """Append several events to one incident, in order, in the caller's transaction."""
+    return append_to_timelines(session=session, batches=[(incident, events)])
 
 
 def append_event(

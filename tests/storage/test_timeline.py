@@ -110,3 +110,49 @@ def test_details_roundtrip_is_canonical_and_times_are_utc(database) -> None:
         row = s.get(TimelineEvent, ev.id)
         assert row.details == '{"a":[1,2],"b":1}'
         assert row.occurred_at.utcoffset().total_seconds() == 0
+
+
+def test_one_transaction_appends_to_new_and_existing_incidents_in_one_go(database) -> None:
+    from commands.incidents import new_incident
+    from storage.timeline import NewEvent, append_to_timelines
+
+    existing = _open(database)
+    with database.session() as s:
+        old = s.get(Incident, existing.id)
+        fresh, opened = new_incident(session=s, title="second host", created_by="guardduty")
+        append_to_timelines(
+            session=s,
+            batches=[
+                (fresh, [opened, NewEvent("guardduty", "finding.joined", "joined")]),
+                (old, [NewEvent("U1", "note", "first")]),
+            ],
+        )
+        # Later appends in the same transaction continue from the tails just written.
+        append_event(session=s, incident=old, actor="U1", kind="note", summary="second")
+        append_event(session=s, incident=fresh, actor="U1", kind="note", summary="third")
+    with database.read_session() as s:
+        for incident_id, kinds in (
+            (existing.id, ["incident.opened", "note", "note"]),
+            (fresh.id, ["incident.opened", "finding.joined", "note"]),
+        ):
+            incident = s.get(Incident, incident_id)
+            assert verify_chain(conn=s, incident=incident).ok
+            assert incident.timeline_count == len(kinds)
+            assert [e.kind for e in reversed(latest_events(session=s, incident=incident))] == kinds
+
+
+def test_a_rolled_back_savepoint_leaves_no_stale_tail(database) -> None:
+    incident = _open(database)
+    with database.session() as s:
+        inc = s.get(Incident, incident.id)
+        append_event(session=s, incident=inc, actor="U1", kind="note", summary="kept")
+        savepoint = s.begin_nested()
+        append_event(session=s, incident=inc, actor="U1", kind="note", summary="undone")
+        savepoint.rollback()
+        s.refresh(inc)
+        append_event(session=s, incident=inc, actor="U1", kind="note", summary="after")
+    with database.read_session() as s:
+        inc = s.get(Incident, incident.id)
+        assert verify_chain(conn=s, incident=inc).ok
+        summaries = [e.summary for e in reversed(latest_events(session=s, incident=inc))]
+        assert summaries[1:] == ["kept", "after"]
