@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from commands.errors import NotFound, UserError
 from storage.keys import next_value
 from storage.models import SEVERITIES, Incident, utcnow
-from storage.timeline import append_event
+from storage.timeline import NewEvent, append_event, append_events
 
 TITLE_MAX = 300
 NOTE_MAX = 3000
@@ -64,6 +64,39 @@ def open_incident(
     is_drill: bool = False,
     details: dict[str, Any] | None = None,
 ) -> Incident:
+    incident, opened = new_incident(
+        session=session,
+        title=title,
+        created_by=created_by,
+        severity=severity,
+        channel_id=channel_id,
+        account_id=account_id,
+        region=region,
+        resource_id=resource_id,
+        resource_type=resource_type,
+        is_drill=is_drill,
+        details=details,
+    )
+    append_events(session=session, incident=incident, events=[opened])
+    return incident
+
+
+def new_incident(
+    *,
+    session: Session,
+    title: str,
+    created_by: str,
+    severity: str = "medium",
+    channel_id: str | None = None,
+    account_id: str | None = None,
+    region: str | None = None,
+    resource_id: str | None = None,
+    resource_type: str | None = None,
+    is_drill: bool = False,
+    details: dict[str, Any] | None = None,
+) -> tuple[Incident, NewEvent]:
+    """A numbered incident added to the session, and its `incident.opened` event, which the
+    caller appends (`open_incident` at once; intake together with a batch's other events)."""
     title = _clean(title, limit=TITLE_MAX, what="title")
     if severity not in SEVERITIES:
         raise UserError(f"Severity must be one of {', '.join(SEVERITIES)}.")
@@ -83,16 +116,13 @@ def open_incident(
         facts={},
     )
     session.add(incident)
-    session.flush()
-    append_event(
-        session=session,
-        incident=incident,
-        actor=created_by,
-        kind="incident.opened",
-        summary=f"{'[DRILL] ' if is_drill else ''}Opened {incident.key}: {title}",
-        details={"severity": severity, "resource_id": resource_id, **(details or {})},
+    opened = NewEvent(
+        created_by,
+        "incident.opened",
+        f"{'[DRILL] ' if is_drill else ''}Opened {incident.key}: {title}",
+        {"severity": severity, "resource_id": resource_id, **(details or {})},
     )
-    return incident
+    return incident, opened
 
 
 def get_incident(*, session: Session, key: str, for_update: bool = False) -> Incident:
@@ -153,19 +183,21 @@ def set_severity(*, session: Session, incident: Incident, actor: str, severity: 
     severity = severity.strip().lower()
     if severity not in SEVERITIES:
         raise UserError(f"Severity must be one of {', '.join(SEVERITIES)}, not {severity!r}.")
+    change = change_severity(incident=incident, actor=actor, severity=severity)
+    if change is not None:
+        append_events(session=session, incident=incident, events=[change])
+    return incident
+
+
+def change_severity(*, incident: Incident, actor: str, severity: str) -> NewEvent | None:
+    """Set a (valid) severity; the `incident.severity` event for the caller to append."""
     if severity == incident.severity:
-        return incident
+        return None
     old = incident.severity
     incident.severity = severity
-    append_event(
-        session=session,
-        incident=incident,
-        actor=actor,
-        kind="incident.severity",
-        summary=f"Severity {old} → {severity}",
-        details={"from": old, "to": severity},
+    return NewEvent(
+        actor, "incident.severity", f"Severity {old} → {severity}", {"from": old, "to": severity}
     )
-    return incident
 
 
 def set_status(

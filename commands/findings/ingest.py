@@ -35,9 +35,9 @@ from sqlalchemy.orm import Session
 
 from commands.findings.errors import BadFinding
 from commands.findings.normalize import NormalizedFinding, normalize_finding, severity_band
-from commands.incidents import open_incident, set_severity
+from commands.incidents import change_severity, new_incident
 from storage.models import SEVERITIES, Finding, Incident, utcnow
-from storage.timeline import NewEvent, append_event, append_events
+from storage.timeline import NewEvent, append_event, append_to_timelines
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class _Stored:
     incident_id: int | None
     incident_number: int | None
     row: Finding | None = None  # set when this batch works on the ORM object instead
+    incident: Incident | None = None  # the incident this batch attaches it to (ids come later)
     changed: dict[str, Any] | None = None  # columns to write back with the bulk UPDATE
 
 
@@ -103,18 +104,51 @@ def record_findings(
     defer_repeats: bool = False,
 ) -> list[Ingested]:
     """Record a batch of findings in the caller's transaction; see the module docstring."""
-    received = now or utcnow()
+    # Statements are few and explicit: nothing is flushed until the batch is decided (the
+    # ORM would otherwise flush before every query, once per incident opened).
+    with session.no_autoflush:
+        return _record(
+            session=session,
+            findings=findings,
+            min_severity=min_severity,
+            channel_id=channel_id,
+            received=now or utcnow(),
+            defer_repeats=defer_repeats,
+        )
+
+
+def _record(
+    *,
+    session: Session,
+    findings: Sequence[NormalizedFinding],
+    min_severity: float,
+    channel_id: str | None,
+    received: dt.datetime,
+    defer_repeats: bool,
+) -> list[Ingested]:
     _lock_keys(session, findings)
     known = _stored(session, {f.id for f in findings})
-    open_for = _open_incidents(session, {f.resource_id for f in findings if f.resource_id})
-    pending: dict[int, tuple[Incident, list[NewEvent]]] = {}
-    results: list[Ingested] = []
+    # Only findings that may open or join an incident need the resource's open incident; a
+    # repeat of a finding already attached (a storm's bulk) needs none.
+    open_for = _open_incidents(
+        session,
+        {
+            f.resource_id
+            for f in findings
+            if f.resource_id
+            and eligible(f, min_severity=min_severity)
+            and (f.id not in known or known[f.id].incident_id is None)
+        },
+    )
+    pending: dict[Incident, list[NewEvent]] = {}
+    new_rows: list[Finding] = []
+    outcomes: list[tuple[str, Outcome, _Stored]] = []
     for finding in findings:
         stored = known.get(finding.id)
         if stored is None:
             row = _new_row(finding, received)
-            session.add(row)
-            known[finding.id] = _Stored(
+            new_rows.append(row)
+            stored = known[finding.id] = _Stored(
                 None,
                 row.count,
                 row.last_seen,
@@ -127,26 +161,32 @@ def record_findings(
                 row=row,
             )
             if eligible(finding, min_severity=min_severity):
-                results.append(
-                    _attach(session, known[finding.id], finding, channel_id, pending, open_for)
-                )
+                outcome = _attach(session, stored, finding, channel_id, pending, open_for)
             else:
                 log.debug("recorded finding %s (archived or below min severity)", finding.id)
-                results.append(Ingested(finding.id, "recorded", finding.resource_id))
-            continue
-        if not _merge(stored, finding):
-            results.append(_result(finding.id, "unchanged", stored))
-        elif stored.incident_id is not None:
-            results.append(_result(finding.id, "repeat", stored))
+                outcome = "recorded"
+        elif not _merge(stored, finding):
+            outcome = "unchanged"
+        elif stored.incident_id is not None or stored.incident is not None:
+            outcome = "repeat"
         elif eligible(finding, min_severity=min_severity) and not stored.archived:
             # Recorded earlier below the bar (or archived), now above it: act on it now.
             _promote(session, stored)
-            results.append(_attach(session, stored, finding, channel_id, pending, open_for))
+            outcome = _attach(session, stored, finding, channel_id, pending, open_for)
         else:
-            results.append(_result(finding.id, "recorded", stored))
+            outcome = "recorded"
+        outcomes.append((finding.id, outcome, stored))
+    if pending:  # inserts the incidents opened here, then every event, in one go
+        append_to_timelines(session=session, batches=list(pending.items()))
+    for stored in known.values():
+        if stored.incident is not None:
+            stored.incident_id, stored.incident_number = stored.incident.id, stored.incident.number
+            assert stored.row is not None
+            stored.row.incident_id = stored.incident_id
+            stored.incident = None
+    session.add_all(new_rows)
     _write_back(session, known.values())
-    for incident, events in pending.values():
-        append_events(session=session, incident=incident, events=events)
+    results = [_result(finding_id, outcome, stored) for finding_id, outcome, stored in outcomes]
     if not defer_repeats:
         batch = {f.id: f for f in findings}
         touched = {r.incident_id for r in results if r.incident_id is not None and r.card_stale}
@@ -281,9 +321,9 @@ def _write_back(session: Session, stored: Any) -> None:
             columns = tuple(sorted(item.changed))
             by_columns.setdefault(columns, []).append({"pk": item.pk, **item.changed})
             item.changed = None
+    session.flush()  # ORM changes of this batch first (new rows), in order
     if not by_columns:
         return
-    session.flush()  # ORM changes of this batch first, in order
     conn = session.connection()
     for columns, params in by_columns.items():
         statement = (
@@ -299,14 +339,17 @@ def _attach(
     stored: _Stored,
     finding: NormalizedFinding,
     channel_id: str | None,
-    pending: dict[int, tuple[Incident, list[NewEvent]]],
+    pending: dict[Incident, list[NewEvent]],
     open_for: dict[str, Incident],
-) -> Ingested:
-    row = stored.row
-    assert row is not None
+) -> Outcome:
+    """Open an incident for the finding, or join the resource's open one.
+
+    The timeline events are queued in `pending`; the ids are filled in once the batch's new
+    incidents are inserted.
+    """
     incident = open_for.get(finding.resource_id) if finding.resource_id else None
     if incident is None:
-        incident = open_incident(
+        incident, opened = new_incident(
             session=session,
             title=("[SAMPLE] " if finding.sample else "") + finding.title,
             created_by=ACTOR,
@@ -330,13 +373,17 @@ def _attach(
             "sample": finding.sample,
             "tags": dict(finding.tags),
         }
+        pending[incident] = [opened]
         if finding.resource_id:
             open_for[finding.resource_id] = incident
         outcome: Outcome = "opened"
     else:
+        events = pending.setdefault(incident, [])
         if SEVERITIES.index(finding.band) > SEVERITIES.index(incident.severity):
-            set_severity(session=session, incident=incident, actor=ACTOR, severity=finding.band)
-        pending.setdefault(incident.id, (incident, []))[1].append(
+            change = change_severity(incident=incident, actor=ACTOR, severity=finding.band)
+            if change is not None:
+                events.append(change)
+        events.append(
             NewEvent(
                 ACTOR,
                 "finding.joined",
@@ -351,9 +398,8 @@ def _attach(
             )
         )
         outcome = "joined"
-    row.incident_id = stored.incident_id = incident.id
-    stored.incident_number = incident.number
-    return Ingested(finding.id, outcome, finding.resource_id, incident.id, incident.key)
+    stored.incident = incident
+    return outcome
 
 
 # -- the incident's view of its findings ---------------------------------------------------------

@@ -272,15 +272,15 @@ def test_a_failure_mid_batch_rolls_everything_back(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
-    real = ingest_module.open_incident
+    real = ingest_module.new_incident
 
-    def failing_second(**kwargs: Any) -> Incident:
+    def failing_second(**kwargs: Any) -> tuple[Incident, Any]:
         calls.append(kwargs)
         if len(calls) == 2:
             raise RuntimeError("disk full")
         return real(**kwargs)
 
-    monkeypatch.setattr(ingest_module, "open_incident", failing_second)
+    monkeypatch.setattr(ingest_module, "new_incident", failing_second)
     iam = load_json("custodian__iam-duty-event.json")["detail"]
     with pytest.raises(RuntimeError):
         record(database, ec2_detail(), iam)
