@@ -21,6 +21,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt import BoltRequest
@@ -55,13 +56,21 @@ class HttpRequest:
     method: str
     path: str
     query: str
-    headers: dict[str, str]  # lower-case names
     body: bytes
     runtime: Runtime
     environ: dict[str, Any] = field(repr=False, default_factory=dict)
 
+    @cached_property
+    def headers(self) -> dict[str, str]:
+        """Every header, lower-case names (built on first use: most routes read one or two)."""
+        return _headers(self.environ)
+
     def header(self, name: str, default: str = "") -> str:
-        return self.headers.get(name.lower(), default)
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        value = self.environ.get(key)
+        return default if value is None else str(value)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -140,7 +149,6 @@ class Router:
             method=method,
             path=path,
             query=environ.get("QUERY_STRING", ""),
-            headers=_headers(environ),
             body=body,
             runtime=self.runtime,
             environ=environ,

@@ -109,6 +109,7 @@ class CardPublisher:
 
     def submit(self, results: Iterable[Ingested]) -> None:
         with self._cond:
+            news = False
             for result in results:
                 incident_id = result.incident_id
                 if incident_id is None or not result.card_stale:
@@ -117,12 +118,18 @@ class CardPublisher:
                     if incident_id not in self._queued:
                         self._queued.add(incident_id)
                         self._new.append(incident_id)
+                        news = True
                 else:
-                    self._dirty.add(incident_id)
+                    if incident_id not in self._dirty:
+                        self._dirty.add(incident_id)
+                        news = True
                     if result.outcome == "joined":
                         self._joined.setdefault(incident_id, []).append(result.finding_id)
-            self._ensure_started()
-            self._cond.notify_all()
+            # A card already stale is already scheduled: during a storm most deliveries are
+            # such repeats, and waking the worker for each would only cost the intake CPU.
+            if news:
+                self._ensure_started()
+                self._cond.notify_all()
 
     def mark_stale(self, incident_id: int) -> None:
         """Another feature changed what the card shows (its blast radius, say): update it
