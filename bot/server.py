@@ -32,6 +32,7 @@ THREADS_PER_WORKER = 24
 REQUEST_TIMEOUT = 30  # seconds a worker may be silent before gunicorn restarts it
 GRACEFUL_TIMEOUT = 30  # SIGTERM -> SIGKILL, for draining requests plus background jobs
 BACKGROUND_GRACE = 20.0  # of which background jobs get this long to finish
+GC_YOUNG_THRESHOLD = 10_000  # allocations between young-generation collections (default 700)
 
 WsgiApp = Callable[..., Any]
 
@@ -117,6 +118,11 @@ def serve_http(settings: Settings, *, host: str, port: int, workers: int) -> Non
         # generations, so full collections stay short on the ack path.
         gc.collect()
         gc.freeze()
+        # A request allocates hundreds of short-lived containers (a finding's JSON alone is
+        # ~200): at the default threshold of 700 the young generation is collected every few
+        # requests, mostly finding garbage that reference counting frees anyway. Measured in
+        # an alert storm: about 7% of the worker's time. 10,000 lets most of it die first.
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         return wsgi
 
     def on_worker_exit() -> None:
