@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from storage.models import Incident, TimelineEvent, utcnow
 
 GENESIS_HASH = "0" * 64
+_EVENTS = TimelineEvent.__table__
 MAX_SUMMARY = 3000
 
 
@@ -103,16 +104,42 @@ def _tails(session: Session) -> dict[Incident, tuple[int, str]]:
     return held[1]
 
 
+def adopt_tails(*, session: Session, incidents: Iterable[Incident]) -> None:
+    """SQLite: take the chain tails of incidents this write transaction has just read.
+
+    A SQLite write transaction holds the database lock from its BEGIN IMMEDIATE, so an
+    incident row it read is current, and its `timeline_head`/`timeline_count` are the tail:
+    appending to it needs no tail query. (PostgreSQL still locks and reads per incident.)
+    """
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    tails = _tails(session)
+    for incident in incidents:
+        count, head = incident.timeline_count or 0, incident.timeline_head
+        if incident.id is None or incident in tails or (count == 0) != (head is None):
+            continue  # new, already known, or a head that disagrees: read the tail instead
+        tails[incident] = (count, head or GENESIS_HASH)
+
+
+class Appended(NamedTuple):
+    """Where an appended event sits in its incident's chain."""
+
+    incident_id: int
+    seq: int
+    hash: str
+
+
 def append_to_timelines(
     *, session: Session, batches: Iterable[tuple[Incident, Iterable[NewEvent]]]
-) -> list[TimelineEvent]:
-    """Append events to several incidents' timelines, in order, in one flush.
+) -> list[Appended]:
+    """Append events to several incidents' timelines, in order, with one INSERT.
 
     Incidents not yet inserted start their chain here (they cannot have events yet) and are
-    inserted first, with their chain head already set.
+    inserted first, with their chain head already set. The events go in as one executemany
+    INSERT rather than ORM objects: a storm appends thousands.
     """
     tails = _tails(session)
-    rows: list[tuple[Incident, TimelineEvent]] = []
+    rows: list[tuple[Incident, dict[str, Any]]] = []
     for incident, events in batches:
         if incident in tails:
             seq, prev = tails[incident]
@@ -140,34 +167,34 @@ def append_to_timelines(
             rows.append(
                 (
                     incident,
-                    TimelineEvent(
-                        seq=seq,
-                        occurred_at=at,
-                        actor=ev.actor,
-                        kind=ev.kind,
-                        summary=summary,
-                        details=details,
-                        prev_hash=prev,
-                        hash=digest,
-                    ),
+                    {
+                        "seq": seq,
+                        "occurred_at": at,
+                        "actor": ev.actor,
+                        "kind": ev.kind,
+                        "summary": summary,
+                        "details": details,
+                        "prev_hash": prev,
+                        "hash": digest,
+                    },
                 )
             )
             prev = digest
         incident.timeline_head = prev
         incident.timeline_count = seq
         tails[incident] = (seq, prev)
-    if any(incident.id is None for incident, _ in rows):
-        session.flush()  # insert new incidents (chain heads included) to learn their ids
+    if not rows:
+        return []
+    session.flush()  # the incidents first: new ones get their ids, all their chain heads
     for incident, row in rows:
-        row.incident_id = incident.id
-    session.add_all(row for _, row in rows)
-    session.flush()
-    return [row for _, row in rows]
+        row["incident_id"] = incident.id
+    session.connection().execute(_EVENTS.insert(), [row for _, row in rows])
+    return [Appended(row["incident_id"], row["seq"], row["hash"]) for _, row in rows]
 
 
 def append_events(
     *, session: Session, incident: Incident, events: Iterable[NewEvent]
-) -> list[TimelineEvent]:
+) -> list[Appended]:
     """Append several events to one incident, in order, in the caller's transaction."""
     return append_to_timelines(session=session, batches=[(incident, events)])
 
@@ -181,7 +208,7 @@ def append_event(
     summary: str,
     details: Mapping[str, Any] | None = None,
     occurred_at: dt.datetime | None = None,
-) -> TimelineEvent:
+) -> Appended:
     """The one entry point for writing a timeline event."""
     return append_events(
         session=session,

@@ -107,7 +107,12 @@ def test_details_roundtrip_is_canonical_and_times_are_utc(database) -> None:
             details={"b": 1, "a": [1, 2]},
         )
     with database.read_session() as s:
-        row = s.get(TimelineEvent, ev.id)
+        row = s.scalars(
+            select(TimelineEvent).where(
+                TimelineEvent.incident_id == ev.incident_id, TimelineEvent.seq == ev.seq
+            )
+        ).one()
+        assert row.hash == ev.hash
         assert row.details == '{"a":[1,2],"b":1}'
         assert row.occurred_at.utcoffset().total_seconds() == 0
 
