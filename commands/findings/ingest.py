@@ -24,6 +24,7 @@ update rather than one per delivery).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -37,7 +38,7 @@ from commands.findings.errors import BadFinding
 from commands.findings.normalize import NormalizedFinding, normalize_finding, severity_band
 from commands.incidents import change_severity, new_incident
 from storage.models import SEVERITIES, Finding, Incident, utcnow
-from storage.timeline import NewEvent, append_event, append_to_timelines
+from storage.timeline import NewEvent, adopt_tails, append_event, append_to_timelines
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +253,7 @@ def _open_incidents(session: Session, resource_ids: set[str]) -> dict[str, Incid
         for incident in rows:
             if incident.resource_id is not None:
                 found.setdefault(incident.resource_id, incident)
+    adopt_tails(session=session, incidents=found.values())  # joins append without a tail read
     return found
 
 
@@ -326,12 +328,17 @@ def _write_back(session: Session, stored: Any) -> None:
         return
     conn = session.connection()
     for columns, params in by_columns.items():
-        statement = (
-            _FINDINGS.update()
-            .where(_FINDINGS.c.id == bindparam("pk"))
-            .values({c: bindparam(c) for c in columns})
-        )
-        conn.execute(statement, params)
+        conn.execute(_update_of(columns), params)
+
+
+@functools.cache
+def _update_of(columns: tuple[str, ...]) -> Any:
+    """The executemany UPDATE for one set of changed columns (a handful of shapes, reused)."""
+    return (
+        _FINDINGS.update()
+        .where(_FINDINGS.c.id == bindparam("pk"))
+        .values({c: bindparam(c) for c in columns})
+    )
 
 
 def _attach(

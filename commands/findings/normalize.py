@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Literal
 
 from commands.findings import coerce
@@ -33,6 +34,7 @@ Band = Literal["low", "medium", "high", "critical"]
 # SNS inside SNS inside a Lambda record is as deep as real deliveries nest.
 _MAX_WRAPPING = 4
 _MAX_NESTING = 64
+_EMPTY: Mapping[str, Any] = MappingProxyType({})  # what an absent object reads as (shared)
 _PASCAL_KEY = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 # Where each action type keeps the remote party (camelCase after folding).
 _REMOTE_IP_ACTIONS = (
@@ -91,16 +93,15 @@ class NormalizedFinding:
     def resource_id(self) -> str | None:
         """The id of the affected resource: what an incident is keyed on and containment targets."""
         bucket = self.bucket_names[0] if self.bucket_names else None
-        by_type = {
-            "Instance": self.instance_id,
-            "AccessKey": self.access_key_id,
-            "S3Bucket": bucket,
-            "EKSCluster": self.cluster,
-            "ECSCluster": self.cluster,
-        }
-        preferred = by_type.get(self.resource_type or "")
-        if preferred:
-            return preferred
+        kind = self.resource_type
+        if kind == "Instance" and self.instance_id:
+            return self.instance_id
+        if kind == "AccessKey" and self.access_key_id:
+            return self.access_key_id
+        if kind == "S3Bucket" and bucket:
+            return bucket
+        if kind in ("EKSCluster", "ECSCluster") and self.cluster:
+            return self.cluster
         return self.instance_id or self.access_key_id or bucket or self.cluster
 
 
@@ -139,6 +140,8 @@ def normalize_finding(
 
 def _is_pascal(detail: Mapping[str, Any]) -> bool:
     """GuardDuty payloads use one casing throughout; the top-level keys tell which."""
+    if "id" in detail or "type" in detail:  # every camelCase finding has them: skip the scan
+        return False
     return any(isinstance(k, str) and _PASCAL_KEY.match(k) for k in detail)
 
 
@@ -257,8 +260,8 @@ def _obj(parent: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
     """A nested object; null or absent reads as empty, any other type is malformed."""
     value = parent.get(key)
     if value is None:
-        return {}
-    if not isinstance(value, Mapping):
+        return _EMPTY
+    if type(value) is not dict and not isinstance(value, Mapping):  # JSON gives dicts: fast
         raise BadFinding(f"{where}{key} must be an object, got {type(value).__name__}")
     return value
 
@@ -311,6 +314,7 @@ def _build(
     if count < 0:
         raise BadFinding(f"count must not be negative, got {count}")
     archived = service.get("archived")
+    additional = _obj(service, "additionalInfo", "service.")
 
     return NormalizedFinding(
         id=finding_id,
@@ -338,8 +342,8 @@ def _build(
         created_at=coerce.optional_timestamp(f.get("createdAt"), "createdAt"),
         updated_at=coerce.optional_timestamp(f.get("updatedAt"), "updatedAt"),
         archived=False if archived is None else coerce.boolean(archived, "archived"),
-        sample=_flag(_obj(service, "additionalInfo", "service."), "sample"),
-        drill=_flag(_obj(service, "additionalInfo", "service."), "drill"),
+        sample=_flag(additional, "sample"),
+        drill=_flag(additional, "drill"),
         tags=_tags(_list(instance, "tags", "resource.instanceDetails.")),
         raw=raw,
     )
