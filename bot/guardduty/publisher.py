@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 UPDATE_INTERVAL = 10.0  # seconds between card updates of one incident
 JOIN_QUIET = 300.0  # a join is announced in the thread only after this much card silence
-STORM_PACE = 0.25  # seconds between Slack jobs while findings are being recorded
+STORM_PACE = 1.0  # seconds between Slack jobs while findings are being recorded
 MAX_ATTEMPTS = 30  # 429s and transient errors per Slack call before giving up on it
 PERMANENT_ERRORS = {
     "channel_not_found",
@@ -247,8 +247,9 @@ class CardPublisher:
 
     def _yield_to_intake(self) -> None:
         """During a storm, recording findings comes first: Slack work runs at most every
-        `STORM_PACE` seconds while deliveries are being written (Slack would not take one
-        message per channel faster than about a second anyway)."""
+        `STORM_PACE` seconds while deliveries are being written. That is Slack's own pace
+        (about one message per second per channel), and each card costs the intake process
+        an AWS call, a render and two Slack round trips it would otherwise spend recording."""
         from bot.guardduty.intake import intake_is_hot
 
         deadline = self._last_job + STORM_PACE
