@@ -31,11 +31,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench._load import post_all
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-signing-secret"
@@ -187,50 +188,15 @@ def run_load(
     *,
     expect: bytes | None,
 ) -> RunResult:
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-    queue = iter(requests)
-    start_gate = threading.Barrier(concurrency + 1)
-
-    def worker() -> None:
-        nonlocal errors
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        mine: list[float] = []
-        bad = 0
-        start_gate.wait()
-        while True:
-            with lock:
-                item = next(queue, None)
-            if item is None:
-                break
-            body, headers = item
-            t0 = time.perf_counter()
-            try:
-                conn.request("POST", "/slack/events", body=body, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                bad += 1
-                continue
-            mine.append(time.perf_counter() - t0)
-            if response.status != 200 or (expect is not None and expect not in data):
-                bad += 1
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-            errors += bad
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    start_gate.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    return RunResult(name, latencies, time.perf_counter() - t0, errors)
+    result = post_all(
+        port=port,
+        path="/slack/events",
+        requests=requests,
+        concurrency=concurrency,
+        accept=lambda status, data: status == 200 and (expect is None or expect in data),
+        timeout=30,
+    )
+    return RunResult(name, result.latencies, result.elapsed, result.errors)
 
 
 # -- main ----------------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import http.client
 import itertools
 import json
 import os
@@ -39,12 +38,13 @@ import re
 import sqlite3
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench._load import post_all
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "guardduty"
@@ -131,47 +131,14 @@ def _iso(epoch: float) -> str:
 
 
 def run_load(name: str, port: int, path: str, bodies: list[bytes], concurrency: int) -> Load:
-    statuses: dict[int, int] = defaultdict(int)
-    errors = 0
-    lock = threading.Lock()
-    work = iter(bodies)
-    gate = threading.Barrier(concurrency + 1)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
-
-    def worker() -> None:
-        nonlocal errors
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        mine: dict[int, int] = defaultdict(int)
-        bad = 0
-        gate.wait()
-        while True:
-            with lock:
-                body = next(work, None)
-            if body is None:
-                break
-            try:
-                conn.request("POST", path, body=body, headers=headers)
-                response = conn.getresponse()
-                response.read()
-                mine[response.status] += 1
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                bad += 1
-        conn.close()
-        with lock:
-            for status, n in mine.items():
-                statuses[status] += n
-            errors += bad
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    gate.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    return Load(name, time.perf_counter() - t0, dict(statuses), errors)
+    result = post_all(
+        port=port,
+        path=path,
+        requests=[(body, headers) for body in bodies],
+        concurrency=concurrency,
+    )
+    return Load(name, result.elapsed, result.statuses, result.errors)
 
 
 # -- set-up ------------------------------------------------------------------------------------
