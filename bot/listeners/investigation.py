@@ -31,6 +31,7 @@ from bot.guardduty.publisher import publisher_for
 from bot.listeners.incident_posts import post_new_incident, refresh_incident
 from bot.listeners.incident_subcommands import subcommand, take_incident
 from bot.listeners.slash import Invocation, Reply, SlashCommand
+from bot.periodic import Periodic
 from bot.views import blocks as bk
 from bot.views.investigation import impact_reply, trail_reply
 from commands import abuse as abuse_svc
@@ -450,29 +451,18 @@ class CardRefresher:
             log.exception("could not refresh the card of %s", key)
 
 
-class ImpactSweeper:
+class ImpactSweeper(Periodic):
     """Estimates the blast radius of recent incidents that name a resource and have none."""
 
+    name = "impact-sweeper"
+
     def __init__(self, runtime: Runtime, every: float) -> None:
+        super().__init__(every)
         self.runtime = runtime
-        self.every = every
         self._done: set[int] = set()  # tried in this process (AWS trouble becomes notes)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="impact-sweeper", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                self.sweep()
-            except Exception:
-                log.exception("impact sweep failed")
+    def tick(self) -> list[str]:
+        return self.sweep()
 
     def due(self) -> list[tuple[str, int, bool]]:
         """(key, id, whether its card is the GuardDuty publisher's) of incidents to estimate."""
@@ -534,28 +524,17 @@ def register(app: IncidentBotApp) -> None:
     )
 
 
-class AbuseWatcher:
+class AbuseWatcher(Periodic):
     """Marks abuse reports answered when their Support case shows the answer."""
 
+    name = "abuse-watcher"
+
     def __init__(self, runtime: Runtime, every: float) -> None:
+        super().__init__(every)
         self.runtime = runtime
-        self.every = every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="abuse-watcher", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                self.check()
-            except Exception:
-                log.exception("abuse-report check failed")
+    def tick(self) -> list[str]:
+        return self.check()
 
     def client_for(self, account_id: str | None) -> object:
         ctx = aws_context(self.runtime, "abuse")
@@ -579,15 +558,12 @@ class AbuseWatcher:
 def start(runtime: Runtime) -> None:
     """Serving processes only (bot.server.start_services): the new-incident impact sweeper
     and the abuse-report watcher (`runtime.extras[...] = 0` turns either off)."""
-    every = runtime.extras.get(IMPACT_SWEEP_KEY, SWEEP_DEFAULT)
-    if every and "investigation.impact_sweeper" not in runtime.extras:
-        sweeper = ImpactSweeper(runtime, float(every))
-        runtime.extras["investigation.impact_sweeper"] = sweeper
-        sweeper.start()
-        runtime.on_shutdown(sweeper.stop)
-    every = runtime.extras.get(ABUSE_CHECK_KEY, ABUSE_CHECK_DEFAULT)
-    if every and "investigation.abuse_watcher" not in runtime.extras:
-        watcher = AbuseWatcher(runtime, float(every))
-        runtime.extras["investigation.abuse_watcher"] = watcher
-        watcher.start()
-        runtime.on_shutdown(watcher.stop)
+    for kind, slot, every_key, default in (
+        (ImpactSweeper, "investigation.impact_sweeper", IMPACT_SWEEP_KEY, SWEEP_DEFAULT),
+        (AbuseWatcher, "investigation.abuse_watcher", ABUSE_CHECK_KEY, ABUSE_CHECK_DEFAULT),
+    ):
+        every = runtime.extras.get(every_key, default)
+        if every and slot not in runtime.extras:
+            worker = runtime.extras[slot] = kind(runtime, float(every))
+            worker.start()
+            runtime.on_shutdown(worker.stop)
