@@ -46,6 +46,43 @@ def _tags(d: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in d.items()]
 
 
+def open_to_the_internet(ec2: Any, group_id: str, *, port: int) -> None:
+    """Let anyone reach `port` (TCP) through the group, as a public web tier does."""
+    ec2.authorize_security_group_ingress(
+        GroupId=group_id,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": port,
+                "ToPort": port,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+            }
+        ],
+    )
+
+
+def create_instance_profile(iam: Any, *, role_name: str, profile_name: str) -> dict[str, Any]:
+    """An EC2 role in an instance profile (what containment detaches); the profile."""
+    iam.create_role(
+        RoleName=role_name,
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "ec2.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
+    )
+    profile = iam.create_instance_profile(InstanceProfileName=profile_name)["InstanceProfile"]
+    iam.add_role_to_instance_profile(InstanceProfileName=profile_name, RoleName=role_name)
+    return dict(profile)
+
+
 def build_sandbox(*, session: boto3.Session | None = None, region: str = "us-east-1") -> Sandbox:
     session = session or boto3.Session(region_name=region)
     ec2 = session.client("ec2", region_name=region)
@@ -65,37 +102,11 @@ def build_sandbox(*, session: boto3.Session | None = None, region: str = "us-eas
     subnet_id = subnet_a["Subnet"]["SubnetId"]
     web = ec2.create_security_group(GroupName="checkout-web", Description="web tier", VpcId=vpc_id)
     web_group_id = web["GroupId"]
-    ec2.authorize_security_group_ingress(
-        GroupId=web_group_id,
-        IpPermissions=[
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 443,
-                "ToPort": 443,
-                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-            }
-        ],
-    )
+    open_to_the_internet(ec2, web_group_id, port=443)
 
     role_name = "checkout-web-role"
-    iam.create_role(
-        RoleName=role_name,
-        AssumeRolePolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "ec2.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                    }
-                ],
-            }
-        ),
-    )
     profile_name = "checkout-web-profile"
-    profile = iam.create_instance_profile(InstanceProfileName=profile_name)["InstanceProfile"]
-    iam.add_role_to_instance_profile(InstanceProfileName=profile_name, RoleName=role_name)
+    profile = create_instance_profile(iam, role_name=role_name, profile_name=profile_name)
 
     image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     reservation = ec2.run_instances(

@@ -5,12 +5,12 @@ instance profile; an evidence bucket with a KMS key; an IAM user with an access 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 
+from commands.drills.sandbox import create_instance_profile, open_to_the_internet
 from containment.context import shared_session
 
 REGION = "us-east-1"
@@ -58,36 +58,10 @@ def build_world(session: boto3.Session | None = None, *, region: str = REGION) -
     ]
     web = ec2.create_security_group(GroupName="web", Description="web", VpcId=vpc)["GroupId"]
     mgmt = ec2.create_security_group(GroupName="mgmt", Description="mgmt", VpcId=vpc)["GroupId"]
-    ec2.authorize_security_group_ingress(
-        GroupId=web,
-        IpPermissions=[
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 80,
-                "ToPort": 80,
-                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-            }
-        ],
-    )
+    open_to_the_internet(ec2, web, port=80)
 
     role = "app-role"
-    iam.create_role(
-        RoleName=role,
-        AssumeRolePolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "ec2.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                    }
-                ],
-            }
-        ),
-    )
-    profile = iam.create_instance_profile(InstanceProfileName="app-profile")["InstanceProfile"]
-    iam.add_role_to_instance_profile(InstanceProfileName="app-profile", RoleName=role)
+    profile = create_instance_profile(iam, role_name=role, profile_name="app-profile")
 
     run = ec2.run_instances(
         ImageId=AMI,
