@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from commands.approvals.plans import StepCallback
-from commands.approvals.requests import request_containment
+from commands.approvals.requests import request_containment, running_plan
 from commands.errors import UserError
 from commands.incidents import get_incident
 from containment.context import ActionContext
@@ -501,19 +501,12 @@ class CleanRoomEngine:
 
     def _plan_of(self, incident_key: str, stack: str) -> dict[str, Any]:
         """The plan of the running request for this stack (the executor passes only names)."""
-        with self.database.read_session() as session:
-            request = session.scalars(
-                select(ContainmentRequest)
-                .where(
-                    ContainmentRequest.target_id == stack,
-                    ContainmentRequest.kind.in_(("forensics", "forensics_teardown", "retry")),
-                    ContainmentRequest.status == "running",
-                )
-                .order_by(ContainmentRequest.id.desc())
-            ).first()
-            if request is None:
-                raise RuntimeError(f"no running clean-room request for {stack}")
-            return dict(request.plan)
+        return running_plan(
+            database=self.database,
+            target_id=stack,
+            kinds=("forensics", "forensics_teardown", "retry"),
+            what="clean-room",
+        )
 
     def follow(
         self,

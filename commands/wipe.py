@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError
 from sqlalchemy import select
 
 from commands.approvals.plans import StepCallback
-from commands.approvals.requests import request_containment
+from commands.approvals.requests import request_containment, running_plan
 from commands.errors import UserError
 from commands.forensics import CleanRoomEngine, delete_clean_room, existing_stack, stack_name
 from commands.incidents import get_incident
@@ -468,19 +468,9 @@ class WipeEngine:
         return results
 
     def _plan_of(self, key: str) -> dict[str, Any]:
-        with self.database.read_session() as session:
-            request = session.scalars(
-                select(ContainmentRequest)
-                .where(
-                    ContainmentRequest.target_id == key,
-                    ContainmentRequest.kind.in_(("wipe", "retry")),
-                    ContainmentRequest.status == "running",
-                )
-                .order_by(ContainmentRequest.id.desc())
-            ).first()
-            if request is None:
-                raise RuntimeError(f"no running wipe request for {key}")
-            return dict(request.plan)
+        return running_plan(
+            database=self.database, target_id=key, kinds=("wipe", "retry"), what="wipe"
+        )
 
     def _step(
         self,

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from commands.approvals.plans import count_calls, target_to_dict
 from commands.errors import NotAllowed, NotFound, UserError
 from containment.targets import Target
+from storage.db import Database
 from storage.models import ActionStep, ContainmentRequest, Incident, utcnow
 from storage.timeline import append_event
 
@@ -355,9 +356,7 @@ def done_results(*, session: Session, request: ContainmentRequest) -> list[dict[
     return list(latest.values())
 
 
-def check_follow_up(
-    *, request: ContainmentRequest, kind: str
-) -> None:
+def check_follow_up(*, request: ContainmentRequest, kind: str) -> None:
     if kind == "retry" and request.status not in RETRYABLE:
         raise UserError(
             f"Request #{request.id} is {request.status}; only failed, partial or interrupted "
@@ -389,3 +388,25 @@ def mark_rolled_back(
             .execution_options(synchronize_session=False)
         )
     return ids
+
+
+def running_plan(
+    *, database: Database, target_id: str, kinds: Sequence[str], what: str
+) -> dict[str, Any]:
+    """The plan of the newest running request of these kinds for a target.
+
+    Engines run by the executor get only the target's name; the plan travels in the request.
+    """
+    with database.read_session() as session:
+        request = session.scalars(
+            select(ContainmentRequest)
+            .where(
+                ContainmentRequest.target_id == target_id,
+                ContainmentRequest.kind.in_(tuple(kinds)),
+                ContainmentRequest.status == "running",
+            )
+            .order_by(ContainmentRequest.id.desc())
+        ).first()
+        if request is None:
+            raise RuntimeError(f"no running {what} request for {target_id}")
+        return dict(request.plan)
