@@ -88,11 +88,15 @@ def test_runtime_shutdown_stops_producers_first_then_drains(tmp_path):
     from tests.slack_fake import FakeSlack
 
     order: list[str] = []
+    started = threading.Event()
     with FakeSlack() as slack:
         runtime = make_runtime(bot_settings(tmp_path, slack, {}))
         runtime.background.submit(
-            lambda: (time.sleep(0.2), order.append("job finished")), description="job"
+            lambda: (started.set(), time.sleep(0.2), order.append("job finished")),
+            description="job",
         )
+        # A job already running is drained; one still queued would be interrupted at once.
+        assert started.wait(5)
         runtime.on_shutdown(lambda: order.append("scheduler stopped"))
         runtime.on_shutdown(lambda: order.append("sweeper stopped"))
         runtime.on_shutdown(lambda: 1 / 0)  # a failing stopper does not stop the others
