@@ -31,9 +31,7 @@ READS = 200
 
 def _iso(text: str) -> str:
     # sqlite3 returns the stored text; render it like the app does (UTC, Z suffix).
-    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).strftime(
-        "%Y-%m-%dT%H:%M:%S.%fZ"
-    )
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def floor_export(path: Path, incident_id: int, out: io.StringIO) -> int:
