@@ -4,6 +4,7 @@ connections, `concurrency` at once, all threads released together."""
 from __future__ import annotations
 
 import http.client
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -78,3 +79,20 @@ def post_all(
     for t in threads:
         t.join()
     return LoadResult(time.perf_counter() - t0, latencies, dict(statuses), errors)
+
+
+def bot_command(*, port: int, workers: int) -> list[str]:
+    """`incident-bot run --http` on 127.0.0.1:`port`, as the benchmarks start it."""
+    return [
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "run",
+        "--http",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]

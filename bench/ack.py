@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench._load import post_all
+from bench._load import bot_command, post_all
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-signing-secret"
@@ -237,19 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         env.pop("SLACK_APP_TOKEN", None)
         ports = {name: free_port() for name in ("bot", "default", "floor")}
         servers = {
-            "bot": [
-                sys.executable,
-                "-m",
-                "bot.cli",
-                "run",
-                "--http",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(ports["bot"]),
-                "--workers",
-                str(args.workers),
-            ],
+            "bot": bot_command(port=ports["bot"], workers=args.workers),
             # bare Bolt with Bolt's defaults, and with the bot's process_before_response=True
             "default": floor_argv(ports["default"], args.workers),
             "floor": [*floor_argv(ports["floor"], args.workers), "--strict"],

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench._load import post_all
+from bench._load import bot_command, post_all
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "guardduty"
@@ -211,19 +211,7 @@ def bot_round(
 
     db_path = tmp / f"storm-{number}.db"
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "bot.cli",
-        "run",
-        "--http",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(args.workers),
-    ]
+    command = bot_command(port=port, workers=args.workers)
     log_path = tmp / f"bot-{number}.log"
     first_call = len(slack.calls)
     proc = start_server(command, {**env, "DATABASE_URL": f"sqlite:///{db_path}"}, port, log_path)
