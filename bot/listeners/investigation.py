@@ -483,13 +483,18 @@ class ImpactSweeper(Periodic):
                 keys.append((i.key, i.id, i.created_by == GUARDDUTY_ACTOR))
             return keys
 
+    def _wait_for_quiet_intake(self) -> bool:
+        """In a finding storm, estimates wait: intake's CPU and database lock come first.
+        False when the sweeper was stopped meanwhile."""
+        while intake_is_hot(self.runtime, within=1.0):
+            if self._stop.wait(0.25):
+                return False
+        return not self._stop.is_set()
+
     def sweep(self) -> list[str]:
         due = self.due()
         for key, incident_id, from_guardduty in due:
-            # In a finding storm, estimates wait: intake's CPU and database lock come first.
-            while intake_is_hot(self.runtime, within=1.0) and not self._stop.wait(0.25):
-                pass
-            if self._stop.is_set():
+            if not self._wait_for_quiet_intake():
                 break
             impact = impact_svc.impact_for_new_incident(
                 db=self.runtime.database,
