@@ -440,7 +440,7 @@ class CardPublisher:
         ):
             return
         try:
-            from bot.listeners.containment import propose
+            from bot.approvals import propose
 
             propose(
                 self.runtime,

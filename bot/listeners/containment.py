@@ -13,17 +13,7 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt import Ack, Respond
 
 from bot.approvals.cards import load_card
-from bot.approvals.service import (  # re-exported: other features and tests use these
-    ENGINE_KEY,
-    ENGINES_KEY,
-    HOOKS_KEY,
-    SNS_KEY,
-    SWEEP_KEY,
-    ContainmentService,
-    Proposal,
-    propose,
-    service,
-)
+from bot.approvals.service import SWEEP_KEY, Proposal, service
 from bot.listeners.actions import action_invocation
 from bot.listeners.slash import Invocation, Reply, dispatch
 from bot.listeners.views import field_value, view_invocation
@@ -39,20 +29,7 @@ from storage.models import Reminder
 if TYPE_CHECKING:
     from bot.app import IncidentBotApp
 
-__all__ = [
-    "ENGINES_KEY",
-    "ENGINE_KEY",
-    "HOOKS_KEY",
-    "SNS_KEY",
-    "SWEEP_KEY",
-    "ContainmentService",
-    "Proposal",
-    "parse_contain_args",
-    "parse_plan_value",
-    "propose",
-    "register",
-    "service",
-]
+__all__ = ["parse_contain_args", "parse_plan_value", "register"]
 
 COMMAND = "/contain"
 PLAN_BUTTON = "plan_containment"

@@ -22,9 +22,9 @@ from moto import mock_aws
 from sqlalchemy import select
 
 from bot.app import create_app, make_runtime
+from bot.approvals import HOOKS_KEY, SNS_KEY, SWEEP_KEY, propose, service
 from bot.background import Background
 from bot.http import build_wsgi_app
-from bot.listeners.containment import HOOKS_KEY, SNS_KEY, SWEEP_KEY, propose, service
 from commands.approvals import decide
 from storage.models import ActionStep, ContainmentRequest, Incident, TimelineEvent, utcnow
 from storage.timeline import verify_chain
