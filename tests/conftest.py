@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.shared_fixtures import FIXTURES as SHARED_FIXTURES
+from tests.shared_fixtures import missing_reason
+
 # Never let a test reach a real AWS account.
 os.environ.update(
     {
@@ -24,8 +27,13 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 
 # Set by .ci/run; without it the suite runs on SQLite only.
 POSTGRES_URL = os.environ.get("INCIDENT_BOT_TEST_POSTGRES_URL")
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-FIXTURES = SHARED / "fixtures"
+FIXTURES = SHARED_FIXTURES
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    reason = missing_reason()
+    if reason is not None:
+        raise pytest.UsageError(reason)
 
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 

@@ -12,7 +12,6 @@ import copy
 import hashlib
 import hmac
 import json
-import os
 import time
 from functools import cache
 from pathlib import Path
@@ -21,8 +20,10 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 import requests
 
+from tests.shared_fixtures import FIXTURES as SHARED_FIXTURES
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("INCIDENT_BOT_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
+FIXTURES = SHARED_FIXTURES
 SLACK_FIXTURES = FIXTURES / "slack"
 
 FORM = "application/x-www-form-urlencoded"

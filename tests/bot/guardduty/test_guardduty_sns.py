@@ -6,7 +6,6 @@ import base64
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +22,9 @@ from bot.guardduty.sns import (
     is_sns_message,
     string_to_sign,
 )
+from tests.shared_fixtures import FIXTURES
 
-SNS_DIR = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "sns"
+SNS_DIR = FIXTURES / "sns"
 CERT_URL = "https://sns.us-west-2.amazonaws.com/SimpleNotificationService-f3ecfb7224c7233fe7bb5f59f96de52f.pem"
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-# tests/commands/findings/ -> repo -> its parent, where shared/ lives.
-FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "fixtures"
+from tests.shared_fixtures import FIXTURES
+
 GUARDDUTY_DIR = FIXTURES / "guardduty"
 SNS_DIR = FIXTURES / "sns"
 # Keys that mark a Python dict literal as a (partial) GuardDuty finding or response.
