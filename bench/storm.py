@@ -45,10 +45,10 @@ from pathlib import Path
 from typing import Any
 
 from bench._load import bot_command, post_all
-from tests.shared_fixtures import FIXTURES as SHARED_FIXTURES
+from tests.fixture_paths import FIXTURES as ALL_FIXTURES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = SHARED_FIXTURES / "guardduty"
+FIXTURES = ALL_FIXTURES / "guardduty"
 TOKEN = "bench-ingest-token"
 CHANNEL = "C0INCIDENT"
 UPDATE_INTERVAL = 10.0

@@ -9,9 +9,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.shared_fixtures import FIXTURES as SHARED_FIXTURES
-from tests.shared_fixtures import missing_reason
-
 # Never let a test reach a real AWS account.
 os.environ.update(
     {
@@ -27,13 +24,6 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 
 # Set by .ci/run; without it the suite runs on SQLite only.
 POSTGRES_URL = os.environ.get("INCIDENT_BOT_TEST_POSTGRES_URL")
-FIXTURES = SHARED_FIXTURES
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    reason = missing_reason()
-    if reason is not None:
-        raise pytest.UsageError(reason)
 
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 

@@ -20,10 +20,9 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 import requests
 
-from tests.shared_fixtures import FIXTURES as SHARED_FIXTURES
+from tests.fixture_paths import FIXTURES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = SHARED_FIXTURES
 SLACK_FIXTURES = FIXTURES / "slack"
 
 FORM = "application/x-www-form-urlencoded"

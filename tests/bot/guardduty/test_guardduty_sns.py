@@ -22,7 +22,7 @@ from bot.guardduty.sns import (
     is_sns_message,
     string_to_sign,
 )
-from tests.shared_fixtures import FIXTURES
+from tests.fixture_paths import FIXTURES
 
 SNS_DIR = FIXTURES / "sns"
 CERT_URL = "https://sns.us-west-2.amazonaws.com/SimpleNotificationService-f3ecfb7224c7233fe7bb5f59f96de52f.pem"

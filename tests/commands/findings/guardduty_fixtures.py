@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tests.shared_fixtures import FIXTURES
+from tests.fixture_paths import FIXTURES
 
 GUARDDUTY_DIR = FIXTURES / "guardduty"
 SNS_DIR = FIXTURES / "sns"
