@@ -117,12 +117,13 @@ def free_port() -> int:
 
 
 def seed_database(db_url: str) -> None:
+    from bot.clock import SystemClock
     from commands.incidents import open_incident
     from storage.db import Database
     from storage.migrate import upgrade
 
     upgrade(db_url)
-    database = Database(db_url)
+    database = Database(db_url, clock=SystemClock())
     with database.session() as session:
         for n in range(OPEN_INCIDENTS):
             severity = ("low", "medium", "high", "critical")[n % 4]

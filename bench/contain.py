@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     with MotoServer() as moto, ProxyProcess(moto.url, delay=delay) as proxy:
         _setup_env(proxy.url)
         # Imported after the environment is set: the bot's shared session reads it.
+        from bot.clock import SystemClock
         from containment.context import ActionContext
         from containment.executor import run_plan
         from containment.targets import Target
@@ -225,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 finding_id="bench-finding",
                 evidence_bucket=world.bucket,
                 evidence_kms_key_id=world.kms_key_id,
+                now=SystemClock().now,
             )
             proxy.reset_log()
             gc.collect()  # this round's garbage only, not the previous rounds'

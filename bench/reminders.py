@@ -30,14 +30,16 @@ from pathlib import Path
 from slack_sdk import WebClient
 from sqlalchemy import insert
 
+from bot.clock import SystemClock
 from bot.scheduler import ReminderScheduler
 from bot.settings import AppConfig, EnvSettings, Settings
 from commands import deadlines as dl
 from storage.db import Database
 from storage.migrate import upgrade
-from storage.models import Incident, Reminder, utcnow
+from storage.models import Incident, Reminder
 from tests.slack_fake import FakeSlack
 
+CLOCK = SystemClock()  # the bench measures real lateness
 INCIDENTS = 2_000
 PER_INCIDENT = 5  # 48, 24, 6, 1 h before the 72 h deadline, and the deadline
 FIRING = 100
@@ -143,8 +145,8 @@ def main() -> None:
     path = tmp / "reminders.db"
     url = f"sqlite:///{path}"
     upgrade(url)
-    seed_db = Database(url)
-    seed(seed_db, utcnow())
+    seed_db = Database(url, clock=CLOCK)
+    seed(seed_db, CLOCK.now())
     seed_db.dispose()
 
     with FakeSlack() as slack:
@@ -159,7 +161,7 @@ def main() -> None:
             t = time.perf_counter()
             n_floor = floor_load(path)
             floor.append(time.perf_counter() - t)
-            db = Database(url)
+            db = Database(url, clock=CLOCK)
             scheduler = ReminderScheduler(
                 database=db, settings=settings, client=client, maintain_at_start=False
             )
@@ -171,8 +173,8 @@ def main() -> None:
         assert n_floor == INCIDENTS * PER_INCIDENT, n_floor
 
         # Lateness: half the firing reminders exist before the start, half arrive after.
-        db = Database(url)
-        now = utcnow() + dt.timedelta(seconds=0.5)
+        db = Database(url, clock=CLOCK)
+        now = CLOCK.now() + dt.timedelta(seconds=0.5)
         due = add_firing(db, now, range(0, FIRING, 2))
         scheduler = ReminderScheduler(database=db, settings=settings, client=client)
         scheduler.start()  # with the upkeep (digest, stale checks for 2,000 incidents)

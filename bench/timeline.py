@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bot.clock import SystemClock
 from commands.exports import export_timeline
 from commands.incidents import open_incident
 from storage.db import Database
@@ -81,7 +82,7 @@ def main() -> None:
     path = tmp / "timeline.db"
     url = f"sqlite:///{path}"
     upgrade(url)
-    db = Database(url)
+    db = Database(url, clock=SystemClock())
     with db.session() as s:
         incident = open_incident(session=s, title="bench", created_by="U1")
 

@@ -28,8 +28,8 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from bot.background import Background, Job
 from bot.settings import AppConfig, Settings
+from storage.clock import Clock
 from storage.db import Database
-from storage.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,13 @@ class Runtime:
     database: Database
     client: WebClient
     background: Background
-    now: Callable[[], dt.datetime] = utcnow
+    clock: Clock
     # Free slots for other parts of the bot (scheduler, GuardDuty poller) to hang state on.
     extras: dict[str, Any] = field(default_factory=dict)
     _stoppers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def now(self) -> dt.datetime:
+        return self.clock.now()
 
     @property
     def config(self) -> AppConfig:
@@ -119,13 +122,17 @@ def make_client(settings: Settings) -> WebClient:
 def make_runtime(
     settings: Settings,
     *,
+    clock: Clock,
     database: Database | None = None,
     background: Background | None = None,
     client: WebClient | None = None,
 ) -> Runtime:
+    if database is not None and database.clock is not clock:
+        raise ValueError("the runtime and its database must share one clock")
     return Runtime(
         settings=settings,
-        database=database or Database(settings.database_url),
+        clock=clock,
+        database=database or Database(settings.database_url, clock=clock),
         client=client or make_client(settings),
         background=background or Background(),
     )
@@ -134,13 +141,17 @@ def make_runtime(
 def create_app(
     settings: Settings,
     *,
+    clock: Clock | None = None,
     runtime: Runtime | None = None,
     token_verification: bool = True,
 ) -> IncidentBotApp:
-    """Build the Bolt app with every listener registered."""
+    """Build the Bolt app with every listener registered (on `runtime`, or a new one on `clock`)."""
     from bot.listeners import register_all
 
-    runtime = runtime or make_runtime(settings)
+    if runtime is None:
+        if clock is None:
+            raise TypeError("create_app needs the process's clock or a runtime")
+        runtime = make_runtime(settings, clock=clock)
     secret = settings.env.slack_signing_secret
     app = IncidentBotApp(
         runtime=runtime,

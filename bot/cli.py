@@ -35,9 +35,10 @@ def _settings() -> Settings:
 
 
 def _database(settings: Settings) -> Database:
+    from bot.clock import SystemClock
     from storage.db import Database
 
-    return Database(settings.database_url)
+    return Database(settings.database_url, clock=SystemClock())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -40,9 +40,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.clock import SystemClock
 from commands import deadlines as dl
 from storage.db import Database
-from storage.models import utcnow
 
 if TYPE_CHECKING:
     from bot.app import Runtime
@@ -124,7 +124,6 @@ class ReminderScheduler:
         poll_seconds: float = 10.0,
         maintain_seconds: float = 60.0,
         batch: int = 50,
-        now: Callable[[], dt.datetime] = utcnow,
         refresh_card: Callable[[str], None] | None = None,
         maintain_at_start: bool = True,
         card_refresh_seconds: float = 900.0,
@@ -142,7 +141,8 @@ class ReminderScheduler:
         self.poll = dt.timedelta(seconds=poll_seconds)
         self.maintain_seconds = maintain_seconds
         self.batch = batch
-        self.now = now
+        self.clock = database.clock
+        self.now = database.clock.now
         self.refresh_card = refresh_card
         self.maintain_at_start = maintain_at_start
         self.card_refresh_seconds = card_refresh_seconds
@@ -177,7 +177,7 @@ class ReminderScheduler:
             seconds=self.maintain_seconds,
             id=MAINTAIN_JOB,
             replace_existing=True,
-            next_run_time=self.now() + dt.timedelta(seconds=delay),
+            next_run_time=self._wall(self.now() + dt.timedelta(seconds=delay)),
             misfire_grace_time=None,
             coalesce=True,
             max_instances=1,
@@ -197,7 +197,7 @@ class ReminderScheduler:
             log.warning("%d reminder(s) came due while the bot was down: posting them now", late)
         self._arm()
         self._scheduler.add_job(  # off the start path; upkeep repeats it
-            self.recover, "date", run_date=started, misfire_grace_time=None
+            self.recover, "date", run_date=self._wall(started), misfire_grace_time=None
         )
         self.stats.rebuild_s = time.perf_counter() - t0
         return self.stats.rebuild_s
@@ -245,7 +245,7 @@ class ReminderScheduler:
             self._scheduler.add_job(
                 self._tick,
                 "date",
-                run_date=at,
+                run_date=self._wall(at),
                 id=TICK_JOB,
                 replace_existing=True,
                 misfire_grace_time=None,
@@ -253,6 +253,13 @@ class ReminderScheduler:
         except Exception:  # the scheduler is shutting down
             if self._running:
                 raise
+
+    def _wall(self, at: dt.datetime) -> dt.datetime:
+        """The wall-clock instant APScheduler waits for, `at` being on the injected clock.
+
+        Due times are decided on the injected clock; only the waiting uses the machine's.
+        """
+        return dt.datetime.now(dt.UTC) + (at - self.now())
 
     def _tick(self) -> None:
         with self._arm_lock:
@@ -468,7 +475,6 @@ def start_for_runtime(runtime: Runtime, **kwargs: Any) -> ReminderScheduler:
         database=runtime.database,
         settings=runtime.settings,
         client=runtime.client,
-        now=runtime.now,
         refresh_card=refresh,
         **kwargs,
     )
@@ -509,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     from bot.listeners import listener_modules
 
     listener_modules()
-    runtime = make_runtime(settings)
+    runtime = make_runtime(settings, clock=SystemClock())
     kwargs: dict[str, Any] = {"poll_seconds": args.poll, "batch": args.batch}
     if args.no_maintain:
         kwargs["maintain_seconds"] = 24 * 3600.0

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 
+from bot.clock import SystemClock
 from bot.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ def serve_http(settings: Settings, *, host: str, port: int, workers: int) -> Non
         from bot.app import create_app
         from bot.http import build_wsgi_app
 
-        app = create_app(settings)
+        app = create_app(settings, clock=SystemClock())
         _WorkerState.runtime = app.runtime
         wsgi = build_wsgi_app(app)
         start_services(app.runtime)
@@ -168,7 +169,7 @@ def serve_socket_mode(settings: Settings, *, stop: threading.Event | None = None
 
     from bot.app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, clock=SystemClock())
     start_services(app.runtime)
     assert settings.env.slack_app_token is not None
     handler = SocketModeHandler(app, settings.env.slack_app_token.get_secret_value())

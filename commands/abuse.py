@@ -30,7 +30,7 @@ from containment.context import ActionContext
 from containment.errors import error_code
 from containment.targets import Target
 from storage.db import Database
-from storage.models import Incident, Reminder, utcnow
+from storage.models import Incident, Reminder
 from storage.timeline import append_event
 
 FACTS_KEY = "abuse"
@@ -162,9 +162,10 @@ def report_abuse(
     incident_key: str | None = None,
     channel_id: str | None = None,
     account_id: str | None = None,
-    now: Callable[[], dt.datetime] = utcnow,
+    now: Callable[[], dt.datetime] | None = None,
 ) -> AbuseResult:
     """Open or join the incident, record the case, open a Support case, start reminders."""
+    now = now or db.clock.now
     with db.read_session() as session:
         existing = (
             get_incident(session=session, key=incident_key)
@@ -264,7 +265,7 @@ def mark_answered(
             raise UserError(f"{incident.key} has no abuse report: record one with /incident abuse.")
         if record.get("answered_at"):
             raise UserError(f"The abuse report on {incident.key} is already marked answered.")
-        record.update(answered_at=utcnow().isoformat(), answered_by=actor)
+        record.update(answered_at=db.clock.now().isoformat(), answered_by=actor)
         facts[FACTS_KEY] = record
         incident.facts = facts
         append_event(

@@ -28,7 +28,8 @@ from sqlalchemy import Select, event, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from storage.models import ContainmentRequest, Incident, Reminder, TimelineEvent, utcnow
+from storage.db import clock_of
+from storage.models import ContainmentRequest, Incident, Reminder, TimelineEvent
 from storage.timeline import append_event
 
 KINDS = ("gdpr", "gdpr_overdue", "approval_expiry", "stale", "digest", "abuse", "followup")
@@ -208,7 +209,7 @@ def schedule_reminder(
         "late": False,
         "message": message,
         "payload": dict(payload or {}),
-        "created_at": utcnow(),
+        "created_at": clock_of(session).now(),
     }
     stmt = _insert(session)(Reminder).values(**values)
     if dedupe_key is not None:
@@ -263,7 +264,7 @@ class ClockStatus:
 
 
 def regulator_clock(
-    incident: Incident, *, now: dt.datetime | None = None, policy: Any = None
+    incident: Incident, *, now: dt.datetime, policy: Any = None
 ) -> ClockStatus:
     """Where an incident's regulator clock stands (for cards, status and reminders)."""
     if not incident.personal_data or incident.aware_at is None:
@@ -271,7 +272,7 @@ def regulator_clock(
     deadline = incident.aware_at + policy_of(policy).gdpr
     if incident.notified_at is not None:
         return ClockStatus("notified", deadline, deadline - incident.notified_at)
-    remaining = deadline - (now or utcnow())
+    remaining = deadline - now
     state = "running" if remaining.total_seconds() > 0 else "overdue"
     return ClockStatus(state, deadline, remaining)
 
@@ -296,7 +297,7 @@ def utc_text(ts: dt.datetime) -> str:
 
 
 def time_left_text(
-    incident: Incident, *, now: dt.datetime | None = None, policy: Any = None
+    incident: Incident, *, now: dt.datetime, policy: Any = None
 ) -> str | None:
     """One line for the card: time left, overdue by, or notified; None without a clock."""
     clock = regulator_clock(incident, now=now, policy=policy)
@@ -352,7 +353,7 @@ def schedule_gdpr_clock(
     if not incident.personal_data or incident.aware_at is None or incident.notified_at:
         return []
     pol = policy_of(policy)
-    now = now or utcnow()
+    now = now or clock_of(session).now()
     deadline = incident.aware_at + pol.gdpr
     rows = []
     for hours in pol.reminder_hours_before:
@@ -527,7 +528,7 @@ def ensure_stale_checks(
     of incidents never holds SQLite's write lock long enough to delay a due reminder.
     """
     pol = policy_of(policy)
-    now = now or utcnow()
+    now = now or clock_of(session).now()
     pending = select(Reminder.incident_id).where(
         Reminder.kind == "stale", Reminder.status == "pending", Reminder.incident_id.is_not(None)
     )
@@ -547,7 +548,7 @@ def ensure_stale_checks(
     rows = session.execute(stmt).all()
     if not rows:
         return 0
-    created = utcnow()
+    created = clock_of(session).now()
     values = []
     for incident_id, created_at, last in rows:
         due = max((_aware(last) or _aware(created_at)) + pol.stale_after, now)  # type: ignore[operator]
@@ -598,7 +599,7 @@ def ensure_digest(
 ) -> Reminder:
     """Make sure a digest is pending (the next one, unless one is already waiting)."""
     pol = policy_of(policy)
-    now = now or utcnow()
+    now = now or clock_of(session).now()
     existing = session.scalars(
         select(Reminder)
         .where(Reminder.kind == "digest", Reminder.status == "pending")

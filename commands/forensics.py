@@ -33,7 +33,7 @@ from containment.errors import error_record
 from containment.tags import INCIDENT_TAG, tag_dict, tag_list
 from containment.targets import Target
 from storage.db import Database
-from storage.models import ContainmentRequest, Incident, utcnow
+from storage.models import ContainmentRequest, Incident
 
 ENGINE = "forensics"
 TARGET_KIND = "clean_room"
@@ -385,9 +385,11 @@ def propose(
 # -- running -------------------------------------------------------------------------------
 
 
-def step_result(action: str, status: str, *, note: str | None = None, **extra: Any) -> dict:
+def step_result(
+    at: dt.datetime, action: str, status: str, *, note: str | None = None, **extra: Any
+) -> dict:
     """A step result dict as the approval executor records it."""
-    now = utcnow().isoformat()
+    now = at.isoformat()
     return {
         "action": action,
         "status": status,
@@ -517,7 +519,7 @@ class CleanRoomEngine:
     ) -> dict[str, Any]:
         """Report resource events as steps until the stack settles; return its description."""
         stack_id = watcher.stack_id
-        deadline = utcnow() + self.timeout
+        deadline = time.monotonic() + self.timeout.total_seconds()
         lines: list[str] = []
         while True:
             for event in watcher.new_events():
@@ -544,6 +546,7 @@ class CleanRoomEngine:
                         else None
                     )
                     result = step_result(
+                        self.database.clock.now(),
                         step,
                         "failed" if failed else "succeeded",
                         note=_resource_note(event),
@@ -556,7 +559,7 @@ class CleanRoomEngine:
             status = stack["StackStatus"]
             if status in _DONE or status in _FAILED:
                 return stack
-            if utcnow() >= deadline:
+            if time.monotonic() >= deadline:
                 raise TimeoutError(f"stack {stack_id} still {status} after {self.timeout}")
             self.sleep(self.poll_seconds)
 
@@ -569,7 +572,11 @@ class CleanRoomEngine:
         on_step("create_stack", "started", None)
         if ctx.dry_run:
             result = step_result(
-                "create_stack", "succeeded", dry_run=True, note=f"dry run: would create {name}"
+                self.database.clock.now(),
+                "create_stack",
+                "succeeded",
+                dry_run=True,
+                note=f"dry run: would create {name}",
             )
             on_step("create_stack", "finished", result)
             return [result]
@@ -605,7 +612,9 @@ class CleanRoomEngine:
             )
             stack = self.follow(StackWatcher(cfn, stack_id), on_step, results, ctx.incident_key)
         except Exception as exc:
-            result = step_result("create_stack", "failed", error=error_record(exc))
+            result = step_result(
+                self.database.clock.now(), "create_stack", "failed", error=error_record(exc)
+            )
             on_step("create_stack", "finished", result)
             self.save_facts(ctx.incident_key, status="FAILED", error=result["error"]["message"])
             return [*[r for r in results.values() if r], result]
@@ -621,6 +630,7 @@ class CleanRoomEngine:
             reason=stack.get("StackStatusReason"),
         )
         result = step_result(
+            self.database.clock.now(),
             "create_stack",
             "succeeded" if ok else "failed",
             note=(
@@ -644,12 +654,12 @@ class CleanRoomEngine:
         return [*[r for r in results.values() if r], result]
 
     def _wait_deleted(self, cfn: Any, stack_id: str) -> dict[str, Any]:
-        deadline = utcnow() + self.timeout
+        deadline = time.monotonic() + self.timeout.total_seconds()
         while True:
             stack = cfn.describe_stacks(StackName=stack_id)["Stacks"][0]
             if stack["StackStatus"] in ("DELETE_COMPLETE", "DELETE_FAILED"):
                 return stack
-            if utcnow() >= deadline:
+            if time.monotonic() >= deadline:
                 raise TimeoutError(f"stack {stack_id} still {stack['StackStatus']}")
             self.sleep(self.poll_seconds)
 
@@ -672,7 +682,7 @@ class CleanRoomEngine:
             incident = get_incident(session=session, key=incident_key)
             facts = dict(incident.facts or {})
             room = dict(facts.get(FACTS_KEY) or {})
-            room.update(values, updated_at=utcnow().isoformat())
+            room.update(values, updated_at=self.database.clock.now().isoformat())
             facts[FACTS_KEY] = room
             incident.facts = facts
         if self.on_facts is not None:
@@ -695,10 +705,13 @@ def delete_clean_room(
     try:
         stack = cfn.describe_stacks(StackName=stack_id)["Stacks"][0]
         if stack["StackStatus"] == "DELETE_COMPLETE":
-            return step_result(action, "skipped", note="already deleted")
+            return step_result(
+                engine.database.clock.now(), action, "skipped", note="already deleted"
+            )
         check_owned(stack, ctx.incident_key)
         if ctx.dry_run:
             return step_result(
+                engine.database.clock.now(),
                 action,
                 "succeeded",
                 dry_run=True,
@@ -712,14 +725,20 @@ def delete_clean_room(
         final = engine.follow(watcher, on_step or (lambda *a: None), results, ctx.incident_key)
     except UserError as exc:
         return step_result(
-            action, "failed", error={"code": "NotOwned", "message": exc.message, "kind": "error"}
+            engine.database.clock.now(),
+            action,
+            "failed",
+            error={"code": "NotOwned", "message": exc.message, "kind": "error"},
         )
     except Exception as exc:
-        return step_result(action, "failed", error=error_record(exc))
+        return step_result(engine.database.clock.now(), action, "failed", error=error_record(exc))
     status = final["StackStatus"]
-    engine.save_facts(ctx.incident_key, status=status, deleted_at=utcnow().isoformat())
+    engine.save_facts(
+        ctx.incident_key, status=status, deleted_at=engine.database.clock.now().isoformat()
+    )
     if status != "DELETE_COMPLETE":
         return step_result(
+            engine.database.clock.now(),
             action,
             "failed",
             error={
@@ -730,7 +749,11 @@ def delete_clean_room(
             },
         )
     return step_result(
-        action, "succeeded", note=f"deleted {final['StackName']}", changes={"deleted": stack_id}
+        engine.database.clock.now(),
+        action,
+        "succeeded",
+        note=f"deleted {final['StackName']}",
+        changes={"deleted": stack_id},
     )
 
 

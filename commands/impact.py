@@ -25,7 +25,7 @@ from containment.context import ActionContext
 from containment.errors import error_code
 from containment.targets import Target, kind_of
 from storage.db import Database
-from storage.models import Incident, utcnow
+from storage.models import Incident
 from storage.timeline import append_event
 
 FACTS_KEY = "impact"
@@ -274,9 +274,10 @@ def estimate_impact(
     region: str,
     account_id: str | None = None,
     tag_keys: dict[str, str],
-    now: Callable[[], dt.datetime] = utcnow,
+    now: Callable[[], dt.datetime] | None = None,
 ) -> dict[str, Any]:
     """Read AWS and return the blast-radius estimate (JSON-safe). No side effects."""
+    now = now or ctx.now
     notes: list[str] = []
     kind = kind_of(resource_id) if resource_id else None
     impact: dict[str, Any] = {

@@ -16,8 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from commands.errors import NotFound, UserError
+from storage.db import clock_of
 from storage.keys import next_value
-from storage.models import SEVERITIES, Incident, utcnow
+from storage.models import SEVERITIES, Incident
 from storage.timeline import NewEvent, append_event, append_events
 
 TITLE_MAX = 300
@@ -217,7 +218,7 @@ def set_status(
         raise UserError(f"{incident.key} is {incident.status} and cannot become {status}.")
     old = incident.status
     incident.status = status
-    now = utcnow()
+    now = clock_of(session).now()
     if status == "resolved":
         incident.resolved_at = now
     if status == "closed":
@@ -265,7 +266,7 @@ def mark_personal_data(
     if incident.personal_data:
         return False
     incident.personal_data = True
-    incident.aware_at = aware_at or utcnow()
+    incident.aware_at = aware_at or clock_of(session).now()
     append_event(
         session=session,
         incident=incident,
@@ -289,7 +290,7 @@ def record_notified(
         raise UserError(
             f"{incident.key} has no regulator clock: mark it with /incident personal-data first."
         )
-    incident.notified_at = utcnow()
+    incident.notified_at = clock_of(session).now()
     incident.notified_reference = reference
     append_event(
         session=session,

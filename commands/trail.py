@@ -27,7 +27,7 @@ from containment.context import ActionContext
 from containment.errors import error_code
 from containment.targets import Target, kind_of
 from storage.db import Database
-from storage.models import Incident, utcnow
+from storage.models import Incident
 from storage.timeline import append_event
 
 DEFAULT_HOURS = 24
@@ -170,7 +170,7 @@ def lookup(
     clients: dict[str, Any],
     resource_id: str,
     hours: float,
-    now: Callable[[], dt.datetime] = utcnow,
+    now: Callable[[], dt.datetime],
     max_events: int = MAX_EVENTS,
 ) -> TrailResult:
     """Look the resource up in each region's CloudTrail event history, newest first overall."""
@@ -261,9 +261,10 @@ def run_trail(
     hours: float,
     actor: str,
     default_region: str = GLOBAL_REGION,
-    now: Callable[[], dt.datetime] = utcnow,
+    now: Callable[[], dt.datetime] | None = None,
 ) -> tuple[str, TrailResult]:
     """Look up, record on the incident's timeline, return (incident key, result)."""
+    now = now or ctx.now
     with db.read_session() as session:
         incident = resolve_incident(
             session=session, incident_key=incident_key, resource_id=resource_id

@@ -38,7 +38,7 @@ from containment.errors import error_record, is_not_found
 from containment.tags import INCIDENT_TAG, STATUS_TAG, tag_dict
 from containment.targets import Target
 from storage.db import Database
-from storage.models import ContainmentRequest, utcnow
+from storage.models import ContainmentRequest
 from storage.timeline import append_event
 
 ENGINE = "wipe"
@@ -426,12 +426,12 @@ class WipeEngine:
         *,
         database: Database,
         clean_room: CleanRoomEngine | None = None,
-        now: Callable[[], dt.datetime] = utcnow,
+        now: Callable[[], dt.datetime] | None = None,
         on_facts: Callable[[str], None] | None = None,
     ) -> None:
         self.database = database
         self.clean_room = clean_room or CleanRoomEngine(database=database)
-        self.now = now
+        self.now = now or database.clock.now
         self.on_facts = on_facts
 
     def plan(self, *, target: Target, ctx: ActionContext) -> dict[str, Any]:

@@ -22,10 +22,6 @@ ClientHook = Callable[[BaseClient], None]
 _REFRESH_MARGIN = timedelta(minutes=5)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 _shared_lock = threading.RLock()
 _shared_session: boto3.Session | None = None
 _shared_clients: dict[tuple[Any, ...], BaseClient] = {}
@@ -85,7 +81,8 @@ class ActionContext:
     cross_account_role_name: str | None = None
     external_id: str | None = None
     session_factory: Callable[[], boto3.Session] = shared_session
-    now: Callable[[], datetime] = utcnow
+    # The caller's clock (storage/clock.py): evidence stamps, session-revocation cut-offs.
+    now: Callable[[], datetime] = field(kw_only=True)
     sleep: Callable[[float], None] = time.sleep
     retry_mode: str = "standard"  # or "adaptive" (client-side rate limiting)
     max_attempts: int = 5  # attempts per call, the first included

@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.clock import CLOCK_OPTION, Clock
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -58,14 +60,17 @@ def _configure_sqlite(engine: Engine) -> None:
 class Database:
     """One engine and the two kinds of session the app uses."""
 
-    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+    def __init__(self, url: str, *, clock: Clock, **engine_kwargs: Any) -> None:
         self.url = url
-        self.engine = make_engine(url, **engine_kwargs)
+        self.clock = clock
+        self._engine = make_engine(url, **engine_kwargs)
+        # Every statement carries the clock: column defaults (created_at, ...) read it there.
+        self.engine = self._engine.execution_options(**{CLOCK_OPTION: clock})
         self.is_sqlite = is_sqlite(url)
-        self._write = sessionmaker(self.engine, expire_on_commit=False)
+        self._write = sessionmaker(self.engine, expire_on_commit=False, info={"clock": clock})
         reader = self.engine.execution_options(sqlite_begin="DEFERRED")
         self._reader = reader
-        self._read = sessionmaker(reader, expire_on_commit=False)
+        self._read = sessionmaker(reader, expire_on_commit=False, info={"clock": clock})
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -88,4 +93,9 @@ class Database:
             return False
 
     def dispose(self) -> None:
-        self.engine.dispose()
+        self._engine.dispose()
+
+
+def clock_of(session: Session) -> Clock:
+    """The clock of the Database that opened `session`."""
+    return session.info["clock"]

@@ -20,9 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+from storage.clock import column_now
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -77,8 +75,8 @@ class Incident(Base):
     card_ts: Mapped[str | None] = mapped_column(String(40))
     created_by: Mapped[str] = mapped_column(String(60))
     owner: Mapped[str | None] = mapped_column(String(60))
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(default=column_now)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=column_now, onupdate=column_now)
     # The regulator clock: when the organisation became aware of a personal-data breach.
     personal_data: Mapped[bool] = mapped_column(Boolean, default=False)
     aware_at: Mapped[dt.datetime | None] = mapped_column()
@@ -145,7 +143,7 @@ class Finding(Base):
     first_seen: Mapped[dt.datetime | None] = mapped_column()
     last_seen: Mapped[dt.datetime | None] = mapped_column()
     updated_at: Mapped[dt.datetime | None] = mapped_column()
-    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    received_at: Mapped[dt.datetime] = mapped_column(default=column_now)
     count: Mapped[int] = mapped_column(Integer, default=1)
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
     sample: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -183,7 +181,7 @@ class ContainmentRequest(Base):
     region: Mapped[str | None] = mapped_column(String(30))
     reason: Mapped[str | None] = mapped_column(Text)
     requested_by: Mapped[str] = mapped_column(String(60))
-    requested_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    requested_at: Mapped[dt.datetime] = mapped_column(default=column_now)
     expires_at: Mapped[dt.datetime | None] = mapped_column()
     status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
     decided_by: Mapped[str | None] = mapped_column(String(60))
@@ -244,7 +242,7 @@ class Reminder(Base):
     late: Mapped[bool] = mapped_column(Boolean, default=False)
     message: Mapped[str | None] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(default=column_now)
 
 
 class Cursor(Base):
@@ -253,4 +251,4 @@ class Cursor(Base):
     __tablename__ = "cursors"
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
-    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=column_now, onupdate=column_now)

@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
-from storage.models import Incident, TimelineEvent, utcnow
+from storage.db import clock_of
+from storage.models import Incident, TimelineEvent
 
 GENESIS_HASH = "0" * 64
 _EVENTS = TimelineEvent.__table__
@@ -139,6 +140,7 @@ def append_to_timelines(
     INSERT rather than ORM objects: a storm appends thousands.
     """
     tails = _tails(session)
+    now = clock_of(session).now()
     rows: list[tuple[Incident, dict[str, Any]]] = []
     for incident, events in batches:
         if incident in tails:
@@ -149,7 +151,7 @@ def append_to_timelines(
             seq, prev = _lock_incident_tail(session, incident)
         for ev in events:
             seq += 1
-            at = (ev.occurred_at or utcnow()).astimezone(dt.UTC)
+            at = (ev.occurred_at or now).astimezone(dt.UTC)
             summary = ev.summary
             if len(summary) > MAX_SUMMARY:
                 summary = summary[: MAX_SUMMARY - 1] + "…"

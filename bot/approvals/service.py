@@ -118,6 +118,7 @@ class ContainmentService:
             incident_key=incident_key,
             options=self.runtime.config.containment,
             dry_run=dry_run,
+            now=self.runtime.now,
             finding_id=finding_id,
             client_hooks=tuple(self.runtime.extras.get(HOOKS_KEY, ())),
         )

@@ -27,6 +27,7 @@ import botocore.client
 from botocore.exceptions import ClientError
 from sqlalchemy import func, select
 
+from bot.clock import SystemClock
 from bot.drill.console import ConsoleSlack
 from bot.settings import AppConfig, EnvSettings, Settings
 from commands.drills.sandbox import Sandbox, build_sandbox, describe
@@ -206,7 +207,7 @@ class Drill:
                 config=_config(self.scenario),
             )
             self.response_url = slack.url + "response"
-            app = create_app(settings, token_verification=False)
+            app = create_app(settings, clock=SystemClock(), token_verification=False)
             runtime = app.runtime
             start_services(runtime)
             try:
@@ -225,7 +226,7 @@ class Drill:
 
         db = runtime.database
         self.stage("GuardDuty finding arrives")
-        detected = dt.datetime.now(dt.UTC)
+        detected = runtime.now()
         event = self.scenario.finding(sb, detected)
         finding = normalize(event)[0]
         self.say(f"  {finding.type} · severity {finding.severity:g} · {finding.resource_id}")

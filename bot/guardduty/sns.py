@@ -166,6 +166,7 @@ def _rsa_key(pem: bytes) -> rsa.RSAPublicKey:
         certificate = x509.load_pem_x509_certificate(pem)
     except ValueError:
         raise SnsRejected("SNS signing certificate is not a PEM certificate") from None
+    # A real certificate's validity is judged on the machine's clock, deliberately.
     now = datetime.now(UTC)
     if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
         raise SnsRejected("SNS signing certificate is not valid now")

@@ -50,7 +50,7 @@ def install_card_hooks() -> bool:
     incident_cards.card_button(order=5)(cards.plan_button)
     section_hook = getattr(incident_cards, "card_section", None)
     if section_hook is not None:
-        section_hook(order=10)(cards.finding_blocks)
+        section_hook(order=10)(lambda incident, _now: cards.finding_blocks(incident))
     _hooks_installed = True
     return section_hook is not None
 

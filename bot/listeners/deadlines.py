@@ -7,6 +7,7 @@ command (`mark_personal_data`) uses the configured hours.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from bot.listeners.incident_posts import refresh_incident
@@ -17,7 +18,7 @@ from bot.views.cards import card_section
 from commands import deadlines as dl
 from commands import incidents as svc
 from commands.errors import UserError
-from storage.models import Incident, utcnow
+from storage.models import Incident
 
 if TYPE_CHECKING:
     from bot.app import IncidentBotApp
@@ -59,7 +60,7 @@ def notified_cmd(inv: Invocation) -> Reply | None:
             svc.record_notified(
                 session=session, incident=target, actor=inv.user_id, reference=reference
             )
-            clock = dl.regulator_clock(target, policy=runtime.settings)
+            clock = dl.regulator_clock(target, now=runtime.now(), policy=runtime.settings)
         timing = ""
         if clock.remaining is not None:
             timing = (
@@ -83,9 +84,9 @@ def register(app: IncidentBotApp) -> None:
     dl.configure(app.runtime.settings)
 
 
-def clock_line(incident: Incident, *, now: Any = None) -> str | None:
+def clock_line(incident: Incident, *, now: dt.datetime) -> str | None:
     """The card's regulator-clock line (mrkdwn), or None without a clock."""
-    clock = dl.regulator_clock(incident, now=now or utcnow())
+    clock = dl.regulator_clock(incident, now=now)
     if clock.state == "none" or clock.deadline is None or clock.remaining is None:
         return None
     left = dl.format_duration(clock.remaining)
@@ -104,6 +105,6 @@ def clock_line(incident: Incident, *, now: Any = None) -> str | None:
 
 
 @card_section(order=20)
-def _clock_section(incident: Incident) -> list[dict[str, Any]]:
-    line = clock_line(incident)
+def _clock_section(incident: Incident, now: dt.datetime) -> list[dict[str, Any]]:
+    line = clock_line(incident, now=now)
     return [bk.context(line)] if line else []

@@ -21,7 +21,6 @@ from commands.drills.sandbox_account import (
     sandbox_from_account,
 )
 from commands.drills.scenarios import SCENARIOS
-from storage.models import utcnow
 
 CLIENT_FACTORY_KEY = "drills.client_factory"  # runtime.extras: (service, region) -> client
 
@@ -52,7 +51,8 @@ def drill_cmd(inv: Invocation) -> Reply | None:
             sts=_client(inv, "sts", region),
             region=region,
         )
-        event = drill_event(scenario=scenario, sandbox=sandbox, now=inv.runtime.now())
+        started = inv.runtime.now()
+        event = drill_event(scenario=scenario, sandbox=sandbox, now=started)
         findings = normalize(event)
         sample = request_sample_finding(
             guardduty=_client(inv, "guardduty", region), finding_type=findings[0].type
@@ -69,7 +69,7 @@ def drill_cmd(inv: Invocation) -> Reply | None:
                     session=session,
                     incident=incident,
                     actor=inv.user_id,
-                    text=f"[DRILL] {scenario.name} started at {utcnow():%H:%M:%SZ}. {sample}",
+                    text=f"[DRILL] {scenario.name} started at {started:%H:%M:%SZ}. {sample}",
                 )
         mode = "for real" if config.drills.allow_changes else "as a dry run"
         return Reply(

@@ -64,6 +64,7 @@ def aws_context(runtime: Runtime, incident_key: str, *, dry_run: bool = False) -
         incident_key=incident_key,
         options=runtime.config.containment,
         dry_run=dry_run,
+        now=runtime.now,
         client_hooks=tuple(runtime.extras.get(HOOKS_KEY, ())),
     )
 

@@ -190,9 +190,8 @@ def limit_blocks(blocks: list[dict[str, Any]], limit: int) -> list[dict[str, Any
     return [*blocks[: limit - 1], context(f"{len(blocks) - limit + 1} more not shown")]
 
 
-def age(since: dt.datetime, now: dt.datetime | None = None) -> str:
+def age(since: dt.datetime, now: dt.datetime) -> str:
     """A short human age: 45s, 12m, 3h 5m, 2d 4h."""
-    now = now or dt.datetime.now(dt.UTC)
     seconds = max(0, int((now - since).total_seconds()))
     if seconds < 60:
         return f"{seconds}s"

@@ -36,7 +36,7 @@ def card_button(*, order: int = 50) -> Callable[[ButtonFactory], ButtonFactory]:
     return decorate
 
 
-SectionFactory = Callable[[Incident], "list[dict[str, Any]]"]
+SectionFactory = Callable[[Incident, dt.datetime], "list[dict[str, Any]]"]
 _card_sections: list[tuple[int, SectionFactory]] = []
 
 
@@ -133,7 +133,7 @@ def incident_card(view: IncidentOverview, *, now: dt.datetime) -> dict[str, Any]
         bk.fields_section(card_fields(view, now)),
     ]
     for _, make in _card_sections:
-        blocks.extend(make(incident))
+        blocks.extend(make(incident, now))
     if incident.resolution:
         blocks.append(bk.section(f"*Resolution*\n{bk.esc(incident.resolution)}"))
     if incident.status != "closed":

@@ -7,6 +7,7 @@ users is escaped and cut.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,7 +46,7 @@ def investigation_sections(facts: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 @card_section(order=60)
-def _card_investigation(incident: Incident) -> list[dict[str, Any]]:
+def _card_investigation(incident: Incident, now: dt.datetime) -> list[dict[str, Any]]:
     return investigation_sections(incident.facts or {})
 
 

@@ -31,7 +31,7 @@ from commands.errors import UserError
 from commands.incidents import set_status
 from containment.context import ActionContext
 from storage.db import Database
-from storage.models import ActionStep, ContainmentRequest, utcnow
+from storage.models import ActionStep, ContainmentRequest
 from storage.timeline import append_event
 
 log = logging.getLogger(__name__)
@@ -241,9 +241,10 @@ class _Heartbeat:
 
 
 def claim(
-    *, database: Database, request_id: int, now: Callable[[], dt.datetime] = utcnow
+    *, database: Database, request_id: int, now: Callable[[], dt.datetime] | None = None
 ) -> bool:
     """approved -> running, atomically. True for the one caller that may run the plan."""
+    now = now or database.clock.now
     with database.session() as session:
         at = now()
         changed = session.execute(
@@ -293,9 +294,10 @@ def execute(
     context_factory: ContextFactory,
     progress: Progress | None = None,
     heartbeat_every: float = HEARTBEAT_EVERY,
-    now: Callable[[], dt.datetime] = utcnow,
+    now: Callable[[], dt.datetime] | None = None,
 ) -> Outcome | None:
     """Run an approved request once. None when it was not ours to run (already claimed)."""
+    now = now or database.clock.now
     if not claim(database=database, request_id=request_id, now=now):
         return None
     with database.read_session() as session:
@@ -326,9 +328,7 @@ def execute(
     with _Heartbeat(database, request_id, heartbeat_every, now):
         try:
             if kind == "rollback":
-                results = engine.rollback(
-                    target=target, ctx=ctx, previous=previous, on_step=writer
-                )
+                results = engine.rollback(target=target, ctx=ctx, previous=previous, on_step=writer)
             else:
                 results = engine.run(
                     target=target,
@@ -386,8 +386,11 @@ def _settle(
                 step.error = f"not finished: {crash}" if crash else "the executor never ran it"
                 step.finished_at = now()
                 missing.append(step.action)
-        failed.extend({"action": a, "error": f"not finished: {crash or 'never ran'}"}
-                      for a in missing if a not in {f["action"] for f in failed})
+        failed.extend(
+            {"action": a, "error": f"not finished: {crash or 'never ran'}"}
+            for a in missing
+            if a not in {f["action"] for f in failed}
+        )
         changed_something = any(
             r.get("status") == "succeeded" and mutating.get(a, True) for a, r in results.items()
         )
@@ -472,7 +475,7 @@ def _after_success(*, session: Any, request: ContainmentRequest, incident: Any, 
 def recover(
     *,
     database: Database,
-    now: Callable[[], dt.datetime] = utcnow,
+    now: Callable[[], dt.datetime] | None = None,
     stale_after: dt.timedelta = STALE_AFTER,
     approved_grace: dt.timedelta = dt.timedelta(0),
 ) -> Recovery:
@@ -482,6 +485,7 @@ def recover(
     run (`execute` claims each atomically). Running ones whose heartbeat went stale are
     marked interrupted, with their unfinished steps, so a responder can retry or roll back.
     """
+    now = now or database.clock.now
     out = Recovery()
     at = now()
     with database.session() as session:
@@ -548,8 +552,9 @@ def _mark_interrupted(session: Any, request_id: int, at: dt.datetime, where: Any
 
 
 def interrupt(
-    *, database: Database, request_id: int, now: Callable[[], dt.datetime] = utcnow
+    *, database: Database, request_id: int, now: Callable[[], dt.datetime] | None = None
 ) -> bool:
     """Shutdown gave up on a running request: say so now rather than after a heartbeat."""
+    now = now or database.clock.now
     with database.session() as session:
         return _mark_interrupted(session, request_id, now(), true(), "cut short by a shutdown")

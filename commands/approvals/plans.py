@@ -8,6 +8,7 @@ tests can pass another.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -108,12 +109,14 @@ def action_context(
     incident_key: str,
     options: ContainmentOptions | None,
     dry_run: bool,
+    now: Callable[[], dt.datetime],
     finding_id: str | None = None,
     client_hooks: Sequence[ClientHook] = (),
 ) -> ActionContext:
     """The ActionContext for one request, from the `containment:` settings."""
     ctx = ActionContext(
         incident_key=incident_key,
+        now=now,
         finding_id=finding_id,
         dry_run=dry_run,
         client_hooks=tuple(client_hooks),

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 from commands.approvals.plans import count_calls, target_to_dict
 from commands.errors import NotAllowed, NotFound, UserError
 from containment.targets import Target
-from storage.db import Database
-from storage.models import ActionStep, ContainmentRequest, Incident, utcnow
+from storage.db import Database, clock_of
+from storage.models import ActionStep, ContainmentRequest, Incident
 from storage.timeline import append_event
 
 GUARDDUTY = "guardduty"
@@ -116,7 +116,7 @@ def request_containment(
             return Created(existing, created=False)
     if not plan.get("steps"):
         raise UserError(f"There is nothing to do for {target.resource_id}: the plan is empty.")
-    now = now or utcnow()
+    now = now or clock_of(session).now()
     request = ContainmentRequest(
         incident_id=incident.id,
         kind=kind,
@@ -218,7 +218,7 @@ def decide(
     now: dt.datetime | None = None,
 ) -> Decision:
     """Approve or reject a pending request; exactly one concurrent caller wins."""
-    now = now or utcnow()
+    now = now or clock_of(session).now()
     request = get_request(session=session, request_id=request_id)
     check_may_decide(
         request=request,
@@ -278,7 +278,7 @@ def expire_due(
     request_ids: Sequence[int] | None = None,
 ) -> list[ContainmentRequest]:
     """Mark pending requests past their deadline expired; return the ones this call expired."""
-    now = now or utcnow()
+    now = now or clock_of(session).now()
     stmt = select(ContainmentRequest.id).where(
         ContainmentRequest.status == "pending", ContainmentRequest.expires_at <= now
     )

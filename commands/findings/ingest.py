@@ -37,7 +37,8 @@ from sqlalchemy.orm import Session
 from commands.findings.errors import BadFinding
 from commands.findings.normalize import NormalizedFinding, normalize_finding, severity_band
 from commands.incidents import change_severity, new_incident
-from storage.models import SEVERITIES, Finding, Incident, utcnow
+from storage.db import clock_of
+from storage.models import SEVERITIES, Finding, Incident
 from storage.timeline import NewEvent, adopt_tails, append_event, append_to_timelines
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def record_findings(
             findings=findings,
             min_severity=min_severity,
             channel_id=channel_id,
-            received=now or utcnow(),
+            received=now or clock_of(session).now(),
             defer_repeats=defer_repeats,
         )
 

@@ -19,7 +19,7 @@ from commands.findings.errors import BadFinding
 from commands.findings.ingest import Ingested, record_findings
 from commands.findings.normalize import NormalizedFinding, normalize_finding
 from storage.db import Database
-from storage.models import Cursor, utcnow
+from storage.models import Cursor
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,12 @@ def poll_region(
     region: str,
     min_severity: float,
     channel_id: str | None = None,
-    now: Callable[[], dt.datetime] = utcnow,
+    now: Callable[[], dt.datetime] | None = None,
     lookback: dt.timedelta = DEFAULT_LOOKBACK,
     on_recorded: Callable[[list[Ingested]], None] | None = None,
 ) -> PollResult:
     """Fetch and record every finding updated since the cursor, for each detector in region."""
+    now = now or database.clock.now
     result = PollResult(region=region)
     for detector_id in _detectors(client):
         name = cursor_name(region, detector_id)
