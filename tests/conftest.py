@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from storage.clock import FlowingClock
+from tests.clock import flowing
+
 # Never let a test reach a real AWS account.
 os.environ.update(
     {
@@ -24,6 +27,28 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 
 # Set by .ci/run; without it the suite runs on SQLite only.
 POSTGRES_URL = os.environ.get("INCIDENT_BOT_TEST_POSTGRES_URL")
+
+# Set by .ci/run's second pass (e.g. +400d, -1d): the machine's clock, as every Python call in
+# this process reads it, is shifted for the whole session; monotonic time is left alone so
+# timeouts still work. A hidden dependency on today's date then fails the day it is written.
+CLOCK_SHIFT = os.environ.get("INCIDENT_BOT_TEST_CLOCK_SHIFT")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not CLOCK_SHIFT:
+        return
+    import datetime as dt
+
+    import time_machine
+
+    sign, days = CLOCK_SHIFT[0], CLOCK_SHIFT[1:].removesuffix("d")
+    if sign not in "+-" or not days.isdigit():
+        raise pytest.UsageError(f"INCIDENT_BOT_TEST_CLOCK_SHIFT={CLOCK_SHIFT}: use +400d or -1d")
+    delta = dt.timedelta(days=int(days)) * (1 if sign == "+" else -1)
+    traveller = time_machine.travel(dt.datetime.now(dt.UTC) + delta, tick=True)
+    traveller.start()
+    config.add_cleanup(traveller.stop)
+
 
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
@@ -52,12 +77,18 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def database(db_url: str) -> Iterator[object]:
-    """A migrated storage.db.Database on each backend."""
+def clock() -> FlowingClock:
+    """The test's clock: starts at tests.clock.T0 whatever today is, and flows."""
+    return flowing()
+
+
+@pytest.fixture
+def database(db_url: str, clock: FlowingClock) -> Iterator[object]:
+    """A migrated storage.db.Database on each backend, on the test's clock."""
     from storage.db import Database
     from storage.migrate import upgrade
 
     upgrade(db_url)
-    db = Database(db_url)
+    db = Database(db_url, clock=clock)
     yield db
     db.dispose()

@@ -24,6 +24,7 @@ from bot.app import IncidentBotApp, Runtime, create_app, make_runtime
 from bot.background import Background
 from bot.http import build_wsgi_app
 from bot.settings import load_settings
+from storage.clock import FlowingClock
 from storage.migrate import upgrade
 from tests.slack_fake import FakeSlack, fake_slack
 from tests.slack_signing import SlackSender
@@ -84,12 +85,17 @@ def bot_settings(tmp_path: Path, slack: FakeSlack, config: dict[str, Any]) -> An
 
 
 @pytest.fixture
-def bot_factory(tmp_path: Path, fake_slack: FakeSlack) -> Iterator[Callable[..., BotUnderTest]]:
+def bot_factory(
+    tmp_path: Path, fake_slack: FakeSlack, clock: FlowingClock
+) -> Iterator[Callable[..., BotUnderTest]]:
+    """Bots on the test's clock (shared with `database` and across restarts)."""
     started: list[tuple[Any, threading.Thread, Runtime]] = []
 
     def start(config: dict[str, Any] | None = None) -> BotUnderTest:
         settings = bot_settings(tmp_path, fake_slack, config or {})
-        runtime = make_runtime(settings, background=Background(max_workers=4, name="test-bg"))
+        runtime = make_runtime(
+            settings, clock=clock, background=Background(max_workers=4, name="test-bg")
+        )
         app = create_app(settings, runtime=runtime)
         server = make_server(
             "127.0.0.1",

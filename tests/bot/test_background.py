@@ -8,6 +8,7 @@ import time
 import pytest
 
 from bot.background import Background, Busy
+from tests.clock import flowing
 
 
 def test_result_and_errors_reach_on_error():
@@ -90,7 +91,7 @@ def test_runtime_shutdown_stops_producers_first_then_drains(tmp_path):
     order: list[str] = []
     started = threading.Event()
     with FakeSlack() as slack:
-        runtime = make_runtime(bot_settings(tmp_path, slack, {}))
+        runtime = make_runtime(bot_settings(tmp_path, slack, {}), clock=flowing())
         runtime.background.submit(
             lambda: (started.set(), time.sleep(0.2), order.append("job finished")),
             description="job",

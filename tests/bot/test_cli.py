@@ -16,6 +16,7 @@ from storage.db import Database
 from storage.migrate import upgrade
 from storage.models import Incident
 from storage.timeline import append_event
+from tests.clock import TEST_CLOCK
 
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
@@ -116,7 +117,7 @@ def test_secrets_never_show_in_repr(monkeypatch) -> None:
 def populated(tmp_path) -> tuple[dict[str, str], str]:
     url = f"sqlite:///{tmp_path / 'x.db'}"
     upgrade(url)
-    db = Database(url)
+    db = Database(url, clock=TEST_CLOCK)
     with db.session() as s:
         inc = open_incident(session=s, title="C2 | beacon", created_by="U1")
         for i in range(5):
@@ -150,7 +151,7 @@ def test_verify_ok_then_tampered(populated) -> None:
     env = {"DATABASE_URL": url}
     ok = cli("verify", "INC-1", env=env)
     assert ok.returncode == 0 and "chain intact" in ok.stdout
-    db = Database(url)
+    db = Database(url, clock=TEST_CLOCK)
     with db.engine.begin() as conn:
         conn.execute(text("UPDATE timeline_events SET actor = 'U9' WHERE seq = 3"))
     db.dispose()
@@ -168,7 +169,7 @@ def test_unknown_incident_is_one_line(populated) -> None:
 
 def test_incident_lookup_is_case_insensitive(populated) -> None:
     _, url = populated
-    db = Database(url)
+    db = Database(url, clock=TEST_CLOCK)
     from commands.incidents import get_incident
 
     with db.read_session() as s:

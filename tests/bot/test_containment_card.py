@@ -12,6 +12,8 @@ from bot.views.approval_card import CardView, StepView, approval_card
 from commands.errors import UserError
 from tests.slack_fake import MAX_MESSAGE_BLOCKS, MAX_SECTION_TEXT, _block_errors
 
+pytestmark = pytest.mark.dates  # CI reruns these with the clock shifted (.ci/run)
+
 EVIL = "<!channel> <https://evil|click> & co"
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
@@ -37,12 +39,20 @@ def view(**kw: object) -> CardView:
         "dry_run": False,
         "plan": {
             "steps": [
-                {"action": "isolate", "summary": "swap groups", "mutating": True,
-                 "calls": [{"text": "ec2.ModifyNetworkInterfaceAttribute(<eni>)",
-                            "mutating": True}]},
+                {
+                    "action": "isolate",
+                    "summary": "swap groups",
+                    "mutating": True,
+                    "calls": [
+                        {"text": "ec2.ModifyNetworkInterfaceAttribute(<eni>)", "mutating": True}
+                    ],
+                },
             ],
-            "blast_radius": {"tags": {"Owner": EVIL}, "labelled": {"owner": EVIL},
-                             "attached": ["2 network interface(s)"]},
+            "blast_radius": {
+                "tags": {"Owner": EVIL},
+                "labelled": {"owner": EVIL},
+                "attached": ["2 network interface(s)"],
+            },
         },
     }
     base.update(kw)
@@ -72,9 +82,13 @@ def test_user_text_never_pings_or_links() -> None:
 
 def test_huge_plan_lists_every_call_within_slack_limits() -> None:
     steps = [
-        {"action": f"step{i}", "mutating": True,
-         "calls": [{"text": f"ec2.Call{i}_{j}(" + "x" * 200 + ")", "mutating": True}
-                   for j in range(30)]}
+        {
+            "action": f"step{i}",
+            "mutating": True,
+            "calls": [
+                {"text": f"ec2.Call{i}_{j}(" + "x" * 200 + ")", "mutating": True} for j in range(30)
+            ],
+        }
         for i in range(3)
     ]
     card = approval_card(view(plan={"steps": steps}))
@@ -90,14 +104,18 @@ def test_huge_plan_lists_every_call_within_slack_limits() -> None:
 
 
 def test_outcome_shows_failed_steps_and_follow_up_buttons() -> None:
-    steps = [StepView("capture", "succeeded"),
-             StepView("iam", "failed", "AccessDenied in PutRolePolicy: <denied>")]
-    card = approval_card(view(status="partial", steps=steps, decided_by="U0APPROVER1",
-                              decided_at=NOW))
+    steps = [
+        StepView("capture", "succeeded"),
+        StepView("iam", "failed", "AccessDenied in PutRolePolicy: <denied>"),
+    ]
+    card = approval_card(
+        view(status="partial", steps=steps, decided_by="U0APPROVER1", decided_at=NOW)
+    )
     flat = json.dumps(card["blocks"])
     assert "Partially failed" in flat and "AccessDenied in PutRolePolicy: &lt;denied&gt;" in flat
-    labels = [el["text"]["text"] for b in card["blocks"] if b["type"] == "actions"
-              for el in b["elements"]]
+    labels = [
+        el["text"]["text"] for b in card["blocks"] if b["type"] == "actions" for el in b["elements"]
+    ]
     assert labels == ["Retry what is left", "Roll back"]
 
 
@@ -106,8 +124,10 @@ def test_outcome_shows_failed_steps_and_follow_up_buttons() -> None:
     [
         ("i-0123456789abcdef0", ("i-0123456789abcdef0", None, None)),
         ("i-0123456789abcdef0 inc-4", ("i-0123456789abcdef0", "INC-4", None)),
-        ("AKIAABCDEFGHIJKLMNOP INC-2 leaked on GitHub",
-         ("AKIAABCDEFGHIJKLMNOP", "INC-2", "leaked on GitHub")),
+        (
+            "AKIAABCDEFGHIJKLMNOP INC-2 leaked on GitHub",
+            ("AKIAABCDEFGHIJKLMNOP", "INC-2", "leaked on GitHub"),
+        ),
         ("i-0123456789abcdef0 beaconing out", ("i-0123456789abcdef0", None, "beaconing out")),
     ],
 )
@@ -125,8 +145,10 @@ def test_parse_contain_args_refuses(text: str) -> None:
     ("value", "expected"),
     [
         ("i-0123456789abcdef0 INC-3", ("i-0123456789abcdef0", "INC-3")),
-        ('{"resource_id": "AKIAABCDEFGHIJKLMNOP", "incident": "inc-9"}',
-         ("AKIAABCDEFGHIJKLMNOP", "INC-9")),
+        (
+            '{"resource_id": "AKIAABCDEFGHIJKLMNOP", "incident": "inc-9"}',
+            ("AKIAABCDEFGHIJKLMNOP", "INC-9"),
+        ),
         ("i-0123456789abcdef0", ("i-0123456789abcdef0", None)),
     ],
 )

@@ -26,7 +26,8 @@ from bot.approvals import HOOKS_KEY, SNS_KEY, SWEEP_KEY, propose, service
 from bot.background import Background
 from bot.http import build_wsgi_app
 from commands.approvals import decide
-from storage.models import ActionStep, ContainmentRequest, Incident, TimelineEvent, utcnow
+from storage.clock import FlowingClock
+from storage.models import ActionStep, ContainmentRequest, Incident, TimelineEvent
 from storage.timeline import verify_chain
 from tests.bot.conftest import (
     SECRET,
@@ -97,7 +98,7 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path: Path, fake_slack: FakeSlack) -> Iterator[Env]:
+def env(tmp_path: Path, fake_slack: FakeSlack, clock: FlowingClock) -> Iterator[Env]:
     with mock_aws():
         world = build_world()
         sns = boto3.client("sns", region_name="us-east-1")
@@ -129,20 +130,30 @@ def env(tmp_path: Path, fake_slack: FakeSlack) -> Iterator[Env]:
             for section, values in (config or {}).items():
                 base.setdefault(section, {}).update(values)
             settings = bot_settings(tmp_path, fake_slack, base)
-            runtime = make_runtime(settings, background=Background(max_workers=8, name="t-bg"))
+            runtime = make_runtime(
+                settings, clock=clock, background=Background(max_workers=8, name="t-bg")
+            )
             runtime.extras[HOOKS_KEY] = (recorder.hook,)
             runtime.extras[SNS_KEY] = sns_factory
             runtime.extras[SWEEP_KEY] = sweep
             app = create_app(settings, runtime=runtime)
             server = make_server(
-                "127.0.0.1", 0, build_wsgi_app(app),
-                server_class=_Server, handler_class=_QuietHandler,
+                "127.0.0.1",
+                0,
+                build_wsgi_app(app),
+                server_class=_Server,
+                handler_class=_QuietHandler,
             )
             threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
             started.append((server, runtime))
             url = f"http://127.0.0.1:{server.server_address[1]}"
-            return BotUnderTest(app=app, runtime=runtime, slack=fake_slack,
-                                sender=SlackSender(f"{url}/slack/events", SECRET), url=url)
+            return BotUnderTest(
+                app=app,
+                runtime=runtime,
+                slack=fake_slack,
+                sender=SlackSender(f"{url}/slack/events", SECRET),
+                url=url,
+            )
 
         yield Env(world, recorder, topic, published, fake_slack, start)
         for server, runtime in started:
@@ -164,7 +175,8 @@ def buttons(message: dict[str, Any]) -> dict[str, str]:
     """Visible button text -> action_id of a message's buttons."""
     return {
         el["text"]["text"]: el["action_id"]
-        for b in message.get("blocks", []) if b["type"] == "actions"
+        for b in message.get("blocks", [])
+        if b["type"] == "actions"
         for el in b["elements"]
     }
 
@@ -183,10 +195,19 @@ def contain(bot: BotUnderTest, text: str, user: str = REQUESTER) -> tuple[int, C
         return request.id, card
 
 
-def click(bot: BotUnderTest, action_id: str, request_id: int, user: str,
-          headers: dict[str, str] | None = None, ts: str = "1.1") -> int:
+def click(
+    bot: BotUnderTest,
+    action_id: str,
+    request_id: int,
+    user: str,
+    headers: dict[str, str] | None = None,
+    ts: str = "1.1",
+) -> int:
     payload = block_actions_payload(
-        action_id, str(request_id), user_id=user, message_ts=ts,
+        action_id,
+        str(request_id),
+        user_id=user,
+        message_ts=ts,
         response_url=bot.slack.response_url(f"{action_id}-{user}"),
     )
     return bot.sender.post(interactivity_body(payload), headers=headers).status_code
@@ -199,8 +220,9 @@ def request(bot: BotUnderTest, request_id: int) -> ContainmentRequest:
         return row
 
 
-def wait_status(bot: BotUnderTest, request_id: int, statuses: tuple[str, ...] = FINISHED,
-                timeout: float = 30) -> ContainmentRequest:
+def wait_status(
+    bot: BotUnderTest, request_id: int, statuses: tuple[str, ...] = FINISHED, timeout: float = 30
+) -> ContainmentRequest:
     deadline = time.monotonic() + timeout
     while True:
         row = request(bot, request_id)
@@ -232,8 +254,11 @@ def isolation_group(world: World) -> str:
 
 
 def responses_to(bot: BotUnderTest, name: str) -> list[str]:
-    return [c.args.get("text", "") for c in bot.slack.calls_for("response_url")
-            if c.path.endswith("/" + name)]
+    return [
+        c.args.get("text", "")
+        for c in bot.slack.calls_for("response_url")
+        if c.path.endswith("/" + name)
+    ]
 
 
 def card_message(bot: BotUnderTest, row: ContainmentRequest) -> dict[str, Any]:
@@ -250,9 +275,17 @@ def test_contain_to_isolated_instance(env: Env) -> None:
     # The card: the plan with every API call, the blast radius from the tags, two buttons.
     flat = blocks_text(card)
     assert card.args["channel"] == "C0INCIDENT"
-    for needle in ("ModifyNetworkInterfaceAttribute", "CreateSnapshots", "DeregisterTargets",
-                   "DescribeInstances", "Blast radius", "web-1", "web-asg", "web-classic",
-                   "beaconing to a known C2"):
+    for needle in (
+        "ModifyNetworkInterfaceAttribute",
+        "CreateSnapshots",
+        "DeregisterTargets",
+        "DescribeInstances",
+        "Blast radius",
+        "web-1",
+        "web-asg",
+        "web-classic",
+        "beaconing to a known C2",
+    ):
         assert needle in flat, needle
     labels = buttons(card.args)
     assert any(t.startswith("Approve") for t in labels)
@@ -263,8 +296,9 @@ def test_contain_to_isolated_instance(env: Env) -> None:
     with bot.session() as session:
         incident = session.scalars(select(Incident)).one()
         assert incident.resource_id == iid and incident.status == "open"
-    reply = bot.slack.wait_for("response_url", lambda c: "Posted containment plan" in
-                               c.args.get("text", ""))
+    reply = bot.slack.wait_for(
+        "response_url", lambda c: "Posted containment plan" in c.args.get("text", "")
+    )
     assert "INC-1" in reply.args["text"]
 
     assert click(bot, "containment_approve", request_id, APPROVER1) == 200
@@ -285,8 +319,9 @@ def test_contain_to_isolated_instance(env: Env) -> None:
     assert kinds.count("containment.requested") == 1
     assert kinds.count("containment.approved") == 1
     assert kinds.count("containment.step.started") == len(row.plan["steps"])
-    finished_steps = [k for k in kinds if k in ("containment.step.succeeded",
-                                                  "containment.step.skipped")]
+    finished_steps = [
+        k for k in kinds if k in ("containment.step.succeeded", "containment.step.skipped")
+    ]
     assert len(finished_steps) == len(row.plan["steps"])
     assert "containment.finished" in kinds and "incident.status" in kinds
 
@@ -304,16 +339,22 @@ def test_contain_to_isolated_instance(env: Env) -> None:
     assert any("approved by U0APPROVER1" in s for s in subjects)
     assert any("succeeded" in s for s in subjects)
     assert all(p["TopicArn"] == env.topic_arn for p in env.published)
-    thread = [c for c in bot.slack.calls_for("chat.postMessage")
-              if c.args.get("thread_ts") == row.card_ts]
-    assert any("<!subteam^S0SECURITY>" in c.args["text"] and "security@example.com"
-               in c.args["text"] for c in thread)
+    thread = [
+        c for c in bot.slack.calls_for("chat.postMessage") if c.args.get("thread_ts") == row.card_ts
+    ]
+    assert any(
+        "<!subteam^S0SECURITY>" in c.args["text"] and "security@example.com" in c.args["text"]
+        for c in thread
+    )
     assert any(e.kind == "contacts.notified" for e in timeline(bot))
     # The incident's own thread tells the story too.
     with bot.session() as session:
         thread_ts = session.scalars(select(Incident)).one().thread_ts
-    told = " ".join(c.args.get("text", "") for c in bot.slack.calls_for("chat.postMessage")
-                    if c.args.get("thread_ts") == thread_ts)
+    told = " ".join(
+        c.args.get("text", "")
+        for c in bot.slack.calls_for("chat.postMessage")
+        if c.args.get("thread_ts") == thread_ts
+    )
     assert "awaits approval" in told and "approved by <@U0APPROVER1>" in told
     assert "succeeded" in told
     with bot.session() as session:  # every event went through the hash chain
@@ -360,10 +401,16 @@ def test_twenty_approve_clicks_at_once_run_once(env: Env) -> None:
     def one(i: int) -> int:
         barrier.wait()
         # Two approvers, two workers, and Slack retrying some deliveries of the same click.
-        headers = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"} if i % 3 \
-            else None
-        return click((bot, other)[i % 4 // 2], "containment_approve", request_id,
-                     (APPROVER1, APPROVER2)[i % 2], headers=headers)
+        headers = (
+            {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"} if i % 3 else None
+        )
+        return click(
+            (bot, other)[i % 4 // 2],
+            "containment_approve",
+            request_id,
+            (APPROVER1, APPROVER2)[i % 2],
+            headers=headers,
+        )
 
     with ThreadPoolExecutor(20) as pool:
         codes = list(pool.map(one, range(20)))
@@ -379,8 +426,12 @@ def test_twenty_approve_clicks_at_once_run_once(env: Env) -> None:
     with bot.session() as session:
         steps = session.scalars(select(ActionStep).where(ActionStep.request_id == request_id))
         assert len(list(steps)) == len(row.plan["steps"])
-    losers = [t for u in (APPROVER1, APPROVER2)
-              for t in responses_to(bot, f"containment_approve-{u}") if "already" in t]
+    losers = [
+        t
+        for u in (APPROVER1, APPROVER2)
+        for t in responses_to(bot, f"containment_approve-{u}")
+        if "already" in t
+    ]
     assert len(losers) == 19
 
 
@@ -391,8 +442,11 @@ def test_expiry_updates_card_and_removes_buttons(env: Env) -> None:
     bot = env.start({"approvals": {"expire_after_minutes": 0.01}}, sweep=0.2)
     request_id, _ = contain(bot, env.world.instance_id)
     row = wait_status(bot, request_id, ("expired",), timeout=10)
-    bot.slack.wait_for("chat.update", lambda c: c.args.get("ts") == row.card_ts
-                       and "Expired" in blocks_text(c), timeout=10)
+    bot.slack.wait_for(
+        "chat.update",
+        lambda c: c.args.get("ts") == row.card_ts and "Expired" in blocks_text(c),
+        timeout=10,
+    )
     assert buttons(card_message(bot, row)) == {}
     click(bot, "containment_approve", request_id, APPROVER1)
     bot.idle()
@@ -413,9 +467,10 @@ def test_reject_asks_reason_in_modal(env: Env) -> None:
 
     # An empty reason is refused inside the modal.
     empty = view_submission_payload(
-        "containment_reject_modal", {"reason": {"reason": {"type": "plain_text_input",
-                                                           "value": " "}}},
-        user_id=APPROVER1, private_metadata=view["private_metadata"],
+        "containment_reject_modal",
+        {"reason": {"reason": {"type": "plain_text_input", "value": " "}}},
+        user_id=APPROVER1,
+        private_metadata=view["private_metadata"],
     )
     answer = bot.sender.post(interactivity_body(empty))
     assert answer.json()["response_action"] == "errors"
@@ -424,13 +479,16 @@ def test_reject_asks_reason_in_modal(env: Env) -> None:
     submit = view_submission_payload(
         "containment_reject_modal",
         {"reason": {"reason": {"type": "plain_text_input", "value": "authorised pentest"}}},
-        user_id=APPROVER1, private_metadata=view["private_metadata"],
+        user_id=APPROVER1,
+        private_metadata=view["private_metadata"],
     )
     assert bot.sender.post(interactivity_body(submit)).status_code == 200
     row = wait_status(bot, request_id, ("rejected",))
     assert (row.decided_by, row.decision_reason) == (APPROVER1, "authorised pentest")
-    bot.slack.wait_for("chat.update", lambda c: c.args.get("ts") == row.card_ts
-                       and "authorised pentest" in blocks_text(c))
+    bot.slack.wait_for(
+        "chat.update",
+        lambda c: c.args.get("ts") == row.card_ts and "authorised pentest" in blocks_text(c),
+    )
     assert buttons(card_message(bot, row)) == {}
     rejected = [e for e in timeline(bot) if e.kind == "containment.rejected"]
     assert rejected[0].actor == APPROVER1 and "authorised pentest" in rejected[0].summary
@@ -453,8 +511,9 @@ def test_partial_failure_then_retry(env: Env) -> None:
     flat = json.dumps(final["blocks"])
     assert "Partially failed" in flat and "AccessDenied" in flat
     assert set(buttons(final)) == {"Retry what is left", "Roll back"}
-    assert any(e.kind == "containment.aws_error" and "AccessDenied" in e.summary
-               for e in timeline(bot))
+    assert any(
+        e.kind == "containment.aws_error" and "AccessDenied" in e.summary for e in timeline(bot)
+    )
     with bot.session() as session:
         assert session.scalars(select(Incident)).one().status == "open"
 
@@ -463,13 +522,13 @@ def test_partial_failure_then_retry(env: Env) -> None:
     click(bot, "containment_retry", request_id, REQUESTER)
     retry_card = bot.slack.wait_for(
         "chat.postMessage",
-        lambda c: "containment_approve" in blocks_text(c) and "Containment retry" in
-        blocks_text(c),
+        lambda c: "containment_approve" in blocks_text(c) and "Containment retry" in blocks_text(c),
     )
     bot.idle()
     with bot.session() as session:
-        retry = session.scalars(select(ContainmentRequest).where(
-            ContainmentRequest.kind == "retry")).one()
+        retry = session.scalars(
+            select(ContainmentRequest).where(ContainmentRequest.kind == "retry")
+        ).one()
         assert retry.parent_id == request_id and retry.status == "pending"
         assert [s["action"] for s in retry.plan["steps"]] == ["iam"]
     assert "PutRolePolicy" in blocks_text(retry_card)
@@ -481,8 +540,11 @@ def test_partial_failure_then_retry(env: Env) -> None:
     done = wait_status(bot, retry.id)
     assert done.status == "succeeded"
     assert [(s.action, s.status) for s in done.steps] == [("iam", "succeeded")]
-    captures = [e for e in timeline(bot) if e.kind == "containment.step.succeeded"
-                and e.summary.startswith("Step capture")]
+    captures = [
+        e
+        for e in timeline(bot)
+        if e.kind == "containment.step.succeeded" and e.summary.startswith("Step capture")
+    ]
     assert len(captures) == 1  # the retry did not record the first run's steps again
     assert env.aws.count("ec2.ModifyNetworkInterfaceAttribute") == isolations_before
     with bot.session() as session:
@@ -498,13 +560,16 @@ def test_rollback_restores_the_instance(env: Env) -> None:
     assert eni_groups(env.world) != original
 
     click(bot, "containment_rollback", request_id, APPROVER1)
-    card = bot.slack.wait_for("chat.postMessage", lambda c: "Rollback" in blocks_text(c)
-                              and "containment_approve" in blocks_text(c))
+    card = bot.slack.wait_for(
+        "chat.postMessage",
+        lambda c: "Rollback" in blocks_text(c) and "containment_approve" in blocks_text(c),
+    )
     assert "ModifyNetworkInterfaceAttribute" in blocks_text(card)
     bot.idle()
     with bot.session() as session:
-        rollback = session.scalars(select(ContainmentRequest).where(
-            ContainmentRequest.kind == "rollback")).one()
+        rollback = session.scalars(
+            select(ContainmentRequest).where(ContainmentRequest.kind == "rollback")
+        ).one()
     click(bot, "containment_approve", rollback.id, APPROVER2)
     done = wait_status(bot, rollback.id)
     assert done.status == "succeeded", [(s.action, s.error) for s in done.steps]
@@ -523,8 +588,13 @@ def test_restart_between_approval_and_execution(env: Env) -> None:
     request_id, _ = contain(first, env.world.instance_id)
     # The approval is committed, then the process dies before it runs anything.
     with first.runtime.database.session() as session:
-        decision = decide(session=session, request_id=request_id, actor=APPROVER1, approve=True,
-                          approvers=[APPROVER1, APPROVER2])
+        decision = decide(
+            session=session,
+            request_id=request_id,
+            actor=APPROVER1,
+            approve=True,
+            approvers=[APPROVER1, APPROVER2],
+        )
         assert decision.won
     assert request(first, request_id).status == "approved"
     assert env.aws.mutating() == []
@@ -540,24 +610,41 @@ def test_restart_while_running_marks_interrupted(env: Env) -> None:
     first = env.start()
     request_id, _ = contain(first, env.world.instance_id)
     with first.runtime.database.session() as session:
-        decide(session=session, request_id=request_id, actor=APPROVER1, approve=True,
-               approvers=[APPROVER1, APPROVER2])
+        decide(
+            session=session,
+            request_id=request_id,
+            actor=APPROVER1,
+            approve=True,
+            approvers=[APPROVER1, APPROVER2],
+        )
         row = session.get(ContainmentRequest, request_id)
         # It was running in a process that died ten minutes ago.
-        stale = utcnow().replace(microsecond=0) - dt.timedelta(minutes=10)
+        stale = first.runtime.now().replace(microsecond=0) - dt.timedelta(minutes=10)
         row.status, row.started_at, row.heartbeat_at = "running", stale, stale
-        session.add(ActionStep(request_id=request_id, position=0, action="capture",
-                               status="succeeded", result={"action": "capture",
-                                                           "status": "succeeded"}))
-        session.add(ActionStep(request_id=request_id, position=1, action="isolate",
-                               status="running", result={}))
+        session.add(
+            ActionStep(
+                request_id=request_id,
+                position=0,
+                action="capture",
+                status="succeeded",
+                result={"action": "capture", "status": "succeeded"},
+            )
+        )
+        session.add(
+            ActionStep(
+                request_id=request_id, position=1, action="isolate", status="running", result={}
+            )
+        )
 
     second = env.start(sweep=0.2)
     row = wait_status(second, request_id, ("interrupted",), timeout=10)
-    assert {s.action: s.status for s in row.steps} == {"capture": "succeeded",
-                                                       "isolate": "interrupted"}
-    second.slack.wait_for("chat.update", lambda c: c.args.get("ts") == row.card_ts
-                          and "Interrupted" in blocks_text(c))
+    assert {s.action: s.status for s in row.steps} == {
+        "capture": "succeeded",
+        "isolate": "interrupted",
+    }
+    second.slack.wait_for(
+        "chat.update", lambda c: c.args.get("ts") == row.card_ts and "Interrupted" in blocks_text(c)
+    )
     assert set(buttons(card_message(second, row))) == {"Retry what is left", "Roll back"}
     assert any(e.kind == "containment.interrupted" for e in timeline(second))
     assert env.aws.mutating() == []
@@ -592,8 +679,9 @@ def test_plan_containment_button_and_unknown_target(env: Env) -> None:
     assert bot.command("open C2 from web-1").status_code == 200
     bot.idle()
     value = json.dumps({"resource_id": env.world.instance_id, "incident": "INC-1"})
-    payload = block_actions_payload("plan_containment", value, user_id=REQUESTER,
-                                    response_url=bot.slack.response_url("plan"))
+    payload = block_actions_payload(
+        "plan_containment", value, user_id=REQUESTER, response_url=bot.slack.response_url("plan")
+    )
     assert bot.sender.post(interactivity_body(payload)).status_code == 200
     bot.slack.wait_for("chat.postMessage", lambda c: "containment_approve" in blocks_text(c))
     bot.idle()
@@ -605,8 +693,11 @@ def test_plan_containment_button_and_unknown_target(env: Env) -> None:
 
     bad = bot.command("sg-12345", command="/contain")
     assert "neither an instance id" in bad.json()["text"]
-    bot.command("i-0000000000000dead INC-1", command="/contain",
-                response_url=bot.slack.response_url("missing"))
+    bot.command(
+        "i-0000000000000dead INC-1",
+        command="/contain",
+        response_url=bot.slack.response_url("missing"),
+    )
     bot.idle()
     assert "Could not read i-0000000000000dead" in responses_to(bot, "missing")[-1]
 
@@ -620,10 +711,19 @@ def test_guardduty_request_any_approver_with_impact_on_card(env: Env) -> None:
         incident = session.scalars(select(Incident)).one()
         incident.resource_id = iid
         # What /incident impact stored earlier: shown on the card, no AWS call needed.
-        incident.facts = {"impact": {"resource": {"id": iid, "kind": "instance"},
-                                     "tags": {"owner": "team-web", "data_classification": "PII"}}}
-    proposal = propose(bot.runtime, resource_id=iid, incident_key="INC-1",
-                       requested_by="guardduty", reason="GuardDuty Backdoor:EC2/C&CActivity.B (8)")
+        incident.facts = {
+            "impact": {
+                "resource": {"id": iid, "kind": "instance"},
+                "tags": {"owner": "team-web", "data_classification": "PII"},
+            }
+        }
+    proposal = propose(
+        bot.runtime,
+        resource_id=iid,
+        incident_key="INC-1",
+        requested_by="guardduty",
+        reason="GuardDuty Backdoor:EC2/C&CActivity.B (8)",
+    )
     assert proposal.created and proposal.incident_key == "INC-1"
     card = bot.slack.wait_for("chat.postMessage", lambda c: "containment_approve" in blocks_text(c))
     flat = blocks_text(card)
@@ -645,10 +745,17 @@ def test_expiry_on_time_through_the_reminder_scheduler(env: Env) -> None:
     start_for_runtime(bot.runtime, poll_seconds=0.5, maintain_at_start=False)
     try:
         row = wait_status(bot, request_id, ("expired",), timeout=10)
-        bot.slack.wait_for("chat.update", lambda c: c.args.get("ts") == row.card_ts
-                           and "Expired" in blocks_text(c), timeout=10)
-        notice = bot.slack.wait_for("chat.postMessage", lambda c: c.args.get("thread_ts")
-                                    == row.card_ts and "expired" in c.args.get("text", ""))
+        bot.slack.wait_for(
+            "chat.update",
+            lambda c: c.args.get("ts") == row.card_ts and "Expired" in blocks_text(c),
+            timeout=10,
+        )
+        notice = bot.slack.wait_for(
+            "chat.postMessage",
+            lambda c: (
+                c.args.get("thread_ts") == row.card_ts and "expired" in c.args.get("text", "")
+            ),
+        )
         assert f"#{request_id}" in notice.args["text"]
         assert buttons(card_message(bot, row)) == {}
     finally:

@@ -84,8 +84,11 @@ def test_drill_opens_a_drill_incident_with_a_dry_run_plan_and_pages_no_one(
 
     # A second responder approves; the dry run finishes and no real contact is paged.
     payload = block_actions_payload(
-        "containment_approve", str(request.id), user_id="U0APPROVER2",
-        message_ts=approval.response["ts"], response_url=bot.slack.response_url("approve"),
+        "containment_approve",
+        str(request.id),
+        user_id="U0APPROVER2",
+        message_ts=approval.response["ts"],
+        response_url=bot.slack.response_url("approve"),
     )
     assert bot.sender.post(interactivity_body(payload)).status_code == 200
     deadline = time.monotonic() + 30

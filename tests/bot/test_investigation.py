@@ -31,6 +31,7 @@ from bot.views.blocks import esc
 from commands.forensics import stack_name
 from commands.incidents import get_incident, open_incident, resolve_incident
 from containment.tags import INCIDENT_TAG
+from storage.clock import FlowingClock
 from storage.models import ContainmentRequest, Reminder, TimelineEvent
 from tests.bot.conftest import (
     SECRET,
@@ -90,7 +91,7 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path: Path, fake_slack: FakeSlack) -> Iterator[Env]:
+def env(tmp_path: Path, fake_slack: FakeSlack, clock: FlowingClock) -> Iterator[Env]:
     with mock_aws():
         ec2 = boto3.client("ec2", "us-east-1")
         image = "ami-12c6146b"  # one of moto's stock AMIs (listing them all costs seconds)
@@ -139,7 +140,9 @@ def env(tmp_path: Path, fake_slack: FakeSlack) -> Iterator[Env]:
             for section, values in (config or {}).items():
                 base.setdefault(section, {}).update(values)
             settings = bot_settings(tmp_path, fake_slack, base)
-            runtime = make_runtime(settings, background=Background(max_workers=6, name="inv"))
+            runtime = make_runtime(
+                settings, clock=clock, background=Background(max_workers=6, name="inv")
+            )
             runtime.extras[HOOKS_KEY] = (stubs.hook,)
             runtime.extras[SWEEP_KEY] = 0
             runtime.extras[IMPACT_SWEEP_KEY] = 0

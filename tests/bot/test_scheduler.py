@@ -24,14 +24,17 @@ import pytest
 from slack_sdk import WebClient
 from sqlalchemy import select
 
+from bot.clock import SystemClock
 from bot.scheduler import MAINTAIN_JOB, TICK_JOB, ReminderScheduler
 from bot.settings import AppConfig, EnvSettings, Settings
 from commands import deadlines as dl
 from commands.incidents import mark_personal_data, open_incident, record_notified
 from storage.db import Database
-from storage.models import Incident, Reminder, TimelineEvent, utcnow
+from storage.models import Incident, Reminder, TimelineEvent
 from tests.conftest import POSTGRES_URL, reset_postgres
-from tests.slack_fake import FakeSlack
+from tests.slack_fake import Call, FakeSlack
+
+pytestmark = pytest.mark.dates  # CI reruns these with the clock shifted (.ci/run)
 
 REPO = Path(__file__).resolve().parents[2]
 CHANNEL = "C0INCIDENT"
@@ -111,6 +114,11 @@ def new_incident(database: Database, slack: FakeSlack, *, owner: str = "U0OWNER"
     return incident
 
 
+def on_clock(database: Database, call: Call) -> dt.datetime:
+    """When the fake Slack saw `call`, on the test's clock (it stamps calls with wall time)."""
+    return database.clock.now() - dt.timedelta(seconds=time.time() - call.at)
+
+
 def test_reminder_due_in_one_second_fires_once(database, fake_slack, running) -> None:
     incident = new_incident(database, fake_slack)
     scheduler = running()
@@ -118,7 +126,7 @@ def test_reminder_due_in_one_second_fires_once(database, fake_slack, running) ->
     jobs = scheduler._scheduler.get_jobs()
     assert {TICK_JOB, MAINTAIN_JOB} <= {j.id for j in jobs}
     assert all(j.misfire_grace_time is None for j in jobs)
-    due = utcnow() + dt.timedelta(seconds=1)
+    due = database.clock.now() + dt.timedelta(seconds=1)
     with database.session() as session:
         dl.schedule_reminder(
             session=session,
@@ -129,7 +137,7 @@ def test_reminder_due_in_one_second_fires_once(database, fake_slack, running) ->
             message="check the snapshot copies",
         )
     call = fake_slack.wait_for("chat.postMessage", lambda c: "snapshot" in c.args.get("text", ""))
-    fired_at = dt.datetime.fromtimestamp(call.at, dt.UTC)
+    fired_at = on_clock(database, call)
     # On time: never early; late only by scheduling noise (generous for loaded CI machines).
     assert due <= fired_at < due + dt.timedelta(seconds=1.5)
     time.sleep(0.5)
@@ -174,7 +182,7 @@ def test_personal_data_clock_posts_reminders_then_overdue_until_notified(
     assert overdue and all("GDPR notice OVERDUE" in t for t in overdue)
     assert all("<@U0OWNER>" in t and "<!subteam^S0IRTEAM>" in t for t in texts())
     # Posted on time relative to the clock's due times.
-    at = [dt.datetime.fromtimestamp(c.at, dt.UTC) for c in reminder_posts(fake_slack)]
+    at = [on_clock(database, c) for c in reminder_posts(fake_slack)]
     assert aware_at + dt.timedelta(seconds=0.36) <= at[0] < aware_at + dt.timedelta(seconds=1.4)
     assert aware_at + dt.timedelta(seconds=1.44) <= at[1] < aware_at + dt.timedelta(seconds=2.5)
     with database.read_session() as session:
@@ -199,16 +207,17 @@ def test_reminder_scheduled_after_start_wakes_the_timer(database, fake_slack, ru
     """The timer is armed 10 s ahead (poll); a new earlier row must re-arm it at once."""
     incident = new_incident(database, fake_slack)
     scheduler = running()
-    assert scheduler._armed_at is not None and scheduler._armed_at > utcnow() + dt.timedelta(
-        seconds=5
+    assert (
+        scheduler._armed_at is not None
+        and scheduler._armed_at > database.clock.now() + dt.timedelta(seconds=5)
     )
-    due = utcnow() + dt.timedelta(seconds=0.3)
+    due = database.clock.now() + dt.timedelta(seconds=0.3)
     with database.session() as session:
         dl.schedule_reminder(
             session=session, incident=incident, kind="followup", due_at=due, dedupe_key="w"
         )
     call = fake_slack.wait_for("chat.postMessage", timeout=3)
-    assert dt.datetime.fromtimestamp(call.at, dt.UTC) - due < dt.timedelta(seconds=1)
+    assert on_clock(database, call) - due < dt.timedelta(seconds=1)
 
 
 def test_transient_slack_failure_is_retried_and_permanent_one_is_recorded(
@@ -223,7 +232,7 @@ def test_transient_slack_failure_is_retried_and_permanent_one_is_recorded(
             session=session,
             incident=incident,
             kind="followup",
-            due_at=utcnow(),
+            due_at=database.clock.now(),
             dedupe_key="retry",
             message="retry me",
         )
@@ -234,7 +243,7 @@ def test_transient_slack_failure_is_retried_and_permanent_one_is_recorded(
             session=session,
             incident=incident,
             kind="followup",
-            due_at=utcnow(),
+            due_at=database.clock.now(),
             dedupe_key="lost",
             message="never lands",
         )
@@ -289,7 +298,7 @@ def test_start_posts_a_reminder_whose_claimer_died_before_posting(
     database, fake_slack, running
 ) -> None:
     incident = new_incident(database, fake_slack)
-    claimed_at = utcnow() - dt.timedelta(minutes=10)
+    claimed_at = database.clock.now() - dt.timedelta(minutes=10)
     with database.session() as session:
         row = dl.schedule_reminder(
             session=session,
@@ -335,7 +344,11 @@ def test_database_errors_delay_reminders_but_never_stop_the_timer(
     running(poll=0.3)
     with database.session() as session:
         dl.schedule_reminder(
-            session=session, incident=incident, kind="followup", due_at=utcnow(), dedupe_key="x"
+            session=session,
+            incident=incident,
+            kind="followup",
+            due_at=database.clock.now(),
+            dedupe_key="x",
         )
     fake_slack.wait_for("chat.postMessage", is_reminder_post, timeout=3)
     assert failures == {"claim": 0, "next": 0}
@@ -425,15 +438,29 @@ class BotProcess:
 
 
 READY = re.compile(r"reminder scheduler (\S+) started")
+WALL = SystemClock()
 
 
+@pytest.fixture
+def wall_database(db_url: str) -> Iterator[Database]:
+    """The bot processes run on the machine's clock (bot/'s edge): so does this database."""
+    from storage.migrate import upgrade
+
+    upgrade(db_url)
+    db = Database(db_url, clock=WALL)
+    yield db
+    db.dispose()
+
+
+@pytest.mark.wall_processes
 def test_sigkill_while_reminders_come_due_then_restart_posts_each_once_late(
-    database, fake_slack, tmp_path
+    wall_database, fake_slack, tmp_path
 ) -> None:
+    database = wall_database
     incident = new_incident(database, fake_slack)
     first = BotProcess(database.url, fake_slack, tmp_path, "run").started()
     try:
-        start = utcnow()
+        start = WALL.now()
         with database.session() as session:
             for i, offset in enumerate((1.0, 1.2, 1.4)):
                 dl.schedule_reminder(
@@ -448,7 +475,7 @@ def test_sigkill_while_reminders_come_due_then_restart_posts_each_once_late(
     finally:
         first.kill()
     assert reminder_posts(fake_slack) == []
-    time.sleep(max(0.0, (start + dt.timedelta(seconds=1.6) - utcnow()).total_seconds()))
+    time.sleep(max(0.0, (start + dt.timedelta(seconds=1.6) - WALL.now()).total_seconds()))
     assert reminder_posts(fake_slack) == []  # all three came due while nothing ran
 
     second = BotProcess(database.url, fake_slack, tmp_path, "run").started()
@@ -484,6 +511,7 @@ def test_sigkill_while_reminders_come_due_then_restart_posts_each_once_late(
     reason="needs PostgreSQL: CI (.ci/run) sets INCIDENT_BOT_TEST_POSTGRES_URL; SQLite cannot "
     "host two writer processes the way replicas share PostgreSQL",
 )
+@pytest.mark.wall_processes
 def test_two_processes_on_postgresql_post_each_of_200_reminders_exactly_once(
     fake_slack, tmp_path
 ) -> None:
@@ -492,7 +520,7 @@ def test_two_processes_on_postgresql_post_each_of_200_reminders_exactly_once(
     assert POSTGRES_URL is not None
     reset_postgres(POSTGRES_URL)
     upgrade(POSTGRES_URL)
-    database = Database(POSTGRES_URL)
+    database = Database(POSTGRES_URL, clock=WALL)
     bots = [
         BotProcess(POSTGRES_URL, fake_slack, tmp_path, "scheduler", "--poll", "0.2", "--batch", "5")
         for _ in range(2)
@@ -500,7 +528,7 @@ def test_two_processes_on_postgresql_post_each_of_200_reminders_exactly_once(
     try:
         for bot in bots:  # both were launched before either is awaited
             bot.started()
-        start = utcnow() + dt.timedelta(seconds=0.5)
+        start = WALL.now() + dt.timedelta(seconds=0.5)
         with database.session() as session:
             incidents = [
                 open_incident(session=session, title=f"incident {n}", created_by="U0OWNER")

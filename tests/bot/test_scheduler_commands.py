@@ -15,6 +15,8 @@ from bot import scheduler as sched
 from commands import deadlines as dl
 from storage.models import Incident, Reminder, TimelineEvent
 
+pytestmark = pytest.mark.dates  # CI reruns these with the clock shifted (.ci/run)
+
 
 @pytest.fixture(autouse=True)
 def _restore_policy() -> Iterator[None]:

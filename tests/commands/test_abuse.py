@@ -28,6 +28,9 @@ from commands.incidents import get_incident, open_incident
 from containment.context import ActionContext
 from storage.models import Reminder
 from storage.timeline import latest_events
+from tests.clock import TEST_CLOCK
+
+pytestmark = pytest.mark.dates  # CI reruns these with the clock shifted (.ci/run)
 
 T0 = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)
 CASE = "case-123456789012-muen-2026-7c1f0a3b9e2d4c55"
@@ -54,7 +57,7 @@ def hooked(responses: list[tuple[str, Any, Any]]) -> tuple[ActionContext, list[S
         stub.activate()
         stubs.append(stub)
 
-    return ActionContext(incident_key="-", client_hooks=(hook,)), stubs
+    return ActionContext(now=TEST_CLOCK.now, incident_key="-", client_hooks=(hook,)), stubs
 
 
 def test_parse_args_and_case_ids() -> None:

@@ -20,7 +20,10 @@ from commands.errors import NotAllowed, UserError
 from commands.incidents import open_incident
 from containment.context import ActionContext
 from containment.targets import Target
-from storage.models import ActionStep, ContainmentRequest, Incident, TimelineEvent, utcnow
+from storage.models import ActionStep, ContainmentRequest, Incident, TimelineEvent
+from tests.clock import TEST_CLOCK
+
+pytestmark = pytest.mark.dates  # CI reruns these with the clock shifted (.ci/run)
 
 APPROVERS = ["U0APPROVER1", "U0APPROVER2"]
 INSTANCE = "i-0123456789abcdef0"
@@ -93,23 +96,30 @@ class FakeEngine:
 
 
 def ctx_for(request: ContainmentRequest) -> ActionContext:
-    return ActionContext(incident_key=f"req-{request.id}", dry_run=request.dry_run)
+    return ActionContext(
+        now=TEST_CLOCK.now, incident_key=f"req-{request.id}", dry_run=request.dry_run
+    )
 
 
-def new_request(database: Any, *, requested_by: str = "W111", minutes: float = 30,
-                dry_run: bool = False) -> int:
+def new_request(
+    database: Any, *, requested_by: str = "W111", minutes: float = 30, dry_run: bool = False
+) -> int:
     engine = FakeEngine()
     target = parse_target(INSTANCE, region="us-east-1")
     with database.session() as session:
         incident = session.scalars(select(Incident)).first() or open_incident(
-            session=session, title="C2 traffic from web-1", created_by="W111",
+            session=session,
+            title="C2 traffic from web-1",
+            created_by="W111",
             resource_id=INSTANCE,
         )
         created = request_containment(
             session=session,
             incident=incident,
             target=target,
-            plan=engine.plan(target=target, ctx=ActionContext(incident_key=incident.key)),
+            plan=engine.plan(
+                target=target, ctx=ActionContext(now=TEST_CLOCK.now, incident_key=incident.key)
+            ),
             requested_by=requested_by,
             reason="beaconing to a known C2",
             expire_after=dt.timedelta(minutes=minutes),
@@ -121,8 +131,14 @@ def new_request(database: Any, *, requested_by: str = "W111", minutes: float = 3
 
 def approve(database: Any, request_id: int, actor: str = "U0APPROVER1", **kw: Any) -> Any:
     with database.session() as session:
-        return decide(session=session, request_id=request_id, actor=actor, approve=True,
-                      approvers=APPROVERS, **kw)
+        return decide(
+            session=session,
+            request_id=request_id,
+            actor=actor,
+            approve=True,
+            approvers=APPROVERS,
+            **kw,
+        )
 
 
 def timeline(database: Any) -> list[TimelineEvent]:
@@ -153,9 +169,14 @@ def test_request_records_plan_and_timeline_and_dedupes(database: Any) -> None:
     target = parse_target(INSTANCE, region="us-east-1")
     with database.session() as session:
         again = request_containment(
-            session=session, incident=session.scalars(select(Incident)).one(), target=target,
-            plan=FakeEngine().plan(target=target, ctx=ActionContext(incident_key="x")),
-            requested_by="guardduty", expire_after=dt.timedelta(minutes=5),
+            session=session,
+            incident=session.scalars(select(Incident)).one(),
+            target=target,
+            plan=FakeEngine().plan(
+                target=target, ctx=ActionContext(now=TEST_CLOCK.now, incident_key="x")
+            ),
+            requested_by="guardduty",
+            expire_after=dt.timedelta(minutes=5),
         )
         assert not again.created and again.request.id == request_id
 
@@ -182,8 +203,14 @@ def test_non_approver_refused(database: Any) -> None:
     with pytest.raises(NotAllowed, match="configured approvers"):
         approve(database, request_id, "W999")
     with database.session() as session, pytest.raises(NotAllowed):
-        decide(session=session, request_id=request_id, actor="W999", approve=False,
-               approvers=APPROVERS, reason="no")
+        decide(
+            session=session,
+            request_id=request_id,
+            actor="W999",
+            approve=False,
+            approvers=APPROVERS,
+            reason="no",
+        )
     assert request_row(database, request_id).status == "pending"
 
 
@@ -192,8 +219,11 @@ def test_guardduty_request_any_approver_and_approver_recorded(database: Any) -> 
     decision = approve(database, request_id, "U0APPROVER2")
     assert decision.won
     row = request_row(database, request_id)
-    assert (row.status, row.decided_by, row.requested_by) == ("approved", "U0APPROVER2",
-                                                               "guardduty")
+    assert (row.status, row.decided_by, row.requested_by) == (
+        "approved",
+        "U0APPROVER2",
+        "guardduty",
+    )
     approved = [e for e in timeline(database) if e.kind == "containment.approved"]
     assert approved[0].actor == "U0APPROVER2"
 
@@ -213,11 +243,14 @@ def test_twenty_concurrent_approvals_one_winner(database: Any) -> None:
     # And of twenty concurrent runs, one claims it.
     engine = FakeEngine()
     with ThreadPoolExecutor(20) as pool:
-        outcomes = list(pool.map(
-            lambda _: execute(database=database, request_id=request_id, engine=engine,
-                              context_factory=ctx_for),
-            range(20),
-        ))
+        outcomes = list(
+            pool.map(
+                lambda _: execute(
+                    database=database, request_id=request_id, engine=engine, context_factory=ctx_for
+                ),
+                range(20),
+            )
+        )
     assert len([o for o in outcomes if o is not None]) == 1
     assert len(engine.runs) == 1
     assert len([e for e in timeline(database) if e.kind == "containment.started"]) == 1
@@ -226,11 +259,23 @@ def test_twenty_concurrent_approvals_one_winner(database: Any) -> None:
 def test_reject_needs_a_reason_and_records_it(database: Any) -> None:
     request_id = new_request(database)
     with database.session() as session, pytest.raises(UserError, match="why"):
-        decide(session=session, request_id=request_id, actor="U0APPROVER1", approve=False,
-               approvers=APPROVERS, reason="  ")
+        decide(
+            session=session,
+            request_id=request_id,
+            actor="U0APPROVER1",
+            approve=False,
+            approvers=APPROVERS,
+            reason="  ",
+        )
     with database.session() as session:
-        decision = decide(session=session, request_id=request_id, actor="U0APPROVER1",
-                          approve=False, approvers=APPROVERS, reason="false positive: pentest")
+        decision = decide(
+            session=session,
+            request_id=request_id,
+            actor="U0APPROVER1",
+            approve=False,
+            approvers=APPROVERS,
+            reason="false positive: pentest",
+        )
     assert decision.won
     row = request_row(database, request_id)
     assert (row.status, row.decision_reason) == ("rejected", "false positive: pentest")
@@ -244,22 +289,20 @@ def test_reject_needs_a_reason_and_records_it(database: Any) -> None:
 
 def test_expiry(database: Any) -> None:
     request_id = new_request(database, minutes=5)
-    later = utcnow() + dt.timedelta(minutes=6)
+    later = database.clock.now() + dt.timedelta(minutes=6)
     with database.session() as session:
-        assert expire_due(session=session, now=utcnow()) == []
+        assert expire_due(session=session, now=database.clock.now()) == []
         assert [r.id for r in expire_due(session=session, now=later)] == [request_id]
         assert expire_due(session=session, now=later) == []  # once
     assert request_row(database, request_id).status == "expired"
     decision = approve(database, request_id)
     assert not decision.won and "expired" in decision.message
-    assert [e.actor for e in timeline(database) if e.kind == "containment.expired"] == [
-        "scheduler"
-    ]
+    assert [e.actor for e in timeline(database) if e.kind == "containment.expired"] == ["scheduler"]
 
 
 def test_decide_after_deadline_expires_instead_of_approving(database: Any) -> None:
     request_id = new_request(database, minutes=1)
-    decision = approve(database, request_id, now=utcnow() + dt.timedelta(minutes=2))
+    decision = approve(database, request_id, now=database.clock.now() + dt.timedelta(minutes=2))
     assert not decision.won
     assert request_row(database, request_id).status == "expired"
 
@@ -270,12 +313,14 @@ def test_decide_after_deadline_expires_instead_of_approving(database: Any) -> No
 def test_execute_records_every_step_and_contains_incident(database: Any) -> None:
     request_id = new_request(database)
     approve(database, request_id)
-    outcome = execute(database=database, request_id=request_id, engine=FakeEngine(),
-                      context_factory=ctx_for)
+    outcome = execute(
+        database=database, request_id=request_id, engine=FakeEngine(), context_factory=ctx_for
+    )
     assert outcome is not None and outcome.status == "succeeded"
     with database.read_session() as session:
         steps = session.scalars(
-            select(ActionStep).where(ActionStep.request_id == request_id)
+            select(ActionStep)
+            .where(ActionStep.request_id == request_id)
             .order_by(ActionStep.position)
         ).all()
         assert [(s.action, s.status) for s in steps] == [(a, "succeeded") for a in STEPS]
@@ -291,8 +336,12 @@ def test_execute_records_every_step_and_contains_incident(database: Any) -> None
 def test_partial_failure_records_error_then_retry_runs_only_what_is_left(database: Any) -> None:
     request_id = new_request(database)
     approve(database, request_id)
-    outcome = execute(database=database, request_id=request_id,
-                      engine=FakeEngine(fail=["iam"]), context_factory=ctx_for)
+    outcome = execute(
+        database=database,
+        request_id=request_id,
+        engine=FakeEngine(fail=["iam"]),
+        context_factory=ctx_for,
+    )
     assert outcome is not None and outcome.status == "partial"
     assert outcome.failed == [{"action": "iam", "error": "AccessDenied in X: not allowed"}]
     errors = [e for e in timeline(database) if e.kind == "containment.aws_error"]
@@ -300,8 +349,11 @@ def test_partial_failure_records_error_then_retry_runs_only_what_is_left(databas
     with database.read_session() as session:
         assert session.scalars(select(Incident)).one().status == "open"
         parent = session.get(ContainmentRequest, request_id)
-        done = {r["action"] for r in done_results(session=session, request=parent)
-                if r["status"] == "succeeded"}
+        done = {
+            r["action"]
+            for r in done_results(session=session, request=parent)
+            if r["status"] == "succeeded"
+        }
     assert done == {"capture", "isolate", "tag"}
 
     # The retry: a new request whose plan is what is left, approved the same way.
@@ -309,15 +361,18 @@ def test_partial_failure_records_error_then_retry_runs_only_what_is_left(databas
         parent = session.get(ContainmentRequest, request_id)
         steps = [s for s in parent.plan["steps"] if s["action"] not in done]
         retry = request_containment(
-            session=session, incident=session.get(Incident, parent.incident_id),
-            target=parse_target(INSTANCE, region="us-east-1"), plan={"steps": steps},
-            requested_by="W111", expire_after=dt.timedelta(minutes=30), kind="retry",
+            session=session,
+            incident=session.get(Incident, parent.incident_id),
+            target=parse_target(INSTANCE, region="us-east-1"),
+            plan={"steps": steps},
+            requested_by="W111",
+            expire_after=dt.timedelta(minutes=30),
+            kind="retry",
             parent=parent,
         ).request.id
     approve(database, retry)
     engine = FakeEngine()
-    outcome = execute(database=database, request_id=retry, engine=engine,
-                      context_factory=ctx_for)
+    outcome = execute(database=database, request_id=retry, engine=engine, context_factory=ctx_for)
     assert outcome is not None and outcome.status == "succeeded"
     assert engine.runs == [["iam"]]
     with database.read_session() as session:
@@ -327,8 +382,12 @@ def test_partial_failure_records_error_then_retry_runs_only_what_is_left(databas
 def test_all_changing_steps_failed_is_failed(database: Any) -> None:
     request_id = new_request(database)
     approve(database, request_id)
-    outcome = execute(database=database, request_id=request_id,
-                      engine=FakeEngine(fail=["isolate", "iam", "tag"]), context_factory=ctx_for)
+    outcome = execute(
+        database=database,
+        request_id=request_id,
+        engine=FakeEngine(fail=["isolate", "iam", "tag"]),
+        context_factory=ctx_for,
+    )
     assert outcome is not None and outcome.status == "failed"
 
 
@@ -339,8 +398,9 @@ def test_engine_crash_settles_as_failed_with_reason(database: Any) -> None:
 
     request_id = new_request(database)
     approve(database, request_id)
-    outcome = execute(database=database, request_id=request_id, engine=Broken(),
-                      context_factory=ctx_for)
+    outcome = execute(
+        database=database, request_id=request_id, engine=Broken(), context_factory=ctx_for
+    )
     assert outcome is not None and outcome.status == "failed"
     with database.read_session() as session:
         steps = session.scalars(select(ActionStep).where(ActionStep.request_id == request_id))
@@ -352,15 +412,17 @@ def test_engine_crash_settles_as_failed_with_reason(database: Any) -> None:
 def test_dry_run_does_not_contain_incident(database: Any) -> None:
     request_id = new_request(database, dry_run=True)
     approve(database, request_id)
-    outcome = execute(database=database, request_id=request_id, engine=FakeEngine(),
-                      context_factory=ctx_for)
+    outcome = execute(
+        database=database, request_id=request_id, engine=FakeEngine(), context_factory=ctx_for
+    )
     assert outcome is not None and outcome.dry_run
     with database.read_session() as session:
         assert session.scalars(select(Incident)).one().status == "open"
     events = timeline(database)
     assert any(e.kind == "containment.dry_run" for e in events)
-    assert all(e.summary.startswith("[DRY RUN]") for e in events
-               if e.kind.startswith("containment.step."))
+    assert all(
+        e.summary.startswith("[DRY RUN]") for e in events if e.kind.startswith("containment.step.")
+    )
 
 
 # -- restart recovery ------------------------------------------------------------------------
@@ -373,8 +435,11 @@ def test_recover_resumes_approved_and_interrupts_stale_running(database: Any) ->
         incident = open_incident(session=session, title="key leak", created_by="W111")
         target = parse_target("AKIAABCDEFGHIJKLMNOP", region="us-east-1")
         running = request_containment(
-            session=session, incident=incident, target=target,
-            plan={"steps": [{"action": "deactivate", "calls": []}]}, requested_by="W111",
+            session=session,
+            incident=incident,
+            target=target,
+            plan={"steps": [{"action": "deactivate", "calls": []}]},
+            requested_by="W111",
             expire_after=dt.timedelta(minutes=30),
         ).request.id
     approve(database, running)
@@ -382,7 +447,7 @@ def test_recover_resumes_approved_and_interrupts_stale_running(database: Any) ->
     found = recover(database=database)  # its heartbeat is fresh: a live process runs it
     assert found.resume == [approved_id] and found.interrupted == []
 
-    later = utcnow() + dt.timedelta(minutes=5)
+    later = database.clock.now() + dt.timedelta(minutes=5)
     found = recover(database=database, now=lambda: later)
     assert found.interrupted == [running]
     row = request_row(database, running)
@@ -392,8 +457,9 @@ def test_recover_resumes_approved_and_interrupts_stale_running(database: Any) ->
         assert step.status == "interrupted"
     assert any(e.kind == "containment.interrupted" for e in timeline(database))
     # Resuming the approved one runs it exactly once.
-    outcome = execute(database=database, request_id=approved_id, engine=FakeEngine(),
-                      context_factory=ctx_for)
+    outcome = execute(
+        database=database, request_id=approved_id, engine=FakeEngine(), context_factory=ctx_for
+    )
     assert outcome is not None and outcome.status == "succeeded"
     assert recover(database=database, now=lambda: later).resume == []
 
@@ -421,8 +487,8 @@ def test_expiry_reminder_expires_pending_request_once(database: Any) -> None:
         reminder = session.scalars(select(Reminder)).one()
         row = session.get(ContainmentRequest, request_id)
         assert (reminder.kind, reminder.due_at) == ("approval_expiry", row.expires_at)
-    assert _deliver_due(database, utcnow()) == []  # not due yet
-    deliveries = _deliver_due(database, utcnow() + dt.timedelta(minutes=5, seconds=1))
+    assert _deliver_due(database, database.clock.now()) == []  # not due yet
+    deliveries = _deliver_due(database, database.clock.now() + dt.timedelta(minutes=5, seconds=1))
     assert len(deliveries) == 1 and deliveries[0] is not None
     assert f"#{request_id}" in deliveries[0].text and not deliveries[0].mention_contacts
     assert request_row(database, request_id).status == "expired"
@@ -434,7 +500,7 @@ def test_expiry_reminder_of_decided_request_posts_nothing(database: Any) -> None
 
     request_id = new_request(database, minutes=5)
     approve(database, request_id)
-    assert _deliver_due(database, utcnow() + dt.timedelta(minutes=6)) == [None]
+    assert _deliver_due(database, database.clock.now() + dt.timedelta(minutes=6)) == [None]
     assert request_row(database, request_id).status == "approved"
     with database.read_session() as session:
         assert session.scalars(select(Reminder)).one().status == "cancelled"
@@ -444,15 +510,20 @@ def test_concurrent_requests_for_one_target_make_one_request(database: Any) -> N
     with database.session() as session:
         open_incident(session=session, title="C2", created_by="W111", resource_id=INSTANCE)
     target = parse_target(INSTANCE, region="us-east-1")
-    plan = FakeEngine().plan(target=target, ctx=ActionContext(incident_key="INC-1"))
+    plan = FakeEngine().plan(
+        target=target, ctx=ActionContext(now=TEST_CLOCK.now, incident_key="INC-1")
+    )
     barrier = threading.Barrier(10)
 
     def ask(i: int) -> tuple[int, bool]:
         barrier.wait()
         with database.session() as session:
             created = request_containment(
-                session=session, incident=session.scalars(select(Incident)).one(),
-                target=target, plan=plan, requested_by=f"W{i}",
+                session=session,
+                incident=session.scalars(select(Incident)).one(),
+                target=target,
+                plan=plan,
+                requested_by=f"W{i}",
                 expire_after=dt.timedelta(minutes=30),
             )
             return created.request.id, created.created

@@ -15,8 +15,10 @@ from sqlalchemy import select
 from commands import deadlines as dl
 from commands.incidents import mark_personal_data, open_incident, record_notified
 from storage.db import Database
-from storage.models import ContainmentRequest, Incident, Reminder, TimelineEvent, utcnow
+from storage.models import ContainmentRequest, Incident, Reminder, TimelineEvent
 from storage.timeline import append_event
+
+pytestmark = pytest.mark.dates  # CI reruns these with the clock shifted (.ci/run)
 
 T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 
@@ -90,7 +92,7 @@ def test_clock_schedules_each_reminder_and_the_deadline_at_the_right_times(datab
 
 def test_decimal_hours_make_a_clock_of_seconds(database) -> None:
     pol = policy(gdpr_hours=0.05, reminder_hours_before=(0.01,))  # 180 s, one at -36 s
-    now = utcnow()
+    now = database.clock.now()
     with database.session() as session:
         incident = new_incident(session)
         mark_personal_data(session=session, incident=incident, actor="U1", schedule=False)
@@ -106,7 +108,9 @@ def test_decimal_hours_make_a_clock_of_seconds(database) -> None:
 def test_backdated_awareness_skips_reminders_already_past_but_keeps_the_deadline(
     database,
 ) -> None:
-    aware = utcnow() - dt.timedelta(hours=50)  # 22 h left: the 48 h and 24 h marks passed
+    aware = database.clock.now() - dt.timedelta(
+        hours=50
+    )  # 22 h left: the 48 h and 24 h marks passed
     with database.session() as session:
         incident = new_incident(session)
         mark_personal_data(session=session, incident=incident, actor="U1", aware_at=aware)
@@ -525,10 +529,10 @@ def test_time_left_text_for_cards() -> None:
     )
     incident.notified_at = T0 + dt.timedelta(hours=70)
     incident.notified_reference = "ICO-9"
-    assert dl.time_left_text(incident, policy=pol) == (
+    assert dl.time_left_text(incident, now=T0 + dt.timedelta(hours=80), policy=pol) == (
         "Regulator notified 2026-11-30 10:00 UTC (ICO-9)"
     )
-    assert dl.time_left_text(Incident(number=4, personal_data=False), policy=pol) is None
+    assert dl.time_left_text(Incident(number=4, personal_data=False), now=T0, policy=pol) is None
     assert dl.format_duration(dt.timedelta(seconds=36)) == "36 s"
     assert dl.format_duration(dt.timedelta(minutes=4, seconds=10)) == "4 m 10 s"
 

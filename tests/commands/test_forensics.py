@@ -27,6 +27,7 @@ from commands.incidents import get_incident, open_incident
 from containment.context import ActionContext
 from containment.tags import INCIDENT_TAG, tag_dict
 from storage.models import ActionStep, ContainmentRequest, TimelineEvent
+from tests.clock import TEST_CLOCK
 
 HOUR = dt.timedelta(hours=1)
 
@@ -71,7 +72,7 @@ def contained(aws: Any, database: Any) -> dict[str, Any]:
 
 
 def ctx(**kw: Any) -> ActionContext:
-    return ActionContext(incident_key="INC-1", **kw)
+    return ActionContext(now=TEST_CLOCK.now, incident_key="INC-1", **kw)
 
 
 def approve(database: Any, request_id: int) -> None:

@@ -20,6 +20,7 @@ from commands.impact import (
 from commands.incidents import get_incident, open_incident
 from containment.context import ActionContext
 from storage.timeline import latest_events
+from tests.clock import TEST_CLOCK
 
 TAG_KEYS = {
     "name": "Name",
@@ -78,7 +79,7 @@ def network(aws: Any) -> dict[str, str]:
 
 
 def ctx(key: str = "INC-1") -> ActionContext:
-    return ActionContext(incident_key=key)
+    return ActionContext(now=TEST_CLOCK.now, incident_key=key)
 
 
 def test_instance_blast_radius(network: dict[str, str]) -> None:

@@ -24,6 +24,7 @@ from containment.context import ActionContext
 from containment.investigation_permissions import BY_FEATURE
 from containment.policy import policy_document
 from containment.tags import INCIDENT_TAG
+from tests.clock import TEST_CLOCK
 from tests.commands.test_trail import ct_event
 
 HOUR = dt.timedelta(hours=1)
@@ -67,7 +68,7 @@ class Recorder:
             stubber.activate()
 
     def ctx(self, key: str, **kw: Any) -> ActionContext:
-        return ActionContext(incident_key=key, client_hooks=(self.hook,), **kw)
+        return ActionContext(now=TEST_CLOCK.now, incident_key=key, client_hooks=(self.hook,), **kw)
 
 
 def iam_action(service: str, operation: str, params: dict[str, Any]) -> str | None:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from commands.incidents import mark_personal_data, open_incident, set_status
 from commands.overview import live_overviews, overview, overview_by_channel, overview_by_number
-from storage.models import ContainmentRequest, Incident, utcnow
+from storage.models import ContainmentRequest, Incident
+
+pytestmark = pytest.mark.dates  # CI reruns these with the clock shifted (.ci/run)
 
 
 def seed(database) -> None:
@@ -21,7 +25,7 @@ def seed(database) -> None:
         third = open_incident(session=session, title="Done", created_by="U3")
         set_status(session=session, incident=third, actor="U3", status="closed", summary="ok")
         mark_personal_data(session=session, incident=first, actor="U1")
-        soon = utcnow() + dt.timedelta(minutes=10)
+        soon = database.clock.now() + dt.timedelta(minutes=10)
         for expires in (soon, soon + dt.timedelta(minutes=5)):
             session.add(
                 ContainmentRequest(
@@ -77,7 +81,9 @@ def test_pending_approvals_and_soonest_expiry(database):
     assert view.pending_approvals == 2
     assert view.next_deadline.what == "approval expires"
     assert (
-        dt.timedelta(minutes=9) < view.next_deadline.due_at - utcnow() <= dt.timedelta(minutes=10)
+        dt.timedelta(minutes=9)
+        < view.next_deadline.due_at - database.clock.now()
+        <= dt.timedelta(minutes=10)
     )
 
 

@@ -17,6 +17,9 @@ from commands.incidents import get_incident, open_incident
 from commands.trail import lookup, parse_args, run_trail
 from containment.context import ActionContext
 from storage.timeline import latest_events
+from tests.clock import TEST_CLOCK
+
+pytestmark = pytest.mark.dates  # CI reruns these with the clock shifted (.ci/run)
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 INSTANCE = "i-0abc1234def567890"
@@ -180,7 +183,7 @@ def test_access_key_reads_global_region_too(database: Any) -> None:
         stub.activate()
         stubs[region] = stub
 
-    ctx = ActionContext(incident_key="INC-1", client_hooks=(hook,))
+    ctx = ActionContext(now=TEST_CLOCK.now, incident_key="INC-1", client_hooks=(hook,))
     key, result = run_trail(
         db=database,
         ctx=ctx,
@@ -210,7 +213,7 @@ def test_needs_an_incident(database: Any) -> None:
     with pytest.raises(UserError, match="No open incident names"):
         run_trail(
             db=database,
-            ctx=ActionContext(incident_key="?"),
+            ctx=ActionContext(now=TEST_CLOCK.now, incident_key="?"),
             incident_key=None,
             resource_id=INSTANCE,
             hours=1,
@@ -231,7 +234,7 @@ def test_access_denied_is_a_user_error(database: Any) -> None:
     with pytest.raises(UserError, match=r"cloudtrail:LookupEvents denied"):
         run_trail(
             db=database,
-            ctx=ActionContext(incident_key="INC-1", client_hooks=(hook,)),
+            ctx=ActionContext(now=TEST_CLOCK.now, incident_key="INC-1", client_hooks=(hook,)),
             incident_key="INC-1",
             resource_id=INSTANCE,
             hours=1,

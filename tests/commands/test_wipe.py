@@ -20,6 +20,7 @@ from commands.wipe import SOURCE_SNAPSHOT_TAG, WipeEngine, propose_wipe, wipe_li
 from containment.context import ActionContext
 from containment.tags import INCIDENT_TAG, STATUS_TAG
 from storage.models import ContainmentRequest, TimelineEvent
+from tests.clock import TEST_CLOCK
 
 BUCKET = "ir-evidence"
 HOUR = dt.timedelta(hours=1)
@@ -31,7 +32,7 @@ def tags(kind: str, **kv: str) -> list[dict[str, Any]]:
 
 
 def ctx(**kw: Any) -> ActionContext:
-    return ActionContext(incident_key=KEY, evidence_bucket=BUCKET, **kw)
+    return ActionContext(now=TEST_CLOCK.now, incident_key=KEY, evidence_bucket=BUCKET, **kw)
 
 
 @pytest.fixture

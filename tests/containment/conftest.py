@@ -13,6 +13,7 @@ from moto import mock_aws
 
 from containment.context import ActionContext
 from containment.targets import Target
+from tests.clock import TEST_CLOCK
 from tests.containment.world import REGION, World, build_world
 
 READ_PREFIXES = ("Describe", "Get", "List")
@@ -157,6 +158,7 @@ def make_ctx(world: World, calls: CallLog, faults: Faults) -> Callable[..., Acti
             "evidence_bucket": world.bucket,
             "evidence_kms_key_id": world.kms_key_id,
             "client_hooks": (calls.hook, faults.hook),
+            "now": TEST_CLOCK.now,
         }
         options.update(kw)
         return ActionContext(**options)

@@ -8,6 +8,7 @@ import pytest
 from containment.context import ActionContext
 from containment.executor import run_plan
 from containment.targets import Target
+from tests.clock import TEST_CLOCK
 from tests.containment import helpers as h
 from tests.containment.conftest import CallLog
 from tests.containment.world import REGION, build_world
@@ -41,6 +42,7 @@ def test_cross_account_assumes_the_role_with_the_external_id() -> None:
 
     log = CallLog()
     ctx = ActionContext(
+        now=TEST_CLOCK.now,
         incident_key="INC-9",
         evidence_bucket="home-evidence",
         cross_account_role_name="IncidentBotResponder",
@@ -76,6 +78,7 @@ def test_cross_account_instance_is_contained_in_the_member_account() -> None:
     )
     world = build_world(member)
     ctx = ActionContext(
+        now=TEST_CLOCK.now,
         incident_key="INC-10",
         cross_account_role_name="IncidentBotResponder",
         external_id="ext-7f3a",

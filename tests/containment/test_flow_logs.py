@@ -14,6 +14,7 @@ from containment.context import ActionContext
 from containment.registry import RunState
 from containment.tags import INCIDENT_TAG
 from containment.targets import Target
+from tests.clock import TEST_CLOCK
 
 BUCKET = "ir-evidence"
 
@@ -49,7 +50,7 @@ def target(inst: dict[str, Any]) -> Target:
 
 
 def ctx(**kw: Any) -> ActionContext:
-    return ActionContext(incident_key="INC-7", evidence_bucket=BUCKET, **kw)
+    return ActionContext(now=TEST_CLOCK.now, incident_key="INC-7", evidence_bucket=BUCKET, **kw)
 
 
 def test_is_optional_and_declares_permissions() -> None:
@@ -142,6 +143,6 @@ def test_creates_for_unlogged_enis_only(instance: dict[str, Any]) -> None:
 
 
 def test_without_evidence_bucket_nothing_to_do(instance: dict[str, Any]) -> None:
-    c = ActionContext(incident_key="INC-7")
+    c = ActionContext(now=TEST_CLOCK.now, incident_key="INC-7")
     result = EnableFlowLogs().apply(target(instance), c, RunState(facts(instance), facts(instance)))
     assert result.status == "skipped" and "no evidence bucket" in (result.note or "")

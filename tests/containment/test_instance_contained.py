@@ -16,6 +16,7 @@ from containment.context import ActionContext
 from containment.executor import run_plan
 from containment.tags import INCIDENT_TAG, STATUS_TAG
 from containment.targets import Target
+from tests.clock import TEST_CLOCK
 from tests.containment import helpers as h
 from tests.containment.conftest import CallLog
 from tests.containment.test_instance_containment import STEPS
@@ -28,6 +29,7 @@ def shared() -> Iterator[dict[str, Any]]:
         world = build_world()
         log = CallLog()
         ctx = ActionContext(
+            now=TEST_CLOCK.now,
             incident_key="INC-7",
             finding_id="gd-finding-1",
             evidence_bucket=world.bucket,

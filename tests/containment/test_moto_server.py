@@ -11,6 +11,7 @@ from bench._proxy import MotoServer
 from containment.context import ActionContext
 from containment.executor import rollback_plan, run_plan
 from containment.targets import Target
+from tests.clock import TEST_CLOCK
 from tests.containment import helpers as h
 from tests.containment.world import REGION, build_world
 
@@ -26,6 +27,7 @@ def test_containment_over_http(server: MotoServer, monkeypatch: pytest.MonkeyPat
     http = boto3.Session(region_name=REGION)  # fresh: reads the endpoint from the environment
     world = build_world(http)
     ctx = ActionContext(
+        now=TEST_CLOCK.now,
         incident_key="INC-12",
         evidence_bucket=world.bucket,
         session_factory=lambda: http,

@@ -14,8 +14,9 @@ WORKER = textwrap.dedent(
     import sys
     from commands.incidents import open_incident
     from storage.db import Database
+    from tests.clock import TEST_CLOCK
 
-    db = Database(sys.argv[1])
+    db = Database(sys.argv[1], clock=TEST_CLOCK)
     for i in range(50):
         with db.session() as s:
             inc = open_incident(session=s, title=f"{sys.argv[2]} {i}", created_by="U1")

@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from sqlalchemy import select, text
 
 from commands.incidents import open_incident
 from storage.models import Incident, TimelineEvent
 from storage.timeline import append_event, latest_events, verify_chain
+
+pytestmark = pytest.mark.dates  # CI reruns these with the clock shifted (.ci/run)
 
 
 def _open(database, title: str = "c2 traffic") -> Incident:

@@ -13,6 +13,8 @@ from commands.findings.tags import store_resource_tags
 from commands.incidents import open_incident
 from storage.models import Incident, Reminder
 
+pytestmark = pytest.mark.dates  # CI reruns these with the clock shifted (.ci/run)
+
 
 @pytest.fixture(autouse=True)
 def _policy() -> Iterator[None]:
