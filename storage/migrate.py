@@ -179,6 +179,7 @@ def _migrate(url: str, engine: Engine | None, fn: str, revision: str) -> None:
         # DDL runs outside our BEGIN IMMEDIATE wrapper's concerns: alembic opens its own txn.
         with _connected(url, engine) as conn:
             _check_known(url, _current(url, conn), script)
+            conn.rollback()  # end the check's read so alembic starts its own transaction
             cfg = alembic_config(url)
             cfg.attributes["connection"] = conn
             try:
