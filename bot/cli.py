@@ -1,6 +1,8 @@
 """The `incident-bot` command line (DESIGN.md's Process section).
 
-Bad configuration or arguments print one line naming the problem and exit 2.
+Bad configuration or arguments, and a database that is missing, unreachable or not migrated,
+print one line naming the problem and exit 2. Only `db upgrade` (and `run`, which upgrades on
+start) may create the database.
 """
 
 from __future__ import annotations
@@ -8,11 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from bot.settings import Settings, SettingsError, load_settings
+from storage.errors import StorageError
 
 if TYPE_CHECKING:
     from storage.db import Database
@@ -35,13 +38,25 @@ def _settings() -> Settings:
 
 
 def _database(settings: Settings) -> Database:
+    """The configured database, once it is known to exist and be migrated (or Fail)."""
     from bot.clock import SystemClock
     from storage.db import Database
+    from storage.migrate import require_schema
 
+    require_schema(settings.database_url)
     return Database(settings.database_url, clock=SystemClock())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Cli(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        # Storage phrases its own operator errors; here they become the usual one line, exit 2.
+        try:
+            return super().invoke(ctx)
+        except StorageError as exc:
+            raise Fail(str(exc)) from None
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def cli(verbose: bool) -> None:
     """incident-bot: security incident response on AWS, from Slack."""
@@ -129,15 +144,25 @@ def db_downgrade(revision: str) -> None:
     click.echo(f"database at {revision}")
 
 
-def _load_incident(database: Database, key: str) -> Incident:
-    from commands.errors import UserError
-    from commands.incidents import get_incident
+def _load_incident(key: str) -> tuple[Database, Incident]:
+    """The database and incident KEY, checking the key before touching the database."""
+    from commands.errors import NotFound, UserError
+    from commands.incidents import get_incident, require_key
+    from storage.db import safe_url
 
+    try:
+        number = require_key(key)
+    except UserError as exc:
+        raise Fail(exc.message) from None
+    database = _database(_settings())
     with database.read_session() as session:
         try:
-            return get_incident(session=session, key=key)
-        except UserError as exc:
-            raise Fail(exc.message) from None
+            return database, get_incident(session=session, key=key)
+        except NotFound:
+            raise Fail(
+                f"no incident INC-{number} in the database at {safe_url(database.url)}: "
+                "check the key, or DATABASE_URL (`/incident list` in Slack shows the open ones)"
+            ) from None
 
 
 @cli.command()
@@ -147,8 +172,7 @@ def export(key: str, fmt: str) -> None:
     """Write incident KEY's timeline to stdout."""
     from commands.exports import export_timeline
 
-    database = _database(_settings())
-    incident = _load_incident(database, key)
+    database, incident = _load_incident(key)
     with database.read_session() as session:
         export_timeline(session=session, incident=incident, fmt=fmt, out=sys.stdout)
 
@@ -159,8 +183,7 @@ def verify(key: str) -> None:
     """Check incident KEY's hash chain; exit 1 if it was tampered with."""
     from storage.timeline import verify_chain
 
-    database = _database(_settings())
-    incident = _load_incident(database, key)
+    database, incident = _load_incident(key)
     with database.read_session() as session:
         report = verify_chain(conn=session, incident=incident)
     if report.ok:

@@ -263,9 +263,7 @@ class ClockStatus:
     remaining: dt.timedelta | None = None  # negative when overdue
 
 
-def regulator_clock(
-    incident: Incident, *, now: dt.datetime, policy: Any = None
-) -> ClockStatus:
+def regulator_clock(incident: Incident, *, now: dt.datetime, policy: Any = None) -> ClockStatus:
     """Where an incident's regulator clock stands (for cards, status and reminders)."""
     if not incident.personal_data or incident.aware_at is None:
         return ClockStatus("none")
@@ -296,9 +294,7 @@ def utc_text(ts: dt.datetime) -> str:
     return ts.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def time_left_text(
-    incident: Incident, *, now: dt.datetime, policy: Any = None
-) -> str | None:
+def time_left_text(incident: Incident, *, now: dt.datetime, policy: Any = None) -> str | None:
     """One line for the card: time left, overdue by, or notified; None without a clock."""
     clock = regulator_clock(incident, now=now, policy=policy)
     if clock.state == "none" or clock.deadline is None or clock.remaining is None:

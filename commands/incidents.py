@@ -126,10 +126,16 @@ def new_incident(
     return incident, opened
 
 
-def get_incident(*, session: Session, key: str, for_update: bool = False) -> Incident:
+def require_key(key: str) -> int:
+    """The incident number in key, or a UserError showing the form a key takes."""
     number = parse_key(key)
     if number is None:
         raise UserError(f"{key!s} is not an incident key: use the form INC-42.")
+    return number
+
+
+def get_incident(*, session: Session, key: str, for_update: bool = False) -> Incident:
+    number = require_key(key)
     stmt = select(Incident).where(Incident.number == number)
     if for_update and session.get_bind().dialect.name != "sqlite":
         stmt = stmt.with_for_update()

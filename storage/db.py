@@ -7,20 +7,68 @@ open with BEGIN IMMEDIATE so two writers queue on the lock instead of failing wi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import URL, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.clock import CLOCK_OPTION, Clock
+from storage.errors import StorageError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+URL_EXAMPLES = "e.g. sqlite:///incident-bot.db or postgresql+psycopg://user@host:5432/incidents"
 
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password masked, fit for an error message or a log line."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        # Unparseable, so mask by hand: everything between user: and the host's @.
+        return re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", url)
+
+
+def parse_url(url: str) -> URL:
+    """The URL parsed, with a known dialect and driver; StorageError naming what is wrong."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        # The parser's own words ("invalid literal for int()") would not help an operator.
+        raise StorageError(
+            f"the database URL {safe_url(url)} is malformed (check the port, and percent-encode "
+            "special characters in the password): fix DATABASE_URL, " + URL_EXAMPLES
+        ) from None
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        raise StorageError(
+            f"the database URL {safe_url(url)} names an unknown database or driver "
+            f"{parsed.drivername!r}: fix DATABASE_URL, " + URL_EXAMPLES
+        ) from None
+    if parsed.get_backend_name() == "sqlite" and (parsed.host or parsed.port):
+        raise StorageError(
+            f"the database URL {safe_url(url)} is not a SQLite file URL: use three slashes "
+            "for a relative path (sqlite:///incident-bot.db) or four for an absolute one"
+        )
+    return parsed
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The file a SQLite URL points at (None for an in-memory database)."""
+    name = url.database or ""
+    if name in ("", ":memory:") or name.startswith("file:"):
+        return None
+    return Path(name).expanduser().resolve()
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

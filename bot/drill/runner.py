@@ -561,6 +561,12 @@ def run_drill(
             if path.exists():
                 sys.stderr.write(f"incident-bot: error: {path} exists: pass a new file for --db\n")
                 return 2
+            if not path.parent.is_dir():
+                sys.stderr.write(
+                    f"incident-bot: error: the folder {path.parent} does not exist: "
+                    "create it, or pass --db a file in an existing folder\n"
+                )
+                return 2
         else:
             path = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "drill.db"
         stack.enter_context(_offline_aws())

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
+from bot.cli import main
 from commands.incidents import open_incident
 from storage.db import Database
 from storage.migrate import upgrade
@@ -160,11 +164,14 @@ def test_verify_ok_then_tampered(populated) -> None:
     assert "#3" in bad.stderr
 
 
-def test_unknown_incident_is_one_line(populated) -> None:
+def test_unknown_incident_is_one_line_naming_the_database(populated) -> None:
     _, url = populated
     r = cli("verify", "INC-9", env={"DATABASE_URL": url})
     assert r.returncode == 2
-    assert "No incident INC-9. /incident list shows the open ones." in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"incident-bot: error: no incident INC-9 in the database at {url}: check the key, or "
+        "DATABASE_URL (`/incident list` in Slack shows the open ones)"
+    ]
 
 
 def test_incident_lookup_is_case_insensitive(populated) -> None:
@@ -197,3 +204,173 @@ def test_policy_prints_the_generated_least_privilege_policy(tmp_path) -> None:
     assert "*" not in actions
     assume = next(st for st in doc["Statement"] if st["Action"] == ["sts:AssumeRole"])
     assert assume["Resource"].endswith(":role/ir-responder")
+
+
+# Operator errors about the database: one line, exit 2, no traceback, and no file left behind.
+# These run in-process through main(), the entry point the console script calls.
+
+SLACK_ENV = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s"}
+
+
+@dataclass
+class Ran:
+    code: int
+    out: str
+    lines: list[str]
+
+
+@pytest.fixture
+def operator(tmp_path, monkeypatch, capsys) -> Callable[..., Ran]:
+    """Run main(argv) in an empty working folder with only the given environment."""
+    for name in list(os.environ):
+        if name.startswith(("SLACK_", "INCIDENT_BOT_")) or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", root.level)  # drill lowers it; give it back
+
+    def run(*argv: str, **env: str) -> Ran:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(SystemExit) as exited:
+            main(list(argv))
+        out, err = capsys.readouterr()
+        return Ran(code=exited.value.code, out=out, lines=err.strip().splitlines())
+
+    return run
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*"))
+
+
+READERS = [("export", "INC-1"), ("export", "INC-1", "--format", "json"), ("verify", "INC-1")]
+
+
+@pytest.mark.parametrize("argv", [*READERS, ("db", "downgrade")])
+def test_a_missing_database_names_db_upgrade_and_creates_no_file(operator, tmp_path, argv) -> None:
+    r = operator(*argv)
+    assert r.code == 2
+    assert r.lines == [
+        "incident-bot: error: there is no database at sqlite:///incident-bot.db: run "
+        "`incident-bot db upgrade` first (or point DATABASE_URL at the existing one)"
+    ]
+    assert _files(tmp_path) == []
+
+
+@pytest.mark.parametrize("argv", READERS)
+def test_an_empty_database_file_names_db_upgrade_and_stays_empty(operator, tmp_path, argv) -> None:
+    (tmp_path / "incident-bot.db").touch()  # what `export` used to leave behind
+    r = operator(*argv)
+    assert r.code == 2
+    assert r.lines == [
+        "incident-bot: error: the database at sqlite:///incident-bot.db has no incident-bot "
+        "tables: run `incident-bot db upgrade` first"
+    ]
+    assert _files(tmp_path) == ["incident-bot.db"]
+    assert (tmp_path / "incident-bot.db").stat().st_size == 0
+
+
+@pytest.mark.parametrize("argv", READERS)
+def test_a_database_behind_the_latest_migration_names_db_upgrade(operator, tmp_path, argv) -> None:
+    upgrade(f"sqlite:///{tmp_path / 'incident-bot.db'}", revision="0001")
+    r = operator(*argv)
+    assert r.code == 2
+    assert len(r.lines) == 1
+    assert "is at revision 0001, not the latest 0002: run `incident-bot db upgrade`" in r.lines[0]
+
+
+UNREACHABLE = "postgresql+psycopg://postgres:hunter2@127.0.0.1:1/x"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mysql://postgres:hunter2@127.0.0.1/x", "DATABASE_URL: Value error, must be a sqlite:///"),
+        ("postgresql+nodriver://u:hunter2@h/x", "names an unknown database or driver"),
+        ("postgresql+psycopg://u:hunter2@h:port/x", "postgresql+psycopg://u:***@h:port/x is malf"),
+        ("sqlite://x.db", "sqlite://x.db is not a SQLite file URL: use three slashes"),
+        (UNREACHABLE, "cannot reach the database at postgresql+psycopg://postgres:***@127.0.0.1:1"),
+        ("sqlite:///no/such/folder/x.db", "the folder "),
+    ],
+)
+@pytest.mark.parametrize(
+    "argv", [*READERS, ("db", "upgrade"), ("db", "downgrade"), ("run", "--http")]
+)
+def test_a_wrong_database_url_is_one_line_without_the_password(
+    operator, tmp_path, url, expected, argv
+) -> None:
+    config = tmp_path / "incident-bot.yml"
+    config.write_text("slack:\n  incident_channel: C0INCIDENT\n")
+    r = operator(*argv, DATABASE_URL=url, INCIDENT_BOT_CONFIG=str(config), **SLACK_ENV)
+    assert r.code == 2
+    assert len(r.lines) == 1, r.lines
+    assert r.lines[0].startswith("incident-bot: error: ") and expected in r.lines[0]
+    assert "hunter2" not in r.lines[0] + r.out
+    assert _files(tmp_path) == ["incident-bot.yml"]
+
+
+@pytest.mark.parametrize("key", ["INC-x", "42", "INC-"])
+@pytest.mark.parametrize("command", ["export", "verify"])
+def test_a_malformed_key_is_named_before_any_database(operator, tmp_path, key, command) -> None:
+    r = operator(command, key)
+    assert r.code == 2
+    assert r.lines == [f"incident-bot: error: {key} is not an incident key: use the form INC-42."]
+    assert _files(tmp_path) == []
+
+
+def test_an_unknown_revision_is_one_line_and_creates_no_file(operator, tmp_path) -> None:
+    r = operator("db", "upgrade", "--revision", "nope")
+    assert r.code == 2
+    assert r.lines == [
+        "incident-bot: error: unknown revision 'nope': use head, base or one of 0001, 0002"
+    ]
+    assert _files(tmp_path) == []
+
+
+def test_db_upgrade_is_the_command_that_creates_the_database(operator, tmp_path) -> None:
+    assert operator("db", "upgrade").code == 0
+    assert "incident-bot.db" in _files(tmp_path)
+    r = operator("export", "INC-1")
+    assert r.code == 2
+    assert r.lines == [
+        "incident-bot: error: no incident INC-1 in the database at sqlite:///incident-bot.db: "
+        "check the key, or DATABASE_URL (`/incident list` in Slack shows the open ones)"
+    ]
+
+
+def test_drill_into_a_missing_folder_is_one_line(operator, tmp_path) -> None:
+    r = operator("drill", "--db", str(tmp_path / "no" / "drill.db"))
+    assert r.code == 2
+    assert r.lines == [
+        f"incident-bot: error: the folder {tmp_path / 'no'} does not exist: create it, or pass "
+        "--db a file in an existing folder"
+    ]
+    assert _files(tmp_path) == []
+
+
+def test_policy_needs_no_database_and_creates_none(operator, tmp_path) -> None:
+    r = operator("policy", DATABASE_URL=UNREACHABLE)
+    assert r.code == 0
+    assert json.loads(r.out)["Statement"]
+    assert _files(tmp_path) == []
+
+
+def test_export_in_an_empty_folder_as_an_operator_runs_it(tmp_path) -> None:
+    """The console script itself, as installed: the case that used to print a traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "INCIDENT_BOT_"))}
+    env.pop("DATABASE_URL", None)
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "incident-bot"), "export", "INC-1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "run `incident-bot db upgrade` first" in r.stderr
+    assert r.stdout == ""
+    assert _files(tmp_path) == []
