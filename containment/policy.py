@@ -248,7 +248,7 @@ def policy_json(doc: dict[str, Any] | None = None) -> str:
     return json.dumps(policy_document() if doc is None else doc, indent=2) + "\n"
 
 
-__all__ = ["BOUNDARY_NAME", "CAPABILITIES", "policy_document", "boundary_document"]
+__all__ = ["BOUNDARY_NAME", "CAPABILITIES", "boundary_document", "policy_document"]
 
 if __name__ == "__main__":  # python -m containment.policy deploy/  (rewrites the files)
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "deploy")

@@ -10,13 +10,13 @@ from collections import defaultdict
 
 import pytest
 
+from containment.capabilities import CAPABILITIES
 from containment.executor import plan_all, rollback_plan, run_plan
 from containment.investigation_permissions import investigation_permissions
-from containment.capabilities import CAPABILITIES
 from containment.policy import CROSS_ACCOUNT_ACTION, declared_permissions, policy_document
 from containment.policy_scopes import UNSCOPABLE, is_read
-from tests.deploy.parliament_check import access_levels
 from containment.registry import all_actions, get_action
+from tests.deploy.parliament_check import access_levels
 
 
 def attribute_calls(calls):
