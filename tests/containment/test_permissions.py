@@ -178,3 +178,13 @@ def test_an_unscoped_write_is_refused_by_the_generator(monkeypatch) -> None:
     monkeypatch.delitem(policy_scopes.SCOPES, "iam:PutUserPolicy")
     with pytest.raises(LookupError, match="iam:PutUserPolicy"):
         policy_document(capability="contain")
+
+
+def test_the_deny_all_role_is_born_under_the_permissions_boundary(world, instance, make_ctx):
+    import boto3
+
+    results = run_plan(target=instance, ctx=make_ctx(), action_names=["capture", "iam"])
+    assert results["iam"].status == "succeeded", results["iam"].error
+    role = boto3.client("iam").get_role(RoleName="incident-bot-deny-all")["Role"]
+    boundary = role["PermissionsBoundary"]["PermissionsBoundaryArn"]
+    assert boundary.endswith(":policy/incident-bot-boundary")
