@@ -196,14 +196,27 @@ def verify(key: str) -> None:
 
 
 @cli.command()
-def policy() -> None:
-    """Print the least-privilege IAM policy for every action the bot can take."""
+@click.option(
+    "--capability",
+    type=click.Choice(["triage", "contain", "forensics", "wipe", "all"]),
+    default="all",
+    show_default=True,
+    help="One capability's policy (triage is read-only); all is their union.",
+)
+def policy(capability: str) -> None:
+    """Print the scoped IAM policy for one capability, or for every action the bot can take."""
     try:
         from containment.policy import policy_document
     except ImportError as exc:  # pragma: no cover - until containment lands
         raise Fail(f"the containment actions are not available in this build ({exc})") from None
-    role = _settings().config.containment.cross_account_role_name
-    kwargs = {"cross_account_role_name": role} if role else {}
+    config = _settings().config
+    kwargs: dict[str, Any] = {
+        "capability": capability,
+        "evidence_bucket": config.containment.evidence_bucket,
+        "contacts_topic_arn": config.contacts.sns_topic_arn,
+    }
+    if config.containment.cross_account_role_name:
+        kwargs["cross_account_role_name"] = config.containment.cross_account_role_name
     click.echo(json.dumps(policy_document(**kwargs), indent=2))
 
 

@@ -78,6 +78,9 @@ class ActionContext:
     # Per-incident all-open group that makes existing flows untracked before isolation.
     transit_group_prefix: str = "incident-bot-untracked"
     deny_all_profile_name: str = "incident-bot-deny-all"
+    # Managed policy every role the bot creates carries (deploy/iam-permissions-boundary.json);
+    # the generated IAM policy allows CreateRole only with it. None: create without one.
+    permissions_boundary_name: str | None = "incident-bot-boundary"
     cross_account_role_name: str | None = None
     external_id: str | None = None
     session_factory: Callable[[], boto3.Session] = shared_session

@@ -9,6 +9,8 @@ checks that it is declared here, so this list cannot drift from the code.
 
 from __future__ import annotations
 
+from containment.capabilities import Capability
+
 IMPACT = (
     "ec2:DescribeInstances",
     "ec2:DescribeNetworkInterfaces",
@@ -135,5 +137,26 @@ BY_FEATURE: dict[str, tuple[str, ...]] = {
 }
 
 
-def investigation_permissions() -> list[str]:
-    return sorted({p for perms in BY_FEATURE.values() for p in perms})
+# The capability whose policy grants each feature's permissions. Triage is read-only.
+CAPABILITY: dict[str, Capability] = {
+    "intake": "triage",
+    "impact": "triage",
+    "trail": "triage",
+    "contacts": "contain",  # told on containment approval and outcome
+    "drills": "contain",  # sample findings in the sandbox account
+    "abuse": "contain",  # answering AWS abuse reports opens support cases
+    "forensics": "forensics",
+    "wipe": "wipe",
+}
+
+
+def investigation_permissions(capability: Capability | None = None) -> list[str]:
+    """The features' permissions, all or one capability's."""
+    return sorted(
+        {
+            p
+            for feature, perms in BY_FEATURE.items()
+            if capability is None or CAPABILITY[feature] == capability
+            for p in perms
+        }
+    )

@@ -1,81 +1,256 @@
-"""The least-privilege IAM policy: exactly the permissions the registered actions declare.
+"""The bot's IAM policies, one per capability: exactly the permissions the code declares.
 
-`incident-bot policy` prints `policy_document()`. A test records every AWS call the actions
-make and checks each is covered by the declaring action, so this cannot drift silently.
+`incident-bot policy [--capability C]` prints `policy_document(capability=C)`; `all` (the
+default) is the union. Reads go on "*"; every write carries the resources and conditions of
+containment/policy_scopes.py; explicit Deny statements keep the bot off its own role and
+off every managed policy and permissions boundary. Roles the bot creates must carry the
+boundary `boundary_document()` describes.
+
+Tests record every AWS call the actions and commands make and check each is declared in the
+right capability, and run parliament over every capability's document.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Literal
 
+from containment.capabilities import CAPABILITIES, Capability
+from containment.policy_scopes import (
+    BOUNDARY_NAME,
+    SCOPES,
+    UNSCOPABLE,
+    Grant,
+    is_read,
+)
 from containment.registry import all_actions
 
-# Permissions that can be scoped tighter than "*" without knowing the deployment.
-_SCOPED: dict[str, tuple[str, dict[str, Any] | None]] = {
-    # Passing a role to EC2 is only ever the deny-all profile's role.
-    "iam:PassRole": (
-        "arn:aws:iam::*:role/incident-bot-*",
-        {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
-    ),
-    # SSE-KMS uploads: S3 asks KMS for a data key on our behalf, only via S3.
-    "kms:GenerateDataKey": ("*", {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}}),
-}
-
 CROSS_ACCOUNT_ACTION = "sts:AssumeRole"
+DEFAULT_RESPONDER_ROLE = "incident-bot-responder"
+BOT_ROLE_NAME = "incident-bot"  # the role the bot runs as (the deployment's convention)
+CapabilityOrAll = Capability | Literal["all"]
+
+# Never needed by any capability: denied outright, so no grant can ever add them.
+NEVER = (
+    "iam:CreateAccessKey",
+    "iam:CreateLoginProfile",
+    "iam:UpdateLoginProfile",
+    "iam:CreatePolicy",
+    "iam:CreatePolicyVersion",
+    "iam:SetDefaultPolicyVersion",
+    "iam:DeletePolicy",
+    "iam:DeletePolicyVersion",
+    "iam:PutRolePermissionsBoundary",
+    "iam:DeleteRolePermissionsBoundary",
+    "iam:PutUserPermissionsBoundary",
+    "iam:DeleteUserPermissionsBoundary",
+    "iam:UpdateAssumeRolePolicy",
+    "iam:AddUserToGroup",
+    "iam:AttachUserPolicy",
+    "iam:AttachGroupPolicy",
+    "iam:PutGroupPolicy",
+)
+# What would change a role's or user's permissions: never on the bot's own.
+SELF_CHANGES = (
+    "iam:AttachRolePolicy",
+    "iam:DetachRolePolicy",
+    "iam:PutRolePolicy",
+    "iam:DeleteRolePolicy",
+    "iam:UpdateRole",
+    "iam:DeleteRole",
+    "iam:TagRole",
+    "iam:UntagRole",
+    "iam:PutUserPolicy",
+    "iam:DeleteUserPolicy",
+    "iam:DetachUserPolicy",
+    "iam:UpdateAccessKey",
+    "iam:TagUser",
+    "iam:UntagUser",
+)
+
+# SSM Session Manager's agent, nothing else: what the clean room's forensic instance needs
+# (AmazonSSMManagedInstanceCore's actions); the deny-all role needs nothing at all.
+BOUNDARY_ACTIONS = (
+    "ec2messages:AcknowledgeMessage",
+    "ec2messages:DeleteMessage",
+    "ec2messages:FailMessage",
+    "ec2messages:GetEndpoint",
+    "ec2messages:GetMessages",
+    "ec2messages:SendReply",
+    "ssm:DescribeAssociation",
+    "ssm:DescribeDocument",
+    "ssm:GetDeployablePatchSnapshotForInstance",
+    "ssm:GetDocument",
+    "ssm:GetManifest",
+    "ssm:GetParameter",
+    "ssm:GetParameters",
+    "ssm:ListAssociations",
+    "ssm:ListInstanceAssociations",
+    "ssm:PutComplianceItems",
+    "ssm:PutConfigurePackageResult",
+    "ssm:PutInventory",
+    "ssm:UpdateAssociationStatus",
+    "ssm:UpdateInstanceAssociationStatus",
+    "ssm:UpdateInstanceInformation",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+)
 
 
-def declared_permissions() -> list[str]:
-    """Every IAM action any registered action declares, deduplicated and sorted, plus those of
-    the investigation commands (containment/investigation_permissions.py)."""
+def declared_by_capability() -> dict[Capability, set[str]]:
+    """Every declared IAM action under the capability its declarer names."""
     from containment.investigation_permissions import investigation_permissions
 
-    return sorted(
-        {p for a in all_actions() for p in a.permissions} | set(investigation_permissions())
-    )
+    out: dict[Capability, set[str]] = {c: set(investigation_permissions(c)) for c in CAPABILITIES}
+    for action in all_actions():
+        out[action.capability].update(action.permissions)
+    return out
 
 
-def _sid(action: str) -> str:
-    return "".join(part.capitalize() for part in action.replace(":", "-").split("-"))
+def declared_permissions(capability: CapabilityOrAll = "all") -> list[str]:
+    """The declared IAM actions of one capability (or all), deduplicated and sorted."""
+    by = declared_by_capability()
+    wanted = CAPABILITIES if capability == "all" else (capability,)
+    return sorted({p for c in wanted for p in by[c]})
+
+
+def _grants(action: str, capability: Capability) -> tuple[Grant, ...]:
+    if action in UNSCOPABLE:
+        return (Grant("Unscopable", ("*",)),)
+    grants = SCOPES.get(action)
+    if grants is None:
+        raise LookupError(f"{action} is a write with no scope in containment/policy_scopes.py")
+    return tuple(g for g in grants if not g.only or capability in g.only)
+
+
+def _narrow(resources: tuple[str, ...], *, evidence_bucket: str | None, topic: str | None):
+    out = []
+    for r in resources:
+        if evidence_bucket and r.startswith("arn:aws:s3:::*/"):
+            r = f"arn:aws:s3:::{evidence_bucket}/" + r.split("/", 1)[1]
+        elif topic and r == "arn:aws:sns:*:*:*":
+            r = topic
+        out.append(r)
+    return tuple(out)
+
+
+def _one(values: list[str]) -> str | list[str]:
+    return values[0] if len(values) == 1 else values
 
 
 def policy_document(
-    *, cross_account_role_name: str | None = "incident-bot-responder"
+    *,
+    capability: CapabilityOrAll = "all",
+    cross_account_role_name: str | None = DEFAULT_RESPONDER_ROLE,
+    evidence_bucket: str | None = None,
+    contacts_topic_arn: str | None = None,
 ) -> dict[str, Any]:
-    """IAM policy JSON for every action the bot can take."""
-    perms = declared_permissions()
-    general = [p for p in perms if p not in _SCOPED]
-    statements: list[dict[str, Any]] = [
-        {"Sid": "IncidentBotContainment", "Effect": "Allow", "Action": general, "Resource": "*"}
-    ]
-    for perm in sorted(p for p in perms if p in _SCOPED):
-        resource, condition = _SCOPED[perm]
+    """The IAM policy for one capability, or for all of them."""
+    wanted = CAPABILITIES if capability == "all" else (capability,)
+    by = declared_by_capability()
+    reads = sorted({p for c in wanted for p in by[c] if is_read(p)})
+    statements: list[dict[str, Any]] = []
+    if reads:
+        statements.append({"Sid": "Read", "Effect": "Allow", "Action": reads, "Resource": "*"})
+
+    # Writes: one statement per (sid, resources, condition), actions merged.
+    merged: dict[tuple[str, tuple[str, ...], str], set[str]] = defaultdict(set)
+    for cap in wanted:
+        for perm in sorted(p for p in by[cap] if not is_read(p)):
+            for g in _grants(perm, cap):
+                res = _narrow(
+                    g.resources, evidence_bucket=evidence_bucket, topic=contacts_topic_arn
+                )
+                merged[(g.sid, res, json.dumps(g.condition, sort_keys=True))].add(perm)
+    for (sid, resources, condition), actions in sorted(merged.items()):
         stmt: dict[str, Any] = {
-            "Sid": f"IncidentBot{_sid(perm)}",
+            "Sid": sid,
             "Effect": "Allow",
-            "Action": [perm],
-            "Resource": resource,
+            "Action": sorted(actions),
+            "Resource": _one(list(resources)),
         }
-        if condition:
-            stmt["Condition"] = condition
+        if condition != "null":
+            stmt["Condition"] = json.loads(condition)
         statements.append(stmt)
+    # Same Sid, different resources (a bucket narrowed, or two grants): number them apart.
+    seen: dict[str, int] = defaultdict(int)
+    for stmt in statements:
+        seen[stmt["Sid"]] += 1
+        if seen[stmt["Sid"]] > 1:
+            stmt["Sid"] += str(seen[stmt["Sid"]])
+
     if cross_account_role_name:
         # Member accounts: only the named responder role, and only with an external id.
         statements.append(
             {
-                "Sid": "IncidentBotCrossAccount",
+                "Sid": "CrossAccount",
                 "Effect": "Allow",
                 "Action": [CROSS_ACCOUNT_ACTION],
                 "Resource": f"arn:aws:iam::*:role/{cross_account_role_name}",
                 "Condition": {"Null": {"sts:ExternalId": "false"}},
             }
         )
+    statements += deny_statements(cross_account_role_name)
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def policy_json() -> str:
-    return json.dumps(policy_document(), indent=2, sort_keys=False) + "\n"
+def deny_statements(cross_account_role_name: str | None) -> list[dict[str, Any]]:
+    own = [f"arn:aws:iam::*:role/{BOT_ROLE_NAME}"]
+    if cross_account_role_name:
+        own.append(f"arn:aws:iam::*:role/{cross_account_role_name}")
+    return [
+        {
+            "Sid": "DenyChangingOwnIdentity",
+            "Effect": "Deny",
+            "Action": list(SELF_CHANGES),
+            "Resource": own,
+        },
+        {
+            "Sid": "DenyPolicyBoundaryAndCredentialChanges",
+            "Effect": "Deny",
+            "Action": list(NEVER),
+            "Resource": "*",
+        },
+    ]
 
 
-if __name__ == "__main__":  # python -m containment.policy > deploy/iam-policy.json
-    print(policy_json(), end="")
+def boundary_document() -> dict[str, Any]:
+    """The permissions boundary every role the bot creates must carry (`incident-bot-boundary`):
+    at most the SSM agent's calls, whatever policy the role is later given."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "SsmAgentOnly",
+                "Effect": "Allow",
+                "Action": list(BOUNDARY_ACTIONS),
+                "Resource": "*",
+            }
+        ],
+    }
+
+
+def deploy_files() -> dict[str, dict[str, Any]]:
+    """File name under deploy/ -> document, as committed."""
+    files = {"iam-policy.json": policy_document()}
+    for cap in CAPABILITIES:
+        files[f"iam-policy-{cap}.json"] = policy_document(capability=cap)
+    files["iam-permissions-boundary.json"] = boundary_document()
+    return files
+
+
+def policy_json(doc: dict[str, Any] | None = None) -> str:
+    return json.dumps(policy_document() if doc is None else doc, indent=2) + "\n"
+
+
+__all__ = ["BOUNDARY_NAME", "CAPABILITIES", "boundary_document", "policy_document"]
+
+if __name__ == "__main__":  # python -m containment.policy deploy/  (rewrites the files)
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "deploy")
+    for name, doc in deploy_files().items():
+        (out / name).write_text(policy_json(doc))

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
+from containment.capabilities import Capability
 from containment.context import ActionContext
 from containment.errors import error_record
 from containment.targets import Target, TargetKind
@@ -162,6 +163,8 @@ class Action:
     summary: ClassVar[str] = ""
     kinds: ClassVar[tuple[TargetKind, ...]] = ("instance",)
     permissions: ClassVar[tuple[str, ...]] = ()
+    # Which capability's policy grants `permissions` (containment/capabilities.py).
+    capability: ClassVar[Capability] = "contain"
     depends_on: ClassVar[tuple[str, ...]] = ()  # must have succeeded (their output is needed)
     # Must have finished, successfully or not: ordering only. A failed LB deregistration must
     # not keep the instance from being isolated.

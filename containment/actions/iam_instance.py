@@ -29,6 +29,15 @@ from containment.targets import Target
 PROFILE_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
 
 
+def boundary_arn(ctx: ActionContext, profile_arn: str) -> str | None:
+    """The permissions boundary for roles the bot creates, in the instance's own account (taken
+    from its current profile's ARN): the policy allows CreateRole only with it."""
+    if not ctx.permissions_boundary_name:
+        return None
+    partition, account = profile_arn.split(":")[1], profile_arn.split(":")[4]
+    return f"arn:{partition}:iam::{account}:policy/{ctx.permissions_boundary_name}"
+
+
 def _swap_needed(ctx: ActionContext, facts: Facts) -> bool:
     current = facts.get("iam")
     if not current:
@@ -128,7 +137,9 @@ class RestrictInstanceIam(Action):
         def swap() -> None:
             if not _swap_needed(ctx, facts):
                 return
-            arn = (facts.get("deny_profile") or {}).get("arn") or self._create_profile(iam, ctx)
+            arn = (facts.get("deny_profile") or {}).get("arn") or self._create_profile(
+                iam, ctx, boundary_arn(ctx, facts["iam"]["profile_arn"])
+            )
             out = self._replace(ec2, ctx, facts["iam"]["association_id"], arn)
             before = (state.captured.get("iam") or facts["iam"])["profile_arn"]
             rec.change(
@@ -174,7 +185,7 @@ class RestrictInstanceIam(Action):
             rec.left("revoked_roles", sorted(rec.changes.get("revoked_roles", {})))
         return rec.result()
 
-    def _create_profile(self, iam: Any, ctx: ActionContext) -> str:
+    def _create_profile(self, iam: Any, ctx: ActionContext, boundary: str | None) -> str:
         name = ctx.deny_all_profile_name
 
         def tolerate_exists(fn: Any, **kwargs: Any) -> Any:
@@ -191,6 +202,7 @@ class RestrictInstanceIam(Action):
                 RoleName=name,
                 AssumeRolePolicyDocument=EC2_TRUST,
                 Description="incident-bot: attached to contained instances; denies everything",
+                **({"PermissionsBoundary": boundary} if boundary else {}),
             ),
             lambda: tolerate_exists(iam.create_instance_profile, InstanceProfileName=name),
         )

@@ -374,3 +374,17 @@ def test_export_in_an_empty_folder_as_an_operator_runs_it(tmp_path) -> None:
     assert "run `incident-bot db upgrade` first" in r.stderr
     assert r.stdout == ""
     assert _files(tmp_path) == []
+
+
+def test_policy_capability_triage_is_read_only_and_bad_capability_exits_2(tmp_path) -> None:
+    env = _config(tmp_path, "containment:\n  evidence_bucket: ir-evidence\n")
+    r = cli("policy", "--capability", "triage", env=env)
+    assert r.returncode == 0, r.stderr
+    allowed = [s for s in json.loads(r.stdout)["Statement"] if s["Effect"] == "Allow"]
+    writes = [a for s in allowed if s["Sid"] != "Read" for a in s["Action"]]
+    assert writes == ["sts:AssumeRole"]  # the default responder role; no write
+    r = cli("policy", "--capability", "contain", env=env)
+    put = next(s for s in json.loads(r.stdout)["Statement"] if "s3:PutObject" in s["Action"])
+    assert put["Resource"] == "arn:aws:s3:::ir-evidence/incidents/*"
+    r = cli("policy", "--capability", "admin", env=env)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1

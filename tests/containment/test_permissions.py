@@ -10,10 +10,13 @@ from collections import defaultdict
 
 import pytest
 
+from containment.capabilities import CAPABILITIES
 from containment.executor import plan_all, rollback_plan, run_plan
 from containment.investigation_permissions import investigation_permissions
-from containment.policy import CROSS_ACCOUNT_ACTION, policy_document
+from containment.policy import CROSS_ACCOUNT_ACTION, declared_permissions, policy_document
+from containment.policy_scopes import UNSCOPABLE, is_read
 from containment.registry import all_actions, get_action
+from tests.deploy.parliament_check import access_levels
 
 
 def attribute_calls(calls):
@@ -83,15 +86,105 @@ def test_declarations_are_well_formed(action) -> None:
     assert len(set(action.permissions)) == len(action.permissions)
 
 
+def _granted(doc) -> set[str]:
+    return {a for s in doc["Statement"] if s["Effect"] == "Allow" for a in s["Action"]}
+
+
 def test_policy_covers_every_declared_permission_and_cross_account() -> None:
     doc = policy_document()
-    granted = {a for s in doc["Statement"] for a in s["Action"]}
     declared = {p for a in all_actions() for p in a.permissions}
     # The investigation commands (impact, trail, clean room, abuse, wipe) declare theirs apart.
     declared |= set(investigation_permissions())
-    assert declared | {CROSS_ACCOUNT_ACTION} == granted
-    general = doc["Statement"][0]["Action"]
-    assert general == sorted(set(general))  # deduplicated, sorted
-    assert "iam:PassRole" not in general  # scoped to the deny-all role instead
+    assert declared | {CROSS_ACCOUNT_ACTION} == _granted(doc)
+    read = doc["Statement"][0]
+    assert read["Resource"] == "*" and all(is_read(a) for a in read["Action"])
     assume = next(s for s in doc["Statement"] if s["Action"] == [CROSS_ACCOUNT_ACTION])
     assert assume["Condition"] == {"Null": {"sts:ExternalId": "false"}}
+
+
+@pytest.mark.parametrize("capability", CAPABILITIES)
+def test_each_action_is_granted_in_its_own_capability(capability) -> None:
+    granted = _granted(policy_document(capability=capability))
+    declared = {p for a in all_actions() if a.capability == capability for p in a.permissions}
+    declared |= set(investigation_permissions(capability))
+    assert declared | {CROSS_ACCOUNT_ACTION} == granted
+    assert set(declared_permissions(capability)) == declared
+
+
+def test_all_is_the_union_of_the_capabilities() -> None:
+    union = set().union(*(_granted(policy_document(capability=c)) for c in CAPABILITIES))
+    assert _granted(policy_document(capability="all")) == union
+
+
+def test_triage_writes_nothing() -> None:
+    doc = policy_document(capability="triage", cross_account_role_name=None)
+    allowed = [s for s in doc["Statement"] if s["Effect"] == "Allow"]
+    assert len(allowed) == 1 and all(is_read(a) for a in allowed[0]["Action"])
+    # AWS's own access levels agree (parliament ships the Service Authorization Reference).
+    levels = access_levels()
+    assert {levels[a] for a in allowed[0]["Action"]} <= {"Read", "List"}
+
+
+def test_every_write_is_scoped_to_resources_or_conditions() -> None:
+    doc = policy_document()
+    for stmt in doc["Statement"]:
+        if stmt["Effect"] != "Allow" or stmt["Sid"] == "Read":
+            continue
+        if stmt["Resource"] == "*" and "Condition" not in stmt:
+            assert set(stmt["Action"]) <= set(UNSCOPABLE), stmt
+    levels = access_levels()
+    writes = {a for a in _granted(doc) if levels[a] not in ("Read", "List")}
+    reads_on_star = set(doc["Statement"][0]["Action"])
+    assert not writes & reads_on_star, writes & reads_on_star
+
+
+def test_passrole_only_to_own_roles_for_ec2_and_roles_born_bounded() -> None:
+    doc = policy_document()
+    for action in ("iam:PassRole", "iam:CreateRole"):
+        stmts = [s for s in doc["Statement"] if s["Effect"] == "Allow" and action in s["Action"]]
+        assert stmts
+        for s in stmts:
+            resources = [s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]
+            assert all(r.startswith("arn:aws:iam::*:role/incident-bot-") for r in resources)
+            key = "iam:PassedToService" if action == "iam:PassRole" else "iam:PermissionsBoundary"
+            assert any(key in c for c in s["Condition"].values()), s
+
+
+def test_deny_statements_keep_the_bot_off_its_own_role_and_boundaries() -> None:
+    doc = policy_document(cross_account_role_name="ir-responder")
+    denies = [s for s in doc["Statement"] if s["Effect"] == "Deny"]
+    own = next(s for s in denies if "iam:PutRolePolicy" in s["Action"])
+    assert "arn:aws:iam::*:role/ir-responder" in own["Resource"]
+    assert "arn:aws:iam::*:role/incident-bot" in own["Resource"]
+    never = next(s for s in denies if s["Resource"] == "*")
+    assert {"iam:PutRolePermissionsBoundary", "iam:DeleteRolePermissionsBoundary"} <= set(
+        never["Action"]
+    )
+    assert not set(never["Action"]) & _granted(doc)
+
+
+def test_configured_bucket_and_topic_narrow_the_policy() -> None:
+    topic = "arn:aws:sns:us-east-1:123456789012:secops"
+    doc = policy_document(evidence_bucket="ir-evidence", contacts_topic_arn=topic)
+    put = next(s for s in doc["Statement"] if "s3:PutObject" in s["Action"])
+    assert put["Resource"] == "arn:aws:s3:::ir-evidence/incidents/*"
+    publish = next(s for s in doc["Statement"] if "sns:Publish" in s["Action"])
+    assert publish["Resource"] == topic
+
+
+def test_an_unscoped_write_is_refused_by_the_generator(monkeypatch) -> None:
+    from containment import policy_scopes
+
+    monkeypatch.delitem(policy_scopes.SCOPES, "iam:PutUserPolicy")
+    with pytest.raises(LookupError, match="iam:PutUserPolicy"):
+        policy_document(capability="contain")
+
+
+def test_the_deny_all_role_is_born_under_the_permissions_boundary(world, instance, make_ctx):
+    import boto3
+
+    results = run_plan(target=instance, ctx=make_ctx(), action_names=["capture", "iam"])
+    assert results["iam"].status == "succeeded", results["iam"].error
+    role = boto3.client("iam").get_role(RoleName="incident-bot-deny-all")["Role"]
+    boundary = role["PermissionsBoundary"]["PermissionsBoundaryArn"]
+    assert boundary.endswith(":policy/incident-bot-boundary")

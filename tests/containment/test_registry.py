@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from containment.executor import select_actions
-from containment.policy import policy_document
+from containment.policy import deploy_files, policy_document
 from containment.registry import StepResult, actions_for, all_actions, get_action
 from containment.targets import Target, kind_of
 
@@ -97,7 +97,14 @@ def test_target_kinds_from_ids() -> None:
     assert kind_of("sg-123") is None
 
 
-def test_deploy_policy_file_is_the_generated_policy() -> None:
-    # Regenerate with: python -m containment.policy > deploy/iam-policy.json
-    stored = json.loads((ROOT / "deploy" / "iam-policy.json").read_text())
-    assert stored == policy_document()
+def test_deploy_policy_files_are_the_generated_policies() -> None:
+    # Regenerate with: python -m containment.policy deploy/
+    files = deploy_files()
+    assert set(files) >= {
+        "iam-policy.json",
+        "iam-policy-triage.json",
+        "iam-permissions-boundary.json",
+    }
+    for name, doc in files.items():
+        assert json.loads((ROOT / "deploy" / name).read_text()) == doc, name
+    assert files["iam-policy.json"] == policy_document()
