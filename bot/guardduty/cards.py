@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.views import blocks as bk
+from bot.views.resources import resource_label
 from storage.models import Incident
 
 PLAN_BUTTON = "plan_containment"
@@ -115,8 +116,16 @@ def _fact_fields(top: Mapping[str, Any]) -> list[str]:
     fields = [f"*Severity*\n{_number(top.get('severity'))} ({bk.esc(top.get('band', '?'))})"]
     resource = top.get("resource_id")
     if resource:
-        kind = bk.esc(top.get("resource_type") or "resource")
+        kind = bk.esc(resource_label(top.get("resource_kind") or top.get("resource_type")))
         fields.append(f"*{kind}*\n`{bk.esc_cut(resource, 200)}`")
+    if top.get("host_instance_id"):
+        fields.append(f"*Host instance*\n`{bk.esc_cut(top['host_instance_id'], 200)}`")
+    if top.get("process"):
+        fields.append(f"*Process*\n`{bk.esc_cut(top['process'], 200)}`")
+    scanned = top.get("object_keys") or top.get("volume_ids")
+    if scanned:
+        label = "Objects scanned" if top.get("object_keys") else "Volumes scanned"
+        fields.append(f"*{label}*\n{bk.esc_cut(', '.join(scanned), 300)}")
     where = " · ".join(bk.esc(v) for v in (top.get("account_id"), top.get("region")) if v)
     if where:
         fields.append(f"*Account · region*\n{where}")
