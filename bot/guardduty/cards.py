@@ -76,6 +76,7 @@ def finding_blocks(
     headline = bk.section(_headline(top, summary), fields=_fact_fields(top))
     headline["block_id"] = FINDING_BLOCK
     blocks.append(headline)
+    blocks.extend(_not_automatic(incident))
     tags = _tag_fields(incident, tag_keys or _configured_tag_keys)
     if tags:
         blocks.append(bk.fields_section(tags))
@@ -142,6 +143,18 @@ def _fact_fields(top: Mapping[str, Any]) -> list[str]:
     fields.append(f"*First seen*\n{_time(top.get('first_seen'))}")
     fields.append(f"*Last seen*\n{_time(top.get('last_seen'))}")
     return fields[:10]
+
+
+def _not_automatic(incident: Incident) -> list[dict[str, Any]]:
+    """What the bot could not do by itself for this finding, and what to do instead."""
+    notes = (incident.facts or {}).get("not_automatic")
+    if not isinstance(notes, Mapping) or not notes:
+        return []
+    lines = [
+        f"⚠️ *Not done automatically:* {bk.esc(str(what))} · {bk.esc_cut(str(reason), 400)}"
+        for what, reason in notes.items()
+    ]
+    return [bk.context(bk.cut("\n".join(lines), bk.SECTION_TEXT))]
 
 
 def _tag_fields(incident: Incident, tag_keys: Mapping[str, str]) -> list[str]:
