@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.views import blocks as bk
+from bot.views.resources import resource_label
 from storage.models import Incident
 
 PLAN_BUTTON = "plan_containment"
@@ -75,6 +76,7 @@ def finding_blocks(
     headline = bk.section(_headline(top, summary), fields=_fact_fields(top))
     headline["block_id"] = FINDING_BLOCK
     blocks.append(headline)
+    blocks.extend(_not_automatic(incident))
     tags = _tag_fields(incident, tag_keys or _configured_tag_keys)
     if tags:
         blocks.append(bk.fields_section(tags))
@@ -115,8 +117,16 @@ def _fact_fields(top: Mapping[str, Any]) -> list[str]:
     fields = [f"*Severity*\n{_number(top.get('severity'))} ({bk.esc(top.get('band', '?'))})"]
     resource = top.get("resource_id")
     if resource:
-        kind = bk.esc(top.get("resource_type") or "resource")
+        kind = bk.esc(resource_label(top.get("resource_kind") or top.get("resource_type")))
         fields.append(f"*{kind}*\n`{bk.esc_cut(resource, 200)}`")
+    if top.get("host_instance_id"):
+        fields.append(f"*Host instance*\n`{bk.esc_cut(top['host_instance_id'], 200)}`")
+    if top.get("process"):
+        fields.append(f"*Process*\n`{bk.esc_cut(top['process'], 200)}`")
+    scanned = top.get("object_keys") or top.get("volume_ids")
+    if scanned:
+        label = "Objects scanned" if top.get("object_keys") else "Volumes scanned"
+        fields.append(f"*{label}*\n{bk.esc_cut(', '.join(scanned), 300)}")
     where = " · ".join(bk.esc(v) for v in (top.get("account_id"), top.get("region")) if v)
     if where:
         fields.append(f"*Account · region*\n{where}")
@@ -133,6 +143,18 @@ def _fact_fields(top: Mapping[str, Any]) -> list[str]:
     fields.append(f"*First seen*\n{_time(top.get('first_seen'))}")
     fields.append(f"*Last seen*\n{_time(top.get('last_seen'))}")
     return fields[:10]
+
+
+def _not_automatic(incident: Incident) -> list[dict[str, Any]]:
+    """What the bot could not do by itself for this finding, and what to do instead."""
+    notes = (incident.facts or {}).get("not_automatic")
+    if not isinstance(notes, Mapping) or not notes:
+        return []
+    lines = [
+        f"⚠️ *Not done automatically:* {bk.esc(str(what))} · {bk.esc_cut(str(reason), 400)}"
+        for what, reason in notes.items()
+    ]
+    return [bk.context(bk.cut("\n".join(lines), bk.SECTION_TEXT))]
 
 
 def _tag_fields(incident: Incident, tag_keys: Mapping[str, str]) -> list[str]:

@@ -31,6 +31,7 @@ from sqlalchemy import func, select
 from bot.guardduty.cards import add_to_card
 from bot.guardduty.writes import write_session, write_turn
 from bot.views import blocks as bk
+from commands.errors import UserError
 from commands.findings.ingest import ACTOR, Ingested, sync_incident
 from commands.findings.normalize import NormalizedFinding, normalize_finding
 from commands.findings.tags import read_resource_tags, store_resource_tags
@@ -435,7 +436,7 @@ class CardPublisher:
             or self.runtime.extras.get(PROPOSE_KEY) is False
             or finding.sample
             or finding.severity < threshold
-            or finding.resource_type not in ("Instance", "AccessKey")
+            or finding.resource_kind not in ("Instance", "AccessKey")
             or not finding.resource_id
         ):
             return
@@ -449,8 +450,32 @@ class CardPublisher:
                 requested_by=ACTOR,
                 reason=f"GuardDuty {finding.type} ({finding.severity:g})",
             )
+        except UserError as exc:
+            # The finding names something containment cannot act on (its id fails
+            # validation): nothing broke, so one line here and the reason on the card.
+            log.warning("%s: containment not proposed automatically: %s", key, exc.message)
+            self._not_automatic(incident_id, "containment", exc.message)
         except Exception:
             log.exception("proposing containment for %s failed", key)
+
+    def _not_automatic(self, incident_id: int, what: str, reason: str) -> None:
+        """Record on the incident (card and timeline) what the bot could not do by itself."""
+        with write_session(self.runtime) as session:
+            incident = session.get(Incident, incident_id)
+            if incident is None:
+                return
+            facts = dict(incident.facts or {})
+            facts["not_automatic"] = {**(facts.get("not_automatic") or {}), what: reason}
+            incident.facts = facts
+            append_event(
+                session=session,
+                incident=incident,
+                actor="system",
+                kind=f"{what}.not_automatic",
+                summary=f"{what.capitalize()} was not proposed automatically: {reason}",
+                details={"reason": reason},
+            )
+        self.mark_stale(incident_id)
 
     # -- Slack calls ------------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ adds listeners by dropping a module here (e.g. `containment.py` with `/contain` 
 approval buttons); `/incident` subcommands go through
 `bot.listeners.incident_subcommands.subcommand` and need no `register` of their own, only an
 import, which this discovery does. A module may also define `register_routes(router)` to add
-HTTP routes (see bot/http.py).
+HTTP routes (see bot/http.py), and `register_fallback(app)` for listeners that must come after
+every other module's (Bolt runs only the first listener that matches a request).
 """
 
 from __future__ import annotations
@@ -33,3 +34,7 @@ def register_all(app: IncidentBotApp) -> None:
         register = getattr(module, "register", None)
         if callable(register):
             register(app)
+    for module in listener_modules():
+        register_fallback = getattr(module, "register_fallback", None)
+        if callable(register_fallback):
+            register_fallback(app)

@@ -1,4 +1,11 @@
-"""Events API listeners: the App Home tab."""
+"""Events API listeners: the App Home tab, and an acknowledgement for every other message.
+
+Slack retries an event delivery that is not answered 200 and disables the event
+subscriptions of an app whose deliveries keep failing (which would also stop App Home and
+trusted bots' findings). `message.channels` delivers every message in the channels the bot
+is in (people talking, edits, deletions, file shares, thread broadcasts, joins...); the
+feature listeners act on a few of them and this fallback acknowledges the rest.
+"""
 
 from __future__ import annotations
 
@@ -34,3 +41,11 @@ def register(app: IncidentBotApp) -> None:
         runtime.background.submit(
             publish_home, runtime, user_id, description=f"publish App Home for {user_id}"
         )
+
+
+def register_fallback(app: IncidentBotApp) -> None:
+    """Registered after every feature listener: those act first on the messages they match."""
+
+    @app.event("message")
+    def acknowledge_message(event: dict[str, Any]) -> None:
+        log.debug("message %s in %s: nothing to do", event.get("subtype"), event.get("channel"))

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bot.views import blocks as bk
+from bot.views.resources import resource_label
 from commands.overview import Deadline, IncidentOverview
 from storage.models import Incident, TimelineEvent
 
@@ -113,7 +114,8 @@ def card_fields(view: IncidentOverview, now: dt.datetime) -> list[str]:
         f"*Age*\n{bk.age(incident.created_at, now)} (opened {bk.when(incident.created_at)})",
     ]
     if incident.resource_id:
-        fields.append(f"*Resource*\n`{bk.esc_cut(incident.resource_id, 200)}`")
+        label = bk.esc(resource_label(incident.resource_type))
+        fields.append(f"*{label}*\n`{bk.esc_cut(incident.resource_id, 200)}`")
     if view.pending_approvals:
         fields.append(f"*Pending approvals*\n{view.pending_approvals}")
     if view.next_deadline:

@@ -53,6 +53,11 @@ _NETWORK_FACTS = (
     "user_name",
     "bucket_names",
     "cluster",
+    "resource_kind",
+    "host_instance_id",
+    "volume_ids",
+    "object_keys",
+    "process",
 )
 Outcome = Literal["opened", "joined", "repeat", "recorded", "unchanged"]
 
@@ -367,7 +372,8 @@ def _attach(
             account_id=finding.account_id,
             region=finding.region,
             resource_id=finding.resource_id,
-            resource_type=finding.resource_type,
+            # What the id names (a Container finding without a container id: its host).
+            resource_type=finding.resource_kind,
             details={
                 "finding_id": finding.id,
                 "finding_type": finding.type,
@@ -542,6 +548,12 @@ def _fact(
             user_name=finding.user_name,
             bucket_names=list(finding.bucket_names),
             cluster=finding.cluster,
+            resource_kind=finding.resource_kind,
+            # The instance a container or scanned volume belongs to, when it is not the key.
+            host_instance_id=(finding.instance_id if finding.resource_kind != "Instance" else None),
+            volume_ids=list(finding.volume_ids),
+            object_keys=list(finding.object_keys),
+            process=finding.process,
         )
     return fact
 

@@ -85,6 +85,14 @@ class NormalizedFinding:
     archived: bool
     sample: bool
     tags: Mapping[str, str] = field(default_factory=dict)
+    # The other resource types' identifiers (GuardDuty's resource.<type>Details).
+    db_instance_id: str | None = None  # rdsDbInstanceDetails.dbInstanceIdentifier
+    db_shard_group_id: str | None = None  # rdsLimitlessDbDetails (shard group, else cluster)
+    lambda_function: str | None = None  # lambdaDetails.functionName (else functionArn)
+    container_id: str | None = None  # containerDetails.id (else name)
+    volume_ids: tuple[str, ...] = ()  # Malware Protection: the EBS volumes scanned
+    object_keys: tuple[str, ...] = ()  # Malware Protection for S3: the objects scanned
+    process: str | None = None  # Runtime Monitoring: the process (executable path or name)
     # Injected by incident-bot's own drills (`"drill": true` in additionalInfo), never by AWS.
     drill: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -92,17 +100,45 @@ class NormalizedFinding:
     @property
     def resource_id(self) -> str | None:
         """The id of the affected resource: what an incident is keyed on and containment targets."""
+        return self._resource[1]
+
+    @property
+    def resource_kind(self) -> str | None:
+        """The GuardDuty resource type `resource_id` names.
+
+        The finding's own type, except where its identifier is another resource's: a
+        Container finding without a container id is keyed on its host instance (Instance),
+        and a Malware Protection for S3 finding (S3Object) on its bucket (S3Bucket), so
+        they join the incident of that instance or bucket.
+        """
+        return self._resource[0]
+
+    @property
+    def _resource(self) -> tuple[str | None, str | None]:
         bucket = self.bucket_names[0] if self.bucket_names else None
+        by_kind: dict[str, str | None] = {
+            "Instance": self.instance_id,
+            "AccessKey": self.access_key_id,
+            "S3Bucket": bucket,
+            "EKSCluster": self.cluster,
+            "ECSCluster": self.cluster,
+            "RDSDBInstance": self.db_instance_id,
+            "RDSLimitlessDB": self.db_shard_group_id,
+            "Lambda": self.lambda_function,
+            "Container": self.container_id,
+        }
         kind = self.resource_type
-        if kind == "Instance" and self.instance_id:
-            return self.instance_id
-        if kind == "AccessKey" and self.access_key_id:
-            return self.access_key_id
-        if kind == "S3Bucket" and bucket:
-            return bucket
-        if kind in ("EKSCluster", "ECSCluster") and self.cluster:
-            return self.cluster
-        return self.instance_id or self.access_key_id or bucket or self.cluster
+        if kind is not None and by_kind.get(kind):
+            return kind, by_kind[kind]
+        if kind == "Container" and self.instance_id:
+            return "Instance", self.instance_id
+        if kind == "S3Object" and bucket:
+            return "S3Bucket", bucket
+        # Unknown or empty type: the first identifier the finding carries.
+        for fallback, value in by_kind.items():
+            if value:
+                return fallback, value
+        return kind, None
 
 
 def loads(body: bytes | str) -> Any:
@@ -304,11 +340,7 @@ def _build(
         if isinstance(eni, Mapping)
     ]
     buckets = [b for b in _list(resource, "s3BucketDetails", "resource.") if isinstance(b, Mapping)]
-    cluster = coerce.optional_text(
-        _obj(resource, "eksClusterDetails", "resource.").get("name"), "eksClusterDetails.name"
-    ) or coerce.optional_text(
-        _obj(resource, "ecsClusterDetails", "resource.").get("name"), "ecsClusterDetails.name"
-    )
+    cluster = _first_text(resource, ("eksClusterDetails", "name"), ("ecsClusterDetails", "name"))
     remote_ip, remote_domain, remote_asn = _remote_party(_obj(service, "action", "service."))
     count = 1 if service.get("count") is None else coerce.integer(service["count"], "count")
     if count < 0:
@@ -345,8 +377,62 @@ def _build(
         sample=_flag(additional, "sample"),
         drill=_flag(additional, "drill"),
         tags=_tags(_list(instance, "tags", "resource.instanceDetails.")),
+        db_instance_id=_first_text(resource, ("rdsDbInstanceDetails", "dbInstanceIdentifier")),
+        db_shard_group_id=_first_text(
+            resource,
+            ("rdsLimitlessDbDetails", "dbShardGroupIdentifier"),
+            ("rdsLimitlessDbDetails", "dbClusterIdentifier"),
+        ),
+        lambda_function=_first_text(
+            resource, ("lambdaDetails", "functionName"), ("lambdaDetails", "functionArn")
+        ),
+        container_id=_first_text(
+            resource, ("containerDetails", "id"), ("containerDetails", "name")
+        ),
+        volume_ids=_volume_ids(resource, service),
+        object_keys=_texts(
+            o.get("key")
+            for b in buckets
+            for o in _list(b, "s3ObjectDetails", "s3BucketDetails.")
+            if isinstance(o, Mapping)
+        ),
+        process=_process(service),
         raw=raw,
     )
+
+
+def _first_text(parent: Mapping[str, Any], *paths: tuple[str, str]) -> str | None:
+    """The first non-empty text at resource.<details>.<key>, in the order given."""
+    for details, key in paths:
+        value = coerce.optional_text(
+            _obj(parent, details, "resource.").get(key), f"{details}.{key}"
+        )
+        if value and value.strip():
+            return value.strip()
+    return None
+
+
+def _volume_ids(resource: Mapping[str, Any], service: Mapping[str, Any]) -> tuple[str, ...]:
+    """EBS volumes a Malware Protection scan looked at (resource and scan details)."""
+    volumes = _obj(resource, "ebsVolumeDetails", "resource.")
+    found: list[Any] = []
+    for key in ("scannedVolumeDetails", "skippedVolumeDetails"):
+        found.extend(
+            v.get("volumeArn") or v.get("volumeId")
+            for v in _list(volumes, key, "ebsVolumeDetails.")
+            if isinstance(v, Mapping)
+        )
+    return _texts(str(v).rsplit("/", 1)[-1] for v in found if isinstance(v, str))
+
+
+def _process(service: Mapping[str, Any]) -> str | None:
+    """Runtime Monitoring: the process behind the finding (path, else name)."""
+    process = _obj(_obj(service, "runtimeDetails", "service."), "process", "runtimeDetails.")
+    for key in ("executablePath", "name"):
+        value = process.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
 
 
 def _texts(values: Any) -> tuple[str, ...]:
