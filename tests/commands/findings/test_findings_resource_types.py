@@ -253,12 +253,12 @@ def test_scan_and_runtime_details_are_read() -> None:
 
 
 @pytest.fixture
-def database(tmp_path) -> Iterator[Database]:
+def database(tmp_path, clock) -> Iterator[Database]:
     from storage.migrate import upgrade
 
     url = f"sqlite:///{tmp_path / 'findings.db'}"
     upgrade(url)
-    db = Database(url)
+    db = Database(url, clock=clock)
     yield db
     db.dispose()
 
