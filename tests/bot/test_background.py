@@ -35,9 +35,9 @@ def test_failing_error_hook_does_not_kill_the_worker():
 
 def test_bounded_queue_refuses_with_busy():
     pool = Background(max_workers=1, max_pending=2)
-    gate = threading.Event()
-    pool.submit(gate.wait, description="blocker")
-    time.sleep(0.05)  # the blocker is running; the next two wait in the queue
+    gate, running = threading.Event(), threading.Event()
+    pool.submit(lambda: (running.set(), gate.wait()), description="blocker")
+    assert running.wait(5)  # the blocker is running; the next two wait in the queue
     pool.submit(lambda: None, description="q1")
     pool.submit(lambda: None, description="q2")
     with pytest.raises(Busy):
@@ -51,12 +51,13 @@ def test_shutdown_finishes_in_flight_and_interrupts_queued():
     pool = Background(max_workers=1)
     finished: list[str] = []
     interrupted: list[str] = []
+    running = threading.Event()
     pool.submit(
-        lambda: (time.sleep(0.3), finished.append("slow")),
+        lambda: (running.set(), time.sleep(0.3), finished.append("slow")),
         description="slow",
         on_interrupt=lambda: interrupted.append("slow"),
     )
-    time.sleep(0.05)
+    assert running.wait(5)
     pool.submit(
         lambda: finished.append("queued"),
         description="queued",
@@ -73,10 +74,14 @@ def test_shutdown_finishes_in_flight_and_interrupts_queued():
 
 def test_shutdown_records_jobs_still_running_after_grace():
     pool = Background(max_workers=1)
-    release = threading.Event()
+    release, running = threading.Event(), threading.Event()
     interrupted: list[str] = []
-    pool.submit(release.wait, description="stuck", on_interrupt=lambda: interrupted.append("x"))
-    time.sleep(0.05)
+    pool.submit(
+        lambda: (running.set(), release.wait()),
+        description="stuck",
+        on_interrupt=lambda: interrupted.append("x"),
+    )
+    assert running.wait(5)
     jobs = pool.shutdown(grace=0.1)
     assert [j.description for j in jobs] == ["stuck"]
     assert interrupted == ["x"]

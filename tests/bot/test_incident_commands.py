@@ -44,6 +44,11 @@ def incident(bot, number: int = 1) -> Incident:
         return session.scalars(select(Incident).where(Incident.number == number)).one()
 
 
+def incident_count(bot) -> int:
+    with bot.session() as session:
+        return len(session.scalars(select(Incident)).all())
+
+
 def events(bot, number: int = 1) -> list[TimelineEvent]:
     with bot.session() as session:
         inc = session.scalars(select(Incident).where(Incident.number == number)).one()
@@ -376,7 +381,10 @@ def test_work_still_running_at_shutdown_is_recorded_as_interrupted(bot):
     ):
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    time.sleep(0.2)  # the incident row is committed; the card post waits on slow Slack
+    # The incident row is committed; the card post then waits on slow Slack.
+    while not incident_count(bot):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     interrupted = bot.runtime.background.shutdown(grace=0.1)
     assert [j.description for j in interrupted] == ["/incident open by W111"]
     notice = bot.slack.wait_for("response_url", lambda c: "interrupted" in c.args["text"])

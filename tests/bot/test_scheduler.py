@@ -114,6 +114,25 @@ def new_incident(database: Database, slack: FakeSlack, *, owner: str = "U0OWNER"
     return incident
 
 
+def wait_quiet(scheduler: ReminderScheduler, database: Database, timeout: float = 5) -> None:
+    """Return once nothing more can be posted now: no reminder is due and none is in flight.
+
+    A state, not a pause: after it, any further post would need a new pending row.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with database.read_session() as session:
+            due = session.scalars(
+                select(Reminder.id).where(
+                    Reminder.status == "pending", Reminder.due_at <= database.clock.now()
+                )
+            ).all()
+        if not due and not scheduler._tick_lock.locked():
+            return
+        assert time.monotonic() < deadline, f"reminders {due} still due"
+        time.sleep(0.02)
+
+
 def on_clock(database: Database, call: Call) -> dt.datetime:
     """When the fake Slack saw `call`, on the test's clock (it stamps calls with wall time)."""
     return database.clock.now() - dt.timedelta(seconds=time.time() - call.at)
@@ -140,7 +159,7 @@ def test_reminder_due_in_one_second_fires_once(database, fake_slack, running) ->
     fired_at = on_clock(database, call)
     # On time: never early; late only by scheduling noise (generous for loaded CI machines).
     assert due <= fired_at < due + dt.timedelta(seconds=1.5)
-    time.sleep(0.5)
+    wait_quiet(scheduler, database)
     assert len(reminder_posts(fake_slack)) == 1
     assert call.args["thread_ts"] == incident.thread_ts
     assert "<@U0OWNER>" in call.args["text"] and "<!subteam^S0IRTEAM>" in call.args["text"]
@@ -159,7 +178,9 @@ def test_personal_data_clock_posts_reminders_then_overdue_until_notified(
     # 0.0004 h = 1.44 s to the deadline; a reminder 0.0003 h (1.08 s) before it; overdue
     # alerts every 0.0001 h (0.36 s): the whole 72-hour story in about three seconds.
     incident = new_incident(database, fake_slack)
-    running(gdpr_hours=0.0004, reminder_hours_before=[0.0003], overdue_every_hours=0.0001)
+    scheduler = running(
+        gdpr_hours=0.0004, reminder_hours_before=[0.0003], overdue_every_hours=0.0001
+    )
     with database.session() as session:
         target = session.get(Incident, incident.id)
         assert mark_personal_data(session=session, incident=target, actor="U0OWNER")
@@ -172,9 +193,20 @@ def test_personal_data_clock_posts_reminders_then_overdue_until_notified(
     with database.session() as session:
         target = session.get(Incident, incident.id)
         record_notified(session=session, incident=target, actor="U0OWNER", reference="ICO-123")
-    sent_before = len(texts())
-    time.sleep(1.0)  # three more overdue periods
-    assert len(texts()) == sent_before, "an overdue alert was posted after notified"
+    wait_quiet(scheduler, database)
+    with database.read_session() as session:
+        left = session.scalars(
+            select(Reminder).where(
+                Reminder.incident_id == incident.id, Reminder.status == "pending"
+            )
+        ).all()
+        sent = session.scalars(
+            select(Reminder).where(Reminder.incident_id == incident.id, Reminder.status == "sent")
+        ).all()
+    # Nothing left to fire for this incident, and every post is one sent row: no alert can
+    # follow the notice.
+    assert left == [], "an overdue alert is still scheduled after notified"
+    assert len(texts()) == len(sent)
 
     first, deadline, overdue = texts()[0], texts()[1], texts()[2:]
     assert "regulator notice for *INC-1* is due in" in first
@@ -312,7 +344,15 @@ def test_start_posts_a_reminder_whose_claimer_died_before_posting(
     scheduler = running()
     call = fake_slack.wait_for("chat.postMessage", is_reminder_post, timeout=3)
     assert "rotate the keys" in call.args["text"] and "may repeat" in call.args["text"]
-    time.sleep(0.3)
+    deadline = time.monotonic() + 5
+    while True:  # the re-post is recorded on the row: from then on it cannot be posted again
+        with database.read_session() as session:
+            row = session.scalars(select(Reminder).where(Reminder.dedupe_key == "stalled")).one()
+        if "ts" in row.payload:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    wait_quiet(scheduler, database)
     assert len(reminder_posts(fake_slack)) == 1
     assert scheduler.recover() == 0
     with database.read_session() as session:
@@ -486,9 +526,8 @@ def test_sigkill_while_reminders_come_due_then_restart_posts_each_once_late(
             count=3,
             timeout=3,  # posted on start, not after a poll interval (10 s)
         )
-        time.sleep(0.5)
     finally:
-        second.kill()  # everything is posted and recorded; no need to wait for a drain
+        second.stop()  # a graceful stop: after it nothing more can be posted
     posts = reminder_posts(fake_slack)
     assert len(posts) == 3
     assert sorted(c.args["text"].split("follow-up ")[1][0] for c in posts) == ["0", "1", "2"]
@@ -549,8 +588,7 @@ def test_two_processes_on_postgresql_post_each_of_200_reminders_exactly_once(
             count=200,
             timeout=30,
         )
-        time.sleep(0.5)  # anything posted twice would show up by now
-    finally:
+    finally:  # graceful stops: after them the posts are final, duplicates included
         for bot in bots:
             bot.stop()
     ids = posted_ids(fake_slack)

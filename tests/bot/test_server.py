@@ -142,7 +142,11 @@ def test_sigterm_finishes_in_flight_work_then_exits(served, fake_slack):
         "open Slow Slack during deploy", response_url=fake_slack.response_url("slow")
     )
     assert response.status_code == 200
-    time.sleep(0.3)  # the job has started and waits on Slack
+    # The job has started: the incident row is committed, the card post waits on slow Slack.
+    deadline = time.monotonic() + 10
+    while served.count("SELECT count(*) FROM incidents") == 0:
+        assert time.monotonic() < deadline, served.output()
+        time.sleep(0.02)
     served.proc.send_signal(signal.SIGTERM)
     assert served.proc.wait(timeout=30) == 0, served.output()
     # The open finished before the worker exited: card posted and recorded, user told.
