@@ -193,6 +193,8 @@ SCOPES: dict[str, tuple[Grant, ...]] = {
     "iam:PutRolePolicy": (G("RevokeSessions", iam("role", "*")),),
     "iam:PutUserPolicy": (G("RevokeSessions", iam("user", "*")),),
     "iam:UpdateAccessKey": (G("RevokeSessions", iam("user", "*")),),
+    # A compromised user's console password; never re-created by the bot (NEVER denies it).
+    "iam:DeleteLoginProfile": (G("RevokeSessions", iam("user", "*")),),
     # --- evidence: objects under the incidents/ prefix, SSE-KMS only; the incident's key ---
     "s3:PutObject": (
         G(

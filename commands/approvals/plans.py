@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from commands.errors import UserError
 from containment.context import ActionContext, ClientHook
-from containment.targets import Target, kind_of
+from containment.targets import Target, TargetKind, identify
 
 # Called from the executor's worker threads: (action name, "started" | "finished", result).
 StepCallback = Callable[[str, str, dict[str, Any] | None], None]
@@ -70,18 +70,62 @@ class Engine(Protocol):
 
 
 def parse_target(
-    resource_id: str, *, region: str | None = None, account_id: str | None = None
+    resource_id: str,
+    *,
+    region: str | None = None,
+    account_id: str | None = None,
+    kind: TargetKind | None = None,
 ) -> Target:
-    """A Target from what a responder typed; UserError when it names neither kind."""
-    resource_id = resource_id.strip()
-    kind = kind_of(resource_id)
-    if kind is None:
+    """A Target from what a responder typed (or a finding named, with its `kind`); UserError
+    when it names nothing containable. An ARN's own region and account win."""
+    found = identify(resource_id, kind=kind)
+    if found is None:
         raise UserError(
-            f"{resource_id[:60]!r} is neither an instance id (i-0abc…) nor an access key id "
-            "(AKIA…): use /contain <instance-id|access-key-id> [INC-N] [reason]."
+            f"{resource_id.strip()[:60]!r} is not something /contain knows: use an instance id "
+            "(i-0abc…), an access key id (AKIA…), an ARN, or user:NAME, role:NAME, "
+            "bucket:NAME, lambda:NAME or rds:NAME."
         )
-    region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return Target(kind=kind, resource_id=resource_id, region=region, account_id=account_id)
+    region = found.region or region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return Target(
+        kind=found.kind,
+        resource_id=found.resource_id,
+        region=region,
+        account_id=found.account_id or account_id,
+    )
+
+
+# How an incident records each target kind: GuardDuty's resourceType names where one exists.
+RESOURCE_TYPES: dict[str, str] = {
+    "instance": "Instance",
+    "access_key": "AccessKey",
+    "user": "IAMUser",
+    "role": "IAMRole",
+    "bucket": "S3Bucket",
+    "function": "Lambda",
+    "db_instance": "RDSDBInstance",
+}
+# GuardDuty resource types whose findings propose a plan of this kind.
+FINDING_KINDS: dict[str, TargetKind] = {
+    "Instance": "instance",
+    "AccessKey": "access_key",
+    "S3Bucket": "bucket",
+    "Lambda": "function",
+    "RDSDBInstance": "db_instance",
+}
+
+
+def resource_type(target: Target) -> str:
+    return RESOURCE_TYPES[target.kind]
+
+
+def finding_target_kind(resource_kind: str | None, user_type: str | None) -> TargetKind | None:
+    """The plan a finding of this resource type proposes: assumed-role credentials are
+    contained on their role (the key is temporary); None when nothing can be contained."""
+    if resource_kind == "AccessKey" and user_type == "AssumedRole":
+        return "role"
+    if resource_kind == "AccessKey" and user_type == "Root":
+        return None  # nothing automatic is possible for root
+    return FINDING_KINDS.get(resource_kind or "")
 
 
 def target_to_dict(target: Target) -> dict[str, Any]:
@@ -162,6 +206,8 @@ def blast_radius(
         attached.append(f"{len(volumes)} EBS volume(s)")
     if facts.get("user_name"):
         attached.append(f"IAM user {facts['user_name']}")
+    # Other kinds' capture steps list what depends on the resource themselves.
+    attached.extend(str(line) for line in facts.get("blast_radius") or [])
     return {
         "tags": tags,
         "labelled": labelled,

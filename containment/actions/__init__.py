@@ -17,3 +17,4 @@ from containment.actions import iam_instance
 from containment.actions import tag
 from containment.actions import access_key
 from containment.actions import flow_logs
+from containment.actions import iam_user
