@@ -192,6 +192,9 @@ SCOPES: dict[str, tuple[Grant, ...]] = {
     # (the explicit Deny statements keep the bot's own role and the responder role out).
     "iam:PutRolePolicy": (G("RevokeSessions", iam("role", "*")),),
     "iam:PutUserPolicy": (G("RevokeSessions", iam("user", "*")),),
+    # Rollback of a role's deny-all (IAM has no condition key for an inline policy's name;
+    # the explicit Deny keeps the bot's own roles out).
+    "iam:DeleteRolePolicy": (G("RevokeSessions", iam("role", "*")),),
     "iam:UpdateAccessKey": (G("RevokeSessions", iam("user", "*")),),
     # A compromised user's console password; never re-created by the bot (NEVER denies it).
     "iam:DeleteLoginProfile": (G("RevokeSessions", iam("user", "*")),),

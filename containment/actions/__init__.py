@@ -18,3 +18,4 @@ from containment.actions import tag
 from containment.actions import access_key
 from containment.actions import flow_logs
 from containment.actions import iam_user
+from containment.actions import iam_role
