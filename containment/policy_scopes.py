@@ -198,6 +198,10 @@ SCOPES: dict[str, tuple[Grant, ...]] = {
     "iam:UpdateAccessKey": (G("RevokeSessions", iam("user", "*")),),
     # A compromised user's console password; never re-created by the bot (NEVER denies it).
     "iam:DeleteLoginProfile": (G("RevokeSessions", iam("user", "*")),),
+    # --- a compromised bucket: its policy and public access block (rollback restores both) ---
+    "s3:PutBucketPolicy": (G("ContainBucket", ("arn:aws:s3:::*",)),),
+    "s3:DeleteBucketPolicy": (G("ContainBucket", ("arn:aws:s3:::*",)),),
+    "s3:PutBucketPublicAccessBlock": (G("ContainBucket", ("arn:aws:s3:::*",)),),
     # --- evidence: objects under the incidents/ prefix, SSE-KMS only; the incident's key ---
     "s3:PutObject": (
         G(

@@ -58,6 +58,8 @@ class Target:
     region: str
     account_id: str | None = None
     user_name: str | None = None
+    # Principal ARNs the finding names as the actors (an S3 bucket's deny names them).
+    principals: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         where = f"{self.account_id}/{self.region}" if self.account_id else self.region

@@ -135,6 +135,7 @@ def target_to_dict(target: Target) -> dict[str, Any]:
         "region": target.region,
         "account_id": target.account_id,
         "user_name": target.user_name,
+        "principals": list(target.principals),
     }
 
 
@@ -145,6 +146,7 @@ def target_from_dict(data: Mapping[str, Any]) -> Target:
         region=data["region"],
         account_id=data.get("account_id"),
         user_name=data.get("user_name"),
+        principals=tuple(data.get("principals") or ()),
     )
 
 

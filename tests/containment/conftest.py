@@ -17,6 +17,12 @@ from tests.clock import TEST_CLOCK
 from tests.containment.world import REGION, World, build_world
 
 READ_PREFIXES = ("Describe", "Get", "List")
+# API operations whose IAM action has another name (Service Authorization Reference).
+IAM_ACTION_OF = {
+    "s3:GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
+    "s3:PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+    "s3:DeletePublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+}
 
 
 @dataclass
@@ -44,9 +50,15 @@ class CallLog:
 
     def _record(self, model: Any, params: dict[str, Any], **_: Any) -> None:
         prefix = model.service_model.signing_name
+        action = f"{prefix}:{model.name}"
         with self.lock:
             self.calls.append(
-                Call(f"{prefix}:{model.name}", model.name, params.get("body") or {}, self.step)
+                Call(
+                    IAM_ACTION_OF.get(action, action),
+                    model.name,
+                    params.get("body") or {},
+                    self.step,
+                )
             )
 
     def operations(self) -> list[str]:
