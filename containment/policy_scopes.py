@@ -202,6 +202,12 @@ SCOPES: dict[str, tuple[Grant, ...]] = {
     "s3:PutBucketPolicy": (G("ContainBucket", ("arn:aws:s3:::*",)),),
     "s3:DeleteBucketPolicy": (G("ContainBucket", ("arn:aws:s3:::*",)),),
     "s3:PutBucketPublicAccessBlock": (G("ContainBucket", ("arn:aws:s3:::*",)),),
+    # --- a compromised Lambda function: concurrency and its resource policy ---
+    "lambda:PutFunctionConcurrency": (G("ContainFunction", ("arn:aws:lambda:*:*:function:*",)),),
+    "lambda:DeleteFunctionConcurrency": (G("ContainFunction", ("arn:aws:lambda:*:*:function:*",)),),
+    "lambda:RemovePermission": (G("ContainFunction", ("arn:aws:lambda:*:*:function:*",)),),
+    # Rollback re-adds the captured statements only (the step records them).
+    "lambda:AddPermission": (G("ContainFunction", ("arn:aws:lambda:*:*:function:*",)),),
     # --- evidence: objects under the incidents/ prefix, SSE-KMS only; the incident's key ---
     "s3:PutObject": (
         G(

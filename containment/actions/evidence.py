@@ -81,7 +81,7 @@ def put_params(
 class StoreEvidence(Action):
     name = "evidence"
     summary = "Store the capture in the evidence bucket (SSE-KMS)"
-    kinds = ("instance", "access_key", "user", "role", "bucket")
+    kinds = ("instance", "access_key", "user", "role", "bucket", "function")
     # kms:GenerateDataKey is what S3 asks of KMS on the caller's behalf for SSE-KMS uploads;
     # the rest make the per-incident key (CreateKey with Tags needs kms:TagResource).
     permissions = (
@@ -95,7 +95,14 @@ class StoreEvidence(Action):
         "kms:ScheduleKeyDeletion",
     )
     # Only the target kind's own capture is ever in a plan.
-    depends_on = ("capture", "capture_key", "capture_user", "capture_role", "capture_bucket")
+    depends_on = (
+        "capture",
+        "capture_key",
+        "capture_user",
+        "capture_role",
+        "capture_bucket",
+        "capture_function",
+    )
 
     def calls(
         self,
