@@ -9,7 +9,8 @@ sample policies scope delegated administration. Where AWS offers no resource-lev
 Names the bot owns:
 - roles and instance profiles `incident-bot-deny-all` (containment) and
   `incident-bot-forensics-*` (clean-room stacks name them after themselves);
-- stacks `incident-bot-forensics-*`; KMS aliases `alias/incident-bot/*`;
+- stacks `incident-bot-forensics-*`; KMS aliases `alias/incident-bot/*`; RDS snapshots
+  `incident-bot-*`;
 - security groups, snapshots, flow logs, volumes, instances and keys it creates carry the
   tag `incident-bot:incident` from birth (TagSpecifications, stack tags, KMS CreateKey tags).
 """
@@ -26,6 +27,7 @@ BOUNDARY_NAME = "incident-bot-boundary"
 DENY_ALL_NAME = "incident-bot-deny-all"
 FORENSICS_PREFIX = "incident-bot-forensics-"
 KMS_ALIAS_PREFIX = "alias/incident-bot/"
+DB_SNAPSHOT_PREFIX = "incident-bot-"
 READ_PREFIXES = ("Describe", "Get", "List", "Lookup")
 
 Condition = dict[str, dict[str, Any]]
@@ -208,6 +210,18 @@ SCOPES: dict[str, tuple[Grant, ...]] = {
     "lambda:RemovePermission": (G("ContainFunction", ("arn:aws:lambda:*:*:function:*",)),),
     # Rollback re-adds the captured statements only (the step records them).
     "lambda:AddPermission": (G("ContainFunction", ("arn:aws:lambda:*:*:function:*",)),),
+    # --- a compromised RDS DB instance: a tagged snapshot, then its groups and accessibility ---
+    "rds:CreateDBSnapshot": (
+        G(
+            "CreateTaggedDbSnapshot",
+            ("arn:aws:rds:*:*:db:*", f"arn:aws:rds:*:*:snapshot:{DB_SNAPSHOT_PREFIX}*"),
+            TAGGED_AT_CREATION,
+        ),
+    ),
+    "rds:AddTagsToResource": (
+        G("BotTagKeysOnly", (f"arn:aws:rds:*:*:snapshot:{DB_SNAPSHOT_PREFIX}*",), BOT_TAG_KEYS),
+    ),
+    "rds:ModifyDBInstance": (G("ContainDb", ("arn:aws:rds:*:*:db:*",)),),
     # --- evidence: objects under the incidents/ prefix, SSE-KMS only; the incident's key ---
     "s3:PutObject": (
         G(

@@ -21,3 +21,4 @@ from containment.actions import iam_user
 from containment.actions import iam_role
 from containment.actions import s3_bucket
 from containment.actions import lambda_function
+from containment.actions import rds_instance

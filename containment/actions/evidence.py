@@ -81,7 +81,7 @@ def put_params(
 class StoreEvidence(Action):
     name = "evidence"
     summary = "Store the capture in the evidence bucket (SSE-KMS)"
-    kinds = ("instance", "access_key", "user", "role", "bucket", "function")
+    kinds = ("instance", "access_key", "user", "role", "bucket", "function", "db_instance")
     # kms:GenerateDataKey is what S3 asks of KMS on the caller's behalf for SSE-KMS uploads;
     # the rest make the per-incident key (CreateKey with Tags needs kms:TagResource).
     permissions = (
@@ -102,6 +102,7 @@ class StoreEvidence(Action):
         "capture_role",
         "capture_bucket",
         "capture_function",
+        "capture_db",
     )
 
     def calls(
