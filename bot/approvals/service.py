@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
@@ -30,11 +30,19 @@ from bot.background import Busy
 from bot.listeners.incident_posts import post_new_incident, refresh_incident
 from bot.views import blocks as bk
 from bot.views.approval_card import CardView, approval_card
+from bot.views.resources import resource_label
 from commands import incidents as svc
 from commands.approvals import contacts
 from commands.approvals.engine import ContainmentEngine
 from commands.approvals.execution import Outcome, execute, interrupt, recover
-from commands.approvals.plans import Engine, action_context, parse_target, target_from_dict
+from commands.approvals.plans import (
+    Engine,
+    action_context,
+    finding_principals,
+    parse_target,
+    resource_type,
+    target_from_dict,
+)
 from commands.approvals.requests import (
     check_follow_up,
     check_may_decide,
@@ -47,6 +55,7 @@ from commands.approvals.requests import (
     request_containment,
 )
 from commands.errors import UserError
+from containment.targets import TargetKind
 from storage.models import ContainmentRequest, Finding, Incident
 
 if TYPE_CHECKING:
@@ -136,14 +145,20 @@ class ContainmentService:
         region: str | None = None,
         account_id: str | None = None,
         finding_id: str | None = None,
+        kind: TargetKind | None = None,
     ) -> Proposal:
         """Plan containment of `resource_id` and post it for approval.
 
-        The incident is the one named, else the channel's, else the open one for the
-        resource, else a new one. Planning reads AWS outside any database transaction.
+        `resource_id` is an id, an ARN or `kind:name`; `kind` reads a plain name as that kind
+        (a finding's resource type). The incident is the one named, else the channel's, else
+        the open one for the resource, else a new one. Planning reads AWS outside any
+        database transaction.
         """
         runtime = self.runtime
         opened = False
+        typed = resource_id
+        resource_id = parse_target(typed, kind=kind).resource_id  # what incidents are keyed on
+        principals: tuple[str, ...] = ()
         with runtime.database.read_session() as session:
             incident = self._find_incident(session, incident_key, channel_id, resource_id)
             finding = session.scalars(
@@ -159,8 +174,11 @@ class ContainmentService:
                 region = region or finding.region
                 account_id = account_id or finding.account_id
                 finding_id = finding_id or finding.finding_id
+                principals = finding_principals(finding.raw or {}, finding.account_id)
         region = region or (runtime.config.guardduty.regions or [None])[0]
-        target = parse_target(resource_id, region=region, account_id=account_id)
+        target = parse_target(typed, region=region, account_id=account_id, kind=kind)
+        if target.kind == "bucket" and principals:
+            target = replace(target, principals=principals)  # the bucket's deny names them
         if incident_key is None:
             incident_key = self._open_incident(target, requested_by, channel_id)
             opened = True
@@ -174,7 +192,7 @@ class ContainmentService:
                 # The incident now has an affected resource (impact, trail and finding joins
                 # use it); the containment.requested event below records the target.
                 incident.resource_id = target.resource_id
-                incident.resource_type = "Instance" if target.kind == "instance" else "AccessKey"
+                incident.resource_type = resource_type(target)
                 incident.region = incident.region or target.region
                 incident.account_id = incident.account_id or target.account_id
             if incident.status in ("resolved", "closed"):
@@ -213,7 +231,7 @@ class ContainmentService:
         return svc.find_open_for_resource(session=session, resource_id=resource_id)
 
     def _open_incident(self, target: Any, requested_by: str, channel_id: str | None) -> str:
-        label = "instance" if target.kind == "instance" else "access key"
+        label = resource_label(resource_type(target))
         with self.runtime.database.session() as session:
             incident = svc.open_incident(
                 session=session,
@@ -223,7 +241,7 @@ class ContainmentService:
                 account_id=target.account_id,
                 region=target.region,
                 resource_id=target.resource_id,
-                resource_type="Instance" if target.kind == "instance" else "AccessKey",
+                resource_type=resource_type(target),
                 details={"opened_by": "containment request"},
             )
             key = incident.key

@@ -9,16 +9,17 @@ influenced text (an instance's Name tag can be anything) and must never ping or 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from bot.views import blocks as bk
 from bot.views.resources import resource_label
+from commands.approvals.plans import FINDING_KINDS, typed_id
 from storage.models import Incident
 
 PLAN_BUTTON = "plan_containment"
 FINDING_BLOCK = "guardduty_finding"
-CONTAINABLE = ("Instance", "AccessKey")
 SEVERITY_ICON = {"low": "🟢", "medium": "🟡", "high": "🟠", "critical": "🔴"}
 # Card labels for the tags that matter in triage, keyed like settings.impact.tag_keys.
 TAG_LABELS = {
@@ -91,15 +92,21 @@ def finding_blocks(
 
 
 def plan_button(incident: Incident) -> dict[str, Any] | None:
-    """ "Plan containment" for an instance or access key GuardDuty flagged; value names both."""
+    """ "Plan containment" for a resource GuardDuty flagged that containment can act on; the
+    value names it (as `/contain` would read it) and the incident."""
     summary = guardduty_facts(incident)
     if summary is None or not incident.resource_id or incident.status == "closed":
         return None
-    if incident.resource_type not in CONTAINABLE:
+    kind = FINDING_KINDS.get(incident.resource_type or "")
+    if kind is None:
         return None
-    return bk.button(
-        "Plan containment", PLAN_BUTTON, f"{incident.resource_id} {incident.key}", style="danger"
-    )
+    if kind in ("instance", "access_key"):
+        value = f"{incident.resource_id} {incident.key}"
+    else:
+        value = json.dumps(
+            {"resource_id": typed_id(kind, incident.resource_id), "incident": incident.key}
+        )
+    return bk.button("Plan containment", PLAN_BUTTON, value, style="danger")
 
 
 def _headline(top: Mapping[str, Any], summary: Mapping[str, Any]) -> str:

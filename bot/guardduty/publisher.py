@@ -31,6 +31,7 @@ from sqlalchemy import func, select
 from bot.guardduty.cards import add_to_card
 from bot.guardduty.writes import write_session, write_turn
 from bot.views import blocks as bk
+from commands.approvals.plans import finding_target_kind
 from commands.errors import UserError
 from commands.findings.ingest import ACTOR, Ingested, sync_incident
 from commands.findings.normalize import NormalizedFinding, normalize_finding
@@ -428,7 +429,8 @@ class CardPublisher:
         return client
 
     def _propose(self, incident_id: int, key: str, finding: NormalizedFinding | None) -> None:
-        """Ask for containment of a high/critical, real finding's instance or access key."""
+        """Ask for containment of a high/critical, real finding's resource: its instance,
+        access key (the role, for assumed-role credentials), bucket, function or database."""
         threshold = self.runtime.config.approvals.auto_request_min_severity
         if (
             finding is None
@@ -436,19 +438,26 @@ class CardPublisher:
             or self.runtime.extras.get(PROPOSE_KEY) is False
             or finding.sample
             or finding.severity < threshold
-            or finding.resource_kind not in ("Instance", "AccessKey")
             or not finding.resource_id
         ):
+            return
+        kind = finding_target_kind(finding.resource_kind, finding.user_type)
+        resource_id = finding.user_name if kind == "role" else finding.resource_id
+        if kind is None or not resource_id:
             return
         try:
             from bot.approvals import propose
 
             propose(
                 self.runtime,
-                resource_id=finding.resource_id,
+                resource_id=resource_id,
+                kind=kind,
                 incident_key=key,
                 requested_by=ACTOR,
                 reason=f"GuardDuty {finding.type} ({finding.severity:g})",
+                region=finding.region,
+                account_id=finding.account_id,
+                finding_id=finding.id,
             )
         except UserError as exc:
             # The finding names something containment cannot act on (its id fails

@@ -34,7 +34,7 @@ __all__ = ["parse_contain_args", "parse_plan_value", "register"]
 COMMAND = "/contain"
 PLAN_BUTTON = "plan_containment"
 REJECT_MODAL = "containment_reject_modal"
-USAGE = "/contain <instance-id|access-key-id> [INC-N] [reason]"
+USAGE = "/contain <instance-id|access-key-id|ARN|kind:name> [INC-N] [reason]"
 _RESOURCE = re.compile(r"\b(i-[0-9a-f]{8,17}|(?:AKIA|ASIA)[A-Z0-9]{12,124})\b")
 _KEY = re.compile(r"\bINC-\d{1,9}\b", re.IGNORECASE)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 RESOURCE_LABELS = {
     "Instance": "EC2 instance",
     "AccessKey": "IAM access key",
+    "IAMUser": "IAM user",  # containment targets beyond GuardDuty's own resource types
+    "IAMRole": "IAM role",
     "S3Bucket": "S3 bucket",
     "S3Object": "S3 object",
     "EKSCluster": "EKS cluster",

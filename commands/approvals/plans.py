@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from commands.errors import UserError
+from commands.findings.errors import BadFinding
+from commands.findings.normalize import normalize_finding
 from containment.context import ActionContext, ClientHook
 from containment.targets import Target, TargetKind, identify
 
@@ -81,9 +83,9 @@ def parse_target(
     found = identify(resource_id, kind=kind)
     if found is None:
         raise UserError(
-            f"{resource_id.strip()[:60]!r} is not something /contain knows: use an instance id "
-            "(i-0abc…), an access key id (AKIA…), an ARN, or user:NAME, role:NAME, "
-            "bucket:NAME, lambda:NAME or rds:NAME."
+            f"{resource_id.strip()[:60]!r} is neither an instance id (i-0abc…), an access key "
+            "id (AKIA…) nor an ARN: use /contain with one of those, or with user:NAME, "
+            "role:NAME, bucket:NAME, lambda:NAME or rds:NAME."
         )
     region = found.region or region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     return Target(
@@ -114,8 +116,44 @@ FINDING_KINDS: dict[str, TargetKind] = {
 }
 
 
+# The `kind:name` form /contain reads, for kinds whose plain names do not say what they are.
+TYPED_PREFIX: dict[str, str] = {
+    "user": "user",
+    "role": "role",
+    "bucket": "bucket",
+    "function": "lambda",
+    "db_instance": "rds",
+}
+
+
 def resource_type(target: Target) -> str:
     return RESOURCE_TYPES[target.kind]
+
+
+def typed_id(kind: TargetKind, resource_id: str) -> str:
+    """What to type after /contain to name this resource unambiguously."""
+    prefix = TYPED_PREFIX.get(kind)
+    return f"{prefix}:{resource_id}" if prefix else resource_id
+
+
+def finding_principals(raw: Mapping[str, Any], account_id: str | None) -> tuple[str, ...]:
+    """The principal ARNs a finding names as the actor (accessKeyDetails): what an S3 bucket's
+    deny statement names. Empty when the finding names none, or not precisely enough."""
+    try:
+        finding = normalize_finding(raw)
+    except BadFinding:
+        return ()
+    account = finding.account_id or account_id
+    name, kind = finding.user_name, finding.user_type
+    if not (account and name):
+        return ()
+    if kind == "IAMUser":
+        return (f"arn:aws:iam::{account}:user/{name}",)
+    if kind == "AssumedRole":
+        return (f"arn:aws:iam::{account}:role/{name}",)  # every session of the role
+    if kind == "Root":
+        return (f"arn:aws:iam::{account}:root",)
+    return ()
 
 
 def finding_target_kind(resource_kind: str | None, user_type: str | None) -> TargetKind | None:

@@ -93,6 +93,8 @@ class NormalizedFinding:
     volume_ids: tuple[str, ...] = ()  # Malware Protection: the EBS volumes scanned
     object_keys: tuple[str, ...] = ()  # Malware Protection for S3: the objects scanned
     process: str | None = None  # Runtime Monitoring: the process (executable path or name)
+    # accessKeyDetails.userType: IAMUser, AssumedRole, Root, Federated (what containment acts on)
+    user_type: str | None = None
     # Injected by incident-bot's own drills (`"drill": true` in additionalInfo), never by AWS.
     drill: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -361,6 +363,7 @@ def _build(
         instance_id=coerce.optional_text(instance.get("instanceId"), "instanceId"),
         access_key_id=coerce.optional_text(access_key.get("accessKeyId"), "accessKeyId"),
         user_name=coerce.optional_text(access_key.get("userName"), "userName"),
+        user_type=coerce.optional_text(access_key.get("userType"), "userType"),
         bucket_names=_texts(b.get("name") for b in buckets),
         cluster=cluster,
         public_ips=_texts(eni.get("publicIp") for eni in interfaces),

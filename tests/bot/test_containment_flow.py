@@ -761,3 +761,48 @@ def test_expiry_on_time_through_the_reminder_scheduler(env: Env) -> None:
     finally:
         stop_for_runtime(bot.runtime)
     assert env.aws.mutating() == []
+
+
+# -- other kinds of target -------------------------------------------------------------------
+
+
+def test_contain_a_lambda_function_by_typed_name(env: Env) -> None:
+    from tests.containment.lambda_code import zipped_handler
+
+    fn = boto3.client("lambda", region_name="us-east-1")
+    role = boto3.client("iam").get_role(RoleName=env.world.role_name)["Role"]["Arn"]
+    fn.create_function(
+        FunctionName="resize",
+        Runtime="python3.11",
+        Role=role,
+        Handler="handler.handle",
+        Code={"ZipFile": zipped_handler()},
+    )
+    fn.add_permission(
+        FunctionName="resize", StatementId="public", Action="lambda:InvokeFunction", Principal="*"
+    )
+    bot = env.start()
+    request_id, card = contain(bot, "lambda:resize invoked from an unknown account")
+    flat = blocks_text(card)
+    assert "PutFunctionConcurrency" in flat and "RemovePermission" in flat
+    with bot.session() as session:
+        incident = session.scalars(select(Incident)).one()
+        assert (incident.resource_id, incident.resource_type) == ("resize", "Lambda")
+    click(bot, "containment_approve", request_id, APPROVER1)
+    done = wait_status(bot, request_id)
+    assert done.status == "succeeded", [(s.action, s.error) for s in done.steps]
+    assert fn.get_function_concurrency(FunctionName="resize")["ReservedConcurrentExecutions"] == 0
+    with pytest.raises(ClientError):
+        fn.get_policy(FunctionName="resize")  # its only statement was the public one
+
+
+def test_contain_an_iam_user_by_arn(env: Env) -> None:
+    bot = env.start()
+    arn = f"arn:aws:iam::123456789012:user/{env.world.user_name}"
+    request_id, card = contain(bot, arn)
+    assert "DeleteLoginProfile" not in blocks_text(card)  # the user has no console password
+    click(bot, "containment_approve", request_id, APPROVER1)
+    done = wait_status(bot, request_id)
+    assert done.status == "succeeded", [(s.action, s.error) for s in done.steps]
+    keys = boto3.client("iam").list_access_keys(UserName=env.world.user_name)
+    assert {k["Status"] for k in keys["AccessKeyMetadata"]} == {"Inactive"}

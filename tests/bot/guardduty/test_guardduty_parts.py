@@ -75,14 +75,19 @@ def card_incident(database: Any, detail: dict[str, Any]) -> Incident:
         return session.get(Incident, result.incident_id)
 
 
-def test_cards_show_untagged_tags_and_no_button_for_buckets(database: Any) -> None:
+def test_bucket_cards_show_untagged_tags_and_a_typed_plan_button(database: Any) -> None:
     s3 = load_json("automated-response-sample__guardduty_s3_event.json")
     incident = card_incident(database, {**s3, "service": {**s3["service"], "archived": False}})
     blocks = finding_blocks(incident)
     text = json.dumps(blocks)
     assert "PenTest:S3/ParrotLinux" in text and "bucketName" in text
     assert "_not tagged_" in text  # no Name/owner... tags on the finding
-    assert plan_button(incident) is None  # buckets are not containable by /contain
+    button = plan_button(incident)
+    assert button is not None  # a bucket's plain name says no kind: the value names it
+    assert json.loads(button["value"]) == {
+        "resource_id": f"bucket:{incident.resource_id}",
+        "incident": incident.key,
+    }
 
 
 def test_access_key_cards_offer_containment(database: Any) -> None:
