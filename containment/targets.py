@@ -27,7 +27,7 @@ TARGET_KINDS: tuple[TargetKind, ...] = (
 _INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?$")
 _ACCESS_KEY_ID = re.compile(r"^(AKIA|ASIA)[A-Z0-9]{12,124}$")
 # Names as AWS allows them (IAM: 64 chars user, 64 role; S3: 3-63; Lambda: 64; RDS: 63).
-_NAMES: dict[TargetKind, re.Pattern[str]] = {
+NAME_PATTERNS: dict[TargetKind, re.Pattern[str]] = {
     "user": re.compile(r"^[\w+=,.@-]{1,64}$"),
     "role": re.compile(r"^[\w+=,.@-]{1,64}$"),
     "bucket": re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"),
@@ -97,7 +97,7 @@ def identify(text: str, *, kind: TargetKind | None = None) -> Identifier | None:
     prefix, sep, name = text.partition(":")
     if sep and prefix.lower() in PREFIXES:
         kind, text = PREFIXES[prefix.lower()], name.strip()
-    if kind in _NAMES and _NAMES[kind].match(text):
+    if kind in NAME_PATTERNS and NAME_PATTERNS[kind].match(text):
         return Identifier(kind, text)
     return None
 
@@ -126,7 +126,7 @@ def _from_arn(arn: str) -> Identifier | None:
     if found is None or not found[1]:
         return None
     kind, name = found
-    pattern = _NAMES.get(kind)
+    pattern = NAME_PATTERNS.get(kind)
     if pattern is not None and not pattern.match(name):
         return None
     return Identifier(kind, name, region=region, account_id=account)

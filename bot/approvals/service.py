@@ -38,8 +38,11 @@ from commands.approvals.execution import Outcome, execute, interrupt, recover
 from commands.approvals.plans import (
     Engine,
     action_context,
+    default_region,
     finding_principals,
+    is_plain_name,
     parse_target,
+    resolve_kind,
     resource_type,
     target_from_dict,
 )
@@ -157,7 +160,10 @@ class ContainmentService:
         runtime = self.runtime
         opened = False
         typed = resource_id
-        resource_id = parse_target(typed, kind=kind).resource_id  # what incidents are keyed on
+        plain = kind is None and is_plain_name(typed)  # which kind it is, AWS will say
+        if not plain:
+            resource_id = parse_target(typed, kind=kind).resource_id  # incidents key on it
+        resource_id = resource_id.strip()
         principals: tuple[str, ...] = ()
         with runtime.database.read_session() as session:
             incident = self._find_incident(session, incident_key, channel_id, resource_id)
@@ -176,6 +182,11 @@ class ContainmentService:
                 finding_id = finding_id or finding.finding_id
                 principals = finding_principals(finding.raw or {}, finding.account_id)
         region = region or (runtime.config.guardduty.regions or [None])[0]
+        if plain:
+            probe = self._context(incident_key or "resolve", dry_run=True)
+            kind = resolve_kind(
+                typed, region=default_region(region), account_id=account_id, ctx=probe
+            )
         target = parse_target(typed, region=region, account_id=account_id, kind=kind)
         if target.kind == "bucket" and principals:
             target = replace(target, principals=principals)  # the bucket's deny names them

@@ -22,7 +22,7 @@ from bot.views import blocks as bk
 from bot.views.approval_card import APPROVE, REJECT, RETRY, ROLLBACK, approval_card, reject_modal
 from commands import incidents as svc
 from commands.approvals import expiry
-from commands.approvals.plans import parse_target
+from commands.approvals.plans import check_identifier
 from commands.errors import UserError
 from storage.models import Reminder
 
@@ -67,7 +67,7 @@ def parse_contain_args(text: str) -> tuple[str, str | None, str | None]:
         key = rest[0].upper()
         rest = rest[1:]
     reason = " ".join(rest) or None
-    parse_target(resource)  # a clear error for a malformed id, before any work
+    check_identifier(resource)  # a clear error for a malformed id, before any work
     return resource, key, reason
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -17,8 +18,9 @@ from commands.errors import UserError
 from commands.findings.errors import BadFinding
 from commands.findings.normalize import normalize_finding
 from containment.context import ActionContext, ClientHook
-from containment.targets import Target, TargetKind, identify
+from containment.targets import NAME_PATTERNS, Target, TargetKind, identify
 
+_OTHER_AWS_ID = re.compile(r"^[a-z]{1,8}-[0-9a-f]{5,17}$")
 # Called from the executor's worker threads: (action name, "started" | "finished", result).
 StepCallback = Callable[[str, str, dict[str, Any] | None], None]
 
@@ -87,12 +89,54 @@ def parse_target(
             "id (AKIA…) nor an ARN: use /contain with one of those, or with user:NAME, "
             "role:NAME, bucket:NAME, lambda:NAME or rds:NAME."
         )
-    region = found.region or region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    region = found.region or default_region(region)
     return Target(
         kind=found.kind,
         resource_id=found.resource_id,
         region=region,
         account_id=found.account_id or account_id,
+    )
+
+
+def is_plain_name(text: str) -> bool:
+    """A bare name (no id shape, no ARN, no `kind:`) that some kind's resource could have:
+    which kind it is, AWS has to say (`resolve_kind`)."""
+    text = text.strip()
+    if _OTHER_AWS_ID.match(text):  # sg-…, vol-…: an id of something /contain does not take
+        return False
+    return identify(text) is None and any(p.match(text) for p in NAME_PATTERNS.values())
+
+
+def default_region(region: str | None) -> str:
+    return region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+def check_identifier(text: str) -> None:
+    """Validate what a responder typed before any work: UserError unless it is an id, an
+    ARN, `kind:name`, or a plain name to look up."""
+    if not is_plain_name(text):
+        parse_target(text)
+
+
+def resolve_kind(
+    name: str, *, region: str, account_id: str | None, ctx: ActionContext
+) -> TargetKind:
+    """The one kind of resource `name` names in the account; UserError when none or several."""
+    from containment.resolve import kinds_named
+
+    found = kinds_named(name.strip(), region=region, account_id=account_id, ctx=ctx)
+    if len(found) == 1:
+        return found[0]
+    forms = {k: typed_id(k, name.strip()) for k in found}
+    if not found:
+        raise UserError(
+            f"No IAM user, role, S3 bucket, Lambda function or RDS instance called "
+            f"{name.strip()[:60]!r} in {region}: check the name, or give its ARN."
+        )
+    raise UserError(
+        f"{name.strip()[:60]!r} names more than one resource; say which: "
+        + ", ".join(forms.values())
+        + "."
     )
 
 

@@ -766,7 +766,7 @@ def test_expiry_on_time_through_the_reminder_scheduler(env: Env) -> None:
 # -- other kinds of target -------------------------------------------------------------------
 
 
-def test_contain_a_lambda_function_by_typed_name(env: Env) -> None:
+def test_contain_a_lambda_function_by_its_plain_name(env: Env) -> None:
     from tests.containment.lambda_code import zipped_handler
 
     fn = boto3.client("lambda", region_name="us-east-1")
@@ -782,7 +782,8 @@ def test_contain_a_lambda_function_by_typed_name(env: Env) -> None:
         FunctionName="resize", StatementId="public", Action="lambda:InvokeFunction", Principal="*"
     )
     bot = env.start()
-    request_id, card = contain(bot, "lambda:resize invoked from an unknown account")
+    # A plain name: AWS says it is a function (and nothing else).
+    request_id, card = contain(bot, "resize invoked from an unknown account")
     flat = blocks_text(card)
     assert "PutFunctionConcurrency" in flat and "RemovePermission" in flat
     with bot.session() as session:
