@@ -15,7 +15,7 @@ from typing import Any
 
 from bot.views import blocks as bk
 from bot.views.resources import resource_label
-from commands.approvals.plans import FINDING_KINDS, typed_id
+from commands.approvals.plans import finding_target_kind, typed_id
 from storage.models import Incident
 
 PLAN_BUTTON = "plan_containment"
@@ -97,15 +97,18 @@ def plan_button(incident: Incident) -> dict[str, Any] | None:
     summary = guardduty_facts(incident)
     if summary is None or not incident.resource_id or incident.status == "closed":
         return None
-    kind = FINDING_KINDS.get(incident.resource_type or "")
+    top = summary["findings"][0]
+    kind = finding_target_kind(incident.resource_type, top.get("user_type"))
     if kind is None:
         return None
     if kind in ("instance", "access_key"):
         value = f"{incident.resource_id} {incident.key}"
     else:
-        value = json.dumps(
-            {"resource_id": typed_id(kind, incident.resource_id), "incident": incident.key}
-        )
+        # Assumed-role credentials: the role is what can be contained, not the temporary key.
+        name = top.get("user_name") if kind == "role" else incident.resource_id
+        if not name:
+            return None
+        value = json.dumps({"resource_id": typed_id(kind, name), "incident": incident.key})
     return bk.button("Plan containment", PLAN_BUTTON, value, style="danger")
 
 

@@ -546,6 +546,7 @@ def _fact(
             remote_ip=finding.remote_ip,
             remote_domain=finding.remote_domain,
             user_name=finding.user_name,
+            user_type=finding.user_type,  # AssumedRole: containment acts on the role
             bucket_names=list(finding.bucket_names),
             cluster=finding.cluster,
             resource_kind=finding.resource_kind,

@@ -180,3 +180,16 @@ def _stix_finding() -> dict[str, Any]:
     finding["Service"]["Action"]["NetworkConnectionAction"]["Blocked"] = False
     finding["Severity"] = 8
     return finding
+
+
+def test_assumed_role_cards_offer_the_role_plan(database: Any) -> None:
+    iam = load_json("custodian__iam-duty-event.json")["detail"]
+    details = iam["resource"]["accessKeyDetails"]
+    iam["resource"]["accessKeyDetails"] = {**details, "userType": "AssumedRole"}
+    incident = card_incident(database, iam)
+    button = plan_button(incident)
+    assert button is not None
+    assert json.loads(button["value"]) == {
+        "resource_id": "role:GeneratedFindingUserName",
+        "incident": incident.key,
+    }
