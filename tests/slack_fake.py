@@ -362,10 +362,6 @@ class FakeSlack:
                     )
                 self._lock.wait(remaining)
 
-    def assert_no_call(self, method: str, within: float = 0.2) -> None:
-        time.sleep(within)
-        assert not self.calls_for(method), f"unexpected {method}: {self.calls_for(method)}"
-
     def messages(self, channel_id: str) -> list[dict[str, Any]]:
         """Current messages of a channel (after any chat.update), oldest first."""
         with self._lock:
