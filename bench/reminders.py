@@ -33,7 +33,7 @@ from sqlalchemy import insert
 from bot.clock import SystemClock
 from bot.scheduler import ReminderScheduler
 from bot.settings import AppConfig, EnvSettings, Settings
-from commands import deadlines as dl
+from commands.deadlines import queue as dl
 from storage.db import Database
 from storage.migrate import upgrade
 from storage.models import Incident, Reminder

@@ -23,7 +23,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from commands import deadlines
+from commands.deadlines.delivery import Delivery
+from commands.deadlines.queue import cancel_reminders, schedule_reminder
+from commands.deadlines.timefmt import format_duration
 from commands.errors import UserError
 from commands.incidents import get_incident, open_incident
 from containment.context import ActionContext
@@ -241,7 +243,7 @@ def report_abuse(
             },
         )
         due = at + REMIND_EVERY
-        deadlines.schedule_reminder(
+        schedule_reminder(
             session=session,
             incident=incident,
             kind="abuse",
@@ -277,7 +279,7 @@ def mark_answered(
             + (f": {note}" if note else ""),
             details={"reference": record.get("reference"), "case_id": record.get("case_id")},
         )
-        deadlines.cancel_reminders(
+        cancel_reminders(
             session=session,
             incident=incident,
             kinds=("abuse",),
@@ -359,7 +361,6 @@ def check_answers(
     return answered
 
 
-@deadlines.register_kind("abuse")
 def abuse_delivery(
     *,
     session: Session,
@@ -367,8 +368,8 @@ def abuse_delivery(
     incident: Incident | None,
     now: dt.datetime,
     policy: Any,
-    base: deadlines.Delivery,
-) -> deadlines.Delivery | None:
+    base: Delivery,
+) -> Delivery | None:
     """Remind until answered: each reminder schedules the next one in the same transaction."""
     if incident is None or incident.status == "closed":
         return None
@@ -380,8 +381,8 @@ def abuse_delivery(
     since = record.get("reported_at")
     waited = ""
     if since:
-        waited = " for " + deadlines.format_duration(now - dt.datetime.fromisoformat(since))
-    deadlines.schedule_reminder(
+        waited = " for " + format_duration(now - dt.datetime.fromisoformat(since))
+    schedule_reminder(
         session=session,
         incident=incident,
         kind="abuse",

@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from commands.approvals.requests import expire_due
-from commands.deadlines import Delivery, register_kind, schedule_reminder
+from commands.deadlines.delivery import Delivery
+from commands.deadlines.queue import schedule_reminder
 from storage.models import ContainmentRequest, Incident, Reminder
 
 KIND = "approval_expiry"
@@ -41,7 +42,6 @@ def request_id_of(reminder: Reminder) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
-@register_kind(KIND)
 def deliver_expiry(
     *,
     session: Session,
