@@ -468,14 +468,25 @@ def test_recover_resumes_approved_and_interrupts_stale_running(database: Any) ->
 
 
 def _deliver_due(database: Any, now: dt.datetime) -> list[Any]:
-    from commands.deadlines import claim_due, prepare_delivery
+    from commands.approvals import expiry
+    from commands.deadlines.delivery import prepare_delivery
+    from commands.deadlines.policy import DeadlinePolicy
+    from commands.deadlines.queue import claim_due
 
     with database.session() as session:
         claims = claim_due(session=session, now=now, worker_id="test")
     out = []
     for claimed in claims:
         with database.session() as session:
-            out.append(prepare_delivery(session=session, claim=claimed, now=now))
+            out.append(
+                prepare_delivery(
+                    session=session,
+                    claim=claimed,
+                    now=now,
+                    policy=DeadlinePolicy(),
+                    kinds={expiry.KIND: expiry.deliver_expiry},
+                )
+            )
     return out
 
 
