@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
+
+from slack_sdk import WebClient
 
 from bot.approvals.cards import load_card
 from bot.views.approval_card import approval_card
@@ -17,14 +19,20 @@ from commands import abuse
 from commands.approvals import expiry
 from commands.deadlines.delivery import Delivery, KindHandler
 from commands.deadlines.kinds import deadline_kinds
+from storage.db import Database
 from storage.models import Reminder
 
-if TYPE_CHECKING:
-    from bot.scheduler import ReminderScheduler
+
+class Poster(Protocol):
+    """What an after-post hook gets from the scheduler that posted the reminder."""
+
+    database: Database
+    client: WebClient
+
 
 # Run after a reminder was posted: fn(scheduler, delivery, channel, ts). For Slack-side
 # follow-ups such as updating an approval card when its expiry fires.
-AfterPost = Callable[["ReminderScheduler", Delivery, str, "str | None"], None]
+AfterPost = Callable[[Poster, Delivery, str, "str | None"], None]
 
 
 @dataclass(frozen=True)
@@ -33,9 +41,7 @@ class ReminderKinds:
     after_post: Mapping[str, Sequence[AfterPost]]
 
 
-def expired_card(
-    scheduler: ReminderScheduler, delivery: Delivery, channel: str, ts: str | None
-) -> None:
+def expired_card(scheduler: Poster, delivery: Delivery, channel: str, ts: str | None) -> None:
     """The scheduler expired a request: its card says so and loses its buttons."""
     with scheduler.database.read_session() as session:
         reminder = session.get(Reminder, delivery.reminder_id)

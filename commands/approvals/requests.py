@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from commands.approvals.plans import count_calls, target_to_dict
+from commands.deadlines.queue import schedule_reminder
 from commands.errors import NotAllowed, NotFound, UserError
 from containment.targets import Target
 from storage.db import Database, clock_of
@@ -29,6 +30,7 @@ FINISHED = ("succeeded", "partial", "failed", "interrupted")
 RETRYABLE = ("partial", "failed", "interrupted")
 ROLLBACKABLE = ("succeeded", "partial", "failed", "interrupted")
 REASON_MAX = 1000
+EXPIRY_KIND = "approval_expiry"  # the reminder that expires a request undecided in time
 
 
 @dataclass(frozen=True)
@@ -135,9 +137,7 @@ def request_containment(
     )
     session.add(request)
     session.flush()
-    from commands.approvals.expiry import schedule_expiry
-
-    schedule_expiry(session=session, incident=incident, request=request)
+    _schedule_expiry(session=session, incident=incident, request=request)
     steps = [s["action"] for s in plan["steps"]]
     verb = {"contain": "containment", "retry": "retry", "rollback": "rollback"}.get(kind, kind)
     append_event(
@@ -165,6 +165,22 @@ def request_containment(
         },
     )
     return Created(request, created=True)
+
+
+def _schedule_expiry(*, session: Session, incident: Incident, request: ContainmentRequest) -> None:
+    """A reminder at expires_at: commands.approvals.expiry expires the request then."""
+    if request.expires_at is None:
+        return
+    schedule_reminder(
+        session=session,
+        incident=incident,
+        kind=EXPIRY_KIND,
+        due_at=request.expires_at,
+        dedupe_key=f"approval-expiry:{request.id}",
+        message=f"Containment request #{request.id} ({request.target_id}) expired "
+        "without a decision; request it again if it is still needed.",
+        payload={"request_id": request.id},
+    )
 
 
 def check_may_decide(
