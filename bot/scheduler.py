@@ -42,7 +42,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.clock import SystemClock
 from bot.reminder_kinds import ReminderKinds
-from bot.views.reminders import reminder_text
+from bot.views.reminders import delivery_text, reminder_text
 from commands.deadlines import delivery as dl
 from commands.deadlines import queue
 from commands.deadlines.digest import ensure_digest
@@ -318,7 +318,12 @@ class ReminderScheduler:
         try:
             with self.database.session() as session:
                 dl.record_fired(
-                    session=session, delivery=delivery, now=self.now(), channel=channel, ts=ts
+                    session=session,
+                    delivery=delivery,
+                    text=delivery_text(delivery),
+                    now=self.now(),
+                    channel=channel,
+                    ts=ts,
                 )
         except Exception:
             log.exception("reminder %s was posted but recording it failed", claim.id)

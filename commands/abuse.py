@@ -25,7 +25,6 @@ from sqlalchemy.orm import Session
 
 from commands.deadlines.delivery import Delivery
 from commands.deadlines.queue import cancel_reminders, schedule_reminder
-from commands.deadlines.timefmt import format_duration
 from commands.errors import UserError
 from commands.incidents import get_incident, open_incident
 from containment.context import ActionContext
@@ -361,6 +360,15 @@ def check_answers(
     return answered
 
 
+@dataclass(frozen=True)
+class AbuseNotice:
+    """An AWS abuse report still unanswered (bot/views/reminders.py says so)."""
+
+    reference: str
+    case_id: str | None
+    waited: dt.timedelta | None  # since it was reported, when known
+
+
 def abuse_delivery(
     *,
     session: Session,
@@ -379,9 +387,7 @@ def abuse_delivery(
     n = int((reminder.payload or {}).get("n", 1))
     reference = str(record.get("reference") or (reminder.payload or {}).get("reference"))
     since = record.get("reported_at")
-    waited = ""
-    if since:
-        waited = " for " + format_duration(now - dt.datetime.fromisoformat(since))
+    waited = now - dt.datetime.fromisoformat(since) if since else None
     schedule_reminder(
         session=session,
         incident=incident,
@@ -391,13 +397,8 @@ def abuse_delivery(
         message=reminder.message,
         payload={"reference": reference, "n": n + 1},
     )
-    case = f" (Support case {record['case_id']})" if record.get("case_id") else ""
-    text = (
-        f"⏰ {incident.key}: AWS abuse report {reference}{case} has been unanswered{waited}. "
-        "AWS may restrict the account if it gets no reply: answer it, then run "
-        f"/incident abuse answered {incident.key}."
-    )
-    return dataclasses.replace(base, text=text)
+    notice = AbuseNotice(reference, record.get("case_id"), waited)
+    return dataclasses.replace(base, notice=notice)
 
 
 def abuse_lines(facts: dict[str, Any]) -> list[str]:

@@ -41,10 +41,8 @@ def deliver_expiry(
     if not expired:
         return None
     request = expired[0]
-    key = f"{incident.key}: " if incident else ""
     return replace(
         base,
-        text=f"⌛ {key}{base.text}",
         channel=request.card_channel or base.channel,
         thread_ts=request.card_ts or base.thread_ts,
         mention_contacts=False,

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from commands.deadlines.markup import mrkdwn_escape
 from commands.deadlines.policy import DeadlinePolicy
 from commands.deadlines.queue import SCHEDULER, Claim, note_scheduled
-from commands.deadlines.timefmt import format_duration, utc_text
 from storage.models import Incident, Reminder
 from storage.timeline import append_event
 
@@ -30,11 +28,16 @@ RETRY_BACKOFF = (5, 30, 120, 600)
 
 @dataclass(frozen=True)
 class Delivery:
-    """What to post for one claimed reminder; the bot adds mentions and posts it."""
+    """What to post for one claimed reminder, as data: bot/views/reminders.py renders it
+    (mentions included) and the bot posts it."""
 
     reminder_id: int
     kind: str
-    text: str  # mrkdwn; user-supplied parts already escaped
+    prepared_at: dt.datetime  # the `now` it was decided at (lateness is measured from it)
+    message: str | None = None  # the row's own message: plain user text, not escaped
+    # What this kind says (GdprNotice, StaleNotice, Digest, AbuseNotice, ...); None: the
+    # row's message as a plain reminder.
+    notice: object | None = None
     incident_id: int | None = None
     incident_key: str | None = None
     channel: str | None = None  # None: the configured incident channel
@@ -42,6 +45,8 @@ class Delivery:
     owner: str | None = None
     mention_contacts: bool = True
     late: bool = False
+    # Re-claimed from a process that died while posting it: it may repeat.
+    recovered: bool = False
     due_at: dt.datetime | None = None
     # Incidents whose timelines record this firing (the digest lists several).
     timeline_incident_ids: tuple[int, ...] = ()
@@ -55,18 +60,6 @@ def cancel_claimed(session: Session, reminder: Reminder, reason: str) -> None:
     """A claimed reminder that no longer applies: recorded as cancelled, nothing posted."""
     reminder.status = "cancelled"
     reminder.payload = {**(reminder.payload or {}), "cancelled": reason}
-
-
-def late_note(reminder: Reminder, now: dt.datetime) -> str:
-    if (reminder.payload or {}).get("recovered_from"):
-        return (
-            f" _(late: due {utc_text(reminder.due_at)}; the bot restarted while posting this, "
-            "so it may repeat)_"
-        )
-    if not reminder.late:
-        return ""
-    ago = format_duration(now - reminder.due_at)
-    return f" _(late: was due {utc_text(reminder.due_at)}, {ago} ago)_"
 
 
 def prepare_delivery(
@@ -90,7 +83,8 @@ def prepare_delivery(
     base = Delivery(
         reminder_id=reminder.id,
         kind=reminder.kind,
-        text=mrkdwn_escape(reminder.message or f"Reminder: {reminder.kind}"),
+        prepared_at=now,
+        message=reminder.message,
         incident_id=incident.id if incident else None,
         incident_key=incident.key if incident else None,
         channel=incident.channel_id if incident else None,
@@ -99,6 +93,7 @@ def prepare_delivery(
         # A drill reminds the responders rehearsing it, never the real contacts.
         mention_contacts=not (incident and incident.is_drill),
         late=reminder.late,
+        recovered=bool((reminder.payload or {}).get("recovered_from")),
         due_at=reminder.due_at,
         timeline_incident_ids=(incident.id,) if incident else (),
     )
@@ -118,19 +113,22 @@ def prepare_delivery(
     if incident is not None and incident.status == "closed":
         cancel_claimed(session, reminder, "incident closed")
         return None
-    key = f"{incident.key}: " if incident else ""
-    return replace(base, text=f"⏰ {key}{base.text}{late_note(reminder, now)}")
+    return base
 
 
 def record_fired(
     *,
     session: Session,
     delivery: Delivery,
+    text: str,
     now: dt.datetime,
     channel: str | None,
     ts: str | None,
 ) -> None:
-    """The reminder was posted: keep where, and write it to the incident timeline(s)."""
+    """The reminder was posted: keep where, and write it to the incident timeline(s).
+
+    `text` is what was posted (its first line, as plain as it came, is the summary).
+    """
     reminder = session.get(Reminder, delivery.reminder_id, populate_existing=True)
     if reminder is None:
         return
@@ -158,7 +156,7 @@ def record_fired(
             summary = "Listed in the daily digest"
         else:
             summary = ("Late reminder posted: " if reminder.late else "Reminder posted: ") + (
-                delivery.text.split("\n", 1)[0][:300]
+                text.split("\n", 1)[0][:300]
             )
         append_event(
             session=session,

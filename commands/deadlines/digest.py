@@ -9,12 +9,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from commands.deadlines.delivery import Delivery, late_note
+from commands.deadlines.delivery import Delivery
 from commands.deadlines.gdpr import regulator_clock
-from commands.deadlines.markup import mention, mrkdwn_escape
 from commands.deadlines.policy import DeadlinePolicy
 from commands.deadlines.queue import LIVE_STATUSES, aware, schedule_reminder
-from commands.deadlines.timefmt import utc_text
 from storage.db import clock_of
 from storage.models import ContainmentRequest, Incident, Reminder
 
@@ -66,48 +64,54 @@ def ensure_digest(
 
 
 @dataclass(frozen=True)
-class DigestLine:
+class DigestIncident:
     incident_id: int
     key: str
-    text: str
+    severity: str
+    status: str
+    title: str
+    owner: str | None
+
+
+@dataclass(frozen=True)
+class DigestApproval:
+    incident_key: str
+    kind: str
+    target_id: str
+    requested_by: str | None
+    expires_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class DigestDeadline:
+    at: dt.datetime
+    incident_key: str
+    # approval_expires (subject: the target) | regulator_due | regulator_overdue |
+    # a reminder kind such as followup or abuse (subject: its message)
+    what: str
+    subject: str = ""
 
 
 @dataclass(frozen=True)
 class Digest:
-    incidents: list[DigestLine]
-    approvals: list[str]
-    deadlines: list[str]
+    """The day's digest as data; bot/views/reminders.py renders it."""
 
-    def render(self, *, now: dt.datetime, policy: DeadlinePolicy) -> str:
-        local = now.astimezone(ZoneInfo(policy.timezone))
-        out = [f"*Daily incident digest* · {local:%A %d %B %Y} ({policy.timezone})"]
-        out.append(f"\n*Open incidents ({len(self.incidents)})*")
-        out += [f"• {line.text}" for line in self.incidents] or ["• none"]
-        out.append(f"\n*Pending approvals ({len(self.approvals)})*")
-        out += [f"• {a}" for a in self.approvals] or ["• none"]
-        out.append(f"\n*Deadlines in the next 24 h ({len(self.deadlines)})*")
-        out += [f"• {d}" for d in self.deadlines] or ["• none"]
-        return "\n".join(out)
+    at: dt.datetime
+    timezone: str
+    incidents: list[DigestIncident]
+    approvals: list[DigestApproval]
+    deadlines: list[DigestDeadline]  # soonest first
 
 
 def build_digest(*, session: Session, now: dt.datetime, policy: DeadlinePolicy) -> Digest:
     """Open incidents, pending approvals and deadlines due within 24 h; drills left out."""
-    pol = policy
     horizon = now + dt.timedelta(hours=24)
     incidents = session.scalars(
         select(Incident)
         .where(Incident.status.in_(LIVE_STATUSES), Incident.is_drill.is_(False))
         .order_by(Incident.number)
     ).all()
-    lines = [
-        DigestLine(
-            i.id,
-            i.key,
-            f"{i.key} [{i.severity}/{i.status}] {mrkdwn_escape(i.title)}"
-            + f" · owner {mention(i.owner)}",
-        )
-        for i in incidents
-    ]
+    lines = [DigestIncident(i.id, i.key, i.severity, i.status, i.title, i.owner) for i in incidents]
     requests = session.execute(
         select(ContainmentRequest, Incident)
         .join(Incident, Incident.id == ContainmentRequest.incident_id)
@@ -115,23 +119,19 @@ def build_digest(*, session: Session, now: dt.datetime, policy: DeadlinePolicy) 
         .order_by(ContainmentRequest.requested_at)
     ).all()
     approvals = []
-    deadlines: list[tuple[dt.datetime, str]] = []
+    deadlines: list[DigestDeadline] = []
     for req, inc in requests:
         expires = aware(req.expires_at)
-        tail = f", expires {utc_text(expires)}" if expires else ""
         approvals.append(
-            f"{inc.key}: {req.kind} {mrkdwn_escape(req.target_id)} requested by "
-            f"{mention(req.requested_by)}{tail}"
+            DigestApproval(inc.key, req.kind, req.target_id, req.requested_by, expires)
         )
         if expires and now < expires <= horizon:
-            deadlines.append(
-                (expires, f"{inc.key}: approval of {mrkdwn_escape(req.target_id)} expires")
-            )
+            deadlines.append(DigestDeadline(expires, inc.key, "approval_expires", req.target_id))
     for inc in incidents:
-        clock = regulator_clock(inc, now=now, policy=pol)
+        clock = regulator_clock(inc, now=now, policy=policy)
         if clock.deadline and clock.state in ("running", "overdue") and clock.deadline <= horizon:
-            what = "OVERDUE" if clock.state == "overdue" else "due"
-            deadlines.append((clock.deadline, f"{inc.key}: regulator notice {what}"))
+            what = "regulator_overdue" if clock.state == "overdue" else "regulator_due"
+            deadlines.append(DigestDeadline(clock.deadline, inc.key, what))
     others = session.execute(
         select(Reminder, Incident)
         .join(Incident, Incident.id == Reminder.incident_id)
@@ -143,15 +143,9 @@ def build_digest(*, session: Session, now: dt.datetime, policy: DeadlinePolicy) 
         )
     ).all()
     for rem, inc in others:
-        deadlines.append(
-            (rem.due_at, f"{inc.key}: {rem.kind} {mrkdwn_escape(rem.message or '')}".rstrip())
-        )
-    deadlines.sort(key=lambda pair: pair[0])
-    return Digest(
-        incidents=lines,
-        approvals=approvals,
-        deadlines=[f"{utc_text(at)} · {text}" for at, text in deadlines],
-    )
+        deadlines.append(DigestDeadline(aware(rem.due_at), inc.key, rem.kind, rem.message or ""))  # type: ignore[arg-type]
+    deadlines.sort(key=lambda d: d.at)
+    return Digest(now, policy.timezone, lines, approvals, deadlines)
 
 
 def digest_delivery(
@@ -164,7 +158,7 @@ def digest_delivery(
     base: Delivery,
 ) -> Delivery:
     """What the `digest` reminder says, and tomorrow's (a kind handler, see delivery.py)."""
-    pol, late = policy, late_note(reminder, now)
+    pol = policy
     digest = build_digest(session=session, now=now, policy=pol)
     due = next_digest_at(now=max(now, reminder.due_at), policy=pol)
     schedule_reminder(
@@ -176,7 +170,7 @@ def digest_delivery(
     )
     return replace(
         base,
-        text=digest.render(now=now, policy=pol) + late,
+        notice=digest,
         channel=None,
         thread_ts=None,
         owner=None,

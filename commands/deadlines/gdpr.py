@@ -9,11 +9,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from commands.deadlines.delivery import Delivery, cancel_claimed, late_note
+from commands.deadlines.delivery import Delivery, cancel_claimed
 from commands.deadlines.policy import DeadlinePolicy
 from commands.deadlines.queue import GDPR_KINDS, LIVE_STATUSES, cancel_reminders, schedule_reminder
 from commands.deadlines.tags import personal_data_tag
-from commands.deadlines.timefmt import format_duration, utc_text
 from commands.incidents import mark_personal_data, record_notified
 from storage.db import clock_of
 from storage.models import Incident, Reminder
@@ -36,27 +35,6 @@ def regulator_clock(incident: Incident, *, now: dt.datetime, policy: DeadlinePol
     remaining = deadline - now
     state = "running" if remaining.total_seconds() > 0 else "overdue"
     return ClockStatus(state, deadline, remaining)
-
-
-def time_left_text(incident: Incident, *, now: dt.datetime, policy: DeadlinePolicy) -> str | None:
-    """One line for the card: time left, overdue by, or notified; None without a clock."""
-    clock = regulator_clock(incident, now=now, policy=policy)
-    if clock.state == "none" or clock.deadline is None or clock.remaining is None:
-        return None
-    if clock.state == "notified":
-        return (
-            f"Regulator notified {utc_text(incident.notified_at)}"  # type: ignore[arg-type]
-            f" ({incident.notified_reference or 'no reference'})"
-        )
-    if clock.state == "overdue":
-        return (
-            f"Regulator notice OVERDUE by {format_duration(clock.remaining)} "
-            f"(was due {utc_text(clock.deadline)})"
-        )
-    return (
-        f"Regulator notice due in {format_duration(clock.remaining)} "
-        f"(by {utc_text(clock.deadline)})"
-    )
 
 
 def running_clock_keys(*, session: Session) -> list[str]:
@@ -190,6 +168,15 @@ def start_clock_from_tags(
 # -- what its reminders say ---------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class GdprNotice:
+    """A GDPR reminder: a countdown (`before`), the deadline itself, or an overdue alert."""
+
+    stage: str  # before | deadline | overdue
+    deadline: dt.datetime
+    remaining: dt.timedelta  # negative once the deadline passed
+
+
 def gdpr_delivery(
     *,
     session: Session,
@@ -200,7 +187,7 @@ def gdpr_delivery(
     base: Delivery,
 ) -> Delivery | None:
     """What a `gdpr` / `gdpr_overdue` reminder says (a kind handler, see delivery.py)."""
-    pol, late = policy, late_note(reminder, now)
+    pol = policy
     if incident is None or not incident.personal_data or incident.aware_at is None:
         cancel_claimed(session, reminder, "no regulator clock")
         return None
@@ -208,7 +195,6 @@ def gdpr_delivery(
         cancel_claimed(session, reminder, "regulator already notified")
         return None
     deadline = incident.aware_at + pol.gdpr
-    how = f"Record it with `/incident notified {incident.key} <reference>` once it is sent."
     stage = (reminder.payload or {}).get("stage")
     if reminder.kind == "gdpr" and stage == "before" and now >= deadline:
         # Posted so late the deadline passed: the deadline alert says it, once.
@@ -223,22 +209,13 @@ def gdpr_delivery(
         cancel_claimed(session, reminder, "superseded by a later reminder")
         return None
     if reminder.kind == "gdpr" and stage == "before":
-        text = (
-            f"⏰ *GDPR*: the regulator notice for *{incident.key}* is due in "
-            f"*{format_duration(deadline - now)}* (by {utc_text(deadline)}). {how}"
-        )
+        notice = GdprNotice("before", deadline, deadline - now)
     else:
         n = int((reminder.payload or {}).get("n", 0))
         _schedule_next_overdue(session, incident, n + 1, now, pol)
-        if reminder.kind == "gdpr" and stage == "deadline":
-            lead = f"🚨 *GDPR deadline reached* for *{incident.key}*"
-        else:
-            lead = f"🚨 *GDPR notice OVERDUE* for *{incident.key}*"
-        text = (
-            f"{lead}: the regulator notice was due {utc_text(deadline)} "
-            f"({format_duration(now - deadline)} ago). {how}"
-        )
-    return replace(base, text=text + late, refresh_card=True)
+        what = "deadline" if reminder.kind == "gdpr" and stage == "deadline" else "overdue"
+        notice = GdprNotice(what, deadline, deadline - now)
+    return replace(base, notice=notice, refresh_card=True)
 
 
 def _later_reminder_due(session: Session, reminder: Reminder, now: dt.datetime) -> bool:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
-from commands.deadlines.delivery import Delivery, cancel_claimed, late_note
+from commands.deadlines.delivery import Delivery, cancel_claimed
 from commands.deadlines.policy import DeadlinePolicy
 from commands.deadlines.queue import (
     LIVE_STATUSES,
@@ -19,7 +19,6 @@ from commands.deadlines.queue import (
     note_scheduled,
     schedule_reminder,
 )
-from commands.deadlines.timefmt import format_duration, utc_text
 from storage.db import clock_of
 from storage.models import Incident, Reminder, TimelineEvent
 
@@ -104,6 +103,14 @@ def ensure_stale_checks(
     return len(rows)
 
 
+@dataclass(frozen=True)
+class StaleNotice:
+    """A live incident has been quiet since `last`."""
+
+    last: dt.datetime
+    quiet_for: dt.timedelta
+
+
 def stale_delivery(
     *,
     session: Session,
@@ -114,7 +121,7 @@ def stale_delivery(
     base: Delivery,
 ) -> Delivery | None:
     """What a `stale` reminder says (a kind handler, see delivery.py)."""
-    pol, late = policy, late_note(reminder, now)
+    pol = policy
     if incident is None or incident.status not in LIVE_STATUSES or incident.is_drill:
         cancel_claimed(session, reminder, "incident no longer live")
         return None
@@ -150,8 +157,4 @@ def stale_delivery(
         due_at=nxt,
         dedupe_key=stale_key(incident.id, nxt),
     )
-    text = (
-        f"💤 *{incident.key}* has had no activity for {format_duration(now - last)} "
-        f"(since {utc_text(last)}). Add a note, change its status, or resolve it."
-    )
-    return replace(base, text=text + late)
+    return replace(base, notice=StaleNotice(last=last, quiet_for=now - last))

@@ -10,6 +10,7 @@ import pytest
 from botocore.stub import Stubber
 from sqlalchemy import select
 
+from bot.views.reminders import delivery_text as said
 from commands.abuse import (
     NO_SUPPORT_API,
     REMIND_EVERY,
@@ -189,9 +190,9 @@ def test_report_opens_an_incident_and_reminds_until_answered(database: Any) -> N
     with database.session() as s:
         delivery = prepare(s, claims[0], due)
     assert delivery is not None
-    assert "AWS abuse report AWS-ABUSE-8123" in delivery.text
-    assert f"(Support case {CASE}) has been unanswered for 4 h 0 m." in delivery.text
-    assert delivery.text.endswith(f"/incident abuse answered {result.incident_key}.")
+    assert "AWS abuse report AWS-ABUSE-8123" in said(delivery)
+    assert f"(Support case {CASE}) has been unanswered for 4 h 0 m." in said(delivery)
+    assert said(delivery).endswith(f"/incident abuse answered {result.incident_key}.")
     with database.read_session() as s:
         pending = s.scalars(select(Reminder).where(Reminder.status == "pending")).all()
         assert [(r.kind, r.due_at) for r in pending] == [("abuse", due + REMIND_EVERY)]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from bot.views.reminders import delivery_text
 from commands.approvals import decide, execute, expire_due, recover, request_containment
 from commands.approvals.execution import claim
 from commands.approvals.plans import StepCallback, parse_target
@@ -501,7 +502,9 @@ def test_expiry_reminder_expires_pending_request_once(database: Any) -> None:
     assert _deliver_due(database, database.clock.now()) == []  # not due yet
     deliveries = _deliver_due(database, database.clock.now() + dt.timedelta(minutes=5, seconds=1))
     assert len(deliveries) == 1 and deliveries[0] is not None
-    assert f"#{request_id}" in deliveries[0].text and not deliveries[0].mention_contacts
+    text = delivery_text(deliveries[0])
+    assert text.startswith("⌛ INC-") and f"#{request_id}" in text
+    assert not deliveries[0].mention_contacts
     assert request_row(database, request_id).status == "expired"
     assert [e.kind for e in timeline(database)].count("containment.expired") == 1
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from bot.views.reminders import delivery_text as said
 from commands import incidents
 from commands.deadlines import delivery, digest, gdpr, queue, stale, timefmt
 from commands.deadlines import tags as tag_rules
@@ -87,7 +88,12 @@ def fire(
             prepared = prepare(session, claim, now, pol)
             if prepared is not None:
                 delivery.record_fired(
-                    session=session, delivery=prepared, now=now, channel="C", ts="1"
+                    session=session,
+                    delivery=prepared,
+                    text=said(prepared),
+                    now=now,
+                    channel="C",
+                    ts="1",
                 )
                 out.append(prepared)
     return out
@@ -265,15 +271,15 @@ def test_deadline_starts_overdue_alerts_and_notified_stops_them(database) -> Non
     deadline = T0 + dt.timedelta(hours=72)
 
     fired = fire(database, deadline - dt.timedelta(hours=1))
-    assert [d.text for d in fired] == [
+    assert [said(d) for d in fired] == [
         "⏰ *GDPR*: the regulator notice for *INC-1* is due in *1 h 0 m* "
         f"(by {timefmt.utc_text(deadline)}). Record it with `/incident notified INC-1 <reference>` "
         "once it is sent."
     ]
     fired = fire(database, deadline)
-    assert len(fired) == 1 and "GDPR deadline reached" in fired[0].text
+    assert len(fired) == 1 and "GDPR deadline reached" in said(fired[0])
     fired = fire(database, deadline + dt.timedelta(hours=12))
-    assert len(fired) == 1 and "OVERDUE" in fired[0].text and "12 h 0 m ago" in fired[0].text
+    assert len(fired) == 1 and "OVERDUE" in said(fired[0]) and "12 h 0 m ago" in said(fired[0])
     pending = [r for r in reminders(database) if r.status == "pending"]
     assert [(r.kind, r.due_at) for r in pending] == [
         ("gdpr_overdue", deadline + dt.timedelta(hours=24))
@@ -314,7 +320,7 @@ def test_late_before_reminders_are_superseded_by_the_deadline_alert(database) ->
         assert queue.mark_late(session=session, before=later) == 5
     fired = fire(database, later)
     assert len(fired) == 1 and fired[0].late
-    assert "GDPR deadline reached" in fired[0].text and "late" in fired[0].text
+    assert "GDPR deadline reached" in said(fired[0]) and "late" in said(fired[0])
 
 
 # -- claiming -----------------------------------------------------------------------------------
@@ -469,7 +475,7 @@ def test_stale_checks_for_live_non_drill_incidents_nudge_only_when_quiet(databas
     at = last[quiet.id] + dt.timedelta(hours=4, seconds=1)
     fired = fire(database, at, pol)
     assert [d.incident_id for d in fired] == [quiet.id]
-    assert "has had no activity for 4 h 0 m" in fired[0].text
+    assert "has had no activity for 4 h 0 m" in said(fired[0])
     pending = {r.incident_id: r.due_at for r in reminders(database) if r.status == "pending"}
     assert pending[quiet.id] == at + dt.timedelta(hours=4)
     assert pending[busy.id] == last[busy.id] + dt.timedelta(hours=6)  # note + 4 h
@@ -538,7 +544,7 @@ def test_digest_lists_open_incidents_approvals_and_deadlines_but_no_drills(datab
         assert due.due_at == dt.datetime(2026, 11, 27, 14, 0, tzinfo=dt.UTC)  # 09:00 EST
     fired = fire(database, due.due_at, pol)
     assert len(fired) == 1
-    text = fired[0].text
+    text = said(fired[0])
     assert "INC-1" in text and "real one" in text
     assert "INC-2" not in text and "exercise" not in text
     assert "2026-11-27 17:00 UTC · INC-1: approval of i-00000001 expires" in text
@@ -554,25 +560,6 @@ def test_digest_lists_open_incidents_approvals_and_deadlines_but_no_drills(datab
 # -- time left ----------------------------------------------------------------------------------
 
 
-def test_time_left_text_for_cards() -> None:
-    incident = Incident(number=3, personal_data=True, aware_at=T0)
-    pol = policy(gdpr_hours=72)
-    assert gdpr.time_left_text(incident, now=T0 + dt.timedelta(hours=1), policy=pol) == (
-        "Regulator notice due in 2 d 23 h (by 2026-11-30 12:00 UTC)"
-    )
-    assert gdpr.time_left_text(incident, now=T0 + dt.timedelta(hours=75), policy=pol) == (
-        "Regulator notice OVERDUE by 3 h 0 m (was due 2026-11-30 12:00 UTC)"
-    )
-    incident.notified_at = T0 + dt.timedelta(hours=70)
-    incident.notified_reference = "ICO-9"
-    assert gdpr.time_left_text(incident, now=T0 + dt.timedelta(hours=80), policy=pol) == (
-        "Regulator notified 2026-11-30 10:00 UTC (ICO-9)"
-    )
-    assert gdpr.time_left_text(Incident(number=4, personal_data=False), now=T0, policy=pol) is None
-    assert timefmt.format_duration(dt.timedelta(seconds=36)) == "36 s"
-    assert timefmt.format_duration(dt.timedelta(minutes=4, seconds=10)) == "4 m 10 s"
-
-
 def test_user_text_in_digest_and_reminders_is_escaped(database) -> None:
     evil = "<!channel> <https://evil|click> & co"
     with database.session() as session:
@@ -586,7 +573,7 @@ def test_user_text_in_digest_and_reminders_is_escaped(database) -> None:
             message=evil,
         )
         digest.ensure_digest(session=session, now=T0 - dt.timedelta(days=1), policy=DEFAULT)
-    texts = [d.text for d in fire(database, T0 + dt.timedelta(days=1))]
+    texts = [said(d) for d in fire(database, T0 + dt.timedelta(days=1))]
     assert len(texts) == 2
     for text in texts:
         assert "<!channel>" not in text and "<https://evil" not in text
@@ -607,9 +594,11 @@ def test_reminder_claimed_by_a_process_that_died_is_taken_over_once(database) ->
             )
     with database.session() as session:
         stalled, posted = queue.claim_due(session=session, now=T0, worker_id="dead")
-    fire_one = delivery.Delivery(reminder_id=posted.id, kind="followup", text="posted")
+    fire_one = delivery.Delivery(reminder_id=posted.id, kind="followup", prepared_at=T0)
     with database.session() as session:
-        delivery.record_fired(session=session, delivery=fire_one, now=T0, channel="C", ts="1.2")
+        delivery.record_fired(
+            session=session, delivery=fire_one, text="posted", now=T0, channel="C", ts="1.2"
+        )
 
     with database.session() as session:  # within the lease: the claimer may still be posting
         assert (
@@ -624,8 +613,15 @@ def test_reminder_claimed_by_a_process_that_died_is_taken_over_once(database) ->
     assert [(c.id, c.late) for c in claims] == [(stalled.id, True)]
     with database.session() as session:
         prepared = prepare(session, claims[0], later)
-        assert prepared is not None and "may repeat" in prepared.text
-        delivery.record_fired(session=session, delivery=prepared, now=later, channel="C", ts="3.4")
+        assert prepared is not None and "may repeat" in said(prepared)
+        delivery.record_fired(
+            session=session,
+            delivery=prepared,
+            text=said(prepared),
+            now=later,
+            channel="C",
+            ts="3.4",
+        )
     with database.session() as session:
         assert (
             queue.recover_stalled(session=session, now=later + dt.timedelta(hours=1), worker_id="c")
@@ -649,7 +645,7 @@ def test_after_a_long_outage_one_late_overdue_alert_then_the_regular_rhythm(data
     with database.session() as session:
         queue.mark_late(session=session, before=back)
     fired = fire(database, back, pol)
-    assert len(fired) == 1 and fired[0].late and "deadline reached" in fired[0].text
+    assert len(fired) == 1 and fired[0].late and "deadline reached" in said(fired[0])
     assert fire(database, back, pol) == []  # no backlog of ten overdue alerts
     (pending,) = [r for r in reminders(database) if r.status == "pending"]
     assert pending.due_at == deadline + dt.timedelta(hours=12 * 11)  # the next 12 h mark
@@ -665,7 +661,7 @@ def test_countdowns_missed_in_an_outage_collapse_into_the_latest(database) -> No
         assert queue.mark_late(session=session, before=back) == 2
     fired = fire(database, back)
     assert len(fired) == 1 and fired[0].late
-    assert "due in *22 h 0 m*" in fired[0].text
+    assert "due in *22 h 0 m*" in said(fired[0])
     statuses = {r.payload.get("hours_before"): r.status for r in reminders(database)}
     assert statuses == {
         48.0: "cancelled",
