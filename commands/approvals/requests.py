@@ -42,8 +42,7 @@ class Created:
 @dataclass(frozen=True)
 class Decision:
     request: ContainmentRequest
-    won: bool  # this call made the decision
-    message: str  # one sentence for the person who clicked
+    won: bool  # this call made the decision (else request.status says who did what)
 
 
 def _clean_reason(reason: str | None) -> str | None:
@@ -207,21 +206,6 @@ def check_may_decide(
         )
 
 
-def _already(request: ContainmentRequest) -> str:
-    who = request.decided_by
-    if request.status == "expired":
-        return f"Request #{request.id} expired without a decision; request it again if needed."
-    if request.status == "rejected":
-        return f"Request #{request.id} was already rejected by {_mention(who)}."
-    return f"Request #{request.id} was already approved by {_mention(who)} ({request.status})."
-
-
-def _mention(user_id: str | None) -> str:
-    if not user_id:
-        return "nobody"
-    return f"<@{user_id}>" if user_id[:1] in ("U", "W") else user_id
-
-
 def decide(
     *,
     session: Session,
@@ -249,7 +233,7 @@ def decide(
     if request.status == "pending" and request.expires_at and request.expires_at <= now:
         expire_due(session=session, now=now, request_ids=[request.id])
         request = get_request(session=session, request_id=request_id)
-        return Decision(request, False, _already(request))
+        return Decision(request, False)
     new_status = "approved" if approve else "rejected"
     changed = session.execute(
         update(ContainmentRequest)
@@ -259,7 +243,7 @@ def decide(
     ).rowcount
     request = get_request(session=session, request_id=request_id)
     if changed != 1:
-        return Decision(request, False, _already(request))
+        return Decision(request, False)
     incident = incident_of(session=session, request=request)
     verb = "Approved" if approve else "Rejected"
     append_event(
@@ -279,12 +263,7 @@ def decide(
             "reason": reason,
         },
     )
-    message = (
-        f"You approved request #{request.id}; running it now."
-        if approve
-        else f"You rejected request #{request.id}."
-    )
-    return Decision(request, True, message)
+    return Decision(request, True)
 
 
 def expire_due(

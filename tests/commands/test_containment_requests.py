@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from bot.views.decisions import decision_text
 from bot.views.reminders import delivery_text
 from commands.approvals import decide, execute, expire_due, recover, request_containment
 from commands.approvals.execution import claim
@@ -281,7 +282,7 @@ def test_reject_needs_a_reason_and_records_it(database: Any) -> None:
     row = request_row(database, request_id)
     assert (row.status, row.decision_reason) == ("rejected", "false positive: pentest")
     late = approve(database, request_id, "U0APPROVER2")
-    assert not late.won and "rejected by <@U0APPROVER1>" in late.message
+    assert not late.won and "rejected by <@U0APPROVER1>" in decision_text(late)
     assert claim(database=database, request_id=request_id) is False
 
 
@@ -297,7 +298,7 @@ def test_expiry(database: Any) -> None:
         assert expire_due(session=session, now=later) == []  # once
     assert request_row(database, request_id).status == "expired"
     decision = approve(database, request_id)
-    assert not decision.won and "expired" in decision.message
+    assert not decision.won and "expired" in decision_text(decision)
     assert [e.actor for e in timeline(database) if e.kind == "containment.expired"] == ["scheduler"]
 
 
