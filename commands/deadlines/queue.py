@@ -41,7 +41,11 @@ def note_scheduled(session: Session, due_at: dt.datetime) -> None:
 
 
 def scheduled_due(session: Session) -> dt.datetime | None:
-    """The earliest due time this session scheduled, or None (read after its commit)."""
+    """The earliest due time this session scheduled, or None (read after its commit).
+
+    Kept in `session.info`, which lives as long as the Session: the app opens one Session per
+    transaction (Database.session), so it never speaks for an earlier transaction.
+    """
     return session.info.get(_INFO_KEY)
 
 
