@@ -11,8 +11,9 @@ then recorded as cancelled).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -53,7 +54,19 @@ class Delivery:
     refresh_card: bool = False
 
 
-KindHandler = Callable[..., "Delivery | None"]
+class KindHandler(Protocol):
+    """Decides what a reminder of one kind says (see the module docstring)."""
+
+    def __call__(
+        self,
+        *,
+        session: Session,
+        reminder: Reminder,
+        incident: Incident | None,
+        now: dt.datetime,
+        policy: DeadlinePolicy,
+        base: Delivery,
+    ) -> Delivery | None: ...
 
 
 def cancel_claimed(session: Session, reminder: Reminder, reason: str) -> None:
