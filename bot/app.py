@@ -28,6 +28,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from bot.background import Background, Job
 from bot.settings import AppConfig, Settings
+from commands.deadlines.policy import DeadlinePolicy
 from storage.clock import Clock
 from storage.db import Database
 
@@ -53,6 +54,11 @@ class Runtime:
     @property
     def config(self) -> AppConfig:
         return self.settings.config
+
+    @property
+    def deadline_policy(self) -> DeadlinePolicy:
+        """The `deadlines:` settings as the policy every deadline call is given."""
+        return DeadlinePolicy.from_options(self.settings.config.deadlines)
 
     def on_shutdown(self, stop: Callable[[], None]) -> Callable[[], None]:
         """Register a stopper (a sweeper, a poller, the scheduler) for `shutdown`."""

@@ -2,10 +2,10 @@
 
 One `date` job is armed for the earliest pending Reminder row (never more than
 `poll_seconds` ahead, so rows added by other processes are noticed). When it fires, due rows
-are claimed atomically (commands.deadlines.claim_due: pending -> sent in one UPDATE), each
+are claimed atomically (commands.deadlines.queue.claim_due: pending -> sent in one UPDATE), each
 claimed row is posted to its incident's thread mentioning the owner and the contacts, the
 firing lands on the timeline, and the timer is re-armed. Scheduling a reminder anywhere in
-this process wakes the timer at once (a Session after_commit hook).
+this process wakes the timer at once (an after-commit hook on its Database).
 
 Nothing depends on APScheduler remembering anything: at start the timer is rebuilt from the
 rows, and rows that came due while no process was running are marked late and posted once.
@@ -41,7 +41,14 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.clock import SystemClock
-from commands import deadlines as dl
+from bot.reminder_kinds import ReminderKinds
+from bot.views.reminders import delivery_text, reminder_text
+from commands.deadlines import delivery as dl
+from commands.deadlines import queue
+from commands.deadlines.digest import ensure_digest
+from commands.deadlines.gdpr import running_clock_keys
+from commands.deadlines.policy import DeadlinePolicy
+from commands.deadlines.stale import ensure_stale_checks
 from storage.db import Database
 
 if TYPE_CHECKING:
@@ -68,39 +75,12 @@ PERMANENT_ERRORS = {
     "restricted_action",
     "not_authed",
 }
-MESSAGE_TEXT = 3_900
 UPKEEP_BATCH = 100  # incidents per upkeep transaction
 UPKEEP_PAUSE = 0.05  # seconds between upkeep transactions
-
-AfterPost = Callable[["ReminderScheduler", dl.Delivery, str, str | None], None]
-_after_post: dict[str, list[AfterPost]] = {}
-
-
-def after_post(kind: str) -> Callable[[AfterPost], AfterPost]:
-    """Run `fn(scheduler, delivery, channel, ts)` after a reminder of `kind` was posted.
-
-    For Slack-side follow-ups such as updating an approval card when its expiry fires.
-    """
-
-    def decorate(fn: AfterPost) -> AfterPost:
-        _after_post.setdefault(kind, []).append(fn)
-        return fn
-
-    return decorate
 
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def _subteam(group: str | None) -> str | None:
-    """`<!subteam^S123>` for a user-group ID; a handle is shown as text (Slack needs the ID)."""
-    if not group:
-        return None
-    group = group.strip()
-    if group.startswith("S") and group[1:].isalnum() and group.isupper():
-        return f"<!subteam^{group}>"
-    return "@" + group.lstrip("@")
 
 
 @dataclass
@@ -119,6 +99,8 @@ class ReminderScheduler:
         *,
         database: Database,
         settings: Settings,
+        kinds: ReminderKinds,
+        policy: DeadlinePolicy | None = None,
         client: WebClient | None = None,
         worker_id: str | None = None,
         poll_seconds: float = 10.0,
@@ -131,7 +113,9 @@ class ReminderScheduler:
         self.database = database
         self.settings = settings
         self.config = settings.config
-        self.policy = dl.policy_of(settings)
+        self.policy = policy or DeadlinePolicy.from_options(settings.config.deadlines)
+        self.kinds = kinds
+        self._unhook: Callable[[], None] | None = None
         if client is None:
             from bot.app import make_client
 
@@ -165,10 +149,9 @@ class ReminderScheduler:
 
     def start(self) -> float:
         """Start the clock and rebuild the timer from the rows; returns the rebuild time (s)."""
-        dl.configure(self.policy)
         self._scheduler.start()
         self._running = True
-        dl.add_schedule_listener(self.wake)
+        self._unhook = self.database.on_commit(self._committed)
         elapsed = self.rebuild()
         delay = 0.5 if self.maintain_at_start else self.maintain_seconds
         self._scheduler.add_job(
@@ -192,7 +175,7 @@ class ReminderScheduler:
         t0 = time.perf_counter()
         started = self.now()
         with self.database.session() as session:
-            late = dl.mark_late(session=session, before=started)
+            late = queue.mark_late(session=session, before=started)
         if late:
             log.warning("%d reminder(s) came due while the bot was down: posting them now", late)
         self._arm()
@@ -207,7 +190,9 @@ class ReminderScheduler:
             return
         self._running = False
         self._stopping = True
-        dl.remove_schedule_listener(self.wake)
+        if self._unhook is not None:
+            self._unhook()
+            self._unhook = None
         self._scheduler.shutdown(wait=wait)
 
     @property
@@ -224,6 +209,11 @@ class ReminderScheduler:
             if self._armed_at is None or due_at < self._armed_at:
                 self._set_timer(due_at)
 
+    def _committed(self, session: Any) -> None:
+        due = queue.scheduled_due(session)
+        if due is not None:
+            self.wake(due)
+
     def _arm(self) -> None:
         """Re-arm for the earliest pending row (reads under the lock so no wake is lost)."""
         if not self._running:
@@ -232,7 +222,7 @@ class ReminderScheduler:
             cap = self.now() + self.poll
             try:
                 with self.database.read_session() as session:
-                    nxt = dl.next_due(session=session)
+                    nxt = queue.next_due(session=session)
             except Exception:  # database unreachable: look again after a poll interval
                 log.exception("could not read the next due reminder; retrying in %s", self.poll)
                 nxt = None
@@ -285,18 +275,22 @@ class ReminderScheduler:
         """Claim one batch of due reminders and deliver them; returns how many were claimed."""
         now = self.now()
         with self.database.session() as session:
-            claims = dl.claim_due(
+            claims = queue.claim_due(
                 session=session, now=now, worker_id=self.worker_id, limit=self.batch
             )
         for claim in claims:
             self._deliver(claim)
         return len(claims)
 
-    def _deliver(self, claim: dl.Claim) -> None:
+    def _deliver(self, claim: queue.Claim) -> None:
         try:
             with self.database.session() as session:
                 delivery = dl.prepare_delivery(
-                    session=session, claim=claim, now=self.now(), policy=self.policy
+                    session=session,
+                    claim=claim,
+                    now=self.now(),
+                    policy=self.policy,
+                    kinds=self.kinds.deliver,
                 )
         except Exception as exc:
             log.exception("could not prepare reminder %s", claim.id)
@@ -324,7 +318,12 @@ class ReminderScheduler:
         try:
             with self.database.session() as session:
                 dl.record_fired(
-                    session=session, delivery=delivery, now=self.now(), channel=channel, ts=ts
+                    session=session,
+                    delivery=delivery,
+                    text=delivery_text(delivery),
+                    now=self.now(),
+                    channel=channel,
+                    ts=ts,
                 )
         except Exception:
             log.exception("reminder %s was posted but recording it failed", claim.id)
@@ -353,15 +352,7 @@ class ReminderScheduler:
         return resp.get("ts"), str(resp.get("channel") or channel)
 
     def _text(self, delivery: dl.Delivery) -> str:
-        mentions = []
-        if delivery.owner and delivery.owner[:1] in ("U", "W"):
-            mentions.append(f"<@{delivery.owner}>")
-        if delivery.mention_contacts:
-            group = _subteam(self.config.contacts.slack_usergroup)
-            if group:
-                mentions.append(group)
-        text = (" ".join(mentions) + " " if mentions else "") + delivery.text
-        return text if len(text) <= MESSAGE_TEXT else text[: MESSAGE_TEXT - 1] + "…"
+        return reminder_text(delivery, usergroup=self.config.contacts.slack_usergroup)
 
     def _failed(self, reminder_id: int, error: str, *, retry: bool) -> None:
         self.stats.failed += 1
@@ -383,7 +374,7 @@ class ReminderScheduler:
                 self.refresh_card(delivery.incident_key)  # the card's time left
             except Exception:
                 log.exception("could not refresh the card of %s", delivery.incident_key)
-        for hook in _after_post.get(delivery.kind, []):
+        for hook in self.kinds.after_post.get(delivery.kind, ()):
             try:
                 hook(self, delivery, channel, ts)
             except Exception:
@@ -395,7 +386,7 @@ class ReminderScheduler:
         """Post reminders a dead process claimed but never posted (see recover_stalled)."""
         try:
             with self.database.session() as session:
-                claims = dl.recover_stalled(
+                claims = queue.recover_stalled(
                     session=session, now=self.now(), worker_id=self.worker_id
                 )
         except Exception:
@@ -412,10 +403,10 @@ class ReminderScheduler:
         try:
             now = self.now()
             with self.database.session() as session:
-                dl.ensure_digest(session=session, now=now, policy=self.policy)
+                ensure_digest(session=session, now=now, policy=self.policy)
             while not self._stopping:  # short transactions: due reminders never wait long
                 with self.database.session() as session:
-                    added = dl.ensure_stale_checks(
+                    added = ensure_stale_checks(
                         session=session, now=now, policy=self.policy, limit=UPKEEP_BATCH
                     )
                 if added < UPKEEP_BATCH:
@@ -433,7 +424,7 @@ class ReminderScheduler:
             return 0
         try:
             with self.database.read_session() as session:
-                keys = dl.running_clock_keys(session=session)
+                keys = running_clock_keys(session=session)
         except Exception:
             log.exception("could not list running regulator clocks")
             return 0
@@ -454,7 +445,9 @@ class ReminderScheduler:
 # -- wiring into the app (bot/server.py serve() calls these) -------------------------------
 
 
-def start_for_runtime(runtime: Runtime, **kwargs: Any) -> ReminderScheduler:
+def start_for_runtime(
+    runtime: Runtime, *, kinds: ReminderKinds, **kwargs: Any
+) -> ReminderScheduler:
     """Start a scheduler sharing the app's database and client; kept in runtime.extras."""
 
     def refresh(key: str) -> None:
@@ -474,6 +467,8 @@ def start_for_runtime(runtime: Runtime, **kwargs: Any) -> ReminderScheduler:
     scheduler = ReminderScheduler(
         database=runtime.database,
         settings=runtime.settings,
+        kinds=kinds,
+        policy=runtime.deadline_policy,
         client=runtime.client,
         refresh_card=refresh,
         **kwargs,
@@ -511,16 +506,14 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     upgrade(settings.database_url)
-    # Features register what their reminders say (register_kind, after_post) on import.
-    from bot.listeners import listener_modules
+    from bot.reminder_kinds import reminder_kinds
 
-    listener_modules()
     runtime = make_runtime(settings, clock=SystemClock())
     kwargs: dict[str, Any] = {"poll_seconds": args.poll, "batch": args.batch}
     if args.no_maintain:
         kwargs["maintain_seconds"] = 24 * 3600.0
         kwargs["maintain_at_start"] = False
-    scheduler = start_for_runtime(runtime, **kwargs)
+    scheduler = start_for_runtime(runtime, kinds=reminder_kinds(), **kwargs)
     print(f"scheduler ready worker={scheduler.worker_id}", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -532,7 +525,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the importable module's main, so hooks registered on bot.scheduler are the ones used.
-    from bot.scheduler import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

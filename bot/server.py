@@ -148,8 +148,9 @@ def start_services(runtime: Runtime) -> None:
     """
     from bot import scheduler
     from bot.listeners import listener_modules
+    from bot.reminder_kinds import reminder_kinds
 
-    scheduler.start_for_runtime(runtime)
+    scheduler.start_for_runtime(runtime, kinds=reminder_kinds())
     runtime.on_shutdown(lambda: scheduler.stop_for_runtime(runtime))
     for module in listener_modules():
         start = getattr(module, "start", None)

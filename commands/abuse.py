@@ -23,7 +23,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from commands import deadlines
+from commands.deadlines.delivery import Delivery
+from commands.deadlines.queue import cancel_reminders, schedule_reminder
 from commands.errors import UserError
 from commands.incidents import get_incident, open_incident
 from containment.context import ActionContext
@@ -241,7 +242,7 @@ def report_abuse(
             },
         )
         due = at + REMIND_EVERY
-        deadlines.schedule_reminder(
+        schedule_reminder(
             session=session,
             incident=incident,
             kind="abuse",
@@ -277,7 +278,7 @@ def mark_answered(
             + (f": {note}" if note else ""),
             details={"reference": record.get("reference"), "case_id": record.get("case_id")},
         )
-        deadlines.cancel_reminders(
+        cancel_reminders(
             session=session,
             incident=incident,
             kinds=("abuse",),
@@ -359,7 +360,15 @@ def check_answers(
     return answered
 
 
-@deadlines.register_kind("abuse")
+@dataclass(frozen=True)
+class AbuseNotice:
+    """An AWS abuse report still unanswered (bot/views/reminders.py says so)."""
+
+    reference: str
+    case_id: str | None
+    waited: dt.timedelta | None  # since it was reported, when known
+
+
 def abuse_delivery(
     *,
     session: Session,
@@ -367,8 +376,8 @@ def abuse_delivery(
     incident: Incident | None,
     now: dt.datetime,
     policy: Any,
-    base: deadlines.Delivery,
-) -> deadlines.Delivery | None:
+    base: Delivery,
+) -> Delivery | None:
     """Remind until answered: each reminder schedules the next one in the same transaction."""
     if incident is None or incident.status == "closed":
         return None
@@ -378,10 +387,8 @@ def abuse_delivery(
     n = int((reminder.payload or {}).get("n", 1))
     reference = str(record.get("reference") or (reminder.payload or {}).get("reference"))
     since = record.get("reported_at")
-    waited = ""
-    if since:
-        waited = " for " + deadlines.format_duration(now - dt.datetime.fromisoformat(since))
-    deadlines.schedule_reminder(
+    waited = now - dt.datetime.fromisoformat(since) if since else None
+    schedule_reminder(
         session=session,
         incident=incident,
         kind="abuse",
@@ -390,13 +397,8 @@ def abuse_delivery(
         message=reminder.message,
         payload={"reference": reference, "n": n + 1},
     )
-    case = f" (Support case {record['case_id']})" if record.get("case_id") else ""
-    text = (
-        f"⏰ {incident.key}: AWS abuse report {reference}{case} has been unanswered{waited}. "
-        "AWS may restrict the account if it gets no reply: answer it, then run "
-        f"/incident abuse answered {incident.key}."
-    )
-    return dataclasses.replace(base, text=text)
+    notice = AbuseNotice(reference, record.get("case_id"), waited)
+    return dataclasses.replace(base, notice=notice)
 
 
 def abuse_lines(facts: dict[str, Any]) -> list[str]:

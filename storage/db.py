@@ -7,8 +7,9 @@ open with BEGIN IMMEDIATE so two writers queue on the lock instead of failing wi
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage.clock import CLOCK_OPTION, Clock
 from storage.errors import StorageError
+
+log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 URL_EXAMPLES = "e.g. sqlite:///incident-bot.db or postgresql+psycopg://user@host:5432/incidents"
@@ -131,6 +134,22 @@ class Database:
         """A read-only transaction that never takes SQLite's write lock."""
         with self._read() as session, session.begin():
             yield session
+
+    def on_commit(self, fn: Callable[[Session], None]) -> Callable[[], None]:
+        """Call `fn(session)` after each write transaction of this Database commits.
+
+        Scoped to this Database's sessions (never every Session in the process); returns the
+        function that removes the hook again.
+        """
+
+        def hook(session: Session) -> None:
+            try:
+                fn(session)
+            except Exception:  # a hook must never break the caller's commit
+                log.exception("after-commit hook %r failed", fn)
+
+        event.listen(self._write, "after_commit", hook)
+        return lambda: event.remove(self._write, "after_commit", hook)
 
     def ping(self) -> bool:
         try:

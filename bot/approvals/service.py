@@ -30,6 +30,7 @@ from bot.background import Busy
 from bot.listeners.incident_posts import post_new_incident, refresh_incident
 from bot.views import blocks as bk
 from bot.views.approval_card import CardView, approval_card
+from bot.views.decisions import decision_text, usergroup_mention
 from commands import incidents as svc
 from commands.approvals import contacts
 from commands.approvals.engine import ContainmentEngine
@@ -365,7 +366,7 @@ class ContainmentService:
         if not decision.won:
             if status == "expired":
                 self.refresh_card(request_id)
-            return decision.message
+            return decision_text(decision)
         if approve:
             self.start(request_id)
             self._notify(request_id, "approved")
@@ -373,7 +374,7 @@ class ContainmentService:
         else:
             self.refresh_card(request_id)
             self._incident_line(request_id, f"rejected by {bk.user(actor)}: {bk.esc(reason)}")
-        return decision.message
+        return decision_text(decision)
 
     def _incident_line(self, request_id: int, what: str) -> None:
         """Keep the incident card (its pending-approval count) current and say it in its
@@ -501,7 +502,7 @@ class ContainmentService:
             )
         text = line
         if cfg.slack_usergroup:
-            text = f"{contacts.usergroup_mention(cfg.slack_usergroup)} {line}"
+            text = f"{usergroup_mention(cfg.slack_usergroup)} {line}"
         emails = contacts.recipients_line(cfg)
         if emails:
             text += f"\n{bk.esc(emails)}"

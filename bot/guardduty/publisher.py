@@ -298,6 +298,7 @@ class CardPublisher:
                     incident_id=incident_id,
                     tags=tags,
                     source=source,
+                    policy=self.runtime.deadline_policy,
                 )
         channel = self._channel(incident)
         self._sync(incident_id)

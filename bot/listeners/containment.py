@@ -12,19 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, Respond
 
-from bot.approvals.cards import load_card
 from bot.approvals.service import SWEEP_KEY, Proposal, service
 from bot.listeners.actions import action_invocation
 from bot.listeners.slash import Invocation, Reply, dispatch
 from bot.listeners.views import field_value, view_invocation
-from bot.scheduler import after_post
 from bot.views import blocks as bk
-from bot.views.approval_card import APPROVE, REJECT, RETRY, ROLLBACK, approval_card, reject_modal
+from bot.views.approval_card import APPROVE, REJECT, RETRY, ROLLBACK, reject_modal
 from commands import incidents as svc
-from commands.approvals import expiry
 from commands.approvals.plans import parse_target
 from commands.errors import UserError
-from storage.models import Reminder
 
 if TYPE_CHECKING:
     from bot.app import IncidentBotApp
@@ -37,19 +33,6 @@ REJECT_MODAL = "containment_reject_modal"
 USAGE = "/contain <instance-id|access-key-id> [INC-N] [reason]"
 _RESOURCE = re.compile(r"\b(i-[0-9a-f]{8,17}|(?:AKIA|ASIA)[A-Z0-9]{12,124})\b")
 _KEY = re.compile(r"\bINC-\d{1,9}\b", re.IGNORECASE)
-
-
-@after_post(expiry.KIND)
-def expired_card(scheduler: Any, delivery: Any, channel: str, ts: str | None) -> None:
-    """The scheduler expired a request: its card says so and loses its buttons."""
-    with scheduler.database.read_session() as session:
-        reminder = session.get(Reminder, delivery.reminder_id)
-        request_id = expiry.request_id_of(reminder) if reminder else None
-    if request_id is None:
-        return
-    view, card_channel, card_ts = load_card(scheduler.database, request_id)
-    if card_channel and card_ts:
-        scheduler.client.chat_update(channel=card_channel, ts=card_ts, **approval_card(view))
 
 
 # -- parsing ---------------------------------------------------------------------------------

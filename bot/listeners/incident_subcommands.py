@@ -15,6 +15,7 @@ from bot.listeners.slash import Invocation, Reply, SlashCommand
 from bot.views import blocks as bk
 from bot.views.cards import list_reply, status_reply, timeline_reply
 from commands import incidents as svc
+from commands.deadlines import gdpr
 from commands.errors import UserError
 from commands.exports import export_timeline
 from commands.overview import (
@@ -214,8 +215,12 @@ def personal_data_cmd(inv: Invocation) -> Reply | None:
         runtime = inv.runtime
         with runtime.database.session() as session:
             target = svc.get_incident(session=session, key=key)
-            started = svc.mark_personal_data(
-                session=session, incident=target, actor=inv.user_id, reason="marked in Slack"
+            started = gdpr.start_clock(
+                session=session,
+                incident=target,
+                actor=inv.user_id,
+                policy=runtime.deadline_policy,
+                reason="marked in Slack",
             )
             due = regulator_deadline(target, gdpr_hours=runtime.config.deadlines.gdpr_hours)
         due_text = bk.when(due.due_at) if due else "n/a"

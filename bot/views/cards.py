@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bot.views import blocks as bk
+from bot.views.reminders import clock_line
 from bot.views.resources import resource_label
 from commands.overview import Deadline, IncidentOverview
 from storage.models import Incident, TimelineEvent
@@ -134,6 +135,9 @@ def incident_card(view: IncidentOverview, *, now: dt.datetime) -> dict[str, Any]
         bk.section(title_line(incident)),
         bk.fields_section(card_fields(view, now)),
     ]
+    clock = clock_line(incident, now=now, gdpr_hours=view.gdpr_hours)
+    if clock:
+        blocks.append(bk.context(clock))
     for _, make in _card_sections:
         blocks.extend(make(incident, now))
     if incident.resolution:

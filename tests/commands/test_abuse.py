@@ -10,10 +10,11 @@ import pytest
 from botocore.stub import Stubber
 from sqlalchemy import select
 
-from commands import deadlines
+from bot.views.reminders import delivery_text as said
 from commands.abuse import (
     NO_SUPPORT_API,
     REMIND_EVERY,
+    abuse_delivery,
     abuse_lines,
     case_answered,
     check_answers,
@@ -23,6 +24,9 @@ from commands.abuse import (
     parse_args,
     report_abuse,
 )
+from commands.deadlines import delivery as deliveries
+from commands.deadlines import queue
+from commands.deadlines.policy import DeadlinePolicy
 from commands.errors import UserError
 from commands.incidents import get_incident, open_incident
 from containment.context import ActionContext
@@ -34,6 +38,16 @@ pytestmark = pytest.mark.dates  # CI reruns these with the clock shifted (.ci/ru
 
 T0 = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)
 CASE = "case-123456789012-muen-2026-7c1f0a3b9e2d4c55"
+
+
+def prepare(session: Any, claim: queue.Claim, now: dt.datetime) -> deliveries.Delivery | None:
+    return deliveries.prepare_delivery(
+        session=session,
+        claim=claim,
+        now=now,
+        policy=DeadlinePolicy(),
+        kinds={"abuse": abuse_delivery},
+    )
 
 
 def support_client() -> tuple[Any, Stubber]:
@@ -171,14 +185,14 @@ def test_report_opens_an_incident_and_reminds_until_answered(database: Any) -> N
     # Due: the reminder posts and schedules the next one.
     due = T0 + REMIND_EVERY
     with database.session() as s:
-        claims = deadlines.claim_due(session=s, now=due, worker_id="w1")
+        claims = queue.claim_due(session=s, now=due, worker_id="w1")
     assert [c.kind for c in claims] == ["abuse"]
     with database.session() as s:
-        delivery = deadlines.prepare_delivery(session=s, claim=claims[0], now=due)
+        delivery = prepare(s, claims[0], due)
     assert delivery is not None
-    assert "AWS abuse report AWS-ABUSE-8123" in delivery.text
-    assert f"(Support case {CASE}) has been unanswered for 4 h 0 m." in delivery.text
-    assert delivery.text.endswith(f"/incident abuse answered {result.incident_key}.")
+    assert "AWS abuse report AWS-ABUSE-8123" in said(delivery)
+    assert f"(Support case {CASE}) has been unanswered for 4 h 0 m." in said(delivery)
+    assert said(delivery).endswith(f"/incident abuse answered {result.incident_key}.")
     with database.read_session() as s:
         pending = s.scalars(select(Reminder).where(Reminder.status == "pending")).all()
         assert [(r.kind, r.due_at) for r in pending] == [("abuse", due + REMIND_EVERY)]
@@ -222,10 +236,10 @@ def test_joins_the_incident_it_is_run_in_and_tracks_without_support_api(database
         reminder = s.scalars(select(Reminder)).one()
         reminder.status = "pending"  # as if claimed just before the answer landed
     with database.session() as s:
-        claims = deadlines.claim_due(session=s, now=T0 + REMIND_EVERY, worker_id="w1")
+        claims = queue.claim_due(session=s, now=T0 + REMIND_EVERY, worker_id="w1")
         assert len(claims) == 1
     with database.session() as s:
-        assert deadlines.prepare_delivery(session=s, claim=claims[0], now=T0 + REMIND_EVERY) is None
+        assert prepare(s, claims[0], T0 + REMIND_EVERY) is None
 
 
 def _comm(by: str, at: str) -> dict[str, Any]:
