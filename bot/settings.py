@@ -73,6 +73,8 @@ class ContainmentConfig(_Section):
     cross_account_role_name: str | None = None
     external_id: str | None = None
     flow_logs: bool = False
+    # Timeline anchors written to the evidence bucket stay locked (compliance mode) this long.
+    anchor_retention_days: int = Field(default=730, ge=1)
 
 
 class ContactsConfig(_Section):

@@ -389,7 +389,7 @@ def verify_chain(
             return ChainReport(
                 False,
                 0,
-                1,
+                None,
                 f"the database says the chain is keyed with {key_id}, but the configured key is "
                 f"{key.id}: the key id was replaced, or this is not the key it was chained with",
                 key_id,
