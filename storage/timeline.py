@@ -363,7 +363,8 @@ class ChainReport:
     first_bad_seq: int | None = None
     reason: str | None = None
     key_id: str | None = None  # None: legacy, unkeyed (plain SHA-256)
-    hashes: tuple[str, ...] = ()  # every event's stored hash, oldest first (for anchors)
+    hashes: tuple[str, ...] = ()  # the stored hashes checked, oldest first (for anchors)
+    read_all: bool = True  # False: a broken event stopped the check before the newest
 
     @property
     def keyed(self) -> bool:
@@ -393,11 +394,19 @@ def verify_chain(
                 f"the database says the chain is keyed with {key_id}, but the configured key is "
                 f"{key.id}: the key id was replaced, or this is not the key it was chained with",
                 key_id,
+                read_all=False,
             )
     chain_key = key if key_id is not None else None
 
-    def report(ok: bool, n: int, bad: int | None = None, reason: str | None = None) -> ChainReport:
-        return ChainReport(ok, n, bad, reason, key_id, tuple(hashes))
+    def report(
+        ok: bool,
+        n: int,
+        bad: int | None = None,
+        reason: str | None = None,
+        *,
+        read_all: bool = True,
+    ) -> ChainReport:
+        return ChainReport(ok, n, bad, reason, key_id, tuple(hashes), read_all)
 
     prev = GENESIS_HASH
     n = 0
@@ -405,9 +414,13 @@ def verify_chain(
     for expected_seq, row in enumerate(stream_event_rows(conn=conn, incident_id=incident.id), 1):
         n = expected_seq
         if row.seq != expected_seq:
-            return report(False, n, row.seq, f"sequence gap: expected {expected_seq}")
+            return report(
+                False, n, row.seq, f"sequence gap: expected {expected_seq}", read_all=False
+            )
         if row.prev_hash != prev:
-            return report(False, n, row.seq, "prev_hash does not match the previous event")
+            return report(
+                False, n, row.seq, "prev_hash does not match the previous event", read_all=False
+            )
         digest = event_hash(
             key=chain_key,
             prev_hash=prev,
@@ -421,7 +434,7 @@ def verify_chain(
         )
         if digest != row.hash:
             what = "its keyed hash (HMAC)" if chain_key else "its hash"
-            return report(False, n, row.seq, f"content does not match {what}")
+            return report(False, n, row.seq, f"content does not match {what}", read_all=False)
         prev = row.hash
         hashes.append(row.hash)
     if incident.timeline_count and n < incident.timeline_count:

@@ -26,6 +26,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("incidents", schema=None) as batch_op:
-        batch_op.drop_column("timeline_seal")
-        batch_op.drop_column("timeline_key_id")
+    # Plain DROP COLUMN (SQLite 3.35+): a batch copy of `incidents` would trip the foreign
+    # keys of its timeline events on a database that has incidents.
+    op.drop_column("incidents", "timeline_seal")
+    op.drop_column("incidents", "timeline_key_id")
