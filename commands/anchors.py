@@ -191,6 +191,7 @@ def write_s3_anchor(*, s3: Any, bucket: str, anchor: Anchor, retain_days: int) -
         Key=key,
         Body=anchor.to_json().encode(),
         ContentType="application/json",
+        ServerSideEncryption="AES256",  # not the incident's KMS key: a wipe shreds that
         ObjectLockMode="COMPLIANCE",
         ObjectLockRetainUntilDate=anchor.at + dt.timedelta(days=retain_days),
         ChecksumAlgorithm="SHA256",  # Object Lock puts need an integrity checksum
