@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,3 +273,30 @@ def test_a_legacy_database_verifies_as_legacy_unkeyed(tmp_path, clock, monkeypat
     out = capsys.readouterr().out
     assert exited.value.code in (0, None)
     assert "INC-1: chain: 1 events, chain intact, not keyed (legacy, unkeyed: plain SHA-256" in out
+
+
+def test_a_serving_process_anchors_an_opened_then_resolved_incident_in_its_thread(bot) -> None:
+    from bot.listeners import anchors
+
+    assert bot.command("open c2 beacon").status_code == 200
+    card = bot.slack.wait_for("chat.postMessage", lambda c: "blocks" in c.args)
+    bot.idle()
+    bot.runtime.extras[anchors.EVERY_KEY] = 0.05
+    anchors.start(bot.runtime)  # what bot.server.start_services does in `run`
+
+    def anchor(milestone: str) -> Callable[[object], bool]:
+        return lambda c: f"Timeline anchor for INC-1 ({milestone})" in c.args.get("text", "")
+
+    opened = bot.slack.wait_for("chat.postMessage", anchor("opened"))
+    assert opened.args["thread_ts"] == card.response["ts"]
+    assert "key `unkeyed`" in opened.args["text"]  # this bot runs without a timeline key
+    assert bot.command("resolve INC-1 reimaged the host").status_code == 200
+    bot.idle()
+    resolved = bot.slack.wait_for("chat.postMessage", anchor("resolved"))
+    assert resolved.args["thread_ts"] == card.response["ts"]
+    time.sleep(0.3)  # several more sweeps: each milestone is anchored once
+    posted = bot.slack.calls_for("chat.postMessage", ok_only=True)
+    assert [m for m in ("opened", "resolved") for c in posted if anchor(m)(c)] == [
+        "opened",
+        "resolved",
+    ]
