@@ -83,11 +83,6 @@ def run(force_http: bool, host: str, port: int, workers: int) -> None:
         raise Fail(str(exc)) from None
     from storage.migrate import upgrade
 
-    if settings.env.timeline_key is None:
-        log.warning(
-            "timeline UNKEYED: INCIDENT_BOT_TIMELINE_KEY is not set, so new incidents are "
-            "chained with plain SHA-256 and `incident-bot verify` reports them as not keyed"
-        )
     upgrade(settings.database_url)
     try:
         from bot.server import serve

@@ -546,10 +546,11 @@ class FakeSlack:
         ts = str(args.get("ts") or "")
         if ts not in channel.messages:
             raise SlackError("thread_not_found")
-        thread = [channel.messages[ts]] + sorted(
+        replies = sorted(
             (m for m in channel.messages.values() if m.get("thread_ts") == ts and m["ts"] != ts),
             key=lambda m: m["ts"],
         )
+        thread = [channel.messages[ts], *replies]
         start = int(args.get("cursor") or 0)
         limit = max(1, min(int(args.get("limit") or 100), 1000))
         page = thread[start : start + limit]

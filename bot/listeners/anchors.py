@@ -88,7 +88,12 @@ class AnchorSweeper(Periodic):
 
 
 def start(runtime: Runtime) -> None:
-    """Serving processes only (bot.server.start_services)."""
+    """Serving processes only (bot.server.start_services), once the process is configured."""
+    if runtime.database.timeline_key is None:
+        log.warning(
+            "timeline UNKEYED: INCIDENT_BOT_TIMELINE_KEY is not set, so new incidents are "
+            "chained with plain SHA-256 and `incident-bot verify` reports them as not keyed"
+        )
     every = runtime.extras.get(EVERY_KEY, EVERY_DEFAULT)
     if every and SLOT not in runtime.extras:
         worker = runtime.extras[SLOT] = AnchorSweeper(runtime, float(every))

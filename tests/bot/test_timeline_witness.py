@@ -275,14 +275,18 @@ def test_a_legacy_database_verifies_as_legacy_unkeyed(tmp_path, clock, monkeypat
     assert "INC-1: chain: 1 events, chain intact, not keyed (legacy, unkeyed: plain SHA-256" in out
 
 
-def test_a_serving_process_anchors_an_opened_then_resolved_incident_in_its_thread(bot) -> None:
+def test_a_serving_process_anchors_an_opened_then_resolved_incident_in_its_thread(
+    bot, caplog
+) -> None:
     from bot.listeners import anchors
 
     assert bot.command("open c2 beacon").status_code == 200
     card = bot.slack.wait_for("chat.postMessage", lambda c: "blocks" in c.args)
     bot.idle()
     bot.runtime.extras[anchors.EVERY_KEY] = 0.05
-    anchors.start(bot.runtime)  # what bot.server.start_services does in `run`
+    with caplog.at_level(logging.WARNING, logger="bot.listeners.anchors"):
+        anchors.start(bot.runtime)  # what bot.server.start_services does in `run`
+    assert "timeline UNKEYED: INCIDENT_BOT_TIMELINE_KEY is not set" in caplog.text
 
     def anchor(milestone: str) -> Callable[[object], bool]:
         return lambda c: f"Timeline anchor for INC-1 ({milestone})" in c.args.get("text", "")
