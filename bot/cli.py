@@ -180,19 +180,46 @@ def export(key: str, fmt: str) -> None:
 @cli.command()
 @click.argument("key")
 def verify(key: str) -> None:
-    """Check incident KEY's hash chain; exit 1 if it was tampered with."""
-    from storage.timeline import verify_chain
+    """Check incident KEY's chain, its key and every anchor outside the database.
 
-    database, incident = _load_incident(key)
-    with database.read_session() as session:
-        report = verify_chain(conn=session, incident=incident)
-    if report.ok:
-        click.echo(f"{incident.key}: {report.events} events, chain intact")
-        return
-    click.echo(
-        f"{incident.key}: TAMPERED at event #{report.first_bad_seq}: {report.reason}", err=True
-    )
-    sys.exit(1)
+    Exit 1 if anything was tampered with (the first problem on stderr).
+    """
+    from bot.verify import OperatorError, verify_incident
+    from commands.errors import UserError
+    from commands.incidents import require_key
+    from storage.db import safe_url
+
+    try:
+        number = require_key(key)
+    except UserError as exc:
+        raise Fail(exc.message) from None
+    settings = _settings()
+    database = _database(settings)
+    prefix = f"INC-{number}"
+
+    def not_found() -> Exception:
+        return Fail(
+            f"no incident {prefix} in the database at {safe_url(database.url)}: "
+            "check the key, or DATABASE_URL (`/incident list` in Slack shows the open ones)"
+        )
+
+    try:
+        verdict = verify_incident(
+            settings=settings,
+            database=database,
+            number=number,
+            key=settings.timeline_key(),
+            not_found=not_found,
+        )
+    except OperatorError as exc:
+        raise Fail(str(exc)) from None
+    for line in verdict.lines:
+        click.echo(f"{prefix}: {line}")
+    for problem in verdict.problems[1:]:
+        click.echo(f"{prefix}: also: {problem}", err=True)
+    if verdict.problems:
+        click.echo(f"{prefix}: TAMPERED: {verdict.problems[0]}", err=True)
+        sys.exit(1)
 
 
 @cli.command()

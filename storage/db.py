@@ -111,17 +111,22 @@ def _configure_sqlite(engine: Engine) -> None:
 class Database:
     """One engine and the two kinds of session the app uses."""
 
-    def __init__(self, url: str, *, clock: Clock, **engine_kwargs: Any) -> None:
+    def __init__(
+        self, url: str, *, clock: Clock, timeline_key: Any = None, **engine_kwargs: Any
+    ) -> None:
         self.url = url
         self.clock = clock
+        # A storage.timeline.TimelineKey (kept out of the database): new chains are keyed.
+        self.timeline_key = timeline_key
+        info = {"clock": clock, "timeline_key": timeline_key}
         self._engine = make_engine(url, **engine_kwargs)
         # Every statement carries the clock: column defaults (created_at, ...) read it there.
         self.engine = self._engine.execution_options(**{CLOCK_OPTION: clock})
         self.is_sqlite = is_sqlite(url)
-        self._write = sessionmaker(self.engine, expire_on_commit=False, info={"clock": clock})
+        self._write = sessionmaker(self.engine, expire_on_commit=False, info=info)
         reader = self.engine.execution_options(sqlite_begin="DEFERRED")
         self._reader = reader
-        self._read = sessionmaker(reader, expire_on_commit=False, info={"clock": clock})
+        self._read = sessionmaker(reader, expire_on_commit=False, info=dict(info))
 
     @contextmanager
     def session(self) -> Iterator[Session]:
