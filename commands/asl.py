@@ -15,6 +15,7 @@ approval request (and its task token) to the responders.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -104,22 +105,42 @@ def state_machine(
         raise NotFound("The plan changes nothing, so there is no state machine to export.")
     names = _Names()
     layers = [[s] for s in steps] if sequential else _layers(steps)
+    wired = _created_groups(steps)
     states: dict[str, Any] = {}
-    chain: list[tuple[str, dict[str, Any]]] = []  # top-level states after the approval
+    # After the approval the state data is {"created": {...}}: the ids of groups made so far.
+    chain: list[tuple[str, dict[str, Any]]] = [
+        (
+            names.unique("Start"),
+            {
+                "Type": "Pass",
+                "Comment": "Ids of groups the plan creates are kept under $.created.",
+                "Parameters": {"created": {}},
+            },
+        )
+    ]
+    made: list[str] = []  # the groups created so far, in the order they are
     for index, layer in enumerate(layers, start=1):
         if len(layer) == 1:
-            chain.extend(_step_states(layer[0], names))
+            chain.extend(_step_states(layer[0], names, wired))
+            made += _creates(layer[0], wired)
             continue
         branches = []
-        for step in layer:
-            sub = _step_states(step, names)
+        # Each branch returns {"created": ...}: keep what was there and what each one made.
+        where = dict.fromkeys(made, 0)
+        for i, step in enumerate(layer):
+            sub = _step_states(step, names, wired)
             branches.append({"StartAt": sub[0][0], "States": _linked(sub)})
+            for key in _creates(step, wired):
+                where[key] = i
+                made.append(key)
         label = ", ".join(s["action"] for s in layer)
         parallel = {
             "Type": "Parallel",
             "Comment": f"independent steps: {label}",
             "Branches": branches,
-            "ResultPath": None,
+            "ResultSelector": {
+                "created": {f"{k}.$": f"$[{i}].created.{k}" for k, i in where.items()}
+            },
         }
         chain.append((names.unique(f"Steps {index}: {label}"), parallel))
     what = f"request #{request_id}" if request_id is not None else "plan"
@@ -175,34 +196,150 @@ def _linked(states: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
-def _step_states(step: Mapping[str, Any], names: _Names) -> list[tuple[str, dict[str, Any]]]:
+def _step_states(
+    step: Mapping[str, Any], names: _Names, wired: Mapping[int, str]
+) -> list[tuple[str, dict[str, Any]]]:
     out = []
+    known = set(wired.values())
     for call in step["calls"]:
         service, operation = call.get("service"), call.get("operation")
         if not service or not operation:
             raise ValueError(f"step {step.get('action')!r} has a call without service/operation")
         params = call.get("params")
+        sent = _with_created(params, known) if params is not None else None
         task: dict[str, Any] = {
             "Type": "Task",
-            "Comment": _comment(step, call, params),
+            "Comment": _comment(step, call, sent),
             "Resource": sdk_resource(service, operation),
-            "Parameters": dict(params or {}),
+            "Parameters": sent or {},
             "ResultPath": None,
         }
+        if id(call) in wired:
+            task["ResultSelector"] = {"GroupId.$": "$.GroupId"}
+            task["ResultPath"] = f"$.created.{wired[id(call)]}"
         out.append((names.unique(f"{step['action']} {service}.{operation}"), task))
     return out
 
 
+_NEW_GROUP = re.compile(r"^<new (\w+) group>$")
+_ANY_GROUP = re.compile(r"^<(?:new )?(\w+) group>$")
+
+
+def _created_groups(steps: Sequence[Mapping[str, Any]]) -> dict[int, str]:
+    """The CreateSecurityGroup calls (by id()) whose group a later call of the same step names
+    `<new X group>`, each with its X. An X created more than once (several VPCs) is left out:
+    which group a later `<X group>` means is then unknown."""
+    keyed: dict[int, str] = {}
+    for step in steps:
+        create: Mapping[str, Any] | None = None
+        for call in step["calls"]:
+            if (call.get("service"), call.get("operation")) == ("ec2", "CreateSecurityGroup"):
+                create = call
+                continue
+            for value in _strings(call.get("params")):
+                match = _NEW_GROUP.match(value)
+                if match and create is not None:
+                    keyed.setdefault(id(create), match[1])
+    counts: dict[str, int] = {}
+    for key in keyed.values():
+        counts[key] = counts.get(key, 0) + 1
+    return {call: key for call, key in keyed.items() if counts[key] == 1}
+
+
+def _creates(step: Mapping[str, Any], wired: Mapping[int, str]) -> list[str]:
+    return [wired[id(c)] for c in step["calls"] if id(c) in wired]
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _with_created(params: Mapping[str, Any], known: set[str]) -> dict[str, Any]:
+    """Parameters with `<X group>` placeholders (top-level values, or items of a top-level
+    list) read from $.created where the machine creates that group."""
+
+    def path(value: Any) -> str | None:
+        match = _ANY_GROUP.match(value) if isinstance(value, str) else None
+        return f"$.created.{match[1]}.GroupId" if match and match[1] in known else None
+
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if (p := path(value)) is not None:
+            out[f"{key}.$"] = p
+        elif (
+            isinstance(value, list)
+            and all(isinstance(v, str) for v in value)
+            and any(path(v) for v in value)
+        ):
+            items = [path(v) or f"'{_quote(v)}'" for v in value]
+            out[f"{key}.$"] = f"States.Array({', '.join(items)})"
+        else:
+            out[key] = value
+    return out
+
+
+EDIT = "EDIT BEFORE RUNNING"
+
+
 def _comment(step: Mapping[str, Any], call: Mapping[str, Any], params: Any) -> str:
     text = str(call.get("text") or f"{call.get('service')}.{call.get('operation')}")
+    problem = _problem(str(call["service"]), str(call["operation"]), params)
+    return f"{EDIT}: {problem}: {text}" if problem else f"{step.get('action')}: {text}"
+
+
+def _problem(service: str, operation: str, params: Any) -> str | None:
+    """Why these recorded parameters cannot be sent as they are (None: they can)."""
     if params is None:
-        return f"EDIT BEFORE RUNNING: the plan did not record this call's parameters: {text}"
+        return "the plan did not record this call's parameters"
     if _has_placeholder(params):
-        return (
-            "EDIT BEFORE RUNNING: a <placeholder> stands for a value an earlier call "
-            f"creates: {text}"
-        )
-    return f"{step.get('action')}: {text}"
+        return "a <placeholder> stands for a value only known at run time"
+    shape = _input_shape(service, operation)
+    if shape is None:
+        return None
+    given = {k.removesuffix(".$") for k in params}
+    unknown = sorted(given - set(shape.members))
+    if unknown:
+        return f"{', '.join(unknown)} summarise what the bot sends, not {operation} parameters"
+    missing = sorted(set(shape.required_members) - given)
+    if missing:
+        return f"{operation} also needs {', '.join(missing)}"
+    return None
+
+
+def _input_shape(service: str, operation: str) -> Any:
+    """botocore's model of the call's input, or None when botocore does not know it."""
+    from botocore.exceptions import UnknownServiceError
+    from botocore.model import OperationNotFoundError
+
+    try:
+        model = _botocore().get_service_model(service)
+        return model.operation_model(operation).input_shape
+    except (UnknownServiceError, OperationNotFoundError):
+        return None
+
+
+@functools.cache
+def _botocore() -> Any:
+    import botocore.session
+
+    return botocore.session.get_session()
+
+
+def states_to_edit(definition: Mapping[str, Any]) -> list[str]:
+    """The names of the states whose Comment says they must be edited before running."""
+    out: list[str] = []
+    for name, state in definition.get("States", {}).items():
+        if str(state.get("Comment", "")).startswith(EDIT):
+            out.append(name)
+        for branch in state.get("Branches", []):
+            out += states_to_edit(branch)
+    return out
 
 
 def _has_placeholder(value: Any) -> bool:

@@ -201,7 +201,14 @@ def test_plan_as_asl_and_its_one_line_errors(populated) -> None:
                         "params": {"InstanceSpecification": {"InstanceId": "i-0abc"}},
                         "mutating": True,
                         "text": "ec2.CreateSnapshots(...)",
-                    }
+                    },
+                    {
+                        "service": "ec2",
+                        "operation": "CreateTags",
+                        "params": {"Resources": ["<new snapshots>"], "Tags": []},
+                        "mutating": True,
+                        "text": "ec2.CreateTags(...)",
+                    },
                 ],
             }
         ]
@@ -224,6 +231,11 @@ def test_plan_as_asl_and_its_one_line_errors(populated) -> None:
     assert asl["States"]["snapshot ec2.CreateSnapshots"]["Resource"] == (
         "arn:aws:states:::aws-sdk:ec2:createSnapshots"
     )
+    # Stdout is the JSON alone; what needs editing is said on stderr.
+    assert ok.stderr.strip().splitlines() == [
+        "incident-bot: 1 state(s) need editing before the machine runs (their Comment starts "
+        "EDIT BEFORE RUNNING): snapshot ec2.CreateTags"
+    ]
     for args, expected in (
         (("plan", "INC-9"), "no incident INC-9"),
         (("plan", "nine"), "INC-"),
