@@ -158,3 +158,10 @@ def test_other_accounts_trust_only_the_bot_role_and_only_with_the_external_id(
         "AWS": {"Fn::Sub": f"arn:${{AWS::Partition}}:iam::${{BotAccountId}}:role/{BOT_ROLE_NAME}"}
     }
     assert statement["Condition"] == {"StringEquals": {"sts:ExternalId": {"Ref": "ExternalId"}}}
+
+
+def test_socket_mode_without_an_app_token_is_refused_before_anything_is_created() -> None:
+    rule = load(DEPLOY / "bot.yml")["Rules"]["SocketModeNeedsAppToken"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "CertificateArn"}, ""]}
+    (assertion,) = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "SlackAppToken"}, ""]}]}
