@@ -5,9 +5,11 @@ Functions' AWS SDK integrations. The machine starts with a manual-approval step 
 with a task token, `.waitForTaskToken`) so nothing changes until a person sends the token
 back; then the plan's steps run, steps that do not depend on each other in Parallel branches.
 Only the plan's changing calls become states: its reads (describe/get/list) were the bot's
-capture, whose results the plan already recorded. Some parameters are summaries with a
-<placeholder> for a value only known at run time (the id of a group an earlier call creates);
-those states say EDIT BEFORE RUNNING in their Comment.
+capture, whose results the plan already recorded. The ids of security groups the machine
+creates are kept under `$.created` and fill the later `<X group>` placeholders. Parameters the
+plan only summarised (a deny policy described, a placeholder nothing fills, a required member
+missing by botocore's model) cannot be sent as they are: those states say EDIT BEFORE RUNNING
+in their Comment.
 
 Execution input: `{"approval_topic_arn": "arn:aws:sns:..."}`, the topic that carries the
 approval request (and its task token) to the responders.
