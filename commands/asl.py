@@ -170,9 +170,10 @@ def state_machine(
     return {
         "Comment": (
             f"incident-bot containment plan for {incident_key} ({what}, target "
-            f"{target.get('kind', '?')} {target.get('resource_id', '?')} in "
-            f"{target.get('region', '?')}): start with "
-            '{"approval_topic_arn": "arn:aws:sns:REGION:ACCOUNT:TOPIC"}'
+            f"{target.get('kind', '?')} {target.get('resource_id', '?')}): create it in "
+            + (f"account {target['account_id']}, " if target.get("account_id") else "")
+            + f"region {target.get('region', '?')} (its calls act where the machine runs), "
+            'start it with {"approval_topic_arn": "arn:aws:sns:REGION:ACCOUNT:TOPIC"}'
         ),
         "StartAt": APPROVAL_STATE,
         "States": states,

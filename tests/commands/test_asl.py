@@ -262,6 +262,7 @@ def test_export_picks_the_approved_plan_else_the_latest(database, world, plan) -
         out = json.loads(export_asl(session=session, incident=incident))
     assert out["StartAt"] == APPROVAL_STATE
     assert f"request #{first.id}" in out["Comment"]
+    assert f"region {REGION}" in out["Comment"]  # where the machine must run
 
 
 # moto's States Language interpreter (a port of LocalStack's) names an aws-sdk service by its
