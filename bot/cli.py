@@ -222,6 +222,30 @@ def verify(key: str) -> None:
         sys.exit(1)
 
 
+@cli.command("plan")
+@click.argument("key")
+@click.option("--format", "fmt", type=click.Choice(["asl"]), default="asl", show_default=True)
+def plan_cmd(key: str, fmt: str) -> None:
+    """Write incident KEY's approved (or latest) containment plan as a Step Functions machine."""
+    from commands.asl import export_asl, states_to_edit
+    from commands.errors import NotFound
+
+    database, incident = _load_incident(key)
+    with database.read_session() as session:
+        try:
+            text = export_asl(session=session, incident=incident)
+        except NotFound as exc:
+            raise Fail(exc.message) from None
+    click.echo(text)
+    edit = states_to_edit(json.loads(text))
+    if edit:
+        click.echo(
+            f"incident-bot: {len(edit)} state(s) need editing before the machine runs "
+            "(their Comment starts EDIT BEFORE RUNNING): " + ", ".join(edit),
+            err=True,
+        )
+
+
 @cli.command()
 @click.option(
     "--capability",
