@@ -28,6 +28,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from bot.background import Background, Job
 from bot.settings import AppConfig, Settings
+from bot.slack_out import SlackWriter
 from storage.clock import Clock
 from storage.db import Database
 
@@ -46,6 +47,11 @@ class Runtime:
     # Free slots for other parts of the bot (scheduler, GuardDuty poller) to hang state on.
     extras: dict[str, Any] = field(default_factory=dict)
     _stoppers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    # The one path to Slack's chat API (bot/slack_out.py), over `client` and `database`.
+    slack: SlackWriter = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.slack = SlackWriter(self.client, self.database)
 
     def now(self) -> dt.datetime:
         return self.clock.now()

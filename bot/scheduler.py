@@ -41,6 +41,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.clock import SystemClock
+from bot.slack_out import PERMANENT_ERRORS, SlackWriter, slack_error
 from commands import deadlines as dl
 from storage.db import Database
 
@@ -54,20 +55,6 @@ logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 TICK_JOB = "incident-bot.reminders.tick"
 MAINTAIN_JOB = "incident-bot.reminders.maintain"
-# Slack answers these the same way however often we retry: give up at once, loudly.
-PERMANENT_ERRORS = {
-    "channel_not_found",
-    "not_in_channel",
-    "is_archived",
-    "invalid_auth",
-    "account_inactive",
-    "token_revoked",
-    "msg_too_long",
-    "no_text",
-    "invalid_blocks",
-    "restricted_action",
-    "not_authed",
-}
 MESSAGE_TEXT = 3_900
 UPKEEP_BATCH = 100  # incidents per upkeep transaction
 UPKEEP_PAUSE = 0.05  # seconds between upkeep transactions
@@ -104,7 +91,7 @@ def _subteam(group: str | None) -> str | None:
 
 
 @dataclass
-class Stats:
+class ReminderStats:
     fired: int = 0
     skipped: int = 0
     failed: int = 0
@@ -120,6 +107,7 @@ class ReminderScheduler:
         database: Database,
         settings: Settings,
         client: WebClient | None = None,
+        slack: SlackWriter | None = None,
         worker_id: str | None = None,
         poll_seconds: float = 10.0,
         maintain_seconds: float = 60.0,
@@ -137,6 +125,8 @@ class ReminderScheduler:
 
             client = make_client(settings)
         self.client = client
+        # Reminders reach Slack through the app's writer when there is one (its card locks).
+        self.slack = slack or SlackWriter(client, database)
         self.worker_id = worker_id or new_worker_id()
         self.poll = dt.timedelta(seconds=poll_seconds)
         self.maintain_seconds = maintain_seconds
@@ -147,7 +137,7 @@ class ReminderScheduler:
         self.maintain_at_start = maintain_at_start
         self.card_refresh_seconds = card_refresh_seconds
         self._card_refreshed: dict[str, float] = {}
-        self.stats = Stats()
+        self.stats = ReminderStats()
         self._arm_lock = threading.Lock()
         self._armed_at: dt.datetime | None = None
         self._tick_lock = threading.Lock()
@@ -343,13 +333,13 @@ class ReminderScheduler:
         if delivery.thread_ts:
             kwargs["thread_ts"] = delivery.thread_ts
         try:
-            resp = self.client.chat_postMessage(**kwargs)
+            resp = self.slack.call("chat_postMessage", **kwargs)
         except SlackApiError as exc:
             # The thread's parent was deleted: the reminder still matters, post it top-level.
-            if exc.response.get("error") != "thread_not_found" or "thread_ts" not in kwargs:
+            if slack_error(exc) != "thread_not_found" or "thread_ts" not in kwargs:
                 raise
             kwargs.pop("thread_ts")
-            resp = self.client.chat_postMessage(**kwargs)
+            resp = self.slack.call("chat_postMessage", **kwargs)
         return resp.get("ts"), str(resp.get("channel") or channel)
 
     def _text(self, delivery: dl.Delivery) -> str:
@@ -475,6 +465,7 @@ def start_for_runtime(runtime: Runtime, **kwargs: Any) -> ReminderScheduler:
         database=runtime.database,
         settings=runtime.settings,
         client=runtime.client,
+        slack=runtime.slack,
         refresh_card=refresh,
         **kwargs,
     )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +27,7 @@ from bot.approvals.cards import CardUpdater, load_card
 from bot.approvals.notices import notice_texts
 from bot.background import Busy
 from bot.listeners.incident_posts import post_new_incident, refresh_incident
+from bot.slack_out import card_id
 from bot.views import blocks as bk
 from bot.views.approval_card import CardView, approval_card
 from commands import incidents as svc
@@ -99,9 +99,6 @@ class ContainmentService:
             # containment.flow_logs: true adds the optional flow-logs step to every plan.
             include=("flow_logs",) if runtime.config.containment.flow_logs else (),
         )
-        self._locks_guard = threading.Lock()
-        self._card_locks: dict[int, threading.Lock] = {}
-        self._last_update: dict[int, float] = {}
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
 
@@ -305,44 +302,37 @@ class ContainmentService:
     def card_view(self, request_id: int) -> tuple[CardView, str | None, str | None]:
         return load_card(self.runtime.database, request_id)
 
-    def _card_lock(self, request_id: int) -> threading.Lock:
-        """One lock per card, so its updates never overtake each other."""
-        with self._locks_guard:
-            return self._card_locks.setdefault(request_id, threading.Lock())
-
     def post_card(self, request_id: int, *, channel_id: str | None) -> tuple[str, str]:
         view, _, _ = self.card_view(request_id)
         channel = channel_id or self.runtime.config.slack.incident_channel
         if not channel:
             raise UserError("No channel to post the approval card in: set slack.incident_channel.")
-        with self._card_lock(request_id):
-            posted = self.runtime.client.chat_postMessage(
-                channel=channel, **approval_card(view, now=self.runtime.now())
-            )
-            self._last_update[request_id] = time.monotonic()
+        slack = self.runtime.slack
+        card = card_id("approval", request_id)
+        with slack.card_lock(card):
+            posted = slack.post(channel, approval_card(view, now=self.runtime.now()))
         channel, ts = str(posted["channel"]), str(posted["ts"])
         with self.runtime.database.session() as session:
             request = get_request(session=session, request_id=request_id)
             request.card_channel, request.card_ts = channel, ts
+            slack.stamp(card, session=session)
         return channel, ts
 
     def refresh_card(self, request_id: int) -> None:
-        """chat.update the card from the database; never faster than once a second."""
-        with self._card_lock(request_id):
-            wait = self._last_update.get(request_id, -1e9) + CARD_INTERVAL - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
+        """chat.update the card from the database; never faster than once a second (the
+        wait happens before taking the card's lock, and the render after it, so the last
+        update always shows the latest state)."""
+        slack = self.runtime.slack
+        card = card_id("approval", request_id)
+        slack.wait_turn(card, CARD_INTERVAL)
+        with slack.card_lock(card):
             view, channel, ts = self.card_view(request_id)
             if not channel or not ts:
                 return
             try:
-                self.runtime.client.chat_update(
-                    channel=channel, ts=ts, **approval_card(view, now=self.runtime.now())
-                )
+                slack.update(channel, ts, approval_card(view, now=self.runtime.now()))
             except SlackApiError:
                 log.exception("could not update the card of request #%s", request_id)
-            finally:
-                self._last_update[request_id] = time.monotonic()
 
     # -- deciding -------------------------------------------------------------------------
 
@@ -507,9 +497,7 @@ class ContainmentService:
             text += f"\n{bk.esc(emails)}"
         try:
             if channel and ts:
-                self.runtime.client.chat_postMessage(
-                    channel=channel, thread_ts=ts, **bk.message(text)
-                )
+                self.runtime.slack.reply(channel, ts, bk.message(text))
             if what != "approved":
                 refresh_incident(self.runtime, key, line=line)
         except SlackApiError:

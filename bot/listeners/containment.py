@@ -18,6 +18,7 @@ from bot.listeners.actions import action_invocation
 from bot.listeners.slash import Invocation, Reply, dispatch
 from bot.listeners.views import field_value, view_invocation
 from bot.scheduler import after_post
+from bot.slack_out import card_id
 from bot.views import blocks as bk
 from bot.views.approval_card import APPROVE, REJECT, RETRY, ROLLBACK, approval_card, reject_modal
 from commands import incidents as svc
@@ -47,9 +48,11 @@ def expired_card(scheduler: Any, delivery: Any, channel: str, ts: str | None) ->
         request_id = expiry.request_id_of(reminder) if reminder else None
     if request_id is None:
         return
-    view, card_channel, card_ts = load_card(scheduler.database, request_id)
-    if card_channel and card_ts:
-        scheduler.client.chat_update(channel=card_channel, ts=card_ts, **approval_card(view))
+    slack = scheduler.slack
+    with slack.card_lock(card_id("approval", request_id)):
+        view, card_channel, card_ts = load_card(scheduler.database, request_id)
+        if card_channel and card_ts:
+            slack.update(card_channel, card_ts, approval_card(view))
 
 
 # -- parsing ---------------------------------------------------------------------------------

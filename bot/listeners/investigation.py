@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-import time
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -32,6 +31,7 @@ from bot.listeners.incident_posts import post_new_incident, refresh_incident
 from bot.listeners.incident_subcommands import subcommand, take_incident
 from bot.listeners.slash import Invocation, Reply, SlashCommand
 from bot.periodic import Periodic
+from bot.slack_out import card_id
 from bot.views import blocks as bk
 from bot.views.investigation import impact_reply, trail_reply
 from commands import abuse as abuse_svc
@@ -418,31 +418,42 @@ def forensics_help(inv: Invocation) -> Reply:
 
 
 class CardRefresher:
-    """Re-render an incident's card after engine progress, at most once a second per card."""
+    """Re-render an incident's card after engine progress, at most once a second per card
+    (the writer's shared pace); a refresh that must wait is done once, when its turn comes,
+    carrying the latest state."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self._last: dict[str, float] = {}
         self._pending: set[str] = set()
         self._lock = threading.Lock()
 
     def __call__(self, key: str) -> None:
         with self._lock:
-            wait = self._last.get(key, -1e9) + CARD_INTERVAL - time.monotonic()
-            if wait > 0:
-                if key not in self._pending:  # one trailing refresh carries the latest state
-                    self._pending.add(key)
-                    timer = threading.Timer(wait, self._flush, args=(key,))
-                    timer.daemon = True
-                    timer.start()
+            if key in self._pending:
+                return  # the trailing refresh already scheduled will show this too
+        try:
+            turn = self.runtime.slack.claim_turn(card_id("incident", key), CARD_INTERVAL)
+        except Exception:
+            log.exception("could not pace the card of %s", key)
+            return
+        if turn.wait <= 0:
+            self._refresh(key)
+            return
+        with self._lock:
+            if key in self._pending:
                 return
-            self._last[key] = time.monotonic()
-        self._refresh(key)
+            self._pending.add(key)
+        timer = threading.Timer(turn.wait, self._flush, args=(key,))
+        timer.daemon = True
+        timer.start()
 
     def _flush(self, key: str) -> None:
         with self._lock:
             self._pending.discard(key)
-            self._last[key] = time.monotonic()
+        try:
+            self.runtime.slack.stamp(card_id("incident", key))
+        except Exception:
+            log.exception("could not pace the card of %s", key)
         self._refresh(key)
 
     def _refresh(self, key: str) -> None:

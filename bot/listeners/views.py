@@ -28,7 +28,7 @@ def view_invocation(runtime: Runtime, body: dict[str, Any], *, name: str) -> Inv
     user_id = body["user"]["id"]
 
     def reply_to(reply: Reply) -> None:
-        runtime.client.chat_postMessage(channel=user_id, **bk.message(reply.text, reply.blocks))
+        runtime.slack.post(user_id, bk.message(reply.text, reply.blocks))
 
     return Invocation(
         runtime=runtime,
