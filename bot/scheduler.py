@@ -21,12 +21,10 @@ Run alone (a dedicated scheduler replica, or the tests' bot process):
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import logging
 import os
 import secrets
-import signal
 import socket
 import sys
 import threading
@@ -40,13 +38,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.clock import SystemClock
 from bot.slack_out import PERMANENT_ERRORS, SlackWriter, slack_error
 from commands import deadlines as dl
 from storage.db import Database
 
 if TYPE_CHECKING:
-    from bot.app import Runtime
+    from bot.runtime import Runtime
     from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -121,7 +118,7 @@ class ReminderScheduler:
         self.config = settings.config
         self.policy = dl.policy_of(settings)
         if client is None:
-            from bot.app import make_client
+            from bot.runtime import make_client
 
             client = make_client(settings)
         self.client = client
@@ -445,7 +442,7 @@ class ReminderScheduler:
 
 
 def start_for_runtime(runtime: Runtime, **kwargs: Any) -> ReminderScheduler:
-    """Start a scheduler sharing the app's database and client; kept in runtime.extras."""
+    """Start a scheduler sharing the app's database and client (runtime.services.scheduler)."""
 
     def refresh(key: str) -> None:
         from bot.guardduty.publisher import ACTOR, publisher_for
@@ -470,60 +467,18 @@ def start_for_runtime(runtime: Runtime, **kwargs: Any) -> ReminderScheduler:
         **kwargs,
     )
     scheduler.start()
-    runtime.extras["scheduler"] = scheduler
+    runtime.services.scheduler = scheduler
     return scheduler
 
 
 def stop_for_runtime(runtime: Runtime) -> None:
-    scheduler = getattr(runtime, "extras", {}).pop("scheduler", None)
+    scheduler, runtime.services.scheduler = runtime.services.scheduler, None
     if scheduler is not None:
         scheduler.shutdown()
 
 
-# -- standalone process --------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bot.scheduler", description=__doc__)
-    parser.add_argument("--poll", type=float, default=10.0, help="max seconds between DB looks")
-    parser.add_argument("--batch", type=int, default=50)
-    parser.add_argument("--no-maintain", action="store_true", help="no digest/stale upkeep")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    from bot.app import make_runtime
-    from bot.settings import SettingsError, load_settings
-    from storage.migrate import upgrade
-
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    upgrade(settings.database_url)
-    # Features register what their reminders say (register_kind, after_post) on import.
-    from bot.listeners import listener_modules
-
-    listener_modules()
-    runtime = make_runtime(settings, clock=SystemClock())
-    kwargs: dict[str, Any] = {"poll_seconds": args.poll, "batch": args.batch}
-    if args.no_maintain:
-        kwargs["maintain_seconds"] = 24 * 3600.0
-        kwargs["maintain_at_start"] = False
-    scheduler = start_for_runtime(runtime, **kwargs)
-    print(f"scheduler ready worker={scheduler.worker_id}", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    stop_for_runtime(runtime)
-    runtime.background.shutdown(grace=5)
-    return 0
-
-
 if __name__ == "__main__":
-    # Run the importable module's main, so hooks registered on bot.scheduler are the ones used.
-    from bot.scheduler import main as _main
+    # `python -m bot.scheduler`: the standalone process is built where the app is.
+    from bot.wiring import scheduler_main
 
-    sys.exit(_main())
+    sys.exit(scheduler_main())

@@ -50,19 +50,10 @@ from commands.errors import UserError
 from storage.models import ContainmentRequest, Finding, Incident
 
 if TYPE_CHECKING:
-    from bot.app import Runtime
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-EXTRA_KEY = "containment"
-# Options tests and operators may set in runtime.extras before create_app().
-ENGINE_KEY = "containment.engine"
-HOOKS_KEY = "containment.client_hooks"
-SNS_KEY = "containment.sns_factory"
-SWEEP_KEY = "containment.sweep_seconds"  # 0 or None: no sweeper thread
-# Engines for requests whose plan names one (plan["engine"]: "forensics", "wipe"); the
-# investigation listeners register theirs here, so their requests share this card and flow.
-ENGINES_KEY = "containment.engines"
 CARD_INTERVAL = 1.0  # seconds between chat.update calls of one card (Slack's pace)
 RESUME_GRACE = dt.timedelta(seconds=30)
 
@@ -78,10 +69,11 @@ class Proposal:
 
 
 def service(runtime: Runtime) -> ContainmentService:
-    found = runtime.extras.get(EXTRA_KEY)
-    if found is None:
-        found = runtime.extras[EXTRA_KEY] = ContainmentService(runtime)
-    return found
+    services = runtime.services
+    with services.create_lock:
+        if services.containment is None:
+            services.containment = ContainmentService(runtime)
+        return services.containment
 
 
 def propose(runtime: Runtime, **kwargs: Any) -> Proposal:
@@ -94,7 +86,7 @@ class ContainmentService:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.engine: Engine = runtime.extras.get(ENGINE_KEY) or ContainmentEngine(
+        self.engine: Engine = runtime.options.containment_engine or ContainmentEngine(
             tag_labels=runtime.config.impact.tag_keys,
             # containment.flow_logs: true adds the optional flow-logs step to every plan.
             include=("flow_logs",) if runtime.config.containment.flow_logs else (),
@@ -117,7 +109,7 @@ class ContainmentService:
             dry_run=dry_run,
             now=self.runtime.now,
             finding_id=finding_id,
-            client_hooks=tuple(self.runtime.extras.get(HOOKS_KEY, ())),
+            client_hooks=self.runtime.options.client_hooks,
         )
 
     # -- proposing ------------------------------------------------------------------------
@@ -420,7 +412,9 @@ class ContainmentService:
         """The engine a request's plan names (clean room, wipe), else containment's own."""
         with self.runtime.database.read_session() as session:
             name = (get_request(session=session, request_id=request_id).plan or {}).get("engine")
-        engines = self.runtime.extras.get(ENGINES_KEY) or {}
+        # Engines for requests whose plan names one (plan["engine"]: "forensics", "wipe"):
+        # the investigation listeners add theirs, so their requests share this card and flow.
+        engines = self.runtime.services.engines
         return engines.get(name, self.engine) if name else self.engine
 
     def run(self, request_id: int) -> Outcome | None:
@@ -479,8 +473,8 @@ class ContainmentService:
         else:
             cfg = self.runtime.config.contacts
             kwargs: dict[str, Any] = {}
-            if self.runtime.extras.get(SNS_KEY):
-                kwargs["sns_factory"] = self.runtime.extras[SNS_KEY]
+            if self.runtime.options.sns_factory:
+                kwargs["sns_factory"] = self.runtime.options.sns_factory
             contacts.notify_contacts(
                 database=self.runtime.database,
                 incident_id=incident_id,

@@ -38,15 +38,13 @@ from storage.models import Finding, Incident
 from storage.timeline import append_event
 
 if TYPE_CHECKING:
-    from bot.app import Runtime
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 UPDATE_INTERVAL = 10.0  # seconds between card updates of one incident
 JOIN_QUIET = 300.0  # a join is announced in the thread only after this much card silence
 STORM_PACE = 1.0  # seconds between Slack jobs while findings are being recorded
-CLIENT_FACTORY_KEY = "guardduty.client_factory"  # runtime.extras: (service, region) -> client
-PROPOSE_KEY = "guardduty.propose"  # runtime.extras: False disables automatic proposals
 
 
 class CardPublisher:
@@ -379,7 +377,7 @@ class CardPublisher:
         key = (service, region)
         client = self._clients.get(key)
         if client is None:
-            factory = self.runtime.extras.get(CLIENT_FACTORY_KEY)
+            factory = self.runtime.options.guardduty_clients
             client = (
                 factory(service, region)
                 if factory is not None
@@ -394,7 +392,7 @@ class CardPublisher:
         if (
             finding is None
             or threshold is None
-            or self.runtime.extras.get(PROPOSE_KEY) is False
+            or not self.runtime.options.guardduty_propose
             or finding.sample
             or finding.severity < threshold
             or finding.resource_kind not in ("Instance", "AccessKey")
@@ -464,14 +462,10 @@ def _finding_types(session: Any, finding_ids: Sequence[str]) -> list[str]:
 
 
 def publisher_for(runtime: Runtime) -> CardPublisher:
-    """The process's publisher (created on first use; runtime.extras holds it)."""
-    with _create_lock:
-        publisher = runtime.extras.get(PUBLISHER_KEY)
-        if publisher is None:
-            publisher = runtime.extras[PUBLISHER_KEY] = CardPublisher(runtime)
-            runtime.on_shutdown(publisher.stop)
-        return publisher
-
-
-PUBLISHER_KEY = "guardduty.publisher"
-_create_lock = threading.Lock()
+    """The process's publisher (created on first use)."""
+    services = runtime.services
+    with services.create_lock:
+        if services.publisher is None:
+            services.publisher = CardPublisher(runtime)
+            runtime.on_shutdown(services.publisher.stop)
+        return services.publisher

@@ -17,15 +17,16 @@ from typing import TYPE_CHECKING, Any
 from bot.guardduty import cards
 from bot.guardduty.intake import intake
 from bot.guardduty.messages import finding_payloads, is_trusted_finding_message
-from bot.guardduty.poller import ENABLED_KEY, POLLER_KEY, GuardDutyPoller
+from bot.guardduty.poller import GuardDutyPoller
 from bot.guardduty.publisher import publisher_for
 from bot.guardduty.route import PATH, handle_events
 from commands.findings.errors import BadFinding, Ignored
 from commands.findings.normalize import NormalizedFinding, normalize
 
 if TYPE_CHECKING:
-    from bot.app import IncidentBotApp, Runtime
+    from bot.app import IncidentBotApp
     from bot.http import Router
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,8 @@ def start(runtime: Runtime) -> None:
         publisher.recover()
     except Exception:
         log.exception("could not look for unposted GuardDuty cards")
-    if runtime.extras.get(ENABLED_KEY, True):
+    if runtime.options.guardduty_polling:
         poller = GuardDutyPoller(runtime)
         if poller.start():
-            runtime.extras[POLLER_KEY] = poller
+            runtime.services.poller = poller
             runtime.on_shutdown(poller.stop)

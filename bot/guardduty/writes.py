@@ -18,18 +18,11 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session
 
 if TYPE_CHECKING:
-    from bot.app import Runtime
-
-LOCK_KEY = "guardduty.write_lock"
-_create = threading.Lock()
+    from bot.runtime import Runtime
 
 
 def write_turn(runtime: Runtime) -> threading.Lock:
-    with _create:
-        lock = runtime.extras.get(LOCK_KEY)
-        if lock is None:
-            lock = runtime.extras[LOCK_KEY] = threading.Lock()
-        return lock
+    return runtime.services.write_lock
 
 
 @contextmanager

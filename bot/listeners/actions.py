@@ -20,7 +20,8 @@ from commands import incidents as svc
 from commands.errors import UserError
 
 if TYPE_CHECKING:
-    from bot.app import IncidentBotApp, Runtime
+    from bot.app import IncidentBotApp
+    from bot.runtime import Runtime
 
 NOTE_MODAL = "incident_note_modal"
 STATUS_MODAL = "incident_status_modal"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt import Ack, Respond
 
 from bot.approvals.cards import load_card
-from bot.approvals.service import SWEEP_KEY, Proposal, service
+from bot.approvals.service import Proposal, service
 from bot.listeners.actions import action_invocation
 from bot.listeners.slash import Invocation, Reply, dispatch
 from bot.listeners.views import field_value, view_invocation
@@ -253,7 +253,7 @@ def register(app: IncidentBotApp) -> None:
     app.action(RETRY)(follow_up_listener("retry"))
     app.action(ROLLBACK)(follow_up_listener("rollback"))
 
-    every = runtime.extras.get(SWEEP_KEY, 5.0)
+    every = runtime.options.containment_sweep_seconds
     if every:
         containment.start_sweeper(float(every))
         # Stopped with the other producers before the background pool drains.

@@ -22,11 +22,9 @@ from commands.drills.sandbox_account import (
 )
 from commands.drills.scenarios import SCENARIOS
 
-CLIENT_FACTORY_KEY = "drills.client_factory"  # runtime.extras: (service, region) -> client
-
 
 def _client(inv: Invocation, service: str, region: str) -> Any:
-    factory = inv.runtime.extras.get(CLIENT_FACTORY_KEY)
+    factory = inv.runtime.options.drill_clients
     return factory(service, region) if factory else boto3.client(service, region_name=region)
 
 

@@ -16,7 +16,8 @@ from bot.views.home import home_view
 from commands.overview import live_overviews
 
 if TYPE_CHECKING:
-    from bot.app import IncidentBotApp, Runtime
+    from bot.app import IncidentBotApp
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

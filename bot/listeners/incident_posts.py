@@ -8,6 +8,7 @@ updated with chat.update, and `line` is posted in the incident's thread (or its 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,11 +25,12 @@ from storage.timeline import append_event
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from bot.app import Runtime
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 MAX_CHANNEL_NAME = 80
+_SLUG_JUNK = re.compile(r"[^a-z0-9]+")
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,13 @@ def render_card(runtime: Runtime, key: str) -> tuple[Incident, dict[str, Any]]:
     return incident, card
 
 
-def channel_name(incident: Incident) -> str:
-    from bot.app import slugify
+def slugify(text: str, *, limit: int = 40) -> str:
+    """Lowercase ASCII words joined by '-', for channel names like inc-12-ssh-brute-force."""
+    slug = _SLUG_JUNK.sub("-", text.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "incident"
 
+
+def channel_name(incident: Incident) -> str:
     prefix = f"inc-{incident.number}-"
     return prefix + slugify(incident.title, limit=MAX_CHANNEL_NAME - len(prefix))
 

@@ -3,15 +3,15 @@
 Each handler checks its arguments inline (a bad one is answered in the ack) and runs the AWS
 work after the ack in `runtime.background`. `/forensics` and `/incident wipe` post an
 approval card through the containment service, whose Approve button runs this module's
-engines (registered under `ENGINES_KEY`), so the two-person rule, expiry, exactly-once
+engines (added to `runtime.services.engines`), so the two-person rule, expiry, exactly-once
 execution, live progress and restart recovery are the same as for containment.
 
 New incidents that name a resource get their blast radius estimated by a small sweeper that
 serving processes start (`start(runtime)`, called by bot.server.start_services; every
-`SWEEP_DEFAULT` seconds, `runtime.extras[IMPACT_SWEEP_KEY] = 0` turns it off), so incidents
+`options.impact_sweep_seconds`, 0 turns it off), so incidents
 from GuardDuty, `/contain` or anywhere else are covered, also after a restart. The same
 `start` runs the abuse watcher, which stops an abuse report's reminders once its Support case
-shows the answer (`ABUSE_CHECK_KEY`).
+shows the answer (every `options.abuse_check_seconds`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from bot.approvals import ENGINES_KEY, HOOKS_KEY, service
+from bot.approvals import service
 from bot.guardduty.intake import intake_is_hot
 from bot.guardduty.publisher import ACTOR as GUARDDUTY_ACTOR
 from bot.guardduty.publisher import publisher_for
@@ -47,14 +47,11 @@ from containment.targets import Target
 from storage.models import Incident
 
 if TYPE_CHECKING:
-    from bot.app import IncidentBotApp, Runtime
+    from bot.app import IncidentBotApp
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-IMPACT_SWEEP_KEY = "investigation.impact_sweep_seconds"
-SWEEP_DEFAULT = 10.0
-ABUSE_CHECK_KEY = "investigation.abuse_check_seconds"
-ABUSE_CHECK_DEFAULT = 900.0  # Support API calls are rate limited; answers take hours anyway
 CARD_INTERVAL = 1.0  # seconds between card refreshes driven by engine progress
 RECENT = dt.timedelta(days=2)  # the sweeper looks at incidents opened this recently
 
@@ -65,7 +62,7 @@ def aws_context(runtime: Runtime, incident_key: str, *, dry_run: bool = False) -
         options=runtime.config.containment,
         dry_run=dry_run,
         now=runtime.now,
-        client_hooks=tuple(runtime.extras.get(HOOKS_KEY, ())),
+        client_hooks=runtime.options.client_hooks,
     )
 
 
@@ -533,7 +530,7 @@ def register(app: IncidentBotApp) -> None:
     forensics.register(app)
     refresher = CardRefresher(runtime)
     clean_room = forensics_svc.CleanRoomEngine(database=runtime.database, on_facts=refresher)
-    engines = runtime.extras.setdefault(ENGINES_KEY, {})
+    engines = runtime.services.engines
     engines.setdefault(forensics_svc.ENGINE, clean_room)
     engines.setdefault(
         wipe_svc.ENGINE,
@@ -574,13 +571,18 @@ class AbuseWatcher(Periodic):
 
 def start(runtime: Runtime) -> None:
     """Serving processes only (bot.server.start_services): the new-incident impact sweeper
-    and the abuse-report watcher (`runtime.extras[...] = 0` turns either off)."""
-    for kind, slot, every_key, default in (
-        (ImpactSweeper, "investigation.impact_sweeper", IMPACT_SWEEP_KEY, SWEEP_DEFAULT),
-        (AbuseWatcher, "investigation.abuse_watcher", ABUSE_CHECK_KEY, ABUSE_CHECK_DEFAULT),
-    ):
-        every = runtime.extras.get(every_key, default)
-        if every and slot not in runtime.extras:
-            worker = runtime.extras[slot] = kind(runtime, float(every))
-            worker.start()
-            runtime.on_shutdown(worker.stop)
+    and the abuse-report watcher (their `options` seconds at 0 or None turn either off)."""
+    options, services = runtime.options, runtime.services
+    with services.create_lock:
+        if options.impact_sweep_seconds and services.impact_sweeper is None:
+            sweeper = services.impact_sweeper = ImpactSweeper(
+                runtime, float(options.impact_sweep_seconds)
+            )
+            sweeper.start()
+            runtime.on_shutdown(sweeper.stop)
+        if options.abuse_check_seconds and services.abuse_watcher is None:
+            watcher = services.abuse_watcher = AbuseWatcher(
+                runtime, float(options.abuse_check_seconds)
+            )
+            watcher.start()
+            runtime.on_shutdown(watcher.stop)

@@ -39,7 +39,8 @@ from bot.views import blocks as bk
 from commands.errors import UserError
 
 if TYPE_CHECKING:
-    from bot.app import IncidentBotApp, Runtime
+    from bot.app import IncidentBotApp
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from bot.views import blocks as bk
 from commands import incidents as svc
 
 if TYPE_CHECKING:
-    from bot.app import IncidentBotApp, Runtime
+    from bot.app import IncidentBotApp
+    from bot.runtime import Runtime
 
 
 def view_invocation(runtime: Runtime, body: dict[str, Any], *, name: str) -> Invocation:

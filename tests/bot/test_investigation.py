@@ -21,13 +21,12 @@ from botocore.stub import Stubber
 from moto import mock_aws
 from sqlalchemy import select
 
-from bot.app import create_app, make_runtime
-from bot.approvals import HOOKS_KEY, SWEEP_KEY, service
+from bot.approvals import service
 from bot.background import Background
-from bot.http import build_wsgi_app
 from bot.listeners.incident_posts import post_new_incident
-from bot.listeners.investigation import IMPACT_SWEEP_KEY
+from bot.runtime import make_runtime
 from bot.views.blocks import esc
+from bot.wiring import build_wsgi_app, create_app
 from commands.forensics import stack_name
 from commands.incidents import get_incident, open_incident, resolve_incident
 from containment.tags import INCIDENT_TAG
@@ -143,9 +142,9 @@ def env(tmp_path: Path, fake_slack: FakeSlack, clock: FlowingClock) -> Iterator[
             runtime = make_runtime(
                 settings, clock=clock, background=Background(max_workers=6, name="inv")
             )
-            runtime.extras[HOOKS_KEY] = (stubs.hook,)
-            runtime.extras[SWEEP_KEY] = 0
-            runtime.extras[IMPACT_SWEEP_KEY] = 0
+            runtime.options.client_hooks = (stubs.hook,)
+            runtime.options.containment_sweep_seconds = 0
+            runtime.options.impact_sweep_seconds = 0
             app = create_app(settings, runtime=runtime)
             server = make_server(
                 "127.0.0.1",
@@ -504,7 +503,7 @@ def test_serving_process_starts_the_impact_sweeper(env: Env) -> None:
     from bot.listeners import investigation
 
     bot = env.start()
-    bot.runtime.extras[IMPACT_SWEEP_KEY] = 0.1
+    bot.runtime.options.impact_sweep_seconds = 0.1
     key = open_with_card(bot, env.world["victim"])
     investigation.start(bot.runtime)
     deadline = time.monotonic() + 20
