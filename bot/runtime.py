@@ -24,6 +24,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from bot.background import Background, Job
 from bot.settings import AppConfig, Settings
 from bot.slack_out import SlackWriter
+from bot.views.cards import CardParts
 from storage.clock import Clock
 from storage.db import Database
 
@@ -96,6 +97,8 @@ class Runtime:
     background: Background
     clock: Clock
     options: Options = field(default_factory=Options)
+    # What the incident card shows besides its core (bot.wiring.card_parts builds the app's).
+    card_parts: CardParts = field(default_factory=CardParts)
     services: Services = field(default_factory=Services)
     _stoppers: list[Callable[[], None]] = field(default_factory=list, repr=False)
     # The one path to Slack's chat API (bot/slack_out.py), over `client` and `database`.

@@ -29,7 +29,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -56,21 +56,9 @@ MESSAGE_TEXT = 3_900
 UPKEEP_BATCH = 100  # incidents per upkeep transaction
 UPKEEP_PAUSE = 0.05  # seconds between upkeep transactions
 
+# `fn(scheduler, delivery, channel, ts)`, run after a reminder of its kind was posted: Slack
+# follow-ups such as updating an approval card when its expiry fires (bot.wiring.AFTER_POST).
 AfterPost = Callable[["ReminderScheduler", dl.Delivery, str, str | None], None]
-_after_post: dict[str, list[AfterPost]] = {}
-
-
-def after_post(kind: str) -> Callable[[AfterPost], AfterPost]:
-    """Run `fn(scheduler, delivery, channel, ts)` after a reminder of `kind` was posted.
-
-    For Slack-side follow-ups such as updating an approval card when its expiry fires.
-    """
-
-    def decorate(fn: AfterPost) -> AfterPost:
-        _after_post.setdefault(kind, []).append(fn)
-        return fn
-
-    return decorate
 
 
 def new_worker_id() -> str:
@@ -105,6 +93,7 @@ class ReminderScheduler:
         settings: Settings,
         client: WebClient | None = None,
         slack: SlackWriter | None = None,
+        after_post: Mapping[str, Sequence[AfterPost]] | None = None,
         worker_id: str | None = None,
         poll_seconds: float = 10.0,
         maintain_seconds: float = 60.0,
@@ -124,6 +113,7 @@ class ReminderScheduler:
         self.client = client
         # Reminders reach Slack through the app's writer when there is one (its card locks).
         self.slack = slack or SlackWriter(client, database)
+        self.after_post = dict(after_post or {})
         self.worker_id = worker_id or new_worker_id()
         self.poll = dt.timedelta(seconds=poll_seconds)
         self.maintain_seconds = maintain_seconds
@@ -370,7 +360,7 @@ class ReminderScheduler:
                 self.refresh_card(delivery.incident_key)  # the card's time left
             except Exception:
                 log.exception("could not refresh the card of %s", delivery.incident_key)
-        for hook in _after_post.get(delivery.kind, []):
+        for hook in self.after_post.get(delivery.kind, ()):
             try:
                 hook(self, delivery, channel, ts)
             except Exception:

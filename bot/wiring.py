@@ -20,20 +20,26 @@ from typing import Any
 from bot import scheduler
 from bot.app import IncidentBotApp
 from bot.clock import SystemClock
+from bot.guardduty import cards as guardduty_cards
 from bot.guardduty import wiring as guardduty
 from bot.http import Router, core_router
 from bot.listeners import (
     actions,
-    commands,
     containment,
     deadlines,
     drill,
     events,
+    incident_subcommands,
     investigation,
     views,
 )
+from bot.listeners.slash import SlashCommand
 from bot.runtime import Options, Runtime, make_runtime
+from bot.scheduler import AfterPost, ReminderScheduler
 from bot.settings import Settings, SettingsError, load_settings
+from bot.views.cards import CORE_BUTTONS, CardParts
+from bot.views.investigation import investigation_card_section
+from commands.approvals import expiry
 from storage.clock import Clock
 from storage.migrate import upgrade
 
@@ -41,9 +47,21 @@ log = logging.getLogger(__name__)
 
 Register = Callable[[IncidentBotApp], None]
 
+# `/incident`: the core subcommands, then each feature's, in the order its help lists them.
+INCIDENT = SlashCommand(
+    "/incident",
+    fallback="help",
+    subcommands=(
+        *incident_subcommands.SUBCOMMANDS,
+        *deadlines.SUBCOMMANDS,
+        *drill.SUBCOMMANDS,
+        *investigation.INCIDENT_SUBCOMMANDS,
+    ),
+)
+
 # Registered in this order; then the fallbacks, which must come after every other listener.
 LISTENERS: tuple[Register, ...] = (
-    commands.register,
+    INCIDENT.register,
     actions.register,
     views.register,
     events.register,
@@ -56,8 +74,28 @@ FALLBACKS: tuple[Register, ...] = (events.register_fallback,)
 ROUTES: tuple[Callable[[Router], None], ...] = (guardduty.register_routes,)
 # Started in serving processes only, after the reminder scheduler.
 STARTS: tuple[Callable[[Runtime], None], ...] = (guardduty.start, investigation.start)
-# Modules whose `/incident` subcommands are part of the app (they add them to the registry).
-SUBCOMMAND_MODULES = (drill,)
+# Incident card buttons, in the order they show (the severity menu comes first).
+CARD_BUTTONS = (guardduty_cards.plan_button, *CORE_BUTTONS)
+
+
+def card_parts(settings: Settings) -> CardParts:
+    """The sections incident cards show after their facts, in order, and their buttons."""
+    tag_keys = settings.config.impact.tag_keys
+    return CardParts(
+        sections=(
+            guardduty.finding_section(tag_keys),
+            deadlines.clock_section,
+            investigation_card_section,
+        ),
+        buttons=CARD_BUTTONS,
+    )
+
+
+# Slack follow-ups of posted reminders, by reminder kind (see bot.scheduler.AfterPost).
+AFTER_POST: dict[str, tuple[AfterPost, ...]] = {expiry.KIND: (containment.expired_card,)}
+# What each reminder kind says is decided in commands/ (commands.deadlines' kind handlers,
+# registered by commands.abuse and commands.approvals.expiry); when that becomes an explicit
+# {kind: handler} map, it is built here and passed to the scheduler in `start_scheduler`.
 
 
 def create_app(
@@ -77,6 +115,7 @@ def create_app(
         if clock is None:
             raise TypeError("create_app needs the process's clock or a runtime")
         runtime = make_runtime(settings, clock=clock, options=options)
+    runtime.card_parts = card_parts(settings)
     secret = settings.env.slack_signing_secret
     app = IncidentBotApp(
         runtime=runtime,
@@ -102,6 +141,11 @@ def build_wsgi_app(app: IncidentBotApp) -> Router:
     return router
 
 
+def start_scheduler(runtime: Runtime, **kwargs: Any) -> ReminderScheduler:
+    """The reminder scheduler on `runtime`, with the app's reminder follow-ups."""
+    return scheduler.start_for_runtime(runtime, after_post=AFTER_POST, **kwargs)
+
+
 def start_services(runtime: Runtime) -> None:
     """Start what runs beside the listeners in a serving process.
 
@@ -109,7 +153,7 @@ def start_services(runtime: Runtime) -> None:
     then `STARTS` (pollers, sweepers); each registers its stopper with `runtime.on_shutdown`,
     which `bot.server.drain` runs first.
     """
-    scheduler.start_for_runtime(runtime)
+    start_scheduler(runtime)
     runtime.on_shutdown(lambda: scheduler.stop_for_runtime(runtime))
     for start in STARTS:
         start(runtime)
@@ -132,11 +176,12 @@ def scheduler_main(argv: list[str] | None = None) -> int:
         return 2
     upgrade(settings.database_url)
     runtime = make_runtime(settings, clock=SystemClock())
+    runtime.card_parts = card_parts(settings)  # cards it refreshes look the app's
     kwargs: dict[str, Any] = {"poll_seconds": args.poll, "batch": args.batch}
     if args.no_maintain:
         kwargs["maintain_seconds"] = 24 * 3600.0
         kwargs["maintain_at_start"] = False
-    reminders = scheduler.start_for_runtime(runtime, **kwargs)
+    reminders = start_scheduler(runtime, **kwargs)
     print(f"scheduler ready worker={reminders.worker_id}", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -48,12 +48,6 @@ def intake(runtime: Runtime, findings: Sequence[NormalizedFinding]) -> list[Inge
     return results
 
 
-def intake_is_hot(runtime: Runtime, *, within: float = 0.1) -> bool:
-    """Whether deliveries are being recorded right now (Slack work may wait a little)."""
-    writer = runtime.services.intake_writer
-    return writer is not None and time.monotonic() - writer.last_write < within
-
-
 def writer_for(runtime: Runtime) -> BatchWriter:
     services = runtime.services
     with services.create_lock:

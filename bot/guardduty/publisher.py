@@ -27,7 +27,7 @@ import boto3
 from sqlalchemy import func, select
 
 from bot.guardduty.cards import add_to_card
-from bot.guardduty.writes import write_session, write_turn
+from bot.guardduty.writes import intake_is_hot, write_session, write_turn
 from bot.slack_out import Stats, card_id
 from bot.views import blocks as bk
 from commands.errors import UserError
@@ -220,8 +220,6 @@ class CardPublisher:
         `STORM_PACE` seconds while deliveries are being written. That is Slack's own pace
         (about one message per second per channel), and each card costs the intake process
         an AWS call, a render and two Slack round trips it would otherwise spend recording."""
-        from bot.guardduty.intake import intake_is_hot
-
         deadline = self._last_job + STORM_PACE
         while time.monotonic() < deadline and intake_is_hot(self.runtime) and not self._stop:
             time.sleep(0.01)

@@ -11,6 +11,7 @@ nothing by it.)
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -30,3 +31,9 @@ def write_session(runtime: Runtime) -> Iterator[Session]:
     """`runtime.database.session()`, entered in turn with this process's other intake writes."""
     with write_turn(runtime), runtime.database.session() as session:
         yield session
+
+
+def intake_is_hot(runtime: Runtime, *, within: float = 0.1) -> bool:
+    """Whether deliveries are being recorded right now (Slack work may wait a little)."""
+    writer = runtime.services.intake_writer
+    return writer is not None and time.monotonic() - writer.last_write < within

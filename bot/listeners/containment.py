@@ -17,7 +17,6 @@ from bot.approvals.service import Proposal, service
 from bot.listeners.actions import action_invocation
 from bot.listeners.slash import Invocation, Reply, dispatch
 from bot.listeners.views import field_value, view_invocation
-from bot.scheduler import after_post
 from bot.slack_out import card_id
 from bot.views import blocks as bk
 from bot.views.approval_card import APPROVE, REJECT, RETRY, ROLLBACK, approval_card, reject_modal
@@ -40,7 +39,6 @@ _RESOURCE = re.compile(r"\b(i-[0-9a-f]{8,17}|(?:AKIA|ASIA)[A-Z0-9]{12,124})\b")
 _KEY = re.compile(r"\bINC-\d{1,9}\b", re.IGNORECASE)
 
 
-@after_post(expiry.KIND)
 def expired_card(scheduler: Any, delivery: Any, channel: str, ts: str | None) -> None:
     """The scheduler expired a request: its card says so and loses its buttons."""
     with scheduler.database.read_session() as session:

@@ -11,10 +11,9 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from bot.listeners.incident_posts import refresh_incident
-from bot.listeners.incident_subcommands import subcommand, take_incident
-from bot.listeners.slash import Invocation, Reply
+from bot.listeners.incident_subcommands import take_incident
+from bot.listeners.slash import Invocation, Reply, Subcommand, spec
 from bot.views import blocks as bk
-from bot.views.cards import card_section
 from commands import deadlines as dl
 from commands import incidents as svc
 from commands.errors import UserError
@@ -26,11 +25,6 @@ if TYPE_CHECKING:
 EXAMPLE = "/incident notified INC-42 ICO-2026-0042"
 
 
-@subcommand(
-    "notified",
-    usage="/incident notified [INC-N] <reference>",
-    summary="The regulator notice was sent: stop the GDPR clock's alerts.",
-)
 def notified_cmd(inv: Invocation) -> Reply | None:
     with inv.runtime.database.read_session() as session:
         found, reference = take_incident(inv, session, example=EXAMPLE)
@@ -104,7 +98,17 @@ def clock_line(incident: Incident, *, now: dt.datetime) -> str | None:
     return f"⏱️ *Regulator notice due in {left}* (by {bk.when(clock.deadline)})"
 
 
-@card_section(order=20)
-def _clock_section(incident: Incident, now: dt.datetime) -> list[dict[str, Any]]:
+def clock_section(incident: Incident, now: dt.datetime) -> list[dict[str, Any]]:
     line = clock_line(incident, now=now)
     return [bk.context(line)] if line else []
+
+
+# `/incident` subcommands of this module, in the order `/incident help` lists them.
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    spec(
+        "notified",
+        usage="/incident notified [INC-N] <reference>",
+        summary="The regulator notice was sent: stop the GDPR clock's alerts.",
+        handler=notified_cmd,
+    ),
+)

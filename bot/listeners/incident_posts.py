@@ -50,7 +50,9 @@ def overview_of(runtime: Runtime, session: Session, incident: Incident) -> Incid
 def render_card(runtime: Runtime, key: str) -> tuple[Incident, dict[str, Any]]:
     with runtime.database.read_session() as session:
         incident = get_incident(session=session, key=key)
-        card = incident_card(overview_of(runtime, session, incident), now=runtime.now())
+        card = incident_card(
+            overview_of(runtime, session, incident), now=runtime.now(), parts=runtime.card_parts
+        )
     return incident, card
 
 

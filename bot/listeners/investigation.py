@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from bot.approvals import service
-from bot.guardduty.intake import intake_is_hot
 from bot.guardduty.publisher import ACTOR as GUARDDUTY_ACTOR
 from bot.guardduty.publisher import publisher_for
+from bot.guardduty.writes import intake_is_hot
 from bot.listeners.incident_posts import post_new_incident, refresh_incident
-from bot.listeners.incident_subcommands import subcommand, take_incident
-from bot.listeners.slash import Invocation, Reply, SlashCommand
+from bot.listeners.incident_subcommands import take_incident
+from bot.listeners.slash import Invocation, Reply, SlashCommand, Subcommand, spec
 from bot.periodic import Periodic
 from bot.slack_out import card_id
 from bot.views import blocks as bk
@@ -83,11 +83,6 @@ def _implied(inv: Invocation) -> Incident | None:
 # -- /incident impact ------------------------------------------------------------------------
 
 
-@subcommand(
-    "impact",
-    usage="/incident impact [INC-N]",
-    summary="Blast radius: the resource's tags, its account and OU, what shares its network.",
-)
 def impact_cmd(inv: Invocation) -> Reply | None:
     runtime = inv.runtime
     with runtime.database.read_session() as session:
@@ -119,11 +114,6 @@ def impact_cmd(inv: Invocation) -> Reply | None:
 # -- /incident trail -------------------------------------------------------------------------
 
 
-@subcommand(
-    "trail",
-    usage="/incident trail <instance-id|access-key-id> [hours]",
-    summary="Recent CloudTrail events for a resource or key; the full list as a file.",
-)
 def trail_cmd(inv: Invocation) -> Reply | None:
     runtime = inv.runtime
     resource_id, hours = trail_svc.parse_args(inv.args)
@@ -168,12 +158,6 @@ def trail_cmd(inv: Invocation) -> Reply | None:
 # -- /incident abuse -------------------------------------------------------------------------
 
 
-@subcommand(
-    "abuse",
-    usage="/incident abuse <case-id> <summary>",
-    summary="Record an AWS abuse report (on a new incident, or the one named or run in) and "
-    "remind until `/incident abuse answered [INC-N]`.",
-)
 def abuse_cmd(inv: Invocation) -> Reply | None:
     runtime = inv.runtime
     first, _, rest = inv.args.partition(" ")
@@ -244,11 +228,6 @@ def abuse_cmd(inv: Invocation) -> Reply | None:
 # -- /incident wipe --------------------------------------------------------------------------
 
 
-@subcommand(
-    "wipe",
-    usage="/incident wipe [INC-N]",
-    summary="Once resolved: delete the evidence the incident created (listed, then approved).",
-)
 def wipe_cmd(inv: Invocation) -> Reply | None:
     runtime = inv.runtime
     with runtime.database.read_session() as session:
@@ -319,8 +298,6 @@ def _post_request_card(
 
 # -- /forensics ------------------------------------------------------------------------------
 
-forensics = SlashCommand("/forensics", fallback="create")
-
 
 def _forensics_incident(inv: Invocation, example: str) -> Incident:
     with inv.runtime.database.read_session() as session:
@@ -328,11 +305,6 @@ def _forensics_incident(inv: Invocation, example: str) -> Incident:
         return found
 
 
-@forensics.subcommand(
-    "create",
-    usage="/forensics [INC-N]",
-    summary="Build the forensic clean room from the incident's snapshots (after approval).",
-)
 def forensics_create(inv: Invocation) -> Reply | None:
     runtime = inv.runtime
     word = inv.args.split(" ", 1)[0] if inv.args else ""
@@ -370,11 +342,6 @@ def forensics_create(inv: Invocation) -> Reply | None:
     return None
 
 
-@forensics.subcommand(
-    "teardown",
-    usage="/forensics teardown [INC-N]",
-    summary="Delete the clean-room stack (after approval); the snapshots stay.",
-)
 def forensics_teardown(inv: Invocation) -> Reply | None:
     runtime = inv.runtime
     found = _forensics_incident(inv, "/forensics teardown INC-42")
@@ -403,7 +370,6 @@ def forensics_teardown(inv: Invocation) -> Reply | None:
     return None
 
 
-@forensics.subcommand("help", usage="/forensics help", summary="This list.")
 def forensics_help(inv: Invocation) -> Reply:
     word = inv.args.split(" ", 1)[0] if inv.args else ""
     intro = f"There is no `/forensics {bk.esc_cut(word, 50)}`. " if word else ""
@@ -586,3 +552,51 @@ def start(runtime: Runtime) -> None:
             )
             watcher.start()
             runtime.on_shutdown(watcher.stop)
+
+
+# `/incident` subcommands of this module, in the order `/incident help` lists them.
+INCIDENT_SUBCOMMANDS: tuple[Subcommand, ...] = (
+    spec(
+        "impact",
+        usage="/incident impact [INC-N]",
+        summary="Blast radius: the resource's tags, its account and OU, what shares its network.",
+        handler=impact_cmd,
+    ),
+    spec(
+        "trail",
+        usage="/incident trail <instance-id|access-key-id> [hours]",
+        summary="Recent CloudTrail events for a resource or key; the full list as a file.",
+        handler=trail_cmd,
+    ),
+    spec(
+        "abuse",
+        usage="/incident abuse <case-id> <summary>",
+        summary="Record an AWS abuse report (on a new incident, or the one named or run in) "
+        "and remind until `/incident abuse answered [INC-N]`.",
+        handler=abuse_cmd,
+    ),
+    spec(
+        "wipe",
+        usage="/incident wipe [INC-N]",
+        summary="Once resolved: delete the evidence the incident created (listed, then approved).",
+        handler=wipe_cmd,
+    ),
+)
+
+# `/forensics` and its subcommands.
+FORENSICS_SUBCOMMANDS: tuple[Subcommand, ...] = (
+    spec(
+        "create",
+        usage="/forensics [INC-N]",
+        summary="Build the forensic clean room from the incident's snapshots (after approval).",
+        handler=forensics_create,
+    ),
+    spec(
+        "teardown",
+        usage="/forensics teardown [INC-N]",
+        summary="Delete the clean-room stack (after approval); the snapshots stay.",
+        handler=forensics_teardown,
+    ),
+    spec("help", usage="/forensics help", summary="This list.", handler=forensics_help),
+)
+forensics = SlashCommand("/forensics", fallback="create", subcommands=FORENSICS_SUBCOMMANDS)

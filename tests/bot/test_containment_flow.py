@@ -738,11 +738,12 @@ def test_guardduty_request_any_approver_with_impact_on_card(env: Env) -> None:
 
 
 def test_expiry_on_time_through_the_reminder_scheduler(env: Env) -> None:
-    from bot.scheduler import start_for_runtime, stop_for_runtime
+    from bot.scheduler import stop_for_runtime
+    from bot.wiring import start_scheduler
 
     bot = env.start({"approvals": {"expire_after_minutes": 0.02}}, sweep=0)  # no sweeper
     request_id, _ = contain(bot, env.world.instance_id)
-    start_for_runtime(bot.runtime, poll_seconds=0.5, maintain_at_start=False)
+    start_scheduler(bot.runtime, poll_seconds=0.5, maintain_at_start=False)
     try:
         row = wait_status(bot, request_id, ("expired",), timeout=10)
         bot.slack.wait_for(
