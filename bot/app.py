@@ -7,11 +7,20 @@ errors. Bolt's own post-ack thread pool would swallow them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from slack_bolt import App
+from slack_bolt import App, BoltContext
 
 from bot.runtime import Runtime
+
+RUNTIME = "incident_bot.runtime"  # the context key every listener finds the runtime under
+
+
+def runtime_of(context: BoltContext) -> Runtime:
+    """The runtime a listener runs in (listeners are top-level functions taking `context`)."""
+    runtime: Runtime = context[RUNTIME]
+    return runtime
 
 
 class IncidentBotApp(App):
@@ -27,6 +36,12 @@ class IncidentBotApp(App):
         self.registered_events: set[str] = set()
         super().__init__(**kwargs)
         self.runtime = runtime
+
+        def attach_runtime(context: BoltContext, next_: Callable[[], None]) -> None:
+            context[RUNTIME] = runtime
+            next_()
+
+        self.use(attach_runtime)
 
     def command(self, command: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(command, str):

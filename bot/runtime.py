@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from bot.guardduty.poller import GuardDutyPoller
     from bot.guardduty.publisher import CardPublisher
     from bot.guardduty.sns import SnsVerifier
-    from bot.listeners.investigation import AbuseWatcher, ImpactSweeper
+    from bot.investigation_work import AbuseWatcher, ImpactSweeper
     from bot.scheduler import ReminderScheduler
     from commands.approvals.plans import Engine
     from containment.context import ClientHook

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from bot import scheduler
+from bot import investigation_work, scheduler
 from bot.app import IncidentBotApp
 from bot.clock import SystemClock
 from bot.guardduty import cards as guardduty_cards
@@ -73,7 +73,7 @@ LISTENERS: tuple[Register, ...] = (
 FALLBACKS: tuple[Register, ...] = (events.register_fallback,)
 ROUTES: tuple[Callable[[Router], None], ...] = (guardduty.register_routes,)
 # Started in serving processes only, after the reminder scheduler.
-STARTS: tuple[Callable[[Runtime], None], ...] = (guardduty.start, investigation.start)
+STARTS: tuple[Callable[[Runtime], None], ...] = (guardduty.start, investigation_work.start)
 # Incident card buttons, in the order they show (the severity menu comes first).
 CARD_BUTTONS = (guardduty_cards.plan_button, *CORE_BUTTONS)
 
@@ -130,6 +130,9 @@ def create_app(
     )
     for register in (*LISTENERS, *FALLBACKS):
         register(app)
+    investigation_work.add_engines(runtime)
+    # Approval requests expire and recover in every process that serves their buttons.
+    containment.start_sweeper(runtime)
     return app
 
 

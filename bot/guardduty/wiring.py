@@ -14,6 +14,9 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from slack_bolt import BoltContext
+
+from bot.app import runtime_of
 from bot.guardduty import cards
 from bot.guardduty.intake import intake
 from bot.guardduty.messages import finding_payloads, is_trusted_finding_message
@@ -59,19 +62,21 @@ def handle_message(runtime: Runtime, event: dict[str, Any]) -> list[Any]:
     return intake(runtime, findings)
 
 
+def trusted_message(event: dict[str, Any], context: BoltContext) -> bool:
+    """Matcher: a message carrying findings from a trusted bot in the incident channel."""
+    slack = runtime_of(context).config.slack
+    return is_trusted_finding_message(
+        event, trusted_bot_ids=slack.trusted_bot_ids, channel_id=slack.incident_channel
+    )
+
+
+def on_finding_message(event: dict[str, Any], context: BoltContext) -> None:
+    # Recorded within the request (it is small and must not be lost); cards come later.
+    handle_message(runtime_of(context), event)
+
+
 def register(app: IncidentBotApp) -> None:
-    runtime = app.runtime
-    slack = runtime.config.slack
-
-    def trusted(event: dict[str, Any]) -> bool:
-        return is_trusted_finding_message(
-            event, trusted_bot_ids=slack.trusted_bot_ids, channel_id=slack.incident_channel
-        )
-
-    @app.event({"type": "message"}, matchers=[trusted])
-    def on_finding_message(event: dict[str, Any]) -> None:
-        # Recorded within the request (it is small and must not be lost); cards come later.
-        handle_message(runtime, event)
+    app.event({"type": "message"}, matchers=[trusted_message])(on_finding_message)
 
 
 def start(runtime: Runtime) -> None:

@@ -294,7 +294,7 @@ def test_impact_without_resource_is_refused_in_the_ack(env: Env) -> None:
 
 def test_new_incidents_get_their_blast_radius(env: Env) -> None:
     """The sweeper estimates incidents that name a resource (GuardDuty, /contain, ...)."""
-    from bot.listeners.investigation import ImpactSweeper
+    from bot.investigation_work import ImpactSweeper
 
     bot = env.start()
     key = open_with_card(bot, env.world["victim"])
@@ -499,13 +499,13 @@ def test_flow_logs_step_in_the_containment_plan(env: Env, enabled: bool) -> None
 
 
 def test_serving_process_starts_the_impact_sweeper(env: Env) -> None:
-    """start_services calls investigation.start: new incidents get estimated unprompted."""
-    from bot.listeners import investigation
+    """start_services calls investigation_work.start: new incidents get estimated unprompted."""
+    from bot import investigation_work
 
     bot = env.start()
     bot.runtime.options.impact_sweep_seconds = 0.1
     key = open_with_card(bot, env.world["victim"])
-    investigation.start(bot.runtime)
+    investigation_work.start(bot.runtime)
     deadline = time.monotonic() + 20
     while True:
         with bot.session() as s:
@@ -578,7 +578,7 @@ def test_abuse_report_joins_the_named_incident(env: Env) -> None:
 
 
 def test_abuse_watcher_stops_reminders_when_aws_answers(env: Env) -> None:
-    from bot.listeners.investigation import AbuseWatcher
+    from bot.investigation_work import AbuseWatcher
 
     env.stubs.responses["support"] = [("create_case", {"caseId": CASE}, None)]
     bot = env.start()
@@ -616,7 +616,7 @@ def test_guardduty_cards_get_their_blast_radius_through_the_card_pacing(env: Env
     """A GuardDuty incident's card is the publisher's: the sweeper asks it for the update, so
     a finding storm's cards stay within one update per incident per 10 s."""
     from bot.guardduty import publisher as pub
-    from bot.listeners.investigation import ImpactSweeper
+    from bot.investigation_work import ImpactSweeper
 
     bot = env.start()
     with bot.runtime.database.session() as s:
