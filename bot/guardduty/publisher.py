@@ -269,11 +269,11 @@ class CardPublisher:
         channel = self._channel(incident)
         self._sync(incident_id)
         slack = self.runtime.slack
-        with slack.card_lock(card_id("incident", key)):
-            card = self._render(key)
-            posted = slack.call(
-                "chat_postMessage", patient=True, stats=self.stats, channel=channel, **card
-            )
+        # No card lock: nothing can update a card before its ts is stored, and a 429 here
+        # may sleep for a while.
+        posted = slack.call(
+            "chat_postMessage", patient=True, stats=self.stats, channel=channel, **self._render(key)
+        )
         channel, ts = str(posted["channel"]), str(posted["ts"])
         with write_session(self.runtime) as session:
             incident = session.get(Incident, incident_id)
