@@ -34,8 +34,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import Ack, Respond
+from slack_bolt import Ack, BoltContext, Respond
 
+from bot.app import runtime_of
 from bot.background import Busy
 from bot.views import blocks as bk
 from commands.errors import UserError
@@ -173,31 +174,33 @@ class SlashCommand:
 
     # -- the Bolt listener -----------------------------------------------------------------
 
+    def on_command(
+        self, ack: Ack, command: dict[str, Any], respond: Respond, context: BoltContext
+    ) -> None:
+        """The Bolt listener: parse the subcommand, then answer or dispatch it."""
+        runtime = runtime_of(context)
+        sub, typed, rest = self.parse(command.get("text", ""))
+        inv = Invocation(
+            runtime=runtime,
+            command=self.command,
+            name=sub.name if sub else typed,
+            args=rest,
+            user_id=command.get("user_id", ""),
+            channel_id=command.get("channel_id", ""),
+            response_url=command.get("response_url"),
+            trigger_id=command.get("trigger_id"),
+            reply_to=lambda reply: respond(**reply.as_kwargs()),
+            slash=self,
+        )
+        if sub is None:
+            ack(**Reply(self.help_text()).as_kwargs())
+            return
+        if sub.name == self.fallback and typed and typed != sub.name:
+            inv.args = typed  # help for an unknown word: let the handler say so
+        dispatch(inv, sub.handler, background=sub.background, ack=ack)
+
     def register(self, app: IncidentBotApp) -> None:
-        runtime = app.runtime
-
-        def listener(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
-            sub, typed, rest = self.parse(command.get("text", ""))
-            inv = Invocation(
-                runtime=runtime,
-                command=self.command,
-                name=sub.name if sub else typed,
-                args=rest,
-                user_id=command.get("user_id", ""),
-                channel_id=command.get("channel_id", ""),
-                response_url=command.get("response_url"),
-                trigger_id=command.get("trigger_id"),
-                reply_to=lambda reply: respond(**reply.as_kwargs()),
-                slash=self,
-            )
-            if sub is None:
-                ack(**Reply(self.help_text()).as_kwargs())
-                return
-            if sub.name == self.fallback and typed and typed != sub.name:
-                inv.args = typed  # help for an unknown word: let the handler say so
-            dispatch(inv, sub.handler, background=sub.background, ack=ack)
-
-        app.command(self.command)(listener)
+        app.command(self.command)(self.on_command)
 
 
 def dispatch(
