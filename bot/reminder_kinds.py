@@ -11,9 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from slack_sdk import WebClient
-
 from bot.approvals.cards import load_card
+from bot.slack_out import SlackWriter, card_id
 from bot.views.approval_card import approval_card
 from commands import abuse
 from commands.approvals import expiry
@@ -27,7 +26,7 @@ class Poster(Protocol):
     """What an after-post hook gets from the scheduler that posted the reminder."""
 
     database: Database
-    client: WebClient
+    slack: SlackWriter
 
 
 # Run after a reminder was posted: fn(scheduler, delivery, channel, ts). For Slack-side
@@ -48,9 +47,11 @@ def expired_card(scheduler: Poster, delivery: Delivery, channel: str, ts: str | 
         request_id = expiry.request_id_of(reminder) if reminder else None
     if request_id is None:
         return
-    view, card_channel, card_ts = load_card(scheduler.database, request_id)
-    if card_channel and card_ts:
-        scheduler.client.chat_update(channel=card_channel, ts=card_ts, **approval_card(view))
+    slack = scheduler.slack
+    with slack.card_lock(card_id("approval", request_id)):
+        view, card_channel, card_ts = load_card(scheduler.database, request_id)
+        if card_channel and card_ts:
+            slack.update(card_channel, card_ts, approval_card(view))
 
 
 def reminder_kinds() -> ReminderKinds:

@@ -21,12 +21,10 @@ Run alone (a dedicated scheduler replica, or the tests' bot process):
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import logging
 import os
 import secrets
-import signal
 import socket
 import sys
 import threading
@@ -40,8 +38,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.clock import SystemClock
 from bot.reminder_kinds import ReminderKinds
+from bot.slack_out import PERMANENT_ERRORS, SlackWriter, slack_error
 from bot.views.reminders import delivery_text, reminder_text
 from commands.deadlines import delivery as dl
 from commands.deadlines import queue
@@ -52,7 +50,7 @@ from commands.deadlines.stale import ensure_stale_checks
 from storage.db import Database
 
 if TYPE_CHECKING:
-    from bot.app import Runtime
+    from bot.runtime import Runtime
     from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,20 +59,6 @@ logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 TICK_JOB = "incident-bot.reminders.tick"
 MAINTAIN_JOB = "incident-bot.reminders.maintain"
-# Slack answers these the same way however often we retry: give up at once, loudly.
-PERMANENT_ERRORS = {
-    "channel_not_found",
-    "not_in_channel",
-    "is_archived",
-    "invalid_auth",
-    "account_inactive",
-    "token_revoked",
-    "msg_too_long",
-    "no_text",
-    "invalid_blocks",
-    "restricted_action",
-    "not_authed",
-}
 UPKEEP_BATCH = 100  # incidents per upkeep transaction
 UPKEEP_PAUSE = 0.05  # seconds between upkeep transactions
 
@@ -84,7 +68,7 @@ def new_worker_id() -> str:
 
 
 @dataclass
-class Stats:
+class ReminderStats:
     fired: int = 0
     skipped: int = 0
     failed: int = 0
@@ -102,6 +86,7 @@ class ReminderScheduler:
         kinds: ReminderKinds,
         policy: DeadlinePolicy | None = None,
         client: WebClient | None = None,
+        slack: SlackWriter | None = None,
         worker_id: str | None = None,
         poll_seconds: float = 10.0,
         maintain_seconds: float = 60.0,
@@ -117,10 +102,12 @@ class ReminderScheduler:
         self.kinds = kinds
         self._unhook: Callable[[], None] | None = None
         if client is None:
-            from bot.app import make_client
+            from bot.runtime import make_client
 
             client = make_client(settings)
         self.client = client
+        # Reminders reach Slack through the app's writer when there is one (its card locks).
+        self.slack = slack or SlackWriter(client, database)
         self.worker_id = worker_id or new_worker_id()
         self.poll = dt.timedelta(seconds=poll_seconds)
         self.maintain_seconds = maintain_seconds
@@ -131,7 +118,7 @@ class ReminderScheduler:
         self.maintain_at_start = maintain_at_start
         self.card_refresh_seconds = card_refresh_seconds
         self._card_refreshed: dict[str, float] = {}
-        self.stats = Stats()
+        self.stats = ReminderStats()
         self._arm_lock = threading.Lock()
         self._armed_at: dt.datetime | None = None
         self._tick_lock = threading.Lock()
@@ -342,13 +329,13 @@ class ReminderScheduler:
         if delivery.thread_ts:
             kwargs["thread_ts"] = delivery.thread_ts
         try:
-            resp = self.client.chat_postMessage(**kwargs)
+            resp = self.slack.call("chat_postMessage", **kwargs)
         except SlackApiError as exc:
             # The thread's parent was deleted: the reminder still matters, post it top-level.
-            if exc.response.get("error") != "thread_not_found" or "thread_ts" not in kwargs:
+            if slack_error(exc) != "thread_not_found" or "thread_ts" not in kwargs:
                 raise
             kwargs.pop("thread_ts")
-            resp = self.client.chat_postMessage(**kwargs)
+            resp = self.slack.call("chat_postMessage", **kwargs)
         return resp.get("ts"), str(resp.get("channel") or channel)
 
     def _text(self, delivery: dl.Delivery) -> str:
@@ -448,7 +435,7 @@ class ReminderScheduler:
 def start_for_runtime(
     runtime: Runtime, *, kinds: ReminderKinds, **kwargs: Any
 ) -> ReminderScheduler:
-    """Start a scheduler sharing the app's database and client; kept in runtime.extras."""
+    """Start a scheduler sharing the app's database and writer (runtime.services.scheduler)."""
 
     def refresh(key: str) -> None:
         from bot.guardduty.publisher import ACTOR, publisher_for
@@ -470,59 +457,23 @@ def start_for_runtime(
         kinds=kinds,
         policy=runtime.deadline_policy,
         client=runtime.client,
+        slack=runtime.slack,
         refresh_card=refresh,
         **kwargs,
     )
     scheduler.start()
-    runtime.extras["scheduler"] = scheduler
+    runtime.services.scheduler = scheduler
     return scheduler
 
 
 def stop_for_runtime(runtime: Runtime) -> None:
-    scheduler = getattr(runtime, "extras", {}).pop("scheduler", None)
+    scheduler, runtime.services.scheduler = runtime.services.scheduler, None
     if scheduler is not None:
         scheduler.shutdown()
 
 
-# -- standalone process --------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bot.scheduler", description=__doc__)
-    parser.add_argument("--poll", type=float, default=10.0, help="max seconds between DB looks")
-    parser.add_argument("--batch", type=int, default=50)
-    parser.add_argument("--no-maintain", action="store_true", help="no digest/stale upkeep")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    from bot.app import make_runtime
-    from bot.settings import SettingsError, load_settings
-    from storage.migrate import upgrade
-
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    upgrade(settings.database_url)
-    from bot.reminder_kinds import reminder_kinds
-
-    runtime = make_runtime(settings, clock=SystemClock())
-    kwargs: dict[str, Any] = {"poll_seconds": args.poll, "batch": args.batch}
-    if args.no_maintain:
-        kwargs["maintain_seconds"] = 24 * 3600.0
-        kwargs["maintain_at_start"] = False
-    scheduler = start_for_runtime(runtime, kinds=reminder_kinds(), **kwargs)
-    print(f"scheduler ready worker={scheduler.worker_id}", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    stop_for_runtime(runtime)
-    runtime.background.shutdown(grace=5)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m bot.scheduler`: the standalone process is built where the app is.
+    from bot.wiring import scheduler_main
+
+    sys.exit(scheduler_main())

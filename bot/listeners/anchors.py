@@ -17,26 +17,17 @@ from bot.views.anchors import anchor_text
 from commands import anchors as svc
 
 if TYPE_CHECKING:
-    from bot.app import Runtime
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-EVERY_KEY = "anchors.every"  # runtime.extras: seconds between sweeps (0: off)
-EVERY_DEFAULT = 60.0
-SLOT = "anchors.sweeper"
 
 
 def post_anchor(runtime: Runtime, due: svc.DueAnchor) -> bool:
-    """Post one anchor in its incident's thread; False when the incident has no thread yet.
-
-    TODO(lead): route through the single Slack writer (bot/slack_out.py) once it lands; this
-    posts directly with runtime.client for now.
-    """
+    """Post one anchor in its incident's thread; False when the incident has no thread yet."""
     if not due.channel_id:
         return False
-    runtime.client.chat_postMessage(
-        channel=due.channel_id, thread_ts=due.thread_ts, text=anchor_text(due.anchor)
-    )
+    runtime.slack.reply(due.channel_id, due.thread_ts, {"text": anchor_text(due.anchor)})
     return True
 
 
@@ -94,8 +85,11 @@ def start(runtime: Runtime) -> None:
             "timeline UNKEYED: INCIDENT_BOT_TIMELINE_KEY is not set, so new incidents are "
             "chained with plain SHA-256 and `incident-bot verify` reports them as not keyed"
         )
-    every = runtime.extras.get(EVERY_KEY, EVERY_DEFAULT)
-    if every and SLOT not in runtime.extras:
-        worker = runtime.extras[SLOT] = AnchorSweeper(runtime, float(every))
-        worker.start()
-        runtime.on_shutdown(worker.stop)
+    every = runtime.options.anchor_sweep_seconds
+    services = runtime.services
+    with services.create_lock:
+        if not every or services.anchor_sweeper is not None:
+            return
+        worker = services.anchor_sweeper = AnchorSweeper(runtime, float(every))
+    worker.start()
+    runtime.on_shutdown(worker.stop)

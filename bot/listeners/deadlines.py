@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.listeners.incident_posts import refresh_incident
-from bot.listeners.incident_subcommands import subcommand, take_incident
-from bot.listeners.slash import Invocation, Reply
+from bot.listeners.incident_subcommands import take_incident
+from bot.listeners.slash import Invocation, Reply, Subcommand, spec
 from bot.views import blocks as bk
 from commands import incidents as svc
 from commands.deadlines import gdpr
@@ -23,11 +23,6 @@ if TYPE_CHECKING:
 EXAMPLE = "/incident notified INC-42 ICO-2026-0042"
 
 
-@subcommand(
-    "notified",
-    usage="/incident notified [INC-N] <reference>",
-    summary="The regulator notice was sent: stop the GDPR clock's alerts.",
-)
 def notified_cmd(inv: Invocation) -> Reply | None:
     with inv.runtime.database.read_session() as session:
         found, reference = take_incident(inv, session, example=EXAMPLE)
@@ -80,3 +75,14 @@ def notified_cmd(inv: Invocation) -> Reply | None:
 def register(app: IncidentBotApp) -> None:
     """Nothing to wire beyond the `notified` subcommand (the card's clock line is drawn by
     bot/views/cards.py, the reminders posted by bot/scheduler.py)."""
+
+
+# `/incident` subcommands of this module, in the order `/incident help` lists them.
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    spec(
+        "notified",
+        usage="/incident notified [INC-N] <reference>",
+        summary="The regulator notice was sent: stop the GDPR clock's alerts.",
+        handler=notified_cmd,
+    ),
+)

@@ -19,7 +19,7 @@ import yaml
 from moto import mock_aws
 from sqlalchemy import text
 
-from bot.app import make_runtime
+from bot.runtime import make_runtime
 from bot.cli import main
 from bot.listeners.anchors import anchor_due
 from bot.settings import load_settings
@@ -282,7 +282,7 @@ def test_a_serving_process_anchors_an_opened_then_resolved_incident_in_its_threa
     assert bot.command("open c2 beacon").status_code == 200
     card = bot.slack.wait_for("chat.postMessage", lambda c: "blocks" in c.args)
     bot.idle()
-    bot.runtime.extras[anchors.EVERY_KEY] = 0.05
+    bot.runtime.options.anchor_sweep_seconds = 0.05
     with caplog.at_level(logging.WARNING, logger="bot.listeners.anchors"):
         anchors.start(bot.runtime)  # what bot.server.start_services does in `run`
     assert "timeline UNKEYED: INCIDENT_BOT_TIMELINE_KEY is not set" in caplog.text
@@ -297,7 +297,7 @@ def test_a_serving_process_anchors_an_opened_then_resolved_incident_in_its_threa
     bot.idle()
     resolved = bot.slack.wait_for("chat.postMessage", anchor("resolved"))
     assert resolved.args["thread_ts"] == card.response["ts"]
-    bot.runtime.extras[anchors.SLOT].stop()  # its last sweep has recorded what it posted
+    bot.runtime.services.anchor_sweeper.stop()  # its last sweep has recorded what it posted
     assert anchors.anchor_due(bot.runtime) == []  # each milestone is anchored once
     posted = bot.slack.calls_for("chat.postMessage", ok_only=True)
     assert [m for m in ("opened", "resolved") for c in posted if anchor(m)(c)] == [
