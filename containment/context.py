@@ -130,9 +130,9 @@ class ActionContext:
         `max_attempts=1` for optional evidence that is not worth retrying."""
         return self._client(service, target.region, target.account_id, max_attempts)
 
-    def home_client(self, service: str, region: str) -> Any:
+    def home_client(self, service: str, region: str, *, max_attempts: int | None = None) -> Any:
         """A client in the bot's own account (evidence bucket, STS)."""
-        return self._client(service, region, None)
+        return self._client(service, region, None, max_attempts)
 
     def _client(
         self, service: str, region: str, account_id: str | None, attempts: int | None = None

@@ -87,6 +87,8 @@ class CardView:
     steps: list[StepView] = field(default_factory=list)
     finished_at: dt.datetime | None = None
     drill: bool = False
+    # Evidence the finished steps could not collect, one line each ("what (step): error").
+    missing_evidence: list[str] = field(default_factory=list)
 
 
 def _title(view: CardView) -> str:
@@ -275,6 +277,10 @@ def approval_card(view: CardView, *, now: dt.datetime | None = None) -> dict[str
                 f"• *{bk.esc(s.action)}*: {bk.esc_cut(s.error or 'no error recorded', 500)}"
                 for s in failed
             ]
+            blocks.append(bk.section(bk.cut("\n".join(lines), bk.SECTION_TEXT)))
+        if view.missing_evidence:
+            lines = [f"⚠️ *Evidence missing ({len(view.missing_evidence)}):*"]
+            lines += [f"• {bk.esc_cut(m, 500)}" for m in view.missing_evidence]
             blocks.append(bk.section(bk.cut("\n".join(lines), bk.SECTION_TEXT)))
     buttons = _buttons(view)
     # Buttons last, and never cut off by the block limit.

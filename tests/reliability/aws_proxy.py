@@ -55,7 +55,17 @@ def _operation(service: str, method: str, path: str, headers: dict[str, str], bo
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
     if "Action" in query:
         return query["Action"][0]
-    return f"{method} {urllib.parse.urlsplit(path).path}"  # S3 REST: method and path
+    return _s3_operation(method, path)
+
+
+def _s3_operation(method: str, path: str) -> str:
+    """S3's REST calls by name (the key in the path varies between runs)."""
+    parts = urllib.parse.urlsplit(path)
+    on_object = "/" in parts.path.strip("/")
+    sub = "".join(p.split("=")[0].title() for p in parts.query.split("&") if p)
+    noun = "Object" if on_object else "Bucket"
+    verb = {"GET": "Get", "PUT": "Put", "DELETE": "Delete", "HEAD": "Head", "POST": "Post"}
+    return f"{verb.get(method, method)}{noun}{sub}"
 
 
 def _throttle(service: str, json_protocol: bool) -> tuple[int, str, bytes]:
@@ -69,9 +79,7 @@ def _throttle(service: str, json_protocol: bool) -> tuple[int, str, bytes]:
     return 400, "text/xml", _query_error("Throttling", "Rate exceeded")
 
 
-def _server_error(
-    status: int, service: str, json_protocol: bool
-) -> tuple[int, str, bytes]:
+def _server_error(status: int, service: str, json_protocol: bool) -> tuple[int, str, bytes]:
     code = "InternalError" if status == 500 else "ServiceUnavailable"
     if json_protocol:
         body = {"__type": "KMSInternalException" if status == 500 else code, "message": code}
@@ -79,8 +87,10 @@ def _server_error(
     if service == "s3":
         return status, "application/xml", _s3_error(code, "injected")
     if service == "ec2":
-        return status, "text/xml", _ec2_error(
-            "InternalError" if status == 500 else "Unavailable", "injected"
+        return (
+            status,
+            "text/xml",
+            _ec2_error("InternalError" if status == 500 else "Unavailable", "injected"),
         )
     return status, "text/xml", _query_error(code, "injected")
 

@@ -122,8 +122,7 @@ def _state(session: boto3.Session, world: World) -> dict[str, Any]:
             if not a["AliasName"].startswith("alias/aws/")
         ),
         "asg": [
-            (m["LifecycleState"], m["AutoScalingGroupName"])
-            for m in member["AutoScalingInstances"]
+            (m["LifecycleState"], m["AutoScalingGroupName"]) for m in member["AutoScalingInstances"]
         ],
         "asg_desired": asg.describe_auto_scaling_groups(AutoScalingGroupNames=[world.asg_name])[
             "AutoScalingGroups"
