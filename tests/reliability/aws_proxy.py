@@ -9,8 +9,9 @@ Faults, as a client sees them on the wire:
   `ThrottlingException` for JSON services, `SlowDown` for S3, `Throttling` elsewhere);
 - `reset`: the request is read and the connection reset (RST), the call not carried out.
 
-Each armed fault fires once, on the first request for its operation. The proxy logs every
-request (service, operation, fault or none), so a test can count what it injected.
+Each armed fault fires once, on the next request for its operation (several armed for one
+operation fire in turn, on its next requests). The proxy logs every request (service,
+operation, fault or none), so a test can count what it injected.
 """
 
 from __future__ import annotations
@@ -20,18 +21,21 @@ import json
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 Fault = Literal["drop", "hold", "500", "503", "throttle", "reset"]
 FAULTS: tuple[Fault, ...] = ("drop", "hold", "500", "503", "throttle", "reset")
 # Faults after which the call has taken effect in AWS although the client saw a failure.
-TOOK_EFFECT: frozenset[Fault] = frozenset({"drop", "hold"})
+TOOK_EFFECT: tuple[Fault, ...] = ("drop", "hold")
+# Faults that refuse the call before it runs.
+REFUSED: tuple[Fault, ...] = ("500", "503", "throttle", "reset")
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 _SERVICE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/")
@@ -120,6 +124,11 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     daemon_threads = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up on a held answer closes first: expected here, not an error.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
 
 class FaultProxy:
     """Forward to `upstream`; `arm(operation, fault)` makes the next such call misbehave."""
@@ -129,7 +138,7 @@ class FaultProxy:
         self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
         self.hold_seconds = hold_seconds
         self.seen: list[Seen] = []
-        self._armed: dict[str, Fault] = {}
+        self._armed: dict[str, list[Fault]] = {}
         self._lock = threading.Lock()
         proxy = self
 
@@ -199,7 +208,7 @@ class FaultProxy:
 
     def arm(self, operation: str, fault: Fault) -> None:
         with self._lock:
-            self._armed[operation] = fault
+            self._armed.setdefault(operation, []).append(fault)
 
     def disarm(self) -> None:
         with self._lock:
@@ -215,7 +224,8 @@ class FaultProxy:
 
     def _take(self, operation: str) -> Fault | None:
         with self._lock:
-            return self._armed.pop(operation, None)
+            armed = self._armed.get(operation)
+            return armed.pop(0) if armed else None
 
     def _send(
         self, method: str, path: str, headers: dict[str, str], body: bytes

@@ -2,21 +2,48 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.retries.standard import ExponentialBackoff
 
-from bench._proxy import MotoServer
+from bench._proxy import MotoServer as _MotoServer
 from containment.context import ActionContext
 from tests.clock import TEST_CLOCK
 from tests.containment.world import REGION, World, build_world
 from tests.reliability.aws_proxy import FaultProxy
 
+ROOT = Path(__file__).resolve().parents[2]
 READ_TIMEOUT = 0.6  # seconds; a held answer comes later than this
+
+
+class MotoServer(_MotoServer):
+    """bench's moto_server runner, started through tests/reliability/moto_main.py."""
+
+    def __enter__(self) -> MotoServer:
+        command = [sys.executable, "-m", "tests.reliability.moto_main"]
+        command += ["-H", "127.0.0.1", "-p", str(self.port)]
+        self._proc = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError("moto_server exited at start")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("moto_server did not start within 30 s")
 
 
 class At(boto3.Session):
@@ -25,10 +52,18 @@ class At(boto3.Session):
     def __init__(self, url: str) -> None:
         super().__init__(region_name=REGION)
         self.url = url
+        self._clients: dict[Any, Any] = {}
 
     def client(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         kwargs.setdefault("endpoint_url", self.url)
-        return super().client(*args, **kwargs)
+        if "config" in kwargs:  # the bot's own clients: the context caches those
+            return super().client(*args, **kwargs)
+        # Building worlds and reading them back: one client per service for the module
+        # (creating a client costs more CPU than most of the calls made with it).
+        key = (args, tuple(sorted(kwargs.items())))
+        if key not in self._clients:
+            self._clients[key] = super().client(*args, **kwargs)
+        return self._clients[key]
 
 
 @dataclass
@@ -39,6 +74,8 @@ class Bench:
     proxied: At  # through the proxy: what the bot uses
     clean: dict[str, Any] = field(default_factory=dict)
     cases: list[dict[str, Any]] = field(default_factory=list)
+    _shared: ActionContext | None = None
+    _retries: list[dict[str, Any]] = field(default_factory=list)
 
     def fresh(self) -> World:
         self.proxy.disarm()
@@ -46,6 +83,23 @@ class Bench:
         return build_world(self.direct)
 
     def ctx(
+        self, world: World, retries: list[dict[str, Any]] | None = None, **kw: Any
+    ) -> ActionContext:
+        """The bot's context for `world`. Without options, one context serves the module (its
+        clients reused, retries reported into `retries`): the world's names are the same."""
+        if kw or retries is None:
+            return self._new_ctx(world, retries, **kw)
+        self._retries = retries
+        if self._shared is None:
+            self._shared = self._new_ctx(
+                world, None, on_aws_retry=lambda r: self._retries.append(r)
+            )
+        return self._shared
+
+    def _retries_sink(self, retry: dict[str, Any]) -> None:
+        self._retries.append(retry)
+
+    def _new_ctx(
         self, world: World, retries: list[dict[str, Any]] | None = None, **kw: Any
     ) -> ActionContext:
         options: dict[str, Any] = {

@@ -1,13 +1,13 @@
 """Every containment action against AWS that misbehaves: AWS ends as after one clean run.
 
 moto_server runs behind a fault-injecting proxy (tests/reliability/aws_proxy.py). For each
-action in the registry (a new action is covered by being registered) and each fault, the
-action's mutating calls (its first call, for read-only actions) are faulted after its
-dependencies ran cleanly:
+action in the registry (a new action is covered by being registered), the action's mutating
+calls (its first call, for read-only actions) are faulted after its dependencies ran cleanly:
 - faults after which the call took effect (`drop`, `hold`): one call per run, each on a fresh
   world, since these are what can duplicate work;
-- faults before the call ran (500, 503, throttling, reset): every one of the action's calls
-  faulted once in the same run (a stronger test, and one world instead of several).
+- faults that refuse the call before it runs (500, 503, throttling, reset): each of the
+  action's calls gets all four in turn, in one run (every single fault is in it, and one
+  world serves where sixteen would otherwise be built).
 boto3 retries; where the step still fails it is run again as the approval flow's Retry does
 (earlier results given). Then what AWS holds is compared with one clean run on a fresh world.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -25,7 +25,7 @@ from containment.executor import run_plan, select_actions
 from containment.registry import Action, StepResult, all_actions
 from containment.targets import Target
 from tests.containment.world import REGION, World
-from tests.reliability.aws_proxy import FAULTS, TOOK_EFFECT, Fault
+from tests.reliability.aws_proxy import REFUSED, TOOK_EFFECT, Fault
 from tests.reliability.aws_state import aws_state, differences, duplicates
 from tests.reliability.conftest import Bench
 
@@ -55,7 +55,8 @@ def _report(cases: list[dict[str, Any]]) -> None:
     out = os.environ.get("INCIDENT_BOT_FAULT_REPORT")
     if out:
         with open(out, "w") as fh:
-            json.dump({"summary": summary, "cases": cases}, fh, indent=1, default=str)
+            shown = [{**c, "differences": repr(c["differences"])} for c in cases]
+            json.dump({"summary": summary, "cases": shown}, fh, indent=1, default=str)
 
 
 def _target(action: Action, world: World) -> Target:
@@ -100,25 +101,30 @@ def _clean(bench: Bench, name: str) -> tuple[dict[str, Any], list[str]]:
     return bench.clean[name]
 
 
-@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("fault", [*TOOK_EFFECT, "refused"])
 @pytest.mark.parametrize("name", ACTIONS)
 def test_faults_leave_what_one_clean_run_makes(
-    bench: Bench, figures: list[dict[str, Any]], name: str, fault: Fault
+    bench: Bench, figures: list[dict[str, Any]], name: str, fault: str
 ) -> None:
     want, operations = _clean(bench, name)
     assert operations, f"{name} made no AWS call to fault"
-    runs = [[op] for op in operations] if fault in TOOK_EFFECT else [operations]
+    if fault == "refused":
+        runs = [[(op, f) for op in operations for f in REFUSED]]
+    else:
+        runs = [[(op, cast(Fault, fault))] for op in operations]
     problems = []
-    for ops in runs:
+    for armed in runs:
         world = bench.fresh()
-        results, approval_retry, retries = _run(bench, name, world, [(op, fault) for op in ops])
-        injected = {s.operation for s in bench.proxy.injected()}
+        results, approval_retry, retries = _run(bench, name, world, armed)
+        ops = sorted({op for op, _ in armed})
+        seen = bench.proxy.injected()
+        injected = {s.operation for s in seen}
         got = aws_state(bench.direct, world)
         case = {
             "action": name,
             "operations": ops,
             "fault": fault,
-            "injected": len(injected),
+            "injected": len(seen),
             "duplicates": duplicates(got, want),
             "differences": differences(got, want),
             "retries": len(retries),
