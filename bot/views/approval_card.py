@@ -228,6 +228,8 @@ def approval_card(view: CardView, *, now: dt.datetime | None = None) -> dict[str
     status = STATUS_LINES.get(view.status, bk.esc(view.status))
     if view.status == "pending" and view.expires_at:
         status += f" — expires {bk.when(view.expires_at)}"
+    if view.missing_evidence:
+        status += " — ⚠️ evidence missing (below)"
     blocks.append(bk.section(status))
     fields = [
         f"*Target*\n{target}" + (f" ({where})" if where else ""),
