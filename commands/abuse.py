@@ -29,6 +29,7 @@ from commands.errors import UserError
 from commands.incidents import get_incident, open_incident
 from containment.context import ActionContext
 from containment.errors import error_code
+from containment.idempotency import create_once
 from containment.targets import Target
 from storage.db import Database
 from storage.models import Incident, Reminder
@@ -76,9 +77,19 @@ class SupportOutcome:
 
 
 def open_support_case(
-    *, support: Any, reference: str, summary: str, incident_hint: str | None = None
+    *,
+    support: Any,
+    reference: str,
+    summary: str,
+    incident_hint: str | None = None,
+    ctx: ActionContext | None = None,
+    once: Any | None = None,
 ) -> SupportOutcome:
-    """Open a Support case for the report, or look up the case it names."""
+    """Open a Support case for the report, or look up the case it names.
+
+    CreateCase takes no idempotency token: given `ctx` and `once` (a client that does not
+    retry by itself), a create whose answer was lost is followed by a look for the case
+    with this subject before another is opened (containment/idempotency.py)."""
     try:
         if is_case_id(reference):
             key = "caseIdList" if reference.startswith("case-") else "displayId"
@@ -104,13 +115,40 @@ def open_support_case(
             + (f" as {incident_hint}" if incident_hint else "")
             + f".\n\nSummary: {summary}\n\nWe will reply with our findings and the actions taken."
         )
-        out = support.create_case(
-            subject=f"Abuse report {reference}: {summary}"[:255],
-            communicationBody=body[:8000],
-            issueType="customer-service",
-            severityCode="high",
-            language="en",
-        )
+        subject = f"Abuse report {reference}: {summary}"[:255]
+
+        def create() -> dict[str, Any]:
+            return dict(
+                (once or support).create_case(
+                    subject=subject,
+                    communicationBody=body[:8000],
+                    issueType="customer-service",
+                    severityCode="high",
+                    language="en",
+                )
+            )
+
+        def opened_meanwhile() -> dict[str, Any] | None:
+            assert ctx is not None
+            since = (ctx.now() - dt.timedelta(days=1)).isoformat()
+            for page in support.get_paginator("describe_cases").paginate(
+                afterTime=since, includeResolvedCases=True, includeCommunications=False
+            ):
+                for case in page["cases"]:
+                    if case.get("subject") == subject:
+                        return {"caseId": case["caseId"]}
+            return None
+
+        if ctx is None:
+            out = create()
+        else:
+            out = create_once(
+                ctx,
+                service="support",
+                operation="CreateCase",
+                create=create,
+                find=opened_meanwhile,
+            )
         return SupportOutcome(
             out["caseId"], "created", f"Opened AWS Support case {out['caseId']} for it."
         )
@@ -188,9 +226,14 @@ def report_abuse(
     elif ctx is None:
         support = SupportOutcome(None, "error", "No AWS access configured; no case was opened.")
     else:
-        client = ctx.client("support", Target("instance", reference, SUPPORT_REGION, account_id))
+        where = Target("instance", reference, SUPPORT_REGION, account_id)
         support = open_support_case(
-            support=client, reference=reference, summary=summary, incident_hint=hint
+            support=ctx.client("support", where),
+            reference=reference,
+            summary=summary,
+            incident_hint=hint,
+            ctx=ctx,
+            once=ctx.client("support", where, max_attempts=1),
         )
     case_id = support.case_id or reference
     at = now()

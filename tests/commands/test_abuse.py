@@ -63,7 +63,11 @@ def hooked(responses: list[tuple[str, Any, Any]]) -> tuple[ActionContext, list[S
         if client.meta.service_model.service_name != "support":
             return
         stub = Stubber(client)
+        # CreateCase goes through the client that does not retry by itself; the rest not.
+        creates = client.meta.config.retries["total_max_attempts"] == 1
         for method, response, params in responses:
+            if (method == "create_case") != creates:
+                continue
             if isinstance(response, Exception):
                 stub.add_client_error(method, *response.args)
             else:
@@ -106,6 +110,38 @@ def test_creates_a_support_case() -> None:
     with stub:
         out = open_support_case(support=client, reference="AWS-ABUSE-8123", summary="port scanning")
     assert (out.case_id, out.api) == (CASE, "created")
+
+
+def test_lost_create_case_answer_finds_the_case_instead_of_opening_another() -> None:
+    client, stub = support_client()
+    once, once_stub = support_client()
+    once_stub.add_client_error("create_case", "InternalServerError", "lost", 500)
+    stub.add_response(
+        "describe_cases",
+        {"cases": [{"caseId": CASE, "subject": "Abuse report AWS-ABUSE-8123: port scanning"}]},
+        {
+            "afterTime": (T0 - dt.timedelta(days=1)).isoformat(),
+            "includeResolvedCases": True,
+            "includeCommunications": False,
+        },
+    )
+    retries: list[dict[str, Any]] = []
+    ctx = ActionContext(
+        incident_key="INC-9", now=lambda: T0, sleep=lambda _: None, on_aws_retry=retries.append
+    )
+    with stub, once_stub:
+        out = open_support_case(
+            support=client,
+            once=once,
+            ctx=ctx,
+            reference="AWS-ABUSE-8123",
+            summary="port scanning",
+        )
+    assert (out.case_id, out.api) == (CASE, "created")
+    once_stub.assert_no_pending_responses()  # one CreateCase, not a second
+    assert [(r["operation"], r["after"]) for r in retries] == [
+        ("CreateCase", "InternalServerError")
+    ]
 
 
 def test_basic_support_plan_says_so() -> None:
@@ -180,7 +216,8 @@ def test_report_opens_an_incident_and_reminds_until_answered(database: Any) -> N
         now=lambda: T0,
     )
     assert (again.incident_key, again.opened) == (result.incident_key, False)
-    assert len(stubs) == 1  # no second Support client call
+    # The first report's two Support clients (reads, the create); the repeat made none.
+    assert len(stubs) == 2
 
     # Due: the reminder posts and schedules the next one.
     due = T0 + REMIND_EVERY
