@@ -19,9 +19,9 @@ import yaml
 from moto import mock_aws
 from sqlalchemy import text
 
-from bot.runtime import make_runtime
 from bot.cli import main
 from bot.listeners.anchors import anchor_due
+from bot.runtime import make_runtime
 from bot.settings import load_settings
 from commands.incidents import open_incident
 from storage.db import Database
