@@ -31,9 +31,10 @@ from slack_sdk import WebClient
 from sqlalchemy import insert
 
 from bot.clock import SystemClock
+from bot.reminder_kinds import reminder_kinds
 from bot.scheduler import ReminderScheduler
 from bot.settings import AppConfig, EnvSettings, Settings
-from commands import deadlines as dl
+from commands.deadlines import queue as dl
 from storage.db import Database
 from storage.migrate import upgrade
 from storage.models import Incident, Reminder
@@ -163,7 +164,11 @@ def main() -> None:
             floor.append(time.perf_counter() - t)
             db = Database(url, clock=CLOCK)
             scheduler = ReminderScheduler(
-                database=db, settings=settings, client=client, maintain_at_start=False
+                database=db,
+                settings=settings,
+                kinds=reminder_kinds(),
+                client=client,
+                maintain_at_start=False,
             )
             t = time.perf_counter()
             scheduler.start()
@@ -176,7 +181,9 @@ def main() -> None:
         db = Database(url, clock=CLOCK)
         now = CLOCK.now() + dt.timedelta(seconds=0.5)
         due = add_firing(db, now, range(0, FIRING, 2))
-        scheduler = ReminderScheduler(database=db, settings=settings, client=client)
+        scheduler = ReminderScheduler(
+            database=db, settings=settings, kinds=reminder_kinds(), client=client
+        )
         scheduler.start()  # with the upkeep (digest, stale checks for 2,000 incidents)
         due.update(add_firing(db, now, range(1, FIRING, 2)))
         deadline = time.monotonic() + WINDOW_S + 15

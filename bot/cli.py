@@ -180,19 +180,70 @@ def export(key: str, fmt: str) -> None:
 @cli.command()
 @click.argument("key")
 def verify(key: str) -> None:
-    """Check incident KEY's hash chain; exit 1 if it was tampered with."""
-    from storage.timeline import verify_chain
+    """Check incident KEY's chain, its key and every anchor outside the database.
+
+    Exit 1 if anything was tampered with (the first problem on stderr).
+    """
+    from bot.verify import OperatorError, verify_incident
+    from commands.errors import UserError
+    from commands.incidents import require_key
+    from storage.db import safe_url
+
+    try:
+        number = require_key(key)
+    except UserError as exc:
+        raise Fail(exc.message) from None
+    settings = _settings()
+    database = _database(settings)
+    prefix = f"INC-{number}"
+
+    def not_found() -> Exception:
+        return Fail(
+            f"no incident {prefix} in the database at {safe_url(database.url)}: "
+            "check the key, or DATABASE_URL (`/incident list` in Slack shows the open ones)"
+        )
+
+    try:
+        verdict = verify_incident(
+            settings=settings,
+            database=database,
+            number=number,
+            key=settings.timeline_key(),
+            not_found=not_found,
+        )
+    except OperatorError as exc:
+        raise Fail(str(exc)) from None
+    for line in verdict.lines:
+        click.echo(f"{prefix}: {line}")
+    for problem in verdict.problems[1:]:
+        click.echo(f"{prefix}: also: {problem}", err=True)
+    if verdict.problems:
+        click.echo(f"{prefix}: TAMPERED: {verdict.problems[0]}", err=True)
+        sys.exit(1)
+
+
+@cli.command("plan")
+@click.argument("key")
+@click.option("--format", "fmt", type=click.Choice(["asl"]), default="asl", show_default=True)
+def plan_cmd(key: str, fmt: str) -> None:
+    """Write incident KEY's approved (or latest) containment plan as a Step Functions machine."""
+    from commands.asl import export_asl, states_to_edit
+    from commands.errors import NotFound
 
     database, incident = _load_incident(key)
     with database.read_session() as session:
-        report = verify_chain(conn=session, incident=incident)
-    if report.ok:
-        click.echo(f"{incident.key}: {report.events} events, chain intact")
-        return
-    click.echo(
-        f"{incident.key}: TAMPERED at event #{report.first_bad_seq}: {report.reason}", err=True
-    )
-    sys.exit(1)
+        try:
+            text = export_asl(session=session, incident=incident)
+        except NotFound as exc:
+            raise Fail(exc.message) from None
+    click.echo(text)
+    edit = states_to_edit(json.loads(text))
+    if edit:
+        click.echo(
+            f"incident-bot: {len(edit)} state(s) need editing before the machine runs "
+            "(their Comment starts EDIT BEFORE RUNNING): " + ", ".join(edit),
+            err=True,
+        )
 
 
 @cli.command()

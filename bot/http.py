@@ -6,8 +6,8 @@ Routes served by default:
   older than five minutes refused with 401);
 * ``GET /healthz``: 200 when the database answers, 503 otherwise.
 
-A feature adds its own route by defining ``register_routes(router)`` in a module under
-``bot/listeners/`` (discovered like listeners), e.g. GuardDuty's::
+A feature adds its own route with a ``register_routes(router)`` listed in
+``bot.wiring.ROUTES``, e.g. GuardDuty's::
 
     def register_routes(router: Router) -> None:
         router.add("POST", "/guardduty/events", handle_guardduty)
@@ -30,7 +30,8 @@ from slack_bolt.context import BoltContext
 from slack_bolt.request.internals import build_context
 
 if TYPE_CHECKING:
-    from bot.app import IncidentBotApp, Runtime
+    from bot.app import IncidentBotApp
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -221,15 +222,9 @@ def healthz(request: HttpRequest) -> HttpResponse:
     return HttpResponse(503, {"ok": False, "database": "unreachable"})
 
 
-def build_wsgi_app(app: IncidentBotApp) -> Router:
-    """The WSGI app for HTTP mode: Slack events, health, and every feature's routes."""
-    from bot.listeners import listener_modules
-
+def core_router(app: IncidentBotApp) -> Router:
+    """The router with the default routes; bot.wiring.build_wsgi_app adds the features'."""
     router = Router(app.runtime)
     router.add("POST", "/slack/events", slack_events(app))
     router.add("GET", "/healthz", healthz)
-    for module in listener_modules():
-        register_routes = getattr(module, "register_routes", None)
-        if callable(register_routes):
-            register_routes(router)
     return router

@@ -2,10 +2,10 @@
 
 One `date` job is armed for the earliest pending Reminder row (never more than
 `poll_seconds` ahead, so rows added by other processes are noticed). When it fires, due rows
-are claimed atomically (commands.deadlines.claim_due: pending -> sent in one UPDATE), each
+are claimed atomically (commands.deadlines.queue.claim_due: pending -> sent in one UPDATE), each
 claimed row is posted to its incident's thread mentioning the owner and the contacts, the
 firing lands on the timeline, and the timer is re-armed. Scheduling a reminder anywhere in
-this process wakes the timer at once (a Session after_commit hook).
+this process wakes the timer at once (an after-commit hook on its Database).
 
 Nothing depends on APScheduler remembering anything: at start the timer is rebuilt from the
 rows, and rows that came due while no process was running are marked late and posted once.
@@ -21,12 +21,10 @@ Run alone (a dedicated scheduler replica, or the tests' bot process):
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import logging
 import os
 import secrets
-import signal
 import socket
 import sys
 import threading
@@ -40,12 +38,19 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.clock import SystemClock
-from commands import deadlines as dl
+from bot.reminder_kinds import ReminderKinds
+from bot.slack_out import PERMANENT_ERRORS, SlackWriter, slack_error
+from bot.views.reminders import delivery_text, reminder_text
+from commands.deadlines import delivery as dl
+from commands.deadlines import queue
+from commands.deadlines.digest import ensure_digest
+from commands.deadlines.gdpr import running_clock_keys
+from commands.deadlines.policy import DeadlinePolicy
+from commands.deadlines.stale import ensure_stale_checks
 from storage.db import Database
 
 if TYPE_CHECKING:
-    from bot.app import Runtime
+    from bot.runtime import Runtime
     from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,57 +59,16 @@ logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 TICK_JOB = "incident-bot.reminders.tick"
 MAINTAIN_JOB = "incident-bot.reminders.maintain"
-# Slack answers these the same way however often we retry: give up at once, loudly.
-PERMANENT_ERRORS = {
-    "channel_not_found",
-    "not_in_channel",
-    "is_archived",
-    "invalid_auth",
-    "account_inactive",
-    "token_revoked",
-    "msg_too_long",
-    "no_text",
-    "invalid_blocks",
-    "restricted_action",
-    "not_authed",
-}
-MESSAGE_TEXT = 3_900
 UPKEEP_BATCH = 100  # incidents per upkeep transaction
 UPKEEP_PAUSE = 0.05  # seconds between upkeep transactions
-
-AfterPost = Callable[["ReminderScheduler", dl.Delivery, str, str | None], None]
-_after_post: dict[str, list[AfterPost]] = {}
-
-
-def after_post(kind: str) -> Callable[[AfterPost], AfterPost]:
-    """Run `fn(scheduler, delivery, channel, ts)` after a reminder of `kind` was posted.
-
-    For Slack-side follow-ups such as updating an approval card when its expiry fires.
-    """
-
-    def decorate(fn: AfterPost) -> AfterPost:
-        _after_post.setdefault(kind, []).append(fn)
-        return fn
-
-    return decorate
 
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def _subteam(group: str | None) -> str | None:
-    """`<!subteam^S123>` for a user-group ID; a handle is shown as text (Slack needs the ID)."""
-    if not group:
-        return None
-    group = group.strip()
-    if group.startswith("S") and group[1:].isalnum() and group.isupper():
-        return f"<!subteam^{group}>"
-    return "@" + group.lstrip("@")
-
-
 @dataclass
-class Stats:
+class ReminderStats:
     fired: int = 0
     skipped: int = 0
     failed: int = 0
@@ -119,7 +83,10 @@ class ReminderScheduler:
         *,
         database: Database,
         settings: Settings,
+        kinds: ReminderKinds,
+        policy: DeadlinePolicy | None = None,
         client: WebClient | None = None,
+        slack: SlackWriter | None = None,
         worker_id: str | None = None,
         poll_seconds: float = 10.0,
         maintain_seconds: float = 60.0,
@@ -131,12 +98,16 @@ class ReminderScheduler:
         self.database = database
         self.settings = settings
         self.config = settings.config
-        self.policy = dl.policy_of(settings)
+        self.policy = policy or DeadlinePolicy.from_options(settings.config.deadlines)
+        self.kinds = kinds
+        self._unhook: Callable[[], None] | None = None
         if client is None:
-            from bot.app import make_client
+            from bot.runtime import make_client
 
             client = make_client(settings)
         self.client = client
+        # Reminders reach Slack through the app's writer when there is one (its card locks).
+        self.slack = slack or SlackWriter(client, database)
         self.worker_id = worker_id or new_worker_id()
         self.poll = dt.timedelta(seconds=poll_seconds)
         self.maintain_seconds = maintain_seconds
@@ -147,7 +118,7 @@ class ReminderScheduler:
         self.maintain_at_start = maintain_at_start
         self.card_refresh_seconds = card_refresh_seconds
         self._card_refreshed: dict[str, float] = {}
-        self.stats = Stats()
+        self.stats = ReminderStats()
         self._arm_lock = threading.Lock()
         self._armed_at: dt.datetime | None = None
         self._tick_lock = threading.Lock()
@@ -165,10 +136,9 @@ class ReminderScheduler:
 
     def start(self) -> float:
         """Start the clock and rebuild the timer from the rows; returns the rebuild time (s)."""
-        dl.configure(self.policy)
         self._scheduler.start()
         self._running = True
-        dl.add_schedule_listener(self.wake)
+        self._unhook = self.database.on_commit(self._committed)
         elapsed = self.rebuild()
         delay = 0.5 if self.maintain_at_start else self.maintain_seconds
         self._scheduler.add_job(
@@ -192,7 +162,7 @@ class ReminderScheduler:
         t0 = time.perf_counter()
         started = self.now()
         with self.database.session() as session:
-            late = dl.mark_late(session=session, before=started)
+            late = queue.mark_late(session=session, before=started)
         if late:
             log.warning("%d reminder(s) came due while the bot was down: posting them now", late)
         self._arm()
@@ -207,7 +177,9 @@ class ReminderScheduler:
             return
         self._running = False
         self._stopping = True
-        dl.remove_schedule_listener(self.wake)
+        if self._unhook is not None:
+            self._unhook()
+            self._unhook = None
         self._scheduler.shutdown(wait=wait)
 
     @property
@@ -224,6 +196,11 @@ class ReminderScheduler:
             if self._armed_at is None or due_at < self._armed_at:
                 self._set_timer(due_at)
 
+    def _committed(self, session: Any) -> None:
+        due = queue.scheduled_due(session)
+        if due is not None:
+            self.wake(due)
+
     def _arm(self) -> None:
         """Re-arm for the earliest pending row (reads under the lock so no wake is lost)."""
         if not self._running:
@@ -232,7 +209,7 @@ class ReminderScheduler:
             cap = self.now() + self.poll
             try:
                 with self.database.read_session() as session:
-                    nxt = dl.next_due(session=session)
+                    nxt = queue.next_due(session=session)
             except Exception:  # database unreachable: look again after a poll interval
                 log.exception("could not read the next due reminder; retrying in %s", self.poll)
                 nxt = None
@@ -285,18 +262,22 @@ class ReminderScheduler:
         """Claim one batch of due reminders and deliver them; returns how many were claimed."""
         now = self.now()
         with self.database.session() as session:
-            claims = dl.claim_due(
+            claims = queue.claim_due(
                 session=session, now=now, worker_id=self.worker_id, limit=self.batch
             )
         for claim in claims:
             self._deliver(claim)
         return len(claims)
 
-    def _deliver(self, claim: dl.Claim) -> None:
+    def _deliver(self, claim: queue.Claim) -> None:
         try:
             with self.database.session() as session:
                 delivery = dl.prepare_delivery(
-                    session=session, claim=claim, now=self.now(), policy=self.policy
+                    session=session,
+                    claim=claim,
+                    now=self.now(),
+                    policy=self.policy,
+                    kinds=self.kinds.deliver,
                 )
         except Exception as exc:
             log.exception("could not prepare reminder %s", claim.id)
@@ -324,7 +305,12 @@ class ReminderScheduler:
         try:
             with self.database.session() as session:
                 dl.record_fired(
-                    session=session, delivery=delivery, now=self.now(), channel=channel, ts=ts
+                    session=session,
+                    delivery=delivery,
+                    text=delivery_text(delivery),
+                    now=self.now(),
+                    channel=channel,
+                    ts=ts,
                 )
         except Exception:
             log.exception("reminder %s was posted but recording it failed", claim.id)
@@ -343,25 +329,17 @@ class ReminderScheduler:
         if delivery.thread_ts:
             kwargs["thread_ts"] = delivery.thread_ts
         try:
-            resp = self.client.chat_postMessage(**kwargs)
+            resp = self.slack.call("chat_postMessage", **kwargs)
         except SlackApiError as exc:
             # The thread's parent was deleted: the reminder still matters, post it top-level.
-            if exc.response.get("error") != "thread_not_found" or "thread_ts" not in kwargs:
+            if slack_error(exc) != "thread_not_found" or "thread_ts" not in kwargs:
                 raise
             kwargs.pop("thread_ts")
-            resp = self.client.chat_postMessage(**kwargs)
+            resp = self.slack.call("chat_postMessage", **kwargs)
         return resp.get("ts"), str(resp.get("channel") or channel)
 
     def _text(self, delivery: dl.Delivery) -> str:
-        mentions = []
-        if delivery.owner and delivery.owner[:1] in ("U", "W"):
-            mentions.append(f"<@{delivery.owner}>")
-        if delivery.mention_contacts:
-            group = _subteam(self.config.contacts.slack_usergroup)
-            if group:
-                mentions.append(group)
-        text = (" ".join(mentions) + " " if mentions else "") + delivery.text
-        return text if len(text) <= MESSAGE_TEXT else text[: MESSAGE_TEXT - 1] + "…"
+        return reminder_text(delivery, usergroup=self.config.contacts.slack_usergroup)
 
     def _failed(self, reminder_id: int, error: str, *, retry: bool) -> None:
         self.stats.failed += 1
@@ -383,7 +361,7 @@ class ReminderScheduler:
                 self.refresh_card(delivery.incident_key)  # the card's time left
             except Exception:
                 log.exception("could not refresh the card of %s", delivery.incident_key)
-        for hook in _after_post.get(delivery.kind, []):
+        for hook in self.kinds.after_post.get(delivery.kind, ()):
             try:
                 hook(self, delivery, channel, ts)
             except Exception:
@@ -395,7 +373,7 @@ class ReminderScheduler:
         """Post reminders a dead process claimed but never posted (see recover_stalled)."""
         try:
             with self.database.session() as session:
-                claims = dl.recover_stalled(
+                claims = queue.recover_stalled(
                     session=session, now=self.now(), worker_id=self.worker_id
                 )
         except Exception:
@@ -412,10 +390,10 @@ class ReminderScheduler:
         try:
             now = self.now()
             with self.database.session() as session:
-                dl.ensure_digest(session=session, now=now, policy=self.policy)
+                ensure_digest(session=session, now=now, policy=self.policy)
             while not self._stopping:  # short transactions: due reminders never wait long
                 with self.database.session() as session:
-                    added = dl.ensure_stale_checks(
+                    added = ensure_stale_checks(
                         session=session, now=now, policy=self.policy, limit=UPKEEP_BATCH
                     )
                 if added < UPKEEP_BATCH:
@@ -433,7 +411,7 @@ class ReminderScheduler:
             return 0
         try:
             with self.database.read_session() as session:
-                keys = dl.running_clock_keys(session=session)
+                keys = running_clock_keys(session=session)
         except Exception:
             log.exception("could not list running regulator clocks")
             return 0
@@ -454,8 +432,10 @@ class ReminderScheduler:
 # -- wiring into the app (bot/server.py serve() calls these) -------------------------------
 
 
-def start_for_runtime(runtime: Runtime, **kwargs: Any) -> ReminderScheduler:
-    """Start a scheduler sharing the app's database and client; kept in runtime.extras."""
+def start_for_runtime(
+    runtime: Runtime, *, kinds: ReminderKinds, **kwargs: Any
+) -> ReminderScheduler:
+    """Start a scheduler sharing the app's database and writer (runtime.services.scheduler)."""
 
     def refresh(key: str) -> None:
         from bot.guardduty.publisher import ACTOR, publisher_for
@@ -474,65 +454,26 @@ def start_for_runtime(runtime: Runtime, **kwargs: Any) -> ReminderScheduler:
     scheduler = ReminderScheduler(
         database=runtime.database,
         settings=runtime.settings,
+        kinds=kinds,
+        policy=runtime.deadline_policy,
         client=runtime.client,
+        slack=runtime.slack,
         refresh_card=refresh,
         **kwargs,
     )
     scheduler.start()
-    runtime.extras["scheduler"] = scheduler
+    runtime.services.scheduler = scheduler
     return scheduler
 
 
 def stop_for_runtime(runtime: Runtime) -> None:
-    scheduler = getattr(runtime, "extras", {}).pop("scheduler", None)
+    scheduler, runtime.services.scheduler = runtime.services.scheduler, None
     if scheduler is not None:
         scheduler.shutdown()
 
 
-# -- standalone process --------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bot.scheduler", description=__doc__)
-    parser.add_argument("--poll", type=float, default=10.0, help="max seconds between DB looks")
-    parser.add_argument("--batch", type=int, default=50)
-    parser.add_argument("--no-maintain", action="store_true", help="no digest/stale upkeep")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    from bot.app import make_runtime
-    from bot.settings import SettingsError, load_settings
-    from storage.migrate import upgrade
-
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    upgrade(settings.database_url)
-    # Features register what their reminders say (register_kind, after_post) on import.
-    from bot.listeners import listener_modules
-
-    listener_modules()
-    runtime = make_runtime(settings, clock=SystemClock())
-    kwargs: dict[str, Any] = {"poll_seconds": args.poll, "batch": args.batch}
-    if args.no_maintain:
-        kwargs["maintain_seconds"] = 24 * 3600.0
-        kwargs["maintain_at_start"] = False
-    scheduler = start_for_runtime(runtime, **kwargs)
-    print(f"scheduler ready worker={scheduler.worker_id}", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    stop_for_runtime(runtime)
-    runtime.background.shutdown(grace=5)
-    return 0
-
-
 if __name__ == "__main__":
-    # Run the importable module's main, so hooks registered on bot.scheduler are the ones used.
-    from bot.scheduler import main as _main
+    # `python -m bot.scheduler`: the standalone process is built where the app is.
+    from bot.wiring import scheduler_main
 
-    sys.exit(_main())
+    sys.exit(scheduler_main())

@@ -25,7 +25,7 @@ from bot.clock import SystemClock
 from bot.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from bot.app import Runtime
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,7 @@ def serve(
 
 def serve_http(settings: Settings, *, host: str, port: int, workers: int) -> None:
     def load() -> WsgiApp:
-        from bot.app import create_app
-        from bot.http import build_wsgi_app
+        from bot.wiring import build_wsgi_app, create_app, start_services
 
         app = create_app(settings, clock=SystemClock())
         _WorkerState.runtime = app.runtime
@@ -139,24 +138,6 @@ def serve_http(settings: Settings, *, host: str, port: int, workers: int) -> Non
     ).run()
 
 
-def start_services(runtime: Runtime) -> None:
-    """Start what runs beside the listeners in a serving process.
-
-    The reminder scheduler (bot/scheduler.py: one per process, exactly once across them),
-    plus `start(runtime)` of every listener module that has one (pollers, sweepers); each
-    registers its stopper with `runtime.on_shutdown`, which `drain` runs first.
-    """
-    from bot import scheduler
-    from bot.listeners import listener_modules
-
-    scheduler.start_for_runtime(runtime)
-    runtime.on_shutdown(lambda: scheduler.stop_for_runtime(runtime))
-    for module in listener_modules():
-        start = getattr(module, "start", None)
-        if callable(start):
-            start(runtime)
-
-
 def drain(runtime: Runtime, *, grace: float = BACKGROUND_GRACE) -> None:
     """Stop producers (no new reminder is claimed), then finish or record background work."""
     interrupted = runtime.shutdown(grace=grace)
@@ -167,7 +148,7 @@ def drain(runtime: Runtime, *, grace: float = BACKGROUND_GRACE) -> None:
 def serve_socket_mode(settings: Settings, *, stop: threading.Event | None = None) -> None:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-    from bot.app import create_app
+    from bot.wiring import create_app, start_services
 
     app = create_app(settings, clock=SystemClock())
     start_services(app.runtime)

@@ -11,7 +11,7 @@ import datetime as dt
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -25,6 +25,9 @@ from pydantic import (
     field_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from storage.timeline import TimelineKey
 
 
 class SettingsError(Exception):
@@ -70,6 +73,8 @@ class ContainmentConfig(_Section):
     cross_account_role_name: str | None = None
     external_id: str | None = None
     flow_logs: bool = False
+    # Timeline anchors written to the evidence bucket stay locked (compliance mode) this long.
+    anchor_retention_days: int = Field(default=730, ge=1)
 
 
 class ContactsConfig(_Section):
@@ -186,6 +191,17 @@ class EnvSettings(BaseSettings):
     ingest_token: SecretStr | None = Field(
         default=None, validation_alias="INCIDENT_BOT_INGEST_TOKEN"
     )
+    # Keys the timeline's hash chains; never stored in the database. Unset: unkeyed mode.
+    timeline_key: SecretStr | None = Field(
+        default=None, validation_alias="INCIDENT_BOT_TIMELINE_KEY"
+    )
+
+    @field_validator("timeline_key")
+    @classmethod
+    def _key(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 bytes (e.g. from `openssl rand -hex 32`)")
+        return v
 
     @field_validator("slack_api_url")
     @classmethod
@@ -212,6 +228,7 @@ ENV_NAMES = {
     "database_url": "DATABASE_URL",
     "config_path": "INCIDENT_BOT_CONFIG",
     "ingest_token": "INCIDENT_BOT_INGEST_TOKEN",
+    "timeline_key": "INCIDENT_BOT_TIMELINE_KEY",
 }
 
 
@@ -223,6 +240,13 @@ class Settings(BaseModel):
     @property
     def database_url(self) -> str:
         return self.env.database_url
+
+    def timeline_key(self) -> TimelineKey | None:
+        """The key for timeline chains (None: unkeyed mode, chains are plain SHA-256)."""
+        from storage.timeline import TimelineKey
+
+        secret = self.env.timeline_key
+        return TimelineKey.from_secret(secret.get_secret_value()) if secret else None
 
     def require_slack(self) -> None:
         """Raise SettingsError naming what `run` still needs."""

@@ -23,11 +23,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from commands import deadlines
+from commands.deadlines.delivery import Delivery
+from commands.deadlines.queue import cancel_reminders, schedule_reminder
 from commands.errors import UserError
 from commands.incidents import get_incident, open_incident
 from containment.context import ActionContext
 from containment.errors import error_code
+from containment.idempotency import create_once
 from containment.targets import Target
 from storage.db import Database
 from storage.models import Incident, Reminder
@@ -75,9 +77,19 @@ class SupportOutcome:
 
 
 def open_support_case(
-    *, support: Any, reference: str, summary: str, incident_hint: str | None = None
+    *,
+    support: Any,
+    reference: str,
+    summary: str,
+    incident_hint: str | None = None,
+    ctx: ActionContext | None = None,
+    once: Any | None = None,
 ) -> SupportOutcome:
-    """Open a Support case for the report, or look up the case it names."""
+    """Open a Support case for the report, or look up the case it names.
+
+    CreateCase takes no idempotency token: given `ctx` and `once` (a client that does not
+    retry by itself), a create whose answer was lost is followed by a look for the case
+    with this subject before another is opened (containment/idempotency.py)."""
     try:
         if is_case_id(reference):
             key = "caseIdList" if reference.startswith("case-") else "displayId"
@@ -103,13 +115,40 @@ def open_support_case(
             + (f" as {incident_hint}" if incident_hint else "")
             + f".\n\nSummary: {summary}\n\nWe will reply with our findings and the actions taken."
         )
-        out = support.create_case(
-            subject=f"Abuse report {reference}: {summary}"[:255],
-            communicationBody=body[:8000],
-            issueType="customer-service",
-            severityCode="high",
-            language="en",
-        )
+        subject = f"Abuse report {reference}: {summary}"[:255]
+
+        def create() -> dict[str, Any]:
+            return dict(
+                (once or support).create_case(
+                    subject=subject,
+                    communicationBody=body[:8000],
+                    issueType="customer-service",
+                    severityCode="high",
+                    language="en",
+                )
+            )
+
+        def opened_meanwhile() -> dict[str, Any] | None:
+            assert ctx is not None
+            since = (ctx.now() - dt.timedelta(days=1)).isoformat()
+            for page in support.get_paginator("describe_cases").paginate(
+                afterTime=since, includeResolvedCases=True, includeCommunications=False
+            ):
+                for case in page["cases"]:
+                    if case.get("subject") == subject:
+                        return {"caseId": case["caseId"]}
+            return None
+
+        if ctx is None:
+            out = create()
+        else:
+            out = create_once(
+                ctx,
+                service="support",
+                operation="CreateCase",
+                create=create,
+                find=opened_meanwhile,
+            )
         return SupportOutcome(
             out["caseId"], "created", f"Opened AWS Support case {out['caseId']} for it."
         )
@@ -187,9 +226,14 @@ def report_abuse(
     elif ctx is None:
         support = SupportOutcome(None, "error", "No AWS access configured; no case was opened.")
     else:
-        client = ctx.client("support", Target("instance", reference, SUPPORT_REGION, account_id))
+        where = Target("instance", reference, SUPPORT_REGION, account_id)
         support = open_support_case(
-            support=client, reference=reference, summary=summary, incident_hint=hint
+            support=ctx.client("support", where),
+            reference=reference,
+            summary=summary,
+            incident_hint=hint,
+            ctx=ctx,
+            once=ctx.client("support", where, max_attempts=1),
         )
     case_id = support.case_id or reference
     at = now()
@@ -241,7 +285,7 @@ def report_abuse(
             },
         )
         due = at + REMIND_EVERY
-        deadlines.schedule_reminder(
+        schedule_reminder(
             session=session,
             incident=incident,
             kind="abuse",
@@ -277,7 +321,7 @@ def mark_answered(
             + (f": {note}" if note else ""),
             details={"reference": record.get("reference"), "case_id": record.get("case_id")},
         )
-        deadlines.cancel_reminders(
+        cancel_reminders(
             session=session,
             incident=incident,
             kinds=("abuse",),
@@ -359,7 +403,15 @@ def check_answers(
     return answered
 
 
-@deadlines.register_kind("abuse")
+@dataclass(frozen=True)
+class AbuseNotice:
+    """An AWS abuse report still unanswered (bot/views/reminders.py says so)."""
+
+    reference: str
+    case_id: str | None
+    waited: dt.timedelta | None  # since it was reported, when known
+
+
 def abuse_delivery(
     *,
     session: Session,
@@ -367,8 +419,8 @@ def abuse_delivery(
     incident: Incident | None,
     now: dt.datetime,
     policy: Any,
-    base: deadlines.Delivery,
-) -> deadlines.Delivery | None:
+    base: Delivery,
+) -> Delivery | None:
     """Remind until answered: each reminder schedules the next one in the same transaction."""
     if incident is None or incident.status == "closed":
         return None
@@ -378,10 +430,8 @@ def abuse_delivery(
     n = int((reminder.payload or {}).get("n", 1))
     reference = str(record.get("reference") or (reminder.payload or {}).get("reference"))
     since = record.get("reported_at")
-    waited = ""
-    if since:
-        waited = " for " + deadlines.format_duration(now - dt.datetime.fromisoformat(since))
-    deadlines.schedule_reminder(
+    waited = now - dt.datetime.fromisoformat(since) if since else None
+    schedule_reminder(
         session=session,
         incident=incident,
         kind="abuse",
@@ -390,13 +440,8 @@ def abuse_delivery(
         message=reminder.message,
         payload={"reference": reference, "n": n + 1},
     )
-    case = f" (Support case {record['case_id']})" if record.get("case_id") else ""
-    text = (
-        f"⏰ {incident.key}: AWS abuse report {reference}{case} has been unanswered{waited}. "
-        "AWS may restrict the account if it gets no reply: answer it, then run "
-        f"/incident abuse answered {incident.key}."
-    )
-    return dataclasses.replace(base, text=text)
+    notice = AbuseNotice(reference, record.get("case_id"), waited)
+    return dataclasses.replace(base, notice=notice)
 
 
 def abuse_lines(facts: dict[str, Any]) -> list[str]:

@@ -30,6 +30,7 @@ from commands.errors import UserError
 from commands.incidents import get_incident
 from containment.context import ActionContext
 from containment.errors import error_record
+from containment.idempotency import client_token
 from containment.tags import INCIDENT_TAG, tag_dict, tag_list
 from containment.targets import Target
 from storage.db import Database
@@ -582,14 +583,18 @@ class CleanRoomEngine:
             return [result]
         try:
             found = existing_stack(cfn, name)
+            replaced = ""
             if found is not None and found["StackStatus"] in _FAILED:
                 # A failed earlier attempt: clear it away so the retry can create afresh.
                 check_owned(found, ctx.incident_key)
                 cfn.delete_stack(StackName=found["StackId"])
                 self._wait_deleted(cfn, found["StackId"])
-                found = None
+                replaced, found = found["StackId"], None
             if found is None:
                 stack_id = cfn.create_stack(
+                    # botocore re-sends a create whose answer was lost: with the same token
+                    # CloudFormation answers with the stack it made instead of refusing.
+                    ClientRequestToken=client_token(ctx, "forensics", name, replaced),
                     StackName=name,
                     TemplateBody=template_body(),
                     Parameters=[

@@ -263,11 +263,11 @@ def mark_personal_data(
     actor: str,
     aware_at: dt.datetime | None = None,
     reason: str = "marked personal-data",
-    schedule: bool = True,
 ) -> bool:
     """Start the regulator clock. Returns False when it was already running.
 
-    `schedule=False`: the caller schedules the reminders itself (with its own settings).
+    Only the incident's side: commands.deadlines.gdpr.start_clock also schedules the
+    reminders (with the caller's policy).
     """
     if incident.personal_data:
         return False
@@ -281,10 +281,6 @@ def mark_personal_data(
         summary=f"Personal data involved ({reason}); regulator clock started",
         details={"aware_at": incident.aware_at.isoformat(), "reason": reason},
     )
-    if schedule:
-        from commands.deadlines import on_personal_data  # deadlines imports this module
-
-        on_personal_data(session=session, incident=incident)
     return True
 
 
@@ -306,7 +302,4 @@ def record_notified(
         summary=f"Regulator notified: {reference}",
         details={"reference": reference},
     )
-    from commands.deadlines import on_notified  # deadlines imports this module
-
-    on_notified(session=session, incident=incident, actor=actor)
     return incident

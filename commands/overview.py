@@ -53,6 +53,7 @@ class IncidentOverview:
     incident: Incident | IncidentRow
     pending_approvals: int
     next_deadline: Deadline | None
+    gdpr_hours: float  # the policy's, so the card can say where the regulator clock stands
 
 
 def regulator_deadline(incident: Incident | IncidentRow, *, gdpr_hours: float) -> Deadline | None:
@@ -104,7 +105,7 @@ def _assemble(
             expires = expires.replace(tzinfo=dt.UTC)
         candidates.append(Deadline("approval expires", expires))
     soonest = min(candidates, key=lambda d: d.due_at) if candidates else None
-    return IncidentOverview(incident, count, soonest)
+    return IncidentOverview(incident, count, soonest, gdpr_hours)
 
 
 def overview_by_number(

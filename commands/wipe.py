@@ -34,7 +34,7 @@ from commands.errors import UserError
 from commands.forensics import CleanRoomEngine, delete_clean_room, existing_stack, stack_name
 from commands.incidents import get_incident
 from containment.context import ActionContext
-from containment.errors import error_record, is_not_found
+from containment.errors import error_code, error_record, is_not_found
 from containment.tags import INCIDENT_TAG, STATUS_TAG, tag_dict
 from containment.targets import Target
 from storage.db import Database
@@ -607,7 +607,15 @@ class WipeEngine:
         if meta.get("KeyState") == "PendingDeletion":
             raise Gone()
         days = int(plan["kms_pending_days"])
-        out = kms.schedule_key_deletion(KeyId=item["id"], PendingWindowInDays=days)
+        try:
+            out = kms.schedule_key_deletion(KeyId=item["id"], PendingWindowInDays=days)
+        except ClientError as exc:
+            # Re-sent by botocore after a lost answer: the first one took effect.
+            if error_code(exc) != "KMSInvalidStateException":
+                raise
+            out = kms.describe_key(KeyId=item["id"])["KeyMetadata"]
+            if out.get("KeyState") != "PendingDeletion":
+                raise
         when = out.get("DeletionDate")
         when_text = when.strftime("%Y-%m-%d %H:%M UTC") if isinstance(when, dt.datetime) else when
         self._save(key, kms_deletion={"key_id": item["id"], "deletion_date": str(when_text)})

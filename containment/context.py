@@ -17,6 +17,7 @@ from botocore.config import Config
 from containment.targets import Target
 
 ClientHook = Callable[[BaseClient], None]
+AwsRetryHook = Callable[[dict[str, Any]], None]
 
 # Refresh assumed-role credentials this long before they expire.
 _REFRESH_MARGIN = timedelta(minutes=5)
@@ -90,6 +91,12 @@ class ActionContext:
     retry_mode: str = "standard"  # or "adaptive" (client-side rate limiting)
     max_attempts: int = 5  # attempts per call, the first included
     max_pool_connections: int = 32
+    # Seconds: a call whose answer is lost is retried (and looked for) instead of hanging.
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    # Told of every attempt botocore re-sends, with the failure it saw on the one before
+    # (a lost answer, a 5xx, throttling): the caller records it on the timeline.
+    on_aws_retry: AwsRetryHook | None = None
     # Called with every new client (tests register botocore event handlers here).
     client_hooks: tuple[ClientHook, ...] = ()
 
@@ -113,6 +120,8 @@ class ActionContext:
                 "total_max_attempts": max_attempts or self.max_attempts,
             },
             max_pool_connections=self.max_pool_connections,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
         )
 
     def client(self, service: str, target: Target, *, max_attempts: int | None = None) -> Any:
@@ -121,9 +130,9 @@ class ActionContext:
         `max_attempts=1` for optional evidence that is not worth retrying."""
         return self._client(service, target.region, target.account_id, max_attempts)
 
-    def home_client(self, service: str, region: str) -> Any:
+    def home_client(self, service: str, region: str, *, max_attempts: int | None = None) -> Any:
         """A client in the bot's own account (evidence bucket, STS)."""
-        return self._client(service, region, None)
+        return self._client(service, region, None, max_attempts)
 
     def _client(
         self, service: str, region: str, account_id: str | None, attempts: int | None = None
@@ -131,8 +140,19 @@ class ActionContext:
         if not (account_id and self.cross_account_role_name):
             account_id = None
         config = self.config(attempts)
-        if account_id is None and not self.client_hooks and self.session_factory is shared_session:
-            cfg = (self.retry_mode, attempts or self.max_attempts, self.max_pool_connections)
+        if (
+            account_id is None
+            and not self.client_hooks
+            and self.on_aws_retry is None
+            and self.session_factory is shared_session
+        ):
+            cfg = (
+                self.retry_mode,
+                attempts or self.max_attempts,
+                self.max_pool_connections,
+                self.connect_timeout,
+                self.read_timeout,
+            )
             return _shared_client(
                 (service, region, *cfg),
                 lambda: shared_session().client(service, region_name=region, config=config),
@@ -145,10 +165,15 @@ class ActionContext:
             credentials = self._credentials_for(account_id, region)
             # boto3 sessions are not thread-safe, clients are: create under the lock.
             client = _make_client(self._base_session(), service, region, config, credentials)
-            for hook in self.client_hooks:
-                hook(client)
+            self._hook(client)
             self._clients[key] = client
             return client
+
+    def _hook(self, client: BaseClient) -> None:
+        if self.on_aws_retry is not None:
+            watch_retries(client, self.on_aws_retry)
+        for hook in self.client_hooks:
+            hook(client)
 
     def _base_session(self) -> boto3.Session:
         if self._base is None:
@@ -168,8 +193,7 @@ class ActionContext:
         base = self._base_session()
         partition = base.get_partition_for_region(region) or "aws"
         sts = _make_client(base, "sts", region, self.config())
-        for hook in self.client_hooks:
-            hook(sts)
+        self._hook(sts)
         params: dict[str, Any] = {
             "RoleArn": f"arn:{partition}:iam::{account_id}:role/{self.cross_account_role_name}",
             "RoleSessionName": self.role_session_name(),
@@ -208,3 +232,47 @@ class ActionContext:
     def forget_inspection(self, target: Target) -> None:
         with self._lock:
             self._inspections.pop(target, None)
+
+
+_FAILURE = "incident_bot_failure"  # key in botocore's per-call request context
+
+
+def watch_retries(client: BaseClient, report: AwsRetryHook) -> None:
+    """Report each attempt botocore re-sends, with what went wrong with the attempt before.
+
+    `needs-retry` sees every attempt's outcome (it may not retry); `request-created` for an
+    attempt after the first is the retry actually being sent. Both see the same per-call
+    context, so the failure seen is carried from one to the other."""
+
+    def seen(
+        response: Any = None,
+        caught_exception: BaseException | None = None,
+        request_dict: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> None:
+        failure: str | None = None
+        if caught_exception is not None:
+            failure = type(caught_exception).__name__
+        elif response is not None:
+            http, parsed = response
+            code = (parsed or {}).get("Error", {}).get("Code")
+            if http.status_code >= 400 or code:
+                failure = f"HTTP {http.status_code}" + (f" {code}" if code else "")
+        if failure and request_dict is not None:
+            request_dict.setdefault("context", {})[_FAILURE] = failure
+
+    def sending(request: Any, operation_name: str | None = None, **_: Any) -> None:
+        context = getattr(request, "context", None) or {}
+        attempt = (context.get("retries") or {}).get("attempt", 1)
+        if attempt > 1:
+            report(
+                {
+                    "service": client.meta.service_model.service_name,
+                    "operation": operation_name,
+                    "attempt": attempt,
+                    "after": context.get(_FAILURE, "a failed attempt"),
+                }
+            )
+
+    client.meta.events.register_last("needs-retry.*.*", seen)
+    client.meta.events.register_last("request-created.*.*", sending)

@@ -125,6 +125,9 @@ CONTACTS = ("sns:Publish",)
 # /incident drill in the sandbox account.
 DRILLS = ("guardduty:ListDetectors", "guardduty:CreateSampleFindings", "ec2:DescribeInstances")
 
+# Timeline anchors written to the evidence bucket under Object Lock (commands/anchors.py).
+ANCHORS = ("s3:PutObject", "s3:PutObjectRetention")
+
 BY_FEATURE: dict[str, tuple[str, ...]] = {
     "intake": INTAKE,
     "contacts": CONTACTS,
@@ -134,6 +137,7 @@ BY_FEATURE: dict[str, tuple[str, ...]] = {
     "abuse": ABUSE,
     "forensics": FORENSICS,
     "wipe": WIPE,
+    "anchors": ANCHORS,
 }
 
 
@@ -147,6 +151,7 @@ CAPABILITY: dict[str, Capability] = {
     "abuse": "contain",  # answering AWS abuse reports opens support cases
     "forensics": "forensics",
     "wipe": "wipe",
+    "anchors": "contain",  # triage is read-only: a triage-only bot anchors in Slack alone
 }
 
 

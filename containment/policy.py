@@ -251,6 +251,9 @@ def policy_json(doc: dict[str, Any] | None = None) -> str:
 __all__ = ["BOUNDARY_NAME", "CAPABILITIES", "boundary_document", "policy_document"]
 
 if __name__ == "__main__":  # python -m containment.policy deploy/  (rewrites the files)
+    from containment.policy_cfn import write_blocks
+
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "deploy")
     for name, doc in deploy_files().items():
         (out / name).write_text(policy_json(doc))
+    write_blocks(out)  # the same policies inside the CloudFormation templates

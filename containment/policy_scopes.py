@@ -71,6 +71,9 @@ CREATE_ACTIONS = (
     "RunInstances",
 )
 EVIDENCE_OBJECTS = ("arn:aws:s3:::*/incidents/*",)  # narrowed to the bucket when configured
+# Timeline anchors (commands/anchors.py): outside incidents/, so the wipe never reaches them,
+# and SSE-S3 rather than the incident's KMS key, so shredding that key leaves them readable.
+ANCHOR_OBJECTS = ("arn:aws:s3:::*/incident-bot/timeline-anchors/*",)
 
 
 @dataclass(frozen=True)
@@ -229,7 +232,14 @@ SCOPES: dict[str, tuple[Grant, ...]] = {
             EVIDENCE_OBJECTS,
             {"StringEquals": {"s3:x-amz-server-side-encryption": "aws:kms"}},
         ),
+        G(
+            "TimelineAnchorsSseS3",
+            ANCHOR_OBJECTS,
+            {"StringEquals": {"s3:x-amz-server-side-encryption": "AES256"}},
+            only=("contain",),
+        ),
     ),
+    "s3:PutObjectRetention": (G("TimelineAnchorRetention", ANCHOR_OBJECTS, only=("contain",)),),
     "s3:PutObjectTagging": (G("EvidenceObjects", EVIDENCE_OBJECTS),),
     "s3:DeleteObject": (G("EvidenceObjects", EVIDENCE_OBJECTS),),
     "s3:DeleteObjectVersion": (G("EvidenceObjects", EVIDENCE_OBJECTS),),

@@ -7,8 +7,9 @@ open with BEGIN IMMEDIATE so two writers queue on the lock instead of failing wi
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage.clock import CLOCK_OPTION, Clock
 from storage.errors import StorageError
+
+log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 URL_EXAMPLES = "e.g. sqlite:///incident-bot.db or postgresql+psycopg://user@host:5432/incidents"
@@ -108,17 +111,22 @@ def _configure_sqlite(engine: Engine) -> None:
 class Database:
     """One engine and the two kinds of session the app uses."""
 
-    def __init__(self, url: str, *, clock: Clock, **engine_kwargs: Any) -> None:
+    def __init__(
+        self, url: str, *, clock: Clock, timeline_key: Any = None, **engine_kwargs: Any
+    ) -> None:
         self.url = url
         self.clock = clock
+        # A storage.timeline.TimelineKey (kept out of the database): new chains are keyed.
+        self.timeline_key = timeline_key
+        info = {"clock": clock, "timeline_key": timeline_key}
         self._engine = make_engine(url, **engine_kwargs)
         # Every statement carries the clock: column defaults (created_at, ...) read it there.
         self.engine = self._engine.execution_options(**{CLOCK_OPTION: clock})
         self.is_sqlite = is_sqlite(url)
-        self._write = sessionmaker(self.engine, expire_on_commit=False, info={"clock": clock})
+        self._write = sessionmaker(self.engine, expire_on_commit=False, info=info)
         reader = self.engine.execution_options(sqlite_begin="DEFERRED")
         self._reader = reader
-        self._read = sessionmaker(reader, expire_on_commit=False, info={"clock": clock})
+        self._read = sessionmaker(reader, expire_on_commit=False, info=dict(info))
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -131,6 +139,22 @@ class Database:
         """A read-only transaction that never takes SQLite's write lock."""
         with self._read() as session, session.begin():
             yield session
+
+    def on_commit(self, fn: Callable[[Session], None]) -> Callable[[], None]:
+        """Call `fn(session)` after each write transaction of this Database commits.
+
+        Scoped to this Database's sessions (never every Session in the process); returns the
+        function that removes the hook again.
+        """
+
+        def hook(session: Session) -> None:
+            try:
+                fn(session)
+            except Exception:  # a hook must never break the caller's commit
+                log.exception("after-commit hook %r failed", fn)
+
+        event.listen(self._write, "after_commit", hook)
+        return lambda: event.remove(self._write, "after_commit", hook)
 
     def ping(self) -> bool:
         try:

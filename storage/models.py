@@ -97,6 +97,10 @@ class Incident(Base):
     # Head of the timeline chain, so truncating the newest events is detectable too.
     timeline_head: Mapped[str | None] = mapped_column(String(64))
     timeline_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Keyed chains (storage.timeline): the key's public id (never the key) and the MAC sealing
+    # (count, head). NULL key id: a legacy chain of plain SHA-256.
+    timeline_key_id: Mapped[str | None] = mapped_column(String(80))
+    timeline_seal: Mapped[str | None] = mapped_column(String(64))
 
     events: Mapped[list[TimelineEvent]] = relationship(
         back_populates="incident", order_by="TimelineEvent.seq", lazy="raise_on_sql"

@@ -1,14 +1,22 @@
 """The append-only, hash-chained incident timeline.
 
-Every event stores the SHA-256 of (its predecessor's hash + its own canonical content), so
+Every event stores a digest of (its predecessor's digest + its own canonical content), so
 changing, deleting or reordering any stored row breaks the chain from that row on.
 `append_event` is the one entry point for writing; nothing here updates or deletes.
+
+Keyed chains: when the Database carries a TimelineKey (a secret that is NOT in the database),
+a new incident's digests are HMAC-SHA256 under it and the incident records the key's id (never
+the key), plus a seal: an HMAC over (incident, count, head). Whoever holds only the database
+can then neither recompute the chain after an edit nor move the head back after truncating.
+Incidents chained before keys existed (`timeline_key_id` NULL) stay plain SHA-256: "legacy,
+unkeyed", and verify says so.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -18,6 +26,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from storage.db import clock_of
+from storage.errors import StorageError
 from storage.models import Incident, TimelineEvent
 
 GENESIS_HASH = "0" * 64
@@ -34,8 +43,58 @@ def iso(ts: dt.datetime) -> str:
     return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+MIN_KEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class TimelineKey:
+    """The secret that keys timeline chains, and its public id (recorded per incident)."""
+
+    secret: bytes
+    id: str
+
+    @classmethod
+    def from_secret(cls, secret: str | bytes, *, source: str = "env") -> TimelineKey:
+        raw = secret.encode() if isinstance(secret, str) else secret
+        if len(raw) < MIN_KEY_BYTES:
+            raise ValueError(f"a timeline key needs at least {MIN_KEY_BYTES} bytes")
+        # The id names the key without revealing it: a MAC of a fixed label under the key.
+        tag = hmac.new(raw, b"incident-bot timeline key id", hashlib.sha256).hexdigest()
+        return cls(secret=raw, id=f"{source}:{tag[:16]}")
+
+    def __repr__(self) -> str:  # never the secret
+        return f"TimelineKey(id={self.id!r})"
+
+
+class TimelineKeyError(StorageError):
+    """An append to a keyed chain without its key: refused rather than breaking the chain."""
+
+
+def key_of(session: Session | Connection) -> TimelineKey | None:
+    """The timeline key of the Database that opened `session`, if it has one."""
+    info = getattr(session, "info", {})
+    return info.get("timeline_key")
+
+
+def _digest(key: TimelineKey | None, message: str) -> str:
+    if key is None:
+        return hashlib.sha256(message.encode()).hexdigest()
+    return hmac.new(key.secret, message.encode(), hashlib.sha256).hexdigest()
+
+
+def head_seal(*, key: TimelineKey, incident_number: int, count: int, head: str) -> str:
+    """The MAC binding an incident's event count to its head: truncation cannot re-seal."""
+    return _digest(
+        key,
+        canonical_json(
+            {"seal": "timeline-head", "incident": incident_number, "count": count, "head": head}
+        ),
+    )
+
+
 def event_hash(
     *,
+    key: TimelineKey | None = None,
     prev_hash: str,
     incident_number: int,
     seq: int,
@@ -56,7 +115,24 @@ def event_hash(
             "details": details,
         }
     )
-    return hashlib.sha256((prev_hash + content).encode()).hexdigest()
+    return _digest(key, prev_hash + content)
+
+
+def _chain_key(session: Session, incident: Incident, seq: int) -> TimelineKey | None:
+    """The key this incident's chain uses; a chain's first event adopts the session's key."""
+    key = key_of(session)
+    if seq == 0 and incident.timeline_key_id is None and key is not None:
+        incident.timeline_key_id = key.id
+        return key
+    if incident.timeline_key_id is None:
+        return None  # legacy, unkeyed: stays plain SHA-256 so it still verifies
+    if key is None or key.id != incident.timeline_key_id:
+        have = f"key {key.id}" if key else "no timeline key"
+        raise TimelineKeyError(
+            f"{incident.key}'s timeline is keyed with {incident.timeline_key_id} but this "
+            f"process has {have}: set INCIDENT_BOT_TIMELINE_KEY to the key it was chained with"
+        )
+    return key
 
 
 @dataclass(frozen=True)
@@ -149,6 +225,8 @@ def append_to_timelines(
             seq, prev = 0, GENESIS_HASH
         else:
             seq, prev = _lock_incident_tail(session, incident)
+        key = _chain_key(session, incident, seq)
+        start = seq
         for ev in events:
             seq += 1
             at = (ev.occurred_at or now).astimezone(dt.UTC)
@@ -157,6 +235,7 @@ def append_to_timelines(
                 summary = summary[: MAX_SUMMARY - 1] + "…"
             details = canonical_json(dict(ev.details or {}))
             digest = event_hash(
+                key=key,
                 prev_hash=prev,
                 incident_number=incident.number,
                 seq=seq,
@@ -184,6 +263,10 @@ def append_to_timelines(
             prev = digest
         incident.timeline_head = prev
         incident.timeline_count = seq
+        if key is not None and seq != start:
+            incident.timeline_seal = head_seal(
+                key=key, incident_number=incident.number, count=seq, head=prev
+            )
         tails[incident] = (seq, prev)
     if not rows:
         return []
@@ -269,25 +352,77 @@ def stream_event_rows(
     yield from conn.execute(stmt)
 
 
+class KeyNeeded(StorageError):
+    """Verifying a keyed chain without its key: the operator must supply it."""
+
+
 @dataclass(frozen=True)
 class ChainReport:
     ok: bool
     events: int
     first_bad_seq: int | None = None
     reason: str | None = None
+    key_id: str | None = None  # None: legacy, unkeyed (plain SHA-256)
+    hashes: tuple[str, ...] = ()  # the stored hashes checked, oldest first (for anchors)
+    read_all: bool = True  # False: a broken event stopped the check before the newest
+
+    @property
+    def keyed(self) -> bool:
+        return self.key_id is not None
 
 
-def verify_chain(*, conn: Connection | Session, incident: Incident) -> ChainReport:
-    """Recompute every hash; report the first event whose stored values don't match."""
+def verify_chain(
+    *, conn: Connection | Session, incident: Incident, key: TimelineKey | None = None
+) -> ChainReport:
+    """Recompute every digest; report the first event whose stored values don't match.
+
+    A keyed incident needs its key (KeyNeeded otherwise); a different key is reported, not
+    guessed around. Legacy incidents are checked with plain SHA-256.
+    """
+    key_id = incident.timeline_key_id
+    if key_id is not None:
+        if key is None:
+            raise KeyNeeded(
+                f"{incident.key}'s timeline is keyed with {key_id}: set "
+                "INCIDENT_BOT_TIMELINE_KEY to that key to verify it"
+            )
+        if key.id != key_id:
+            return ChainReport(
+                False,
+                0,
+                None,
+                f"the database says the chain is keyed with {key_id}, but the configured key is "
+                f"{key.id}: the key id was replaced, or this is not the key it was chained with",
+                key_id,
+                read_all=False,
+            )
+    chain_key = key if key_id is not None else None
+
+    def report(
+        ok: bool,
+        n: int,
+        bad: int | None = None,
+        reason: str | None = None,
+        *,
+        read_all: bool = True,
+    ) -> ChainReport:
+        return ChainReport(ok, n, bad, reason, key_id, tuple(hashes), read_all)
+
     prev = GENESIS_HASH
     n = 0
+    hashes: list[str] = []
     for expected_seq, row in enumerate(stream_event_rows(conn=conn, incident_id=incident.id), 1):
         n = expected_seq
         if row.seq != expected_seq:
-            return ChainReport(False, n, row.seq, f"sequence gap: expected {expected_seq}")
+            return report(
+                False, n, row.seq, f"sequence gap: expected {expected_seq}", read_all=False
+            )
         if row.prev_hash != prev:
-            return ChainReport(False, n, row.seq, "prev_hash does not match the previous event")
+            return report(
+                False, n, row.seq, "prev_hash does not match the previous event", read_all=False
+            )
         digest = event_hash(
+            key=chain_key,
             prev_hash=prev,
             incident_number=incident.number,
             seq=row.seq,
@@ -298,12 +433,24 @@ def verify_chain(*, conn: Connection | Session, incident: Incident) -> ChainRepo
             details=row.details,
         )
         if digest != row.hash:
-            return ChainReport(False, n, row.seq, "content does not match its hash")
+            what = "its keyed hash (HMAC)" if chain_key else "its hash"
+            return report(False, n, row.seq, f"content does not match {what}", read_all=False)
         prev = row.hash
+        hashes.append(row.hash)
     if incident.timeline_count and n < incident.timeline_count:
-        return ChainReport(
+        return report(
             False, n, n + 1, f"{incident.timeline_count - n} event(s) missing from the end"
         )
     if incident.timeline_head and incident.timeline_head != prev:
-        return ChainReport(False, n, n, "last event does not match the incident's chain head")
-    return ChainReport(True, n)
+        return report(False, n, n, "last event does not match the incident's chain head")
+    if chain_key is not None and n:
+        seal = head_seal(key=chain_key, incident_number=incident.number, count=n, head=prev)
+        if not hmac.compare_digest(seal, incident.timeline_seal or ""):
+            return report(
+                False,
+                n,
+                n,
+                f"the chain head's seal does not match {n} event(s): events were removed "
+                "from the end and the head rewritten, or the head was edited",
+            )
+    return report(True, n)

@@ -362,10 +362,6 @@ class FakeSlack:
                     )
                 self._lock.wait(remaining)
 
-    def assert_no_call(self, method: str, within: float = 0.2) -> None:
-        time.sleep(within)
-        assert not self.calls_for(method), f"unexpected {method}: {self.calls_for(method)}"
-
     def messages(self, channel_id: str) -> list[dict[str, Any]]:
         """Current messages of a channel (after any chat.update), oldest first."""
         with self._lock:
@@ -539,6 +535,24 @@ class FakeSlack:
 
     def _api_conversations_info(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"channel": self._channel_info(self._channel(args.get("channel")))}
+
+    def _api_conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The parent then its replies, oldest first, paged like Slack (limit + cursor)."""
+        channel = self._channel(args.get("channel"))
+        ts = str(args.get("ts") or "")
+        if ts not in channel.messages:
+            raise SlackError("thread_not_found")
+        replies = sorted(
+            (m for m in channel.messages.values() if m.get("thread_ts") == ts and m["ts"] != ts),
+            key=lambda m: m["ts"],
+        )
+        thread = [channel.messages[ts], *replies]
+        start = int(args.get("cursor") or 0)
+        limit = max(1, min(int(args.get("limit") or 100), 1000))
+        page = thread[start : start + limit]
+        more = start + limit < len(thread)
+        meta = {"next_cursor": str(start + limit) if more else ""}
+        return {"messages": page, "has_more": more, "response_metadata": meta}
 
     def _channel_info(self, channel: Channel) -> dict[str, Any]:
         return {

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.views.approval_card import CardView, StepView
+from commands.approvals.execution import missing_evidence
 from commands.approvals.requests import get_request, incident_of
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,12 @@ def load_card(database: Any, request_id: int) -> tuple[CardView, str | None, str
             ],
             finished_at=request.finished_at,
             drill=incident.is_drill,
+            missing_evidence=[
+                f"{m['evidence']} ({m['action']}): {m['error']}"
+                for m in missing_evidence({s.action: s.result or {} for s in request.steps})
+            ]
+            if request.status in ("succeeded", "partial")
+            else [],
         )
         return view, request.card_channel, request.card_ts
 

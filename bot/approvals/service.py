@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +27,10 @@ from bot.approvals.cards import CardUpdater, load_card
 from bot.approvals.notices import notice_texts
 from bot.background import Busy
 from bot.listeners.incident_posts import post_new_incident, refresh_incident
+from bot.slack_out import card_id
 from bot.views import blocks as bk
 from bot.views.approval_card import CardView, approval_card
+from bot.views.decisions import decision_text, usergroup_mention
 from bot.views.resources import resource_label
 from commands import incidents as svc
 from commands.approvals import contacts
@@ -62,19 +63,10 @@ from containment.targets import TargetKind
 from storage.models import ContainmentRequest, Finding, Incident
 
 if TYPE_CHECKING:
-    from bot.app import Runtime
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-EXTRA_KEY = "containment"
-# Options tests and operators may set in runtime.extras before create_app().
-ENGINE_KEY = "containment.engine"
-HOOKS_KEY = "containment.client_hooks"
-SNS_KEY = "containment.sns_factory"
-SWEEP_KEY = "containment.sweep_seconds"  # 0 or None: no sweeper thread
-# Engines for requests whose plan names one (plan["engine"]: "forensics", "wipe"); the
-# investigation listeners register theirs here, so their requests share this card and flow.
-ENGINES_KEY = "containment.engines"
 CARD_INTERVAL = 1.0  # seconds between chat.update calls of one card (Slack's pace)
 RESUME_GRACE = dt.timedelta(seconds=30)
 
@@ -90,10 +82,11 @@ class Proposal:
 
 
 def service(runtime: Runtime) -> ContainmentService:
-    found = runtime.extras.get(EXTRA_KEY)
-    if found is None:
-        found = runtime.extras[EXTRA_KEY] = ContainmentService(runtime)
-    return found
+    services = runtime.services
+    with services.create_lock:
+        if services.containment is None:
+            services.containment = ContainmentService(runtime)
+        return services.containment
 
 
 def propose(runtime: Runtime, **kwargs: Any) -> Proposal:
@@ -106,14 +99,11 @@ class ContainmentService:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.engine: Engine = runtime.extras.get(ENGINE_KEY) or ContainmentEngine(
+        self.engine: Engine = runtime.options.containment_engine or ContainmentEngine(
             tag_labels=runtime.config.impact.tag_keys,
             # containment.flow_logs: true adds the optional flow-logs step to every plan.
             include=("flow_logs",) if runtime.config.containment.flow_logs else (),
         )
-        self._locks_guard = threading.Lock()
-        self._card_locks: dict[int, threading.Lock] = {}
-        self._last_update: dict[int, float] = {}
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
 
@@ -132,7 +122,7 @@ class ContainmentService:
             dry_run=dry_run,
             now=self.runtime.now,
             finding_id=finding_id,
-            client_hooks=tuple(self.runtime.extras.get(HOOKS_KEY, ())),
+            client_hooks=self.runtime.options.client_hooks,
         )
 
     # -- proposing ------------------------------------------------------------------------
@@ -334,44 +324,37 @@ class ContainmentService:
     def card_view(self, request_id: int) -> tuple[CardView, str | None, str | None]:
         return load_card(self.runtime.database, request_id)
 
-    def _card_lock(self, request_id: int) -> threading.Lock:
-        """One lock per card, so its updates never overtake each other."""
-        with self._locks_guard:
-            return self._card_locks.setdefault(request_id, threading.Lock())
-
     def post_card(self, request_id: int, *, channel_id: str | None) -> tuple[str, str]:
         view, _, _ = self.card_view(request_id)
         channel = channel_id or self.runtime.config.slack.incident_channel
         if not channel:
             raise UserError("No channel to post the approval card in: set slack.incident_channel.")
-        with self._card_lock(request_id):
-            posted = self.runtime.client.chat_postMessage(
-                channel=channel, **approval_card(view, now=self.runtime.now())
-            )
-            self._last_update[request_id] = time.monotonic()
+        slack = self.runtime.slack
+        card = card_id("approval", request_id)
+        with slack.card_lock(card):
+            posted = slack.post(channel, approval_card(view, now=self.runtime.now()))
         channel, ts = str(posted["channel"]), str(posted["ts"])
         with self.runtime.database.session() as session:
             request = get_request(session=session, request_id=request_id)
             request.card_channel, request.card_ts = channel, ts
+            slack.stamp(card, session=session)
         return channel, ts
 
     def refresh_card(self, request_id: int) -> None:
-        """chat.update the card from the database; never faster than once a second."""
-        with self._card_lock(request_id):
-            wait = self._last_update.get(request_id, -1e9) + CARD_INTERVAL - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
+        """chat.update the card from the database; never faster than once a second (the
+        wait happens before taking the card's lock, and the render after it, so the last
+        update always shows the latest state)."""
+        slack = self.runtime.slack
+        card = card_id("approval", request_id)
+        slack.wait_turn(card, CARD_INTERVAL)
+        with slack.card_lock(card):
             view, channel, ts = self.card_view(request_id)
             if not channel or not ts:
                 return
             try:
-                self.runtime.client.chat_update(
-                    channel=channel, ts=ts, **approval_card(view, now=self.runtime.now())
-                )
+                slack.update(channel, ts, approval_card(view, now=self.runtime.now()))
             except SlackApiError:
                 log.exception("could not update the card of request #%s", request_id)
-            finally:
-                self._last_update[request_id] = time.monotonic()
 
     # -- deciding -------------------------------------------------------------------------
 
@@ -394,7 +377,7 @@ class ContainmentService:
         if not decision.won:
             if status == "expired":
                 self.refresh_card(request_id)
-            return decision.message
+            return decision_text(decision)
         if approve:
             self.start(request_id)
             self._notify(request_id, "approved")
@@ -402,7 +385,7 @@ class ContainmentService:
         else:
             self.refresh_card(request_id)
             self._incident_line(request_id, f"rejected by {bk.user(actor)}: {bk.esc(reason)}")
-        return decision.message
+        return decision_text(decision)
 
     def _incident_line(self, request_id: int, what: str) -> None:
         """Keep the incident card (its pending-approval count) current and say it in its
@@ -459,7 +442,9 @@ class ContainmentService:
         """The engine a request's plan names (clean room, wipe), else containment's own."""
         with self.runtime.database.read_session() as session:
             name = (get_request(session=session, request_id=request_id).plan or {}).get("engine")
-        engines = self.runtime.extras.get(ENGINES_KEY) or {}
+        # Engines for requests whose plan names one (plan["engine"]: "forensics", "wipe"):
+        # the investigation listeners add theirs, so their requests share this card and flow.
+        engines = self.runtime.services.engines
         return engines.get(name, self.engine) if name else self.engine
 
     def run(self, request_id: int) -> Outcome | None:
@@ -518,8 +503,8 @@ class ContainmentService:
         else:
             cfg = self.runtime.config.contacts
             kwargs: dict[str, Any] = {}
-            if self.runtime.extras.get(SNS_KEY):
-                kwargs["sns_factory"] = self.runtime.extras[SNS_KEY]
+            if self.runtime.options.sns_factory:
+                kwargs["sns_factory"] = self.runtime.options.sns_factory
             contacts.notify_contacts(
                 database=self.runtime.database,
                 incident_id=incident_id,
@@ -530,15 +515,13 @@ class ContainmentService:
             )
         text = line
         if cfg.slack_usergroup:
-            text = f"{contacts.usergroup_mention(cfg.slack_usergroup)} {line}"
+            text = f"{usergroup_mention(cfg.slack_usergroup)} {line}"
         emails = contacts.recipients_line(cfg)
         if emails:
             text += f"\n{bk.esc(emails)}"
         try:
             if channel and ts:
-                self.runtime.client.chat_postMessage(
-                    channel=channel, thread_ts=ts, **bk.message(text)
-                )
+                self.runtime.slack.reply(channel, ts, bk.message(text))
             if what != "approved":
                 refresh_incident(self.runtime, key, line=line)
         except SlackApiError:

@@ -180,8 +180,8 @@ class Drill:
     # -- the exercise ------------------------------------------------------------------------
 
     def run(self) -> DrillReport:
-        from bot.app import create_app
-        from bot.server import drain, start_services
+        from bot.server import drain
+        from bot.wiring import create_app, start_services
         from storage.migrate import upgrade
 
         self.say(f"DRILL · {self.scenario.name}: {self.scenario.title}")

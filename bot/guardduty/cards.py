@@ -35,13 +35,6 @@ DEFAULT_TAG_KEYS = {
     "owner": "Owner",
 }
 LISTED = 5  # other findings listed by type under the main one
-_configured_tag_keys: dict[str, str] = dict(DEFAULT_TAG_KEYS)
-
-
-def configure_tag_keys(tag_keys: Mapping[str, str]) -> None:
-    """Use the operator's tag names (settings.impact.tag_keys) on every card render."""
-    _configured_tag_keys.clear()
-    _configured_tag_keys.update({**DEFAULT_TAG_KEYS, **tag_keys})
 
 
 def guardduty_facts(incident: Incident) -> Mapping[str, Any] | None:
@@ -78,7 +71,8 @@ def finding_blocks(
     headline["block_id"] = FINDING_BLOCK
     blocks.append(headline)
     blocks.extend(_not_automatic(incident))
-    tags = _tag_fields(incident, tag_keys or _configured_tag_keys)
+    # The operator's tag names (settings.impact.tag_keys) over the defaults.
+    tags = _tag_fields(incident, {**DEFAULT_TAG_KEYS, **(tag_keys or {})})
     if tags:
         blocks.append(bk.fields_section(tags))
     others = findings[1 : 1 + LISTED]

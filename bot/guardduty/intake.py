@@ -28,7 +28,7 @@ from commands.findings.ingest import Ingested, record_findings
 from commands.findings.normalize import NormalizedFinding
 
 if TYPE_CHECKING:
-    from bot.app import Runtime
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,6 @@ MAX_BATCH = 1000  # findings per transaction
 WAIT_SECONDS = 60.0  # how long a delivery waits for its batch before giving up
 HOT_WINDOW = 0.05  # a batch finished this recently: deliveries are streaming in
 GATHER_SECONDS = 0.004  # then wait this long for more before writing (measured: 2-12 ms)
-WRITER_KEY = "guardduty.writer"
-_create_lock = threading.Lock()
 
 
 def intake(runtime: Runtime, findings: Sequence[NormalizedFinding]) -> list[Ingested]:
@@ -50,19 +48,13 @@ def intake(runtime: Runtime, findings: Sequence[NormalizedFinding]) -> list[Inge
     return results
 
 
-def intake_is_hot(runtime: Runtime, *, within: float = 0.1) -> bool:
-    """Whether deliveries are being recorded right now (Slack work may wait a little)."""
-    writer = runtime.extras.get(WRITER_KEY)
-    return writer is not None and time.monotonic() - writer.last_write < within
-
-
 def writer_for(runtime: Runtime) -> BatchWriter:
-    with _create_lock:
-        writer = runtime.extras.get(WRITER_KEY)
-        if writer is None:
-            writer = runtime.extras[WRITER_KEY] = BatchWriter(runtime)
-            runtime.on_shutdown(writer.stop)
-        return writer
+    services = runtime.services
+    with services.create_lock:
+        if services.intake_writer is None:
+            services.intake_writer = BatchWriter(runtime)
+            runtime.on_shutdown(services.intake_writer.stop)
+        return services.intake_writer
 
 
 class BatchWriter:

@@ -9,26 +9,23 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from bot.guardduty.publisher import CLIENT_FACTORY_KEY, publisher_for
+from bot.guardduty.publisher import publisher_for
 from bot.guardduty.writes import write_session
 from commands.findings.poll import PollResult, poll_all
 from storage.models import Cursor
 
 if TYPE_CHECKING:
-    from bot.app import Runtime
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 JOB_ID = "incident-bot.guardduty.poll"
 LEASE = "guardduty.poll.lease"
-POLLER_KEY = "guardduty.poller"
-ENABLED_KEY = "guardduty.polling"  # runtime.extras: False keeps a process from polling
 
 
 class GuardDutyPoller:
@@ -39,9 +36,7 @@ class GuardDutyPoller:
         self._scheduler: BackgroundScheduler | None = None
 
     def _client_for(self, region: str) -> Any:
-        factory: Callable[[str, str | None], Any] | None = self.runtime.extras.get(
-            CLIENT_FACTORY_KEY
-        )
+        factory = self.runtime.options.guardduty_clients
         if factory is not None:
             return factory("guardduty", region)
         return boto3.client("guardduty", region_name=region)

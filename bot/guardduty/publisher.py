@@ -21,60 +21,31 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from slack_sdk.errors import SlackApiError
 from sqlalchemy import func, select
 
 from bot.guardduty.cards import add_to_card
-from bot.guardduty.writes import write_session, write_turn
+from bot.guardduty.writes import intake_is_hot, write_session, write_turn
+from bot.slack_out import Stats, card_id
 from bot.views import blocks as bk
 from commands.approvals.plans import finding_target_kind
 from commands.errors import UserError
 from commands.findings.ingest import ACTOR, Ingested, sync_incident
 from commands.findings.normalize import NormalizedFinding, normalize_finding
 from commands.findings.tags import read_resource_tags, store_resource_tags
-from storage.models import Cursor, Finding, Incident
+from storage.models import Finding, Incident
 from storage.timeline import append_event
 
 if TYPE_CHECKING:
-    from bot.app import Runtime
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 UPDATE_INTERVAL = 10.0  # seconds between card updates of one incident
 JOIN_QUIET = 300.0  # a join is announced in the thread only after this much card silence
 STORM_PACE = 1.0  # seconds between Slack jobs while findings are being recorded
-MAX_ATTEMPTS = 30  # 429s and transient errors per Slack call before giving up on it
-PERMANENT_ERRORS = {
-    "channel_not_found",
-    "not_in_channel",
-    "is_archived",
-    "invalid_auth",
-    "account_inactive",
-    "token_revoked",
-    "msg_too_long",
-    "no_text",
-    "invalid_blocks",
-    "restricted_action",
-    "not_authed",
-    "message_not_found",
-    "cant_update_message",
-}
-CLIENT_FACTORY_KEY = "guardduty.client_factory"  # runtime.extras: (service, region) -> client
-CARD_CURSOR = "guardduty.card_written:"  # + incident id: when its card was last written
-PROPOSE_KEY = "guardduty.propose"  # runtime.extras: False disables automatic proposals
-
-
-@dataclass
-class Stats:
-    posts: int = 0
-    updates: int = 0
-    thread_replies: int = 0
-    rate_limited: int = 0
-    failures: int = 0
 
 
 class CardPublisher:
@@ -87,13 +58,11 @@ class CardPublisher:
         update_interval: float = UPDATE_INTERVAL,
         join_quiet: float = JOIN_QUIET,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.runtime = runtime
         self.update_interval = update_interval
         self.join_quiet = join_quiet
         self.clock = clock
-        self.sleep = sleep
         self.stats = Stats()
         self._cond = threading.Condition()
         self._new: deque[int] = deque()
@@ -252,8 +221,6 @@ class CardPublisher:
         `STORM_PACE` seconds while deliveries are being written. That is Slack's own pace
         (about one message per second per channel), and each card costs the intake process
         an AWS call, a render and two Slack round trips it would otherwise spend recording."""
-        from bot.guardduty.intake import intake_is_hot
-
         deadline = self._last_job + STORM_PACE
         while time.monotonic() < deadline and intake_is_hot(self.runtime) and not self._stop:
             time.sleep(0.01)
@@ -299,29 +266,28 @@ class CardPublisher:
                     incident_id=incident_id,
                     tags=tags,
                     source=source,
+                    policy=self.runtime.deadline_policy,
                 )
         channel = self._channel(incident)
         self._sync(incident_id)
-        card = self._render(key)
-        posted = self._call("chat_postMessage", channel=channel, **card)
-        if posted is None:
-            return
+        slack = self.runtime.slack
+        # No card lock: nothing can update a card before its ts is stored, and a 429 here
+        # may sleep for a while.
+        posted = slack.call(
+            "chat_postMessage", patient=True, stats=self.stats, channel=channel, **self._render(key)
+        )
+        channel, ts = str(posted["channel"]), str(posted["ts"])
         with write_session(self.runtime) as session:
             incident = session.get(Incident, incident_id)
             assert incident is not None
-            incident.channel_id = str(posted["channel"])
-            incident.card_ts = str(posted["ts"])
-            incident.thread_ts = str(posted["ts"])
-            _set_cursor(session, f"{CARD_CURSOR}{incident_id}", self.runtime.now().timestamp())
-            append_event(
-                session=session,
-                incident=incident,
-                actor="system",
-                kind="slack.card_posted",
-                summary=f"GuardDuty card posted in the incident channel ({posted['channel']})",
-                details={"channel": str(posted["channel"]), "ts": str(posted["ts"])},
+            slack.record_card(
+                session,
+                incident,
+                channel=channel,
+                ts=ts,
+                thread_ts=ts,
+                summary=f"GuardDuty card posted in the incident channel ({channel})",
             )
-        self.stats.posts += 1
         with self._cond:
             self._wrote(incident_id)
             self._joined.pop(incident_id, None)  # the card shows them
@@ -337,7 +303,14 @@ class CardPublisher:
                 self._later(incident_id, self.update_interval)
                 return
             channel, ts, key = incident.channel_id, incident.card_ts, incident.key
-        wait, silent_for = self._claim_update(incident_id)
+        slack = self.runtime.slack
+        card = card_id("incident", key)
+        # The last write time lives in the database, so several processes (gunicorn workers,
+        # replicas) together still update a card at most once per interval, and agree on how
+        # long it has been quiet.
+        wait, silent_for = slack.claim_turn(
+            card, self.update_interval, session=lambda: write_session(self.runtime)
+        )
         if wait > 0:
             self._later(incident_id, wait)
             return
@@ -345,23 +318,29 @@ class CardPublisher:
             joined = self._joined.pop(incident_id, [])
         quiet = silent_for >= self.join_quiet
         self._sync(incident_id)
-        with _card_lock(key):
-            card = self._render(key)
-            self._call("chat_update", channel=channel, ts=ts, **card)
-        self.stats.updates += 1
+        with slack.card_lock(card):
+            slack.call(
+                "chat_update",
+                patient=True,
+                stats=self.stats,
+                channel=channel,
+                ts=ts,
+                **self._render(key),
+            )
         with self._cond:
             self._wrote(incident_id)
         if joined and quiet:
             with self.runtime.database.read_session() as session:
                 types = _finding_types(session, joined)
             listed = ", ".join(f"`{bk.esc_cut(t, 150)}`" for t in types[:10])
-            self._call(
+            slack.call(
                 "chat_postMessage",
+                patient=True,
+                stats=self.stats,
                 channel=channel,
                 thread_ts=ts,
                 **bk.message(f"New GuardDuty finding(s) joined {key}: {listed}"),
             )
-            self.stats.thread_replies += 1
 
     def _wrote(self, incident_id: int) -> None:
         """Under the lock: a post or update of this card just happened."""
@@ -373,27 +352,6 @@ class CardPublisher:
             self._dirty.add(incident_id)
             self._due[incident_id] = self.clock() + wait
             self._cond.notify_all()
-
-    def _claim_update(self, incident_id: int) -> tuple[float, float]:
-        """(seconds to wait, 0 meaning "update now"; seconds the card has been silent).
-
-        The last write time lives in the database, so several processes (gunicorn workers,
-        replicas) together still update a card at most once per interval, and agree on how
-        long it has been quiet.
-        """
-        name = f"{CARD_CURSOR}{incident_id}"
-        now = self.runtime.now().timestamp()
-        with write_session(self.runtime) as session:
-            row = session.get(Cursor, name, with_for_update=True)
-            if row is None:
-                session.add(Cursor(name=name, value=repr(now)))
-                return 0.0, float("inf")
-            last = float(row.value)
-            wait = last + self.update_interval - now
-            if wait > 0:
-                return wait, now - last
-            row.value = repr(now)
-            return 0.0, now - last
 
     def _sync(self, incident_id: int) -> None:
         """Fold the repeats recorded since the last card write into facts and timeline."""
@@ -419,7 +377,7 @@ class CardPublisher:
         key = (service, region)
         client = self._clients.get(key)
         if client is None:
-            factory = self.runtime.extras.get(CLIENT_FACTORY_KEY)
+            factory = self.runtime.options.guardduty_clients
             client = (
                 factory(service, region)
                 if factory is not None
@@ -435,7 +393,7 @@ class CardPublisher:
         if (
             finding is None
             or threshold is None
-            or self.runtime.extras.get(PROPOSE_KEY) is False
+            or not self.runtime.options.guardduty_propose
             or finding.sample
             or finding.severity < threshold
             or not finding.resource_id
@@ -486,65 +444,12 @@ class CardPublisher:
             )
         self.mark_stale(incident_id)
 
-    # -- Slack calls ------------------------------------------------------------------------
-
-    def _call(self, method: str, **kwargs: Any) -> Any:
-        """Call the Web API, waiting out 429s (Retry-After) and brief failures."""
-        fn = getattr(self.runtime.client, method)
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                return fn(**kwargs)
-            except SlackApiError as exc:
-                response = exc.response
-                error = response.get("error") if response is not None else None
-                if response is not None and response.status_code == 429:
-                    self.stats.rate_limited += 1
-                    wait = _retry_after(response.headers)
-                    log.info("Slack %s rate-limited; retrying in %.1fs", method, wait)
-                    self.sleep(wait)
-                    continue
-                if error in PERMANENT_ERRORS or attempt == MAX_ATTEMPTS:
-                    raise
-                self.sleep(min(30.0, 0.5 * attempt))
-            except OSError:
-                if attempt == MAX_ATTEMPTS:
-                    raise
-                self.sleep(min(30.0, 0.5 * attempt))
-        return None
-
 
 def _shown_totals(facts: Any) -> tuple[int, int] | None:
     summary = (facts or {}).get("guardduty") if isinstance(facts, dict) else None
     if not isinstance(summary, dict):
         return None
     return summary.get("distinct"), summary.get("occurrences")
-
-
-def _set_cursor(session: Any, name: str, value: float) -> None:
-    row = session.get(Cursor, name)
-    if row is None:
-        session.add(Cursor(name=name, value=repr(value)))
-    else:
-        row.value = repr(value)
-
-
-def _retry_after(headers: Any) -> float:
-    value = None
-    if headers:
-        value = headers.get("Retry-After") or headers.get("retry-after")
-    if isinstance(value, list):
-        value = value[0] if value else None
-    try:
-        return max(0.0, float(value)) if value is not None else 1.0
-    except (TypeError, ValueError):
-        return 1.0
-
-
-def _card_lock(key: str) -> Any:
-    """The Slack app's per-card lock, so our chat.update never overtakes another feature's."""
-    from bot.listeners import incident_posts
-
-    return incident_posts._card_locks[key]
 
 
 def _first_finding(session: Any, incident_id: int) -> NormalizedFinding | None:
@@ -565,14 +470,10 @@ def _finding_types(session: Any, finding_ids: Sequence[str]) -> list[str]:
 
 
 def publisher_for(runtime: Runtime) -> CardPublisher:
-    """The process's publisher (created on first use; runtime.extras holds it)."""
-    with _create_lock:
-        publisher = runtime.extras.get(PUBLISHER_KEY)
-        if publisher is None:
-            publisher = runtime.extras[PUBLISHER_KEY] = CardPublisher(runtime)
-            runtime.on_shutdown(publisher.stop)
-        return publisher
-
-
-PUBLISHER_KEY = "guardduty.publisher"
-_create_lock = threading.Lock()
+    """The process's publisher (created on first use)."""
+    services = runtime.services
+    with services.create_lock:
+        if services.publisher is None:
+            services.publisher = CardPublisher(runtime)
+            runtime.on_shutdown(services.publisher.stop)
+        return services.publisher

@@ -27,15 +27,13 @@ from commands.findings.errors import BadFinding, Ignored
 from commands.findings.normalize import loads, normalize
 
 if TYPE_CHECKING:
-    from bot.app import Runtime
     from bot.http import HttpRequest, HttpResponse
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 PATH = "/guardduty/events"
 MAX_PAYLOAD = 256 * 1024
-VERIFIER_KEY = "guardduty.sns_verifier"  # runtime.extras: an SnsVerifier (tests inject one)
-CONFIRM_GET_KEY = "guardduty.confirm_get"  # runtime.extras: callable(url) visiting SubscribeURL
 
 
 def _reply(status: int, **body: Any) -> HttpResponse:
@@ -107,10 +105,13 @@ def _authenticate(runtime: Runtime, header: str) -> HttpResponse | None:
 
 
 def verifier(runtime: Runtime) -> SnsVerifier:
-    found = runtime.extras.get(VERIFIER_KEY)
-    if found is None:
-        found = runtime.extras[VERIFIER_KEY] = SnsVerifier()
-    return found
+    if runtime.options.sns_verifier is not None:
+        return runtime.options.sns_verifier
+    services = runtime.services
+    with services.create_lock:
+        if services.sns_verifier is None:
+            services.sns_verifier = SnsVerifier()
+        return services.sns_verifier
 
 
 def _check_sns(runtime: Runtime, payload: Any) -> HttpResponse | None:
@@ -138,7 +139,7 @@ def _check_sns(runtime: Runtime, payload: Any) -> HttpResponse | None:
         kind = payload["Type"]
         if kind == "SubscriptionConfirmation":
             topic = confirm_subscription(
-                payload, allowed_topic_arns=allowed, get=runtime.extras.get(CONFIRM_GET_KEY)
+                payload, allowed_topic_arns=allowed, get=runtime.options.sns_confirm_get
             )
             return _reply(200, confirmed=topic)
         if kind == "UnsubscribeConfirmation":

@@ -1,58 +1,52 @@
-"""How GuardDuty intake plugs into the Slack app (through its extension points).
-
-`bot/listeners/guardduty.py` re-exports `register` and `register_routes`, so the app's
-listener discovery finds them:
+"""How GuardDuty intake plugs into the Slack app; bot.wiring lists each of these:
 
 - `register_routes(router)`: `POST /guardduty/events`;
-- `register(app)`: the trusted-bot message listener, the finding section and the
+- `register(app)`: the trusted-bot message listener;
+- `finding_section(tag_keys)` and `cards.plan_button`: the finding section and the
   "Plan containment" button on incident cards;
 - `start(runtime)` (serving processes only): card recovery and the polling timer.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from slack_bolt import BoltContext
+
+from bot.app import runtime_of
 from bot.guardduty import cards
 from bot.guardduty.intake import intake
 from bot.guardduty.messages import finding_payloads, is_trusted_finding_message
-from bot.guardduty.poller import ENABLED_KEY, POLLER_KEY, GuardDutyPoller
+from bot.guardduty.poller import GuardDutyPoller
 from bot.guardduty.publisher import publisher_for
 from bot.guardduty.route import PATH, handle_events
+from bot.views.cards import SectionFactory
 from commands.findings.errors import BadFinding, Ignored
 from commands.findings.normalize import NormalizedFinding, normalize
+from storage.models import Incident
 
 if TYPE_CHECKING:
-    from bot.app import IncidentBotApp, Runtime
+    from bot.app import IncidentBotApp
     from bot.http import Router
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-_hooks_installed = False
 
 
 def register_routes(router: Router) -> None:
     router.add("POST", PATH, handle_events)
 
 
-def install_card_hooks() -> bool:
-    """Add the finding section and the plan button to every incident card render.
+def finding_section(tag_keys: Mapping[str, str]) -> SectionFactory:
+    """The incident card's GuardDuty section, with the operator's tag names."""
 
-    Uses bot.views.cards' `card_button` and, when present, `card_section` hooks. Without
-    `card_section`, the publisher inserts the section into the cards it posts itself.
-    """
-    global _hooks_installed
-    if _hooks_installed:
-        return True
-    from bot.views import cards as incident_cards
+    def section(incident: Incident, _now: dt.datetime) -> list[dict[str, Any]]:
+        return cards.finding_blocks(incident, tag_keys=tag_keys)
 
-    incident_cards.card_button(order=5)(cards.plan_button)
-    section_hook = getattr(incident_cards, "card_section", None)
-    if section_hook is not None:
-        section_hook(order=10)(lambda incident, _now: cards.finding_blocks(incident))
-    _hooks_installed = True
-    return section_hook is not None
+    return section
 
 
 def handle_message(runtime: Runtime, event: dict[str, Any]) -> list[Any]:
@@ -68,21 +62,21 @@ def handle_message(runtime: Runtime, event: dict[str, Any]) -> list[Any]:
     return intake(runtime, findings)
 
 
+def trusted_message(event: dict[str, Any], context: BoltContext) -> bool:
+    """Matcher: a message carrying findings from a trusted bot in the incident channel."""
+    slack = runtime_of(context).config.slack
+    return is_trusted_finding_message(
+        event, trusted_bot_ids=slack.trusted_bot_ids, channel_id=slack.incident_channel
+    )
+
+
+def on_finding_message(event: dict[str, Any], context: BoltContext) -> None:
+    # Recorded within the request (it is small and must not be lost); cards come later.
+    handle_message(runtime_of(context), event)
+
+
 def register(app: IncidentBotApp) -> None:
-    runtime = app.runtime
-    install_card_hooks()
-    cards.configure_tag_keys(runtime.config.impact.tag_keys)
-    slack = runtime.config.slack
-
-    def trusted(event: dict[str, Any]) -> bool:
-        return is_trusted_finding_message(
-            event, trusted_bot_ids=slack.trusted_bot_ids, channel_id=slack.incident_channel
-        )
-
-    @app.event({"type": "message"}, matchers=[trusted])
-    def on_finding_message(event: dict[str, Any]) -> None:
-        # Recorded within the request (it is small and must not be lost); cards come later.
-        handle_message(runtime, event)
+    app.event({"type": "message"}, matchers=[trusted_message])(on_finding_message)
 
 
 def start(runtime: Runtime) -> None:
@@ -92,8 +86,8 @@ def start(runtime: Runtime) -> None:
         publisher.recover()
     except Exception:
         log.exception("could not look for unposted GuardDuty cards")
-    if runtime.extras.get(ENABLED_KEY, True):
+    if runtime.options.guardduty_polling:
         poller = GuardDutyPoller(runtime)
         if poller.start():
-            runtime.extras[POLLER_KEY] = poller
+            runtime.services.poller = poller
             runtime.on_shutdown(poller.stop)

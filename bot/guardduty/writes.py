@@ -11,6 +11,7 @@ nothing by it.)
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -18,18 +19,11 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session
 
 if TYPE_CHECKING:
-    from bot.app import Runtime
-
-LOCK_KEY = "guardduty.write_lock"
-_create = threading.Lock()
+    from bot.runtime import Runtime
 
 
 def write_turn(runtime: Runtime) -> threading.Lock:
-    with _create:
-        lock = runtime.extras.get(LOCK_KEY)
-        if lock is None:
-            lock = runtime.extras[LOCK_KEY] = threading.Lock()
-        return lock
+    return runtime.services.write_lock
 
 
 @contextmanager
@@ -37,3 +31,9 @@ def write_session(runtime: Runtime) -> Iterator[Session]:
     """`runtime.database.session()`, entered in turn with this process's other intake writes."""
     with write_turn(runtime), runtime.database.session() as session:
         yield session
+
+
+def intake_is_hot(runtime: Runtime, *, within: float = 0.1) -> bool:
+    """Whether deliveries are being recorded right now (Slack work may wait a little)."""
+    writer = runtime.services.intake_writer
+    return writer is not None and time.monotonic() - writer.last_write < within

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import Ack, Respond
+from slack_bolt import Ack, BoltContext, Respond
 
+from bot.app import runtime_of
 from bot.listeners.incident_subcommands import change_severity, timeline_cmd
 from bot.listeners.slash import Invocation, Reply, dispatch
 from bot.views import blocks as bk
@@ -20,7 +21,8 @@ from commands import incidents as svc
 from commands.errors import UserError
 
 if TYPE_CHECKING:
-    from bot.app import IncidentBotApp, Runtime
+    from bot.app import IncidentBotApp
+    from bot.runtime import Runtime
 
 NOTE_MODAL = "incident_note_modal"
 STATUS_MODAL = "incident_status_modal"
@@ -51,68 +53,90 @@ def action_invocation(
     )
 
 
+def on_severity(
+    ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, context: BoltContext
+) -> None:
+    runtime = runtime_of(context)
+    key = _card_key(body)
+    level = (action.get("selected_option") or {}).get("value", "")
+    inv = action_invocation(runtime, body, respond, name="severity", args=key)
+    dispatch(
+        inv,
+        lambda i: change_severity(i, key, level),
+        background=True,
+        ack=ack,
+        answer_in_ack=False,
+    )
+
+
+def on_timeline(
+    ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, context: BoltContext
+) -> None:
+    inv = action_invocation(
+        runtime_of(context), body, respond, name="timeline", args=action["value"]
+    )
+    dispatch(inv, timeline_cmd, background=True, ack=ack, answer_in_ack=False)
+
+
+def on_note(
+    ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, context: BoltContext
+) -> None:
+    runtime = runtime_of(context)
+    key = action["value"]
+    inv = action_invocation(runtime, body, respond, name="note", args=key)
+
+    def open_modal(i: Invocation) -> None:
+        runtime.client.views_open(trigger_id=i.trigger_id, view=note_modal(key, i.channel_id))
+
+    # views.open must use the trigger within 3 s, so it runs before the ack returns.
+    dispatch(inv, open_modal, background=False, ack=ack, answer_in_ack=False)
+
+
+def on_resolve(
+    ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, context: BoltContext
+) -> None:
+    _status_button(ack, body, action, respond, context, status="resolved", verb="Resolve")
+
+
+def on_close(
+    ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, context: BoltContext
+) -> None:
+    _status_button(ack, body, action, respond, context, status="closed", verb="Close")
+
+
+def _status_button(
+    ack: Ack,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: Respond,
+    context: BoltContext,
+    *,
+    status: str,
+    verb: str,
+) -> None:
+    """Resolve…/Close…: check the move is allowed, then ask for a summary."""
+    runtime = runtime_of(context)
+    key = action["value"]
+    inv = action_invocation(runtime, body, respond, name=verb.lower(), args=key)
+
+    def open_modal(i: Invocation) -> None:
+        with runtime.database.read_session() as session:
+            found = svc.get_incident(session=session, key=key)
+            if status not in svc.TRANSITIONS.get(found.status, ()):
+                raise UserError(f"{key} is {found.status} and cannot become {status}.")
+        view = status_modal(key, status, verb, i.channel_id)
+        runtime.client.views_open(trigger_id=i.trigger_id, view=view)
+
+    # views.open must use the trigger within 3 s, so it runs before the ack returns.
+    dispatch(inv, open_modal, background=False, ack=ack, answer_in_ack=False)
+
+
 def register(app: IncidentBotApp) -> None:
-    runtime = app.runtime
-
-    @app.action("incident_severity")
-    def on_severity(
-        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
-    ) -> None:
-        key = _card_key(body)
-        level = (action.get("selected_option") or {}).get("value", "")
-        inv = action_invocation(runtime, body, respond, name="severity", args=key)
-        dispatch(
-            inv,
-            lambda i: change_severity(i, key, level),
-            background=True,
-            ack=ack,
-            answer_in_ack=False,
-        )
-
-    @app.action("incident_timeline")
-    def on_timeline(
-        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
-    ) -> None:
-        inv = action_invocation(runtime, body, respond, name="timeline", args=action["value"])
-        dispatch(inv, timeline_cmd, background=True, ack=ack, answer_in_ack=False)
-
-    @app.action("incident_note")
-    def on_note(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
-        key = action["value"]
-        inv = action_invocation(runtime, body, respond, name="note", args=key)
-
-        def open_modal(i: Invocation) -> None:
-            runtime.client.views_open(trigger_id=i.trigger_id, view=note_modal(key, i.channel_id))
-
-        # views.open must use the trigger within 3 s, so it runs before the ack returns.
-        dispatch(inv, open_modal, background=False, ack=ack, answer_in_ack=False)
-
-    for action_id, status, verb in (
-        ("incident_resolve", "resolved", "Resolve"),
-        ("incident_close", "closed", "Close"),
-    ):
-        app.action(action_id)(_status_button(runtime, status, verb))
-
-
-def _status_button(runtime: Runtime, status: str, verb: str) -> Any:
-    """A listener for Resolve…/Close…: check the move is allowed, then ask for a summary."""
-
-    def on_status(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
-        key = action["value"]
-        inv = action_invocation(runtime, body, respond, name=verb.lower(), args=key)
-
-        def open_modal(i: Invocation) -> None:
-            with runtime.database.read_session() as session:
-                found = svc.get_incident(session=session, key=key)
-                if status not in svc.TRANSITIONS.get(found.status, ()):
-                    raise UserError(f"{key} is {found.status} and cannot become {status}.")
-            view = status_modal(key, status, verb, i.channel_id)
-            runtime.client.views_open(trigger_id=i.trigger_id, view=view)
-
-        # views.open must use the trigger within 3 s, so it runs before the ack returns.
-        dispatch(inv, open_modal, background=False, ack=ack, answer_in_ack=False)
-
-    return on_status
+    app.action("incident_severity")(on_severity)
+    app.action("incident_timeline")(on_timeline)
+    app.action("incident_note")(on_note)
+    app.action("incident_resolve")(on_resolve)
+    app.action("incident_close")(on_close)
 
 
 def _card_key(body: dict[str, Any]) -> str:

@@ -7,27 +7,24 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import Ack, Respond
+from slack_bolt import Ack, BoltContext, Respond
 
-from bot.approvals.cards import load_card
-from bot.approvals.service import SWEEP_KEY, Proposal, service
+from bot.app import runtime_of
+from bot.approvals.service import Proposal, service
 from bot.listeners.actions import action_invocation
 from bot.listeners.slash import Invocation, Reply, dispatch
 from bot.listeners.views import field_value, view_invocation
-from bot.scheduler import after_post
 from bot.views import blocks as bk
-from bot.views.approval_card import APPROVE, REJECT, RETRY, ROLLBACK, approval_card, reject_modal
+from bot.views.approval_card import APPROVE, REJECT, RETRY, ROLLBACK, reject_modal
 from commands import incidents as svc
-from commands.approvals import expiry
 from commands.approvals.plans import check_identifier
 from commands.errors import UserError
-from storage.models import Reminder
 
 if TYPE_CHECKING:
     from bot.app import IncidentBotApp
+    from bot.runtime import Runtime
 
 __all__ = ["parse_contain_args", "parse_plan_value", "register"]
 
@@ -37,19 +34,6 @@ REJECT_MODAL = "containment_reject_modal"
 USAGE = "/contain <instance-id|access-key-id|ARN|kind:name> [INC-N] [reason]"
 _RESOURCE = re.compile(r"\b(i-[0-9a-f]{8,17}|(?:AKIA|ASIA)[A-Z0-9]{12,124})\b")
 _KEY = re.compile(r"\bINC-\d{1,9}\b", re.IGNORECASE)
-
-
-@after_post(expiry.KIND)
-def expired_card(scheduler: Any, delivery: Any, channel: str, ts: str | None) -> None:
-    """The scheduler expired a request: its card says so and loses its buttons."""
-    with scheduler.database.read_session() as session:
-        reminder = session.get(Reminder, delivery.reminder_id)
-        request_id = expiry.request_id_of(reminder) if reminder else None
-    if request_id is None:
-        return
-    view, card_channel, card_ts = load_card(scheduler.database, request_id)
-    if card_channel and card_ts:
-        scheduler.client.chat_update(channel=card_channel, ts=card_ts, **approval_card(view))
 
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -106,157 +90,187 @@ def _proposal_reply(proposal: Proposal, resource_id: str) -> Reply:
     )
 
 
-def register(app: IncidentBotApp) -> None:
-    runtime = app.runtime
-    containment = service(runtime)
+def on_contain(ack: Ack, command: dict[str, Any], respond: Respond, context: BoltContext) -> None:
+    runtime = runtime_of(context)
+    inv = Invocation(
+        runtime=runtime,
+        command=COMMAND,
+        name="",
+        args=(command.get("text") or "").strip(),
+        user_id=command.get("user_id", ""),
+        channel_id=command.get("channel_id", ""),
+        response_url=command.get("response_url"),
+        trigger_id=command.get("trigger_id"),
+        reply_to=lambda reply: respond(**reply.as_kwargs()),
+    )
 
-    @app.command(COMMAND)
-    def on_contain(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
-        inv = Invocation(
-            runtime=runtime,
-            command=COMMAND,
-            name="",
-            args=(command.get("text") or "").strip(),
-            user_id=command.get("user_id", ""),
-            channel_id=command.get("channel_id", ""),
-            response_url=command.get("response_url"),
-            trigger_id=command.get("trigger_id"),
-            reply_to=lambda reply: respond(**reply.as_kwargs()),
+    def work(i: Invocation) -> Reply:
+        resource, key, reason = parse_contain_args(i.args)
+        i.incident_key = key
+        proposal = service(runtime).propose(
+            resource_id=resource,
+            incident_key=key,
+            requested_by=i.user_id,
+            reason=reason,
+            channel_id=i.channel_id,
+        )
+        i.incident_key = proposal.incident_key
+        return _proposal_reply(proposal, resource)
+
+    try:
+        parse_contain_args(inv.args)
+    except UserError as exc:
+        ack(**Reply(exc.message).as_kwargs())
+        return
+    dispatch(inv, work, background=True, ack=ack)
+
+
+def on_plan(
+    ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, context: BoltContext
+) -> None:
+    runtime = runtime_of(context)
+    inv = action_invocation(runtime, body, respond, name="plan containment")
+    inv.incident_key = None
+
+    def work(i: Invocation) -> Reply:
+        resource, key = parse_plan_value(action.get("value", ""))
+        i.incident_key = key
+        proposal = service(runtime).propose(
+            resource_id=resource,
+            incident_key=key,
+            requested_by=i.user_id,
+            reason="from the GuardDuty finding card",
+            channel_id=i.channel_id,
+        )
+        i.incident_key = proposal.incident_key
+        return _proposal_reply(proposal, resource)
+
+    dispatch(inv, work, background=True, ack=ack)
+
+
+def on_approve(
+    ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, context: BoltContext
+) -> None:
+    runtime = runtime_of(context)
+    inv = action_invocation(runtime, body, respond, name="approve")
+    inv.incident_key = None
+    request_id = _request_id(action)
+
+    def work(i: Invocation) -> Reply:
+        return Reply(service(runtime).decide(request_id=request_id, actor=i.user_id, approve=True))
+
+    dispatch(inv, work, background=True, ack=ack)
+
+
+def on_reject(
+    ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, context: BoltContext
+) -> None:
+    runtime = runtime_of(context)
+    inv = action_invocation(runtime, body, respond, name="reject")
+    inv.incident_key = None
+    request_id = _request_id(action)
+
+    def open_modal(i: Invocation) -> None:
+        try:
+            target_id = service(runtime).check_may_decide(
+                request_id=request_id, actor=i.user_id, approve=False
+            )
+        except UserError as exc:
+            # Slack shows nothing of a button's ack body: answer through response_url.
+            i.send(Reply(exc.message))
+            return
+        view = reject_modal(request_id, channel_id=i.channel_id, target_id=target_id)
+        # views.open must use the trigger within 3 s, so it runs before the ack returns.
+        runtime.client.views_open(trigger_id=i.trigger_id, view=view)
+
+    dispatch(inv, open_modal, background=False, ack=ack)
+
+
+def on_reject_submit(
+    ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext
+) -> None:
+    runtime = runtime_of(context)
+    reason = field_value(view, "reason")
+    if not reason:
+        ack(response_action="errors", errors={"reason": "Say why you reject it."})
+        return
+    meta = json.loads(view.get("private_metadata") or "{}")
+    inv = view_invocation(runtime, body, name="reject")
+    inv.incident_key = None
+    request_id = int(meta.get("request_id") or 0)
+
+    def work(i: Invocation) -> Reply:
+        return Reply(
+            service(runtime).decide(
+                request_id=request_id, actor=i.user_id, approve=False, reason=reason
+            )
         )
 
-        def work(i: Invocation) -> Reply:
-            resource, key, reason = parse_contain_args(i.args)
-            i.incident_key = key
-            proposal = containment.propose(
-                resource_id=resource,
-                incident_key=key,
-                requested_by=i.user_id,
-                reason=reason,
-                channel_id=i.channel_id,
-            )
-            i.incident_key = proposal.incident_key
-            return _proposal_reply(proposal, resource)
+    dispatch(inv, work, background=True, ack=ack)
 
-        try:
-            parse_contain_args(inv.args)
-        except UserError as exc:
-            ack(**Reply(exc.message).as_kwargs())
-            return
-        dispatch(inv, work, background=True, ack=ack)
 
-    @app.action(PLAN_BUTTON)
-    def on_plan(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
-        inv = action_invocation(runtime, body, respond, name="plan containment")
-        inv.incident_key = None
+def on_retry(
+    ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, context: BoltContext
+) -> None:
+    _follow_up(ack, body, action, respond, context, kind="retry")
 
-        def work(i: Invocation) -> Reply:
-            resource, key = parse_plan_value(action.get("value", ""))
-            i.incident_key = key
-            proposal = containment.propose(
-                resource_id=resource,
-                incident_key=key,
-                requested_by=i.user_id,
-                reason="from the GuardDuty finding card",
-                channel_id=i.channel_id,
-            )
-            i.incident_key = proposal.incident_key
-            return _proposal_reply(proposal, resource)
 
-        dispatch(inv, work, background=True, ack=ack)
+def on_rollback(
+    ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, context: BoltContext
+) -> None:
+    _follow_up(ack, body, action, respond, context, kind="rollback")
 
-    @app.action(APPROVE)
-    def on_approve(
-        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
-    ) -> None:
-        inv = action_invocation(runtime, body, respond, name="approve")
-        inv.incident_key = None
-        request_id = _request_id(action)
 
-        def work(i: Invocation) -> Reply:
-            return Reply(containment.decide(request_id=request_id, actor=i.user_id, approve=True))
+def _follow_up(
+    ack: Ack,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: Respond,
+    context: BoltContext,
+    *,
+    kind: str,
+) -> None:
+    runtime = runtime_of(context)
+    inv = action_invocation(runtime, body, respond, name=kind)
+    inv.incident_key = None
+    request_id = _request_id(action)
 
-        dispatch(inv, work, background=True, ack=ack)
-
-    @app.action(REJECT)
-    def on_reject(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
-        inv = action_invocation(runtime, body, respond, name="reject")
-        inv.incident_key = None
-        request_id = _request_id(action)
-
-        def open_modal(i: Invocation) -> None:
-            try:
-                target_id = containment.check_may_decide(
-                    request_id=request_id, actor=i.user_id, approve=False
-                )
-            except UserError as exc:
-                # Slack shows nothing of a button's ack body: answer through response_url.
-                i.send(Reply(exc.message))
-                return
-            view = reject_modal(request_id, channel_id=i.channel_id, target_id=target_id)
-            # views.open must use the trigger within 3 s, so it runs before the ack returns.
-            runtime.client.views_open(trigger_id=i.trigger_id, view=view)
-
-        dispatch(inv, open_modal, background=False, ack=ack)
-
-    @app.view(REJECT_MODAL)
-    def on_reject_submit(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        reason = field_value(view, "reason")
-        if not reason:
-            ack(response_action="errors", errors={"reason": "Say why you reject it."})
-            return
-        meta = json.loads(view.get("private_metadata") or "{}")
-        inv = view_invocation(runtime, body, name="reject")
-        inv.incident_key = None
-        request_id = int(meta.get("request_id") or 0)
-
-        def work(i: Invocation) -> Reply:
+    def work(i: Invocation) -> Reply:
+        proposal = service(runtime).follow_up(
+            request_id=request_id, kind=kind, requested_by=i.user_id
+        )
+        i.incident_key = proposal.incident_key
+        what = "Retry" if kind == "retry" else "Rollback"
+        if not proposal.created:
             return Reply(
-                containment.decide(
-                    request_id=request_id, actor=i.user_id, approve=False, reason=reason
-                )
+                f"{what} of request #{request_id} is already requested (#{proposal.request_id})."
             )
+        return Reply(
+            f"{what} of request #{request_id} posted for approval as #{proposal.request_id}."
+        )
 
-        dispatch(inv, work, background=True, ack=ack)
+    dispatch(inv, work, background=True, ack=ack)
 
-    def follow_up_listener(kind: str) -> Callable[..., None]:
-        # A closure per kind: Bolt injects listener arguments by name, so no default args.
-        def on_follow_up(
-            ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond
-        ) -> None:
-            inv = action_invocation(runtime, body, respond, name=kind)
-            inv.incident_key = None
-            request_id = _request_id(action)
 
-            def work(i: Invocation) -> Reply:
-                proposal = containment.follow_up(
-                    request_id=request_id, kind=kind, requested_by=i.user_id
-                )
-                i.incident_key = proposal.incident_key
-                what = "Retry" if kind == "retry" else "Rollback"
-                if not proposal.created:
-                    return Reply(
-                        f"{what} of request #{request_id} is already requested "
-                        f"(#{proposal.request_id})."
-                    )
-                return Reply(
-                    f"{what} of request #{request_id} posted for approval as "
-                    f"#{proposal.request_id}."
-                )
-
-            dispatch(inv, work, background=True, ack=ack)
-
-        return on_follow_up
-
-    app.action(RETRY)(follow_up_listener("retry"))
-    app.action(ROLLBACK)(follow_up_listener("rollback"))
-
-    every = runtime.extras.get(SWEEP_KEY, 5.0)
+def start_sweeper(runtime: Runtime) -> None:
+    """Expire overdue requests and recover interrupted ones every
+    `options.containment_sweep_seconds` (0 or None: never); bot.wiring calls it."""
+    every = runtime.options.containment_sweep_seconds
     if every:
+        containment = service(runtime)
         containment.start_sweeper(float(every))
         # Stopped with the other producers before the background pool drains.
-        on_shutdown = getattr(runtime, "on_shutdown", None)
-        if on_shutdown is not None:
-            on_shutdown(containment.stop)
+        runtime.on_shutdown(containment.stop)
+
+
+def register(app: IncidentBotApp) -> None:
+    app.command(COMMAND)(on_contain)
+    app.action(PLAN_BUTTON)(on_plan)
+    app.action(APPROVE)(on_approve)
+    app.action(REJECT)(on_reject)
+    app.view(REJECT_MODAL)(on_reject_submit)
+    app.action(RETRY)(on_retry)
+    app.action(ROLLBACK)(on_rollback)
 
 
 def _request_id(action: dict[str, Any]) -> int:

@@ -1,24 +1,21 @@
-"""The regulator clock in Slack: its line on the incident card, and `/incident notified`.
+"""`/incident notified`: the regulator notice was sent, so the GDPR clock's alerts stop.
 
-The reminders themselves are posted by bot/scheduler.py (started by serve()). `register`
-makes the app's `deadlines:` settings the process-wide policy, so a clock started by any
-command (`mark_personal_data`) uses the configured hours.
+The reminders themselves are posted by bot/scheduler.py (started by serve()); the card's
+clock line is bot/views/reminders.clock_line.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bot.listeners.incident_posts import refresh_incident
-from bot.listeners.incident_subcommands import subcommand, take_incident
-from bot.listeners.slash import Invocation, Reply
+from bot.listeners.incident_subcommands import take_incident
+from bot.listeners.slash import Invocation, Reply, Subcommand, spec
 from bot.views import blocks as bk
-from bot.views.cards import card_section
-from commands import deadlines as dl
 from commands import incidents as svc
+from commands.deadlines import gdpr
+from commands.deadlines.timefmt import format_duration
 from commands.errors import UserError
-from storage.models import Incident
 
 if TYPE_CHECKING:
     from bot.app import IncidentBotApp
@@ -26,11 +23,6 @@ if TYPE_CHECKING:
 EXAMPLE = "/incident notified INC-42 ICO-2026-0042"
 
 
-@subcommand(
-    "notified",
-    usage="/incident notified [INC-N] <reference>",
-    summary="The regulator notice was sent: stop the GDPR clock's alerts.",
-)
 def notified_cmd(inv: Invocation) -> Reply | None:
     with inv.runtime.database.read_session() as session:
         found, reference = take_incident(inv, session, example=EXAMPLE)
@@ -57,16 +49,16 @@ def notified_cmd(inv: Invocation) -> Reply | None:
             target = svc.get_incident(session=session, key=key, for_update=True)
             if target.notified_at is not None:  # a concurrent /incident notified won
                 return Reply(f"{key} already recorded the regulator notice.")
-            svc.record_notified(
+            gdpr.record_notice(
                 session=session, incident=target, actor=inv.user_id, reference=reference
             )
-            clock = dl.regulator_clock(target, now=runtime.now(), policy=runtime.settings)
+            clock = gdpr.regulator_clock(target, now=runtime.now(), policy=runtime.deadline_policy)
         timing = ""
         if clock.remaining is not None:
             timing = (
-                f"{dl.format_duration(clock.remaining)} before the deadline"
+                f"{format_duration(clock.remaining)} before the deadline"
                 if clock.remaining.total_seconds() >= 0
-                else f"{dl.format_duration(clock.remaining)} after the deadline"
+                else f"{format_duration(clock.remaining)} after the deadline"
             )
         refresh_incident(
             runtime,
@@ -81,30 +73,16 @@ def notified_cmd(inv: Invocation) -> Reply | None:
 
 
 def register(app: IncidentBotApp) -> None:
-    dl.configure(app.runtime.settings)
+    """Nothing to wire beyond the `notified` subcommand (the card's clock line is drawn by
+    bot/views/cards.py, the reminders posted by bot/scheduler.py)."""
 
 
-def clock_line(incident: Incident, *, now: dt.datetime) -> str | None:
-    """The card's regulator-clock line (mrkdwn), or None without a clock."""
-    clock = dl.regulator_clock(incident, now=now)
-    if clock.state == "none" or clock.deadline is None or clock.remaining is None:
-        return None
-    left = dl.format_duration(clock.remaining)
-    if clock.state == "notified":
-        side = "before" if clock.remaining.total_seconds() >= 0 else "after"
-        return (
-            f"📨 *Regulator notified* {bk.when(incident.notified_at)} "  # type: ignore[arg-type]
-            f"({bk.esc_cut(incident.notified_reference or '', 300)}), {left} {side} the deadline"
-        )
-    if clock.state == "overdue":
-        return (
-            f"🚨 *Regulator notice OVERDUE* by {left} (was due {bk.when(clock.deadline)}). "
-            f"Once sent: `/incident notified {incident.key} <reference>`"
-        )
-    return f"⏱️ *Regulator notice due in {left}* (by {bk.when(clock.deadline)})"
-
-
-@card_section(order=20)
-def _clock_section(incident: Incident, now: dt.datetime) -> list[dict[str, Any]]:
-    line = clock_line(incident, now=now)
-    return [bk.context(line)] if line else []
+# `/incident` subcommands of this module, in the order `/incident help` lists them.
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    spec(
+        "notified",
+        usage="/incident notified [INC-N] <reference>",
+        summary="The regulator notice was sent: stop the GDPR clock's alerts.",
+        handler=notified_cmd,
+    ),
+)

@@ -12,8 +12,7 @@ from typing import Any
 
 import boto3
 
-from bot.listeners.incident_subcommands import subcommand
-from bot.listeners.slash import Invocation, Reply
+from bot.listeners.slash import Invocation, Reply, Subcommand, spec
 from commands.drills.sandbox_account import (
     drill_event,
     pick_scenario,
@@ -22,19 +21,12 @@ from commands.drills.sandbox_account import (
 )
 from commands.drills.scenarios import SCENARIOS
 
-CLIENT_FACTORY_KEY = "drills.client_factory"  # runtime.extras: (service, region) -> client
-
 
 def _client(inv: Invocation, service: str, region: str) -> Any:
-    factory = inv.runtime.extras.get(CLIENT_FACTORY_KEY)
+    factory = inv.runtime.options.drill_clients
     return factory(service, region) if factory else boto3.client(service, region_name=region)
 
 
-@subcommand(
-    "drill",
-    usage=f"/incident drill [{'|'.join(SCENARIOS)}]",
-    summary="Rehearse an incident in the sandbox account (marked DRILL, pages no one).",
-)
 def drill_cmd(inv: Invocation) -> Reply | None:
     scenario = pick_scenario(inv.args.split()[0] if inv.args.strip() else None)
     config = inv.runtime.config
@@ -79,3 +71,14 @@ def drill_cmd(inv: Invocation) -> Reply | None:
 
     inv.defer(f"drill {scenario.name}", work)
     return Reply(f"Starting DRILL {scenario.name}: {scenario.title}…")
+
+
+# `/incident` subcommands of this module, in the order `/incident help` lists them.
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    spec(
+        "drill",
+        usage=f"/incident drill [{'|'.join(SCENARIOS)}]",
+        summary="Rehearse an incident in the sandbox account (marked DRILL, pages no one).",
+        handler=drill_cmd,
+    ),
+)

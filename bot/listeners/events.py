@@ -12,11 +12,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from slack_bolt import BoltContext
+
+from bot.app import runtime_of
 from bot.views.home import home_view
 from commands.overview import live_overviews
 
 if TYPE_CHECKING:
-    from bot.app import IncidentBotApp, Runtime
+    from bot.app import IncidentBotApp
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -29,23 +33,25 @@ def publish_home(runtime: Runtime, user_id: str) -> None:
     runtime.client.views_publish(user_id=user_id, view=view)
 
 
-def register(app: IncidentBotApp) -> None:
-    runtime = app.runtime
+def on_home_opened(event: dict[str, Any], context: BoltContext) -> None:
+    runtime = runtime_of(context)
+    if event.get("tab", "home") != "home":
+        return
+    user_id = event["user"]
+    # Events have no one to answer; a failure is logged by the background pool.
+    runtime.background.submit(
+        publish_home, runtime, user_id, description=f"publish App Home for {user_id}"
+    )
 
-    @app.event("app_home_opened")
-    def on_home_opened(event: dict[str, Any]) -> None:
-        if event.get("tab", "home") != "home":
-            return
-        user_id = event["user"]
-        # Events have no one to answer; a failure is logged by the background pool.
-        runtime.background.submit(
-            publish_home, runtime, user_id, description=f"publish App Home for {user_id}"
-        )
+
+def register(app: IncidentBotApp) -> None:
+    app.event("app_home_opened")(on_home_opened)
+
+
+def acknowledge_message(event: dict[str, Any]) -> None:
+    log.debug("message %s in %s: nothing to do", event.get("subtype"), event.get("channel"))
 
 
 def register_fallback(app: IncidentBotApp) -> None:
     """Registered after every feature listener: those act first on the messages they match."""
-
-    @app.event("message")
-    def acknowledge_message(event: dict[str, Any]) -> None:
-        log.debug("message %s in %s: nothing to do", event.get("subtype"), event.get("channel"))
+    app.event("message")(acknowledge_message)

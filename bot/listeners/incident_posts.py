@@ -8,13 +8,13 @@ updated with chat.update, and `line` is posted in the incident's thread (or its 
 from __future__ import annotations
 
 import logging
-import threading
-from collections import defaultdict
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 
+from bot.slack_out import card_id
 from bot.views import blocks as bk
 from bot.views.cards import incident_card
 from commands.incidents import get_incident
@@ -25,15 +25,12 @@ from storage.timeline import append_event
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from bot.app import Runtime
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 MAX_CHANNEL_NAME = 80
-
-# chat.update calls for one incident must not overtake each other (an older render landing
-# last would show stale state), so renders and updates of one card are serialised.
-_card_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+_SLUG_JUNK = re.compile(r"[^a-z0-9]+")
 
 
 @dataclass(frozen=True)
@@ -53,20 +50,26 @@ def overview_of(runtime: Runtime, session: Session, incident: Incident) -> Incid
 def render_card(runtime: Runtime, key: str) -> tuple[Incident, dict[str, Any]]:
     with runtime.database.read_session() as session:
         incident = get_incident(session=session, key=key)
-        card = incident_card(overview_of(runtime, session, incident), now=runtime.now())
+        card = incident_card(
+            overview_of(runtime, session, incident), now=runtime.now(), parts=runtime.card_parts
+        )
     return incident, card
 
 
-def channel_name(incident: Incident) -> str:
-    from bot.app import slugify
+def slugify(text: str, *, limit: int = 40) -> str:
+    """Lowercase ASCII words joined by '-', for channel names like inc-12-ssh-brute-force."""
+    slug = _SLUG_JUNK.sub("-", text.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "incident"
 
+
+def channel_name(incident: Incident) -> str:
     prefix = f"inc-{incident.number}-"
     return prefix + slugify(incident.title, limit=MAX_CHANNEL_NAME - len(prefix))
 
 
 def post_new_incident(runtime: Runtime, key: str, *, opener: str, fallback_channel: str) -> Posted:
     """Post the card of a just-opened incident and start its thread (or its own channel)."""
-    client = runtime.client
+    slack = runtime.slack
     cfg = runtime.config.slack
     incident, card = render_card(runtime, key)
     created_channel = False
@@ -87,46 +90,43 @@ def post_new_incident(runtime: Runtime, key: str, *, opener: str, fallback_chann
             )
         if opener and bk.user(opener).startswith("<@"):
             try:
-                client.conversations_invite(channel=channel_id, users=opener)
+                runtime.client.conversations_invite(channel=channel_id, users=opener)
             except SlackApiError as exc:
                 if exc.response.get("error") != "already_in_channel":
                     raise
-        posted = client.chat_postMessage(channel=channel_id, **card)
+        with slack.card_lock(card_id("incident", key)):
+            posted = slack.post(channel_id, card)
         thread_ts = None
     else:
-        channel_id = cfg.incident_channel or fallback_channel
-        posted = client.chat_postMessage(channel=channel_id, **card)
-        channel_id = posted["channel"]
-        thread_ts = posted["ts"]
-    result = Posted(str(channel_id), str(posted["ts"]), thread_ts, created_channel)
+        with slack.card_lock(card_id("incident", key)):
+            posted = slack.post(cfg.incident_channel or fallback_channel, card)
+        thread_ts = str(posted["ts"])
+    result = Posted(str(posted["channel"]), str(posted["ts"]), thread_ts, created_channel)
     with runtime.database.session() as session:
         incident = get_incident(session=session, key=key)
-        incident.channel_id = result.channel_id
-        incident.card_ts = result.card_ts
-        incident.thread_ts = result.thread_ts
         where = "its own channel" if created_channel else "the incident channel"
-        append_event(
-            session=session,
-            incident=incident,
-            actor="system",
-            kind="slack.card_posted",
+        slack.record_card(
+            session,
+            incident,
+            channel=result.channel_id,
+            ts=result.card_ts,
+            thread_ts=result.thread_ts,
             summary=f"Card posted in {where} ({result.channel_id})",
-            details={"channel": result.channel_id, "ts": result.card_ts},
         )
     if thread_ts:
-        client.chat_postMessage(
-            channel=result.channel_id,
-            thread_ts=thread_ts,
-            **bk.message(
+        slack.reply(
+            result.channel_id,
+            thread_ts,
+            bk.message(
                 f"Updates on {key} land in this thread. Opened by {bk.user(opener)}. "
                 f"`/incident note {key} &lt;text&gt;` adds to the timeline."
             ),
         )
     elif cfg.incident_channel and cfg.incident_channel != result.channel_id:
         # Let the incident channel know where the new channel is.
-        client.chat_postMessage(
-            channel=cfg.incident_channel,
-            **bk.message(
+        slack.post(
+            cfg.incident_channel,
+            bk.message(
                 f"{key} opened by {bk.user(opener)}: {bk.esc(incident.title)} → "
                 f"{bk.channel(result.channel_id)}"
             ),
@@ -150,16 +150,14 @@ def _create_channel(runtime: Runtime, incident: Incident) -> str:
 
 def refresh_incident(runtime: Runtime, key: str, *, line: str | None = None) -> None:
     """Re-render the card in place and post `line` (already mrkdwn-escaped) in its thread."""
-    with _card_locks[key]:
+    with runtime.slack.card_lock(card_id("incident", key)):
         incident, card = render_card(runtime, key)
         if incident.channel_id and incident.card_ts:
-            runtime.client.chat_update(channel=incident.channel_id, ts=incident.card_ts, **card)
+            runtime.slack.update(incident.channel_id, incident.card_ts, card)
     if line and incident.channel_id:
         post_line(runtime, incident, line)
 
 
 def post_line(runtime: Runtime, incident: Incident, line: str) -> None:
-    kwargs = bk.message(line)
-    if incident.thread_ts:
-        kwargs["thread_ts"] = incident.thread_ts
-    runtime.client.chat_postMessage(channel=incident.channel_id, **kwargs)
+    assert incident.channel_id is not None
+    runtime.slack.reply(incident.channel_id, incident.thread_ts, bk.message(line))

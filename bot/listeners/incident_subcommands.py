@@ -1,7 +1,7 @@
 """`/incident` and its core subcommands.
 
-The command is a registry (`incident`), so other features add subcommands from their own
-modules with `@subcommand(...)`; see bot/listeners/slash.py for the contract. Handlers here
+bot.wiring builds the command from this module's `SUBCOMMANDS` and other features' tables;
+see bot/listeners/slash.py for the contract. Handlers here
 resolve and validate inline (reads only, so the answer comes back in the ack) and `defer`
 whatever writes or calls Slack.
 """
@@ -11,10 +11,11 @@ from __future__ import annotations
 from io import StringIO
 
 from bot.listeners.incident_posts import post_new_incident, refresh_incident
-from bot.listeners.slash import Invocation, Reply, SlashCommand
+from bot.listeners.slash import Invocation, Reply, Subcommand, spec
 from bot.views import blocks as bk
 from bot.views.cards import list_reply, status_reply, timeline_reply
 from commands import incidents as svc
+from commands.deadlines import gdpr
 from commands.errors import UserError
 from commands.exports import export_timeline
 from commands.overview import (
@@ -25,9 +26,6 @@ from commands.overview import (
 )
 from storage.models import SEVERITIES, Incident
 from storage.timeline import count_events, latest_events
-
-incident = SlashCommand("/incident", fallback="help")
-subcommand = incident.subcommand
 
 TIMELINE_SHOWN = 20
 
@@ -60,7 +58,6 @@ def _read(inv: Invocation, *, example: str) -> tuple[Incident, str]:
 # -- open --------------------------------------------------------------------------------
 
 
-@subcommand("open", usage="/incident open <title>", summary="Open an incident and post its card.")
 def open_cmd(inv: Invocation) -> Reply | None:
     title = inv.args.strip()
     if not title:
@@ -86,7 +83,6 @@ def open_cmd(inv: Invocation) -> Reply | None:
 # -- reads -------------------------------------------------------------------------------
 
 
-@subcommand("list", usage="/incident list", summary="The open incidents.")
 def list_cmd(inv: Invocation) -> Reply:
     runtime = inv.runtime
     views = live_overviews(
@@ -96,7 +92,6 @@ def list_cmd(inv: Invocation) -> Reply:
     return Reply(text, blocks)
 
 
-@subcommand("status", usage="/incident status [INC-N]", summary="Where an incident stands.")
 def status_cmd(inv: Invocation) -> Reply:
     # The busiest command: one prepared statement, answered in the ack (see bench/ack.py).
     runtime = inv.runtime
@@ -119,11 +114,6 @@ def status_cmd(inv: Invocation) -> Reply:
     return Reply(text, blocks)
 
 
-@subcommand(
-    "timeline",
-    usage="/incident timeline [INC-N]",
-    summary="The latest 20 events (the full export as a file when there are more).",
-)
 def timeline_cmd(inv: Invocation) -> Reply:
     runtime = inv.runtime
     with runtime.database.read_session() as session:
@@ -156,7 +146,6 @@ def upload_timeline(inv: Invocation, key: str, thread_ts: str | None) -> None:
 # -- writes ------------------------------------------------------------------------------
 
 
-@subcommand("note", usage="/incident note [INC-N] <text>", summary="Add a note to the timeline.")
 def note_cmd(inv: Invocation) -> Reply | None:
     found, text = _read(inv, example="/incident note INC-42 <text>")
     if not text.strip():
@@ -174,11 +163,6 @@ def note_cmd(inv: Invocation) -> Reply | None:
     return None
 
 
-@subcommand(
-    "severity",
-    usage="/incident severity [INC-N] low|medium|high|critical",
-    summary="Change the severity.",
-)
 def severity_cmd(inv: Invocation) -> Reply | None:
     found, rest = _read(inv, example="/incident severity INC-42 high")
     level = rest.strip().lower()
@@ -201,11 +185,6 @@ def change_severity(inv: Invocation, key: str, level: str) -> Reply:
     return Reply(f"*{key}* severity is now {level}.")
 
 
-@subcommand(
-    "personal-data",
-    usage="/incident personal-data [INC-N]",
-    summary="Personal data is involved: start the regulator clock.",
-)
 def personal_data_cmd(inv: Invocation) -> Reply | None:
     found, _ = _read(inv, example="/incident personal-data INC-42")
     key = found.key
@@ -214,8 +193,12 @@ def personal_data_cmd(inv: Invocation) -> Reply | None:
         runtime = inv.runtime
         with runtime.database.session() as session:
             target = svc.get_incident(session=session, key=key)
-            started = svc.mark_personal_data(
-                session=session, incident=target, actor=inv.user_id, reason="marked in Slack"
+            started = gdpr.start_clock(
+                session=session,
+                incident=target,
+                actor=inv.user_id,
+                policy=runtime.deadline_policy,
+                reason="marked in Slack",
             )
             due = regulator_deadline(target, gdpr_hours=runtime.config.deadlines.gdpr_hours)
         due_text = bk.when(due.due_at) if due else "n/a"
@@ -268,14 +251,10 @@ def change_status(inv: Invocation, key: str, status: str, summary: str) -> Reply
     return Reply(f"*{key}* is now {status}.")
 
 
-@subcommand(
-    "resolve", usage="/incident resolve [INC-N] <summary>", summary="Mark resolved, with a summary."
-)
 def resolve_cmd(inv: Invocation) -> Reply | None:
     return _status_change(inv, status="resolved", verb="resolve")
 
 
-@subcommand("close", usage="/incident close [INC-N] <summary>", summary="Close, with a summary.")
 def close_cmd(inv: Invocation) -> Reply | None:
     return _status_change(inv, status="closed", verb="close")
 
@@ -283,13 +262,68 @@ def close_cmd(inv: Invocation) -> Reply | None:
 # -- help --------------------------------------------------------------------------------
 
 
-@subcommand("help", usage="/incident help", summary="This list.")
 def help_cmd(inv: Invocation) -> Reply:
     word = inv.args.split(" ", 1)[0].lower() if inv.args else ""
-    known = incident.get(word) if word else None
+    assert inv.slash is not None  # help is only ever run as a command
+    known = inv.slash.get(word) if word else None
     if known is not None:  # /incident help note
         text = f"`{bk.esc(known.usage)}` {bk.esc(known.summary)}"
         return Reply(text, [bk.section(text)])
     intro = f"There is no `/incident {bk.esc_cut(word, 50)}`. " if word else ""
-    text = intro + incident.help_text()
+    text = intro + inv.slash.help_text()
     return Reply(text, [bk.section(text)])
+
+
+# `/incident` subcommands of this module, in the order `/incident help` lists them.
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    spec(
+        "open",
+        usage="/incident open <title>",
+        summary="Open an incident and post its card.",
+        handler=open_cmd,
+    ),
+    spec("list", usage="/incident list", summary="The open incidents.", handler=list_cmd),
+    spec(
+        "status",
+        usage="/incident status [INC-N]",
+        summary="Where an incident stands.",
+        handler=status_cmd,
+    ),
+    spec(
+        "timeline",
+        usage="/incident timeline [INC-N]",
+        summary="The latest 20 events (the full export as a file when there are more).",
+        handler=timeline_cmd,
+    ),
+    spec(
+        "note",
+        usage="/incident note [INC-N] <text>",
+        summary="Add a note to the timeline.",
+        handler=note_cmd,
+    ),
+    spec(
+        "severity",
+        usage="/incident severity [INC-N] low|medium|high|critical",
+        summary="Change the severity.",
+        handler=severity_cmd,
+    ),
+    spec(
+        "personal-data",
+        usage="/incident personal-data [INC-N]",
+        summary="Personal data is involved: start the regulator clock.",
+        handler=personal_data_cmd,
+    ),
+    spec(
+        "resolve",
+        usage="/incident resolve [INC-N] <summary>",
+        summary="Mark resolved, with a summary.",
+        handler=resolve_cmd,
+    ),
+    spec(
+        "close",
+        usage="/incident close [INC-N] <summary>",
+        summary="Close, with a summary.",
+        handler=close_cmd,
+    ),
+    spec("help", usage="/incident help", summary="This list.", handler=help_cmd),
+)

@@ -2,36 +2,22 @@
 
 Each handler checks its arguments inline (a bad one is answered in the ack) and runs the AWS
 work after the ack in `runtime.background`. `/forensics` and `/incident wipe` post an
-approval card through the containment service, whose Approve button runs this module's
-engines (registered under `ENGINES_KEY`), so the two-person rule, expiry, exactly-once
-execution, live progress and restart recovery are the same as for containment.
-
-New incidents that name a resource get their blast radius estimated by a small sweeper that
-serving processes start (`start(runtime)`, called by bot.server.start_services; every
-`SWEEP_DEFAULT` seconds, `runtime.extras[IMPACT_SWEEP_KEY] = 0` turns it off), so incidents
-from GuardDuty, `/contain` or anywhere else are covered, also after a restart. The same
-`start` runs the abuse watcher, which stops an abuse report's reminders once its Support case
-shows the answer (`ABUSE_CHECK_KEY`).
+approval card through the containment service, whose Approve button runs the clean-room
+and wipe engines (bot/investigation_work.py adds them to `runtime.services.engines`), so the
+two-person rule, expiry, exactly-once execution, live progress and restart recovery are the
+same as for containment. The impact sweeper and the abuse watcher live there too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
-import time
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-
-from bot.approvals import ENGINES_KEY, HOOKS_KEY, service
-from bot.guardduty.intake import intake_is_hot
-from bot.guardduty.publisher import ACTOR as GUARDDUTY_ACTOR
-from bot.guardduty.publisher import publisher_for
+from bot.approvals import service
 from bot.listeners.incident_posts import post_new_incident, refresh_incident
-from bot.listeners.incident_subcommands import subcommand, take_incident
-from bot.listeners.slash import Invocation, Reply, SlashCommand
-from bot.periodic import Periodic
+from bot.listeners.incident_subcommands import take_incident
+from bot.listeners.slash import Invocation, Reply, SlashCommand, Subcommand, spec
 from bot.views import blocks as bk
 from bot.views.investigation import impact_reply, trail_reply
 from commands import abuse as abuse_svc
@@ -43,20 +29,13 @@ from commands import wipe as wipe_svc
 from commands.approvals.plans import action_context
 from commands.errors import UserError
 from containment.context import ActionContext
-from containment.targets import Target
 from storage.models import Incident
 
 if TYPE_CHECKING:
-    from bot.app import IncidentBotApp, Runtime
+    from bot.app import IncidentBotApp
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-IMPACT_SWEEP_KEY = "investigation.impact_sweep_seconds"
-SWEEP_DEFAULT = 10.0
-ABUSE_CHECK_KEY = "investigation.abuse_check_seconds"
-ABUSE_CHECK_DEFAULT = 900.0  # Support API calls are rate limited; answers take hours anyway
-CARD_INTERVAL = 1.0  # seconds between card refreshes driven by engine progress
-RECENT = dt.timedelta(days=2)  # the sweeper looks at incidents opened this recently
 
 
 def aws_context(runtime: Runtime, incident_key: str, *, dry_run: bool = False) -> ActionContext:
@@ -65,7 +44,7 @@ def aws_context(runtime: Runtime, incident_key: str, *, dry_run: bool = False) -
         options=runtime.config.containment,
         dry_run=dry_run,
         now=runtime.now,
-        client_hooks=tuple(runtime.extras.get(HOOKS_KEY, ())),
+        client_hooks=runtime.options.client_hooks,
     )
 
 
@@ -86,11 +65,6 @@ def _implied(inv: Invocation) -> Incident | None:
 # -- /incident impact ------------------------------------------------------------------------
 
 
-@subcommand(
-    "impact",
-    usage="/incident impact [INC-N]",
-    summary="Blast radius: the resource's tags, its account and OU, what shares its network.",
-)
 def impact_cmd(inv: Invocation) -> Reply | None:
     runtime = inv.runtime
     with runtime.database.read_session() as session:
@@ -122,11 +96,6 @@ def impact_cmd(inv: Invocation) -> Reply | None:
 # -- /incident trail -------------------------------------------------------------------------
 
 
-@subcommand(
-    "trail",
-    usage="/incident trail <instance-id|access-key-id> [hours]",
-    summary="Recent CloudTrail events for a resource or key; the full list as a file.",
-)
 def trail_cmd(inv: Invocation) -> Reply | None:
     runtime = inv.runtime
     resource_id, hours = trail_svc.parse_args(inv.args)
@@ -171,12 +140,6 @@ def trail_cmd(inv: Invocation) -> Reply | None:
 # -- /incident abuse -------------------------------------------------------------------------
 
 
-@subcommand(
-    "abuse",
-    usage="/incident abuse <case-id> <summary>",
-    summary="Record an AWS abuse report (on a new incident, or the one named or run in) and "
-    "remind until `/incident abuse answered [INC-N]`.",
-)
 def abuse_cmd(inv: Invocation) -> Reply | None:
     runtime = inv.runtime
     first, _, rest = inv.args.partition(" ")
@@ -247,11 +210,6 @@ def abuse_cmd(inv: Invocation) -> Reply | None:
 # -- /incident wipe --------------------------------------------------------------------------
 
 
-@subcommand(
-    "wipe",
-    usage="/incident wipe [INC-N]",
-    summary="Once resolved: delete the evidence the incident created (listed, then approved).",
-)
 def wipe_cmd(inv: Invocation) -> Reply | None:
     runtime = inv.runtime
     with runtime.database.read_session() as session:
@@ -322,8 +280,6 @@ def _post_request_card(
 
 # -- /forensics ------------------------------------------------------------------------------
 
-forensics = SlashCommand("/forensics", fallback="create")
-
 
 def _forensics_incident(inv: Invocation, example: str) -> Incident:
     with inv.runtime.database.read_session() as session:
@@ -331,11 +287,6 @@ def _forensics_incident(inv: Invocation, example: str) -> Incident:
         return found
 
 
-@forensics.subcommand(
-    "create",
-    usage="/forensics [INC-N]",
-    summary="Build the forensic clean room from the incident's snapshots (after approval).",
-)
 def forensics_create(inv: Invocation) -> Reply | None:
     runtime = inv.runtime
     word = inv.args.split(" ", 1)[0] if inv.args else ""
@@ -373,11 +324,6 @@ def forensics_create(inv: Invocation) -> Reply | None:
     return None
 
 
-@forensics.subcommand(
-    "teardown",
-    usage="/forensics teardown [INC-N]",
-    summary="Delete the clean-room stack (after approval); the snapshots stay.",
-)
 def forensics_teardown(inv: Invocation) -> Reply | None:
     runtime = inv.runtime
     found = _forensics_incident(inv, "/forensics teardown INC-42")
@@ -406,7 +352,6 @@ def forensics_teardown(inv: Invocation) -> Reply | None:
     return None
 
 
-@forensics.subcommand("help", usage="/forensics help", summary="This list.")
 def forensics_help(inv: Invocation) -> Reply:
     word = inv.args.split(" ", 1)[0] if inv.args else ""
     intro = f"There is no `/forensics {bk.esc_cut(word, 50)}`. " if word else ""
@@ -414,162 +359,53 @@ def forensics_help(inv: Invocation) -> Reply:
     return Reply(text, [bk.section(text)])
 
 
-# -- card refreshes and the impact sweeper ---------------------------------------------------
-
-
-class CardRefresher:
-    """Re-render an incident's card after engine progress, at most once a second per card."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self._last: dict[str, float] = {}
-        self._pending: set[str] = set()
-        self._lock = threading.Lock()
-
-    def __call__(self, key: str) -> None:
-        with self._lock:
-            wait = self._last.get(key, -1e9) + CARD_INTERVAL - time.monotonic()
-            if wait > 0:
-                if key not in self._pending:  # one trailing refresh carries the latest state
-                    self._pending.add(key)
-                    timer = threading.Timer(wait, self._flush, args=(key,))
-                    timer.daemon = True
-                    timer.start()
-                return
-            self._last[key] = time.monotonic()
-        self._refresh(key)
-
-    def _flush(self, key: str) -> None:
-        with self._lock:
-            self._pending.discard(key)
-            self._last[key] = time.monotonic()
-        self._refresh(key)
-
-    def _refresh(self, key: str) -> None:
-        try:
-            refresh_incident(self.runtime, key)
-        except Exception:
-            log.exception("could not refresh the card of %s", key)
-
-
-class ImpactSweeper(Periodic):
-    """Estimates the blast radius of recent incidents that name a resource and have none."""
-
-    name = "impact-sweeper"
-
-    def __init__(self, runtime: Runtime, every: float) -> None:
-        super().__init__(every)
-        self.runtime = runtime
-        self._done: set[int] = set()  # tried in this process (AWS trouble becomes notes)
-
-    def tick(self) -> list[str]:
-        return self.sweep()
-
-    def due(self) -> list[tuple[str, int, bool]]:
-        """(key, id, whether its card is the GuardDuty publisher's) of incidents to estimate."""
-        since = self.runtime.now() - RECENT
-        with self.runtime.database.read_session() as session:
-            rows = session.scalars(
-                select(Incident).where(
-                    Incident.status.in_(("open", "contained")),
-                    Incident.resource_id.is_not(None),
-                    Incident.created_at >= since,
-                )
-            ).all()
-            keys = []
-            for i in rows:
-                if i.id in self._done or (i.facts or {}).get(impact_svc.FACTS_KEY):
-                    continue
-                self._done.add(i.id)
-                keys.append((i.key, i.id, i.created_by == GUARDDUTY_ACTOR))
-            return keys
-
-    def _wait_for_quiet_intake(self) -> bool:
-        """In a finding storm, estimates wait: intake's CPU and database lock come first.
-        False when the sweeper was stopped meanwhile."""
-        while intake_is_hot(self.runtime, within=1.0):
-            if self._stop.wait(0.25):
-                return False
-        return not self._stop.is_set()
-
-    def sweep(self) -> list[str]:
-        due = self.due()
-        for key, incident_id, from_guardduty in due:
-            if not self._wait_for_quiet_intake():
-                break
-            impact = impact_svc.impact_for_new_incident(
-                db=self.runtime.database,
-                incident_key=key,
-                ctx=aws_context(self.runtime, key),
-                tag_keys=self.runtime.config.impact.tag_keys,
-                default_region=default_region(self.runtime),
-            )
-            if impact is None:
-                continue
-            if from_guardduty:
-                # The publisher paces GuardDuty cards (one update per 10 s, across processes).
-                publisher_for(self.runtime).mark_stale(incident_id)
-                continue
-            try:
-                refresh_incident(self.runtime, key)
-            except Exception:
-                log.exception("could not refresh the card of %s", key)
-        return [key for key, _, _ in due]
-
-
 def register(app: IncidentBotApp) -> None:
-    runtime = app.runtime
     forensics.register(app)
-    refresher = CardRefresher(runtime)
-    clean_room = forensics_svc.CleanRoomEngine(database=runtime.database, on_facts=refresher)
-    engines = runtime.extras.setdefault(ENGINES_KEY, {})
-    engines.setdefault(forensics_svc.ENGINE, clean_room)
-    engines.setdefault(
-        wipe_svc.ENGINE,
-        wipe_svc.WipeEngine(database=runtime.database, clean_room=clean_room, on_facts=refresher),
-    )
 
 
-class AbuseWatcher(Periodic):
-    """Marks abuse reports answered when their Support case shows the answer."""
+# `/incident` subcommands of this module, in the order `/incident help` lists them.
+INCIDENT_SUBCOMMANDS: tuple[Subcommand, ...] = (
+    spec(
+        "impact",
+        usage="/incident impact [INC-N]",
+        summary="Blast radius: the resource's tags, its account and OU, what shares its network.",
+        handler=impact_cmd,
+    ),
+    spec(
+        "trail",
+        usage="/incident trail <instance-id|access-key-id> [hours]",
+        summary="Recent CloudTrail events for a resource or key; the full list as a file.",
+        handler=trail_cmd,
+    ),
+    spec(
+        "abuse",
+        usage="/incident abuse <case-id> <summary>",
+        summary="Record an AWS abuse report (on a new incident, or the one named or run in) "
+        "and remind until `/incident abuse answered [INC-N]`.",
+        handler=abuse_cmd,
+    ),
+    spec(
+        "wipe",
+        usage="/incident wipe [INC-N]",
+        summary="Once resolved: delete the evidence the incident created (listed, then approved).",
+        handler=wipe_cmd,
+    ),
+)
 
-    name = "abuse-watcher"
-
-    def __init__(self, runtime: Runtime, every: float) -> None:
-        super().__init__(every)
-        self.runtime = runtime
-
-    def tick(self) -> list[str]:
-        return self.check()
-
-    def client_for(self, account_id: str | None) -> object:
-        ctx = aws_context(self.runtime, "abuse")
-        target = Target("instance", "-", abuse_svc.SUPPORT_REGION, account_id)
-        return ctx.client("support", target)
-
-    def check(self) -> list[str]:
-        keys = abuse_svc.check_answers(db=self.runtime.database, client_for=self.client_for)
-        for key in keys:
-            try:
-                refresh_incident(
-                    self.runtime,
-                    key,
-                    line="✅ The abuse report's Support case shows an answer; reminders stopped.",
-                )
-            except Exception:
-                log.exception("could not refresh the card of %s", key)
-        return keys
-
-
-def start(runtime: Runtime) -> None:
-    """Serving processes only (bot.server.start_services): the new-incident impact sweeper
-    and the abuse-report watcher (`runtime.extras[...] = 0` turns either off)."""
-    for kind, slot, every_key, default in (
-        (ImpactSweeper, "investigation.impact_sweeper", IMPACT_SWEEP_KEY, SWEEP_DEFAULT),
-        (AbuseWatcher, "investigation.abuse_watcher", ABUSE_CHECK_KEY, ABUSE_CHECK_DEFAULT),
-    ):
-        every = runtime.extras.get(every_key, default)
-        if every and slot not in runtime.extras:
-            worker = runtime.extras[slot] = kind(runtime, float(every))
-            worker.start()
-            runtime.on_shutdown(worker.stop)
+# `/forensics` and its subcommands.
+FORENSICS_SUBCOMMANDS: tuple[Subcommand, ...] = (
+    spec(
+        "create",
+        usage="/forensics [INC-N]",
+        summary="Build the forensic clean room from the incident's snapshots (after approval).",
+        handler=forensics_create,
+    ),
+    spec(
+        "teardown",
+        usage="/forensics teardown [INC-N]",
+        summary="Delete the clean-room stack (after approval); the snapshots stay.",
+        handler=forensics_teardown,
+    ),
+    spec("help", usage="/forensics help", summary="This list.", handler=forensics_help),
+)
+forensics = SlashCommand("/forensics", fallback="create", subcommands=FORENSICS_SUBCOMMANDS)

@@ -16,30 +16,34 @@ answered ephemerally ("... failed: ...") and, when the incident is known (`inv.i
 written to that incident's timeline as a `bot.error` event. A job cut short by shutdown says
 so to the user and on the timeline (`bot.interrupted`).
 
-Adding a subcommand from another module::
+Adding a subcommand from another module: write the handler, list it in the module's table,
+and add the table to the command in bot/wiring.py::
 
-    from bot.listeners.incident_subcommands import subcommand
+    def notified_cmd(inv: Invocation) -> Reply: ...
 
-    @subcommand("notified", usage="/incident notified [INC-N] <reference>",
-                summary="Record that the regulator was notified", background=True)
-    def notified(inv: Invocation) -> Reply: ...
+    SUBCOMMANDS = (
+        spec("notified", handler=notified_cmd, usage="/incident notified [INC-N] <reference>",
+             summary="Record that the regulator was notified", background=True),
+    )
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import Ack, Respond
+from slack_bolt import Ack, BoltContext, Respond
 
+from bot.app import runtime_of
 from bot.background import Busy
 from bot.views import blocks as bk
 from commands.errors import UserError
 
 if TYPE_CHECKING:
-    from bot.app import IncidentBotApp, Runtime
+    from bot.app import IncidentBotApp
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,8 @@ class Invocation:
     # Set by handlers as soon as they know the incident, so failures land on its timeline.
     incident_key: str | None = None
     followups: list[tuple[str, Callable[[], Reply | None]]] = field(default_factory=list)
+    # The command run (its help lists its subcommands); None for buttons and modals.
+    slash: SlashCommand | None = None
 
     @property
     def label(self) -> str:
@@ -94,6 +100,20 @@ class Invocation:
 Handler = Callable[[Invocation], "Reply | None"]
 
 
+def spec(
+    name: str,
+    *,
+    handler: Handler,
+    usage: str,
+    summary: str,
+    background: bool = False,
+    aliases: tuple[str, ...] = (),
+    hidden: bool = False,
+) -> Subcommand:
+    """A subcommand's entry in its module's table (e.g. `SUBCOMMANDS`)."""
+    return Subcommand(name, handler, usage, summary, background, aliases, hidden)
+
+
 @dataclass(frozen=True)
 class Subcommand:
     name: str
@@ -108,33 +128,28 @@ class Subcommand:
 class SlashCommand:
     """A slash command whose first word picks a subcommand (registry, not an if-chain)."""
 
-    def __init__(self, command: str, *, fallback: str | None = "help") -> None:
+    def __init__(
+        self,
+        command: str,
+        *,
+        fallback: str | None = "help",
+        subcommands: Iterable[Subcommand] = (),
+    ) -> None:
         self.command = command
         self.fallback = fallback  # subcommand for empty or unknown text
         self._subs: dict[str, Subcommand] = {}
         self._order: list[str] = []
+        for sub in subcommands:
+            self.add(sub)
 
-    def subcommand(
-        self,
-        name: str,
-        *,
-        usage: str,
-        summary: str,
-        background: bool = False,
-        aliases: tuple[str, ...] = (),
-        hidden: bool = False,
-    ) -> Callable[[Handler], Handler]:
-        def decorate(fn: Handler) -> Handler:
-            sub = Subcommand(name, fn, usage, summary, background, aliases, hidden)
-            for key in (name, *aliases):
-                if key in self._subs and self._subs[key].handler is not fn:
-                    raise ValueError(f"{self.command} {key} is registered twice")
-                self._subs[key] = sub
-            if name not in self._order:
-                self._order.append(name)
-            return fn
-
-        return decorate
+    def add(self, sub: Subcommand) -> None:
+        """Add `sub` (help lists subcommands in the order they were added)."""
+        for key in (sub.name, *sub.aliases):
+            if key in self._subs and self._subs[key] is not sub:
+                raise ValueError(f"{self.command} {key} is registered twice")
+            self._subs[key] = sub
+        if sub.name not in self._order:
+            self._order.append(sub.name)
 
     def get(self, name: str) -> Subcommand | None:
         return self._subs.get(name.lower())
@@ -159,30 +174,33 @@ class SlashCommand:
 
     # -- the Bolt listener -----------------------------------------------------------------
 
+    def on_command(
+        self, ack: Ack, command: dict[str, Any], respond: Respond, context: BoltContext
+    ) -> None:
+        """The Bolt listener: parse the subcommand, then answer or dispatch it."""
+        runtime = runtime_of(context)
+        sub, typed, rest = self.parse(command.get("text", ""))
+        inv = Invocation(
+            runtime=runtime,
+            command=self.command,
+            name=sub.name if sub else typed,
+            args=rest,
+            user_id=command.get("user_id", ""),
+            channel_id=command.get("channel_id", ""),
+            response_url=command.get("response_url"),
+            trigger_id=command.get("trigger_id"),
+            reply_to=lambda reply: respond(**reply.as_kwargs()),
+            slash=self,
+        )
+        if sub is None:
+            ack(**Reply(self.help_text()).as_kwargs())
+            return
+        if sub.name == self.fallback and typed and typed != sub.name:
+            inv.args = typed  # help for an unknown word: let the handler say so
+        dispatch(inv, sub.handler, background=sub.background, ack=ack)
+
     def register(self, app: IncidentBotApp) -> None:
-        runtime = app.runtime
-
-        def listener(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
-            sub, typed, rest = self.parse(command.get("text", ""))
-            inv = Invocation(
-                runtime=runtime,
-                command=self.command,
-                name=sub.name if sub else typed,
-                args=rest,
-                user_id=command.get("user_id", ""),
-                channel_id=command.get("channel_id", ""),
-                response_url=command.get("response_url"),
-                trigger_id=command.get("trigger_id"),
-                reply_to=lambda reply: respond(**reply.as_kwargs()),
-            )
-            if sub is None:
-                ack(**Reply(self.help_text()).as_kwargs())
-                return
-            if sub.name == self.fallback and typed and typed != sub.name:
-                inv.args = typed  # help for an unknown word: let the handler say so
-            dispatch(inv, sub.handler, background=sub.background, ack=ack)
-
-        app.command(self.command)(listener)
+        app.command(self.command)(self.on_command)
 
 
 def dispatch(

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import Ack
+from slack_bolt import Ack, BoltContext
 
+from bot.app import runtime_of
 from bot.listeners.actions import NOTE_MODAL, STATUS_MODAL
 from bot.listeners.incident_posts import refresh_incident
 from bot.listeners.incident_subcommands import change_status
@@ -20,7 +21,8 @@ from bot.views import blocks as bk
 from commands import incidents as svc
 
 if TYPE_CHECKING:
-    from bot.app import IncidentBotApp, Runtime
+    from bot.app import IncidentBotApp
+    from bot.runtime import Runtime
 
 
 def view_invocation(runtime: Runtime, body: dict[str, Any], *, name: str) -> Invocation:
@@ -28,7 +30,7 @@ def view_invocation(runtime: Runtime, body: dict[str, Any], *, name: str) -> Inv
     user_id = body["user"]["id"]
 
     def reply_to(reply: Reply) -> None:
-        runtime.client.chat_postMessage(channel=user_id, **bk.message(reply.text, reply.blocks))
+        runtime.slack.post(user_id, bk.message(reply.text, reply.blocks))
 
     return Invocation(
         runtime=runtime,
@@ -47,37 +49,40 @@ def field_value(view: dict[str, Any], block_id: str) -> str:
     return (value or "").strip()
 
 
+def on_note(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext) -> None:
+    runtime = runtime_of(context)
+    text = field_value(view, "note")
+    if not text:
+        ack(response_action="errors", errors={"note": "Write the note first."})
+        return
+    inv = view_invocation(runtime, body, name="note")
+    key = inv.args
+
+    def work(i: Invocation) -> None:
+        with runtime.database.session() as session:
+            target = svc.get_incident(session=session, key=key)
+            svc.add_note(session=session, incident=target, actor=i.user_id, text=text)
+        refresh_incident(runtime, key, line=f"📝 {bk.user(i.user_id)}: {bk.esc(text)}")
+
+    dispatch(inv, work, background=True, ack=ack, answer_in_ack=False)
+
+
+def on_status(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext) -> None:
+    runtime = runtime_of(context)
+    summary = field_value(view, "summary")
+    if not summary:
+        ack(response_action="errors", errors={"summary": "Add a one-line summary."})
+        return
+    inv = view_invocation(runtime, body, name="status")
+    meta = json.loads(view.get("private_metadata") or "{}")
+    status = meta.get("status", "")
+
+    def work(i: Invocation) -> Reply:
+        return change_status(i, i.args, status, summary)
+
+    dispatch(inv, work, background=True, ack=ack, answer_in_ack=False)
+
+
 def register(app: IncidentBotApp) -> None:
-    runtime = app.runtime
-
-    @app.view(NOTE_MODAL)
-    def on_note(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        text = field_value(view, "note")
-        if not text:
-            ack(response_action="errors", errors={"note": "Write the note first."})
-            return
-        inv = view_invocation(runtime, body, name="note")
-        key = inv.args
-
-        def work(i: Invocation) -> None:
-            with runtime.database.session() as session:
-                target = svc.get_incident(session=session, key=key)
-                svc.add_note(session=session, incident=target, actor=i.user_id, text=text)
-            refresh_incident(runtime, key, line=f"📝 {bk.user(i.user_id)}: {bk.esc(text)}")
-
-        dispatch(inv, work, background=True, ack=ack, answer_in_ack=False)
-
-    @app.view(STATUS_MODAL)
-    def on_status(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        summary = field_value(view, "summary")
-        if not summary:
-            ack(response_action="errors", errors={"summary": "Add a one-line summary."})
-            return
-        inv = view_invocation(runtime, body, name="status")
-        meta = json.loads(view.get("private_metadata") or "{}")
-        status = meta.get("status", "")
-
-        def work(i: Invocation) -> Reply:
-            return change_status(i, i.args, status, summary)
-
-        dispatch(inv, work, background=True, ack=ack, answer_in_ack=False)
+    app.view(NOTE_MODAL)(on_note)
+    app.view(STATUS_MODAL)(on_status)

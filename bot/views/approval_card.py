@@ -87,6 +87,8 @@ class CardView:
     steps: list[StepView] = field(default_factory=list)
     finished_at: dt.datetime | None = None
     drill: bool = False
+    # Evidence the finished steps could not collect, one line each ("what (step): error").
+    missing_evidence: list[str] = field(default_factory=list)
 
 
 def _title(view: CardView) -> str:
@@ -226,6 +228,8 @@ def approval_card(view: CardView, *, now: dt.datetime | None = None) -> dict[str
     status = STATUS_LINES.get(view.status, bk.esc(view.status))
     if view.status == "pending" and view.expires_at:
         status += f" — expires {bk.when(view.expires_at)}"
+    if view.missing_evidence:
+        status += " — ⚠️ evidence missing (below)"
     blocks.append(bk.section(status))
     fields = [
         f"*Target*\n{target}" + (f" ({where})" if where else ""),
@@ -275,6 +279,10 @@ def approval_card(view: CardView, *, now: dt.datetime | None = None) -> dict[str
                 f"• *{bk.esc(s.action)}*: {bk.esc_cut(s.error or 'no error recorded', 500)}"
                 for s in failed
             ]
+            blocks.append(bk.section(bk.cut("\n".join(lines), bk.SECTION_TEXT)))
+        if view.missing_evidence:
+            lines = [f"⚠️ *Evidence missing ({len(view.missing_evidence)}):*"]
+            lines += [f"• {bk.esc_cut(m, 500)}" for m in view.missing_evidence]
             blocks.append(bk.section(bk.cut("\n".join(lines), bk.SECTION_TEXT)))
     buttons = _buttons(view)
     # Buttons last, and never cut off by the block limit.

@@ -1,19 +1,20 @@
 """The incident card and the other incident renderings (status, list, timeline).
 
 Pure functions from models to Block Kit; every bit of user text is escaped and cut.
-Other features can add buttons to the card with `card_button`, e.g. containment::
-
-    @card_button(order=15)
-    def contain_button(incident): return button("Contain…", "contain_open", incident.key)
+Other features add sections and buttons to the card through `CardParts`, which bot.wiring
+builds (a button is `def f(incident) -> dict | None`, a section
+`def f(incident, now) -> list[dict]`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bot.views import blocks as bk
+from bot.views.reminders import clock_line
 from bot.views.resources import resource_label
 from commands.overview import Deadline, IncidentOverview
 from storage.models import Incident, TimelineEvent
@@ -22,60 +23,44 @@ SEVERITY_ICON = {"low": "🟢", "medium": "🟡", "high": "🟠", "critical": "�
 STATUS_ICON = {"open": "🚨", "contained": "🛡️", "resolved": "✅", "closed": "🔒"}
 SEVERITY_OPTIONS = ("low", "medium", "high", "critical")
 
-ButtonFactory = Callable[[Incident], "dict[str, Any] | None"]
-_card_buttons: list[tuple[int, ButtonFactory]] = []
+ButtonFactory = Callable[[Incident], "dict[str, Any] | None"]  # None: no button here
+SectionFactory = Callable[[Incident, dt.datetime], "list[dict[str, Any]]"]  # []: nothing
 
 
-def card_button(*, order: int = 50) -> Callable[[ButtonFactory], ButtonFactory]:
-    """Register a button for live incident cards (None: no button for this incident)."""
-
-    def decorate(fn: ButtonFactory) -> ButtonFactory:
-        _card_buttons.append((order, fn))
-        _card_buttons.sort(key=lambda pair: pair[0])
-        return fn
-
-    return decorate
-
-
-SectionFactory = Callable[[Incident, dt.datetime], "list[dict[str, Any]]"]
-_card_sections: list[tuple[int, SectionFactory]] = []
-
-
-def card_section(*, order: int = 50) -> Callable[[SectionFactory], SectionFactory]:
-    """Register extra blocks shown after the card's facts ([]: none for this incident).
-
-    GuardDuty intake adds the finding's facts and the resource's tags this way, so every
-    re-render of the card (by any feature) keeps them.
-    """
-
-    def decorate(fn: SectionFactory) -> SectionFactory:
-        _card_sections.append((order, fn))
-        _card_sections.sort(key=lambda pair: pair[0])
-        return fn
-
-    return decorate
-
-
-@card_button(order=10)
-def _note_button(incident: Incident) -> dict[str, Any]:
+def note_button(incident: Incident) -> dict[str, Any]:
     return bk.button("Add note", "incident_note", incident.key)
 
 
-@card_button(order=30)
-def _timeline_button(incident: Incident) -> dict[str, Any]:
+def timeline_button(incident: Incident) -> dict[str, Any]:
     return bk.button("Timeline", "incident_timeline", incident.key)
 
 
-@card_button(order=40)
-def _resolve_button(incident: Incident) -> dict[str, Any] | None:
+def resolve_button(incident: Incident) -> dict[str, Any] | None:
     if incident.status == "resolved":
         return None
     return bk.button("Resolve…", "incident_resolve", incident.key, style="primary")
 
 
-@card_button(order=90)
-def _close_button(incident: Incident) -> dict[str, Any]:
+def close_button(incident: Incident) -> dict[str, Any]:
     return bk.button("Close…", "incident_close", incident.key, style="danger")
+
+
+CORE_BUTTONS: tuple[ButtonFactory, ...] = (
+    note_button,
+    timeline_button,
+    resolve_button,
+    close_button,
+)
+
+
+@dataclass(frozen=True)
+class CardParts:
+    """What features add to the incident card, in order: blocks after its facts (GuardDuty's
+    finding, the regulator clock, investigation results) and buttons. bot.wiring builds the
+    app's; rendering without it shows the core card."""
+
+    sections: tuple[SectionFactory, ...] = ()
+    buttons: tuple[ButtonFactory, ...] = CORE_BUTTONS
 
 
 def severity_select(incident: Incident) -> dict[str, Any]:
@@ -123,7 +108,9 @@ def card_fields(view: IncidentOverview, now: dt.datetime) -> list[str]:
     return fields
 
 
-def incident_card(view: IncidentOverview, *, now: dt.datetime) -> dict[str, Any]:
+def incident_card(
+    view: IncidentOverview, *, now: dt.datetime, parts: CardParts = CardParts()
+) -> dict[str, Any]:
     """chat.postMessage / chat.update kwargs for the incident card."""
     incident = view.incident
     icon = STATUS_ICON.get(incident.status, "")
@@ -134,12 +121,15 @@ def incident_card(view: IncidentOverview, *, now: dt.datetime) -> dict[str, Any]
         bk.section(title_line(incident)),
         bk.fields_section(card_fields(view, now)),
     ]
-    for _, make in _card_sections:
-        blocks.extend(make(incident, now))
+    clock = clock_line(incident, now=now, gdpr_hours=view.gdpr_hours)
+    if clock:
+        blocks.append(bk.context(clock))
+    for section in parts.sections:
+        blocks.extend(section(incident, now))
     if incident.resolution:
         blocks.append(bk.section(f"*Resolution*\n{bk.esc(incident.resolution)}"))
     if incident.status != "closed":
-        buttons = [b for _, make in _card_buttons if (b := make(incident)) is not None]
+        buttons = [b for make in parts.buttons if (b := make(incident)) is not None]
         blocks.append(bk.actions([severity_select(incident), *buttons], block_id="incident_card"))
     blocks.append(
         bk.context(

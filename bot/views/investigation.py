@@ -1,8 +1,8 @@
 """Block Kit for investigation and aftermath: blast radius, CloudTrail, clean room, abuse, wipe.
 
-The incident card gets one extra section (registered with `card_section`) summarising what
-these features found or did, so every re-render of the card keeps it. All text from AWS or
-users is escaped and cut.
+The incident card gets one extra section (`investigation_card_section`, in the card parts
+bot.wiring builds) summarising what these features found or did, so every re-render of the
+card keeps it. All text from AWS or users is escaped and cut.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.views import blocks as bk
-from bot.views.cards import card_section
 from commands.abuse import abuse_lines
 from commands.forensics import clean_room_lines
 from commands.impact import summary_lines
@@ -45,8 +44,7 @@ def investigation_sections(facts: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [bk.section(bk.cut("\n".join(parts), bk.SECTION_TEXT))]
 
 
-@card_section(order=60)
-def _card_investigation(incident: Incident, now: dt.datetime) -> list[dict[str, Any]]:
+def investigation_card_section(incident: Incident, now: dt.datetime) -> list[dict[str, Any]]:
     return investigation_sections(incident.facts or {})
 
 

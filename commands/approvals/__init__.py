@@ -3,7 +3,6 @@
 bot/ renders and wires these; GuardDuty intake and the drill call the same functions.
 """
 
-from commands.approvals import expiry  # noqa: F401  (registers the reminder kind)
 from commands.approvals.execution import Outcome, Recovery, claim, execute, recover
 from commands.approvals.plans import Engine, action_context, blast_radius, parse_target
 from commands.approvals.requests import (

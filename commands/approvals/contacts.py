@@ -162,9 +162,3 @@ def recipients_line(contacts: ContactOptions | None) -> str:
     if contacts is None or not contacts.emails:
         return ""
     return "Contacts: " + ", ".join(contacts.emails)
-
-
-def usergroup_mention(group: str | None) -> str:
-    if not group:
-        return ""
-    return f"<!subteam^{group}>"

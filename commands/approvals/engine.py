@@ -13,11 +13,15 @@ from containment.targets import Target
 
 
 def _call(call: Any) -> dict[str, Any]:
+    from containment.jsonsafe import jsonable
+
     return {
         "text": str(call),
         "service": getattr(call, "service", None),
         "operation": getattr(call, "operation", None),
         "mutating": bool(getattr(call, "mutating", True)),
+        # The parameters themselves, for `incident-bot plan --format asl` (commands/asl.py).
+        "params": jsonable(dict(getattr(call, "params", None) or {})),
     }
 
 
@@ -57,6 +61,7 @@ class ContainmentEngine:
                     "summary": action.summary,
                     "mutating": bool(action.mutating),
                     "depends_on": list(action.depends_on),
+                    "after": list(action.after),  # ordering only
                     "permissions": list(action.permissions),
                     "calls": [_call(c) for c in action.calls(target, ctx, facts)],
                 }
@@ -84,6 +89,7 @@ class ContainmentEngine:
                     "summary": f"Undo {action.name}",
                     "mutating": True,
                     "depends_on": [],
+                    "after": [],
                     "calls": [_call(c) for c in calls],
                 }
             )

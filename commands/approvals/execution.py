@@ -49,6 +49,8 @@ class Outcome:
     failed: list[dict[str, Any]] = field(default_factory=list)  # {"action", "error"}
     dry_run: bool = False
     incident_status: str | None = None
+    # Evidence a step that succeeded could not collect: {"action", "evidence", "error"}.
+    missing_evidence: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -73,6 +75,31 @@ def step_state(result: Mapping[str, Any]) -> str:
     if status == "skipped" and result.get("blocked_by"):
         return "skipped"
     return str(status or "failed")
+
+
+# Recorded when the Nitro-only "latest" console read fails and the buffered one is taken
+# instead: a note, not evidence lost (a failed fallback is recorded as "console_output").
+_NOT_MISSING = {"console_latest"}
+
+
+def missing_evidence(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Evidence that steps which otherwise succeeded could not collect (the console
+    screenshot or output): the containment holds, but the record of the instance is short."""
+    out = []
+    for action, result in results.items():
+        if result.get("status") != "succeeded":
+            continue
+        errors = (result.get("evidence") or {}).get("optional_errors") or {}
+        out.extend(
+            {"action": action, "evidence": what, "error": _error_text(err)}
+            for what, err in errors.items()
+            if err and what not in _NOT_MISSING
+        )
+    return out
+
+
+def missing_text(missing: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{m['evidence']} ({m['action']}): {m['error']}" for m in missing)
 
 
 def _failed(result: Mapping[str, Any]) -> bool:
@@ -118,6 +145,28 @@ class _StepWriter:
                 self.progress(self.request_id)
             except Exception:
                 log.exception("progress callback failed for request #%s", self.request_id)
+
+    def aws_retry(self, info: dict[str, Any]) -> None:
+        """An AWS call sent again after a failed attempt (botocore's retry or the create
+        guard's): recorded as it happens, so a fault that was retried away still shows."""
+        call = f"{info.get('service')}.{info.get('operation')}"
+        guard = f"; {info['guard']}" if info.get("guard") else ""
+        try:
+            with self.lock, self.database.session() as session:
+                request = get_request(session=session, request_id=self.request_id)
+                append_event(
+                    session=session,
+                    incident=incident_of(session=session, request=request),
+                    actor="system",
+                    kind="containment.aws_retry",
+                    summary=(
+                        f"{self._tag()}AWS call {call} retried (attempt {info.get('attempt')}) "
+                        f"after {info.get('after')}{guard} (request #{self.request_id})"
+                    ),
+                    details={"request_id": self.request_id, **info},
+                )
+        except Exception:  # recording must not break the call being retried
+            log.exception("could not record a retry of %s for request #%s", call, self.request_id)
 
     def _step(self, session: Any, action: str) -> ActionStep:
         step = session.scalars(
@@ -321,6 +370,8 @@ def execute(
         progress=progress,
         now=now,
     )
+    if ctx.on_aws_retry is None:
+        ctx.on_aws_retry = writer.aws_retry
     if progress is not None:
         progress(request_id)
     crash: BaseException | None = None
@@ -404,6 +455,7 @@ def _settle(
         request.finished_at = now()
         request.heartbeat_at = None
         tag = "[DRY RUN] " if request.dry_run else ""
+        missing = missing_evidence(results)
         append_event(
             session=session,
             incident=incident,
@@ -413,15 +465,17 @@ def _settle(
                 f"{tag}{request.kind.capitalize()} of {request.target_id} {status} "
                 f"(request #{request_id})"
                 + (": failed " + ", ".join(f["action"] for f in failed) if failed else "")
+                + (f"; evidence missing: {missing_text(missing)}" if missing else "")
             ),
             details={
                 "request_id": request_id,
                 "status": status,
                 "failed": failed,
+                "missing_evidence": missing,
                 "crash": repr(crash) if crash else None,
             },
         )
-        outcome = Outcome(request_id, status, failed, request.dry_run)
+        outcome = Outcome(request_id, status, failed, request.dry_run, missing_evidence=missing)
         if status == "succeeded":
             _after_success(session=session, request=request, incident=incident, tag=tag)
         outcome.incident_status = incident.status

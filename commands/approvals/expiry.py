@@ -1,6 +1,7 @@
 """Approval expiry through the reminder scheduler, so a request expires on time, also after a
-restart (the Reminder row is the truth). The bot's sweeper expires overdue requests too; the
-atomic `expire_due` lets exactly one of them do it."""
+restart (the Reminder row is the truth). The reminder is scheduled with the request
+(requests.request_containment); this is what it does when it comes due. The bot's sweeper
+expires overdue requests too; the atomic `expire_due` lets exactly one of them do it."""
 
 from __future__ import annotations
 
@@ -10,30 +11,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from commands.approvals.requests import expire_due
-from commands.deadlines import Delivery, register_kind, schedule_reminder
-from storage.models import ContainmentRequest, Incident, Reminder
+from commands.approvals.requests import EXPIRY_KIND, expire_due
+from commands.deadlines.delivery import Delivery
+from storage.models import Incident, Reminder
 
-KIND = "approval_expiry"
-
-
-def dedupe_key(request_id: int) -> str:
-    return f"approval-expiry:{request_id}"
-
-
-def schedule_expiry(*, session: Session, incident: Incident, request: ContainmentRequest) -> None:
-    if request.expires_at is None:
-        return
-    schedule_reminder(
-        session=session,
-        incident=incident,
-        kind=KIND,
-        due_at=request.expires_at,
-        dedupe_key=dedupe_key(request.id),
-        message=f"Containment request #{request.id} ({request.target_id}) expired "
-        "without a decision; request it again if it is still needed.",
-        payload={"request_id": request.id},
-    )
+KIND = EXPIRY_KIND
 
 
 def request_id_of(reminder: Reminder) -> int | None:
@@ -41,7 +23,6 @@ def request_id_of(reminder: Reminder) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
-@register_kind(KIND)
 def deliver_expiry(
     *,
     session: Session,
@@ -60,10 +41,8 @@ def deliver_expiry(
     if not expired:
         return None
     request = expired[0]
-    key = f"{incident.key}: " if incident else ""
     return replace(
         base,
-        text=f"⌛ {key}{base.text}",
         channel=request.card_channel or base.channel,
         thread_ts=request.card_ts or base.thread_ts,
         mention_contacts=False,

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from commands.approvals.plans import count_calls, target_to_dict
+from commands.deadlines.queue import schedule_reminder
 from commands.errors import NotAllowed, NotFound, UserError
 from containment.targets import Target
 from storage.db import Database, clock_of
@@ -29,6 +30,7 @@ FINISHED = ("succeeded", "partial", "failed", "interrupted")
 RETRYABLE = ("partial", "failed", "interrupted")
 ROLLBACKABLE = ("succeeded", "partial", "failed", "interrupted")
 REASON_MAX = 1000
+EXPIRY_KIND = "approval_expiry"  # the reminder that expires a request undecided in time
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,7 @@ class Created:
 @dataclass(frozen=True)
 class Decision:
     request: ContainmentRequest
-    won: bool  # this call made the decision
-    message: str  # one sentence for the person who clicked
+    won: bool  # this call made the decision (else request.status says who did what)
 
 
 def _clean_reason(reason: str | None) -> str | None:
@@ -135,9 +136,7 @@ def request_containment(
     )
     session.add(request)
     session.flush()
-    from commands.approvals.expiry import schedule_expiry
-
-    schedule_expiry(session=session, incident=incident, request=request)
+    _schedule_expiry(session=session, incident=incident, request=request)
     steps = [s["action"] for s in plan["steps"]]
     verb = {"contain": "containment", "retry": "retry", "rollback": "rollback"}.get(kind, kind)
     append_event(
@@ -167,6 +166,22 @@ def request_containment(
     return Created(request, created=True)
 
 
+def _schedule_expiry(*, session: Session, incident: Incident, request: ContainmentRequest) -> None:
+    """A reminder at expires_at: commands.approvals.expiry expires the request then."""
+    if request.expires_at is None:
+        return
+    schedule_reminder(
+        session=session,
+        incident=incident,
+        kind=EXPIRY_KIND,
+        due_at=request.expires_at,
+        dedupe_key=f"approval-expiry:{request.id}",
+        message=f"Containment request #{request.id} ({request.target_id}) expired "
+        "without a decision; request it again if it is still needed.",
+        payload={"request_id": request.id},
+    )
+
+
 def check_may_decide(
     *,
     request: ContainmentRequest,
@@ -189,21 +204,6 @@ def check_may_decide(
             "You requested this containment, so another approver has to approve it "
             "(two-person rule)."
         )
-
-
-def _already(request: ContainmentRequest) -> str:
-    who = request.decided_by
-    if request.status == "expired":
-        return f"Request #{request.id} expired without a decision; request it again if needed."
-    if request.status == "rejected":
-        return f"Request #{request.id} was already rejected by {_mention(who)}."
-    return f"Request #{request.id} was already approved by {_mention(who)} ({request.status})."
-
-
-def _mention(user_id: str | None) -> str:
-    if not user_id:
-        return "nobody"
-    return f"<@{user_id}>" if user_id[:1] in ("U", "W") else user_id
 
 
 def decide(
@@ -233,7 +233,7 @@ def decide(
     if request.status == "pending" and request.expires_at and request.expires_at <= now:
         expire_due(session=session, now=now, request_ids=[request.id])
         request = get_request(session=session, request_id=request_id)
-        return Decision(request, False, _already(request))
+        return Decision(request, False)
     new_status = "approved" if approve else "rejected"
     changed = session.execute(
         update(ContainmentRequest)
@@ -243,7 +243,7 @@ def decide(
     ).rowcount
     request = get_request(session=session, request_id=request_id)
     if changed != 1:
-        return Decision(request, False, _already(request))
+        return Decision(request, False)
     incident = incident_of(session=session, request=request)
     verb = "Approved" if approve else "Rejected"
     append_event(
@@ -263,12 +263,7 @@ def decide(
             "reason": reason,
         },
     )
-    message = (
-        f"You approved request #{request.id}; running it now."
-        if approve
-        else f"You rejected request #{request.id}."
-    )
-    return Decision(request, True, message)
+    return Decision(request, True)
 
 
 def expire_due(

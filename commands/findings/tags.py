@@ -14,7 +14,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from commands.deadlines import start_clock_from_tags
+from commands.deadlines.gdpr import start_clock_from_tags
+from commands.deadlines.policy import DeadlinePolicy
 from commands.findings.normalize import NormalizedFinding
 from storage.db import Database
 from storage.models import Incident
@@ -78,7 +79,12 @@ def _pairs(items: list[Mapping[str, Any]]) -> dict[str, str]:
 
 
 def store_resource_tags(
-    *, database: Database, incident_id: int, tags: Mapping[str, str], source: str
+    *,
+    database: Database,
+    incident_id: int,
+    tags: Mapping[str, str],
+    source: str,
+    policy: DeadlinePolicy,
 ) -> None:
     """Keep the tags on the incident for its card, and the lookup on its timeline."""
     with database.session() as session:
@@ -100,6 +106,7 @@ def store_resource_tags(
             session=session,
             incident=incident,
             tags=tags,
+            policy=policy,
             actor="system",
             resource_id=incident.resource_id,
             aware_at=incident.created_at,

@@ -10,8 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from containment.context import ActionContext
+from containment.idempotency import create_once
 from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
 from containment.targets import Target
+
+_STANDBY = ("Standby", "EnteringStandby")
+_DETACHING = ("Detaching", "Detached")
 
 
 def _plan(target: Target, facts: Facts) -> tuple[str, dict[str, Any], bool] | None:
@@ -67,10 +71,31 @@ class AutoScaling(Action):
         rec = self.recorder(ctx, state)
         with rec.guard():
             client = ctx.client("autoscaling", target)
-            if op == "EnterStandby":
-                out = client.enter_standby(**params)
-            else:
-                out = client.detach_instances(**params)
+            once = ctx.client("autoscaling", target, max_attempts=1)
+
+            def done_meanwhile() -> dict[str, Any] | None:
+                """The lost attempt's effect: standby entered, or the instance detached."""
+                found = client.describe_auto_scaling_instances(InstanceIds=[target.resource_id])
+                states = [i["LifecycleState"] for i in found["AutoScalingInstances"]]
+                if op == "EnterStandby" and states and states[0] in _STANDBY:
+                    return {"Activities": []}
+                if op == "DetachInstances" and (not states or states[0] in _DETACHING):
+                    return {"Activities": []}
+                return None
+
+            # Sent twice, each would decrement the desired capacity again (or fail because
+            # the instance is no longer InService): after a lost answer, look first.
+            out = create_once(
+                ctx,
+                service="autoscaling",
+                operation=op,
+                create=lambda: (
+                    once.enter_standby(**params)
+                    if op == "EnterStandby"
+                    else once.detach_instances(**params)
+                ),
+                find=done_meanwhile,
+            )
             rec.change(
                 "group",
                 {

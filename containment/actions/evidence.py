@@ -13,8 +13,9 @@ from botocore.exceptions import ClientError
 
 from containment.context import ActionContext
 from containment.errors import error_code
+from containment.idempotency import create_once
 from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
-from containment.tags import creation_tags
+from containment.tags import INCIDENT_TAG, creation_tags
 from containment.targets import Target
 
 
@@ -39,20 +40,55 @@ def per_incident_key(ctx: ActionContext, region: str) -> str:
         if error_code(exc) != "NotFoundException":
             raise
     tags = creation_tags(incident_key=ctx.incident_key, finding_id=ctx.finding_id)
-    meta = kms.create_key(
-        Description=f"incident-bot evidence of {ctx.incident_key}; deleting it shreds them",
-        KeyUsage="ENCRYPT_DECRYPT",
-        Tags=[{"TagKey": k, "TagValue": v} for k, v in tags.items()],
-    )["KeyMetadata"]
+    once = ctx.home_client("kms", region, max_attempts=1)
+    meta = create_once(
+        ctx,
+        service="kms",
+        operation="CreateKey",
+        create=lambda: once.create_key(
+            Description=_key_description(ctx),
+            KeyUsage="ENCRYPT_DECRYPT",
+            Tags=[{"TagKey": k, "TagValue": v} for k, v in tags.items()],
+        )["KeyMetadata"],
+        find=lambda: _unaliased_key(kms, ctx),
+    )
     try:
         kms.create_alias(AliasName=alias, TargetKeyId=meta["KeyId"])
     except ClientError as exc:
         if error_code(exc) != "AlreadyExistsException":
             raise
+        current = kms.describe_key(KeyId=alias)["KeyMetadata"]
+        if current["KeyId"] == meta["KeyId"]:  # our own alias, its answer lost and re-sent
+            return str(current["Arn"])
         # A concurrent run made the alias first: use its key; ours is scheduled away unused.
         kms.schedule_key_deletion(KeyId=meta["KeyId"], PendingWindowInDays=7)
-        return kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"]
-    return meta["Arn"]
+        return str(current["Arn"])
+    return str(meta["Arn"])
+
+
+def _key_description(ctx: ActionContext) -> str:
+    return f"incident-bot evidence of {ctx.incident_key}; deleting it shreds them"
+
+
+def _unaliased_key(kms: Any, ctx: ActionContext) -> dict[str, Any] | None:
+    """A key this incident made whose CreateKey answer was lost. KMS cannot filter keys by
+    tag, so this lists them: it runs only after a lost answer, never on the usual path."""
+    for page in kms.get_paginator("list_keys").paginate():
+        for key in page["Keys"]:
+            try:
+                tags = kms.list_resource_tags(KeyId=key["KeyId"]).get("Tags", [])
+            except ClientError as exc:
+                if error_code(exc) in ("AccessDeniedException", "NotFoundException"):
+                    continue  # keys of others the bot may not read
+                raise
+            if {"TagKey": INCIDENT_TAG, "TagValue": ctx.incident_key} not in tags:
+                continue
+            meta = kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]
+            if meta.get("KeyState") == "Enabled" and meta.get("Description") == _key_description(
+                ctx
+            ):
+                return dict(meta)
+    return None
 
 
 def put_params(
@@ -93,6 +129,9 @@ class StoreEvidence(Action):
         "kms:TagResource",
         "kms:CreateAlias",
         "kms:ScheduleKeyDeletion",
+        # Only after a lost CreateKey answer: find the key made before making another.
+        "kms:ListKeys",
+        "kms:ListResourceTags",
     )
     # Only the target kind's own capture is ever in a plan.
     depends_on = (

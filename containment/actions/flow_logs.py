@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from containment.context import ActionContext
+from containment.idempotency import client_token, create_once
 from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
 from containment.tags import creation_tags, tag_list
 from containment.targets import Target
@@ -74,6 +75,9 @@ def create_params(ctx: ActionContext, enis: list[str]) -> dict[str, Any]:
         "LogDestination": destination(ctx),
         "MaxAggregationInterval": 60,  # 1-minute records: finer timing for the investigation
         "TagSpecifications": [{"ResourceType": "vpc-flow-log", "Tags": tag_list(tags)}],
+        # The same token for the same incident and ENIs: AWS answers a repeat with the logs
+        # it already made instead of making more.
+        "ClientToken": client_token(ctx, "flow-logs", *sorted(enis)),
     }
 
 
@@ -129,7 +133,24 @@ class EnableFlowLogs(Action):
                 skipped = self.nothing_to_do(ctx, note if existing else "no network interfaces")
                 skipped.evidence = rec.evidence
                 return skipped
-            out = ctx.client("ec2", target).create_flow_logs(**create_params(ctx, enis))
+            once = ctx.client("ec2", target, max_attempts=1)
+
+            def made_meanwhile() -> dict[str, Any] | None:
+                ours = [
+                    f["id"]
+                    for f in active_flow_logs(ctx.client("ec2", target), enis)
+                    if f["destination"]
+                    and f["destination"].rstrip("/") == ((destination(ctx) or "").rstrip("/"))
+                ]
+                return {"FlowLogIds": ours} if ours else None
+
+            out = create_once(
+                ctx,
+                service="ec2",
+                operation="CreateFlowLogs",
+                create=lambda: once.create_flow_logs(**create_params(ctx, enis)),
+                find=made_meanwhile,
+            )
             created = list(out.get("FlowLogIds", []))
             rec.evidence["created"] = created
             rec.evidence["destination"] = destination(ctx)

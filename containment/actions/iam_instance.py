@@ -210,13 +210,24 @@ class RestrictInstanceIam(Action):
             lambda: iam.put_role_policy(
                 RoleName=name, PolicyName="deny-all", PolicyDocument=DENY_ALL
             ),
-            lambda: tolerate_exists(
-                iam.add_role_to_instance_profile, InstanceProfileName=name, RoleName=name
-            ),
+            lambda: self._add_role(iam, name),
         )
         if profile is None:  # created meanwhile by a concurrent containment
             profile = iam.get_instance_profile(InstanceProfileName=name)
         return str(profile["InstanceProfile"]["Arn"])
+
+    @staticmethod
+    def _add_role(iam: Any, name: str) -> None:
+        try:
+            iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+        except ClientError as exc:
+            # A profile holds one role: a re-sent call whose first answer was lost (or a
+            # concurrent containment) finds it there already.
+            if error_code(exc) not in ("EntityAlreadyExists", "LimitExceeded"):
+                raise
+            roles = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]["Roles"]
+            if name not in [r["RoleName"] for r in roles]:
+                raise
 
     def _replace(self, ec2: Any, ctx: ActionContext, association_id: str, arn: str) -> Any:
         for delay in (*PROFILE_RETRY_DELAYS, None):

@@ -19,8 +19,9 @@ from containment.actions.capture import transit_group_name
 from containment.concurrency import parallel, parallel_map
 from containment.context import ActionContext
 from containment.errors import error_code, is_not_found
+from containment.idempotency import create_once
 from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
-from containment.tags import creation_tags, tag_list
+from containment.tags import INCIDENT_TAG, creation_tags, tag_dict, tag_list
 from containment.targets import Target
 
 ROLE_TAG = "incident-bot:role"
@@ -102,6 +103,41 @@ def _vpc_calls(
     return out
 
 
+def _create_group(target: Target, ctx: ActionContext, vpc: str, role: str) -> tuple[str, bool]:
+    """(group id, made by this incident). CreateSecurityGroup takes no ClientToken: after a
+    lost answer (or a name clash with a concurrent run) the group is looked up by name."""
+    params = _create_params(ctx, vpc, role)
+    ec2 = ctx.client("ec2", target)
+    once = ctx.client("ec2", target, max_attempts=1)
+
+    def find() -> tuple[str, bool] | None:
+        found = ec2.describe_security_groups(
+            Filters=[
+                {"Name": "vpc-id", "Values": [vpc]},
+                {"Name": "group-name", "Values": [params["GroupName"]]},
+            ]
+        )["SecurityGroups"]
+        if not found:
+            return None
+        ours = tag_dict(found[0].get("Tags")).get(INCIDENT_TAG) == ctx.incident_key
+        return found[0]["GroupId"], ours
+
+    def create() -> tuple[str, bool]:
+        try:
+            return once.create_security_group(**params)["GroupId"], True
+        except ClientError as exc:
+            if error_code(exc) != "InvalidGroup.Duplicate":
+                raise
+        made = find()
+        if made is None:
+            raise RuntimeError(f"security group {params['GroupName']} exists but is not found")
+        return made
+
+    return create_once(
+        ctx, service="ec2", operation="CreateSecurityGroup", create=create, find=find
+    )
+
+
 def _ignore(codes: tuple[str, ...], fn: Any, **kwargs: Any) -> None:
     try:
         fn(**kwargs)
@@ -144,8 +180,9 @@ class IsolationGroups(Action):
 
         def isolation(vpc: str, found: dict[str, Any] | None) -> str:
             if found is None:
-                gid = ec2.create_security_group(**_create_params(ctx, vpc, "isolation"))["GroupId"]
-                rec.change_item("created", gid, {"vpc": vpc, "role": "isolation"})
+                gid, ours = _create_group(target, ctx, vpc, "isolation")
+                if ours:
+                    rec.change_item("created", gid, {"vpc": vpc, "role": "isolation"})
                 try:
                     ec2.revoke_security_group_egress(GroupId=gid, IpPermissions=[ALL_BOTH])
                 except ClientError as exc:
@@ -174,7 +211,7 @@ class IsolationGroups(Action):
                 return found["id"]
             if not needed:
                 return None
-            gid = ec2.create_security_group(**_create_params(ctx, vpc, "transit"))["GroupId"]
+            gid, _ = _create_group(target, ctx, vpc, "transit")  # named after this incident
             rec.change_item("created", gid, {"vpc": vpc, "role": "transit"})
             parallel(
                 lambda: _ignore(

@@ -7,11 +7,21 @@ covers IP-type groups (private IPs of the instance's ENIs). One call per group, 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import ClientError
 
 from containment.concurrency import parallel
 from containment.context import ActionContext
+from containment.errors import error_code
 from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
 from containment.targets import Target
+
+
+def _still_registered(elbv2: Any, group: dict[str, Any]) -> bool:
+    health = elbv2.describe_target_health(TargetGroupArn=group["arn"])
+    present = {d["Target"]["Id"] for d in health["TargetHealthDescriptions"]}
+    return any(t["Id"] in present for t in group["targets"])
 
 
 @register
@@ -62,7 +72,12 @@ class LoadBalancers(Action):
         for g in facts["target_groups"]:
 
             def tg(g: dict = g) -> None:
-                elbv2.deregister_targets(TargetGroupArn=g["arn"], Targets=g["targets"])
+                try:
+                    elbv2.deregister_targets(TargetGroupArn=g["arn"], Targets=g["targets"])
+                except ClientError as exc:
+                    # A re-sent call whose first answer was lost finds the targets gone.
+                    if error_code(exc) != "InvalidTarget" or _still_registered(elbv2, g):
+                        raise
                 rec.change_item("target_groups", g["arn"], g["targets"])
 
             jobs.append(tg)

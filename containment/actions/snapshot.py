@@ -3,7 +3,9 @@
 Snapshots are tagged at creation with the incident key and finding id, and stay on rollback.
 The tag step then marks the instance (SNAPSHOTS_TAG), so a later run finds it in the
 captured tags and does not take a second set; a retry with earlier results does not run a
-step that succeeded at all.
+step that succeeded at all. CreateSnapshots takes no ClientToken: a create whose answer was
+lost is not re-sent by botocore; the incident's tagged snapshots are looked for first
+(containment/idempotency.py), also before a retried step creates anything.
 """
 
 from __future__ import annotations
@@ -11,13 +13,33 @@ from __future__ import annotations
 from typing import Any
 
 from containment.context import ActionContext
+from containment.idempotency import create_once
 from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
-from containment.tags import SNAPSHOTS_TAG, creation_tags, tag_list
+from containment.tags import INCIDENT_TAG, SNAPSHOTS_TAG, creation_tags, tag_list
 from containment.targets import Target
 
 
 def already_taken(ctx: ActionContext, facts: Facts) -> bool:
     return facts["instance"]["tags"].get(SNAPSHOTS_TAG) == ctx.incident_key
+
+
+def existing_snapshots(target: Target, ctx: ActionContext, facts: Facts) -> dict[str, Any] | None:
+    """This incident's snapshots of the instance's volumes, shaped like CreateSnapshots' answer."""
+    volumes = [v["id"] for v in facts["volumes"]]
+    found = (
+        ctx.client("ec2", target)
+        .describe_snapshots(
+            OwnerIds=["self"],
+            Filters=[
+                {"Name": f"tag:{INCIDENT_TAG}", "Values": [ctx.incident_key]},
+                {"Name": "volume-id", "Values": volumes},
+            ],
+        )
+        .get("Snapshots", [])
+    )
+    if not found:
+        return None
+    return {"Snapshots": found}
 
 
 def _params(target: Target, ctx: ActionContext, facts: Facts) -> dict[str, Any] | None:
@@ -40,7 +62,7 @@ def _params(target: Target, ctx: ActionContext, facts: Facts) -> dict[str, Any] 
 class Snapshot(Action):
     name = "snapshot"
     summary = "Crash-consistent snapshots of every attached volume"
-    permissions = ("ec2:CreateSnapshots", "ec2:CreateTags")
+    permissions = ("ec2:CreateSnapshots", "ec2:CreateTags", "ec2:DescribeSnapshots")
     depends_on = ("capture",)
     after = ("protect",)
 
@@ -61,7 +83,18 @@ class Snapshot(Action):
             return self.nothing_to_do(ctx, note)
         rec = self.recorder(ctx, state)
         with rec.guard():
-            out = ctx.client("ec2", target).create_snapshots(**params)
+            out = existing_snapshots(target, ctx, state.facts)
+            if out is not None:
+                rec.evidence["already_taken"] = True
+            else:
+                once = ctx.client("ec2", target, max_attempts=1)
+                out = create_once(
+                    ctx,
+                    service="ec2",
+                    operation="CreateSnapshots",
+                    create=lambda: once.create_snapshots(**params),
+                    find=lambda: existing_snapshots(target, ctx, state.facts),
+                )
             rec.evidence["snapshots"] = [
                 {"id": s["SnapshotId"], "volume_id": s.get("VolumeId")} for s in out["Snapshots"]
             ]

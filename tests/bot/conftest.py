@@ -1,6 +1,6 @@
 """Fixtures for the Slack app tests: the fake Slack Web API and the HTTP-mode app under test.
 
-`bot_factory(config)` runs the real WSGI app (bot.http.build_wsgi_app over bot.app.create_app)
+`bot_factory(config)` runs the real WSGI app (bot.wiring.build_wsgi_app over create_app)
 on a threaded server on an ephemeral 127.0.0.1 port, talking to the fake Slack, on a migrated
 SQLite file. Tests send signed requests over HTTP and assert on the fake and the database.
 (tests/bot/test_server.py runs the same app under gunicorn as a subprocess.)
@@ -20,10 +20,11 @@ import pytest
 import requests
 import yaml
 
-from bot.app import IncidentBotApp, Runtime, create_app, make_runtime
+from bot.app import IncidentBotApp
 from bot.background import Background
-from bot.http import build_wsgi_app
+from bot.runtime import Runtime, make_runtime
 from bot.settings import load_settings
+from bot.wiring import build_wsgi_app, create_app
 from storage.clock import FlowingClock
 from storage.migrate import upgrade
 from tests.slack_fake import FakeSlack, fake_slack

@@ -89,7 +89,7 @@ def test_shutdown_records_jobs_still_running_after_grace():
 
 
 def test_runtime_shutdown_stops_producers_first_then_drains(tmp_path):
-    from bot.app import make_runtime
+    from bot.runtime import make_runtime
     from tests.bot.conftest import bot_settings
     from tests.slack_fake import FakeSlack
 

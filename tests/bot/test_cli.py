@@ -174,6 +174,78 @@ def test_unknown_incident_is_one_line_naming_the_database(populated) -> None:
     ]
 
 
+def test_plan_as_asl_and_its_one_line_errors(populated) -> None:
+    import datetime as dt
+
+    from commands.approvals import request_containment
+    from containment.targets import Target
+
+    _, url = populated
+    env = {"DATABASE_URL": url}
+    r = cli("plan", "INC-1", "--format", "asl", env=env)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [
+        "incident-bot: error: INC-1 has no containment plan: request one with /contain in "
+        "Slack first."
+    ]
+    plan = {
+        "steps": [
+            {
+                "action": "snapshot",
+                "depends_on": [],
+                "after": [],
+                "calls": [
+                    {
+                        "service": "ec2",
+                        "operation": "CreateSnapshots",
+                        "params": {"InstanceSpecification": {"InstanceId": "i-0abc"}},
+                        "mutating": True,
+                        "text": "ec2.CreateSnapshots(...)",
+                    },
+                    {
+                        "service": "ec2",
+                        "operation": "CreateTags",
+                        "params": {"Resources": ["<new snapshots>"], "Tags": []},
+                        "mutating": True,
+                        "text": "ec2.CreateTags(...)",
+                    },
+                ],
+            }
+        ]
+    }
+    db = Database(url, clock=TEST_CLOCK)
+    with db.session() as s:
+        incident = s.query(Incident).one()
+        request_containment(
+            session=s,
+            incident=incident,
+            target=Target(kind="instance", resource_id="i-0abc", region="us-east-1"),
+            plan=plan,
+            requested_by="U1",
+            expire_after=dt.timedelta(minutes=30),
+        )
+    db.dispose()
+    ok = cli("plan", "inc-1", "--format", "asl", env=env)
+    assert ok.returncode == 0, ok.stderr
+    asl = json.loads(ok.stdout)
+    assert asl["States"]["snapshot ec2.CreateSnapshots"]["Resource"] == (
+        "arn:aws:states:::aws-sdk:ec2:createSnapshots"
+    )
+    # Stdout is the JSON alone; what needs editing is said on stderr.
+    assert ok.stderr.strip().splitlines() == [
+        "incident-bot: 1 state(s) need editing before the machine runs (their Comment starts "
+        "EDIT BEFORE RUNNING): snapshot ec2.CreateTags"
+    ]
+    for args, expected in (
+        (("plan", "INC-9"), "no incident INC-9"),
+        (("plan", "nine"), "INC-"),
+        (("plan", "INC-1", "--format", "yaml"), "yaml"),
+    ):
+        bad = cli(*args, env=env)
+        assert bad.returncode == 2, args
+        assert len(bad.stderr.strip().splitlines()) == 1 and expected in bad.stderr, bad.stderr
+
+
 def test_incident_lookup_is_case_insensitive(populated) -> None:
     _, url = populated
     db = Database(url, clock=TEST_CLOCK)
@@ -277,7 +349,7 @@ def test_a_database_behind_the_latest_migration_names_db_upgrade(operator, tmp_p
     r = operator(*argv)
     assert r.code == 2
     assert len(r.lines) == 1
-    assert "is at revision 0001, not the latest 0002: run `incident-bot db upgrade`" in r.lines[0]
+    assert "is at revision 0001, not the latest 0003: run `incident-bot db upgrade`" in r.lines[0]
 
 
 UNREACHABLE = "postgresql+psycopg://postgres:hunter2@127.0.0.1:1/x"
@@ -323,7 +395,7 @@ def test_an_unknown_revision_is_one_line_and_creates_no_file(operator, tmp_path)
     r = operator("db", "upgrade", "--revision", "nope")
     assert r.code == 2
     assert r.lines == [
-        "incident-bot: error: unknown revision 'nope': use head, base or one of 0001, 0002"
+        "incident-bot: error: unknown revision 'nope': use head, base or one of 0001, 0002, 0003"
     ]
     assert _files(tmp_path) == []
 

@@ -119,6 +119,27 @@ def test_outcome_shows_failed_steps_and_follow_up_buttons() -> None:
     assert labels == ["Retry what is left", "Roll back"]
 
 
+def test_missing_evidence_is_named_on_a_succeeded_card() -> None:
+    card = approval_card(
+        view(
+            status="succeeded",
+            steps=[StepView("capture", "succeeded"), StepView("isolate", "succeeded")],
+            missing_evidence=["screenshot (capture): ResponseParserError: <garbled>"],
+            decided_by="U0APPROVER1",
+            decided_at=NOW,
+        )
+    )
+    flat = json.dumps(card["blocks"], ensure_ascii=False)
+    assert "Succeeded* — ⚠️ evidence missing" in flat
+    assert "Evidence missing (1):" in flat
+    assert "screenshot (capture): ResponseParserError: &lt;garbled&gt;" in flat
+    labels = [
+        el["text"]["text"] for b in card["blocks"] if b["type"] == "actions" for el in b["elements"]
+    ]
+    assert labels == ["Roll back"]  # nothing to retry: every step ran
+    assert "evidence missing" not in json.dumps(approval_card(view(status="succeeded")))
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -21,10 +21,10 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from sqlalchemy import select
 
-from bot.app import create_app, make_runtime
-from bot.approvals import HOOKS_KEY, SNS_KEY, SWEEP_KEY, propose, service
+from bot.approvals import propose, service
 from bot.background import Background
-from bot.http import build_wsgi_app
+from bot.runtime import make_runtime
+from bot.wiring import build_wsgi_app, create_app
 from commands.approvals import decide
 from storage.clock import FlowingClock
 from storage.models import ActionStep, ContainmentRequest, Incident, TimelineEvent
@@ -133,9 +133,9 @@ def env(tmp_path: Path, fake_slack: FakeSlack, clock: FlowingClock) -> Iterator[
             runtime = make_runtime(
                 settings, clock=clock, background=Background(max_workers=8, name="t-bg")
             )
-            runtime.extras[HOOKS_KEY] = (recorder.hook,)
-            runtime.extras[SNS_KEY] = sns_factory
-            runtime.extras[SWEEP_KEY] = sweep
+            runtime.options.client_hooks = (recorder.hook,)
+            runtime.options.sns_factory = sns_factory
+            runtime.options.containment_sweep_seconds = sweep
             app = create_app(settings, runtime=runtime)
             server = make_server(
                 "127.0.0.1",
@@ -738,11 +738,12 @@ def test_guardduty_request_any_approver_with_impact_on_card(env: Env) -> None:
 
 
 def test_expiry_on_time_through_the_reminder_scheduler(env: Env) -> None:
-    from bot.scheduler import start_for_runtime, stop_for_runtime
+    from bot.scheduler import stop_for_runtime
+    from bot.wiring import start_scheduler
 
     bot = env.start({"approvals": {"expire_after_minutes": 0.02}}, sweep=0)  # no sweeper
     request_id, _ = contain(bot, env.world.instance_id)
-    start_for_runtime(bot.runtime, poll_seconds=0.5, maintain_at_start=False)
+    start_scheduler(bot.runtime, poll_seconds=0.5, maintain_at_start=False)
     try:
         row = wait_status(bot, request_id, ("expired",), timeout=10)
         bot.slack.wait_for(

@@ -12,7 +12,6 @@ from botocore.stub import Stubber
 from moto import mock_aws
 from sqlalchemy import select
 
-from bot.listeners.drill import CLIENT_FACTORY_KEY
 from commands.drills.sandbox import Sandbox, build_sandbox
 from storage.models import ContainmentRequest, Incident, TimelineEvent
 from tests.slack_signing import block_actions_payload, interactivity_body
@@ -52,7 +51,7 @@ def _start(bot_factory: Any, sandbox: Sandbox | None, guardduty: Any, **drills: 
     def clients(service: str, region: str) -> Any:
         return guardduty if service == "guardduty" else boto3.client(service, region_name=region)
 
-    bot.runtime.extras[CLIENT_FACTORY_KEY] = clients
+    bot.runtime.options.drill_clients = clients
     return bot
 
 

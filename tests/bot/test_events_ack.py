@@ -20,7 +20,7 @@ import yaml
 from moto import mock_aws
 from sqlalchemy import func, select
 
-from bot.guardduty.publisher import CLIENT_FACTORY_KEY, publisher_for
+from bot.guardduty.publisher import publisher_for
 from storage.models import Finding
 from tests.fixture_paths import FIXTURES
 
@@ -239,7 +239,7 @@ def test_subscribed_events_are_acknowledged(bot, aws: None, name: str) -> None:
 
 def test_trusted_bot_findings_are_still_read(bot_factory, aws: None) -> None:
     bot = bot_factory({"slack": {"trusted_bot_ids": ["B0CHATBOT"]}})
-    bot.runtime.extras[CLIENT_FACTORY_KEY] = lambda service, region: boto3.client(
+    bot.runtime.options.guardduty_clients = lambda service, region: boto3.client(
         service, region_name=region or "us-east-1"
     )
     finding = (FIXTURES / "guardduty" / "custodian__ec2-duty-event.json").read_text()

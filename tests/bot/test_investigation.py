@@ -21,13 +21,12 @@ from botocore.stub import Stubber
 from moto import mock_aws
 from sqlalchemy import select
 
-from bot.app import create_app, make_runtime
-from bot.approvals import HOOKS_KEY, SWEEP_KEY, service
+from bot.approvals import service
 from bot.background import Background
-from bot.http import build_wsgi_app
 from bot.listeners.incident_posts import post_new_incident
-from bot.listeners.investigation import IMPACT_SWEEP_KEY
+from bot.runtime import make_runtime
 from bot.views.blocks import esc
+from bot.wiring import build_wsgi_app, create_app
 from commands.forensics import stack_name
 from commands.incidents import get_incident, open_incident, resolve_incident
 from containment.tags import INCIDENT_TAG
@@ -143,9 +142,9 @@ def env(tmp_path: Path, fake_slack: FakeSlack, clock: FlowingClock) -> Iterator[
             runtime = make_runtime(
                 settings, clock=clock, background=Background(max_workers=6, name="inv")
             )
-            runtime.extras[HOOKS_KEY] = (stubs.hook,)
-            runtime.extras[SWEEP_KEY] = 0
-            runtime.extras[IMPACT_SWEEP_KEY] = 0
+            runtime.options.client_hooks = (stubs.hook,)
+            runtime.options.containment_sweep_seconds = 0
+            runtime.options.impact_sweep_seconds = 0
             app = create_app(settings, runtime=runtime)
             server = make_server(
                 "127.0.0.1",
@@ -295,7 +294,7 @@ def test_impact_without_resource_is_refused_in_the_ack(env: Env) -> None:
 
 def test_new_incidents_get_their_blast_radius(env: Env) -> None:
     """The sweeper estimates incidents that name a resource (GuardDuty, /contain, ...)."""
-    from bot.listeners.investigation import ImpactSweeper
+    from bot.investigation_work import ImpactSweeper
 
     bot = env.start()
     key = open_with_card(bot, env.world["victim"])
@@ -500,13 +499,13 @@ def test_flow_logs_step_in_the_containment_plan(env: Env, enabled: bool) -> None
 
 
 def test_serving_process_starts_the_impact_sweeper(env: Env) -> None:
-    """start_services calls investigation.start: new incidents get estimated unprompted."""
-    from bot.listeners import investigation
+    """start_services calls investigation_work.start: new incidents get estimated unprompted."""
+    from bot import investigation_work
 
     bot = env.start()
-    bot.runtime.extras[IMPACT_SWEEP_KEY] = 0.1
+    bot.runtime.options.impact_sweep_seconds = 0.1
     key = open_with_card(bot, env.world["victim"])
-    investigation.start(bot.runtime)
+    investigation_work.start(bot.runtime)
     deadline = time.monotonic() + 20
     while True:
         with bot.session() as s:
@@ -579,7 +578,7 @@ def test_abuse_report_joins_the_named_incident(env: Env) -> None:
 
 
 def test_abuse_watcher_stops_reminders_when_aws_answers(env: Env) -> None:
-    from bot.listeners.investigation import AbuseWatcher
+    from bot.investigation_work import AbuseWatcher
 
     env.stubs.responses["support"] = [("create_case", {"caseId": CASE}, None)]
     bot = env.start()
@@ -617,7 +616,7 @@ def test_guardduty_cards_get_their_blast_radius_through_the_card_pacing(env: Env
     """A GuardDuty incident's card is the publisher's: the sweeper asks it for the update, so
     a finding storm's cards stay within one update per incident per 10 s."""
     from bot.guardduty import publisher as pub
-    from bot.listeners.investigation import ImpactSweeper
+    from bot.investigation_work import ImpactSweeper
 
     bot = env.start()
     with bot.runtime.database.session() as s:

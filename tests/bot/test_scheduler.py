@@ -25,10 +25,13 @@ from slack_sdk import WebClient
 from sqlalchemy import select
 
 from bot.clock import SystemClock
+from bot.reminder_kinds import reminder_kinds
 from bot.scheduler import MAINTAIN_JOB, TICK_JOB, ReminderScheduler
 from bot.settings import AppConfig, EnvSettings, Settings
-from commands import deadlines as dl
-from commands.incidents import mark_personal_data, open_incident, record_notified
+from commands.deadlines import delivery, gdpr
+from commands.deadlines import queue as dl
+from commands.deadlines.policy import DeadlinePolicy
+from commands.incidents import open_incident
 from storage.db import Database
 from storage.models import Incident, Reminder, TimelineEvent
 from tests.conftest import POSTGRES_URL, reset_postgres
@@ -59,13 +62,6 @@ def make_settings(url: str, slack: FakeSlack, **deadlines: Any) -> Settings:
     return Settings(env=env, config=config)
 
 
-@pytest.fixture(autouse=True)
-def _restore_policy() -> Iterator[None]:
-    previous = dl.configure(dl.DeadlinePolicy())
-    yield
-    dl.configure(previous)
-
-
 @pytest.fixture
 def running(database: Database, fake_slack: FakeSlack) -> Iterator[Any]:
     """Start a scheduler (with the given deadline settings); stopped after the test."""
@@ -77,6 +73,7 @@ def running(database: Database, fake_slack: FakeSlack) -> Iterator[Any]:
         scheduler = ReminderScheduler(
             database=database,
             settings=settings,
+            kinds=reminder_kinds(),
             client=client,
             poll_seconds=poll,
             maintain_at_start=False,
@@ -183,7 +180,9 @@ def test_personal_data_clock_posts_reminders_then_overdue_until_notified(
     )
     with database.session() as session:
         target = session.get(Incident, incident.id)
-        assert mark_personal_data(session=session, incident=target, actor="U0OWNER")
+        assert gdpr.start_clock(
+            session=session, incident=target, actor="U0OWNER", policy=scheduler.policy
+        )
         aware_at = target.aware_at
 
     def texts() -> list[str]:
@@ -192,7 +191,7 @@ def test_personal_data_clock_posts_reminders_then_overdue_until_notified(
     fake_slack.wait_for("chat.postMessage", is_reminder_post, count=4, timeout=5)
     with database.session() as session:
         target = session.get(Incident, incident.id)
-        record_notified(session=session, incident=target, actor="U0OWNER", reference="ICO-123")
+        gdpr.record_notice(session=session, incident=target, actor="U0OWNER", reference="ICO-123")
     wait_quiet(scheduler, database)
     with database.read_session() as session:
         left = session.scalars(
@@ -255,7 +254,7 @@ def test_reminder_scheduled_after_start_wakes_the_timer(database, fake_slack, ru
 def test_transient_slack_failure_is_retried_and_permanent_one_is_recorded(
     database, fake_slack, running, monkeypatch
 ) -> None:
-    monkeypatch.setattr(dl, "RETRY_BACKOFF", (0.2, 0.2))
+    monkeypatch.setattr(delivery, "RETRY_BACKOFF", (0.2, 0.2))
     incident = new_incident(database, fake_slack)
     running()
     fake_slack.fail_next("chat.postMessage", "internal_error", times=1)
@@ -302,14 +301,20 @@ def test_upkeep_keeps_running_clock_cards_current_and_schedules_digest_and_stale
     done = new_incident(database, fake_slack)
     with database.session() as session:
         for inc in (live, done):
-            mark_personal_data(session=session, incident=session.get(Incident, inc.id), actor="U1")
-        record_notified(
+            gdpr.start_clock(
+                session=session,
+                incident=session.get(Incident, inc.id),
+                actor="U1",
+                policy=DeadlinePolicy(),
+            )
+        gdpr.record_notice(
             session=session, incident=session.get(Incident, done.id), actor="U1", reference="r"
         )
     refreshed: list[str] = []
     scheduler = ReminderScheduler(
         database=database,
         settings=make_settings(database.url, fake_slack),
+        kinds=reminder_kinds(),
         client=WebClient(token="xoxb-test", base_url=fake_slack.base_url),
         refresh_card=refreshed.append,
         maintain_at_start=False,

@@ -4,25 +4,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from bot import scheduler as sched
-from commands import deadlines as dl
+from bot.reminder_kinds import reminder_kinds
 from storage.models import Incident, Reminder, TimelineEvent
 from tests.bot.test_scheduler import wait_quiet
 
 pytestmark = pytest.mark.dates  # CI reruns these with the clock shifted (.ci/run)
-
-
-@pytest.fixture(autouse=True)
-def _restore_policy() -> Iterator[None]:
-    previous = dl.configure(dl.DeadlinePolicy())
-    yield
-    dl.configure(previous)
 
 
 def ack(response: Any) -> dict[str, Any]:
@@ -53,7 +45,9 @@ def test_personal_data_then_notified_over_slack_with_the_scheduler_running(bot_f
             "contacts": {"slack_usergroup": "S0DPO"},
         }
     )
-    scheduler = sched.start_for_runtime(bot.runtime, maintain_at_start=False)
+    scheduler = sched.start_for_runtime(
+        bot.runtime, kinds=reminder_kinds(), maintain_at_start=False
+    )
     try:
         incident = open_incident(bot)
         assert ack(bot.command("personal-data INC-1")) == {}

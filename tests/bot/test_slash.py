@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from bot.background import Background
-from bot.listeners.slash import Invocation, Reply, SlashCommand, dispatch
+from bot.listeners.slash import Invocation, Reply, SlashCommand, dispatch, spec
 from commands.errors import UserError
 
 
@@ -82,20 +82,23 @@ def test_deferred_followups_run_in_order_after_inline_reply():
 
 
 def test_registry_parses_and_refuses_duplicates():
-    cmd = SlashCommand("/demo")
-
-    @cmd.subcommand("help", usage="/demo help", summary="Help.")
     def help_(inv):
         return Reply("help")
 
-    @cmd.subcommand("go", usage="/demo go <where>", summary="Go.", aliases=("g",))
     def go(inv):
         return Reply("go")
 
+    cmd = SlashCommand(
+        "/demo",
+        subcommands=(
+            spec("help", handler=help_, usage="/demo help", summary="Help."),
+            spec("go", handler=go, usage="/demo go <where>", summary="Go.", aliases=("g",)),
+        ),
+    )
     sub, typed, rest = cmd.parse("G  far away ")
     assert (sub.name, typed, rest) == ("go", "g", "far away")
     sub, typed, rest = cmd.parse("fly high")
     assert (sub.name, typed, rest) == ("help", "fly", "fly high")
     assert "`/demo go &lt;where&gt;` Go." in cmd.help_text()
     with pytest.raises(ValueError, match="registered twice"):
-        cmd.subcommand("go", usage="/demo go", summary="again")(lambda inv: None)
+        cmd.add(spec("go", handler=lambda inv: None, usage="/demo go", summary="again"))

@@ -10,10 +10,11 @@ import pytest
 from botocore.stub import Stubber
 from sqlalchemy import select
 
-from commands import deadlines
+from bot.views.reminders import delivery_text as said
 from commands.abuse import (
     NO_SUPPORT_API,
     REMIND_EVERY,
+    abuse_delivery,
     abuse_lines,
     case_answered,
     check_answers,
@@ -23,6 +24,9 @@ from commands.abuse import (
     parse_args,
     report_abuse,
 )
+from commands.deadlines import delivery as deliveries
+from commands.deadlines import queue
+from commands.deadlines.policy import DeadlinePolicy
 from commands.errors import UserError
 from commands.incidents import get_incident, open_incident
 from containment.context import ActionContext
@@ -34,6 +38,16 @@ pytestmark = pytest.mark.dates  # CI reruns these with the clock shifted (.ci/ru
 
 T0 = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)
 CASE = "case-123456789012-muen-2026-7c1f0a3b9e2d4c55"
+
+
+def prepare(session: Any, claim: queue.Claim, now: dt.datetime) -> deliveries.Delivery | None:
+    return deliveries.prepare_delivery(
+        session=session,
+        claim=claim,
+        now=now,
+        policy=DeadlinePolicy(),
+        kinds={"abuse": abuse_delivery},
+    )
 
 
 def support_client() -> tuple[Any, Stubber]:
@@ -49,7 +63,11 @@ def hooked(responses: list[tuple[str, Any, Any]]) -> tuple[ActionContext, list[S
         if client.meta.service_model.service_name != "support":
             return
         stub = Stubber(client)
+        # CreateCase goes through the client that does not retry by itself; the rest not.
+        creates = client.meta.config.retries["total_max_attempts"] == 1
         for method, response, params in responses:
+            if (method == "create_case") != creates:
+                continue
             if isinstance(response, Exception):
                 stub.add_client_error(method, *response.args)
             else:
@@ -92,6 +110,38 @@ def test_creates_a_support_case() -> None:
     with stub:
         out = open_support_case(support=client, reference="AWS-ABUSE-8123", summary="port scanning")
     assert (out.case_id, out.api) == (CASE, "created")
+
+
+def test_lost_create_case_answer_finds_the_case_instead_of_opening_another() -> None:
+    client, stub = support_client()
+    once, once_stub = support_client()
+    once_stub.add_client_error("create_case", "InternalServerError", "lost", 500)
+    stub.add_response(
+        "describe_cases",
+        {"cases": [{"caseId": CASE, "subject": "Abuse report AWS-ABUSE-8123: port scanning"}]},
+        {
+            "afterTime": (T0 - dt.timedelta(days=1)).isoformat(),
+            "includeResolvedCases": True,
+            "includeCommunications": False,
+        },
+    )
+    retries: list[dict[str, Any]] = []
+    ctx = ActionContext(
+        incident_key="INC-9", now=lambda: T0, sleep=lambda _: None, on_aws_retry=retries.append
+    )
+    with stub, once_stub:
+        out = open_support_case(
+            support=client,
+            once=once,
+            ctx=ctx,
+            reference="AWS-ABUSE-8123",
+            summary="port scanning",
+        )
+    assert (out.case_id, out.api) == (CASE, "created")
+    once_stub.assert_no_pending_responses()  # one CreateCase, not a second
+    assert [(r["operation"], r["after"]) for r in retries] == [
+        ("CreateCase", "InternalServerError")
+    ]
 
 
 def test_basic_support_plan_says_so() -> None:
@@ -166,19 +216,20 @@ def test_report_opens_an_incident_and_reminds_until_answered(database: Any) -> N
         now=lambda: T0,
     )
     assert (again.incident_key, again.opened) == (result.incident_key, False)
-    assert len(stubs) == 1  # no second Support client call
+    # The first report's two Support clients (reads, the create); the repeat made none.
+    assert len(stubs) == 2
 
     # Due: the reminder posts and schedules the next one.
     due = T0 + REMIND_EVERY
     with database.session() as s:
-        claims = deadlines.claim_due(session=s, now=due, worker_id="w1")
+        claims = queue.claim_due(session=s, now=due, worker_id="w1")
     assert [c.kind for c in claims] == ["abuse"]
     with database.session() as s:
-        delivery = deadlines.prepare_delivery(session=s, claim=claims[0], now=due)
+        delivery = prepare(s, claims[0], due)
     assert delivery is not None
-    assert "AWS abuse report AWS-ABUSE-8123" in delivery.text
-    assert f"(Support case {CASE}) has been unanswered for 4 h 0 m." in delivery.text
-    assert delivery.text.endswith(f"/incident abuse answered {result.incident_key}.")
+    assert "AWS abuse report AWS-ABUSE-8123" in said(delivery)
+    assert f"(Support case {CASE}) has been unanswered for 4 h 0 m." in said(delivery)
+    assert said(delivery).endswith(f"/incident abuse answered {result.incident_key}.")
     with database.read_session() as s:
         pending = s.scalars(select(Reminder).where(Reminder.status == "pending")).all()
         assert [(r.kind, r.due_at) for r in pending] == [("abuse", due + REMIND_EVERY)]
@@ -222,10 +273,10 @@ def test_joins_the_incident_it_is_run_in_and_tracks_without_support_api(database
         reminder = s.scalars(select(Reminder)).one()
         reminder.status = "pending"  # as if claimed just before the answer landed
     with database.session() as s:
-        claims = deadlines.claim_due(session=s, now=T0 + REMIND_EVERY, worker_id="w1")
+        claims = queue.claim_due(session=s, now=T0 + REMIND_EVERY, worker_id="w1")
         assert len(claims) == 1
     with database.session() as s:
-        assert deadlines.prepare_delivery(session=s, claim=claims[0], now=T0 + REMIND_EVERY) is None
+        assert prepare(s, claims[0], T0 + REMIND_EVERY) is None
 
 
 def _comm(by: str, at: str) -> dict[str, Any]:

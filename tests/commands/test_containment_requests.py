@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from bot.views.decisions import decision_text
+from bot.views.reminders import delivery_text
 from commands.approvals import decide, execute, expire_due, recover, request_containment
 from commands.approvals.execution import claim
 from commands.approvals.plans import StepCallback, parse_target
@@ -280,7 +282,7 @@ def test_reject_needs_a_reason_and_records_it(database: Any) -> None:
     row = request_row(database, request_id)
     assert (row.status, row.decision_reason) == ("rejected", "false positive: pentest")
     late = approve(database, request_id, "U0APPROVER2")
-    assert not late.won and "rejected by <@U0APPROVER1>" in late.message
+    assert not late.won and "rejected by <@U0APPROVER1>" in decision_text(late)
     assert claim(database=database, request_id=request_id) is False
 
 
@@ -296,7 +298,7 @@ def test_expiry(database: Any) -> None:
         assert expire_due(session=session, now=later) == []  # once
     assert request_row(database, request_id).status == "expired"
     decision = approve(database, request_id)
-    assert not decision.won and "expired" in decision.message
+    assert not decision.won and "expired" in decision_text(decision)
     assert [e.actor for e in timeline(database) if e.kind == "containment.expired"] == ["scheduler"]
 
 
@@ -468,14 +470,25 @@ def test_recover_resumes_approved_and_interrupts_stale_running(database: Any) ->
 
 
 def _deliver_due(database: Any, now: dt.datetime) -> list[Any]:
-    from commands.deadlines import claim_due, prepare_delivery
+    from commands.approvals import expiry
+    from commands.deadlines.delivery import prepare_delivery
+    from commands.deadlines.policy import DeadlinePolicy
+    from commands.deadlines.queue import claim_due
 
     with database.session() as session:
         claims = claim_due(session=session, now=now, worker_id="test")
     out = []
     for claimed in claims:
         with database.session() as session:
-            out.append(prepare_delivery(session=session, claim=claimed, now=now))
+            out.append(
+                prepare_delivery(
+                    session=session,
+                    claim=claimed,
+                    now=now,
+                    policy=DeadlinePolicy(),
+                    kinds={expiry.KIND: expiry.deliver_expiry},
+                )
+            )
     return out
 
 
@@ -490,7 +503,9 @@ def test_expiry_reminder_expires_pending_request_once(database: Any) -> None:
     assert _deliver_due(database, database.clock.now()) == []  # not due yet
     deliveries = _deliver_due(database, database.clock.now() + dt.timedelta(minutes=5, seconds=1))
     assert len(deliveries) == 1 and deliveries[0] is not None
-    assert f"#{request_id}" in deliveries[0].text and not deliveries[0].mention_contacts
+    text = delivery_text(deliveries[0])
+    assert text.startswith("⌛ INC-") and f"#{request_id}" in text
+    assert not deliveries[0].mention_contacts
     assert request_row(database, request_id).status == "expired"
     assert [e.kind for e in timeline(database)].count("containment.expired") == 1
 

@@ -6,14 +6,18 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from commands import deadlines as dl
-from commands.incidents import mark_personal_data, open_incident, record_notified
+from bot.views.reminders import delivery_text as said
+from commands import incidents
+from commands.deadlines import delivery, digest, gdpr, queue, stale, timefmt
+from commands.deadlines import tags as tag_rules
+from commands.deadlines.kinds import deadline_kinds
+from commands.deadlines.policy import DeadlinePolicy
+from commands.incidents import open_incident
 from storage.db import Database
 from storage.models import ContainmentRequest, Incident, Reminder, TimelineEvent
 from storage.timeline import append_event
@@ -23,15 +27,30 @@ pytestmark = pytest.mark.dates  # CI reruns these with the clock shifted (.ci/ru
 T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 
 
-@pytest.fixture(autouse=True)
-def _restore_policy() -> Iterator[None]:
-    previous = dl.configure(dl.DeadlinePolicy())
-    yield
-    dl.configure(previous)
+DEFAULT = DeadlinePolicy()
 
 
-def policy(**kw: Any) -> dl.DeadlinePolicy:
-    return dl.DeadlinePolicy(**kw)
+def policy(**kw: Any) -> DeadlinePolicy:
+    return DeadlinePolicy(**kw)
+
+
+def mark_personal_data(
+    *,
+    session: Any,
+    incident: Incident,
+    pol: DeadlinePolicy = DEFAULT,
+    schedule: bool = True,
+    **kw: Any,
+) -> bool:
+    """Start the regulator clock and schedule its reminders, as `/incident personal-data`;
+    `schedule=False`: only the incident's side (the test schedules with its own policy)."""
+    if not schedule:
+        return incidents.mark_personal_data(session=session, incident=incident, **kw)
+    return gdpr.start_clock(session=session, incident=incident, policy=pol, **kw)
+
+
+def record_notified(**kw: Any) -> Incident:
+    return gdpr.record_notice(**kw)
 
 
 def new_incident(session: Any, *, title: str = "ssh brute force", **kw: Any) -> Incident:
@@ -57,28 +76,47 @@ def kinds(database: Database, incident_id: int) -> list[str]:
         )
 
 
-def fire(database: Database, now: dt.datetime, pol: Any = None) -> list[dl.Delivery]:
+def fire(
+    database: Database, now: dt.datetime, pol: DeadlinePolicy = DEFAULT
+) -> list[delivery.Delivery]:
     """Claim everything due at `now` and prepare it, as the scheduler does (no Slack)."""
     with database.session() as session:
-        claims = dl.claim_due(session=session, now=now, worker_id="test", limit=1000)
+        claims = queue.claim_due(session=session, now=now, worker_id="test", limit=1000)
     out = []
     for claim in claims:
         with database.session() as session:
-            delivery = dl.prepare_delivery(session=session, claim=claim, now=now, policy=pol)
-            if delivery is not None:
-                dl.record_fired(session=session, delivery=delivery, now=now, channel="C", ts="1")
-                out.append(delivery)
+            prepared = prepare(session, claim, now, pol)
+            if prepared is not None:
+                delivery.record_fired(
+                    session=session,
+                    delivery=prepared,
+                    text=said(prepared),
+                    now=now,
+                    channel="C",
+                    ts="1",
+                )
+                out.append(prepared)
     return out
+
+
+def prepare(
+    session: Any, claim: queue.Claim, now: dt.datetime, pol: DeadlinePolicy = DEFAULT
+) -> delivery.Delivery | None:
+    return delivery.prepare_delivery(
+        session=session, claim=claim, now=now, policy=pol, kinds=deadline_kinds()
+    )
 
 
 # -- the regulator clock ----------------------------------------------------------------------
 
 
 def test_clock_schedules_each_reminder_and_the_deadline_at_the_right_times(database) -> None:
-    dl.configure(policy(gdpr_hours=72, reminder_hours_before=(48, 24, 6, 1)))
+    pol = policy(gdpr_hours=72, reminder_hours_before=(48, 24, 6, 1))
     with database.session() as session:
         incident = new_incident(session)
-        assert mark_personal_data(session=session, incident=incident, actor="U1", aware_at=T0)
+        assert mark_personal_data(
+            session=session, incident=incident, actor="U1", aware_at=T0, pol=pol
+        )
     due = {(r.kind, r.dedupe_key): r.due_at for r in reminders(database)}
     deadline = T0 + dt.timedelta(hours=72)
     assert due == {
@@ -96,7 +134,7 @@ def test_decimal_hours_make_a_clock_of_seconds(database) -> None:
     with database.session() as session:
         incident = new_incident(session)
         mark_personal_data(session=session, incident=incident, actor="U1", schedule=False)
-        dl.schedule_gdpr_clock(session=session, incident=incident, policy=pol)
+        gdpr.schedule_gdpr_clock(session=session, incident=incident, policy=pol)
         aware = incident.aware_at
     assert aware is not None and aware >= now
     assert [r.due_at - aware for r in reminders(database)] == [
@@ -134,11 +172,11 @@ def test_personal_data_tag_starts_the_clock_with_the_right_due_times(database, t
     pol = policy(gdpr_hours=72, reminder_hours_before=(24, 1))
     with database.session() as session:
         incident = new_incident(session)
-        started = dl.start_clock_from_tags(
+        started = gdpr.start_clock_from_tags(
             session=session,
             incident=incident,
             tags=tags,
-            settings=pol,
+            policy=pol,
             actor="guardduty",
             resource_id="i-0abc",
         )
@@ -161,18 +199,23 @@ def test_personal_data_tag_starts_the_clock_with_the_right_due_times(database, t
 def test_untagged_or_already_running_clock_changes_nothing(database) -> None:
     with database.session() as session:
         incident = new_incident(session)
-        assert not dl.start_clock_from_tags(
-            session=session, incident=incident, tags={"DataClassification": "Public"}
+        assert not gdpr.start_clock_from_tags(
+            session=session,
+            incident=incident,
+            tags={"DataClassification": "Public"},
+            policy=DEFAULT,
         )
-        assert not dl.start_clock_from_tags(session=session, incident=incident, tags=None)
+        assert not gdpr.start_clock_from_tags(
+            session=session, incident=incident, tags=None, policy=DEFAULT
+        )
     assert reminders(database) == []
     with database.session() as session:
         incident = session.get(Incident, incident.id)
-        assert dl.start_clock_from_tags(
-            session=session, incident=incident, tags={"DataClassification": "PII"}
+        assert gdpr.start_clock_from_tags(
+            session=session, incident=incident, tags={"DataClassification": "PII"}, policy=DEFAULT
         )
-        assert not dl.start_clock_from_tags(
-            session=session, incident=incident, tags={"DataClassification": "PII"}
+        assert not gdpr.start_clock_from_tags(
+            session=session, incident=incident, tags={"DataClassification": "PII"}, policy=DEFAULT
         )
     assert len(reminders(database)) == 5
     assert kinds(database, incident.id).count("incident.personal_data") == 1
@@ -194,19 +237,19 @@ def test_custom_tag_policy_from_settings_shape(database) -> None:
     class Settings:
         config = Config()
 
-    pol = dl.policy_of(Settings())
+    pol = DeadlinePolicy.from_options(Settings().config.deadlines)
     assert pol.gdpr_hours == 24 and pol.personal_data_tags == {"Sensitivity": ("Restricted",)}
-    assert dl.personal_data_tag([{"Key": "Sensitivity", "Value": "restricted"}], policy=pol)
-    assert dl.personal_data_tag({"DataClassification": "PII"}, policy=pol) is None
+    assert tag_rules.personal_data_tag([{"Key": "Sensitivity", "Value": "restricted"}], policy=pol)
+    assert tag_rules.personal_data_tag({"DataClassification": "PII"}, policy=pol) is None
 
 
 def test_schedule_reminder_is_idempotent_on_its_dedupe_key(database) -> None:
     with database.session() as session:
         incident = new_incident(session)
-        a = dl.schedule_reminder(
+        a = queue.schedule_reminder(
             session=session, incident=incident, kind="followup", due_at=T0, dedupe_key="k"
         )
-        b = dl.schedule_reminder(
+        b = queue.schedule_reminder(
             session=session,
             incident=incident,
             kind="followup",
@@ -215,29 +258,28 @@ def test_schedule_reminder_is_idempotent_on_its_dedupe_key(database) -> None:
         )
         assert a.id == b.id and b.due_at == T0
     with pytest.raises(ValueError, match="unknown reminder kind"), database.session() as session:
-        dl.schedule_reminder(
+        queue.schedule_reminder(
             session=session, incident=None, kind="nope", due_at=T0, dedupe_key=None
         )
 
 
 def test_deadline_starts_overdue_alerts_and_notified_stops_them(database) -> None:
     pol = policy(gdpr_hours=72, reminder_hours_before=(1,), overdue_every_hours=12)
-    dl.configure(pol)
     with database.session() as session:
         incident = new_incident(session)
-        mark_personal_data(session=session, incident=incident, actor="U1", aware_at=T0)
+        mark_personal_data(session=session, incident=incident, actor="U1", aware_at=T0, pol=pol)
     deadline = T0 + dt.timedelta(hours=72)
 
     fired = fire(database, deadline - dt.timedelta(hours=1))
-    assert [d.text for d in fired] == [
+    assert [said(d) for d in fired] == [
         "⏰ *GDPR*: the regulator notice for *INC-1* is due in *1 h 0 m* "
-        f"(by {dl.utc_text(deadline)}). Record it with `/incident notified INC-1 <reference>` "
+        f"(by {timefmt.utc_text(deadline)}). Record it with `/incident notified INC-1 <reference>` "
         "once it is sent."
     ]
     fired = fire(database, deadline)
-    assert len(fired) == 1 and "GDPR deadline reached" in fired[0].text
+    assert len(fired) == 1 and "GDPR deadline reached" in said(fired[0])
     fired = fire(database, deadline + dt.timedelta(hours=12))
-    assert len(fired) == 1 and "OVERDUE" in fired[0].text and "12 h 0 m ago" in fired[0].text
+    assert len(fired) == 1 and "OVERDUE" in said(fired[0]) and "12 h 0 m ago" in said(fired[0])
     pending = [r for r in reminders(database) if r.status == "pending"]
     assert [(r.kind, r.due_at) for r in pending] == [
         ("gdpr_overdue", deadline + dt.timedelta(hours=24))
@@ -257,14 +299,14 @@ def test_an_alert_claimed_before_notified_committed_is_not_posted_after(database
         mark_personal_data(session=session, incident=incident, actor="U1", aware_at=T0)
     later = T0 + dt.timedelta(hours=100)
     with database.session() as session:
-        claims = dl.claim_due(session=session, now=later, worker_id="w", limit=10)
+        claims = queue.claim_due(session=session, now=later, worker_id="w", limit=10)
     with database.session() as session:
         record_notified(
             session=session, incident=session.get(Incident, incident.id), actor="U1", reference="r"
         )
     for claim in claims:
         with database.session() as session:
-            assert dl.prepare_delivery(session=session, claim=claim, now=later) is None
+            assert prepare(session, claim, later) is None
     assert {r.status for r in reminders(database)} == {"cancelled"}
 
 
@@ -275,10 +317,10 @@ def test_late_before_reminders_are_superseded_by_the_deadline_alert(database) ->
         mark_personal_data(session=session, incident=incident, actor="U1", aware_at=T0)
     later = T0 + dt.timedelta(hours=73)
     with database.session() as session:
-        assert dl.mark_late(session=session, before=later) == 5
+        assert queue.mark_late(session=session, before=later) == 5
     fired = fire(database, later)
     assert len(fired) == 1 and fired[0].late
-    assert "GDPR deadline reached" in fired[0].text and "late" in fired[0].text
+    assert "GDPR deadline reached" in said(fired[0]) and "late" in said(fired[0])
 
 
 # -- claiming -----------------------------------------------------------------------------------
@@ -288,7 +330,7 @@ def test_concurrent_claimers_get_each_row_exactly_once(database) -> None:
     with database.session() as session:
         incident = new_incident(session)
         for n in range(300):
-            dl.schedule_reminder(
+            queue.schedule_reminder(
                 session=session,
                 incident=incident,
                 kind="followup",
@@ -303,7 +345,7 @@ def test_concurrent_claimers_get_each_row_exactly_once(database) -> None:
         barrier.wait()
         while True:
             with database.session() as session:
-                claims = dl.claim_due(
+                claims = queue.claim_due(
                     session=session, now=T0 + dt.timedelta(seconds=1), worker_id=name, limit=7
                 )
             if not claims:
@@ -332,10 +374,10 @@ def test_claim_takes_only_due_rows_oldest_first_and_marks_late(database) -> None
             ("just", now - dt.timedelta(seconds=2)),
             ("old", now - dt.timedelta(hours=2)),
         ):
-            dl.schedule_reminder(
+            queue.schedule_reminder(
                 session=session, incident=incident, kind="followup", due_at=due, dedupe_key=key
             )
-        cancelled = dl.schedule_reminder(
+        cancelled = queue.schedule_reminder(
             session=session,
             incident=incident,
             kind="followup",
@@ -344,15 +386,15 @@ def test_claim_takes_only_due_rows_oldest_first_and_marks_late(database) -> None
         )
         cancelled.status = "cancelled"
     with database.session() as session:
-        assert dl.next_due(session=session) == now - dt.timedelta(hours=2)
-        claims = dl.claim_due(session=session, now=now, worker_id="w")
+        assert queue.next_due(session=session) == now - dt.timedelta(hours=2)
+        claims = queue.claim_due(session=session, now=now, worker_id="w")
     assert [(c.due_at, c.late) for c in claims] == [
         (now - dt.timedelta(hours=2), True),  # beyond LATE_AFTER
         (now - dt.timedelta(seconds=2), False),
     ]
     with database.session() as session:
-        assert dl.claim_due(session=session, now=now, worker_id="w2") == []
-        assert dl.next_due(session=session) == now + dt.timedelta(seconds=1)
+        assert queue.claim_due(session=session, now=now, worker_id="w2") == []
+        assert queue.next_due(session=session) == now + dt.timedelta(seconds=1)
 
 
 def test_start_up_marks_rows_due_while_down_late(database) -> None:
@@ -360,7 +402,7 @@ def test_start_up_marks_rows_due_while_down_late(database) -> None:
     with database.session() as session:
         incident = new_incident(session)
         for n, offset in enumerate((-1.0, -0.1, 5.0)):
-            dl.schedule_reminder(
+            queue.schedule_reminder(
                 session=session,
                 incident=incident,
                 kind="followup",
@@ -368,29 +410,29 @@ def test_start_up_marks_rows_due_while_down_late(database) -> None:
                 dedupe_key=f"d{n}",
             )
     with database.session() as session:
-        assert dl.mark_late(session=session, before=now) == 2
+        assert queue.mark_late(session=session, before=now) == 2
     assert [r.late for r in reminders(database)] == [True, True, False]
 
 
 def test_failed_post_is_retried_then_given_up_on_the_timeline(database, monkeypatch) -> None:
-    monkeypatch.setattr(dl, "RETRY_BACKOFF", (5,))
+    monkeypatch.setattr(delivery, "RETRY_BACKOFF", (5,))
     with database.session() as session:
         incident = new_incident(session)
-        dl.schedule_reminder(
+        queue.schedule_reminder(
             session=session, incident=incident, kind="followup", due_at=T0, dedupe_key="f"
         )
     with database.session() as session:
-        (claim,) = dl.claim_due(session=session, now=T0, worker_id="w")
-        retry_at = dl.record_failed(
+        (claim,) = queue.claim_due(session=session, now=T0, worker_id="w")
+        retry_at = delivery.record_failed(
             session=session, reminder_id=claim.id, now=T0, error="ratelimited", retry=True
         )
     assert retry_at == T0 + dt.timedelta(seconds=5)
     (row,) = reminders(database)
     assert (row.status, row.due_at, row.claimed_by) == ("pending", retry_at, None)
     with database.session() as session:
-        (claim,) = dl.claim_due(session=session, now=retry_at, worker_id="w")
+        (claim,) = queue.claim_due(session=session, now=retry_at, worker_id="w")
         assert (
-            dl.record_failed(
+            delivery.record_failed(
                 session=session, reminder_id=claim.id, now=T0, error="ratelimited", retry=True
             )
             is None
@@ -413,10 +455,10 @@ def test_stale_checks_for_live_non_drill_incidents_nudge_only_when_quiet(databas
         closed.status = "closed"
         opened = quiet.created_at
     with database.session() as session:
-        assert dl.ensure_stale_checks(session=session, now=opened, policy=pol) == 2
-        assert dl.ensure_stale_checks(session=session, now=opened, policy=pol) == 0
+        assert stale.ensure_stale_checks(session=session, now=opened, policy=pol) == 2
+        assert stale.ensure_stale_checks(session=session, now=opened, policy=pol) == 0
         # Quiet since its last timeline event (incident.opened).
-        last = {i.id: dl.last_activity(session=session, incident=i) for i in (quiet, busy)}
+        last = {i.id: stale.last_activity(session=session, incident=i) for i in (quiet, busy)}
     assert {(r.incident_id, r.due_at) for r in reminders(database)} == {
         (quiet.id, last[quiet.id] + dt.timedelta(hours=4)),
         (busy.id, last[busy.id] + dt.timedelta(hours=4)),
@@ -433,14 +475,14 @@ def test_stale_checks_for_live_non_drill_incidents_nudge_only_when_quiet(databas
     at = last[quiet.id] + dt.timedelta(hours=4, seconds=1)
     fired = fire(database, at, pol)
     assert [d.incident_id for d in fired] == [quiet.id]
-    assert "has had no activity for 4 h 0 m" in fired[0].text
+    assert "has had no activity for 4 h 0 m" in said(fired[0])
     pending = {r.incident_id: r.due_at for r in reminders(database) if r.status == "pending"}
     assert pending[quiet.id] == at + dt.timedelta(hours=4)
     assert pending[busy.id] == last[busy.id] + dt.timedelta(hours=6)  # note + 4 h
     # The nudge is on the timeline but is not itself "activity".
     assert kinds(database, quiet.id)[-1] == "reminder.stale"
     with database.read_session() as session:
-        assert dl.last_activity(session=session, incident=quiet) == last[quiet.id]
+        assert stale.last_activity(session=session, incident=quiet) == last[quiet.id]
 
 
 # -- the digest ---------------------------------------------------------------------------------
@@ -449,15 +491,15 @@ def test_stale_checks_for_live_non_drill_incidents_nudge_only_when_quiet(databas
 def test_next_digest_time_is_local_and_follows_daylight_saving() -> None:
     berlin = policy(digest_time="09:00", timezone="Europe/Berlin")
     # Before the spring change 09:00 CET is 08:00 UTC; after it 09:00 CEST is 07:00 UTC.
-    assert dl.next_digest_at(now=dt.datetime(2026, 3, 28, 9, 0, tzinfo=dt.UTC), policy=berlin) == (
-        dt.datetime(2026, 3, 29, 7, 0, tzinfo=dt.UTC)
-    )
-    assert dl.next_digest_at(now=dt.datetime(2026, 3, 28, 7, 0, tzinfo=dt.UTC), policy=berlin) == (
-        dt.datetime(2026, 3, 28, 8, 0, tzinfo=dt.UTC)
-    )
+    assert digest.next_digest_at(
+        now=dt.datetime(2026, 3, 28, 9, 0, tzinfo=dt.UTC), policy=berlin
+    ) == (dt.datetime(2026, 3, 29, 7, 0, tzinfo=dt.UTC))
+    assert digest.next_digest_at(
+        now=dt.datetime(2026, 3, 28, 7, 0, tzinfo=dt.UTC), policy=berlin
+    ) == (dt.datetime(2026, 3, 28, 8, 0, tzinfo=dt.UTC))
     # 02:30 does not exist in Berlin on 29 March 2026: still a real instant, once.
     skipped = policy(digest_time="02:30", timezone="Europe/Berlin")
-    at = dl.next_digest_at(now=dt.datetime(2026, 3, 28, 23, 0, tzinfo=dt.UTC), policy=skipped)
+    at = digest.next_digest_at(now=dt.datetime(2026, 3, 28, 23, 0, tzinfo=dt.UTC), policy=skipped)
     assert (
         dt.datetime(2026, 3, 29, 0, 0, tzinfo=dt.UTC)
         <= at
@@ -498,11 +540,11 @@ def test_digest_lists_open_incidents_approvals_and_deadlines_but_no_drills(datab
                     plan={},
                 )
             )
-        digest = dl.ensure_digest(session=session, now=now, policy=pol)
-        assert digest.due_at == dt.datetime(2026, 11, 27, 14, 0, tzinfo=dt.UTC)  # 09:00 EST
-    fired = fire(database, digest.due_at, pol)
+        due = digest.ensure_digest(session=session, now=now, policy=pol)
+        assert due.due_at == dt.datetime(2026, 11, 27, 14, 0, tzinfo=dt.UTC)  # 09:00 EST
+    fired = fire(database, due.due_at, pol)
     assert len(fired) == 1
-    text = fired[0].text
+    text = said(fired[0])
     assert "INC-1" in text and "real one" in text
     assert "INC-2" not in text and "exercise" not in text
     assert "2026-11-27 17:00 UTC · INC-1: approval of i-00000001 expires" in text
@@ -518,30 +560,11 @@ def test_digest_lists_open_incidents_approvals_and_deadlines_but_no_drills(datab
 # -- time left ----------------------------------------------------------------------------------
 
 
-def test_time_left_text_for_cards() -> None:
-    incident = Incident(number=3, personal_data=True, aware_at=T0)
-    pol = policy(gdpr_hours=72)
-    assert dl.time_left_text(incident, now=T0 + dt.timedelta(hours=1), policy=pol) == (
-        "Regulator notice due in 2 d 23 h (by 2026-11-30 12:00 UTC)"
-    )
-    assert dl.time_left_text(incident, now=T0 + dt.timedelta(hours=75), policy=pol) == (
-        "Regulator notice OVERDUE by 3 h 0 m (was due 2026-11-30 12:00 UTC)"
-    )
-    incident.notified_at = T0 + dt.timedelta(hours=70)
-    incident.notified_reference = "ICO-9"
-    assert dl.time_left_text(incident, now=T0 + dt.timedelta(hours=80), policy=pol) == (
-        "Regulator notified 2026-11-30 10:00 UTC (ICO-9)"
-    )
-    assert dl.time_left_text(Incident(number=4, personal_data=False), now=T0, policy=pol) is None
-    assert dl.format_duration(dt.timedelta(seconds=36)) == "36 s"
-    assert dl.format_duration(dt.timedelta(minutes=4, seconds=10)) == "4 m 10 s"
-
-
 def test_user_text_in_digest_and_reminders_is_escaped(database) -> None:
     evil = "<!channel> <https://evil|click> & co"
     with database.session() as session:
         incident = new_incident(session, title=evil)
-        dl.schedule_reminder(
+        queue.schedule_reminder(
             session=session,
             incident=incident,
             kind="followup",
@@ -549,8 +572,8 @@ def test_user_text_in_digest_and_reminders_is_escaped(database) -> None:
             dedupe_key="evil",
             message=evil,
         )
-        dl.ensure_digest(session=session, now=T0 - dt.timedelta(days=1))
-    texts = [d.text for d in fire(database, T0 + dt.timedelta(days=1))]
+        digest.ensure_digest(session=session, now=T0 - dt.timedelta(days=1), policy=DEFAULT)
+    texts = [said(d) for d in fire(database, T0 + dt.timedelta(days=1))]
     assert len(texts) == 2
     for text in texts:
         assert "<!channel>" not in text and "<https://evil" not in text
@@ -561,7 +584,7 @@ def test_reminder_claimed_by_a_process_that_died_is_taken_over_once(database) ->
     with database.session() as session:
         incident = new_incident(session)
         for key in ("stalled", "posted"):
-            dl.schedule_reminder(
+            queue.schedule_reminder(
                 session=session,
                 incident=incident,
                 kind="followup",
@@ -570,29 +593,38 @@ def test_reminder_claimed_by_a_process_that_died_is_taken_over_once(database) ->
                 message=key,
             )
     with database.session() as session:
-        stalled, posted = dl.claim_due(session=session, now=T0, worker_id="dead")
-    fire_one = dl.Delivery(reminder_id=posted.id, kind="followup", text="posted")
+        stalled, posted = queue.claim_due(session=session, now=T0, worker_id="dead")
+    fire_one = delivery.Delivery(reminder_id=posted.id, kind="followup", prepared_at=T0)
     with database.session() as session:
-        dl.record_fired(session=session, delivery=fire_one, now=T0, channel="C", ts="1.2")
+        delivery.record_fired(
+            session=session, delivery=fire_one, text="posted", now=T0, channel="C", ts="1.2"
+        )
 
     with database.session() as session:  # within the lease: the claimer may still be posting
         assert (
-            dl.recover_stalled(session=session, now=T0 + dt.timedelta(minutes=1), worker_id="a")
+            queue.recover_stalled(session=session, now=T0 + dt.timedelta(minutes=1), worker_id="a")
             == []
         )
-    later = T0 + dl.STALLED_AFTER + dt.timedelta(seconds=1)
+    later = T0 + queue.STALLED_AFTER + dt.timedelta(seconds=1)
     with database.session() as session:
-        claims = dl.recover_stalled(session=session, now=later, worker_id="a")
+        claims = queue.recover_stalled(session=session, now=later, worker_id="a")
     with database.session() as session:
-        assert dl.recover_stalled(session=session, now=later, worker_id="b") == []
+        assert queue.recover_stalled(session=session, now=later, worker_id="b") == []
     assert [(c.id, c.late) for c in claims] == [(stalled.id, True)]
     with database.session() as session:
-        delivery = dl.prepare_delivery(session=session, claim=claims[0], now=later)
-        assert delivery is not None and "may repeat" in delivery.text
-        dl.record_fired(session=session, delivery=delivery, now=later, channel="C", ts="3.4")
+        prepared = prepare(session, claims[0], later)
+        assert prepared is not None and "may repeat" in said(prepared)
+        delivery.record_fired(
+            session=session,
+            delivery=prepared,
+            text=said(prepared),
+            now=later,
+            channel="C",
+            ts="3.4",
+        )
     with database.session() as session:
         assert (
-            dl.recover_stalled(session=session, now=later + dt.timedelta(hours=1), worker_id="c")
+            queue.recover_stalled(session=session, now=later + dt.timedelta(hours=1), worker_id="c")
             == []
         )
     rows = {r.dedupe_key: r for r in reminders(database)}
@@ -607,13 +639,13 @@ def test_after_a_long_outage_one_late_overdue_alert_then_the_regular_rhythm(data
         mark_personal_data(
             session=session, incident=incident, actor="U1", aware_at=T0, schedule=False
         )
-        dl.schedule_gdpr_clock(session=session, incident=incident, policy=pol, now=T0)
+        gdpr.schedule_gdpr_clock(session=session, incident=incident, policy=pol, now=T0)
     deadline = T0 + dt.timedelta(hours=72)
     back = deadline + dt.timedelta(days=5, hours=1)  # down for five days past the deadline
     with database.session() as session:
-        dl.mark_late(session=session, before=back)
+        queue.mark_late(session=session, before=back)
     fired = fire(database, back, pol)
-    assert len(fired) == 1 and fired[0].late and "deadline reached" in fired[0].text
+    assert len(fired) == 1 and fired[0].late and "deadline reached" in said(fired[0])
     assert fire(database, back, pol) == []  # no backlog of ten overdue alerts
     (pending,) = [r for r in reminders(database) if r.status == "pending"]
     assert pending.due_at == deadline + dt.timedelta(hours=12 * 11)  # the next 12 h mark
@@ -626,10 +658,10 @@ def test_countdowns_missed_in_an_outage_collapse_into_the_latest(database) -> No
         mark_personal_data(session=session, incident=incident, actor="U1", aware_at=T0)
     back = T0 + dt.timedelta(hours=50)  # the 48 h- and 24 h-before marks passed while down
     with database.session() as session:
-        assert dl.mark_late(session=session, before=back) == 2
+        assert queue.mark_late(session=session, before=back) == 2
     fired = fire(database, back)
     assert len(fired) == 1 and fired[0].late
-    assert "due in *22 h 0 m*" in fired[0].text
+    assert "due in *22 h 0 m*" in said(fired[0])
     statuses = {r.payload.get("hours_before"): r.status for r in reminders(database)}
     assert statuses == {
         48.0: "cancelled",

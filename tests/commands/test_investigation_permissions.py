@@ -343,3 +343,19 @@ def test_drill_in_a_sandbox_account(aws: Any) -> None:
     )
     assert "requested on detector d" in said
     check(recorder, "drills")
+
+
+def test_timeline_anchors(database: Any, aws: Any) -> None:
+    from commands.anchors import due_anchors, write_s3_anchor
+
+    boto3.client("s3", region_name="us-east-1").create_bucket(
+        Bucket="evidence", ObjectLockEnabledForBucket=True
+    )
+    with database.session() as session:
+        open_incident(session=session, title="t", created_by="U1")
+    with database.read_session() as session:
+        [due] = due_anchors(session=session, now=TEST_CLOCK.now())
+    recorder = Recorder()
+    s3 = recorder.ctx("INC-1").home_client("s3", "us-east-1")
+    write_s3_anchor(s3=s3, bucket="evidence", anchor=due.anchor, retain_days=1)
+    check(recorder, "anchors")

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 from sqlalchemy import select
 
@@ -293,3 +295,61 @@ def test_dry_run_deletes_nothing(database: Any, world: dict[str, Any]) -> None:
     assert object_versions(w["s3"]) == before
     assert len(ours(w)) == 3
     assert w["kms"].describe_key(KeyId=w["key"])["KeyMetadata"]["KeyState"] == "Enabled"
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.data
+
+
+def test_re_sent_deletions_after_a_lost_answer_still_succeed(
+    database: Any, world: dict[str, Any]
+) -> None:
+    """botocore re-sends a call whose answer was lost although it took effect: the second
+    ScheduleKeyDeletion (or DeleteSnapshot) finds the work done, and the wipe says so."""
+    resent: list[str] = []
+
+    def resend_once(client: Any) -> None:
+        def again(operation: Any = None, attempts: int = 1, **_: Any) -> float | None:
+            name = operation.name if operation is not None else ""
+            if attempts == 1 and name in ("ScheduleKeyDeletion", "DeleteSnapshot"):
+                resent.append(name)
+                return 0.0  # retry now, as after a lost answer
+            return None
+
+        def as_aws_answers(request: Any, event_name: str = "", **_: Any) -> Any:
+            # moto schedules a key twice without complaint; AWS refuses the second.
+            if not event_name.endswith("ScheduleKeyDeletion") or resent.count("answered"):
+                return None
+            if "ScheduleKeyDeletion" not in resent:
+                return None
+            resent.append("answered")
+            request.url = "https://resent.invalid/"  # keep moto's handler off this attempt
+            body = b'{"__type": "KMSInvalidStateException", "message": "pending deletion"}'
+            return AWSResponse(request.url, 400, {}, _Body(body))
+
+        client.meta.events.register_first("needs-retry", again)
+        client.meta.events.register_first("before-send", as_aws_answers)
+
+    w = world
+    resolve(database)
+    proposed = propose(database, w)
+    with database.session() as s:
+        assert decide(
+            session=s, request_id=proposed.request_id, actor="U2", approve=True, approvers=["U2"]
+        ).won
+    outcome = execute(
+        database=database,
+        request_id=proposed.request_id,
+        engine=WipeEngine(database=database),
+        context_factory=lambda r: ctx(client_hooks=(resend_once,)),
+        heartbeat_every=60,
+    )
+    assert {"ScheduleKeyDeletion", "answered", "DeleteSnapshot"} <= set(resent)
+    assert outcome is not None and outcome.status == "succeeded", outcome.failed
+    key = w["kms"].describe_key(KeyId=w["key"])["KeyMetadata"]
+    assert key["KeyState"] == "PendingDeletion"
+    assert ours(w) == {w["other_snapshot"]}

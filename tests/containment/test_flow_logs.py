@@ -11,6 +11,7 @@ from moto import mock_aws
 
 from containment.actions.flow_logs import EnableFlowLogs, destination
 from containment.context import ActionContext
+from containment.idempotency import client_token
 from containment.registry import RunState
 from containment.tags import INCIDENT_TAG
 from containment.targets import Target
@@ -98,7 +99,31 @@ def test_creates_for_unlogged_enis_only(instance: dict[str, Any]) -> None:
         if client.meta.service_model.service_name != "ec2":
             return
         stub = Stubber(client)
+        stubs.append(stub)
         covering = [*instance["enis"], instance["vpc"], instance["subnet"]]
+        if client.meta.config.retries["total_max_attempts"] == 1:
+            # Creates go through a client that does not re-send (containment/idempotency.py).
+            stub.add_response(
+                "create_flow_logs",
+                {"FlowLogIds": ["fl-0bbb"], "Unsuccessful": []},
+                {
+                    "ResourceIds": [unlogged],
+                    "ResourceType": "NetworkInterface",
+                    "TrafficType": "ALL",
+                    "LogDestinationType": "s3",
+                    "LogDestination": "arn:aws:s3:::ir-evidence/incidents/INC-7/flow-logs/",
+                    "MaxAggregationInterval": 60,
+                    "TagSpecifications": [
+                        {
+                            "ResourceType": "vpc-flow-log",
+                            "Tags": [{"Key": INCIDENT_TAG, "Value": "INC-7"}],
+                        }
+                    ],
+                    "ClientToken": client_token(c, "flow-logs", unlogged),
+                },
+            )
+            stub.activate()
+            return
         stub.add_response(
             "describe_flow_logs",
             {
@@ -113,33 +138,16 @@ def test_creates_for_unlogged_enis_only(instance: dict[str, Any]) -> None:
             },
             {"Filters": [{"Name": "resource-id", "Values": covering}]},
         )
-        stub.add_response(
-            "create_flow_logs",
-            {"FlowLogIds": ["fl-0bbb"], "Unsuccessful": []},
-            {
-                "ResourceIds": [unlogged],
-                "ResourceType": "NetworkInterface",
-                "TrafficType": "ALL",
-                "LogDestinationType": "s3",
-                "LogDestination": "arn:aws:s3:::ir-evidence/incidents/INC-7/flow-logs/",
-                "MaxAggregationInterval": 60,
-                "TagSpecifications": [
-                    {
-                        "ResourceType": "vpc-flow-log",
-                        "Tags": [{"Key": INCIDENT_TAG, "Value": "INC-7"}],
-                    }
-                ],
-            },
-        )
         stub.activate()
-        stubs.append(stub)
 
     c = ctx(client_hooks=(hook,))
     result = EnableFlowLogs().apply(target(instance), c, RunState(facts(instance), facts(instance)))
     assert result.status == "succeeded", result.error
     assert result.evidence["created"] == ["fl-0bbb"]
     assert result.changes == {"flow_log_ids": ["fl-0bbb"]}
-    stubs[0].assert_no_pending_responses()
+    assert len(stubs) == 2
+    for stub in stubs:
+        stub.assert_no_pending_responses()
 
 
 def test_without_evidence_bucket_nothing_to_do(instance: dict[str, Any]) -> None:

@@ -19,8 +19,7 @@ from cryptography.x509.oid import NameOID
 from moto import mock_aws
 from pydantic import SecretStr
 
-from bot.guardduty.publisher import CLIENT_FACTORY_KEY, PROPOSE_KEY, PUBLISHER_KEY, CardPublisher
-from bot.guardduty.route import CONFIRM_GET_KEY, VERIFIER_KEY
+from bot.guardduty.publisher import CardPublisher
 from bot.guardduty.sns import SnsVerifier, string_to_sign
 from tests.bot.conftest import BotUnderTest
 
@@ -103,7 +102,10 @@ def guardduty_bot(
     aws: None,
 ) -> Callable[..., GuardDutyBot]:
     def start(
-        config: dict[str, Any] | None = None, *, update_interval: float = 0.2, **extras: Any
+        config: dict[str, Any] | None = None,
+        *,
+        update_interval: float = 0.2,
+        propose: bool = False,
     ) -> GuardDutyBot:
         base: dict[str, Any] = {
             "guardduty": {"sns_topic_arns": [TOPIC], "poll_interval_seconds": 0},
@@ -115,20 +117,20 @@ def guardduty_bot(
         runtime = bot.runtime
         # Another feature's card refresher (blast radius of new incidents): off here, so the
         # Slack calls these tests count are GuardDuty intake's own.
-        sweeper = runtime.extras.get("investigation.impact_sweeper")
+        sweeper = runtime.services.impact_sweeper
         if sweeper is not None:
             sweeper.stop()
         runtime.settings.env.ingest_token = SecretStr(INGEST_TOKEN)
         confirmed: list[str] = []
-        runtime.extras[VERIFIER_KEY] = SnsVerifier(fetch={CERT_URL: sns_pem}.__getitem__)
-        runtime.extras[CONFIRM_GET_KEY] = confirmed.append
-        runtime.extras[CLIENT_FACTORY_KEY] = lambda service, region: boto3.client(
+        options = runtime.options
+        options.sns_verifier = SnsVerifier(fetch={CERT_URL: sns_pem}.__getitem__)
+        options.sns_confirm_get = confirmed.append
+        options.guardduty_clients = lambda service, region: boto3.client(
             service, region_name=region or "us-east-1"
         )
-        runtime.extras[PROPOSE_KEY] = extras.pop("propose", False)
-        runtime.extras.update(extras)
+        options.guardduty_propose = propose
         publisher = CardPublisher(runtime, update_interval=update_interval, join_quiet=60)
-        runtime.extras[PUBLISHER_KEY] = publisher
+        runtime.services.publisher = publisher
         runtime.on_shutdown(publisher.stop)
         return GuardDutyBot(bot=bot, key=sns_key, publisher=publisher, confirmed=confirmed)
 

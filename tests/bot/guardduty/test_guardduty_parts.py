@@ -14,7 +14,6 @@ from sqlalchemy import select
 from bot.guardduty.cards import finding_blocks, plan_button
 from bot.guardduty.messages import finding_payloads, is_trusted_finding_message
 from bot.guardduty.poller import GuardDutyPoller
-from bot.guardduty.publisher import CLIENT_FACTORY_KEY
 from commands.findings.ingest import record_findings
 from commands.findings.normalize import normalize_finding
 from storage.models import Incident
@@ -154,7 +153,7 @@ def test_run_once_polls_every_region_and_feeds_the_cards(
     stubber.add_response("get_findings", {"Findings": [finding]})
     stubber.activate()
     ec2 = boto3.client("ec2", region_name="us-east-1")  # moto: the instance is unknown
-    runtime.extras[CLIENT_FACTORY_KEY] = lambda service, region: (
+    runtime.options.guardduty_clients = lambda service, region: (
         client if service == "guardduty" else ec2
     )
     results = GuardDutyPoller(runtime).run_once()

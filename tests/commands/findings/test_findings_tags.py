@@ -10,6 +10,7 @@ import pytest
 from moto import mock_aws
 from sqlalchemy import select
 
+from commands.deadlines.policy import DeadlinePolicy
 from commands.findings.ingest import record_findings
 from commands.findings.normalize import normalize_finding
 from commands.findings.tags import read_resource_tags, store_resource_tags
@@ -92,7 +93,13 @@ def test_stored_tags_land_on_the_incident_and_its_timeline(aws: None, database: 
     with database.session() as session:
         (result,) = record_findings(session=session, findings=[finding], min_severity=4)
     tags, source = read_resource_tags(finding=finding, client_for=client_for)
-    store_resource_tags(database=database, incident_id=result.incident_id, tags=tags, source=source)
+    store_resource_tags(
+        database=database,
+        incident_id=result.incident_id,
+        tags=tags,
+        source=source,
+        policy=DeadlinePolicy(),
+    )
     with database.read_session() as session:
         incident = session.get(Incident, result.incident_id)
         assert incident.facts["tags"] == TAGS

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
 
-from commands import deadlines as dl
+from commands.deadlines.policy import DeadlinePolicy
 from commands.findings.tags import store_resource_tags
 from commands.incidents import open_incident
 from storage.models import Incident, Reminder
 
 pytestmark = pytest.mark.dates  # CI reruns these with the clock shifted (.ci/run)
-
-
-@pytest.fixture(autouse=True)
-def _policy() -> Iterator[None]:
-    previous = dl.configure(dl.DeadlinePolicy())
-    yield
-    dl.configure(previous)
 
 
 @pytest.mark.parametrize(
@@ -36,7 +28,13 @@ def test_pii_tag_starts_the_clock_from_when_the_incident_opened(database, tags, 
     with database.session() as s:
         inc = open_incident(session=s, title="c2", created_by="guardduty", resource_id="i-1")
         opened_at, incident_id = inc.created_at, inc.id
-    store_resource_tags(database=database, incident_id=incident_id, tags=tags, source="ec2")
+    store_resource_tags(
+        database=database,
+        incident_id=incident_id,
+        tags=tags,
+        source="ec2",
+        policy=DeadlinePolicy(),
+    )
     with database.read_session() as s:
         inc = s.get(Incident, incident_id)
         due = s.scalars(

@@ -1,0 +1,256 @@
+"""The one path from the bot to Slack's chat API: cards, thread replies and reminders.
+
+Every message the bot writes goes through a `SlackWriter` (one per process, on the runtime):
+
+- `card_lock(card)`: one lock per card ("incident:INC-7", "approval:12"), held from render to
+  chat.update, so an older render never lands after a newer one;
+- `call(method, ...)`: the Web API call; with `patient=True` (background workers) a 429 is
+  retried after its Retry-After and brief failures after a short backoff, as long as it
+  takes, while `PERMANENT_ERRORS` give up at once (retrying cannot help them);
+- `claim_turn(card, interval)` / `wait_turn(card, interval)`: pacing of card updates,
+  kept in the database (a `Cursor` row per card) so every process (gunicorn workers, the
+  standalone scheduler, replicas) shares one pace per card;
+- `record_card(...)`: the card's channel and ts stored on the incident, and its one
+  `slack.card_posted` timeline event.
+
+Rendering stays in bot/views; what to post, and when, stays with the features.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from sqlalchemy.orm import Session
+
+from storage.db import Database
+from storage.models import Cursor, Incident
+from storage.timeline import append_event
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 30  # 429s and transient errors per patient call before giving up on it
+TURN_CURSOR = "slack.card_written:"  # + card id: when the card was last written (epoch s)
+# Slack answers these the same way however often we retry: give up at once, loudly.
+PERMANENT_ERRORS = frozenset(
+    {
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "invalid_auth",
+        "account_inactive",
+        "token_revoked",
+        "msg_too_long",
+        "no_text",
+        "invalid_blocks",
+        "restricted_action",
+        "not_authed",
+        "message_not_found",
+        "cant_update_message",
+    }
+)
+
+SessionScope = Callable[[], AbstractContextManager[Session]]
+
+
+@dataclass
+class Stats:
+    """What one writer (or one feature's worker) did, for its shutdown log line."""
+
+    posts: int = 0
+    updates: int = 0
+    thread_replies: int = 0
+    rate_limited: int = 0
+    failures: int = 0
+
+
+class Turn(NamedTuple):
+    wait: float  # seconds until the card may be written; 0: written now, the turn is ours
+    silent_for: float  # seconds since the card was last written (inf: never)
+
+
+def card_id(kind: str, ident: object) -> str:
+    """The id a card's lock and pace go by: `card_id("incident", "INC-7")`."""
+    return f"{kind}:{ident}"
+
+
+def slack_error(exc: SlackApiError) -> str:
+    response = exc.response
+    return str((response.get("error") if response is not None else None) or exc)
+
+
+def retry_after(headers: Any) -> float:
+    """Seconds a 429 asks us to wait (1 when the header is missing or unreadable)."""
+    value = None
+    if headers:
+        value = headers.get("Retry-After") or headers.get("retry-after")
+    if isinstance(value, list):
+        value = value[0] if value else None
+    try:
+        return max(0.0, float(value)) if value is not None else 1.0
+    except (TypeError, ValueError):
+        return 1.0
+
+
+class SlackWriter:
+    """See the module docstring. Thread-safe."""
+
+    def __init__(
+        self,
+        client: WebClient,
+        database: Database,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        self.client = client
+        self.database = database
+        self.sleep = sleep
+        self.max_attempts = max_attempts
+        self.stats = Stats()
+        self._locks_guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    # -- locks ------------------------------------------------------------------------------
+
+    def card_lock(self, card: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(card, threading.Lock())
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def call(
+        self, method: str, *, patient: bool = False, stats: Stats | None = None, **kwargs: Any
+    ) -> Any:
+        """Call `method` of the Web API; see the module docstring for `patient`. `stats`:
+        a feature's own counters (the writer's by default)."""
+        stats = stats if stats is not None else self.stats
+        fn = getattr(self.client, method)
+        attempts = self.max_attempts if patient else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                response = fn(**kwargs)
+            except SlackApiError as exc:
+                response = exc.response
+                if attempt == attempts:
+                    raise
+                if response is not None and response.status_code == 429:
+                    stats.rate_limited += 1
+                    wait = retry_after(response.headers)
+                    log.info("Slack %s rate-limited; retrying in %.1fs", method, wait)
+                    self.sleep(wait)
+                    continue
+                if slack_error(exc) in PERMANENT_ERRORS:
+                    raise
+                self.sleep(min(30.0, 0.5 * attempt))
+            except OSError:
+                if attempt == attempts:
+                    raise
+                self.sleep(min(30.0, 0.5 * attempt))
+            else:
+                _count(stats, method, kwargs)
+                return response
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def post(self, channel: str, message: dict[str, Any], **kwargs: Any) -> Any:
+        return self.call("chat_postMessage", channel=channel, **message, **kwargs)
+
+    def reply(
+        self, channel: str, thread_ts: str | None, message: dict[str, Any], **kwargs: Any
+    ) -> Any:
+        """Post `message` in the thread of `thread_ts` (top-level when there is none)."""
+        if thread_ts:
+            kwargs["thread_ts"] = thread_ts
+        return self.call("chat_postMessage", channel=channel, **message, **kwargs)
+
+    def update(self, channel: str, ts: str, message: dict[str, Any], **kwargs: Any) -> Any:
+        return self.call("chat_update", channel=channel, ts=ts, **message, **kwargs)
+
+    # -- pacing -----------------------------------------------------------------------------
+
+    def claim_turn(
+        self, card: str, interval: float, *, session: SessionScope | None = None
+    ) -> Turn:
+        """Take the card's turn to be written if `interval` seconds passed since the last write
+        (by any process); otherwise say how long to wait. `session` is the transaction to
+        claim in (a feature that queues its writes passes its own)."""
+        name = TURN_CURSOR + card
+        now = self.database.clock.now().timestamp()
+        with (session or self.database.session)() as db:
+            row = db.get(Cursor, name, with_for_update=True)
+            if row is None:
+                db.add(Cursor(name=name, value=repr(now)))
+                return Turn(0.0, float("inf"))
+            last = float(row.value)
+            wait = last + interval - now
+            if wait > 0:
+                return Turn(wait, now - last)
+            row.value = repr(now)
+            return Turn(0.0, now - last)
+
+    def wait_turn(self, card: str, interval: float) -> None:
+        """Block until the card may be written, then take the turn. Waits at most one
+        `interval`, and outside the card's lock, so other work on the card goes on."""
+        turn = self.claim_turn(card, interval)
+        if turn.wait > 0:
+            self.sleep(min(turn.wait, interval))
+            self.stamp(card)
+
+    def stamp(self, card: str, *, session: Session | None = None) -> None:
+        """Record that the card was written just now (a post counts as a write)."""
+        if session is not None:
+            _set_cursor(session, TURN_CURSOR + card, self.database.clock.now().timestamp())
+            return
+        with self.database.session() as db:
+            _set_cursor(db, TURN_CURSOR + card, self.database.clock.now().timestamp())
+
+    # -- the record of a posted card ---------------------------------------------------------
+
+    def record_card(
+        self,
+        session: Session,
+        incident: Incident,
+        *,
+        channel: str,
+        ts: str,
+        thread_ts: str | None,
+        summary: str,
+    ) -> None:
+        """Store where an incident's card is, and the one timeline event that says so."""
+        incident.channel_id = channel
+        incident.card_ts = ts
+        incident.thread_ts = thread_ts
+        self.stamp(card_id("incident", incident.key), session=session)
+        append_event(
+            session=session,
+            incident=incident,
+            actor="system",
+            kind="slack.card_posted",
+            summary=summary,
+            details={"channel": channel, "ts": ts},
+        )
+
+
+def _count(stats: Stats, method: str, kwargs: dict[str, Any]) -> None:
+    if method == "chat_update":
+        stats.updates += 1
+    elif method == "chat_postMessage":
+        if kwargs.get("thread_ts"):
+            stats.thread_replies += 1
+        else:
+            stats.posts += 1
+
+
+def _set_cursor(session: Session, name: str, value: float) -> None:
+    row = session.get(Cursor, name)
+    if row is None:
+        session.add(Cursor(name=name, value=repr(value)))
+    else:
+        row.value = repr(value)

@@ -1,0 +1,111 @@
+"""The one Slack writer: retries, permanent errors, shared pacing and the card's record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from sqlalchemy import select
+
+from bot.slack_out import SlackWriter, card_id
+from storage.clock import ManualClock
+from storage.db import Database
+from storage.migrate import upgrade
+from storage.models import TimelineEvent
+from tests.clock import manual
+from tests.slack_fake import FakeSlack
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return manual()
+
+
+@pytest.fixture
+def db(db_url: str, clock: ManualClock) -> Iterator[Database]:
+    upgrade(db_url)
+    database = Database(db_url, clock=clock)
+    yield database
+    database.dispose()
+
+
+def writer(slack: FakeSlack, db: Database) -> tuple[SlackWriter, list[float]]:
+    slept: list[float] = []
+    # No retry handlers: what the writer does with a 429 is what is under test.
+    client = WebClient(token="xoxb-test", base_url=slack.base_url, retry_handlers=[])
+    return SlackWriter(client, db, sleep=slept.append), slept
+
+
+def test_a_patient_call_waits_out_retry_after(fake_slack: FakeSlack, db: Database) -> None:
+    fake_slack.rate_limit("chat.postMessage", times=2, retry_after=3)
+    out, slept = writer(fake_slack, db)
+    posted = out.call("chat_postMessage", patient=True, channel="C0INCIDENT", text="hi")
+    assert posted["ok"] and slept == [3.0, 3.0]
+    assert (out.stats.posts, out.stats.rate_limited) == (1, 2)
+
+
+def test_an_impatient_call_raises_the_429(fake_slack: FakeSlack, db: Database) -> None:
+    fake_slack.rate_limit("chat.postMessage", times=1)
+    out, slept = writer(fake_slack, db)
+    with pytest.raises(SlackApiError):
+        out.post("C0INCIDENT", {"text": "hi"})
+    assert slept == []
+
+
+def test_a_permanent_error_is_not_retried(fake_slack: FakeSlack, db: Database) -> None:
+    fake_slack.fail_next("chat.postMessage", "channel_not_found", times=5)
+    out, slept = writer(fake_slack, db)
+    with pytest.raises(SlackApiError):
+        out.call("chat_postMessage", patient=True, channel="C0INCIDENT", text="hi")
+    assert slept == [] and len(fake_slack.calls_for("chat.postMessage")) == 1
+
+
+def test_a_transient_error_is_retried_after_a_backoff(fake_slack: FakeSlack, db: Database) -> None:
+    fake_slack.fail_next("chat.postMessage", "internal_error", times=2)
+    out, slept = writer(fake_slack, db)
+    assert out.call("chat_postMessage", patient=True, channel="C0INCIDENT", text="hi")["ok"]
+    assert slept == [0.5, 1.0]
+
+
+def test_the_pace_of_a_card_is_shared_by_writers_of_one_database(
+    fake_slack: FakeSlack, db: Database, clock: ManualClock
+) -> None:
+    first, _ = writer(fake_slack, db)
+    second, _ = writer(fake_slack, db)  # another process, as far as pacing goes
+    card = card_id("incident", "INC-1")
+    assert first.claim_turn(card, 10).wait == 0
+    clock.advance(seconds=4)
+    turn = second.claim_turn(card, 10)
+    assert turn.wait == pytest.approx(6) and turn.silent_for == pytest.approx(4)
+    assert first.claim_turn(card_id("incident", "INC-2"), 10).wait == 0  # per card
+    clock.advance(seconds=6)
+    assert second.claim_turn(card, 10) == (0, pytest.approx(10))
+    assert first.claim_turn(card, 10).wait == pytest.approx(10)
+
+
+def test_wait_turn_waits_at_most_one_interval(fake_slack: FakeSlack, db: Database) -> None:
+    out, slept = writer(fake_slack, db)
+    card = card_id("approval", 7)
+    out.wait_turn(card, 1.0)
+    out.wait_turn(card, 1.0)  # the clock stands still: one interval, then it goes ahead
+    assert slept == [1.0]
+
+
+def test_recording_a_card_writes_one_event_and_starts_its_pace(
+    fake_slack: FakeSlack, db: Database
+) -> None:
+    from commands.incidents import open_incident
+
+    out, _ = writer(fake_slack, db)
+    with db.session() as session:
+        incident = open_incident(session=session, title="t", created_by="W111")
+        out.record_card(
+            session, incident, channel="C0INCIDENT", ts="1.0", thread_ts="1.0", summary="posted"
+        )
+        key = incident.key
+    with db.read_session() as session:
+        kinds = session.scalars(select(TimelineEvent.kind)).all()
+    assert kinds.count("slack.card_posted") == 1
+    assert out.claim_turn(card_id("incident", key), 10).wait == pytest.approx(10)
