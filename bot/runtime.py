@@ -171,7 +171,8 @@ def make_runtime(
     return Runtime(
         settings=settings,
         clock=clock,
-        database=database or Database(settings.database_url, clock=clock),
+        database=database
+        or Database(settings.database_url, clock=clock, timeline_key=settings.timeline_key()),
         client=client or make_client(settings),
         background=background or Background(),
         options=options or Options(),
