@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from containment.actions.capture_facts import CaptureFacts, absent_as_none, planned
-from containment.actions.iam_revoke import DENY_ALL, revoke_older_sessions, revoke_policy_name
+from containment.actions.iam_revoke import DENY_ALL, revoke_policy_name
+from containment.actions.revoke_principal_sessions import RevokePrincipalSessions
 from containment.context import ActionContext
 from containment.jsonsafe import jsonable
 from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
@@ -98,44 +99,13 @@ class CaptureRole(CaptureFacts):
 
 
 @register
-class RevokeRoleSessions(Action):
+class RevokeRoleSessions(RevokePrincipalSessions):
     name = "revoke_role_sessions"
     summary = "Deny the role's sessions issued before now (aws:TokenIssueTime)"
     kinds = ("role",)
     permissions = ("iam:PutRolePolicy",)
     depends_on = ("capture_role",)
-
-    def calls(
-        self,
-        target: Target,
-        ctx: ActionContext,
-        facts: Facts,
-        results: dict[str, StepResult] | None = None,
-    ) -> list[PlannedCall]:
-        if facts.get("revoke_policy_present"):
-            return []
-        return [
-            planned(
-                "iam",
-                "PutRolePolicy",
-                RoleName=target.resource_id,
-                PolicyName=revoke_policy_name(ctx),
-                Condition="aws:TokenIssueTime < now",
-            )
-        ]
-
-    def apply(self, target: Target, ctx: ActionContext, state: RunState) -> StepResult:
-        if state.facts.get("revoke_policy_present"):
-            return self.nothing_to_do(ctx, "sessions already revoked for this incident")
-        rec = self.recorder(ctx, state)
-        with rec.guard():
-            ctx.client("iam", target).put_role_policy(
-                RoleName=target.resource_id,
-                PolicyName=revoke_policy_name(ctx),
-                PolicyDocument=revoke_older_sessions(ctx.now()),
-            )
-            rec.change("role_policy", {"policy_name": revoke_policy_name(ctx)})
-        return rec.result(note="kept on rollback: stolen sessions stay dead")
+    principal = "Role"
 
 
 @register

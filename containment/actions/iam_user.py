@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from containment.actions.capture_facts import CaptureFacts, absent_as_none, planned
-from containment.actions.iam_revoke import revoke_older_sessions, revoke_policy_name
+from containment.actions.iam_revoke import revoke_policy_name
+from containment.actions.revoke_principal_sessions import RevokePrincipalSessions
 from containment.context import ActionContext
 from containment.jsonsafe import jsonable
 from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
@@ -209,44 +210,13 @@ class DeleteLoginProfile(Action):
 
 
 @register
-class RevokeUserSessionsAll(Action):
+class RevokeUserSessionsAll(RevokePrincipalSessions):
     name = "revoke_user_sessions_all"
     summary = "Deny the user's sessions issued before now (aws:TokenIssueTime)"
     kinds = ("user",)
     permissions = ("iam:PutUserPolicy",)
     depends_on = ("capture_user",)
+    principal = "User"
 
-    def calls(
-        self,
-        target: Target,
-        ctx: ActionContext,
-        facts: Facts,
-        results: dict[str, StepResult] | None = None,
-    ) -> list[PlannedCall]:
-        if facts.get("revoke_policy_present"):
-            return []
-        return [
-            planned(
-                "iam",
-                "PutUserPolicy",
-                UserName=target.resource_id,
-                PolicyName=revoke_policy_name(ctx),
-                Condition="aws:TokenIssueTime < now",
-            )
-        ]
-
-    def apply(self, target: Target, ctx: ActionContext, state: RunState) -> StepResult:
-        if state.facts.get("revoke_policy_present"):
-            return self.nothing_to_do(ctx, "sessions already revoked for this incident")
-        rec = self.recorder(ctx, state)
-        with rec.guard():
-            ctx.client("iam", target).put_user_policy(
-                UserName=target.resource_id,
-                PolicyName=revoke_policy_name(ctx),
-                PolicyDocument=revoke_older_sessions(ctx.now()),
-            )
-            rec.change(
-                "user_policy",
-                {"user_name": target.resource_id, "policy_name": revoke_policy_name(ctx)},
-            )
-        return rec.result(note="kept on rollback: stolen sessions stay dead")
+    def change_details(self, target: Target, ctx: ActionContext) -> dict[str, Any]:
+        return {"user_name": target.resource_id, "policy_name": revoke_policy_name(ctx)}
