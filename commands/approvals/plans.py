@@ -21,6 +21,11 @@ from containment.context import ActionContext, ClientHook
 from containment.targets import NAME_PATTERNS, Target, TargetKind, identify
 
 _OTHER_AWS_ID = re.compile(r"^[a-z]{1,8}-[0-9a-f]{5,17}$")
+# Ids of EC2 things /contain does not take, even when too short to be real (`sg-123`).
+_EC2_ID_PREFIX = re.compile(
+    r"^(?:sg|vol|snap|subnet|vpc|eni|ami|igw|rtb|acl|nat|eipalloc|pcx|tgw|vpce|lt)-[0-9a-f]+$"
+)
+_INCIDENT_KEY = re.compile(r"^INC-\d+$", re.IGNORECASE)
 # Called from the executor's worker threads: (action name, "started" | "finished", result).
 StepCallback = Callable[[str, str, dict[str, Any] | None], None]
 
@@ -102,7 +107,9 @@ def is_plain_name(text: str) -> bool:
     """A bare name (no id shape, no ARN, no `kind:`) that some kind's resource could have:
     which kind it is, AWS has to say (`resolve_kind`)."""
     text = text.strip()
-    if _OTHER_AWS_ID.match(text):  # sg-…, vol-…: an id of something /contain does not take
+    if _OTHER_AWS_ID.match(text) or _EC2_ID_PREFIX.match(text):  # sg-…, vol-…: not ours
+        return False
+    if _INCIDENT_KEY.match(text):  # an incident key where the resource belongs
         return False
     return identify(text) is None and any(p.match(text) for p in NAME_PATTERNS.values())
 

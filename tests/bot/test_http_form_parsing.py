@@ -59,8 +59,9 @@ def test_payload_in_channel_or_user_name(bot):
 
 
 def test_contain_with_payload_reaches_the_listener(bot):
-    # No AWS here: a word where the id belongs is answered by /contain's own argument check.
-    response = bot.command("payload INC-3", command="/contain")
+    # No AWS here: a malformed id is answered by /contain's own argument check (a plain name
+    # such as `payload` would be looked up in AWS, after the ack).
+    response = bot.command("payload! INC-3", command="/contain")
     assert response.status_code == 200, response.text
     assert response.json()["response_type"] == "ephemeral"
     assert "payload" in response.json()["text"]
