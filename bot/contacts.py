@@ -106,7 +106,8 @@ def notify_opened(runtime: Runtime, key: str) -> None:
             incident_id=incident_id,
             notice=notice,
             drill=False,
-            dry_run=False,
+            # A dry-run deployment rehearses: the timeline says what would have been sent.
+            dry_run=runtime.config.containment.dry_run,
             line=line,
             channel=channel,
             thread_ts=thread_ts,
