@@ -126,7 +126,7 @@ def inspect_instance(target: Target, ctx: ActionContext) -> Facts:
         if roles and name != ctx.deny_all_profile_name:
             try:
                 found_iam["shared_with"] = _role_sharers(ec2, iam, roles, iid)
-            except ClientError as exc:  # the plan says it could not tell, not "nobody"
+            except Exception as exc:  # the plan says it could not tell, not "nobody"
                 found_iam["shared_check_error"] = error_record(exc)
         return found_iam
 
