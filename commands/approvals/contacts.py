@@ -252,18 +252,6 @@ def _append(
         log.exception("could not record %s for incident %s", kind, incident_id)
 
 
-@dataclass(frozen=True)
-class _NoContacts:
-    sns_topic_arn: str | None = None
-    slack_usergroup: str | None = None
-    emails: tuple[str, ...] = ()
-    ses_sender: str | None = None
-    ses_region: str | None = None
-
-
-NO_CONTACTS = _NoContacts()
-
-
 def claim_opened_notice(*, database: Database, incident_id: int) -> bool:
     """True once per incident: whoever gets it sends the open-time notice.
 
