@@ -265,6 +265,7 @@ def policy(capability: str) -> None:
         "capability": capability,
         "evidence_bucket": config.containment.evidence_bucket,
         "contacts_topic_arn": config.contacts.sns_topic_arn,
+        "contacts_ses_sender": config.contacts.ses_sender,
     }
     if config.containment.cross_account_role_name:
         kwargs["cross_account_role_name"] = config.containment.cross_account_role_name

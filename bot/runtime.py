@@ -53,10 +53,12 @@ class Options:
     # (service, region) -> client for GuardDuty reads (polling, tags) and for drills.
     guardduty_clients: ClientFactory | None = None
     drill_clients: ClientFactory | None = None
-    # Containment: the engine, hooks on every boto3 client it makes, SNS clients for contacts.
+    # Containment: the engine, hooks on every boto3 client it makes, SNS and SES clients
+    # for contacts (region -> client).
     containment_engine: Engine | None = None
     client_hooks: tuple[ClientHook, ...] = ()
     sns_factory: Callable[[str], Any] | None = None
+    ses_factory: Callable[[str], Any] | None = None
     # Periodic workers, in seconds; 0 or None: the worker is not started.
     containment_sweep_seconds: float | None = 5.0
     impact_sweep_seconds: float | None = 10.0

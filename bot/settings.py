@@ -81,6 +81,9 @@ class ContactsConfig(_Section):
     sns_topic_arn: str | None = None
     slack_usergroup: str | None = None
     emails: list[str] = Field(default_factory=list)
+    # E-mails are sent through SES from this (verified) address; null: listed, not sent.
+    ses_sender: str | None = None
+    ses_region: str | None = None  # null: us-east-1
 
 
 class DeadlinesConfig(_Section):

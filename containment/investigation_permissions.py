@@ -119,8 +119,9 @@ INTAKE = (
     "iam:ListUserTags",
 )
 
-# Contacts told on approval and outcome.
-CONTACTS = ("sns:Publish",)
+# Contacts told when a serious incident opens, on approval and on outcome: the SNS topic,
+# and e-mail through SES when a sender is configured.
+CONTACTS = ("sns:Publish", "ses:SendEmail")
 
 # /incident drill in the sandbox account.
 DRILLS = ("guardduty:ListDetectors", "guardduty:CreateSampleFindings", "ec2:DescribeInstances")
@@ -146,7 +147,7 @@ CAPABILITY: dict[str, Capability] = {
     "intake": "triage",
     "impact": "triage",
     "trail": "triage",
-    "contacts": "contain",  # told on containment approval and outcome
+    "contacts": "contain",  # told on opening, containment approval and outcome
     "drills": "contain",  # sample findings in the sandbox account
     "abuse": "contain",  # answering AWS abuse reports opens support cases
     "forensics": "forensics",

@@ -22,6 +22,7 @@ from containment.capabilities import CAPABILITIES, Capability
 from containment.policy_scopes import (
     BOUNDARY_NAME,
     SCOPES,
+    SES_IDENTITIES,
     UNSCOPABLE,
     Grant,
     is_read,
@@ -128,14 +129,30 @@ def _grants(action: str, capability: Capability) -> tuple[Grant, ...]:
     return tuple(g for g in grants if not g.only or capability in g.only)
 
 
-def _narrow(resources: tuple[str, ...], *, evidence_bucket: str | None, topic: str | None):
-    out = []
+def ses_identities(sender: str) -> tuple[str, ...]:
+    """The SES identities a sender may be verified as: the address itself or its domain."""
+    address = sender.rsplit("<", 1)[-1].rstrip(">").strip()
+    domain = address.rsplit("@", 1)[-1]
+    return (f"arn:aws:ses:*:*:identity/{address}", f"arn:aws:ses:*:*:identity/{domain}")
+
+
+def _narrow(
+    resources: tuple[str, ...],
+    *,
+    evidence_bucket: str | None,
+    topic: str | None,
+    ses_sender: str | None = None,
+) -> tuple[str, ...]:
+    out: list[str] = []
     for r in resources:
         if evidence_bucket and r.startswith("arn:aws:s3:::*/"):
-            r = f"arn:aws:s3:::{evidence_bucket}/" + r.split("/", 1)[1]
+            out.append(f"arn:aws:s3:::{evidence_bucket}/" + r.split("/", 1)[1])
         elif topic and r == "arn:aws:sns:*:*:*":
-            r = topic
-        out.append(r)
+            out.append(topic)
+        elif ses_sender and r == SES_IDENTITIES:
+            out.extend(ses_identities(ses_sender))
+        else:
+            out.append(r)
     return tuple(out)
 
 
@@ -149,6 +166,7 @@ def policy_document(
     cross_account_role_name: str | None = DEFAULT_RESPONDER_ROLE,
     evidence_bucket: str | None = None,
     contacts_topic_arn: str | None = None,
+    contacts_ses_sender: str | None = None,
 ) -> dict[str, Any]:
     """The IAM policy for one capability, or for all of them."""
     wanted = CAPABILITIES if capability == "all" else (capability,)
@@ -164,7 +182,10 @@ def policy_document(
         for perm in sorted(p for p in by[cap] if not is_read(p)):
             for g in _grants(perm, cap):
                 res = _narrow(
-                    g.resources, evidence_bucket=evidence_bucket, topic=contacts_topic_arn
+                    g.resources,
+                    evidence_bucket=evidence_bucket,
+                    topic=contacts_topic_arn,
+                    ses_sender=contacts_ses_sender,
                 )
                 merged[(g.sid, res, json.dumps(g.condition, sort_keys=True))].add(perm)
     for (sid, resources, condition), actions in sorted(merged.items()):

@@ -73,6 +73,7 @@ CREATE_ACTIONS = (
 EVIDENCE_OBJECTS = ("arn:aws:s3:::*/incidents/*",)  # narrowed to the bucket when configured
 # Timeline anchors (commands/anchors.py): outside incidents/, so the wipe never reaches them,
 # and SSE-S3 rather than the incident's KMS key, so shredding that key leaves them readable.
+SES_IDENTITIES = "arn:aws:ses:*:*:identity/*"
 ANCHOR_OBJECTS = ("arn:aws:s3:::*/incident-bot/timeline-anchors/*",)
 
 
@@ -263,6 +264,8 @@ SCOPES: dict[str, tuple[Grant, ...]] = {
     "kms:GenerateDataKeyWithoutPlaintext": (G("KmsViaEc2", KMS_KEYS, _via("ec2")),),
     # --- contacts and drills ---
     "sns:Publish": (G("ContactsTopic", ("arn:aws:sns:*:*:*",)),),  # the topic when configured
+    # SES authorises sending on the From identity; narrowed to the sender when configured.
+    "ses:SendEmail": (G("ContactsEmail", (SES_IDENTITIES,)),),
     # --- forensics: the clean-room stack and what it creates, all tagged with the incident ---
     "cloudformation:CreateStack": (
         G(

@@ -26,11 +26,12 @@ from sqlalchemy import select
 from bot.approvals.cards import CardUpdater, load_card
 from bot.approvals.notices import notice_texts
 from bot.background import Busy
+from bot.contacts import notify_opened, send_notice
 from bot.listeners.incident_posts import post_new_incident, refresh_incident
 from bot.slack_out import card_id
 from bot.views import blocks as bk
 from bot.views.approval_card import CardView, approval_card
-from bot.views.decisions import decision_text, usergroup_mention
+from bot.views.decisions import decision_text
 from bot.views.resources import resource_label
 from commands import incidents as svc
 from commands.approvals import contacts
@@ -252,6 +253,7 @@ class ContainmentService:
             )
         except Exception:  # the request matters more than the incident card
             log.exception("could not post the card of %s", key)
+        notify_opened(self.runtime, key)
         return key
 
     def follow_up(self, *, request_id: int, kind: str, requested_by: str) -> Proposal:
@@ -493,35 +495,17 @@ class ContainmentService:
             incident_id, drill = incident.id, incident.is_drill
             channel, ts = request.card_channel, request.card_ts
             subject, body, line = notice_texts(request, incident, what, outcome)
-        notice = contacts.Notice(key, subject, body)
-        if drill:
-            # A drill rehearses the responders; it never pages the real contacts.
-            contacts.note_not_paged(
-                database=self.runtime.database, incident_id=incident_id, notice=notice
-            )
-            cfg = contacts.NO_CONTACTS
-        else:
-            cfg = self.runtime.config.contacts
-            kwargs: dict[str, Any] = {}
-            if self.runtime.options.sns_factory:
-                kwargs["sns_factory"] = self.runtime.options.sns_factory
-            contacts.notify_contacts(
-                database=self.runtime.database,
-                incident_id=incident_id,
-                notice=notice,
-                contacts=cfg,
-                dry_run=dry_run,
-                **kwargs,
-            )
-        text = line
-        if cfg.slack_usergroup:
-            text = f"{usergroup_mention(cfg.slack_usergroup)} {line}"
-        emails = contacts.recipients_line(cfg)
-        if emails:
-            text += f"\n{bk.esc(emails)}"
+        send_notice(
+            self.runtime,
+            incident_id=incident_id,
+            notice=contacts.Notice(key, subject, body),
+            drill=drill,
+            dry_run=dry_run,
+            line=line,
+            channel=channel if ts else None,
+            thread_ts=ts,
+        )
         try:
-            if channel and ts:
-                self.runtime.slack.reply(channel, ts, bk.message(text))
             if what != "approved":
                 refresh_incident(self.runtime, key, line=line)
         except SlackApiError:

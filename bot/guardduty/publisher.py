@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from sqlalchemy import func, select
 
+from bot.contacts import notify_opened
 from bot.guardduty.cards import add_to_card
 from bot.guardduty.writes import intake_is_hot, write_session, write_turn
 from bot.slack_out import Stats, card_id
@@ -291,6 +292,8 @@ class CardPublisher:
         with self._cond:
             self._wrote(incident_id)
             self._joined.pop(incident_id, None)  # the card shows them
+        # Once per incident: the card is posted once, and the notice is claimed once.
+        notify_opened(self.runtime, key)
         self._propose(incident_id, key, finding)
 
     def _update(self, incident_id: int) -> None:

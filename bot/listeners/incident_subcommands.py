@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from io import StringIO
 
+from bot.contacts import notify_opened
 from bot.listeners.incident_posts import post_new_incident, refresh_incident
 from bot.listeners.slash import Invocation, Reply, Subcommand, spec
 from bot.views import blocks as bk
@@ -73,6 +74,7 @@ def open_cmd(inv: Invocation) -> Reply | None:
         posted = post_new_incident(
             inv.runtime, key, opener=inv.user_id, fallback_channel=inv.channel_id
         )
+        notify_opened(inv.runtime, key)  # only at high or critical
         where = "its own channel" if posted.created_channel else "the incident channel"
         return Reply(f"Opened *{key}*; its card is in {where}: {bk.channel(posted.channel_id)}.")
 
@@ -182,6 +184,7 @@ def change_severity(inv: Invocation, key: str, level: str) -> Reply:
     if old == level:
         return Reply(f"*{key}* is already {level}.")
     refresh_incident(inv.runtime, key, line=f"Severity {old} → *{level}* by {bk.user(inv.user_id)}")
+    notify_opened(inv.runtime, key)  # raised to high or critical: contacts hear of it once
     return Reply(f"*{key}* severity is now {level}.")
 
 

@@ -289,6 +289,18 @@ def blast_radius(
     if iam:
         roles = ", ".join(iam.get("roles") or []) or "no role"
         attached.append(f"instance profile {iam.get('profile_name')} ({roles})")
+        # Containment denies the role's older sessions: whoever else runs as it loses them.
+        for role, others in sorted((iam.get("shared_with") or {}).items()):
+            attached.append(
+                f"⚠ role {role} is shared: other instances using it lose their current "
+                f"credentials too: {', '.join(others)}"
+            )
+        if iam.get("shared_check_error"):
+            error = iam["shared_check_error"]
+            attached.append(
+                f"⚠ could not check which other instances use role(s) {roles}: "
+                f"{error.get('code')} {error.get('message', '')}".rstrip()
+            )
     enis = facts.get("enis") or []
     volumes = facts.get("volumes") or []
     if enis:

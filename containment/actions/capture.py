@@ -32,6 +32,7 @@ READ_PERMISSIONS = (
     "ec2:DescribeIamInstanceProfileAssociations",
     "ec2:DescribeSecurityGroups",
     "iam:GetInstanceProfile",
+    "iam:ListInstanceProfilesForRole",
     "autoscaling:DescribeAutoScalingInstances",
     "autoscaling:DescribeAutoScalingGroups",
     "elasticloadbalancing:DescribeTargetGroups",
@@ -116,12 +117,18 @@ def inspect_instance(target: Target, ctx: ActionContext) -> Facts:
         except ClientError as exc:
             if not is_not_found(exc):
                 raise
-        return {
+        found_iam = {
             "association_id": assoc["AssociationId"],
             "profile_arn": arn,
             "profile_name": name,
             "roles": roles,
         }
+        if roles and name != ctx.deny_all_profile_name:
+            try:
+                found_iam["shared_with"] = _role_sharers(ec2, iam, roles, iid)
+            except Exception as exc:  # the plan says it could not tell, not "nobody"
+                found_iam["shared_check_error"] = error_record(exc)
+        return found_iam
 
     def deny_profile() -> dict[str, Any] | None:
         try:
@@ -217,6 +224,34 @@ def inspect_instance(target: Target, ctx: ActionContext) -> Facts:
     facts["_blobs"] = {"console_output": console_text, "screenshot": results["screenshot"]}
     facts["raw_instance"] = jsonable(instance)
     return facts
+
+
+LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+
+
+def _role_sharers(ec2: Any, iam: Any, roles: list[str], iid: str) -> dict[str, list[str]]:
+    """Other live instances whose instance profile carries one of `roles`: revoking a role's
+    older sessions (aws:TokenIssueTime) cuts their current credentials too."""
+    out: dict[str, list[str]] = {}
+    for role in roles:
+        profiles = {
+            p["Arn"]
+            for page in iam.get_paginator("list_instance_profiles_for_role").paginate(RoleName=role)
+            for p in page["InstanceProfiles"]
+        }
+        found: list[str] = []
+        pages = ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "instance-state-name", "Values": LIVE_STATES}]
+        )
+        for page in pages:
+            for reservation in page["Reservations"]:
+                for inst in reservation["Instances"]:
+                    arn = (inst.get("IamInstanceProfile") or {}).get("Arn")
+                    if arn in profiles and inst["InstanceId"] != iid:
+                        found.append(inst["InstanceId"])
+        if found:
+            out[role] = sorted(found)
+    return out
 
 
 def _tg_membership(elbv2: Any, group: dict[str, Any], iid: str, ips: set[str]) -> dict[str, Any]:
@@ -347,6 +382,8 @@ class CaptureInstance(Action):
             ("ec2", "DescribeIamInstanceProfileAssociations", iid),
             ("iam", "GetInstanceProfile", {"InstanceProfileName": "<attached profile>"}),
             ("iam", "GetInstanceProfile", {"InstanceProfileName": ctx.deny_all_profile_name}),
+            ("iam", "ListInstanceProfilesForRole", {"RoleName": "<each role of the profile>"}),
+            ("ec2", "DescribeInstances", {"instance-state-name": LIVE_STATES}),
             ("autoscaling", "DescribeAutoScalingInstances", {"InstanceIds": [target.resource_id]}),
             ("autoscaling", "DescribeAutoScalingGroups", {"AutoScalingGroupNames": ["<group>"]}),
             ("elbv2", "DescribeTargetGroups", {}),

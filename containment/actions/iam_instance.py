@@ -38,6 +38,14 @@ def boundary_arn(ctx: ActionContext, profile_arn: str) -> str | None:
     return f"arn:{partition}:iam::{account}:policy/{ctx.permissions_boundary_name}"
 
 
+def sharing_note(role: str, others: list[str]) -> str:
+    """Said before approval: the deny reaches every instance that runs as the role."""
+    return (
+        f"ALSO HITS {len(others)} other instance(s) using role {role}: {', '.join(others)}"
+        " (their current credentials stop working until EC2 refreshes them)"
+    )
+
+
 def _swap_needed(ctx: ActionContext, facts: Facts) -> bool:
     current = facts.get("iam")
     if not current:
@@ -103,8 +111,10 @@ class RestrictInstanceIam(Action):
                     },
                 )
             )
+        shared = (facts.get("iam") or {}).get("shared_with") or {}
         for role in _roles(ctx, facts):
             policy = revoke_policy_name(ctx)
+            others = shared.get(role)
             out.append(
                 PlannedCall(
                     "iam", "GetRolePolicy", {"RoleName": role, "PolicyName": policy}, mutating=False
@@ -119,6 +129,7 @@ class RestrictInstanceIam(Action):
                         "PolicyName": policy,
                         "Deny": "* when aws:TokenIssueTime < now",
                     },
+                    note=sharing_note(role, others) if others else None,
                 )
             )
         return out

@@ -104,6 +104,11 @@ def test_drill_opens_a_drill_incident_with_a_dry_run_plan_and_pages_no_one(
         ).all()
     assert finished.status == "succeeded" and finished.decided_by == "U0APPROVER2"
     assert "contacts.not_paged" in kinds and "contacts.notified" not in kinds
+    with bot.session() as s:
+        not_paged = s.scalars(
+            select(TimelineEvent.summary).where(TimelineEvent.kind == "contacts.not_paged")
+        ).all()
+    assert any("high incident opened" in summary for summary in not_paged)  # opening too
     assert "S0SECOPS" not in str(bot.slack.calls)
     ec2 = boto3.client("ec2", region_name="us-east-1")
     enis = ec2.describe_network_interfaces(NetworkInterfaceIds=sandbox.eni_ids)

@@ -290,6 +290,9 @@ def test_contacts_publish(database: Any, aws: Any) -> None:
     from commands.approvals.contacts import Notice, notify_contacts
 
     arn = boto3.client("sns", region_name="us-east-1").create_topic(Name="secops")["TopicArn"]
+    boto3.client("ses", region_name="us-east-1").verify_email_identity(
+        EmailAddress="bot@example.com"
+    )
     recorder = Recorder()
     ctx = recorder.ctx("INC-1")
     with database.session() as session:
@@ -299,6 +302,8 @@ def test_contacts_publish(database: Any, aws: Any) -> None:
         sns_topic_arn = arn
         slack_usergroup = None
         emails = ("security@example.com",)
+        ses_sender = "bot@example.com"
+        ses_region = "us-east-1"
 
     record = notify_contacts(
         database=database,
@@ -306,8 +311,10 @@ def test_contacts_publish(database: Any, aws: Any) -> None:
         notice=Notice("INC-1", "s", "b"),
         contacts=Contacts(),
         sns_factory=lambda region: ctx.home_client("sns", region),
+        ses_factory=lambda region: ctx.home_client("ses", region),
     )
-    assert record["sns_message_id"]
+    assert record["channels"]["sns"]["message_id"]
+    assert list(record["channels"]["email"]["sent"]) == ["security@example.com"]
     check(recorder, "contacts")
 
 

@@ -54,3 +54,18 @@ def test_missing_screenshot_is_recorded_not_fatal(world, instance, make_ctx) -> 
     assert capture.evidence["screenshot"] == {"available": False}
     assert "screenshot" in capture.evidence["optional_errors"]
     assert capture.evidence["console_output_sha256"]
+
+
+def test_unknown_role_sharing_is_said_not_hidden(world, instance, make_ctx, faults) -> None:
+    from commands.approvals.plans import blast_radius
+    from containment.actions.capture import inspect_instance
+
+    faults.fail("ListInstanceProfilesForRole", "AccessDenied", message="not allowed")
+    facts = inspect_instance(instance, make_ctx())
+    assert "shared_with" not in facts["iam"]
+    assert facts["iam"]["shared_check_error"]["code"] == "AccessDenied"
+    attached = blast_radius(facts)["attached"]
+    assert any(
+        "could not check which other instances use role(s) app-role: AccessDenied" in line
+        for line in attached
+    ), attached

@@ -6,6 +6,7 @@ builds. Steps run one at a time here so each call is attributed to the step maki
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 
 import pytest
@@ -170,6 +171,21 @@ def test_configured_bucket_and_topic_narrow_the_policy() -> None:
     assert put["Resource"] == "arn:aws:s3:::ir-evidence/incidents/*"
     publish = next(s for s in doc["Statement"] if "sns:Publish" in s["Action"])
     assert publish["Resource"] == topic
+
+
+def test_ses_sends_only_as_the_configured_sender() -> None:
+    unset = policy_document(capability="contain")
+    send = next(s for s in unset["Statement"] if "ses:SendEmail" in s["Action"])
+    assert send["Resource"] == "arn:aws:ses:*:*:identity/*"
+    assert "ses:SendEmail" not in json.dumps(policy_document(capability="triage"))
+    doc = policy_document(contacts_ses_sender="Incident Bot <bot@ir.example.com>")
+    send = next(s for s in doc["Statement"] if "ses:SendEmail" in s["Action"])
+    assert send["Action"] == ["ses:SendEmail"]
+    # Either the address or its domain may be the verified identity.
+    assert send["Resource"] == [
+        "arn:aws:ses:*:*:identity/bot@ir.example.com",
+        "arn:aws:ses:*:*:identity/ir.example.com",
+    ]
 
 
 def test_an_unscoped_write_is_refused_by_the_generator(monkeypatch) -> None:
