@@ -28,22 +28,85 @@ from commands.approvals.plans import StepCallback
 from commands.approvals.requests import request_containment, running_plan
 from commands.errors import UserError
 from commands.incidents import get_incident
+from containment.capabilities import Permissions
 from containment.context import ActionContext
 from containment.errors import error_record
 from containment.tags import INCIDENT_TAG, tag_dict, tag_list
 from containment.targets import Target
 from storage.db import Database
+from storage.facts import CLEAN_ROOM
 from storage.models import ContainmentRequest, Incident
 
 ENGINE = "forensics"
 TARGET_KIND = "clean_room"
-FACTS_KEY = "forensics"
 STACK_PREFIX = "incident-bot-forensics-"
 TEMPLATE_NAME = "forensics-cleanroom.yml"
 MAX_SNAPSHOTS = 4  # volume slots in the template
 DEVICES = ("/dev/sdf", "/dev/sdg", "/dev/sdh", "/dev/sdi")
 POLL_SECONDS = 5.0
 TIMEOUT = dt.timedelta(minutes=30)
+
+# CloudFormation creates the clean room with the caller's permissions (no service role), so
+# the caller needs what the template's resources need, create and delete.
+CLEAN_ROOM_STACK = (
+    "ec2:CreateVpc",
+    "ec2:DeleteVpc",
+    "ec2:ModifyVpcAttribute",
+    "ec2:DescribeVpcs",
+    "ec2:CreateSubnet",
+    "ec2:DeleteSubnet",
+    "ec2:DescribeSubnets",
+    "ec2:CreateSecurityGroup",
+    "ec2:DeleteSecurityGroup",
+    "ec2:DescribeSecurityGroups",
+    "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:AuthorizeSecurityGroupEgress",
+    "ec2:RevokeSecurityGroupEgress",
+    "ec2:CreateVpcEndpoint",
+    "ec2:DeleteVpcEndpoints",
+    "ec2:DescribeVpcEndpoints",
+    "ec2:RunInstances",
+    "ec2:TerminateInstances",
+    "ec2:CreateVolume",
+    "ec2:DeleteVolume",
+    "ec2:AttachVolume",
+    "ec2:DetachVolume",
+    "ec2:DescribeVolumes",
+    "ec2:CreateTags",
+    "iam:CreateRole",
+    "iam:DeleteRole",
+    "iam:GetRole",
+    "iam:TagRole",
+    "iam:AttachRolePolicy",
+    "iam:DetachRolePolicy",
+    "iam:CreateInstanceProfile",
+    "iam:DeleteInstanceProfile",
+    "iam:GetInstanceProfile",
+    "iam:AddRoleToInstanceProfile",
+    "iam:RemoveRoleFromInstanceProfile",
+    "iam:PassRole",
+    # Volumes restored from snapshots encrypted with a customer-managed key.
+    "kms:CreateGrant",
+    "kms:Decrypt",
+    "kms:DescribeKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+)
+PERMISSIONS = Permissions(
+    "forensics",
+    "forensics",
+    (
+        "ec2:DescribeSnapshots",
+        "ec2:DescribeInstances",
+        "ec2:DescribeAvailabilityZones",
+        "cloudformation:CreateStack",
+        "cloudformation:DeleteStack",
+        "cloudformation:DescribeStacks",
+        "cloudformation:DescribeStackEvents",
+        *CLEAN_ROOM_STACK,
+    ),
+)
 LIVE_REQUEST = ("pending", "approved", "running")
 _DONE = {"CREATE_COMPLETE", "DELETE_COMPLETE", "UPDATE_COMPLETE"}
 _FAILED = {
@@ -679,12 +742,11 @@ class CleanRoomEngine:
 
     def save_facts(self, incident_key: str, **values: Any) -> None:
         with self.database.session() as session:
-            incident = get_incident(session=session, key=incident_key)
-            facts = dict(incident.facts or {})
-            room = dict(facts.get(FACTS_KEY) or {})
-            room.update(values, updated_at=self.database.clock.now().isoformat())
-            facts[FACTS_KEY] = room
-            incident.facts = facts
+            CLEAN_ROOM.update(
+                get_incident(session=session, key=incident_key),
+                **values,
+                updated_at=self.database.clock.now().isoformat(),
+            )
         if self.on_facts is not None:
             # A card refresh must never fail the stack operation.
             with contextlib.suppress(Exception):
@@ -759,7 +821,7 @@ def delete_clean_room(
 
 def clean_room_lines(facts: Mapping[str, Any]) -> list[str]:
     """Plain-text lines about the clean room for the incident card."""
-    room = facts.get(FACTS_KEY) or {}
+    room = CLEAN_ROOM.get(facts)
     if not room:
         return []
     lines = [f"clean room {room.get('stack_name', '?')}: {room.get('status', '?')}"]

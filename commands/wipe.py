@@ -33,17 +33,44 @@ from commands.approvals.requests import request_containment, running_plan
 from commands.errors import UserError
 from commands.forensics import CleanRoomEngine, delete_clean_room, existing_stack, stack_name
 from commands.incidents import get_incident
+from containment.capabilities import Permissions
 from containment.context import ActionContext
 from containment.errors import error_record, is_not_found
 from containment.tags import INCIDENT_TAG, STATUS_TAG, tag_dict
 from containment.targets import Target
 from storage.db import Database
+from storage.facts import WIPE
 from storage.models import ContainmentRequest
 from storage.timeline import append_event
 
 ENGINE = "wipe"
 TARGET_KIND = "evidence"
-FACTS_KEY = "wipe"
+PERMISSIONS = Permissions(
+    "wipe",
+    "wipe",
+    (
+        "cloudformation:DescribeStacks",
+        "cloudformation:DescribeStackEvents",
+        "cloudformation:DeleteStack",
+        "ec2:DescribeVolumes",
+        "ec2:DeleteVolume",
+        "ec2:DescribeSnapshots",
+        "ec2:DeleteSnapshot",
+        "ec2:DescribeFlowLogs",
+        "ec2:DeleteFlowLogs",
+        "logs:DeleteLogDelivery",
+        "s3:ListBucketVersions",
+        "s3:GetObjectTagging",
+        "s3:GetObjectVersionTagging",
+        "s3:DeleteObject",
+        "s3:DeleteObjectVersion",
+        "kms:ListKeys",
+        "kms:ListAliases",
+        "kms:ListResourceTags",
+        "kms:DescribeKey",
+        "kms:ScheduleKeyDeletion",
+    ),
+)
 SOURCE_SNAPSHOT_TAG = "incident-bot:source-snapshot"
 WIPEABLE = ("resolved", "closed")
 LIVE_REQUEST = ("pending", "approved", "running")
@@ -634,8 +661,7 @@ class WipeEngine:
                 summary=summary,
                 details=details,
             )
-            facts = dict(incident.facts or {})
-            wipe = dict(facts.get(FACTS_KEY) or {})
+            wipe = WIPE.get(incident)
             if deleted:
                 wipe["deleted"] = [
                     *wipe.get("deleted", []),
@@ -643,16 +669,12 @@ class WipeEngine:
                 ]
             elif kind == "wipe.failed":
                 wipe["failed"] = [*wipe.get("failed", []), details]
-            facts[FACTS_KEY] = wipe
-            incident.facts = facts
+            WIPE.set(incident, wipe)
         self._facts_changed(key)
 
     def _save(self, key: str, **values: Any) -> None:
         with self.database.session() as session:
-            incident = get_incident(session=session, key=key)
-            facts = dict(incident.facts or {})
-            facts[FACTS_KEY] = {**(facts.get(FACTS_KEY) or {}), **values}
-            incident.facts = facts
+            WIPE.update(get_incident(session=session, key=key), **values)
 
     def _facts_changed(self, key: str) -> None:
         if self.on_facts is not None:
@@ -699,7 +721,7 @@ def _delete_ec2(ec2: Any, kind: str, item: Mapping[str, Any], key: str) -> str:
 
 def wipe_lines(facts: Mapping[str, Any]) -> list[str]:
     """Plain-text lines for the incident card: what the wipe deleted."""
-    wipe = facts.get(FACTS_KEY) or {}
+    wipe = WIPE.get(facts)
     deleted = wipe.get("deleted") or []
     if not deleted and not wipe.get("failed"):
         return []

@@ -47,6 +47,7 @@ from commands.approvals.requests import (
     request_containment,
 )
 from commands.errors import UserError
+from storage.facts import IMPACT
 from storage.models import ContainmentRequest, Finding, Incident
 
 if TYPE_CHECKING:
@@ -568,7 +569,7 @@ class ContainmentService:
 def _add_impact(plan: dict[str, Any], incident: Incident, resource_id: str) -> None:
     """Add the incident's stored blast-radius estimate (owner, account, neighbours) if it
     is about this resource; no AWS call here."""
-    impact = (incident.facts or {}).get("impact")
+    impact = IMPACT.get(incident)
     if not impact or (impact.get("resource") or {}).get("id") != resource_id:
         return
     try:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
-
 from bot.listeners.incident_subcommands import subcommand
 from bot.listeners.slash import Invocation, Reply
 from commands.drills.sandbox_account import (
@@ -21,13 +19,14 @@ from commands.drills.sandbox_account import (
     sandbox_from_account,
 )
 from commands.drills.scenarios import SCENARIOS
+from containment.clients import aws_client
 
 CLIENT_FACTORY_KEY = "drills.client_factory"  # runtime.extras: (service, region) -> client
 
 
 def _client(inv: Invocation, service: str, region: str) -> Any:
     factory = inv.runtime.extras.get(CLIENT_FACTORY_KEY)
-    return factory(service, region) if factory else boto3.client(service, region_name=region)
+    return factory(service, region) if factory else aws_client(service, region)
 
 
 @subcommand(

@@ -44,6 +44,7 @@ from commands.approvals.plans import action_context
 from commands.errors import UserError
 from containment.context import ActionContext
 from containment.targets import Target
+from storage.facts import IMPACT
 from storage.models import Incident
 
 if TYPE_CHECKING:
@@ -478,7 +479,7 @@ class ImpactSweeper(Periodic):
             ).all()
             keys = []
             for i in rows:
-                if i.id in self._done or (i.facts or {}).get(impact_svc.FACTS_KEY):
+                if i.id in self._done or IMPACT.present(i):
                     continue
                 self._done.add(i.id)
                 keys.append((i.key, i.id, i.created_by == GUARDDUTY_ACTOR))

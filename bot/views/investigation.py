@@ -18,6 +18,7 @@ from commands.forensics import clean_room_lines
 from commands.impact import summary_lines
 from commands.trail import TrailResult, iter_table
 from commands.wipe import wipe_lines
+from storage.facts import IMPACT, facts_of
 from storage.models import Incident
 
 NEIGHBOURS_SHOWN = 8
@@ -30,12 +31,12 @@ def _bullets(lines: list[str], limit: int = 600) -> str:
 def investigation_sections(facts: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The card's investigation blocks ([] when nothing was found or done yet)."""
     parts: list[str] = []
-    impact = facts.get("impact")
+    impact = IMPACT.get(facts)
     if impact:
         parts.append("*Blast radius*\n" + _bullets(summary_lines(impact)))
     for title, lines in (
         ("Forensic clean room", clean_room_lines(facts)[:6]),
-        ("Abuse report", abuse_lines(dict(facts))),
+        ("Abuse report", abuse_lines(facts)),
         ("Evidence wipe", wipe_lines(facts)),
     ):
         if lines:
@@ -47,7 +48,7 @@ def investigation_sections(facts: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 @card_section(order=60)
 def _card_investigation(incident: Incident, now: dt.datetime) -> list[dict[str, Any]]:
-    return investigation_sections(incident.facts or {})
+    return investigation_sections(facts_of(incident))
 
 
 def impact_reply(key: str, impact: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]]:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from containment.capabilities import Permissions
 from storage.db import Database
 from storage.models import Incident
 from storage.timeline import append_event
@@ -21,6 +22,8 @@ from storage.timeline import append_event
 log = logging.getLogger(__name__)
 
 SUBJECT_MAX = 100  # SNS limit
+# Contacts are told on containment approval and outcome.
+PERMISSIONS = Permissions("contacts", "contain", ("sns:Publish",))
 SnsFactory = Callable[[str], Any]  # region -> boto3 SNS client
 
 
@@ -40,9 +43,9 @@ class Notice:
 
 
 def default_sns(region: str) -> Any:
-    import boto3
+    from containment.clients import aws_client
 
-    return boto3.client("sns", region_name=region)
+    return aws_client("sns", region)
 
 
 def topic_region(arn: str) -> str:
