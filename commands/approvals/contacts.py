@@ -14,10 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from commands.events import record_quietly
 from containment.capabilities import Permissions
 from storage.db import Database
-from storage.models import Incident
-from storage.timeline import append_event
 
 log = logging.getLogger(__name__)
 
@@ -123,21 +122,7 @@ def _append(
     *, database: Database, incident_id: int, kind: str, summary: str, details: dict[str, Any]
 ) -> None:
     """Record who was (or was not) told; never raises, a record must not undo a decision."""
-    try:
-        with database.session() as session:
-            incident = session.get(Incident, incident_id)
-            if incident is None:
-                return
-            append_event(
-                session=session,
-                incident=incident,
-                actor="system",
-                kind=kind,
-                summary=summary,
-                details=details,
-            )
-    except Exception:
-        log.exception("could not record %s for incident %s", kind, incident_id)
+    record_quietly(database, incident_id=incident_id, kind=kind, summary=summary, details=details)
 
 
 @dataclass(frozen=True)

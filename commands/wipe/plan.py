@@ -1,47 +1,25 @@
-"""`/incident wipe [INC-N]`: delete an investigation's evidence once the incident is resolved.
-
-The plan lists every item before anything is deleted, and goes through the same approval as
-containment. It covers only what the incident created, proven by tags:
-
-- the clean-room stack (tagged `incident-bot:incident=<key>`), with its instance and volumes;
-- restored volumes: the incident tag *and* `incident-bot:source-snapshot` (the containment's
-  tag step also marks the compromised instance's own volumes with the incident tag, and
-  those are not the incident's to delete);
-- snapshots the containment took (incident tag);
-- VPC flow logs the containment enabled (incident tag), then their log files;
-- evidence objects under `<prefix><key>/` whose object tags name the incident, every
-  version; flow-log files there only when their name carries one of those flow logs' ids;
-- the incident's own KMS key (incident tag, customer managed, never the configured shared
-  evidence key): deletion is *scheduled*, 7 to 30 days out, and can be cancelled until then.
-
-Each item is checked again right before it is deleted, and every deletion is a timeline
-event. `incident.facts["wipe"]` keeps what was deleted for the incident card.
-"""
+"""The wipe's inventory, plan and request: every item, read-only, before anything is deleted."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
-from sqlalchemy import select
 
-from commands.approvals.plans import StepCallback
-from commands.approvals.requests import request_containment, running_plan
+from commands.aftermath import live_request, record_request
 from commands.errors import UserError
-from commands.forensics import CleanRoomEngine, delete_clean_room, existing_stack, stack_name
+from commands.forensics import existing_stack, stack_name
 from commands.incidents import get_incident
 from containment.capabilities import Permissions
 from containment.context import ActionContext
-from containment.errors import error_record, is_not_found
+from containment.errors import is_not_found
 from containment.tags import INCIDENT_TAG, STATUS_TAG, tag_dict
 from containment.targets import Target
 from storage.db import Database
 from storage.facts import WIPE
-from storage.models import ContainmentRequest
-from storage.timeline import append_event
 
 ENGINE = "wipe"
 TARGET_KIND = "evidence"
@@ -73,7 +51,6 @@ PERMISSIONS = Permissions(
 )
 SOURCE_SNAPSHOT_TAG = "incident-bot:source-snapshot"
 WIPEABLE = ("resolved", "closed")
-LIVE_REQUEST = ("pending", "approved", "running")
 STEPS = (
     ("delete_clean_room", "stacks", "Delete the forensic clean-room stack"),
     ("delete_volumes", "volumes", "Delete volumes restored from the incident's snapshots"),
@@ -395,328 +372,26 @@ def propose_wipe(
                 f"(/incident resolve {incident.key} <summary>), then wipe its evidence."
             )
         scope = Scope(incident.key, incident.region or default_region, incident.account_id)
-        live = _live(session, incident.key)
+        live = live_request(session, incident.key, "wipe")
         if live is not None:
             return Proposed(live.id, False, incident.key, -1)
     items = inventory(ctx=ctx, scope=scope, shared_kms_key=shared_kms_key)
     plan = build_plan(items=items, bucket=ctx.evidence_bucket, kms_pending_days=kms_pending_days)
     if not plan["steps"]:
         raise UserError(f"{scope.incident_key} has nothing left to wipe.")
-    with db.session() as session:
-        incident = get_incident(session=session, key=incident_key, for_update=True)
-        live = _live(session, incident.key)
-        if live is not None:
-            return Proposed(live.id, False, incident.key, -1)
-        created = request_containment(
-            session=session,
-            incident=incident,
-            target=scope.target(),
-            plan=plan,
-            requested_by=requested_by,
-            reason="wipe the investigation's evidence",
-            expire_after=expire_after,
-            dry_run=dry_run,
-            kind="wipe",
-        )
-        count = sum(len(s["calls"]) for s in plan["steps"])
-        return Proposed(created.request.id, created.created, incident.key, count)
-
-
-def _live(session: Any, key: str) -> ContainmentRequest | None:
-    return session.scalars(
-        select(ContainmentRequest)
-        .where(
-            ContainmentRequest.target_id == key,
-            ContainmentRequest.kind == "wipe",
-            ContainmentRequest.status.in_(LIVE_REQUEST),
-        )
-        .order_by(ContainmentRequest.id.desc())
-    ).first()
-
-
-# -- running -------------------------------------------------------------------------------
-
-
-class Gone(Exception):
-    """The item no longer exists: nothing to delete."""
-
-
-class NotOurs(Exception):
-    """The item lost the tag that proves the incident created it."""
-
-
-class WipeEngine:
-    """The approval executor's Engine for wipe requests (and their retries)."""
-
-    def __init__(
-        self,
-        *,
-        database: Database,
-        clean_room: CleanRoomEngine | None = None,
-        now: Callable[[], dt.datetime] | None = None,
-        on_facts: Callable[[str], None] | None = None,
-    ) -> None:
-        self.database = database
-        self.clean_room = clean_room or CleanRoomEngine(database=database)
-        self.now = now or database.clock.now
-        self.on_facts = on_facts
-
-    def plan(self, *, target: Target, ctx: ActionContext) -> dict[str, Any]:
-        raise UserError("Use /incident wipe to plan a wipe.")
-
-    def plan_rollback(
-        self, *, target: Target, ctx: ActionContext, previous: Sequence[Mapping[str, Any]]
-    ) -> dict[str, Any]:
-        return {"steps": [], "blast_radius": {}}  # deletions cannot be undone
-
-    def rollback(self, **_: Any) -> list[dict[str, Any]]:
-        return []
-
-    def run(
-        self,
-        *,
-        target: Target,
-        ctx: ActionContext,
-        action_names: Sequence[str] | None,
-        previous: Sequence[Mapping[str, Any]],
-        on_step: StepCallback,
-    ) -> list[dict[str, Any]]:
-        plan = self._plan_of(target.resource_id)
-        items = plan["items"]
-        wanted = set(action_names) if action_names is not None else None
-        results = []
-        for action, kind, _ in STEPS:
-            if not items.get(kind) or (wanted is not None and action not in wanted):
-                continue
-            on_step(action, "started", None)
-            result = self._step(action, kind, items[kind], target, ctx, plan)
-            on_step(action, "finished", result)
-            results.append(result)
-        return results
-
-    def _plan_of(self, key: str) -> dict[str, Any]:
-        return running_plan(
-            database=self.database, target_id=key, kinds=("wipe", "retry"), what="wipe"
-        )
-
-    def _step(
-        self,
-        action: str,
-        kind: str,
-        items: list[dict[str, Any]],
-        target: Target,
-        ctx: ActionContext,
-        plan: Mapping[str, Any],
-    ) -> dict[str, Any]:
-        started = self.now().isoformat()
-        deleted: list[str] = []
-        gone: list[str] = []
-        refused: list[dict[str, str]] = []
-        errors: list[dict[str, Any]] = []
-        for item in items:
-            label = item.get("key") or item.get("name") or item["id"]
-            if ctx.dry_run:
-                deleted.append(label)
-                continue
-            try:
-                detail = self._delete(kind, item, target, ctx, plan)
-            except Gone:
-                gone.append(label)
-                continue
-            except NotOurs as exc:
-                refused.append({"id": label, "why": str(exc)})
-                self._record(
-                    ctx.incident_key,
-                    "wipe.refused",
-                    f"Left {kind} {label}: {exc}",
-                    {"type": kind, "id": label},
-                )
-                continue
-            except Exception as exc:
-                err = error_record(exc)
-                errors.append({"id": label, **err})
-                self._record(
-                    ctx.incident_key,
-                    "wipe.failed",
-                    f"Could not delete {kind} {label}: {err['code']}: {err['message']}",
-                    {"type": kind, "id": label, "error": err},
-                )
-                continue
-            deleted.append(label)
-            self._record(
-                ctx.incident_key,
-                "wipe.deleted",
-                detail,
-                {"type": kind, "id": label},
-                deleted=(kind, label),
-            )
-        verb = "would delete" if ctx.dry_run else "deleted"
-        note = f"{verb} {len(deleted)}"
-        if deleted:
-            note += ": " + ", ".join(deleted[:5]) + (" …" if len(deleted) > 5 else "")
-        if gone:
-            note += f"; {len(gone)} already gone"
-        if refused:
-            note += f"; {len(refused)} left (tag missing)"
-        result: dict[str, Any] = {
-            "action": action,
-            "status": "failed" if errors else "succeeded",
-            "note": note,
-            "evidence": {
-                "deleted": deleted,
-                "already_gone": gone,
-                "refused": refused,
-                "errors": errors,
-            },
-            "changes": {},
-            "dry_run": ctx.dry_run,
-            "started_at": started,
-            "finished_at": self.now().isoformat(),
-        }
-        if errors:
-            first = errors[0]
-            result["error"] = {
-                "code": first["code"],
-                "message": f"{len(errors)} of {len(items)} failed; first: "
-                f"{first['id']}: {first['message']}"[:500],
-                "kind": first.get("kind", "error"),
-            }
-            result["state_left"] = {"not_deleted": [e["id"] for e in errors]}
-        return result
-
-    def _delete(
-        self,
-        kind: str,
-        item: Mapping[str, Any],
-        target: Target,
-        ctx: ActionContext,
-        plan: Mapping[str, Any],
-    ) -> str:
-        """Check the item is still the incident's, delete it, return the timeline summary."""
-        key = ctx.incident_key
-        if kind == "stacks":
-            result = delete_clean_room(
-                ctx=ctx, target=target, stack_id=item["id"], engine=self.clean_room
-            )
-            if result["status"] == "skipped":
-                raise Gone()
-            if result["status"] != "succeeded":
-                raise RuntimeError(result["error"]["message"])
-            return f"Deleted clean-room stack {item['name']}"
-        if kind in ("volumes", "snapshots", "flow_logs"):
-            ec2 = ctx.client("ec2", target)
-            return _delete_ec2(ec2, kind, item, key)
-        if kind == "objects":
-            s3 = ctx.home_client("s3", target.region)
-            bucket = plan["bucket"]
-            params = {"Bucket": bucket, "Key": item["key"]}
-            if item["version_id"] != "null":  # an unversioned bucket's only version
-                params["VersionId"] = item["version_id"]
-            if item["why"] == "tagged":
-                try:
-                    tags = tag_dict(s3.get_object_tagging(**params).get("TagSet"))
-                except ClientError as exc:
-                    if is_not_found(exc) or "NoSuchVersion" in str(exc):
-                        raise Gone() from None
-                    raise
-                if tags.get(INCIDENT_TAG) != key:
-                    raise NotOurs("its incident tag is gone")
-            s3.delete_object(**params)
-            return f"Deleted s3://{bucket}/{item['key']} (version {item['version_id']})"
-        kms = ctx.home_client("kms", target.region)
-        tags = {
-            t["TagKey"]: t["TagValue"]
-            for t in kms.list_resource_tags(KeyId=item["id"]).get("Tags", [])
-        }
-        if tags.get(INCIDENT_TAG) != key:
-            raise NotOurs("its incident tag is gone")
-        meta = kms.describe_key(KeyId=item["id"])["KeyMetadata"]
-        if meta.get("KeyState") == "PendingDeletion":
-            raise Gone()
-        days = int(plan["kms_pending_days"])
-        out = kms.schedule_key_deletion(KeyId=item["id"], PendingWindowInDays=days)
-        when = out.get("DeletionDate")
-        when_text = when.strftime("%Y-%m-%d %H:%M UTC") if isinstance(when, dt.datetime) else when
-        self._save(key, kms_deletion={"key_id": item["id"], "deletion_date": str(when_text)})
-        return (
-            f"Scheduled deletion of KMS key {item['id']} in {days} days ({when_text}); "
-            f"aws kms cancel-key-deletion --key-id {item['id']} undoes it until then"
-        )
-
-    def _record(
-        self,
-        key: str,
-        kind: str,
-        summary: str,
-        details: dict[str, Any],
-        deleted: tuple[str, str] | None = None,
-    ) -> None:
-        with self.database.session() as session:
-            incident = get_incident(session=session, key=key)
-            append_event(
-                session=session,
-                incident=incident,
-                actor="system",
-                kind=kind,
-                summary=summary,
-                details=details,
-            )
-            wipe = WIPE.get(incident)
-            if deleted:
-                wipe["deleted"] = [
-                    *wipe.get("deleted", []),
-                    {"type": deleted[0], "id": deleted[1], "at": self.now().isoformat()},
-                ]
-            elif kind == "wipe.failed":
-                wipe["failed"] = [*wipe.get("failed", []), details]
-            WIPE.set(incident, wipe)
-        self._facts_changed(key)
-
-    def _save(self, key: str, **values: Any) -> None:
-        with self.database.session() as session:
-            WIPE.update(get_incident(session=session, key=key), **values)
-
-    def _facts_changed(self, key: str) -> None:
-        if self.on_facts is not None:
-            try:
-                self.on_facts(key)
-            except Exception:  # the card is secondary to the deletion record
-                return
-
-
-def _delete_ec2(ec2: Any, kind: str, item: Mapping[str, Any], key: str) -> str:
-    try:
-        if kind == "volumes":
-            vols = ec2.describe_volumes(VolumeIds=[item["id"]])["Volumes"]
-            if not vols:
-                raise Gone()
-            tags = tag_dict(vols[0].get("Tags"))
-            if tags.get(INCIDENT_TAG) != key or SOURCE_SNAPSHOT_TAG not in tags:
-                raise NotOurs("it no longer carries the tags of a restored volume")
-            ec2.delete_volume(VolumeId=item["id"])
-            return f"Deleted restored volume {item['id']} (from {item.get('source_snapshot')})"
-        if kind == "snapshots":
-            snaps = ec2.describe_snapshots(SnapshotIds=[item["id"]])["Snapshots"]
-            if not snaps:
-                raise Gone()
-            if tag_dict(snaps[0].get("Tags")).get(INCIDENT_TAG) != key:
-                raise NotOurs("its incident tag is gone")
-            ec2.delete_snapshot(SnapshotId=item["id"])
-            return f"Deleted snapshot {item['id']} (of {item.get('volume_id')})"
-        logs = ec2.describe_flow_logs(FlowLogIds=[item["id"]])["FlowLogs"]
-        if not logs:
-            raise Gone()
-        if tag_dict(logs[0].get("Tags")).get(INCIDENT_TAG) != key:
-            raise NotOurs("its incident tag is gone")
-        out = ec2.delete_flow_logs(FlowLogIds=[item["id"]])
-        if out.get("Unsuccessful"):
-            err = out["Unsuccessful"][0].get("Error", {})
-            raise RuntimeError(f"{err.get('Code')}: {err.get('Message')}")
-        return f"Deleted flow log {item['id']} (on {item.get('resource_id')})"
-    except ClientError as exc:
-        if is_not_found(exc):
-            raise Gone() from None
-        raise
+    recorded = record_request(
+        db=db,
+        incident_key=incident_key,
+        target=scope.target(),
+        kind="wipe",
+        plan=plan,
+        requested_by=requested_by,
+        reason="wipe the investigation's evidence",
+        expire_after=expire_after,
+        dry_run=dry_run,
+    )
+    count = -1 if recorded.already_live else sum(len(s["calls"]) for s in plan["steps"])
+    return Proposed(recorded.request_id, recorded.created, recorded.incident_key, count)
 
 
 def wipe_lines(facts: Mapping[str, Any]) -> list[str]:
