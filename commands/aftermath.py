@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from commands.approvals.plans import StepCallback
+from commands.approvals.plans import Plan, StepCallback
 from commands.approvals.requests import request_containment
 from commands.incidents import get_incident
 from containment.context import ActionContext
+from containment.registry import Status, StepResult
 from containment.targets import Target
 from storage.db import Database
 from storage.models import ContainmentRequest
@@ -55,7 +56,7 @@ def record_request(
     incident_key: str,
     target: Target,
     kind: str,
-    plan: dict[str, Any],
+    plan: Plan,
     requested_by: str,
     reason: str,
     expire_after: dt.timedelta,
@@ -83,20 +84,13 @@ def record_request(
 
 
 def step_result(
-    at: dt.datetime, action: str, status: str, *, note: str | None = None, **extra: Any
-) -> dict[str, Any]:
-    """A step result dict as the approval executor records it."""
+    at: dt.datetime, action: str, status: Status, *, note: str | None = None, **extra: Any
+) -> StepResult:
+    """A step that started and finished at `at` (the stack's events come in after the fact)."""
     now = at.isoformat()
-    return {
-        "action": action,
-        "status": status,
-        "note": note,
-        "started_at": now,
-        "finished_at": now,
-        "changes": {},
-        "evidence": {},
-        **extra,
-    }
+    return StepResult(
+        action=action, status=status, note=note, started_at=now, finished_at=now, **extra
+    )
 
 
 class OneWayEngine:
@@ -108,24 +102,24 @@ class OneWayEngine:
     def __init__(self, on_facts: Callable[[str], None] | None = None) -> None:
         self.on_facts = on_facts  # called with the incident key after its facts change
 
-    def plan(self, *, target: Target, ctx: ActionContext) -> dict[str, Any]:
+    def plan(self, *, target: Target, ctx: ActionContext) -> Plan:
         from commands.errors import UserError
 
         raise UserError(f"Use {self.plan_command}.")
 
     def plan_rollback(
-        self, *, target: Target, ctx: ActionContext, previous: Sequence[Mapping[str, Any]]
-    ) -> dict[str, Any]:
-        return {"steps": [], "blast_radius": {}}
+        self, *, target: Target, ctx: ActionContext, previous: Sequence[StepResult]
+    ) -> Plan:
+        return Plan()
 
     def rollback(
         self,
         *,
         target: Target,
         ctx: ActionContext,
-        previous: Sequence[Mapping[str, Any]],
+        previous: Sequence[StepResult],
         on_step: StepCallback,
-    ) -> list[dict[str, Any]]:
+    ) -> list[StepResult]:
         return []
 
     def facts_changed(self, incident_key: str) -> None:

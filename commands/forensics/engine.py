@@ -21,6 +21,7 @@ from commands.forensics.plan import (
 from commands.incidents import get_incident
 from containment.context import ActionContext
 from containment.errors import error_record
+from containment.registry import StepResult
 from containment.tags import INCIDENT_TAG, tag_list
 from containment.targets import Target
 from storage.db import Database
@@ -62,7 +63,7 @@ class StackWatcher:
         """Mark every event so far as seen (a teardown reports only its own events)."""
         self.new_events()
 
-    def new_events(self) -> list[dict[str, Any]]:
+    def new_events(self) -> list[StepResult]:
         fresh: list[dict[str, Any]] = []
         pages = self.cfn.get_paginator("describe_stack_events").paginate(StackName=self.stack_id)
         for page in pages:  # newest first; stop at the first page of known events
@@ -108,9 +109,9 @@ class CleanRoomEngine(OneWayEngine):
         target: Target,
         ctx: ActionContext,
         action_names: Sequence[str] | None,
-        previous: Sequence[Mapping[str, Any]],
+        previous: Sequence[StepResult],
         on_step: StepCallback,
-    ) -> list[dict[str, Any]]:
+    ) -> list[StepResult]:
         plan = self._plan_of(ctx.incident_key, target.resource_id)
         if plan.get("operation") == "teardown":
             return self._teardown(target, ctx, plan, on_step)
@@ -131,7 +132,7 @@ class CleanRoomEngine(OneWayEngine):
         self,
         watcher: StackWatcher,
         on_step: StepCallback,
-        results: dict[str, dict[str, Any]],
+        results: dict[str, StepResult | None],
         incident_key: str,
     ) -> dict[str, Any]:
         """Report resource events as steps until the stack settles; return its description."""
@@ -149,7 +150,7 @@ class CleanRoomEngine(OneWayEngine):
                 if state.endswith("_IN_PROGRESS"):
                     if step not in results:
                         on_step(step, "started", None)
-                        results[step] = {}
+                        results[step] = None
                 elif state.endswith("_COMPLETE") or state.endswith("_FAILED"):
                     failed = state.endswith("_FAILED")
                     error = (
@@ -182,10 +183,10 @@ class CleanRoomEngine(OneWayEngine):
 
     def _create(
         self, target: Target, ctx: ActionContext, plan: Mapping[str, Any], on_step: StepCallback
-    ) -> list[dict[str, Any]]:
+    ) -> list[StepResult]:
         cfn = ctx.client("cloudformation", target)
         name = str(plan["stack_name"])
-        results: dict[str, dict[str, Any]] = {}
+        results: dict[str, StepResult | None] = {}
         on_step("create_stack", "started", None)
         if ctx.dry_run:
             result = step_result(
@@ -233,7 +234,9 @@ class CleanRoomEngine(OneWayEngine):
                 self.database.clock.now(), "create_stack", "failed", error=error_record(exc)
             )
             on_step("create_stack", "finished", result)
-            self.save_facts(ctx.incident_key, status="FAILED", error=result["error"]["message"])
+            self.save_facts(
+                ctx.incident_key, status="FAILED", error=(result.error or {}).get("message")
+            )
             return [*[r for r in results.values() if r], result]
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         ok = stack["StackStatus"] == "CREATE_COMPLETE"
@@ -282,7 +285,7 @@ class CleanRoomEngine(OneWayEngine):
 
     def _teardown(
         self, target: Target, ctx: ActionContext, plan: Mapping[str, Any], on_step: StepCallback
-    ) -> list[dict[str, Any]]:
+    ) -> list[StepResult]:
         on_step("delete_stack", "started", None)
         result = delete_clean_room(
             ctx=ctx,
@@ -312,8 +315,8 @@ def delete_clean_room(
     engine: CleanRoomEngine,
     on_step: StepCallback | None = None,
     action: str = "delete_stack",
-) -> dict[str, Any]:
-    """Delete the incident's stack (after checking its tag) and wait; a step result dict."""
+) -> StepResult:
+    """Delete the incident's stack (after checking its tag) and wait; the step's result."""
     cfn = ctx.client("cloudformation", target)
     try:
         stack = cfn.describe_stacks(StackName=stack_id)["Stacks"][0]
@@ -334,7 +337,7 @@ def delete_clean_room(
         watcher.prime()
         cfn.delete_stack(StackName=stack_id)
         engine.save_facts(ctx.incident_key, status="DELETE_IN_PROGRESS")
-        results: dict[str, dict[str, Any]] = {}
+        results: dict[str, StepResult | None] = {}
         final = engine.follow(watcher, on_step or (lambda *a: None), results, ctx.incident_key)
     except UserError as exc:
         return step_result(

@@ -12,6 +12,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from commands.aftermath import live_request, record_request
+from commands.approvals.plans import Plan
 from commands.errors import UserError
 from commands.incidents import get_incident
 from containment.capabilities import Permissions
@@ -208,7 +209,7 @@ def plan_create(
     vpc_cidr: str,
     ami_id: str | None,
     instance_type: str,
-) -> dict[str, Any]:
+) -> Plan:
     """The clean-room plan: every parameter and the one CreateStack call. Reads only."""
     if not ami_id:
         raise UserError(
@@ -283,26 +284,28 @@ def plan_create(
             f"{len(left_out)} more snapshot(s) not attached (the template has "
             f"{MAX_SNAPSHOTS} slots): " + ", ".join(s["id"] for s in left_out)
         )
-    return {
-        "engine": ENGINE,
-        "operation": "create",
-        "stack_name": name,
-        "parameters": params,
-        "snapshots": used,
-        "steps": [
-            {
-                "action": "create_stack",
-                "summary": "Build the clean room (stack resources report below as they finish)",
-                "mutating": True,
-                "depends_on": [],
-                "calls": calls,
-            }
-        ],
-        "blast_radius": radius,
-    }
+    return Plan.from_json(
+        {
+            "engine": ENGINE,
+            "operation": "create",
+            "stack_name": name,
+            "parameters": params,
+            "snapshots": used,
+            "steps": [
+                {
+                    "action": "create_stack",
+                    "summary": "Build the clean room (stack resources report below as they finish)",
+                    "mutating": True,
+                    "depends_on": [],
+                    "calls": calls,
+                }
+            ],
+            "blast_radius": radius,
+        }
+    )
 
 
-def plan_teardown(*, ctx: ActionContext, scope: Scope) -> dict[str, Any]:
+def plan_teardown(*, ctx: ActionContext, scope: Scope) -> Plan:
     target = scope.target()
     cfn = ctx.client("cloudformation", target)
     name = stack_name(scope.incident_key)
@@ -310,33 +313,35 @@ def plan_teardown(*, ctx: ActionContext, scope: Scope) -> dict[str, Any]:
     if found is None:
         raise UserError(f"{scope.incident_key} has no clean room to tear down.")
     check_owned(found, scope.incident_key)
-    return {
-        "engine": ENGINE,
-        "operation": "teardown",
-        "stack_name": name,
-        "stack_id": found["StackId"],
-        "steps": [
-            {
-                "action": "delete_stack",
-                "summary": "Delete the clean room: instance, restored volumes, VPC "
-                "(the snapshots stay)",
-                "mutating": True,
-                "depends_on": [],
-                "calls": [
-                    {
-                        "text": f"cloudformation.DeleteStack(StackName={found['StackId']})",
-                        "service": "cloudformation",
-                        "operation": "DeleteStack",
-                        "mutating": True,
-                    }
-                ],
-            }
-        ],
-        "blast_radius": {
-            "labelled": {"deletes": "the clean room; the snapshots stay"},
-            "attached": [f"stack {name} ({found['StackStatus']})"],
-        },
-    }
+    return Plan.from_json(
+        {
+            "engine": ENGINE,
+            "operation": "teardown",
+            "stack_name": name,
+            "stack_id": found["StackId"],
+            "steps": [
+                {
+                    "action": "delete_stack",
+                    "summary": "Delete the clean room: instance, restored volumes, VPC "
+                    "(the snapshots stay)",
+                    "mutating": True,
+                    "depends_on": [],
+                    "calls": [
+                        {
+                            "text": f"cloudformation.DeleteStack(StackName={found['StackId']})",
+                            "service": "cloudformation",
+                            "operation": "DeleteStack",
+                            "mutating": True,
+                        }
+                    ],
+                }
+            ],
+            "blast_radius": {
+                "labelled": {"deletes": "the clean room; the snapshots stay"},
+                "attached": [f"stack {name} ({found['StackStatus']})"],
+            },
+        }
+    )
 
 
 def check_owned(stack: Mapping[str, Any], incident_key: str) -> None:

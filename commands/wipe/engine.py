@@ -16,6 +16,7 @@ from commands.incidents import get_incident
 from commands.wipe.plan import SOURCE_SNAPSHOT_TAG, STEPS
 from containment.context import ActionContext
 from containment.errors import error_record, is_not_found
+from containment.registry import StepResult
 from containment.tags import INCIDENT_TAG, tag_dict
 from containment.targets import Target
 from storage.db import Database
@@ -55,13 +56,13 @@ class WipeEngine(OneWayEngine):
         target: Target,
         ctx: ActionContext,
         action_names: Sequence[str] | None,
-        previous: Sequence[Mapping[str, Any]],
+        previous: Sequence[StepResult],
         on_step: StepCallback,
-    ) -> list[dict[str, Any]]:
+    ) -> list[StepResult]:
         plan = self._plan_of(target.resource_id)
         items = plan["items"]
         wanted = set(action_names) if action_names is not None else None
-        results = []
+        results: list[StepResult] = []
         for action, kind, _ in STEPS:
             if not items.get(kind) or (wanted is not None and action not in wanted):
                 continue
@@ -84,7 +85,7 @@ class WipeEngine(OneWayEngine):
         target: Target,
         ctx: ActionContext,
         plan: Mapping[str, Any],
-    ) -> dict[str, Any]:
+    ) -> StepResult:
         started = self.now().isoformat()
         deleted: list[str] = []
         gone: list[str] = []
@@ -135,30 +136,29 @@ class WipeEngine(OneWayEngine):
             note += f"; {len(gone)} already gone"
         if refused:
             note += f"; {len(refused)} left (tag missing)"
-        result: dict[str, Any] = {
-            "action": action,
-            "status": "failed" if errors else "succeeded",
-            "note": note,
-            "evidence": {
+        result = StepResult(
+            action=action,
+            status="failed" if errors else "succeeded",
+            note=note,
+            evidence={
                 "deleted": deleted,
                 "already_gone": gone,
                 "refused": refused,
                 "errors": errors,
             },
-            "changes": {},
-            "dry_run": ctx.dry_run,
-            "started_at": started,
-            "finished_at": self.now().isoformat(),
-        }
+            dry_run=ctx.dry_run,
+            started_at=started,
+            finished_at=self.now().isoformat(),
+        )
         if errors:
             first = errors[0]
-            result["error"] = {
+            result.error = {
                 "code": first["code"],
                 "message": f"{len(errors)} of {len(items)} failed; first: "
                 f"{first['id']}: {first['message']}"[:500],
                 "kind": first.get("kind", "error"),
             }
-            result["state_left"] = {"not_deleted": [e["id"] for e in errors]}
+            result.state_left = {"not_deleted": [e["id"] for e in errors]}
         return result
 
     def _delete(
@@ -175,10 +175,10 @@ class WipeEngine(OneWayEngine):
             result = delete_clean_room(
                 ctx=ctx, target=target, stack_id=item["id"], engine=self.clean_room
             )
-            if result["status"] == "skipped":
+            if result.status == "skipped":
                 raise Gone()
-            if result["status"] != "succeeded":
-                raise RuntimeError(result["error"]["message"])
+            if result.status != "succeeded":
+                raise RuntimeError((result.error or {}).get("message"))
             return f"Deleted clean-room stack {item['name']}"
         if kind in ("volumes", "snapshots", "flow_logs"):
             ec2 = ctx.client("ec2", target)

@@ -10,6 +10,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from commands.aftermath import live_request, record_request
+from commands.approvals.plans import Plan
 from commands.errors import UserError
 from commands.forensics import existing_stack, stack_name
 from commands.incidents import get_incident
@@ -296,9 +297,7 @@ def _item_calls(kind: str, item: Mapping[str, Any], bucket: str | None, days: in
     return _call("kms", "ScheduleKeyDeletion", f"KeyId={item['id']}, PendingWindowInDays={days}")
 
 
-def build_plan(
-    *, items: Mapping[str, Any], bucket: str | None, kms_pending_days: int
-) -> dict[str, Any]:
+def build_plan(*, items: Mapping[str, Any], bucket: str | None, kms_pending_days: int) -> Plan:
     if not 7 <= kms_pending_days <= 30:
         raise UserError("wipe.kms_pending_days must be between 7 and 30.")
     steps = []
@@ -330,14 +329,16 @@ def build_plan(
         radius["note"] = "left alone: " + "; ".join(
             f"{s['what']} {s['id']} ({s['why']})" for s in items["skipped"][:10]
         )
-    return {
-        "engine": ENGINE,
-        "items": dict(items),
-        "bucket": bucket,
-        "kms_pending_days": kms_pending_days,
-        "steps": steps,
-        "blast_radius": radius,
-    }
+    return Plan.from_json(
+        {
+            "engine": ENGINE,
+            "items": dict(items),
+            "bucket": bucket,
+            "kms_pending_days": kms_pending_days,
+            "steps": steps,
+            "blast_radius": radius,
+        }
+    )
 
 
 # -- requesting ----------------------------------------------------------------------------
@@ -377,7 +378,7 @@ def propose_wipe(
             return Proposed(live.id, False, incident.key, -1)
     items = inventory(ctx=ctx, scope=scope, shared_kms_key=shared_kms_key)
     plan = build_plan(items=items, bucket=ctx.evidence_bucket, kms_pending_days=kms_pending_days)
-    if not plan["steps"]:
+    if not plan.steps:
         raise UserError(f"{scope.incident_key} has nothing left to wipe.")
     recorded = record_request(
         db=db,
@@ -390,7 +391,7 @@ def propose_wipe(
         expire_after=expire_after,
         dry_run=dry_run,
     )
-    count = -1 if recorded.already_live else sum(len(s["calls"]) for s in plan["steps"])
+    count = -1 if recorded.already_live else plan.count_calls()
     return Proposed(recorded.request_id, recorded.created, recorded.incident_key, count)
 
 
@@ -415,15 +416,16 @@ def wipe_lines(facts: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def plan_text(incident_key: str, plan: Mapping[str, Any]) -> str:
+def plan_text(incident_key: str, plan: Plan | Mapping[str, Any]) -> str:
     """Every item of a wipe plan as Markdown (attached to the approval card's thread, so the
     full list is there even when the card has to shorten it)."""
     lines = [f"# Evidence wipe plan for {incident_key}", ""]
-    for step in plan.get("steps", []):
-        lines.append(f"## {step['action']}: {step['summary']}")
-        lines.extend(f"- `{c['text']}`" for c in step["calls"])
+    typed = plan if isinstance(plan, Plan) else Plan.from_json(plan)
+    for step in typed.steps:
+        lines.append(f"## {step.action}: {step.summary}")
+        lines.extend(f"- `{c.text}`" for c in step.calls)
         lines.append("")
-    skipped = (plan.get("items") or {}).get("skipped") or []
+    skipped = (typed.extra.get("items") or {}).get("skipped") or []
     if skipped:
         lines.append("## Left alone")
         lines.extend(f"- {s['what']} {s['id']}: {s['why']}" for s in skipped)
