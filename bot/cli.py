@@ -256,10 +256,8 @@ def plan_cmd(key: str, fmt: str) -> None:
 )
 def policy(capability: str) -> None:
     """Print the scoped IAM policy for one capability, or for every action the bot can take."""
-    try:
-        from containment.policy import policy_document
-    except ImportError as exc:  # pragma: no cover - until containment lands
-        raise Fail(f"the containment actions are not available in this build ({exc})") from None
+    from commands.permissions import policy_document
+
     config = _settings().config
     kwargs: dict[str, Any] = {
         "capability": capability,

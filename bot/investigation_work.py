@@ -25,6 +25,7 @@ from commands import forensics as forensics_svc
 from commands import impact as impact_svc
 from commands import wipe as wipe_svc
 from containment.targets import Target
+from storage.facts import IMPACT
 from storage.models import Incident
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class ImpactSweeper(Periodic):
             ).all()
             keys = []
             for i in rows:
-                if i.id in self._done or (i.facts or {}).get(impact_svc.FACTS_KEY):
+                if i.id in self._done or IMPACT.present(i):
                     continue
                 self._done.add(i.id)
                 keys.append((i.key, i.id, i.created_by == GUARDDUTY_ACTOR))

@@ -39,13 +39,13 @@ def _s3_anchors(settings: Settings, number: int) -> tuple[list[svc.Anchor] | Non
     bucket = settings.config.containment.evidence_bucket
     if not bucket:
         return None, "not checked: no containment.evidence_bucket is configured"
-    import boto3
+    from containment.clients import aws_client
 
     region = (settings.config.guardduty.regions or ["us-east-1"])[0]
     where = f"s3://{bucket}/{svc.S3_PREFIX}/INC-{number}/"
     try:
         found = svc.read_s3_anchors(
-            s3=boto3.client("s3", region_name=region), bucket=bucket, incident_number=number
+            s3=aws_client("s3", region), bucket=bucket, incident_number=number
         )
     except Exception as exc:  # AccessDenied, NoSuchBucket, no credentials: say which
         return None, f"not checked: could not read {where} ({exc})"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,17 +27,24 @@ from commands.deadlines.delivery import Delivery
 from commands.deadlines.queue import cancel_reminders, schedule_reminder
 from commands.errors import UserError
 from commands.incidents import get_incident, open_incident
+from containment.capabilities import Permissions
 from containment.context import ActionContext
 from containment.errors import error_code
 from containment.idempotency import create_once
 from containment.targets import Target
 from storage.db import Database
+from storage.facts import ABUSE
 from storage.models import Incident, Reminder
 from storage.timeline import append_event
 
-FACTS_KEY = "abuse"
 REMIND_EVERY = dt.timedelta(hours=4)
 SUPPORT_REGION = "us-east-1"  # the Support API has one endpoint
+# Answering AWS abuse reports opens support cases: contain, not read-only triage.
+PERMISSIONS = Permissions(
+    "abuse",
+    "contain",
+    ("support:CreateCase", "support:DescribeCases", "support:DescribeCommunications"),
+)
 REFERENCE_MAX = 100
 SUMMARY_MAX = 1000
 # case-123456789012-muen-2017-a1b2c3d4e5f6a7b8 (caseId) or 1234567890 (displayId)
@@ -181,7 +188,7 @@ def _by_reference(session: Session, reference: str, case_id: str | None) -> Inci
         .order_by(Incident.number.desc())
     ).all()
     for incident in candidates:
-        record = (incident.facts or {}).get(FACTS_KEY) or {}
+        record = ABUSE.get(incident)
         if incident.support_case_id in (reference, case_id) or record.get("reference") == reference:
             return incident
     return None
@@ -217,7 +224,7 @@ def report_abuse(
             )
         hint = existing.key if existing is not None else None
         account_id = account_id or (existing.account_id if existing is not None else None)
-        recorded = dict((existing.facts or {}).get(FACTS_KEY) or {}) if existing else {}
+        recorded = ABUSE.get(existing)
     if recorded.get("reference") == reference:
         # The same report again: no second Support case.
         support = SupportOutcome(
@@ -255,22 +262,19 @@ def report_abuse(
                 details={"opened_by": "abuse report", "reference": reference},
             )
         incident.support_case_id = case_id
-        facts = dict(incident.facts or {})
-        record = dict(facts.get(FACTS_KEY) or {})
-        record.update(
+        ABUSE.update(
+            incident,
             reference=reference,
             case_id=support.case_id,
             summary=summary,
             reported_by=actor,
-            reported_at=record.get("reported_at") or at.isoformat(),
+            reported_at=ABUSE.get(incident).get("reported_at") or at.isoformat(),
             support_api=support.api,
             support_message=support.message,
             case_status=support.status,
             answered_at=None,
             answered_by=None,
         )
-        facts[FACTS_KEY] = record
-        incident.facts = facts
         append_event(
             session=session,
             incident=incident,
@@ -303,15 +307,12 @@ def mark_answered(
     """The abuse report was answered: stop the reminders."""
     with db.session() as session:
         incident = get_incident(session=session, key=incident_key, for_update=True)
-        facts = dict(incident.facts or {})
-        record = dict(facts.get(FACTS_KEY) or {})
+        record = ABUSE.get(incident)
         if not record:
             raise UserError(f"{incident.key} has no abuse report: record one with /incident abuse.")
         if record.get("answered_at"):
             raise UserError(f"The abuse report on {incident.key} is already marked answered.")
-        record.update(answered_at=db.clock.now().isoformat(), answered_by=actor)
-        facts[FACTS_KEY] = record
-        incident.facts = facts
+        record = ABUSE.update(incident, answered_at=db.clock.now().isoformat(), answered_by=actor)
         append_event(
             session=session,
             incident=incident,
@@ -375,7 +376,7 @@ def check_answers(
         ).all()
         todo = []
         for inc in rows:
-            record = (inc.facts or {}).get(FACTS_KEY) or {}
+            record = ABUSE.get(inc)
             if (
                 record.get("case_id")
                 and not record.get("answered_at")
@@ -424,7 +425,7 @@ def abuse_delivery(
     """Remind until answered: each reminder schedules the next one in the same transaction."""
     if incident is None or incident.status == "closed":
         return None
-    record = (incident.facts or {}).get(FACTS_KEY) or {}
+    record = ABUSE.get(incident)
     if not record or record.get("answered_at"):
         return None
     n = int((reminder.payload or {}).get("n", 1))
@@ -444,9 +445,9 @@ def abuse_delivery(
     return dataclasses.replace(base, notice=notice)
 
 
-def abuse_lines(facts: dict[str, Any]) -> list[str]:
+def abuse_lines(facts: Mapping[str, Any]) -> list[str]:
     """Plain-text lines for the incident card."""
-    record = facts.get(FACTS_KEY) or {}
+    record = ABUSE.get(facts)
     if not record:
         return []
     case = record.get("case_id") or "no Support case"

@@ -23,8 +23,13 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from containment.capabilities import Permissions
 from storage.models import Counter, Incident
 from storage.timeline import GENESIS_HASH, ChainReport, iso
+
+# Anchors written to the evidence bucket under Object Lock. Under contain: triage is
+# read-only, so a triage-only bot anchors in Slack alone.
+PERMISSIONS = Permissions("anchors", "contain", ("s3:PutObject", "s3:PutObjectRetention"))
 
 # Incident status -> the milestone its first anchor in that status records.
 MILESTONES = {

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from commands.approvals.plans import Plan
 from commands.errors import NotFound
 from storage.models import ContainmentRequest, Incident
 
@@ -60,7 +61,7 @@ def plan_request(*, session: Session, incident: Incident) -> ContainmentRequest:
             .order_by(ContainmentRequest.id.desc())
         )
     )
-    with_steps = [r for r in requests if (r.plan or {}).get("steps")]
+    with_steps = [r for r in requests if Plan.from_json(r.plan).steps]
     if not with_steps:
         raise NotFound(
             f"{incident.key} has no containment plan: request one with /contain in Slack first."
@@ -74,7 +75,7 @@ def export_asl(*, session: Session, incident: Incident) -> str:
     request = plan_request(session=session, incident=incident)
     return json.dumps(
         state_machine(
-            request.plan,
+            Plan.from_json(request.plan),
             incident_key=incident.key,
             request_id=request.id,
             # Undo steps are stored newest first; run them one after another.
@@ -91,13 +92,15 @@ def sdk_resource(service: str, operation: str) -> str:
 
 
 def state_machine(
-    plan: Mapping[str, Any],
+    typed: Plan | Mapping[str, Any],
     *,
     incident_key: str,
     request_id: int | None = None,
     sequential: bool = False,
 ) -> dict[str, Any]:
-    """The plan as an ASL definition: approval first, then each step's calls in order."""
+    """The plan as an ASL definition: approval first, then each step's calls in order.
+    Works on the plan's stored shape (`Plan.to_json`): call `params` and step `after`."""
+    plan = typed.to_json() if isinstance(typed, Plan) else typed
     steps = [
         {**s, "calls": changing}
         for s in plan.get("steps", [])

@@ -14,21 +14,38 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.orm import Session
 
 from commands.errors import UserError
 from commands.incidents import get_incident
+from containment.capabilities import Permissions
 from containment.context import ActionContext
 from containment.errors import error_code
 from containment.targets import Target, kind_of
 from storage.db import Database
+from storage.facts import IMPACT, ImpactFacts
 from storage.models import Incident
 from storage.timeline import append_event
 
-FACTS_KEY = "impact"
+# What the impact read calls (triage: read-only).
+PERMISSIONS = Permissions(
+    "impact",
+    "triage",
+    (
+        "ec2:DescribeInstances",
+        "ec2:DescribeNetworkInterfaces",
+        "iam:GetAccessKeyLastUsed",
+        "iam:ListUserTags",
+        "iam:ListAttachedUserPolicies",
+        "iam:ListGroupsForUser",
+        "organizations:DescribeAccount",
+        "organizations:ListParents",
+        "organizations:DescribeOrganizationalUnit",
+    ),
+)
 MAX_NEIGHBOURS = 25  # listed; the counts always cover all of them
 DEFAULT_REGION = "us-east-1"
 _NOT_IN_ORG = {"AWSOrganizationsNotInUseException", "AccountNotFoundException"}
@@ -306,9 +323,7 @@ def estimate_impact(
 def record_impact(
     *, session: Session, incident: Incident, impact: dict[str, Any], actor: str
 ) -> Incident:
-    facts = dict(incident.facts or {})
-    facts[FACTS_KEY] = impact
-    incident.facts = facts  # reassign: a JSON column does not track in-place changes
+    IMPACT.set(incident, cast(ImpactFacts, impact))
     append_event(
         session=session,
         incident=incident,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -51,33 +51,24 @@ def _clean(text: str, *, limit: int, what: str) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+class IncidentFields(TypedDict, total=False):
+    """`new_incident`'s optional fields, so `open_incident` passes them on unlisted."""
+
+    severity: str
+    channel_id: str | None
+    account_id: str | None
+    region: str | None
+    resource_id: str | None
+    resource_type: str | None
+    is_drill: bool
+    details: dict[str, Any] | None
+
+
 def open_incident(
-    *,
-    session: Session,
-    title: str,
-    created_by: str,
-    severity: str = "medium",
-    channel_id: str | None = None,
-    account_id: str | None = None,
-    region: str | None = None,
-    resource_id: str | None = None,
-    resource_type: str | None = None,
-    is_drill: bool = False,
-    details: dict[str, Any] | None = None,
+    *, session: Session, title: str, created_by: str, **fields: Unpack[IncidentFields]
 ) -> Incident:
-    incident, opened = new_incident(
-        session=session,
-        title=title,
-        created_by=created_by,
-        severity=severity,
-        channel_id=channel_id,
-        account_id=account_id,
-        region=region,
-        resource_id=resource_id,
-        resource_type=resource_type,
-        is_drill=is_drill,
-        details=details,
-    )
+    """`new_incident` with its `incident.opened` event appended at once."""
+    incident, opened = new_incident(session=session, title=title, created_by=created_by, **fields)
     append_events(session=session, incident=incident, events=[opened])
     return incident
 

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from commands.errors import UserError
 from commands.incidents import find_open_for_resource, get_incident
+from containment.capabilities import Permissions
 from containment.context import ActionContext
 from containment.errors import error_code
 from containment.targets import Target, kind_of
@@ -31,6 +32,7 @@ from storage.models import Incident
 from storage.timeline import append_event
 
 DEFAULT_HOURS = 24
+PERMISSIONS = Permissions("trail", "triage", ("cloudtrail:LookupEvents",))
 MAX_HOURS = 90 * 24  # CloudTrail event history keeps 90 days
 MAX_EVENTS = 2000
 PAGE_SIZE = 50  # lookup_events' maximum

@@ -14,6 +14,7 @@ import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
 
+from containment.clients import cached_client, make_client, shared_session
 from containment.targets import Target
 
 ClientHook = Callable[[BaseClient], None]
@@ -21,47 +22,6 @@ AwsRetryHook = Callable[[dict[str, Any]], None]
 
 # Refresh assumed-role credentials this long before they expire.
 _REFRESH_MARGIN = timedelta(minutes=5)
-
-
-_shared_lock = threading.RLock()
-_shared_session: boto3.Session | None = None
-_shared_clients: dict[tuple[Any, ...], BaseClient] = {}
-
-
-def shared_session() -> boto3.Session:
-    """One process-wide session: loading endpoint and service data costs ~0.5 s per session."""
-    global _shared_session
-    with _shared_lock:
-        if _shared_session is None:
-            _shared_session = boto3.Session()
-        return _shared_session
-
-
-def _make_client(
-    session: boto3.Session,
-    service: str,
-    region: str,
-    config: Config,
-    credentials: dict[str, str] | None = None,
-) -> Any:
-    """Creating clients is not thread-safe on one session: serialise it on the shared one.
-
-    Assumed-role credentials are passed per client, so every account reuses the session's
-    loaded service data (a new session costs ~0.5 s)."""
-    keys = credentials or {}
-    if session is _shared_session:
-        with _shared_lock:
-            return session.client(service, region_name=region, config=config, **keys)
-    return session.client(service, region_name=region, config=config, **keys)
-
-
-def _shared_client(key: tuple[Any, ...], make: Callable[[], BaseClient]) -> BaseClient:
-    """Clients in the bot's own account are reused across incidents (they are thread-safe)."""
-    with _shared_lock:
-        client = _shared_clients.get(key)
-        if client is None:
-            client = _shared_clients[key] = make()
-        return client
 
 
 @dataclass
@@ -153,9 +113,9 @@ class ActionContext:
                 self.connect_timeout,
                 self.read_timeout,
             )
-            return _shared_client(
+            return cached_client(
                 (service, region, *cfg),
-                lambda: shared_session().client(service, region_name=region, config=config),
+                lambda: make_client(shared_session(), service, region, config),
             )
         key = (service, region, account_id, attempts)
         with self._lock:
@@ -164,7 +124,7 @@ class ActionContext:
                 return client
             credentials = self._credentials_for(account_id, region)
             # boto3 sessions are not thread-safe, clients are: create under the lock.
-            client = _make_client(self._base_session(), service, region, config, credentials)
+            client = make_client(self._base_session(), service, region, config, credentials)
             self._hook(client)
             self._clients[key] = client
             return client
@@ -192,7 +152,7 @@ class ActionContext:
             return self._assumed[account_id][0]
         base = self._base_session()
         partition = base.get_partition_for_region(region) or "aws"
-        sts = _make_client(base, "sts", region, self.config())
+        sts = make_client(base, "sts", region, self.config())
         self._hook(sts)
         params: dict[str, Any] = {
             "RoleArn": f"arn:{partition}:iam::{account_id}:role/{self.cross_account_role_name}",

@@ -6,6 +6,8 @@ containment/policy_scopes.py; explicit Deny statements keep the bot off its own 
 off every managed policy and permissions boundary. Roles the bot creates must carry the
 boundary `boundary_document()` describes.
 
+The command features' own declarations (`Permissions`, listed in commands/permissions.py,
+which is what the CLI and deploy/ use) come in as `features`: this layer cannot import them.
 Tests record every AWS call the actions and commands make and check each is declared in the
 right capability, and run parliament over every capability's document.
 """
@@ -13,12 +15,11 @@ right capability, and run parliament over every capability's document.
 from __future__ import annotations
 
 import json
-import sys
 from collections import defaultdict
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, Literal
 
-from containment.capabilities import CAPABILITIES, Capability
+from containment.capabilities import CAPABILITIES, Capability, Permissions
 from containment.policy_scopes import (
     BOUNDARY_NAME,
     SCOPES,
@@ -103,19 +104,21 @@ BOUNDARY_ACTIONS = (
 )
 
 
-def declared_by_capability() -> dict[Capability, set[str]]:
+def declared_by_capability(features: Iterable[Permissions] = ()) -> dict[Capability, set[str]]:
     """Every declared IAM action under the capability its declarer names."""
-    from containment.investigation_permissions import investigation_permissions
-
-    out: dict[Capability, set[str]] = {c: set(investigation_permissions(c)) for c in CAPABILITIES}
+    out: dict[Capability, set[str]] = {c: set() for c in CAPABILITIES}
+    for feature in features:
+        out[feature.capability].update(feature.actions)
     for action in all_actions():
         out[action.capability].update(action.permissions)
     return out
 
 
-def declared_permissions(capability: CapabilityOrAll = "all") -> list[str]:
+def declared_permissions(
+    capability: CapabilityOrAll = "all", features: Iterable[Permissions] = ()
+) -> list[str]:
     """The declared IAM actions of one capability (or all), deduplicated and sorted."""
-    by = declared_by_capability()
+    by = declared_by_capability(features)
     wanted = CAPABILITIES if capability == "all" else (capability,)
     return sorted({p for c in wanted for p in by[c]})
 
@@ -167,10 +170,11 @@ def policy_document(
     evidence_bucket: str | None = None,
     contacts_topic_arn: str | None = None,
     contacts_ses_sender: str | None = None,
+    features: Iterable[Permissions] = (),
 ) -> dict[str, Any]:
-    """The IAM policy for one capability, or for all of them."""
+    """The IAM policy for one capability, or for all of them (actions and `features`)."""
     wanted = CAPABILITIES if capability == "all" else (capability,)
-    by = declared_by_capability()
+    by = declared_by_capability(features)
     reads = sorted({p for c in wanted for p in by[c] if is_read(p)})
     statements: list[dict[str, Any]] = []
     if reads:
@@ -256,25 +260,18 @@ def boundary_document() -> dict[str, Any]:
     }
 
 
-def deploy_files() -> dict[str, dict[str, Any]]:
+def deploy_files(features: Iterable[Permissions] = ()) -> dict[str, dict[str, Any]]:
     """File name under deploy/ -> document, as committed."""
-    files = {"iam-policy.json": policy_document()}
+    features = tuple(features)
+    files = {"iam-policy.json": policy_document(features=features)}
     for cap in CAPABILITIES:
-        files[f"iam-policy-{cap}.json"] = policy_document(capability=cap)
+        files[f"iam-policy-{cap}.json"] = policy_document(capability=cap, features=features)
     files["iam-permissions-boundary.json"] = boundary_document()
     return files
 
 
-def policy_json(doc: dict[str, Any] | None = None) -> str:
-    return json.dumps(policy_document() if doc is None else doc, indent=2) + "\n"
+def policy_json(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2) + "\n"
 
 
 __all__ = ["BOUNDARY_NAME", "CAPABILITIES", "boundary_document", "policy_document"]
-
-if __name__ == "__main__":  # python -m containment.policy deploy/  (rewrites the files)
-    from containment.policy_cfn import write_blocks
-
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "deploy")
-    for name, doc in deploy_files().items():
-        (out / name).write_text(policy_json(doc))
-    write_blocks(out)  # the same policies inside the CloudFormation templates

@@ -9,6 +9,7 @@ from typing import Any
 
 from bot.views.approval_card import CardView, StepView
 from commands.approvals.execution import missing_evidence
+from commands.approvals.plans import Plan
 from commands.approvals.requests import get_request, incident_of
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def load_card(database: Any, request_id: int) -> tuple[CardView, str | None, str
             decided_at=request.decided_at,
             decision_reason=request.decision_reason,
             dry_run=request.dry_run,
-            plan=dict(request.plan),
+            plan=Plan.from_json(request.plan),
             parent_id=request.parent_id,
             steps=[
                 StepView(s.action, s.status, s.error, (s.result or {}).get("note"))

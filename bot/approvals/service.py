@@ -39,6 +39,7 @@ from commands.approvals.engine import ContainmentEngine
 from commands.approvals.execution import Outcome, execute, interrupt, recover
 from commands.approvals.plans import (
     Engine,
+    Plan,
     action_context,
     default_region,
     finding_principals,
@@ -60,7 +61,9 @@ from commands.approvals.requests import (
     request_containment,
 )
 from commands.errors import UserError
+from containment.registry import StepResult
 from containment.targets import TargetKind
+from storage.facts import IMPACT
 from storage.models import ContainmentRequest, Finding, Incident
 
 if TYPE_CHECKING:
@@ -265,24 +268,28 @@ class ContainmentService:
             incident = incident_of(session=session, request=parent)
             key = incident.key
             target = target_from_dict(parent.plan["target"])
-            previous = done_results(session=session, request=parent)
+            previous = [
+                StepResult.from_dict(r) for r in done_results(session=session, request=parent)
+            ]
             dry_run = parent.dry_run
             channel = parent.card_channel
+            parent_plan = Plan.from_json(parent.plan)
             if kind == "retry":
-                done = {r["action"] for r in previous if _done(r)}
-                steps = [s for s in parent.plan.get("steps", []) if s["action"] not in done]
-                plan = {**parent.plan, "steps": steps}
-        if kind == "retry" and not plan.get("engine"):
+                done = {r.action for r in previous if r.done}
+                plan = parent_plan.with_steps(
+                    [s for s in parent_plan.steps if s.action not in done]
+                )
+        if kind == "retry" and not plan.engine:
             # Re-plan from fresh facts: a half-done step needs fewer calls than first listed.
             ctx = self._context(key, dry_run=dry_run)
             fresh = self.engine.plan(target=target, ctx=ctx)
-            left = {s["action"] for s in plan["steps"]}
-            plan = {**plan, "steps": [s for s in fresh["steps"] if s["action"] in left]}
+            left = set(plan.actions)
+            plan = plan.with_steps([s for s in fresh.steps if s.action in left])
         if kind == "rollback":
             ctx = self._context(key, dry_run=dry_run)
-            plan = self.engine.plan_rollback(target=target, ctx=ctx, previous=previous)
-            plan["blast_radius"] = parent.plan.get("blast_radius") or {}
-            if not plan["steps"]:
+            undo = self.engine.plan_rollback(target=target, ctx=ctx, previous=previous)
+            plan = replace(undo, blast_radius=parent_plan.blast_radius)
+            if not plan.steps:
                 raise UserError(f"Request #{request_id} changed nothing that can be rolled back.")
         with runtime.database.session() as session:
             parent = get_request(session=session, request_id=request_id)
@@ -443,8 +450,8 @@ class ContainmentService:
     def engine_for(self, request_id: int) -> Engine:
         """The engine a request's plan names (clean room, wipe), else containment's own."""
         with self.runtime.database.read_session() as session:
-            name = (get_request(session=session, request_id=request_id).plan or {}).get("engine")
-        # Engines for requests whose plan names one (plan["engine"]: "forensics", "wipe"):
+            name = Plan.from_json(get_request(session=session, request_id=request_id).plan).engine
+        # Engines for requests whose plan names one (plan.engine: "forensics", "wipe"):
         # the investigation listeners add theirs, so their requests share this card and flow.
         engines = self.runtime.services.engines
         return engines.get(name, self.engine) if name else self.engine
@@ -561,10 +568,10 @@ class ContainmentService:
             self._sweeper.join(timeout=5)
 
 
-def _add_impact(plan: dict[str, Any], incident: Incident, resource_id: str) -> None:
+def _add_impact(plan: Plan, incident: Incident, resource_id: str) -> None:
     """Add the incident's stored blast-radius estimate (owner, account, neighbours) if it
     is about this resource; no AWS call here."""
-    impact = (incident.facts or {}).get("impact")
+    impact = IMPACT.get(incident)
     if not impact or (impact.get("resource") or {}).get("id") != resource_id:
         return
     try:
@@ -574,11 +581,4 @@ def _add_impact(plan: dict[str, Any], incident: Incident, resource_id: str) -> N
     except Exception:  # an estimate in an older shape must not block the request
         log.exception("could not summarise the impact estimate of %s", incident.key)
         return
-    plan.setdefault("blast_radius", {})["impact"] = lines[:15]
-
-
-def _done(result: dict[str, Any]) -> bool:
-    if result.get("dry_run"):
-        return False
-    status = result.get("status")
-    return status == "succeeded" or (status == "skipped" and not result.get("blocked_by"))
+    plan.blast_radius["impact"] = lines[:15]

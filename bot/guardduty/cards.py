@@ -16,6 +16,8 @@ from typing import Any
 from bot.views import blocks as bk
 from bot.views.resources import resource_label
 from commands.approvals.plans import finding_target_kind, typed_id
+from storage.facts import GUARDDUTY, NOT_AUTOMATIC, GuardDutyFacts, resource_tags
+from storage.facts import is_sample as origin_is_sample
 from storage.models import Incident
 
 PLAN_BUTTON = "plan_containment"
@@ -37,17 +39,14 @@ DEFAULT_TAG_KEYS = {
 LISTED = 5  # other findings listed by type under the main one
 
 
-def guardduty_facts(incident: Incident) -> Mapping[str, Any] | None:
-    facts = incident.facts or {}
-    summary = facts.get("guardduty")
-    return summary if isinstance(summary, Mapping) and summary.get("findings") else None
+def guardduty_facts(incident: Incident) -> GuardDutyFacts | None:
+    summary = GUARDDUTY.get(incident)
+    return summary if summary.get("findings") else None
 
 
 def is_sample(incident: Incident) -> bool:
     summary = guardduty_facts(incident) or {}
-    return bool((incident.facts or {}).get("sample")) or any(
-        f.get("sample") for f in summary.get("findings", [])
-    )
+    return origin_is_sample(incident) or any(f.get("sample") for f in summary.get("findings", []))
 
 
 def finding_blocks(
@@ -151,8 +150,8 @@ def _fact_fields(top: Mapping[str, Any]) -> list[str]:
 
 def _not_automatic(incident: Incident) -> list[dict[str, Any]]:
     """What the bot could not do by itself for this finding, and what to do instead."""
-    notes = (incident.facts or {}).get("not_automatic")
-    if not isinstance(notes, Mapping) or not notes:
+    notes = NOT_AUTOMATIC.get(incident)
+    if not notes:
         return []
     lines = [
         f"⚠️ *Not done automatically:* {bk.esc(str(what))} · {bk.esc_cut(str(reason), 400)}"
@@ -162,9 +161,7 @@ def _not_automatic(incident: Incident) -> list[dict[str, Any]]:
 
 
 def _tag_fields(incident: Incident, tag_keys: Mapping[str, str]) -> list[str]:
-    tags = (incident.facts or {}).get("tags") or {}
-    if not isinstance(tags, Mapping):
-        return []
+    tags = resource_tags(incident)
     fields = []
     for label_key, label in TAG_LABELS.items():
         tag = tag_keys.get(label_key, DEFAULT_TAG_KEYS[label_key])

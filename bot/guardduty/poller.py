@@ -11,12 +11,12 @@ import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from bot.guardduty.publisher import publisher_for
 from bot.guardduty.writes import write_session
 from commands.findings.poll import PollResult, poll_all
+from containment.clients import aws_client
 from storage.models import Cursor
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ class GuardDutyPoller:
         factory = self.runtime.options.guardduty_clients
         if factory is not None:
             return factory("guardduty", region)
-        return boto3.client("guardduty", region_name=region)
+        return aws_client("guardduty", region)
 
     def start(self) -> bool:
         if self.interval <= 0 or not self.runtime.config.guardduty.regions:

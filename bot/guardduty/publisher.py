@@ -23,7 +23,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from sqlalchemy import func, select
 
 from bot.contacts import notify_opened
@@ -36,6 +35,8 @@ from commands.errors import UserError
 from commands.findings.ingest import ACTOR, Ingested, sync_incident
 from commands.findings.normalize import NormalizedFinding, normalize_finding
 from commands.findings.tags import read_resource_tags, store_resource_tags
+from containment.clients import aws_client
+from storage.facts import GUARDDUTY, NOT_AUTOMATIC, tags_source
 from storage.models import Finding, Incident
 from storage.timeline import append_event
 
@@ -255,7 +256,7 @@ class CardPublisher:
                 return  # gone, or posted by an earlier attempt
             finding = _first_finding(session, incident_id)
             key = incident.key
-        if finding is not None and "tags_source" not in (incident.facts or {}):
+        if finding is not None and tags_source(incident) is None:
             try:
                 tags, source = read_resource_tags(finding=finding, client_for=self._client_for)
             except Exception:  # the card matters more than its tags
@@ -382,9 +383,7 @@ class CardPublisher:
         if client is None:
             factory = self.runtime.options.guardduty_clients
             client = (
-                factory(service, region)
-                if factory is not None
-                else boto3.client(service, region_name=region)
+                factory(service, region) if factory is not None else aws_client(service, region)
             )
             self._clients[key] = client
         return client
@@ -434,9 +433,7 @@ class CardPublisher:
             incident = session.get(Incident, incident_id)
             if incident is None:
                 return
-            facts = dict(incident.facts or {})
-            facts["not_automatic"] = {**(facts.get("not_automatic") or {}), what: reason}
-            incident.facts = facts
+            NOT_AUTOMATIC.update(incident, **{what: reason})
             append_event(
                 session=session,
                 incident=incident,
@@ -449,8 +446,8 @@ class CardPublisher:
 
 
 def _shown_totals(facts: Any) -> tuple[int, int] | None:
-    summary = (facts or {}).get("guardduty") if isinstance(facts, dict) else None
-    if not isinstance(summary, dict):
+    summary = GUARDDUTY.get(facts) if isinstance(facts, dict) else None
+    if not summary:
         return None
     return summary.get("distinct"), summary.get("occurrences")
 

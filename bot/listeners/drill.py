@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
-
 from bot.listeners.slash import Invocation, Reply, Subcommand, spec
 from commands.drills.sandbox_account import (
     drill_event,
@@ -20,11 +18,12 @@ from commands.drills.sandbox_account import (
     sandbox_from_account,
 )
 from commands.drills.scenarios import SCENARIOS
+from containment.clients import aws_client
 
 
 def _client(inv: Invocation, service: str, region: str) -> Any:
     factory = inv.runtime.options.drill_clients
-    return factory(service, region) if factory else boto3.client(service, region_name=region)
+    return factory(service, region) if factory else aws_client(service, region)
 
 
 def drill_cmd(inv: Invocation) -> Reply | None:

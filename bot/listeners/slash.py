@@ -323,19 +323,12 @@ def record_on_timeline(
     """Best effort: an error report must not raise (the database may be what failed)."""
     if not inv.incident_key:
         return
-    from commands.incidents import get_incident
-    from storage.timeline import append_event
+    from commands.events import record_quietly
 
-    try:
-        with inv.runtime.database.session() as session:
-            incident = get_incident(session=session, key=inv.incident_key)
-            append_event(
-                session=session,
-                incident=incident,
-                actor="system",
-                kind=kind,
-                summary=summary,
-                details=details,
-            )
-    except Exception:
-        log.exception("could not record %s on %s", kind, inv.incident_key)
+    record_quietly(
+        inv.runtime.database,
+        incident_key=inv.incident_key,
+        kind=kind,
+        summary=summary,
+        details=details,
+    )

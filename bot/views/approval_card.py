@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.views import blocks as bk
+from commands.approvals.plans import Plan
 
 APPROVE = "containment_approve"
 REJECT = "containment_reject"
@@ -82,13 +83,17 @@ class CardView:
     decided_at: dt.datetime | None
     decision_reason: str | None
     dry_run: bool
-    plan: dict[str, Any]
+    plan: Plan
     parent_id: int | None = None
     steps: list[StepView] = field(default_factory=list)
     finished_at: dt.datetime | None = None
     drill: bool = False
     # Evidence the finished steps could not collect, one line each ("what (step): error").
     missing_evidence: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.plan, Plan):  # the request row's JSON
+            self.plan = Plan.from_json(self.plan)
 
 
 def _title(view: CardView) -> str:
@@ -109,16 +114,16 @@ def card_text(view: CardView) -> str:
     return bk.esc(f"{_title(view)} — {what}: {state} (request #{view.request_id})")
 
 
-def _step_lines(plan: dict[str, Any]) -> list[str]:
+def _step_lines(plan: Plan) -> list[str]:
     """One mrkdwn chunk per step: its name, summary and every API call it makes."""
     chunks = []
-    for number, step in enumerate(plan.get("steps", []), 1):
-        head = f"*{number}. {bk.esc(step['action'])}*"
-        if step.get("summary"):
-            head += f" — {bk.esc(step['summary'])}"
-        if not step.get("mutating", True):
+    for number, step in enumerate(plan.steps, 1):
+        head = f"*{number}. {bk.esc(step.action)}*"
+        if step.summary:
+            head += f" — {bk.esc(step.summary)}"
+        if not step.mutating:
             head += " _(read only)_"
-        calls = [f"• `{bk.esc(c.get('text') or c)}`" for c in step.get("calls", [])]
+        calls = [f"• `{bk.esc(c.text)}`" for c in step.calls]
         chunks.append("\n".join([head, *(calls or ["_no API call needed right now_"])]))
     return chunks
 
@@ -139,8 +144,8 @@ def _split(text: str, limit: int = bk.SECTION_TEXT) -> list[str]:
     return parts
 
 
-def _blast_radius(plan: dict[str, Any]) -> str | None:
-    radius = plan.get("blast_radius") or {}
+def _blast_radius(plan: Plan) -> str | None:
+    radius = plan.blast_radius
     if not radius:
         return None
     lines = ["*Blast radius*"]
@@ -192,7 +197,7 @@ def _buttons(view: CardView) -> list[dict[str, Any]]:
     if (
         view.status in finished
         and view.kind not in NO_ROLLBACK
-        and not view.plan.get("engine")
+        and not view.plan.engine
         and not view.dry_run  # a dry run changed nothing: nothing to roll back
     ):
         out.append(bk.button("Roll back", ROLLBACK, value, style="danger"))
@@ -201,12 +206,7 @@ def _buttons(view: CardView) -> list[dict[str, Any]]:
 
 def _confirm(view: CardView) -> dict[str, Any]:
     """Slack's confirmation dialog before an Approve click counts."""
-    changing = sum(
-        1
-        for step in view.plan.get("steps", [])
-        for call in step.get("calls", [])
-        if isinstance(call, dict) and call.get("mutating", True)
-    )
+    changing = view.plan.count_calls(mutating=True)
     what = "records what would happen (dry run)" if view.dry_run else "changes AWS now"
     return {
         "title": bk.plain("Approve?", 100),
@@ -263,9 +263,10 @@ def approval_card(view: CardView, *, now: dt.datetime | None = None) -> dict[str
     if view.status in ("pending", "rejected", "expired") or not view.steps:
         blocks.append(bk.divider())
         label = "Plan" if view.kind != "rollback" else "Rollback plan"
-        calls = sum(len(s.get("calls", [])) for s in view.plan.get("steps", []))
         blocks.append(
-            bk.section(f"*{label}*: {len(view.plan.get('steps', []))} steps, {calls} API calls")
+            bk.section(
+                f"*{label}*: {len(view.plan.steps)} steps, {view.plan.count_calls()} API calls"
+            )
         )
         for chunk in _step_lines(view.plan):
             blocks.extend(bk.section(part) for part in _split(chunk))

@@ -17,6 +17,7 @@ from commands.forensics import clean_room_lines
 from commands.impact import summary_lines
 from commands.trail import TrailResult, iter_table
 from commands.wipe import wipe_lines
+from storage.facts import IMPACT, facts_of
 from storage.models import Incident
 
 NEIGHBOURS_SHOWN = 8
@@ -29,12 +30,12 @@ def _bullets(lines: list[str], limit: int = 600) -> str:
 def investigation_sections(facts: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The card's investigation blocks ([] when nothing was found or done yet)."""
     parts: list[str] = []
-    impact = facts.get("impact")
+    impact = IMPACT.get(facts)
     if impact:
         parts.append("*Blast radius*\n" + _bullets(summary_lines(impact)))
     for title, lines in (
         ("Forensic clean room", clean_room_lines(facts)[:6]),
-        ("Abuse report", abuse_lines(dict(facts))),
+        ("Abuse report", abuse_lines(facts)),
         ("Evidence wipe", wipe_lines(facts)),
     ):
         if lines:
@@ -45,7 +46,7 @@ def investigation_sections(facts: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def investigation_card_section(incident: Incident, now: dt.datetime) -> list[dict[str, Any]]:
-    return investigation_sections(incident.facts or {})
+    return investigation_sections(facts_of(incident))
 
 
 def impact_reply(key: str, impact: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]]:

@@ -17,13 +17,17 @@ from typing import Any, Protocol
 
 from sqlalchemy import select
 
+from commands.events import record_quietly
+from containment.capabilities import Permissions
 from storage.db import Database
 from storage.models import Incident
-from storage.timeline import append_event
 
 log = logging.getLogger(__name__)
 
 SUBJECT_MAX = 100  # SNS limit
+# Contacts are told when a serious incident opens, on approval and on outcome: the SNS
+# topic, and e-mail through SES when a sender is configured.
+PERMISSIONS = Permissions("contacts", "contain", ("sns:Publish", "ses:SendEmail"))
 ClientFactory = Callable[[str], Any]  # region -> boto3 client
 SnsFactory = ClientFactory
 DEFAULT_SES_REGION = "us-east-1"
@@ -55,15 +59,15 @@ class Notice:
 
 
 def default_sns(region: str) -> Any:
-    import boto3
+    from containment.clients import aws_client
 
-    return boto3.client("sns", region_name=region)
+    return aws_client("sns", region)
 
 
 def default_ses(region: str) -> Any:
-    import boto3
+    from containment.clients import aws_client
 
-    return boto3.client("ses", region_name=region)
+    return aws_client("ses", region)
 
 
 def topic_region(arn: str) -> str:
@@ -235,21 +239,7 @@ def _append(
     *, database: Database, incident_id: int, kind: str, summary: str, details: dict[str, Any]
 ) -> None:
     """Record who was (or was not) told; never raises, a record must not undo a decision."""
-    try:
-        with database.session() as session:
-            incident = session.get(Incident, incident_id)
-            if incident is None:
-                return
-            append_event(
-                session=session,
-                incident=incident,
-                actor="system",
-                kind=kind,
-                summary=summary,
-                details=details,
-            )
-    except Exception:
-        log.exception("could not record %s for incident %s", kind, incident_id)
+    record_quietly(database, incident_id=incident_id, kind=kind, summary=summary, details=details)
 
 
 def claim_opened_notice(*, database: Database, incident_id: int) -> bool:

@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-from commands.approvals.plans import StepCallback, blast_radius
+from commands.approvals.plans import Plan, PlanCall, PlanStep, StepCallback, blast_radius
 from commands.errors import UserError
 from containment.context import ActionContext
 from containment.errors import error_record
+from containment.registry import Facts, StepResult
 from containment.targets import Target
-
-
-def _call(call: Any) -> dict[str, Any]:
-    from containment.jsonsafe import jsonable
-
-    return {
-        "text": str(call),
-        "service": getattr(call, "service", None),
-        "operation": getattr(call, "operation", None),
-        "mutating": bool(getattr(call, "mutating", True)),
-        # The parameters themselves, for `incident-bot plan --format asl` (commands/asl.py).
-        "params": jsonable(dict(getattr(call, "params", None) or {})),
-    }
 
 
 class ContainmentEngine:
@@ -37,7 +24,7 @@ class ContainmentEngine:
         self.include = tuple(include)  # optional actions to add (e.g. flow_logs)
         self.tag_labels = dict(tag_labels) if tag_labels else None
 
-    def _facts(self, target: Target, ctx: ActionContext) -> dict[str, Any]:
+    def _facts(self, target: Target, ctx: ActionContext) -> Facts:
         from containment.registry import facts_for
 
         try:
@@ -49,33 +36,31 @@ class ContainmentEngine:
                 f"containment ({err['code']}): check the id, region and the bot's permissions."
             ) from exc
 
-    def plan(self, *, target: Target, ctx: ActionContext) -> dict[str, Any]:
+    def plan(self, *, target: Target, ctx: ActionContext) -> Plan:
         from containment.registry import actions_for
 
         facts = self._facts(target, ctx)
-        steps = []
-        for action in actions_for(target, include=self.include):
-            steps.append(
-                {
-                    "action": action.name,
-                    "summary": action.summary,
-                    "mutating": bool(action.mutating),
-                    "depends_on": list(action.depends_on),
-                    "after": list(action.after),  # ordering only
-                    "permissions": list(action.permissions),
-                    "calls": [_call(c) for c in action.calls(target, ctx, facts)],
-                }
+        steps = [
+            PlanStep(
+                action=action.name,
+                summary=action.summary,
+                mutating=bool(action.mutating),
+                depends_on=tuple(action.depends_on),
+                after=tuple(action.after),  # ordering only
+                permissions=tuple(action.permissions),
+                calls=tuple(PlanCall.of(c) for c in action.calls(target, ctx, facts)),
             )
-        return {"steps": steps, "blast_radius": blast_radius(facts, tag_labels=self.tag_labels)}
+            for action in actions_for(target, include=self.include)
+        ]
+        return Plan(tuple(steps), blast_radius(facts, tag_labels=self.tag_labels))
 
     def plan_rollback(
-        self, *, target: Target, ctx: ActionContext, previous: Sequence[Mapping[str, Any]]
-    ) -> dict[str, Any]:
-        from containment.registry import StepResult, get_action
+        self, *, target: Target, ctx: ActionContext, previous: Sequence[StepResult]
+    ) -> Plan:
+        from containment.registry import get_action
 
         steps = []
-        for data in reversed(list(previous)):
-            result = StepResult.from_dict(dict(data))
+        for result in reversed(list(previous)):
             try:
                 action = get_action(result.action)
             except KeyError:
@@ -84,16 +69,14 @@ class ContainmentEngine:
                 continue
             calls = action.rollback_calls(target, ctx, result)
             steps.append(
-                {
-                    "action": action.name,
-                    "summary": f"Undo {action.name}",
-                    "mutating": True,
-                    "depends_on": [],
-                    "after": [],
-                    "calls": [_call(c) for c in calls],
-                }
+                PlanStep(
+                    action=action.name,
+                    summary=f"Undo {action.name}",
+                    after=(),
+                    calls=tuple(PlanCall.of(c) for c in calls),
+                )
             )
-        return {"steps": steps, "blast_radius": {}}
+        return Plan(tuple(steps))
 
     def run(
         self,
@@ -101,68 +84,44 @@ class ContainmentEngine:
         target: Target,
         ctx: ActionContext,
         action_names: Sequence[str] | None,
-        previous: Sequence[Mapping[str, Any]],
+        previous: Sequence[StepResult],
         on_step: StepCallback,
-    ) -> list[dict[str, Any]]:
+    ) -> list[StepResult]:
         from containment.executor import run_plan
 
-        return _results(
-            run_plan(
-                target=target,
-                ctx=ctx,
-                action_names=list(action_names) if action_names is not None else None,
-                previous=_previous(previous),
-                on_step=_adapt(on_step),
-            )
+        results = run_plan(
+            target=target,
+            ctx=ctx,
+            action_names=list(action_names) if action_names is not None else None,
+            previous={r.action: r for r in previous},
+            on_step=_adapt(on_step),
         )
+        return list(results.values())
 
     def rollback(
         self,
         *,
         target: Target,
         ctx: ActionContext,
-        previous: Sequence[Mapping[str, Any]],
+        previous: Sequence[StepResult],
         on_step: StepCallback,
-    ) -> list[dict[str, Any]]:
+    ) -> list[StepResult]:
         from containment.executor import rollback_plan
 
-        return _results(
-            rollback_plan(
-                target=target, ctx=ctx, results=_previous(previous), on_step=_adapt(on_step)
-            )
+        results = rollback_plan(
+            target=target,
+            ctx=ctx,
+            results={r.action: r for r in previous},
+            on_step=_adapt(on_step),
         )
+        return list(results.values())
 
 
-def _previous(previous: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    from containment.registry import StepResult
+def _adapt(on_step: StepCallback) -> StepCallback:
+    """The executor reports (name, "started" | the step's final status, result): the approval
+    flow wants "started" | "finished"."""
 
-    return {str(p["action"]): StepResult.from_dict(dict(p)) for p in previous}
-
-
-def _as_dict(result: Any) -> dict[str, Any]:
-    if result is None:
-        return {}
-    if isinstance(result, Mapping):
-        return dict(result)
-    return dict(result.to_dict())
-
-
-def _results(out: Any) -> list[dict[str, Any]]:
-    if isinstance(out, Mapping):
-        out = out.values()
-    elif hasattr(out, "results"):
-        out = out.results
-        if isinstance(out, Mapping):
-            out = out.values()
-    return [_as_dict(r) for r in out]
-
-
-def _adapt(on_step: StepCallback) -> Any:
-    """The executor's on_step(name, event, StepResult | None), where event is "started" or
-    the step's final status, as StepCallback(name, "started" | "finished", result dict)."""
-
-    def callback(action: str, event: str, result: Any) -> None:
-        phase = "started" if event == "started" else "finished"
-        on_step(action, phase, _as_dict(result) if result is not None else None)
+    def callback(action: str, event: str, result: StepResult | None) -> None:
+        on_step(action, "started" if event == "started" else "finished", result)
 
     return callback

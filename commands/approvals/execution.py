@@ -14,13 +14,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, or_, select, true, update
 
-from commands.approvals.plans import Engine, target_from_dict
+from commands.approvals.plans import Engine, Plan, PlanStep, target_from_dict
 from commands.approvals.requests import (
     done_results,
     get_request,
@@ -30,6 +30,7 @@ from commands.approvals.requests import (
 from commands.errors import UserError
 from commands.incidents import set_status
 from containment.context import ActionContext
+from containment.registry import StepResult
 from storage.db import Database
 from storage.models import ActionStep, ContainmentRequest
 from storage.timeline import append_event
@@ -69,12 +70,9 @@ def _error_text(error: Any) -> str | None:
     return str(error)
 
 
-def step_state(result: Mapping[str, Any]) -> str:
+def step_state(result: StepResult | None) -> str:
     """The ActionStep status for an executor result."""
-    status = result.get("status")
-    if status == "skipped" and result.get("blocked_by"):
-        return "skipped"
-    return str(status or "failed")
+    return str(result.status or "failed") if result is not None else "failed"
 
 
 # Recorded when the Nitro-only "latest" console read fails and the buffered one is taken
@@ -82,14 +80,21 @@ def step_state(result: Mapping[str, Any]) -> str:
 _NOT_MISSING = {"console_latest"}
 
 
-def missing_evidence(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+def missing_evidence(
+    results: Mapping[str, StepResult | Mapping[str, Any]],
+) -> list[dict[str, Any]]:
     """Evidence that steps which otherwise succeeded could not collect (the console
-    screenshot or output): the containment holds, but the record of the instance is short."""
+    screenshot or output): the containment holds, but the record of the instance is short.
+    Takes the executor's results or, for a card, the results stored on the steps."""
     out = []
     for action, result in results.items():
-        if result.get("status") != "succeeded":
+        if isinstance(result, StepResult):
+            status, evidence = result.status, result.evidence
+        else:
+            status, evidence = result.get("status"), result.get("evidence") or {}
+        if status != "succeeded":
             continue
-        errors = (result.get("evidence") or {}).get("optional_errors") or {}
+        errors = evidence.get("optional_errors") or {}
         out.extend(
             {"action": action, "evidence": what, "error": _error_text(err)}
             for what, err in errors.items()
@@ -102,10 +107,8 @@ def missing_text(missing: list[dict[str, Any]]) -> str:
     return "; ".join(f"{m['evidence']} ({m['action']}): {m['error']}" for m in missing)
 
 
-def _failed(result: Mapping[str, Any]) -> bool:
-    return result.get("status") == "failed" or bool(
-        result.get("status") == "skipped" and result.get("blocked_by")
-    )
+def _failed(result: StepResult) -> bool:
+    return result.status == "failed" or bool(result.status == "skipped" and result.blocked_by)
 
 
 class _StepWriter:
@@ -128,15 +131,15 @@ class _StepWriter:
         self.progress = progress
         self.now = now
         self.lock = threading.Lock()
-        self.finished: dict[str, dict[str, Any]] = {}
+        self.finished: dict[str, StepResult] = {}
 
-    def __call__(self, action: str, phase: str, result: dict[str, Any] | None) -> None:
+    def __call__(self, action: str, phase: str, result: StepResult | None) -> None:
         try:
             with self.lock:
                 if phase == "started":
                     self._started(action)
                 else:
-                    self._finished(action, dict(result or {}))
+                    self._finished(action, result)
         except Exception:  # a recording failure must not kill the containment itself
             log.exception("could not record %s %s of request #%s", action, phase, self.request_id)
             return
@@ -201,12 +204,14 @@ class _StepWriter:
                 details={"request_id": self.request_id, "action": action},
             )
 
-    def _finished(self, action: str, result: dict[str, Any]) -> None:
-        self.finished[action] = result
-        state = step_state(result)
-        error = _error_text(result.get("error"))
-        if result.get("blocked_by") and not error:
-            error = "not run: depends on failed step(s) " + ", ".join(result["blocked_by"])
+    def _finished(self, action: str, typed: StepResult | None) -> None:
+        if typed is not None:
+            self.finished[action] = typed
+        state = step_state(typed)
+        result = typed.to_dict() if typed is not None else {}  # as stored on the step
+        error = _error_text(typed.error if typed is not None else None)
+        if typed is not None and typed.blocked_by and not error:
+            error = "not run: depends on failed step(s) " + ", ".join(typed.blocked_by)
         with self.database.session() as session:
             request = get_request(session=session, request_id=self.request_id)
             incident = incident_of(session=session, request=request)
@@ -305,7 +310,7 @@ def claim(
         if changed != 1:
             return False
         request = get_request(session=session, request_id=request_id)
-        planned = [s["action"] for s in request.plan.get("steps", [])]
+        planned = Plan.from_json(request.plan).actions
         for position, action in enumerate(planned):
             session.add(
                 ActionStep(
@@ -354,14 +359,16 @@ def execute(
         target = target_from_dict(request.plan["target"])
         kind = request.kind
         dry_run = request.dry_run
-        plan_steps = list(request.plan.get("steps", []))
-        previous: list[dict[str, Any]] = []
+        plan_steps = Plan.from_json(request.plan).steps
+        previous: list[StepResult] = []
         if request.parent_id is not None:
             parent = get_request(session=session, request_id=request.parent_id)
-            previous = done_results(session=session, request=parent)
+            previous = [
+                StepResult.from_dict(r) for r in done_results(session=session, request=parent)
+            ]
         ctx = context_factory(request)
     ctx.dry_run = dry_run
-    positions = {s["action"]: i for i, s in enumerate(plan_steps)}
+    positions = {s.action: i for i, s in enumerate(plan_steps)}
     writer = _StepWriter(
         database=database,
         request_id=request_id,
@@ -375,7 +382,7 @@ def execute(
     if progress is not None:
         progress(request_id)
     crash: BaseException | None = None
-    results: list[dict[str, Any]] = []
+    results: list[StepResult] = []
     with _Heartbeat(database, request_id, heartbeat_every, now):
         try:
             if kind == "rollback":
@@ -395,7 +402,7 @@ def execute(
         seen = dict(writer.finished)
     # Results of this request's steps the executor returned without a callback. Others are
     # earlier attempts' results it echoes back (a retry's done dependencies): not ours.
-    ours = {r["action"]: r for r in results if r.get("action") in positions}
+    ours = {r.action: r for r in results if r.action in positions}
     for action, result in ours.items():
         if action not in seen:
             writer(action, "finished", result)
@@ -416,14 +423,14 @@ def _settle(
     *,
     database: Database,
     request_id: int,
-    results: dict[str, dict[str, Any]],
-    plan_steps: list[dict[str, Any]],
+    results: dict[str, StepResult],
+    plan_steps: Sequence[PlanStep],
     crash: BaseException | None,
     now: Callable[[], dt.datetime],
 ) -> Outcome:
-    mutating = {s["action"]: bool(s.get("mutating", True)) for s in plan_steps}
+    mutating = {s.action: s.mutating for s in plan_steps}
     failed = [
-        {"action": a, "error": _error_text(r.get("error")) or "depends on a failed step"}
+        {"action": a, "error": _error_text(r.error) or "depends on a failed step"}
         for a, r in results.items()
         if _failed(r)
     ]
@@ -443,7 +450,7 @@ def _settle(
             if a not in {f["action"] for f in failed}
         )
         changed_something = any(
-            r.get("status") == "succeeded" and mutating.get(a, True) for a, r in results.items()
+            r.status == "succeeded" and mutating.get(a, True) for a, r in results.items()
         )
         if not failed:
             status = "succeeded"
@@ -499,7 +506,7 @@ def _after_success(*, session: Any, request: ContainmentRequest, incident: Any, 
         return
     if (
         request.kind not in ("contain", "retry")
-        or (request.plan or {}).get("engine")  # a retry of a clean room or a wipe
+        or Plan.from_json(request.plan).engine  # a retry of a clean room or a wipe
         or incident.status != "open"
     ):
         return

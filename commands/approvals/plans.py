@@ -12,12 +12,14 @@ import datetime as dt
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from commands.errors import UserError
 from commands.findings.errors import BadFinding
 from commands.findings.normalize import normalize_finding
 from containment.context import ActionContext, ClientHook
+from containment.registry import PlannedCall, StepResult
 from containment.targets import NAME_PATTERNS, Target, TargetKind, identify
 
 _OTHER_AWS_ID = re.compile(r"^[a-z]{1,8}-[0-9a-f]{5,17}$")
@@ -27,7 +29,7 @@ _EC2_ID_PREFIX = re.compile(
 )
 _INCIDENT_KEY = re.compile(r"^INC-\d+$", re.IGNORECASE)
 # Called from the executor's worker threads: (action name, "started" | "finished", result).
-StepCallback = Callable[[str, str, dict[str, Any] | None], None]
+StepCallback = Callable[[str, str, StepResult | None], None]
 
 DEFAULT_TAG_LABELS = {
     "name": "Name",
@@ -36,6 +38,141 @@ DEFAULT_TAG_LABELS = {
     "owner": "Owner",
     "application": "Application",
 }
+
+
+@dataclass(frozen=True)
+class PlanCall:
+    """One API call of a plan, as the card lists it. `params` are the parameters themselves,
+    for `incident-bot plan --format asl` (commands/asl.py); None in plans stored before."""
+
+    text: str
+    service: str | None = None
+    operation: str | None = None
+    mutating: bool = True
+    params: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, call: PlannedCall) -> PlanCall:
+        from containment.jsonsafe import jsonable
+
+        return cls(
+            str(call),
+            call.service,
+            call.operation,
+            bool(call.mutating),
+            jsonable(dict(call.params or {})),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "text": self.text,
+            "service": self.service,
+            "operation": self.operation,
+            "mutating": self.mutating,
+        }
+        if self.params is not None:
+            out["params"] = self.params
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | str) -> PlanCall:
+        if isinstance(data, str):
+            return cls(data)
+        params = data.get("params")
+        return cls(
+            str(data.get("text") or ""),
+            data.get("service"),
+            data.get("operation"),
+            bool(data.get("mutating", True)),
+            dict(params) if params is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    action: str
+    summary: str = ""
+    mutating: bool = True
+    depends_on: tuple[str, ...] = ()
+    calls: tuple[PlanCall, ...] = ()
+    permissions: tuple[str, ...] | None = None  # containment actions list theirs
+    # Ordering only (containment actions' `after`), for commands/asl.py; None in plans
+    # stored before, which asl looks up in the registry.
+    after: tuple[str, ...] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "action": self.action,
+            "summary": self.summary,
+            "mutating": self.mutating,
+            "depends_on": list(self.depends_on),
+        }
+        if self.after is not None:
+            out["after"] = list(self.after)
+        if self.permissions is not None:
+            out["permissions"] = list(self.permissions)
+        out["calls"] = [c.to_json() for c in self.calls]
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PlanStep:
+        permissions = data.get("permissions")
+        after = data.get("after")
+        return cls(
+            action=str(data["action"]),
+            summary=str(data.get("summary") or ""),
+            mutating=bool(data.get("mutating", True)),
+            depends_on=tuple(data.get("depends_on") or ()),
+            calls=tuple(PlanCall.from_json(c) for c in data.get("calls") or ()),
+            permissions=tuple(permissions) if permissions is not None else None,
+            after=tuple(after) if after is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a request will do. Stored on the request as JSON (`to_json`); `extra` keeps the
+    engine's own keys (the clean room's stack, the wipe's items, the request's target)."""
+
+    steps: tuple[PlanStep, ...] = ()
+    blast_radius: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def engine(self) -> str | None:
+        """None for containment; the clean room's and the wipe's plans name theirs."""
+        return self.extra.get("engine")
+
+    @property
+    def actions(self) -> list[str]:
+        return [s.action for s in self.steps]
+
+    def count_calls(self, *, mutating: bool | None = None) -> int:
+        return sum(
+            1
+            for step in self.steps
+            for call in step.calls
+            if mutating is None or call.mutating == mutating
+        )
+
+    def with_steps(self, steps: Sequence[PlanStep]) -> Plan:
+        return replace(self, steps=tuple(steps))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "steps": [s.to_json() for s in self.steps],
+            "blast_radius": dict(self.blast_radius),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Plan:
+        data = data or {}
+        return cls(
+            steps=tuple(PlanStep.from_json(s) for s in data.get("steps") or ()),
+            blast_radius=dict(data.get("blast_radius") or {}),
+            extra={k: v for k, v in data.items() if k not in ("steps", "blast_radius")},
+        )
 
 
 class ContainmentOptions(Protocol):
@@ -50,13 +187,13 @@ class ContainmentOptions(Protocol):
 
 
 class Engine(Protocol):
-    """What the approval flow needs from containment/ (results are StepResult dicts)."""
+    """What the approval flow needs from containment/: typed plans and step results."""
 
-    def plan(self, *, target: Target, ctx: ActionContext) -> dict[str, Any]: ...
+    def plan(self, *, target: Target, ctx: ActionContext) -> Plan: ...
 
     def plan_rollback(
-        self, *, target: Target, ctx: ActionContext, previous: Sequence[Mapping[str, Any]]
-    ) -> dict[str, Any]: ...
+        self, *, target: Target, ctx: ActionContext, previous: Sequence[StepResult]
+    ) -> Plan: ...
 
     def run(
         self,
@@ -64,18 +201,18 @@ class Engine(Protocol):
         target: Target,
         ctx: ActionContext,
         action_names: Sequence[str] | None,
-        previous: Sequence[Mapping[str, Any]],
+        previous: Sequence[StepResult],
         on_step: StepCallback,
-    ) -> list[dict[str, Any]]: ...
+    ) -> list[StepResult]: ...
 
     def rollback(
         self,
         *,
         target: Target,
         ctx: ActionContext,
-        previous: Sequence[Mapping[str, Any]],
+        previous: Sequence[StepResult],
         on_step: StepCallback,
-    ) -> list[dict[str, Any]]: ...
+    ) -> list[StepResult]: ...
 
 
 def parse_target(
@@ -321,10 +458,6 @@ def blast_radius(
     }
 
 
-def count_calls(plan: Mapping[str, Any], *, mutating: bool | None = None) -> int:
-    return sum(
-        1
-        for step in plan.get("steps", [])
-        for call in step.get("calls", [])
-        if mutating is None or bool(call.get("mutating", True)) == mutating
-    )
+def count_calls(plan: Mapping[str, Any] | Plan, *, mutating: bool | None = None) -> int:
+    typed = plan if isinstance(plan, Plan) else Plan.from_json(plan)
+    return typed.count_calls(mutating=mutating)

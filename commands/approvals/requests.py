@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from commands.approvals.plans import count_calls, target_to_dict
+from commands.approvals.plans import Plan, target_to_dict
 from commands.deadlines.queue import schedule_reminder
 from commands.errors import NotAllowed, NotFound, UserError
 from containment.targets import Target
@@ -86,7 +86,7 @@ def request_containment(
     session: Session,
     incident: Incident,
     target: Target,
-    plan: Mapping[str, Any],
+    plan: Plan | Mapping[str, Any],
     requested_by: str,
     reason: str | None = None,
     expire_after: dt.timedelta,
@@ -105,6 +105,7 @@ def request_containment(
     """
     if incident.is_drill and not allow_drill_changes:
         dry_run = True
+    plan = plan if isinstance(plan, Plan) else Plan.from_json(plan)
     if session.get_bind().dialect.name != "sqlite":
         # Serialise requesters per incident (SQLite's BEGIN IMMEDIATE already does), so two
         # concurrent requests for one target cannot both miss each other below.
@@ -115,7 +116,7 @@ def request_containment(
         existing = live_request_for(session=session, target_id=target.resource_id)
         if existing is not None:
             return Created(existing, created=False)
-    if not plan.get("steps"):
+    if not plan.steps:
         raise UserError(f"There is nothing to do for {target.resource_id}: the plan is empty.")
     now = now or clock_of(session).now()
     request = ContainmentRequest(
@@ -132,12 +133,12 @@ def request_containment(
         expires_at=now + expire_after,
         status="pending",
         dry_run=dry_run,
-        plan={**dict(plan), "target": target_to_dict(target)},
+        plan={**plan.to_json(), "target": target_to_dict(target)},
     )
     session.add(request)
     session.flush()
     _schedule_expiry(session=session, incident=incident, request=request)
-    steps = [s["action"] for s in plan["steps"]]
+    steps = plan.actions
     verb = {"contain": "containment", "retry": "retry", "rollback": "rollback"}.get(kind, kind)
     append_event(
         session=session,
@@ -147,7 +148,7 @@ def request_containment(
         summary=(
             f"{'[DRY RUN] ' if dry_run else ''}Requested {verb} of {target.kind} "
             f"{target.resource_id} (request #{request.id}, {len(steps)} steps, "
-            f"{count_calls(plan, mutating=True)} changing calls)"
+            f"{plan.count_calls(mutating=True)} changing calls)"
             + (f": {request.reason}" if request.reason else "")
         ),
         details={
@@ -156,8 +157,8 @@ def request_containment(
             "parent_id": request.parent_id,
             "target": target_to_dict(target),
             "steps": steps,
-            "calls": [c.get("text") for s in plan["steps"] for c in s.get("calls", [])],
-            "blast_radius": plan.get("blast_radius"),
+            "calls": [c.text for s in plan.steps for c in s.calls],
+            "blast_radius": plan.blast_radius,
             "reason": request.reason,
             "expires_at": request.expires_at.isoformat() if request.expires_at else None,
             "dry_run": dry_run,

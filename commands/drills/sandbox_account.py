@@ -17,14 +17,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from commands.drills.sandbox import Sandbox
 from commands.drills.scenarios import SCENARIOS, Scenario
 from commands.errors import UserError
+from containment.capabilities import Permissions
 
 DRILL_MARK = '{"drill":true}'
-# The IAM permissions /incident drill needs beyond the containment actions'.
-PERMISSIONS = (
-    "guardduty:ListDetectors",
-    "guardduty:CreateSampleFindings",
-    "ec2:DescribeInstances",
-    "sts:GetCallerIdentity",
+# What /incident drill needs in the sandbox account beyond the containment actions'
+# (GetCallerIdentity needs no permission).
+PERMISSIONS = Permissions(
+    "drills",
+    "contain",
+    ("guardduty:ListDetectors", "guardduty:CreateSampleFindings", "ec2:DescribeInstances"),
 )
 
 

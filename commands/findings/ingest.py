@@ -38,6 +38,7 @@ from commands.findings.errors import BadFinding
 from commands.findings.normalize import NormalizedFinding, normalize_finding, severity_band
 from commands.incidents import change_severity, new_incident
 from storage.db import clock_of
+from storage.facts import GUARDDUTY, GuardDutyFacts, set_origin
 from storage.models import SEVERITIES, Finding, Incident
 from storage.timeline import NewEvent, adopt_tails, append_event, append_to_timelines
 
@@ -382,11 +383,7 @@ def _attach(
                 "sample": finding.sample,
             },
         )
-        incident.facts = {
-            "source": "guardduty",
-            "sample": finding.sample,
-            "tags": dict(finding.tags),
-        }
+        set_origin(incident, source="guardduty", sample=finding.sample, tags=finding.tags)
         pending[incident] = [opened]
         if finding.resource_id:
             open_for[finding.resource_id] = incident
@@ -446,8 +443,7 @@ def sync_incident(
             Finding.sample,
         ).where(Finding.incident_id == incident.id)
     ).all()
-    facts = dict(incident.facts or {})
-    previous = facts.get("guardduty") or {}
+    previous = GUARDDUTY.get(incident)
     before: dict[str, int] = previous.get("counts") or {}
     grew = [
         (r.finding_id, r.type, before[r.finding_id], r.count)
@@ -472,7 +468,7 @@ def sync_incident(
         if missing
         else {}
     )
-    summary = {
+    summary: GuardDutyFacts = {
         "distinct": len(rows),
         "occurrences": sum(r.count for r in rows),
         "findings": [
@@ -483,7 +479,7 @@ def sync_incident(
         ],
         "counts": {r.finding_id: r.count for r in ranked[:COUNTED_FINDINGS]},
     }
-    incident.facts = {**facts, "guardduty": summary}
+    GUARDDUTY.set(incident, summary)
     if not grew:
         return False
     listed = "; ".join(f"{kind} count {old}→{new}" for _, kind, old, new in grew[:5])

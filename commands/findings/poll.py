@@ -18,12 +18,18 @@ from typing import Any
 from commands.findings.errors import BadFinding
 from commands.findings.ingest import Ingested, record_findings
 from commands.findings.normalize import NormalizedFinding, normalize_finding
+from containment.capabilities import Permissions
 from storage.db import Database
 from storage.models import Cursor
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 50  # GetFindings accepts at most 50 ids
+PERMISSIONS = Permissions(
+    "intake",
+    "triage",
+    ("guardduty:ListDetectors", "guardduty:ListFindings", "guardduty:GetFindings"),
+)
 DEFAULT_LOOKBACK = dt.timedelta(hours=24)
 _SORT = {"AttributeName": "updatedAt", "OrderBy": "ASC"}
 

@@ -17,7 +17,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from commands.deadlines.gdpr import start_clock_from_tags
 from commands.deadlines.policy import DeadlinePolicy
 from commands.findings.normalize import NormalizedFinding
+from containment.capabilities import Permissions
 from storage.db import Database
+from storage.facts import set_resource_tags
 from storage.models import Incident
 from storage.timeline import append_event
 
@@ -25,6 +27,10 @@ log = logging.getLogger(__name__)
 
 ClientFactory = Callable[[str, str | None], Any]  # (service, region) -> boto3 client
 _AWS_ERRORS = (BotoCoreError, ClientError)
+# The affected resource's tags, for its card.
+PERMISSIONS = Permissions(
+    "resource_tags", "triage", ("ec2:DescribeInstances", "ec2:DescribeTags", "iam:ListUserTags")
+)
 
 
 def read_resource_tags(
@@ -91,7 +97,7 @@ def store_resource_tags(
         incident = session.get(Incident, incident_id)
         if incident is None:
             return
-        incident.facts = {**(incident.facts or {}), "tags": dict(tags), "tags_source": source}
+        set_resource_tags(incident, tags, source)
         append_event(
             session=session,
             incident=incident,

@@ -23,6 +23,7 @@ from moto import mock_aws
 
 from commands.approvals import decide, request_containment
 from commands.approvals.engine import ContainmentEngine
+from commands.approvals.plans import Plan
 from commands.asl import (
     APPROVAL_STATE,
     EDIT,
@@ -49,7 +50,7 @@ def world() -> Iterator[World]:
 
 
 @pytest.fixture
-def plan(world: World) -> dict[str, Any]:
+def plan(world: World) -> Plan:
     target = Target(kind="instance", resource_id=world.instance_id, region=REGION)
     ctx = ActionContext(
         incident_key="INC-1",
@@ -106,9 +107,9 @@ def test_the_plan_becomes_sdk_tasks_after_an_approval_step(plan, world) -> None:
     assert "$$.Task.Token" in approval["Parameters"]["Message.$"]
 
     tasks = [s for _, s in flatten(asl["States"], asl["StartAt"]) if s["Type"] == "Task"][1:]
-    changing = [c for s in plan["steps"] for c in s["calls"] if c["mutating"]]
+    changing = [c for s in plan.steps for c in s.calls if c.mutating]
     assert sorted(t["Resource"] for t in tasks) == sorted(
-        sdk_resource(c["service"], c["operation"]) for c in changing
+        sdk_resource(str(c.service), str(c.operation)) for c in changing
     )
     assert "arn:aws:states:::aws-sdk:ec2:createSnapshots" in {t["Resource"] for t in tasks}
     snapshot = next(t for t in tasks if t["Resource"].endswith(":createSnapshots"))
@@ -124,10 +125,10 @@ def test_independent_steps_run_in_parallel_and_dependencies_keep_their_order(pla
     for top, (name, state) in enumerate(flatten_top(asl)):
         for step in steps_in(state, name):
             wave[step] = top
-    for step in plan["steps"]:
-        for dep in (*step["depends_on"], *step["after"]):
-            if step["action"] in wave and dep in wave:
-                assert wave[dep] < wave[step["action"]], (dep, step["action"])
+    for step in plan.steps:
+        for dep in (*step.depends_on, *(step.after or ())):
+            if step.action in wave and dep in wave:
+                assert wave[dep] < wave[step.action], (dep, step.action)
 
 
 def flatten_top(asl: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,11 +16,12 @@ from bot.views.decisions import decision_text
 from bot.views.reminders import delivery_text
 from commands.approvals import decide, execute, expire_due, recover, request_containment
 from commands.approvals.execution import claim
-from commands.approvals.plans import StepCallback, parse_target
+from commands.approvals.plans import Plan, PlanStep, StepCallback, parse_target
 from commands.approvals.requests import done_results
 from commands.errors import NotAllowed, UserError
 from commands.incidents import open_incident
 from containment.context import ActionContext
+from containment.registry import StepResult
 from containment.targets import Target
 from storage.models import ActionStep, ContainmentRequest, Incident, TimelineEvent
 from tests.clock import TEST_CLOCK
@@ -41,36 +42,37 @@ class FakeEngine:
         self.rollbacks: list[list[str]] = []
         self.lock = threading.Lock()
 
-    def plan(self, *, target: Target, ctx: ActionContext) -> dict[str, Any]:
-        return {
-            "steps": [
-                {
-                    "action": name,
-                    "summary": f"do {name}",
-                    "mutating": name != "capture",
-                    "calls": [{"text": f"ec2.{name.title()}(InstanceId={target.resource_id})"}],
-                }
-                for name in STEPS
-            ],
-            "blast_radius": {"tags": {"Name": "web-1"}, "labelled": {"name": "web-1"}},
-        }
+    def plan(self, *, target: Target, ctx: ActionContext) -> Plan:
+        return Plan.from_json(
+            {
+                "steps": [
+                    {
+                        "action": name,
+                        "summary": f"do {name}",
+                        "mutating": name != "capture",
+                        "calls": [{"text": f"ec2.{name.title()}(InstanceId={target.resource_id})"}],
+                    }
+                    for name in STEPS
+                ],
+                "blast_radius": {"tags": {"Name": "web-1"}, "labelled": {"name": "web-1"}},
+            }
+        )
 
-    def plan_rollback(self, *, target: Target, ctx: ActionContext, previous: Any) -> dict:
-        return {"steps": [{"action": p["action"], "calls": []} for p in previous]}
+    def plan_rollback(self, *, target: Target, ctx: ActionContext, previous: Any) -> Plan:
+        return Plan(tuple(PlanStep(p.action) for p in previous))
 
-    def _go(self, names: Sequence[str], on_step: StepCallback, *, undo: bool) -> list[dict]:
-        def one(name: str) -> dict[str, Any]:
+    def _go(self, names: Sequence[str], on_step: StepCallback, *, undo: bool) -> list[StepResult]:
+        def one(name: str) -> StepResult:
             on_step(name, "started", None)
             if name in self.fail and not undo:
-                result = {
-                    "action": name,
-                    "status": "failed",
-                    "error": {"code": "AccessDenied", "message": "not allowed", "operation": "X"},
-                    "changes": {},
-                }
+                result = StepResult(
+                    action=name,
+                    status="failed",
+                    error={"code": "AccessDenied", "message": "not allowed", "operation": "X"},
+                )
             else:
-                result = {"action": name, "status": "succeeded", "changes": {"did": name}}
-            on_step(name, result["status"], result)
+                result = StepResult(action=name, status="succeeded", changes={"did": name})
+            on_step(name, result.status, result)
             return result
 
         with ThreadPoolExecutor(4) as pool:
@@ -82,16 +84,16 @@ class FakeEngine:
         target: Target,
         ctx: ActionContext,
         action_names: Sequence[str] | None,
-        previous: Sequence[Mapping[str, Any]],
+        previous: Sequence[StepResult],
         on_step: StepCallback,
-    ) -> list[dict[str, Any]]:
+    ) -> list[StepResult]:
         names = list(action_names or STEPS)
         with self.lock:
             self.runs.append(names)
         return self._go(names, on_step, undo=False)
 
     def rollback(self, *, target: Target, ctx: ActionContext, previous: Any, on_step: Any) -> list:
-        names = [p["action"] for p in previous if p.get("status") == "succeeded"]
+        names = [p.action for p in previous if p.status == "succeeded"]
         with self.lock:
             self.rollbacks.append(names)
         return self._go(names, on_step, undo=True)
@@ -395,7 +397,7 @@ def test_all_changing_steps_failed_is_failed(database: Any) -> None:
 
 def test_engine_crash_settles_as_failed_with_reason(database: Any) -> None:
     class Broken(FakeEngine):
-        def run(self, **kw: Any) -> list[dict[str, Any]]:
+        def run(self, **kw: Any) -> list[StepResult]:
             raise RuntimeError("executor bug")
 
     request_id = new_request(database)

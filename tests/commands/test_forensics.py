@@ -346,7 +346,7 @@ def test_stack_events_become_steps(database: Any) -> None:
         final = engine.follow(
             StackWatcher(cfn, sid),
             lambda action, phase, result: calls.append(
-                (action, phase, (result or {}).get("status"))
+                (action, phase, result.status if result else None)
             ),
             {},
             "INC-1",

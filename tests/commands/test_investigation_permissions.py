@@ -1,5 +1,6 @@
-"""Every AWS call the investigation commands make is declared in
-containment/investigation_permissions.py (and so in `incident-bot policy`)."""
+"""Every AWS call a command feature makes is declared in that feature's `PERMISSIONS` (and so
+in `incident-bot policy`). Calls are recorded from every client containment.clients makes,
+whichever way the feature got it."""
 
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ from commands.approvals import decide, execute
 from commands.forensics import CleanRoomEngine, propose
 from commands.impact import refresh_impact
 from commands.incidents import get_incident, open_incident, resolve_incident
+from commands.permissions import BY_FEATURE, policy_document
 from commands.trail import run_trail
 from commands.wipe import WipeEngine, propose_wipe
+from containment.clients import aws_client, observe
 from containment.context import ActionContext
-from containment.investigation_permissions import BY_FEATURE
-from containment.policy import policy_document
 from containment.tags import INCIDENT_TAG
 from tests.clock import TEST_CLOCK
 from tests.commands.test_trail import ct_event
@@ -43,22 +44,36 @@ CREATES = {
 }
 
 
+_recording: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_recording() -> Any:
+    yield
+    while _recording:
+        _recording.pop().__exit__(None, None, None)
+
+
 class Recorder:
+    """Records, from now to the end of the test, every AWS call made through the one client
+    factory; stubs the named services on the contexts it makes."""
+
     def __init__(self, stub: dict[str, list[tuple[str, Any]]] | None = None) -> None:
         self.actions: set[str] = set()
         self.lock = threading.Lock()
         self.stub = stub or {}
+        watching = observe(self.record)
+        watching.__enter__()
+        _recording.append(watching)
+
+    def record(self, service: str, operation: str, params: dict[str, Any]) -> None:
+        action = iam_action(service, operation, params)
+        if action:
+            with self.lock:
+                self.actions.add(action)
 
     def hook(self, client: Any) -> None:
         service = client.meta.service_model.service_name
-
-        def record(params: dict[str, Any], model: Any, **_: Any) -> None:
-            action = iam_action(service, model.name, params)
-            if action:
-                with self.lock:
-                    self.actions.add(action)
-
-        client.meta.events.register(f"before-parameter-build.{service}", record)
         if service in self.stub:
             from botocore.stub import Stubber
 
@@ -86,10 +101,10 @@ def iam_action(service: str, operation: str, params: dict[str, Any]) -> str | No
     return f"{service}:{operation}"
 
 
-def check(recorder: Recorder, feature: str) -> None:
+def check(recorder: Recorder, *features: str) -> None:
     assert recorder.actions, "nothing recorded"
-    undeclared = recorder.actions - set(BY_FEATURE[feature])
-    assert not undeclared, f"{feature} calls undeclared {sorted(undeclared)}"
+    undeclared = recorder.actions - {p for f in features for p in BY_FEATURE[f]}
+    assert not undeclared, f"{features} call undeclared {sorted(undeclared)}"
 
 
 @pytest.fixture
@@ -280,10 +295,11 @@ def test_intake_polling_and_tags(database: Any, aws: Any) -> None:
         }
     )
     tags, source = read_resource_tags(
-        finding=finding, client_for=lambda service, region: ctx.home_client(service, region)
+        finding=finding,
+        client_for=aws_client,  # the factory's default client, recorded too
     )
     assert source == "ec2" and tags["DataClassification"] == "PII"
-    check(recorder, "intake")
+    check(recorder, "intake", "resource_tags")
 
 
 def test_contacts_publish(database: Any, aws: Any) -> None:
@@ -294,7 +310,6 @@ def test_contacts_publish(database: Any, aws: Any) -> None:
         EmailAddress="bot@example.com"
     )
     recorder = Recorder()
-    ctx = recorder.ctx("INC-1")
     with database.session() as session:
         incident = open_incident(session=session, title="t", created_by="U1")
 
@@ -310,9 +325,7 @@ def test_contacts_publish(database: Any, aws: Any) -> None:
         incident_id=incident.id,
         notice=Notice("INC-1", "s", "b"),
         contacts=Contacts(),
-        sns_factory=lambda region: ctx.home_client("sns", region),
-        ses_factory=lambda region: ctx.home_client("ses", region),
-    )
+    )  # the default SNS and SES clients: made by the one factory, so recorded too
     assert record["channels"]["sns"]["message_id"]
     assert list(record["channels"]["email"]["sent"]) == ["security@example.com"]
     check(recorder, "contacts")

@@ -41,16 +41,16 @@ def test_plan_shows_the_instances_and_functions_running_as_the_role(world, make_
     plan = ContainmentEngine(include=("deny_all_role",)).plan(
         target=role_target(world), ctx=make_ctx()
     )
-    assert [s["action"] for s in plan["steps"]] == [
+    assert plan.actions == [
         "capture_role",
         "evidence",
         "revoke_role_sessions",
         "deny_all_role",
     ]
-    attached = plan["blast_radius"]["attached"]
+    attached = plan.blast_radius["attached"]
     assert f"instance {world.instance_id} (runs as this role)" in attached
     assert "Lambda function resize (runs as this role)" in attached
-    deny = plan["steps"][-1]["calls"][0]["text"]
+    deny = plan.steps[-1].calls[0].text
     assert "stops 2 instance(s)/function(s)" in deny
     assert calls.calls and all(c.is_read for c in calls.calls)
     assert boto3.client("iam").list_role_policies(RoleName=world.role_name)["PolicyNames"] == []

@@ -58,16 +58,16 @@ def sids(client) -> list[str]:
 
 def test_plan_changes_nothing_and_lists_the_exposure(fn, make_ctx, calls) -> None:
     plan = ContainmentEngine().plan(target=target(), ctx=make_ctx())
-    assert [s["action"] for s in plan["steps"]] == [
+    assert plan.actions == [
         "capture_function",
         "evidence",
         "function_concurrency_zero",
         "function_remove_public",
     ]
-    assert [c["text"] for c in plan["steps"][3]["calls"]] == [
+    assert [c.text for c in plan.steps[3].calls] == [
         f"lambda.RemovePermission(FunctionName={NAME}, StatementId=public)"
     ]
-    assert "1 public or function-URL permission(s) to remove" in plan["blast_radius"]["attached"]
+    assert "1 public or function-URL permission(s) to remove" in plan.blast_radius["attached"]
     assert all(c.is_read for c in calls.calls)
     assert (
         fn.get_function_concurrency(FunctionName=NAME).get("ReservedConcurrentExecutions") is None

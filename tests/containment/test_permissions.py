@@ -11,10 +11,10 @@ from collections import defaultdict
 
 import pytest
 
+from commands.permissions import declared_permissions, feature_permissions, policy_document
 from containment.capabilities import CAPABILITIES
 from containment.executor import plan_all, rollback_plan, run_plan
-from containment.investigation_permissions import investigation_permissions
-from containment.policy import CROSS_ACCOUNT_ACTION, declared_permissions, policy_document
+from containment.policy import CROSS_ACCOUNT_ACTION
 from containment.policy_scopes import UNSCOPABLE, is_read
 from containment.registry import all_actions, get_action
 from tests.deploy.parliament_check import access_levels
@@ -94,8 +94,8 @@ def _granted(doc) -> set[str]:
 def test_policy_covers_every_declared_permission_and_cross_account() -> None:
     doc = policy_document()
     declared = {p for a in all_actions() for p in a.permissions}
-    # The investigation commands (impact, trail, clean room, abuse, wipe) declare theirs apart.
-    declared |= set(investigation_permissions())
+    # The command features (impact, trail, clean room, abuse, wipe, ...) declare theirs apart.
+    declared |= set(feature_permissions())
     assert declared | {CROSS_ACCOUNT_ACTION} == _granted(doc)
     read = doc["Statement"][0]
     assert read["Resource"] == "*" and all(is_read(a) for a in read["Action"])
@@ -107,7 +107,7 @@ def test_policy_covers_every_declared_permission_and_cross_account() -> None:
 def test_each_action_is_granted_in_its_own_capability(capability) -> None:
     granted = _granted(policy_document(capability=capability))
     declared = {p for a in all_actions() if a.capability == capability for p in a.permissions}
-    declared |= set(investigation_permissions(capability))
+    declared |= set(feature_permissions(capability))
     assert declared | {CROSS_ACCOUNT_ACTION} == granted
     assert set(declared_permissions(capability)) == declared
 

@@ -56,12 +56,12 @@ def described(rds) -> dict:
 
 def test_plan_snapshots_before_isolating_and_changes_nothing(db, make_ctx, calls) -> None:
     plan = ContainmentEngine().plan(target=target(), ctx=make_ctx())
-    steps = [s["action"] for s in plan["steps"]]
+    steps = plan.actions
     assert steps == ["capture_db", "evidence", "snapshot_db", "isolate_db"]
-    isolate = [c["text"] for c in plan["steps"][3]["calls"]]
+    isolate = [c.text for c in plan.steps[3].calls]
     assert isolate[0].startswith("ec2.CreateSecurityGroup(")
     assert "PubliclyAccessible=False" in isolate[-1] and OPEN_CONNECTIONS in isolate[-1]
-    assert OPEN_CONNECTIONS in plan["blast_radius"]["attached"]
+    assert OPEN_CONNECTIONS in plan.blast_radius["attached"]
     assert all(c.is_read for c in calls.calls)
     assert described(db["rds"])["PubliclyAccessible"] is True
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from commands.permissions import deploy_files, policy_document
 from containment.executor import select_actions
-from containment.policy import deploy_files, policy_document
 from containment.registry import StepResult, actions_for, all_actions, get_action
 from containment.targets import Target, kind_of
 
@@ -98,7 +98,7 @@ def test_target_kinds_from_ids() -> None:
 
 
 def test_deploy_policy_files_are_the_generated_policies() -> None:
-    # Regenerate with: python -m containment.policy deploy/
+    # Regenerate with: python -m commands.permissions deploy/
     files = deploy_files()
     assert set(files) >= {
         "iam-policy.json",

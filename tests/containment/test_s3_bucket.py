@@ -43,14 +43,14 @@ def target(*principals: str) -> Target:
 def test_plan_reads_only_and_names_the_principals(s3, make_ctx, calls) -> None:
     s3.put_bucket_policy(Bucket=BUCKET, Policy=OWN_POLICY)
     plan = ContainmentEngine().plan(target=target(THIEF), ctx=make_ctx())
-    assert [s["action"] for s in plan["steps"]] == [
+    assert plan.actions == [
         "capture_bucket",
         "evidence",
         "bucket_deny_principals",
         "bucket_block_public",
     ]
-    assert THIEF in plan["steps"][2]["calls"][0]["text"]
-    assert f"principals to deny: {THIEF}" in plan["blast_radius"]["attached"]
+    assert THIEF in plan.steps[2].calls[0].text
+    assert f"principals to deny: {THIEF}" in plan.blast_radius["attached"]
     assert all(c.is_read for c in calls.calls)
     assert s3.get_bucket_policy(Bucket=BUCKET)["Policy"] == OWN_POLICY
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from commands.permissions import policy_document
 from containment.capabilities import CAPABILITIES
-from containment.policy import boundary_document, policy_document
+from containment.policy import boundary_document
 from tests.deploy.parliament_check import findings
 
 README = Path(__file__).resolve().parents[2] / "deploy" / "README.md"

@@ -10,20 +10,10 @@ from typing import Any
 
 import pytest
 
+from commands.permissions import policy_document, render_block
 from containment.capabilities import CAPABILITIES
-from containment.policy import (
-    BOT_ROLE_NAME,
-    DEFAULT_RESPONDER_ROLE,
-    boundary_document,
-    policy_document,
-)
-from containment.policy_cfn import (
-    MANAGED_POLICY_LIMIT,
-    TEMPLATES,
-    current_block,
-    policy_size,
-    render_block,
-)
+from containment.policy import BOT_ROLE_NAME, DEFAULT_RESPONDER_ROLE, boundary_document
+from containment.policy_cfn import MANAGED_POLICY_LIMIT, TEMPLATES, current_block, policy_size
 from containment.policy_scopes import BOUNDARY_NAME
 from tests.deploy.cfn_yaml import load
 
@@ -37,7 +27,7 @@ def resources(name: str, kind: str) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_generated_block_is_what_the_policy_generator_renders(name: str) -> None:
-    # Regenerate with: python -m containment.policy deploy/
+    # Regenerate with: python -m commands.permissions deploy/
     assert current_block((DEPLOY / name).read_text()) == render_block(name)
 
 

@@ -1,0 +1,432 @@
+"""The wipe's inventory, plan and request: every item, read-only, before anything is deleted."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from commands.aftermath import live_request, record_request
+from commands.approvals.plans import Plan
+from commands.errors import UserError
+from commands.forensics import existing_stack, stack_name
+from commands.incidents import get_incident
+from containment.capabilities import Permissions
+from containment.context import ActionContext
+from containment.errors import is_not_found
+from containment.tags import INCIDENT_TAG, STATUS_TAG, tag_dict
+from containment.targets import Target
+from storage.db import Database
+from storage.facts import WIPE
+
+ENGINE = "wipe"
+TARGET_KIND = "evidence"
+PERMISSIONS = Permissions(
+    "wipe",
+    "wipe",
+    (
+        "cloudformation:DescribeStacks",
+        "cloudformation:DescribeStackEvents",
+        "cloudformation:DeleteStack",
+        "ec2:DescribeVolumes",
+        "ec2:DeleteVolume",
+        "ec2:DescribeSnapshots",
+        "ec2:DeleteSnapshot",
+        "ec2:DescribeFlowLogs",
+        "ec2:DeleteFlowLogs",
+        "logs:DeleteLogDelivery",
+        "s3:ListBucketVersions",
+        "s3:GetObjectTagging",
+        "s3:GetObjectVersionTagging",
+        "s3:DeleteObject",
+        "s3:DeleteObjectVersion",
+        "kms:ListKeys",
+        "kms:ListAliases",
+        "kms:ListResourceTags",
+        "kms:DescribeKey",
+        "kms:ScheduleKeyDeletion",
+    ),
+)
+SOURCE_SNAPSHOT_TAG = "incident-bot:source-snapshot"
+WIPEABLE = ("resolved", "closed")
+STEPS = (
+    ("delete_clean_room", "stacks", "Delete the forensic clean-room stack"),
+    ("delete_volumes", "volumes", "Delete volumes restored from the incident's snapshots"),
+    ("delete_snapshots", "snapshots", "Delete the incident's EBS snapshots"),
+    ("delete_flow_logs", "flow_logs", "Delete the VPC flow logs the containment enabled"),
+    ("delete_evidence_objects", "objects", "Delete every version of the evidence objects"),
+    ("schedule_key_deletion", "kms_keys", "Schedule deletion of the incident's KMS key"),
+)
+
+
+@dataclass
+class Scope:
+    incident_key: str
+    region: str
+    account_id: str | None
+
+    def target(self) -> Target:
+        return Target(
+            kind=TARGET_KIND,  # type: ignore[arg-type]  # not a containment target kind
+            resource_id=self.incident_key,
+            region=self.region,
+            account_id=self.account_id,
+        )
+
+
+# -- inventory (reads only) -----------------------------------------------------------------
+
+
+def _stacks(ctx: ActionContext, scope: Scope, skipped: list[dict[str, str]]) -> list[dict]:
+    cfn = ctx.client("cloudformation", scope.target())
+    found = existing_stack(cfn, stack_name(scope.incident_key))
+    if found is None:
+        return []
+    if tag_dict(found.get("Tags")).get(INCIDENT_TAG) != scope.incident_key:
+        skipped.append({"what": "stack", "id": found["StackName"], "why": "no incident tag"})
+        return []
+    return [{"id": found["StackId"], "name": found["StackName"], "status": found["StackStatus"]}]
+
+
+def _volumes(ec2: Any, key: str, skipped: list[dict[str, str]]) -> list[dict[str, Any]]:
+    pages = ec2.get_paginator("describe_volumes").paginate(
+        Filters=[{"Name": f"tag:{INCIDENT_TAG}", "Values": [key]}]
+    )
+    out = []
+    for page in pages:
+        for v in page["Volumes"]:
+            tags = tag_dict(v.get("Tags"))
+            if SOURCE_SNAPSHOT_TAG not in tags or STATUS_TAG in tags:
+                # The containment's tag step marks the compromised instance's own volumes too.
+                skipped.append(
+                    {
+                        "what": "volume",
+                        "id": v["VolumeId"],
+                        "why": "not restored by the incident (no source-snapshot tag)",
+                    }
+                )
+                continue
+            out.append(
+                {
+                    "id": v["VolumeId"],
+                    "state": v.get("State"),
+                    "source_snapshot": tags[SOURCE_SNAPSHOT_TAG],
+                    "stack": tags.get("aws:cloudformation:stack-name"),
+                }
+            )
+    return out
+
+
+def _snapshots(ec2: Any, key: str) -> list[dict[str, Any]]:
+    pages = ec2.get_paginator("describe_snapshots").paginate(
+        OwnerIds=["self"], Filters=[{"Name": f"tag:{INCIDENT_TAG}", "Values": [key]}]
+    )
+    return [
+        {"id": s["SnapshotId"], "volume_id": s.get("VolumeId"), "size": s.get("VolumeSize")}
+        for page in pages
+        for s in page["Snapshots"]
+    ]
+
+
+def _flow_logs(ec2: Any, key: str) -> list[dict[str, Any]]:
+    pages = ec2.get_paginator("describe_flow_logs").paginate(
+        Filters=[{"Name": f"tag:{INCIDENT_TAG}", "Values": [key]}]
+    )
+    return [
+        {
+            "id": f["FlowLogId"],
+            "resource_id": f.get("ResourceId"),
+            "destination": f.get("LogDestination"),
+        }
+        for page in pages
+        for f in page["FlowLogs"]
+    ]
+
+
+def _objects(
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    key: str,
+    flow_log_ids: Sequence[str],
+    skipped: list[dict[str, str]],
+) -> list[dict[str, Any]]:
+    """Every version (and delete marker) under the incident's prefix that is provably its."""
+    root = f"{prefix}{key}/"  # the slash keeps INC-1 from matching INC-10
+    flow_root = f"{root}flow-logs/"
+    versions: list[dict[str, Any]] = []
+    markers: list[dict[str, Any]] = []
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=root):
+        versions.extend(page.get("Versions", []))
+        markers.extend(page.get("DeleteMarkers", []))
+    out: list[dict[str, Any]] = []
+    proven: set[str] = set()
+    for v in versions:
+        name, version = v["Key"], v.get("VersionId") or "null"
+        if name.startswith(flow_root):
+            if any(f"_{fl}_" in name.rsplit("/", 1)[-1] for fl in flow_log_ids):
+                out.append(
+                    {
+                        "key": name,
+                        "version_id": version,
+                        "size": v.get("Size", 0),
+                        "why": "flow-log file",
+                    }
+                )
+                proven.add(name)
+            else:
+                skipped.append(
+                    {
+                        "what": "object",
+                        "id": name,
+                        "why": "flow-log file of no flow log this incident created",
+                    }
+                )
+            continue
+        params: dict[str, Any] = {"Bucket": bucket, "Key": name}
+        if version != "null":
+            params["VersionId"] = version
+        tags = tag_dict(s3.get_object_tagging(**params).get("TagSet"))
+        if tags.get(INCIDENT_TAG) != key:
+            skipped.append({"what": "object", "id": name, "why": "no incident tag"})
+            continue
+        out.append({"key": name, "version_id": version, "size": v.get("Size", 0), "why": "tagged"})
+        proven.add(name)
+    for m in markers:
+        if m["Key"] in proven:
+            out.append(
+                {"key": m["Key"], "version_id": m["VersionId"], "size": 0, "why": "delete marker"}
+            )
+    return out
+
+
+def _kms_keys(
+    kms: Any, key: str, shared_key: str | None, skipped: list[dict[str, str]]
+) -> list[dict[str, Any]]:
+    aliases: dict[str, str] = {}
+    for page in kms.get_paginator("list_aliases").paginate():
+        for a in page["Aliases"]:
+            if a.get("TargetKeyId"):
+                aliases.setdefault(a["TargetKeyId"], a["AliasName"])
+    out = []
+    for page in kms.get_paginator("list_keys").paginate():
+        for k in page["Keys"]:
+            key_id = k["KeyId"]
+            try:
+                tags = kms.list_resource_tags(KeyId=key_id).get("Tags", [])
+            except ClientError as exc:
+                if is_not_found(exc) or "AccessDenied" in str(exc):
+                    continue  # AWS-managed or not ours to read
+                raise
+            if {t["TagKey"]: t["TagValue"] for t in tags}.get(INCIDENT_TAG) != key:
+                continue
+            meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+            alias = aliases.get(key_id)
+            if shared_key and shared_key in (key_id, meta["Arn"], alias):
+                skipped.append(
+                    {"what": "kms key", "id": key_id, "why": "the configured shared evidence key"}
+                )
+                continue
+            if meta.get("KeyManager") != "CUSTOMER":
+                continue
+            if meta.get("KeyState") == "PendingDeletion":
+                skipped.append({"what": "kms key", "id": key_id, "why": "already pending deletion"})
+                continue
+            out.append({"id": key_id, "arn": meta["Arn"], "alias": alias})
+    return out
+
+
+def inventory(
+    *, ctx: ActionContext, scope: Scope, shared_kms_key: str | None = None
+) -> dict[str, Any]:
+    """Everything the wipe would delete, and what it found but will leave. Reads only."""
+    skipped: list[dict[str, str]] = []
+    ec2 = ctx.client("ec2", scope.target())
+    items: dict[str, Any] = {
+        "stacks": _stacks(ctx, scope, skipped),
+        "volumes": _volumes(ec2, scope.incident_key, skipped),
+        "snapshots": _snapshots(ec2, scope.incident_key),
+        "flow_logs": _flow_logs(ec2, scope.incident_key),
+        "objects": [],
+        "kms_keys": [],
+    }
+    if ctx.evidence_bucket:
+        s3 = ctx.home_client("s3", scope.region)
+        items["objects"] = _objects(
+            s3,
+            ctx.evidence_bucket,
+            ctx.evidence_prefix,
+            scope.incident_key,
+            [f["id"] for f in items["flow_logs"]],
+            skipped,
+        )
+    items["kms_keys"] = _kms_keys(
+        ctx.home_client("kms", scope.region), scope.incident_key, shared_kms_key, skipped
+    )
+    items["skipped"] = skipped
+    return items
+
+
+def _call(service: str, operation: str, text: str) -> dict[str, Any]:
+    return {
+        "text": f"{service}.{operation}({text})",
+        "service": service,
+        "operation": operation,
+        "mutating": True,
+    }
+
+
+def _item_calls(kind: str, item: Mapping[str, Any], bucket: str | None, days: int) -> dict:
+    if kind == "stacks":
+        return _call("cloudformation", "DeleteStack", f"StackName={item['name']}")
+    if kind == "volumes":
+        return _call("ec2", "DeleteVolume", f"VolumeId={item['id']}")
+    if kind == "snapshots":
+        return _call("ec2", "DeleteSnapshot", f"SnapshotId={item['id']}")
+    if kind == "flow_logs":
+        return _call("ec2", "DeleteFlowLogs", f"FlowLogIds=[{item['id']}]")
+    if kind == "objects":
+        return _call(
+            "s3",
+            "DeleteObject",
+            f"Bucket={bucket}, Key={item['key']}, VersionId={item['version_id']}",
+        )
+    return _call("kms", "ScheduleKeyDeletion", f"KeyId={item['id']}, PendingWindowInDays={days}")
+
+
+def build_plan(*, items: Mapping[str, Any], bucket: str | None, kms_pending_days: int) -> Plan:
+    if not 7 <= kms_pending_days <= 30:
+        raise UserError("wipe.kms_pending_days must be between 7 and 30.")
+    steps = []
+    for action, kind, summary in STEPS:
+        found = items.get(kind) or []
+        if not found:
+            continue
+        steps.append(
+            {
+                "action": action,
+                "summary": f"{summary} ({len(found)})",
+                "mutating": True,
+                "depends_on": [],
+                "calls": [_item_calls(kind, i, bucket, kms_pending_days) for i in found],
+            }
+        )
+    radius: dict[str, Any] = {
+        "labelled": {
+            "deletes": "only what the incident created (tags checked again before each)",
+            "kms key": f"deletion scheduled {kms_pending_days} days out, cancellable until then",
+        },
+        "attached": [
+            f"{len(items.get(kind) or [])} {kind.replace('_', ' ')}"
+            for _, kind, _ in STEPS
+            if items.get(kind)
+        ],
+    }
+    if items.get("skipped"):
+        radius["note"] = "left alone: " + "; ".join(
+            f"{s['what']} {s['id']} ({s['why']})" for s in items["skipped"][:10]
+        )
+    return Plan.from_json(
+        {
+            "engine": ENGINE,
+            "items": dict(items),
+            "bucket": bucket,
+            "kms_pending_days": kms_pending_days,
+            "steps": steps,
+            "blast_radius": radius,
+        }
+    )
+
+
+# -- requesting ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Proposed:
+    request_id: int
+    created: bool
+    incident_key: str
+    items: int
+
+
+def propose_wipe(
+    *,
+    db: Database,
+    ctx: ActionContext,
+    incident_key: str,
+    requested_by: str,
+    expire_after: dt.timedelta,
+    kms_pending_days: int = 30,
+    shared_kms_key: str | None = None,
+    default_region: str = "us-east-1",
+    dry_run: bool = False,
+) -> Proposed:
+    """Check the incident is resolved, list everything, and record the approval request."""
+    with db.read_session() as session:
+        incident = get_incident(session=session, key=incident_key)
+        if incident.status not in WIPEABLE:
+            raise UserError(
+                f"{incident.key} is {incident.status}: resolve it first "
+                f"(/incident resolve {incident.key} <summary>), then wipe its evidence."
+            )
+        scope = Scope(incident.key, incident.region or default_region, incident.account_id)
+        live = live_request(session, incident.key, "wipe")
+        if live is not None:
+            return Proposed(live.id, False, incident.key, -1)
+    items = inventory(ctx=ctx, scope=scope, shared_kms_key=shared_kms_key)
+    plan = build_plan(items=items, bucket=ctx.evidence_bucket, kms_pending_days=kms_pending_days)
+    if not plan.steps:
+        raise UserError(f"{scope.incident_key} has nothing left to wipe.")
+    recorded = record_request(
+        db=db,
+        incident_key=incident_key,
+        target=scope.target(),
+        kind="wipe",
+        plan=plan,
+        requested_by=requested_by,
+        reason="wipe the investigation's evidence",
+        expire_after=expire_after,
+        dry_run=dry_run,
+    )
+    count = -1 if recorded.already_live else plan.count_calls()
+    return Proposed(recorded.request_id, recorded.created, recorded.incident_key, count)
+
+
+def wipe_lines(facts: Mapping[str, Any]) -> list[str]:
+    """Plain-text lines for the incident card: what the wipe deleted."""
+    wipe = WIPE.get(facts)
+    deleted = wipe.get("deleted") or []
+    if not deleted and not wipe.get("failed"):
+        return []
+    counts: dict[str, int] = {}
+    for d in deleted:
+        counts[d["type"]] = counts.get(d["type"], 0) + 1
+    lines = [
+        "wiped: "
+        + (", ".join(f"{n} {t.replace('_', ' ')}" for t, n in counts.items()) or "nothing yet")
+    ]
+    kms = wipe.get("kms_deletion")
+    if kms:
+        lines.append(f"KMS key {kms['key_id']} deleted on {kms['deletion_date']} (cancellable)")
+    if wipe.get("failed"):
+        lines.append(f"{len(wipe['failed'])} item(s) could not be deleted: see the timeline")
+    return lines
+
+
+def plan_text(incident_key: str, plan: Plan | Mapping[str, Any]) -> str:
+    """Every item of a wipe plan as Markdown (attached to the approval card's thread, so the
+    full list is there even when the card has to shorten it)."""
+    lines = [f"# Evidence wipe plan for {incident_key}", ""]
+    typed = plan if isinstance(plan, Plan) else Plan.from_json(plan)
+    for step in typed.steps:
+        lines.append(f"## {step.action}: {step.summary}")
+        lines.extend(f"- `{c.text}`" for c in step.calls)
+        lines.append("")
+    skipped = (typed.extra.get("items") or {}).get("skipped") or []
+    if skipped:
+        lines.append("## Left alone")
+        lines.extend(f"- {s['what']} {s['id']}: {s['why']}" for s in skipped)
+    return "\n".join(lines) + "\n"
