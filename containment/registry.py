@@ -223,18 +223,17 @@ _loaded = False
 _load_lock = threading.Lock()
 
 
-def register(cls: type[Action]) -> type[Action]:
-    if cls.name in _REGISTRY:
-        raise ValueError(f"containment action {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls()
-    return cls
-
-
 def _ensure_loaded() -> None:
+    """Build the registry from `containment.actions.ACTIONS` (imported here, by name: the
+    action modules import this one)."""
     global _loaded
     with _load_lock:
         if not _loaded:
-            importlib.import_module("containment.actions")
+            actions = importlib.import_module("containment.actions").ACTIONS
+            for cls in actions:
+                if cls.name in _REGISTRY:
+                    raise ValueError(f"containment action {cls.name!r} listed twice")
+                _REGISTRY[cls.name] = cls()
             _loaded = True
 
 

@@ -36,7 +36,7 @@ from bot.views.resources import resource_label
 from commands import incidents as svc
 from commands.approvals import contacts
 from commands.approvals.engine import ContainmentEngine
-from commands.approvals.execution import Outcome, execute, interrupt, recover
+from commands.approvals.execution import Outcome, execute
 from commands.approvals.plans import (
     Engine,
     Plan,
@@ -49,6 +49,7 @@ from commands.approvals.plans import (
     resource_type,
     target_from_dict,
 )
+from commands.approvals.recovery import interrupt, recover
 from commands.approvals.requests import (
     check_follow_up,
     check_may_decide,

@@ -3,8 +3,9 @@
 bot/ renders and wires these; GuardDuty intake and the drill call the same functions.
 """
 
-from commands.approvals.execution import Outcome, Recovery, claim, execute, recover
+from commands.approvals.execution import Outcome, claim, execute
 from commands.approvals.plans import Engine, action_context, blast_radius, parse_target
+from commands.approvals.recovery import Recovery, recover
 from commands.approvals.requests import (
     GUARDDUTY,
     Created,

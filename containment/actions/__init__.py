@@ -1,24 +1,63 @@
-"""Importing this package registers every containment action, one module per step.
+"""Every containment action, in the order plans list them where dependencies allow (the
+order of AWS's ContainEC2 procedure for an instance, then the other kinds').
 
-Import order is registration order, which `actions_for` keeps where dependencies allow:
-it is the order of AWS's ContainEC2 procedure.
+The registry (containment/registry.py) is built from `ACTIONS`: a new action is a class in
+its own module, added here. Nothing registers itself by being imported.
 """
-# ruff: noqa: F401, I001
 
-from containment.actions import capture
-from containment.actions import evidence
-from containment.actions import protect
-from containment.actions import snapshot
-from containment.actions import autoscaling
-from containment.actions import load_balancers
-from containment.actions import isolation_groups
-from containment.actions import isolate
-from containment.actions import iam_instance
-from containment.actions import tag
-from containment.actions import access_key
-from containment.actions import flow_logs
-from containment.actions import iam_user
-from containment.actions import iam_role
-from containment.actions import s3_bucket
-from containment.actions import lambda_function
-from containment.actions import rds_instance
+from __future__ import annotations
+
+from containment.actions import (
+    access_key,
+    autoscaling,
+    capture,
+    evidence,
+    flow_logs,
+    iam_instance,
+    iam_role,
+    iam_user,
+    isolate,
+    isolation_groups,
+    lambda_function,
+    load_balancers,
+    protect,
+    rds_instance,
+    s3_bucket,
+    snapshot,
+    tag,
+)
+from containment.registry import Action
+
+ACTIONS: tuple[type[Action], ...] = (
+    capture.CaptureInstance,
+    evidence.StoreEvidence,
+    protect.Protect,
+    snapshot.Snapshot,
+    autoscaling.AutoScaling,
+    load_balancers.LoadBalancers,
+    isolation_groups.IsolationGroups,
+    isolate.Isolate,
+    isolate.DropTransitGroup,
+    iam_instance.RestrictInstanceIam,
+    tag.Tag,
+    access_key.CaptureAccessKey,
+    access_key.DeactivateAccessKey,
+    access_key.RevokeUserSessions,
+    flow_logs.EnableFlowLogs,
+    iam_user.CaptureUser,
+    iam_user.DeactivateUserKeys,
+    iam_user.DeleteLoginProfile,
+    iam_user.RevokeUserSessionsAll,
+    iam_role.CaptureRole,
+    iam_role.RevokeRoleSessions,
+    iam_role.DenyAllRole,
+    s3_bucket.CaptureBucket,
+    s3_bucket.DenyBucketPrincipals,
+    s3_bucket.BlockBucketPublicAccess,
+    lambda_function.CaptureFunction,
+    lambda_function.ThrottleFunction,
+    lambda_function.RemovePublicPermissions,
+    rds_instance.CaptureDbInstance,
+    rds_instance.SnapshotDbInstance,
+    rds_instance.IsolateDbInstance,
+)

@@ -11,7 +11,7 @@ from containment.concurrency import parallel
 from containment.context import ActionContext
 from containment.errors import is_not_found
 from containment.jsonsafe import jsonable
-from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.targets import Target
 
 
@@ -69,7 +69,6 @@ def inspect_access_key(target: Target, ctx: ActionContext) -> Facts:
     }
 
 
-@register
 class CaptureAccessKey(Action):
     name = "capture_key"
     summary = "Record the key's owner, status and last use"
@@ -115,7 +114,6 @@ class CaptureAccessKey(Action):
         return rec.result()
 
 
-@register
 class DeactivateAccessKey(Action):
     name = "deactivate_key"
     summary = "Deactivate the access key"
@@ -187,7 +185,6 @@ class DeactivateAccessKey(Action):
         return rec.result()
 
 
-@register
 class RevokeUserSessions(Action):
     name = "revoke_user_sessions"
     summary = "Deny the key owner's sessions issued before now (aws:TokenIssueTime)"

@@ -11,7 +11,7 @@ from typing import Any
 
 from containment.context import ActionContext
 from containment.idempotency import create_once
-from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.targets import Target
 
 _STANDBY = ("Standby", "EnteringStandby")
@@ -37,7 +37,6 @@ def _plan(target: Target, facts: Facts) -> tuple[str, dict[str, Any], bool] | No
     return op, params, decrement
 
 
-@register
 class AutoScaling(Action):
     name = "asg"
     summary = "Auto Scaling: enter standby (or detach) so the group leaves the instance alone"

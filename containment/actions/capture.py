@@ -18,7 +18,7 @@ from containment.concurrency import parallel_map
 from containment.context import ActionContext
 from containment.errors import error_record, is_not_found
 from containment.jsonsafe import jsonable
-from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.tags import tag_dict
 from containment.targets import Target
 
@@ -350,7 +350,6 @@ def public_facts(facts: Facts) -> Facts:
     return {k: v for k, v in facts.items() if k != "_blobs"}
 
 
-@register
 class CaptureInstance(Action):
     name = "capture"
     summary = "Capture instance state, console output, ENI groups, profile, ASG and LB membership"

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from containment.context import ActionContext
 from containment.errors import error_code
 from containment.idempotency import create_once
-from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.tags import INCIDENT_TAG, creation_tags
 from containment.targets import Target
 
@@ -113,7 +113,6 @@ def put_params(
     return params
 
 
-@register
 class StoreEvidence(Action):
     name = "evidence"
     summary = "Store the capture in the evidence bucket (SSE-KMS)"

@@ -15,7 +15,7 @@ from typing import Any
 
 from containment.context import ActionContext
 from containment.idempotency import client_token, create_once
-from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.tags import creation_tags, tag_list
 from containment.targets import Target
 
@@ -81,7 +81,6 @@ def create_params(ctx: ActionContext, enis: list[str]) -> dict[str, Any]:
     }
 
 
-@register
 class EnableFlowLogs(Action):
     name = "flow_logs"
     summary = "Enable VPC Flow Logs on the instance's ENIs to the evidence bucket"

@@ -22,7 +22,7 @@ from containment.actions.iam_revoke import (
 from containment.concurrency import parallel, parallel_map
 from containment.context import ActionContext
 from containment.errors import error_code, is_not_found
-from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.targets import Target
 
 # A new instance profile can take seconds to become usable (IAM is eventually consistent).
@@ -60,7 +60,6 @@ def _roles(ctx: ActionContext, facts: Facts) -> list[str]:
     return list(current["roles"])
 
 
-@register
 class RestrictInstanceIam(Action):
     name = "iam"
     summary = "Replace the instance profile with a deny-all one; revoke older role sessions"

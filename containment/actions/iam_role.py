@@ -15,7 +15,7 @@ from containment.actions.iam_revoke import DENY_ALL, revoke_policy_name
 from containment.actions.revoke_principal_sessions import RevokePrincipalSessions
 from containment.context import ActionContext
 from containment.jsonsafe import jsonable
-from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.targets import Target
 
 
@@ -51,7 +51,6 @@ def _users_of_role(target: Target, ctx: ActionContext, role_arn: str) -> dict[st
     return {"instance_profiles": profiles, "instances": instances, "functions": functions}
 
 
-@register
 class CaptureRole(CaptureFacts):
     name = "capture_role"
     summary = "Record the role, its policies and what runs as it (instances, functions)"
@@ -98,7 +97,6 @@ class CaptureRole(CaptureFacts):
         }
 
 
-@register
 class RevokeRoleSessions(RevokePrincipalSessions):
     name = "revoke_role_sessions"
     summary = "Deny the role's sessions issued before now (aws:TokenIssueTime)"
@@ -108,7 +106,6 @@ class RevokeRoleSessions(RevokePrincipalSessions):
     principal = "Role"
 
 
-@register
 class DenyAllRole(Action):
     """Optional: stops new sessions too, so everything listed in the blast radius stops."""
 

@@ -15,7 +15,7 @@ from containment.actions.iam_revoke import revoke_policy_name
 from containment.actions.revoke_principal_sessions import RevokePrincipalSessions
 from containment.context import ActionContext
 from containment.jsonsafe import jsonable
-from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.targets import Target
 
 HUMAN_RESET = (
@@ -24,7 +24,6 @@ HUMAN_RESET = (
 )
 
 
-@register
 class CaptureUser(CaptureFacts):
     name = "capture_user"
     summary = "Record the user's keys, console login (when it was created), policies and groups"
@@ -90,7 +89,6 @@ class CaptureUser(CaptureFacts):
         }
 
 
-@register
 class DeactivateUserKeys(Action):
     name = "deactivate_user_keys"
     summary = "Deactivate every active access key of the user"
@@ -160,7 +158,6 @@ class DeactivateUserKeys(Action):
         return rec.result()
 
 
-@register
 class DeleteLoginProfile(Action):
     name = "delete_login_profile"
     summary = "Delete the console password (its creation time is in the capture)"
@@ -209,7 +206,6 @@ class DeleteLoginProfile(Action):
         return rec.result(note=HUMAN_RESET)
 
 
-@register
 class RevokeUserSessionsAll(RevokePrincipalSessions):
     name = "revoke_user_sessions_all"
     summary = "Deny the user's sessions issued before now (aws:TokenIssueTime)"

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from containment.concurrency import parallel_map
 from containment.context import ActionContext
 from containment.errors import is_not_found
-from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.targets import Target
 
 
@@ -41,7 +41,6 @@ def _hops(eni: dict[str, Any], groups: dict[str, str]) -> list[list[str]]:
     return [[transit], [iso]]
 
 
-@register
 class Isolate(Action):
     name = "isolate"
     summary = "Per ENI: all-open transit group, then the isolation group"
@@ -137,7 +136,6 @@ class Isolate(Action):
         return rec.result()
 
 
-@register
 class DropTransitGroup(Action):
     name = "drop_transit"
     summary = "Delete this incident's all-open transit groups once every ENI has left them"

@@ -20,7 +20,7 @@ from containment.concurrency import parallel, parallel_map
 from containment.context import ActionContext
 from containment.errors import error_code, is_not_found
 from containment.idempotency import create_once
-from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.tags import INCIDENT_TAG, creation_tags, tag_dict, tag_list
 from containment.targets import Target
 
@@ -146,7 +146,6 @@ def _ignore(codes: tuple[str, ...], fn: Any, **kwargs: Any) -> None:
             raise
 
 
-@register
 class IsolationGroups(Action):
     name = "isolation_groups"
     summary = "Create (or reuse) the isolation group and this incident's all-open transit group"

@@ -14,7 +14,7 @@ from typing import Any
 from containment.actions.capture_facts import CaptureFacts, absent_as_none, planned
 from containment.context import ActionContext
 from containment.jsonsafe import jsonable
-from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.targets import Target
 
 # Conditions that narrow a wildcard principal to one source: such a statement is not public.
@@ -72,7 +72,6 @@ def add_permission_params(function: str, statement: dict[str, Any]) -> dict[str,
     return params
 
 
-@register
 class CaptureFunction(CaptureFacts):
     name = "capture_function"
     summary = "Record the function's configuration, code SHA-256, resource policy and URL"
@@ -116,7 +115,6 @@ class CaptureFunction(CaptureFacts):
         }
 
 
-@register
 class ThrottleFunction(Action):
     name = "function_concurrency_zero"
     summary = "Set reserved concurrency to 0: no invocation runs"
@@ -188,7 +186,6 @@ class ThrottleFunction(Action):
         return rec.result()
 
 
-@register
 class RemovePublicPermissions(Action):
     name = "function_remove_public"
     summary = "Remove resource-policy statements that let anyone (or a function URL) invoke it"

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from containment.concurrency import parallel
 from containment.context import ActionContext
 from containment.errors import error_code
-from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.targets import Target
 
 
@@ -24,7 +24,6 @@ def _still_registered(elbv2: Any, group: dict[str, Any]) -> bool:
     return any(t["Id"] in present for t in group["targets"])
 
 
-@register
 class LoadBalancers(Action):
     name = "lb"
     summary = "Deregister from ELBv2 target groups and classic load balancers"

@@ -11,7 +11,7 @@ from typing import Any
 
 from containment.concurrency import parallel
 from containment.context import ActionContext
-from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.targets import Target
 
 
@@ -59,7 +59,6 @@ def _needed(target: Target, facts: Facts) -> list[tuple[str, dict[str, Any], dic
     return out
 
 
-@register
 class Protect(Action):
     name = "protect"
     summary = "Termination protection on, shutdown stops, volumes survive termination"

@@ -15,7 +15,7 @@ from containment.actions.capture_facts import CaptureFacts, planned
 from containment.actions.isolation_groups import ALL_BOTH, ROLE_TAG
 from containment.context import ActionContext
 from containment.jsonsafe import jsonable
-from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.tags import creation_tags, tag_list
 from containment.targets import Target
 
@@ -40,7 +40,6 @@ def _isolation_group(ctx: ActionContext, target: Target, vpc: str | None) -> dic
     return {"id": found[0]["GroupId"], "egress": found[0]["IpPermissionsEgress"]} if found else None
 
 
-@register
 class CaptureDbInstance(CaptureFacts):
     name = "capture_db"
     summary = "Record the DB instance's security groups, public accessibility, parameter groups"
@@ -93,7 +92,6 @@ class CaptureDbInstance(CaptureFacts):
         }
 
 
-@register
 class SnapshotDbInstance(Action):
     name = "snapshot_db"
     summary = "Snapshot the DB instance (kept as evidence; not undone)"
@@ -139,7 +137,6 @@ class SnapshotDbInstance(Action):
         return rec.result()
 
 
-@register
 class IsolateDbInstance(Action):
     name = "isolate_db"
     summary = "Move the DB instance to the isolation security group; not publicly accessible"

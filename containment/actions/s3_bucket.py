@@ -14,7 +14,7 @@ from typing import Any
 from containment.actions.capture_facts import CaptureFacts, absent_as_none, planned
 from containment.context import ActionContext
 from containment.jsonsafe import jsonable
-from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.targets import Target
 
 BLOCK_ALL = {
@@ -53,7 +53,6 @@ def with_deny(policy: str | None, statement: dict[str, Any]) -> str:
     return json.dumps(doc)
 
 
-@register
 class CaptureBucket(CaptureFacts):
     name = "capture_bucket"
     summary = "Record the bucket's policy, ACL, public access block and versioning"
@@ -103,7 +102,6 @@ class CaptureBucket(CaptureFacts):
         }
 
 
-@register
 class DenyBucketPrincipals(Action):
     name = "bucket_deny_principals"
     summary = "Add a deny for the finding's principals to the bucket policy"
@@ -180,7 +178,6 @@ class DenyBucketPrincipals(Action):
         return rec.result()
 
 
-@register
 class BlockBucketPublicAccess(Action):
     name = "bucket_block_public"
     summary = "Turn on all four Block Public Access settings of the bucket"

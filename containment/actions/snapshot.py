@@ -14,7 +14,7 @@ from typing import Any
 
 from containment.context import ActionContext
 from containment.idempotency import create_once
-from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.tags import INCIDENT_TAG, SNAPSHOTS_TAG, creation_tags, tag_list
 from containment.targets import Target
 
@@ -58,7 +58,6 @@ def _params(target: Target, ctx: ActionContext, facts: Facts) -> dict[str, Any] 
     }
 
 
-@register
 class Snapshot(Action):
     name = "snapshot"
     summary = "Crash-consistent snapshots of every attached volume"

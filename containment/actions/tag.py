@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from containment.context import ActionContext
-from containment.registry import Action, Facts, PlannedCall, RunState, StepResult, register
+from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.tags import (
     FINDING_TAG,
     INCIDENT_TAG,
@@ -57,7 +57,6 @@ def _already_tagged(ctx: ActionContext, facts: Facts) -> bool:
     return tags.get(INCIDENT_TAG) == ctx.incident_key and tags.get(STATUS_TAG) == STATUS_ISOLATED
 
 
-@register
 class Tag(Action):
     name = "tag"
     summary = "Tag instance, volumes, snapshots and groups: incident, status Isolated, time"

@@ -552,7 +552,7 @@ def test_concurrent_requests_for_one_target_make_one_request(database: Any) -> N
 
 
 def test_shutdown_interrupt_marks_running_request(database: Any) -> None:
-    from commands.approvals.execution import interrupt
+    from commands.approvals.recovery import interrupt
 
     request_id = new_request(database)
     approve(database, request_id)
