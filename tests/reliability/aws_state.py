@@ -12,6 +12,7 @@ import boto3
 
 from containment.tags import TIME_TAG
 from tests.containment.world import REGION, World
+from tests.reliability.kinds import kind_state
 
 _VARYING_TAGS = {TIME_TAG}
 
@@ -47,7 +48,8 @@ def _rename(value: Any, names: dict[str, str]) -> Any:
 
 def aws_state(session: boto3.Session, world: World) -> dict[str, Any]:
     names = _stable(world)
-    out = {k: _rename(v, names) for k, v in _state(session, world).items()}
+    state = {**_state(session, world), **kind_state(session, world)}
+    out = {k: _rename(v, names) for k, v in state.items()}
     return {k: sorted(v) if isinstance(v, list) else v for k, v in out.items()}
 
 
