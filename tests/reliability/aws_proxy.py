@@ -88,10 +88,12 @@ def _lambda_operation(method: str, path: str) -> str:
 def _s3_operation(method: str, path: str) -> str:
     """S3's REST calls by name (the key in the path varies between runs)."""
     parts = urllib.parse.urlsplit(path)
+    verb = {"GET": "Get", "PUT": "Put", "DELETE": "Delete", "HEAD": "Head", "POST": "Post"}
+    if parts.query.split("=")[0] == "publicAccessBlock":  # named without "Bucket"
+        return f"{verb.get(method, method)}PublicAccessBlock"
     on_object = "/" in parts.path.strip("/")
     sub = "".join(p.split("=")[0].title() for p in parts.query.split("&") if p)
     noun = "Object" if on_object else "Bucket"
-    verb = {"GET": "Get", "PUT": "Put", "DELETE": "Delete", "HEAD": "Head", "POST": "Post"}
     return f"{verb.get(method, method)}{noun}{sub}"
 
 

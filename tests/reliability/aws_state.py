@@ -29,6 +29,7 @@ def _stable(world: World) -> dict[str, str]:
     names.update({v: f"volume-{i}" for i, v in enumerate(world.volumes)})
     names.update({e: f"eni-{i}" for i, e in enumerate(world.enis)})
     names.update({world.vpc_id: "vpc"})
+    names.update(world.extra.get("renames", {}))  # ids of the kind's own resources
     return names
 
 

@@ -87,7 +87,8 @@ def _user(session: boto3.Session, world: World) -> None:
     iam = session.client("iam", region_name=REGION)
     iam.create_login_profile(UserName=world.user_name, Password="Initial-pw-123!")
     iam.put_user_policy(UserName=world.user_name, PolicyName=USER_POLICY, PolicyDocument=ALLOW_READ)
-    iam.create_access_key(UserName=world.user_name)  # two keys, both to deactivate
+    second = iam.create_access_key(UserName=world.user_name)  # two keys, both to deactivate
+    world.extra["renames"] = {second["AccessKey"]["AccessKeyId"]: "access-key-2"}
 
 
 def _role(session: boto3.Session, world: World) -> None:
