@@ -138,6 +138,27 @@ def _create_group(target: Target, ctx: ActionContext, vpc: str, role: str) -> tu
     )
 
 
+def create_isolation_group(target: Target, ctx: ActionContext, vpc: str) -> tuple[str, bool]:
+    """The VPC's isolation group, created once and emptied of its default egress rule:
+    (group id, made by this incident). Also for a group an earlier attempt made before its
+    answer was lost, and for a re-sent revoke whose first answer was lost."""
+    gid, ours = _create_group(target, ctx, vpc, "isolation")
+    ec2 = ctx.client("ec2", target)
+    try:
+        ec2.revoke_security_group_egress(GroupId=gid, IpPermissions=[ALL_BOTH])
+    except ClientError as exc:
+        # No ::/0 rule (VPC without IPv6, or revoked already): revoke the IPv4 rule alone.
+        if error_code(exc) != "InvalidPermission.NotFound":
+            raise
+        _ignore(
+            ("InvalidPermission.NotFound",),
+            ec2.revoke_security_group_egress,
+            GroupId=gid,
+            IpPermissions=[ALL_V4],
+        )
+    return gid, ours
+
+
 def _ignore(codes: tuple[str, ...], fn: Any, **kwargs: Any) -> None:
     try:
         fn(**kwargs)
@@ -179,21 +200,9 @@ class IsolationGroups(Action):
 
         def isolation(vpc: str, found: dict[str, Any] | None) -> str:
             if found is None:
-                gid, ours = _create_group(target, ctx, vpc, "isolation")
+                gid, ours = create_isolation_group(target, ctx, vpc)
                 if ours:
                     rec.change_item("created", gid, {"vpc": vpc, "role": "isolation"})
-                try:
-                    ec2.revoke_security_group_egress(GroupId=gid, IpPermissions=[ALL_BOTH])
-                except ClientError as exc:
-                    # No ::/0 rule (VPC without IPv6): revoke the IPv4 rule alone.
-                    if error_code(exc) != "InvalidPermission.NotFound":
-                        raise
-                    _ignore(
-                        ("InvalidPermission.NotFound",),
-                        ec2.revoke_security_group_egress,
-                        GroupId=gid,
-                        IpPermissions=[ALL_V4],
-                    )
                 return gid
             gid = found["id"]
             # A reused group must still be empty: someone may have added rules since.

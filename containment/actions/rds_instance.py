@@ -11,9 +11,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from containment.actions.capture_facts import CaptureFacts, planned
-from containment.actions.isolation_groups import ALL_BOTH, ROLE_TAG
+from containment.actions.isolation_groups import create_isolation_group
 from containment.context import ActionContext
+from containment.errors import error_code
 from containment.jsonsafe import jsonable
 from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.tags import creation_tags, tag_list
@@ -92,6 +95,15 @@ class CaptureDbInstance(CaptureFacts):
         }
 
 
+def _own_snapshot(rds: Any, db: str, snapshot: str) -> dict[str, Any]:
+    """The existing snapshot `snapshot`, when it is of `db` (a name clash otherwise)."""
+    found = rds.describe_db_snapshots(DBSnapshotIdentifier=snapshot)["DBSnapshots"][0]
+    owner = found.get("DBInstanceIdentifier")
+    if owner != db:
+        raise ValueError(f"snapshot {snapshot} exists but is of {owner}")
+    return dict(found)
+
+
 class SnapshotDbInstance(Action):
     name = "snapshot_db"
     summary = "Snapshot the DB instance (kept as evidence; not undone)"
@@ -122,19 +134,35 @@ class SnapshotDbInstance(Action):
         if facts.get("snapshot_exists"):
             return self.nothing_to_do(ctx, f"snapshot {facts['snapshot_id']} already taken")
         rec = self.recorder(ctx, state)
+        rds = ctx.client("rds", target)
         with rec.guard():
-            snap = ctx.client("rds", target).create_db_snapshot(
-                DBInstanceIdentifier=target.resource_id,
-                DBSnapshotIdentifier=facts["snapshot_id"],
-                Tags=tag_list(
-                    creation_tags(incident_key=ctx.incident_key, finding_id=ctx.finding_id)
-                ),
-            )["DBSnapshot"]
+            try:
+                snap = rds.create_db_snapshot(
+                    DBInstanceIdentifier=target.resource_id,
+                    DBSnapshotIdentifier=facts["snapshot_id"],
+                    Tags=tag_list(
+                        creation_tags(incident_key=ctx.incident_key, finding_id=ctx.finding_id)
+                    ),
+                )["DBSnapshot"]
+            except ClientError as exc:
+                # The identifier is the incident's own, so AWS refuses a second one: a re-sent
+                # create whose first answer was lost finds the first snapshot (taken, not failed).
+                if error_code(exc) != "DBSnapshotAlreadyExists":
+                    raise
+                snap = _own_snapshot(rds, target.resource_id, facts["snapshot_id"])
             rec.evidence["snapshot"] = {
                 "id": snap["DBSnapshotIdentifier"],
                 "arn": snap.get("DBSnapshotArn"),
             }
         return rec.result()
+
+
+def _revoke_egress(ec2: Any, gid: str, rules: list[dict[str, Any]]) -> None:
+    try:
+        ec2.revoke_security_group_egress(GroupId=gid, IpPermissions=rules)
+    except ClientError as exc:
+        if error_code(exc) != "InvalidPermission.NotFound":  # revoked since it was read
+            raise
 
 
 class IsolateDbInstance(Action):
@@ -195,21 +223,17 @@ class IsolateDbInstance(Action):
     def _ensure_group(self, target: Target, ctx: ActionContext, facts: Facts, rec: Any) -> str:
         iso = facts.get("isolation_group") or _isolation_group(ctx, target, facts["vpc_id"])
         if iso is not None:
+            if iso.get("egress"):  # an earlier attempt made it and lost the answer, say
+                _revoke_egress(ctx.client("ec2", target), str(iso["id"]), iso["egress"])
+                rec.change_item("tightened", iso["id"], {"egress": iso["egress"]})
             return str(iso["id"])
         if not facts.get("vpc_id"):
             raise ValueError(f"{target.resource_id} is not in a VPC: no security group to use")
-        tags = creation_tags(incident_key=ctx.incident_key, finding_id=ctx.finding_id)
-        tags[ROLE_TAG] = "isolation"
-        ec2 = ctx.client("ec2", target)
-        gid = ec2.create_security_group(
-            GroupName=ctx.isolation_group_name,
-            Description="incident-bot isolation: no traffic in or out",
-            VpcId=facts["vpc_id"],
-            TagSpecifications=[{"ResourceType": "security-group", "Tags": tag_list(tags)}],
-        )["GroupId"]
-        ec2.revoke_security_group_egress(GroupId=gid, IpPermissions=[ALL_BOTH])
-        rec.evidence["created_group"] = gid  # shared across incidents: not deleted on rollback
-        return str(gid)
+        # Created once even when CreateSecurityGroup's answer is lost (it takes no token).
+        gid, ours = create_isolation_group(target, ctx, facts["vpc_id"])
+        if ours:  # shared across incidents: not deleted on rollback
+            rec.evidence["created_group"] = gid
+        return gid
 
     def apply(self, target: Target, ctx: ActionContext, state: RunState) -> StepResult:
         facts = state.facts

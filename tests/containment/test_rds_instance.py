@@ -7,8 +7,13 @@ import boto3
 import pytest
 
 from commands.approvals.engine import ContainmentEngine
-from containment.actions.rds_instance import OPEN_CONNECTIONS
+from containment.actions.rds_instance import (
+    OPEN_CONNECTIONS,
+    CaptureDbInstance,
+    SnapshotDbInstance,
+)
 from containment.executor import rollback_plan, run_plan
+from containment.registry import RunState
 from containment.targets import Target
 from tests.containment.test_permissions import attribute_calls, uncovered
 from tests.containment.world import REGION
@@ -111,3 +116,31 @@ def test_db_steps_call_only_what_they_declare(db, make_ctx, calls) -> None:
     rollback_plan(target=target(), ctx=ctx, results=results, max_workers=1, on_step=on_step)
     assert {c.step for c in calls.calls} >= {"capture_db", "snapshot_db", "isolate_db"}
     assert uncovered(calls) == {}
+
+
+def test_a_snapshot_an_earlier_attempt_took_counts_as_taken(db, make_ctx) -> None:
+    """CreateDBSnapshot's answer lost, the create re-sent: AWS refuses the incident's snapshot
+    name a second time, and that is the snapshot taken, not a failure."""
+    ctx = make_ctx()
+    facts = CaptureDbInstance().read(target(), ctx)
+    db["rds"].create_db_snapshot(DBInstanceIdentifier=DB, DBSnapshotIdentifier=SNAPSHOT)
+    result = SnapshotDbInstance().apply(target(), ctx, RunState(facts=facts, captured=facts))
+    assert result.status == "succeeded", result.error
+    assert result.evidence["snapshot"]["id"] == SNAPSHOT
+    manual = db["rds"].describe_db_snapshots(DBInstanceIdentifier=DB, SnapshotType="manual")
+    assert len(manual["DBSnapshots"]) == 1
+
+
+def test_an_isolation_group_left_open_by_a_lost_answer_is_emptied(db, make_ctx) -> None:
+    """A retried step that finds the isolation group an earlier attempt made (its egress rule
+    not yet revoked) empties it before using it."""
+    ec2 = db["ec2"]
+    ctx = make_ctx()
+    gid = ec2.create_security_group(
+        GroupName=ctx.isolation_group_name, Description="left open", VpcId=db["vpc"]
+    )["GroupId"]
+    results = run_plan(target=target(), ctx=ctx)
+    assert results["isolate_db"].status == "succeeded", results["isolate_db"].error
+    group = ec2.describe_security_groups(GroupIds=[gid])["SecurityGroups"][0]
+    assert group["IpPermissionsEgress"] == [] and group["IpPermissions"] == []
+    assert [g["VpcSecurityGroupId"] for g in described(db["rds"])["VpcSecurityGroups"]] == [gid]

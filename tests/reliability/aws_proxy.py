@@ -59,20 +59,48 @@ def _operation(service: str, method: str, path: str, headers: dict[str, str], bo
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
     if "Action" in query:
         return query["Action"][0]
+    if service == "lambda":
+        return _lambda_operation(method, path)
     return _s3_operation(method, path)
+
+
+# Lambda's REST calls: (method, what follows /functions/<name>) -> operation.
+_LAMBDA = {
+    ("GET", ""): "GetFunction",
+    ("GET", "concurrency"): "GetFunctionConcurrency",
+    ("PUT", "concurrency"): "PutFunctionConcurrency",
+    ("DELETE", "concurrency"): "DeleteFunctionConcurrency",
+    ("GET", "policy"): "GetPolicy",
+    ("POST", "policy"): "AddPermission",
+    ("DELETE", "policy"): "RemovePermission",
+    ("GET", "url"): "GetFunctionUrlConfig",
+}
+
+
+def _lambda_operation(method: str, path: str) -> str:
+    parts = urllib.parse.urlsplit(path).path.strip("/").split("/")  # <version>/functions/...
+    if parts[1:2] != ["functions"] or len(parts) < 3:
+        return "ListFunctions" if method == "GET" else f"{method} /{'/'.join(parts)}"
+    sub = parts[3] if len(parts) > 3 else ""
+    return _LAMBDA.get((method, sub), f"{method} functions/{sub}")
 
 
 def _s3_operation(method: str, path: str) -> str:
     """S3's REST calls by name (the key in the path varies between runs)."""
     parts = urllib.parse.urlsplit(path)
+    verb = {"GET": "Get", "PUT": "Put", "DELETE": "Delete", "HEAD": "Head", "POST": "Post"}
+    if parts.query.split("=")[0] == "publicAccessBlock":  # named without "Bucket"
+        return f"{verb.get(method, method)}PublicAccessBlock"
     on_object = "/" in parts.path.strip("/")
     sub = "".join(p.split("=")[0].title() for p in parts.query.split("&") if p)
     noun = "Object" if on_object else "Bucket"
-    verb = {"GET": "Get", "PUT": "Put", "DELETE": "Delete", "HEAD": "Head", "POST": "Post"}
     return f"{verb.get(method, method)}{noun}{sub}"
 
 
 def _throttle(service: str, json_protocol: bool) -> tuple[int, str, bytes]:
+    if service == "lambda":  # Lambda's own throttling answer
+        body = {"__type": "TooManyRequestsException", "message": "Rate exceeded (injected)"}
+        return 429, "application/json", json.dumps(body).encode()
     if json_protocol:
         body = {"__type": "ThrottlingException", "message": "Rate exceeded (injected)"}
         return 400, "application/x-amz-json-1.1", json.dumps(body).encode()
@@ -86,7 +114,8 @@ def _throttle(service: str, json_protocol: bool) -> tuple[int, str, bytes]:
 def _server_error(status: int, service: str, json_protocol: bool) -> tuple[int, str, bytes]:
     code = "InternalError" if status == 500 else "ServiceUnavailable"
     if json_protocol:
-        body = {"__type": "KMSInternalException" if status == 500 else code, "message": code}
+        internal = "ServiceException" if service == "lambda" else "KMSInternalException"
+        body = {"__type": internal if status == 500 else code, "message": code}
         return status, "application/x-amz-json-1.1", json.dumps(body).encode()
     if service == "s3":
         return status, "application/xml", _s3_error(code, "injected")
@@ -171,7 +200,8 @@ class FaultProxy:
                 found = _SERVICE.search(lowered.get("authorization", ""))
                 service = found.group(1) if found else "unknown"
                 op = _operation(service, self.command, self.path, lowered, body)
-                json_protocol = "x-amz-target" in lowered
+                # JSON errors: the JSON protocols and Lambda's REST-JSON.
+                json_protocol = "x-amz-target" in lowered or service == "lambda"
                 fault = proxy._take(op)
                 with proxy._lock:
                     proxy.seen.append(Seen(service, op, fault))

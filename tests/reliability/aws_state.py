@@ -12,6 +12,7 @@ import boto3
 
 from containment.tags import TIME_TAG
 from tests.containment.world import REGION, World
+from tests.reliability.kinds import kind_state
 
 _VARYING_TAGS = {TIME_TAG}
 
@@ -28,6 +29,7 @@ def _stable(world: World) -> dict[str, str]:
     names.update({v: f"volume-{i}" for i, v in enumerate(world.volumes)})
     names.update({e: f"eni-{i}" for i, e in enumerate(world.enis)})
     names.update({world.vpc_id: "vpc"})
+    names.update(world.extra.get("renames", {}))  # ids of the kind's own resources
     return names
 
 
@@ -47,7 +49,8 @@ def _rename(value: Any, names: dict[str, str]) -> Any:
 
 def aws_state(session: boto3.Session, world: World) -> dict[str, Any]:
     names = _stable(world)
-    out = {k: _rename(v, names) for k, v in _state(session, world).items()}
+    state = {**_state(session, world), **kind_state(session, world)}
+    out = {k: _rename(v, names) for k, v in state.items()}
     return {k: sorted(v) if isinstance(v, list) else v for k, v in out.items()}
 
 

@@ -20,6 +20,7 @@ from containment.context import ActionContext
 from tests.clock import TEST_CLOCK
 from tests.containment.world import REGION, World, build_world
 from tests.reliability.aws_proxy import FaultProxy
+from tests.reliability.kinds import build_kind
 
 ROOT = Path(__file__).resolve().parents[2]
 READ_TIMEOUT = 0.6  # seconds; a held answer comes later than this
@@ -77,10 +78,13 @@ class Bench:
     _shared: ActionContext | None = None
     _retries: list[dict[str, Any]] = field(default_factory=list)
 
-    def fresh(self) -> World:
+    def fresh(self, kind: str = "instance") -> World:
+        """A new world with `kind`'s resources (tests/reliability/kinds.py) in it."""
         self.proxy.disarm()
         self.server.reset()
-        return build_world(self.direct)
+        world = build_world(self.direct)
+        build_kind(self.direct, world, kind)
+        return world
 
     def ctx(
         self, world: World, retries: list[dict[str, Any]] | None = None, **kw: Any

@@ -24,10 +24,11 @@ import pytest
 from containment.executor import run_plan, select_actions
 from containment.registry import Action, StepResult, all_actions
 from containment.targets import Target
-from tests.containment.world import REGION, World
+from tests.containment.world import World
 from tests.reliability.aws_proxy import REFUSED, TOOK_EFFECT, Fault
 from tests.reliability.aws_state import aws_state, differences, duplicates
 from tests.reliability.conftest import Bench
+from tests.reliability.kinds import kind_of, target_for
 
 READ_PREFIXES = ("Describe", "Get", "List", "Head")
 ACTIONS = [a.name for a in all_actions()]
@@ -60,9 +61,11 @@ def _report(cases: list[dict[str, Any]]) -> None:
 
 
 def _target(action: Action, world: World) -> Target:
-    if "instance" in action.kinds:
-        return Target(kind="instance", resource_id=world.instance_id, region=REGION)
-    return Target(kind="access_key", resource_id=world.access_key_id, region=REGION)
+    return target_for(kind_of(action), world)
+
+
+def _fresh(bench: Bench, name: str) -> World:
+    return bench.fresh(kind_of(next(a for a in all_actions() if a.name == name)))
 
 
 def _run(
@@ -92,7 +95,7 @@ def _run(
 def _clean(bench: Bench, name: str) -> tuple[dict[str, Any], list[str]]:
     """What one clean run of the action leaves, and the operations its own step calls."""
     if name not in bench.clean:
-        world = bench.fresh()
+        world = _fresh(bench, name)
         results, _, _ = _run(bench, name, world, [])
         assert results[name].status != "failed", results[name].error
         ops = list(dict.fromkeys(s.operation for s in bench.proxy.seen))
@@ -114,7 +117,7 @@ def test_faults_leave_what_one_clean_run_makes(
         runs = [[(op, cast(Fault, fault))] for op in operations]
     problems = []
     for armed in runs:
-        world = bench.fresh()
+        world = _fresh(bench, name)
         results, approval_retry, retries = _run(bench, name, world, armed)
         ops = sorted({op for op, _ in armed})
         seen = bench.proxy.injected()
