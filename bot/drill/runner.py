@@ -31,7 +31,7 @@ from bot.clock import SystemClock
 from bot.drill.console import ConsoleSlack
 from bot.settings import AppConfig, EnvSettings, Settings
 from commands.drills.sandbox import Sandbox, build_sandbox, describe
-from commands.drills.scenarios import SCENARIOS, Scenario
+from commands.drills.scenarios import SCENARIOS, Scenario, host_of
 
 RESPONDER = "U0RESPONDER1"
 SECOND_RESPONDER = "U0RESPONDER2"
@@ -222,7 +222,6 @@ class Drill:
         from bot.guardduty.intake import intake
         from commands.findings.normalize import normalize
         from storage.models import ContainmentRequest, Incident, Reminder
-        from storage.timeline import verify_chain
 
         db = runtime.database
         self.stage("GuardDuty finding arrives")
@@ -292,6 +291,17 @@ class Drill:
         self._verify_aws(sb, key)
 
         self.stage("Regulator clock")
+        if not self.scenario.personal_data:
+            # No personal data at stake: nothing may start the clock on its own.
+            self.check(
+                "no regulator clock",
+                not self._personal(db, key),
+                "no personal data: no GDPR clock started"
+                if not self._personal(db, key)
+                else "a GDPR clock started without personal data",
+            )
+            self._export(db, key, slack)
+            return
         if self.scenario.target_kind == "instance":
             # The instance is tagged DataClassification=PII: reading its tags starts the clock.
             from_tag = self._wait(lambda: self._personal(db, key), "the PII tag to start the clock")
@@ -302,7 +312,7 @@ class Drill:
             )
         personal = self._personal(db, key)
         if not personal:
-            # No PII tag to go on (an IAM key): the responder decides personal data was exposed.
+            # No PII tag to go on: the responder decides personal data was exposed.
             self._slash(app, "/incident", f"personal-data {key}", RESPONDER)
             self._wait(lambda: self._personal(db, key), "the regulator clock")
         with db.read_session() as s:
@@ -331,8 +341,14 @@ class Drill:
             f"{len(reminders)} pending ({', '.join(self.report.deadlines[:5])})",
         )
 
-        self.stage("Timeline exported and verified")
+        self._export(db, key, slack)
+
+    def _export(self, db: Any, key: str, slack: ConsoleSlack) -> None:
         from commands.exports import export_timeline
+        from storage.models import Incident
+        from storage.timeline import verify_chain
+
+        self.stage("Timeline exported and verified")
 
         with db.read_session() as s:
             inc = s.scalars(select(Incident).where(Incident.number == int(key.split("-")[1]))).one()
@@ -361,35 +377,119 @@ class Drill:
     # -- AWS checks --------------------------------------------------------------------------
 
     def _verify_aws(self, sb: Sandbox, key: str) -> None:
-        if self.scenario.target_kind == "access_key":
-            iam = boto3.client("iam", region_name=sb.region)
-            keys = iam.list_access_keys(UserName=sb.user_name)["AccessKeyMetadata"]
-            status = next((k["Status"] for k in keys if k["AccessKeyId"] == sb.access_key_id), "?")
-            self.check(
-                "access key deactivated", status == "Inactive", f"{sb.access_key_id} {status}"
-            )
-            policies = iam.list_user_policies(UserName=sb.user_name)["PolicyNames"]
-            self.check("old sessions revoked", bool(policies), f"user policies: {policies}")
-            return
+        kind = self.scenario.target_kind
+        if kind == "access_key":
+            self._verify_access_key(sb)
+        elif kind == "role":
+            self._verify_role(sb)
+        elif kind == "bucket":
+            self._verify_bucket(sb)
+        elif kind == "function":
+            self._verify_function(sb)
+        else:
+            self._verify_instance(sb, key)
+
+    def _verify_access_key(self, sb: Sandbox) -> None:
+        iam = boto3.client("iam", region_name=sb.region)
+        keys = iam.list_access_keys(UserName=sb.user_name)["AccessKeyMetadata"]
+        status = next((k["Status"] for k in keys if k["AccessKeyId"] == sb.access_key_id), "?")
+        self.check("access key deactivated", status == "Inactive", f"{sb.access_key_id} {status}")
+        policies = iam.list_user_policies(UserName=sb.user_name)["PolicyNames"]
+        self.check("old sessions revoked", bool(policies), f"user policies: {policies}")
+
+    def _verify_role(self, sb: Sandbox) -> None:
+        iam = boto3.client("iam", region_name=sb.region)
+        revoking = []
+        for name in iam.list_role_policies(RoleName=sb.app_role_name)["PolicyNames"]:
+            doc = iam.get_role_policy(RoleName=sb.app_role_name, PolicyName=name)["PolicyDocument"]
+            text = doc if isinstance(doc, str) else json.dumps(doc)
+            if "aws:TokenIssueTime" in text:
+                revoking.append(name)
+        self.check(
+            "role sessions revoked",
+            bool(revoking),
+            f"{sb.app_role_name} denies sessions issued before now ({', '.join(revoking)})"
+            if revoking
+            else f"no aws:TokenIssueTime deny on {sb.app_role_name}",
+        )
+
+    def _verify_bucket(self, sb: Sandbox) -> None:
+        s3 = boto3.client("s3", region_name=sb.region)
+        try:
+            block = s3.get_public_access_block(Bucket=sb.bucket_name)[
+                "PublicAccessBlockConfiguration"
+            ]
+        except ClientError:
+            block = {}
+        blocked = bool(block) and all(block.values())
+        self.check(
+            "public access blocked",
+            blocked,
+            f"{sb.bucket_name}: all four Block Public Access settings on"
+            if blocked
+            else f"{sb.bucket_name}: public access block {block or 'absent'}",
+        )
+        policy = json.loads(s3.get_bucket_policy(Bucket=sb.bucket_name)["Policy"])
+        user_arn = f"arn:aws:iam::{sb.account_id}:user/{sb.user_name}"
+        denies = [
+            st for st in policy["Statement"] if st.get("Effect") == "Deny" and user_arn in str(st)
+        ]
+        self.check(
+            "caller denied on the bucket",
+            bool(denies),
+            f"bucket policy denies {sb.user_name}"
+            if denies
+            else "no deny for the finding's caller",
+        )
+
+    def _verify_function(self, sb: Sandbox) -> None:
+        lam = boto3.client("lambda", region_name=sb.region)
+        reserved = lam.get_function_concurrency(FunctionName=sb.function_name).get(
+            "ReservedConcurrentExecutions"
+        )
+        self.check(
+            "function throttled",
+            reserved == 0,
+            f"{sb.function_name} reserved concurrency {reserved}",
+        )
+        try:
+            statements = json.loads(lam.get_policy(FunctionName=sb.function_name)["Policy"])[
+                "Statement"
+            ]
+        except ClientError:
+            statements = []
+        public = [st.get("Sid") for st in statements if "*" in str(st.get("Principal"))]
+        self.check(
+            "public invoke removed",
+            not public,
+            f"{len(statements)} statement(s) left, none public"
+            if not public
+            else f"still public: {', '.join(map(str, public))}",
+        )
+
+    def _verify_instance(self, sb: Sandbox, key: str) -> None:
+        instance_id, volume_ids, eni_ids, group_id, _ = host_of(sb, self.scenario.host)
         ec2 = boto3.client("ec2", region_name=sb.region)
         snaps = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
         ours = [
             s
             for s in snaps
-            if s.get("VolumeId") in sb.volume_ids
+            if s.get("VolumeId") in volume_ids
             and any(t.get("Value") == key for t in s.get("Tags", []))
         ]
         self.check(
             "snapshots taken",
-            {s["VolumeId"] for s in ours} == set(sb.volume_ids),
-            f"{len(ours)} of {len(sb.volume_ids)} volumes snapshotted and tagged {key}",
+            {s["VolumeId"] for s in ours} == set(volume_ids),
+            f"{len(ours)} of {len(volume_ids)} volumes snapshotted and tagged {key}",
         )
-        enis = ec2.describe_network_interfaces(NetworkInterfaceIds=sb.eni_ids)["NetworkInterfaces"]
+        enis = ec2.describe_network_interfaces(NetworkInterfaceIds=eni_ids)["NetworkInterfaces"]
         groups = {e["NetworkInterfaceId"]: [g["GroupId"] for g in e["Groups"]] for e in enis}
-        isolated = all(sb.web_group_id not in g and len(g) == 1 for g in groups.values())
+        isolated = all(group_id not in g and len(g) == 1 for g in groups.values())
         self.check("network isolated", isolated, f"ENI groups now {groups}")
+        if self.scenario.host != "web":
+            return  # the batch host is in no Auto Scaling group and behind no load balancer
         asg = boto3.client("autoscaling", region_name=sb.region)
-        member = asg.describe_auto_scaling_instances(InstanceIds=[sb.instance_id])[
+        member = asg.describe_auto_scaling_instances(InstanceIds=[instance_id])[
             "AutoScalingInstances"
         ]
         state = member[0]["LifecycleState"] if member else "detached"
@@ -400,7 +500,7 @@ class Drill:
         ]
         self.check(
             "out of the load balancer",
-            all(t["Target"]["Id"] != sb.instance_id for t in targets),
+            all(t["Target"]["Id"] != instance_id for t in targets),
             f"{len(targets)} target(s) left in checkout-web",
         )
 
@@ -515,7 +615,13 @@ class Drill:
 
 
 def sb_target(scenario: Scenario, sb: Sandbox) -> str:
-    return sb.access_key_id if scenario.target_kind == "access_key" else sb.instance_id
+    """What the responder types after /contain for this scenario's subject."""
+    return {
+        "access_key": sb.access_key_id,
+        "role": f"role:{sb.app_role_name}",
+        "bucket": f"bucket:{sb.bucket_name}",
+        "function": f"lambda:{sb.function_name}",
+    }.get(scenario.target_kind) or host_of(sb, scenario.host)[0]
 
 
 def print_score(report: DrillReport, out: TextIO) -> None:

@@ -25,12 +25,29 @@ def drill(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+# What each scenario checks in AWS (moto) state after the approval, and about the clock.
+AWS_CHECKS = {
+    "ec2-c2": ("snapshots taken", "network isolated", "out of the load balancer"),
+    "ssh-brute-force": ("snapshots taken", "network isolated", "no regulator clock"),
+    "iam-exfil": ("access key deactivated", "old sessions revoked", "GDPR clock started"),
+    "iam-role-outside": ("role sessions revoked", "no regulator clock"),
+    "s3-public": ("public access blocked", "caller denied on the bucket", "GDPR clock started"),
+    "lambda-c2": ("function throttled", "public invoke removed", "no regulator clock"),
+}
+
+
+def test_every_scenario_has_its_aws_checks() -> None:
+    assert sorted(AWS_CHECKS) == sorted(SCENARIOS)
+
+
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_each_scenario_runs_green(scenario: str, tmp_path: Path) -> None:
     r = drill("--scenario", scenario, "--db", str(tmp_path / "drill.db"), cwd=tmp_path)
     out = r.stdout
     assert r.returncode == 0, out[-3000:] + r.stderr[-3000:]
     assert "RESULT: PASS" in out
+    for check in AWS_CHECKS[scenario]:
+        assert f"✔ {check}" in out, (check, out[-3000:])
     # The transcript shows what Slack would: the card, the plan and the approval.
     assert "== 🚨 INC-1" in out
     assert "[ Approve ]  [ Reject ]" in out
@@ -70,6 +87,19 @@ def test_a_broken_step_fails_the_drill_and_names_the_check(tmp_path: Path) -> No
     assert "snapshots taken" in fail_line and "containment ran" in fail_line
     # The failed step and its AWS error are shown, as responders would see them.
     assert "AccessDenied" in r.stdout
+
+
+def test_list_prints_the_names_one_per_line(tmp_path: Path) -> None:
+    r = drill("--list", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == list(SCENARIOS)
+
+
+def test_help_names_every_scenario(tmp_path: Path) -> None:
+    r = drill("--help", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for name, scenario in SCENARIOS.items():
+        assert name in r.stdout and scenario.title.split()[0] in r.stdout
 
 
 def test_unknown_scenario_is_one_line_exit_2(tmp_path: Path) -> None:
