@@ -38,6 +38,34 @@ SECOND_RESPONDER = "U0RESPONDER2"
 CHANNEL = "C0DRILLINC"
 SIGNING_SECRET = "drill-signing-secret"
 WAIT_S = 60.0
+SETTLE_S = 15.0
+
+
+# What each check says when it fails: named by what went wrong, never by what was hoped for.
+FAILED_AS = {
+    "incident opened": "no incident opened",
+    "containment planned": "no plan posted",
+    "second responder approved": "approval not recorded",
+    "containment ran": "containment incomplete",
+    "snapshots taken": "volumes not snapshotted",
+    "network isolated": "network not isolated",
+    "out of Auto Scaling": "still in Auto Scaling",
+    "out of the load balancer": "still behind the load balancer",
+    "access key deactivated": "access key still active",
+    "old sessions revoked": "old sessions not revoked",
+    "role sessions revoked": "role sessions not revoked",
+    "public access blocked": "public access not blocked",
+    "caller denied on the bucket": "caller not denied on the bucket",
+    "function throttled": "function not throttled",
+    "public invoke removed": "function still public",
+    "no regulator clock": "regulator clock started without personal data",
+    "clock started by the PII tag": "PII tag did not start the clock",
+    "GDPR clock started": "GDPR clock not started",
+    "reminders scheduled": "reminders missing",
+    "timeline exported": "timeline export incomplete",
+    "timeline verified": "timeline hash chain broken",
+    "retry completed the rest": "retry did not complete the rest",
+}
 
 
 @dataclass
@@ -45,6 +73,13 @@ class Check:
     name: str
     ok: bool
     detail: str
+    phase: str = ""  # "after retry" for the recovery's checks
+
+    @property
+    def label(self) -> str:
+        """The line's name: the check's when it passed, what went wrong when it failed."""
+        text = self.name if self.ok else FAILED_AS.get(self.name, f"{self.name}: failed")
+        return f"{self.phase}: {text}" if self.phase else text
 
 
 @dataclass
@@ -55,6 +90,8 @@ class DrillReport:
     steps_succeeded: int = 0
     steps_total: int = 0
     deadlines: list[str] = field(default_factory=list)
+    # The chaos drill's recovery: None when nothing failed (or no retry was rehearsed).
+    recovered: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -62,6 +99,9 @@ class DrillReport:
 
     def failed(self) -> list[Check]:
         return [c for c in self.checks if not c.ok]
+
+    def recovery_checks(self) -> list[Check]:
+        return [c for c in self.checks if c.phase]
 
 
 class DrillAborted(Exception):
@@ -125,21 +165,34 @@ _AWS_ENV = (
 )
 
 
+@dataclass
+class Faults:
+    """The injected failures; `lift()` is the responder fixing their cause (say, granting the
+    missing permission) before retrying."""
+
+    operations: list[str]
+    active: bool = True
+
+    def lift(self) -> None:
+        self.active = False
+
+
 @contextlib.contextmanager
-def inject_faults(operations: list[str]) -> Iterator[None]:
+def inject_faults(operations: list[str]) -> Iterator[Faults]:
     """Make the named AWS operations ("ec2:CreateSnapshots") fail with AccessDenied.
 
     A chaos drill: rehearse what responders see when a containment step fails.
     """
+    faults = Faults(list(operations), active=bool(operations))
     if not operations:
-        yield
+        yield faults
         return
     wanted = {tuple(op.lower().split(":", 1)) for op in operations}
     original = botocore.client.BaseClient._make_api_call
 
     def failing(self: Any, operation_name: str, api_params: Any) -> Any:
         service = self.meta.service_model.service_name.lower()
-        if (service, operation_name.lower()) in wanted:
+        if faults.active and (service, operation_name.lower()) in wanted:
             raise ClientError(
                 {"Error": {"Code": "AccessDenied", "Message": "injected by the drill"}},
                 operation_name,
@@ -148,31 +201,49 @@ def inject_faults(operations: list[str]) -> Iterator[None]:
 
     botocore.client.BaseClient._make_api_call = failing  # type: ignore[method-assign]
     try:
-        yield
+        yield faults
     finally:
         botocore.client.BaseClient._make_api_call = original  # type: ignore[method-assign]
 
 
 class Drill:
-    def __init__(self, scenario: Scenario, *, db_url: str, out: TextIO) -> None:
+    def __init__(
+        self, scenario: Scenario, *, db_url: str, out: TextIO, faults: Faults | None = None
+    ) -> None:
         self.scenario = scenario
+        self.faults = faults or Faults([], active=False)
+        self.phase = ""
         self.db_url = db_url
         self.out = out
         self.report = DrillReport(scenario.name)
         self.response_url = ""
+        self.runtime: Any = None
 
     # -- output ----------------------------------------------------------------------------
 
     def say(self, text: str = "") -> None:
+        self.settle()
         self.out.write(text + "\n")
         self.out.flush()
+
+    def settle(self) -> None:
+        """Let the bot finish what it is posting, so the transcript reads in the order things
+        happen (the bot's Slack writes run in its background pool)."""
+        if self.runtime is None:
+            return
+        # GuardDuty cards and their proposals come from the publisher's own worker.
+        publisher = self.runtime.services.publisher
+        if publisher is not None:
+            publisher.wait_idle(SETTLE_S)
+        self.runtime.background.wait_idle(timeout=SETTLE_S)
 
     def stage(self, text: str) -> None:
         self.say(f"\n▶ {text}")
 
     def check(self, name: str, ok: bool, detail: str, *, fatal: bool = False) -> bool:
-        self.report.checks.append(Check(name, ok, detail))
-        self.say(f"  {'✔' if ok else '✘'} {name}: {detail}")
+        check = Check(name, ok, detail, self.phase)
+        self.report.checks.append(check)
+        self.say(f"  {'✔' if ok else '✘'} {check.label}: {detail}")
         if not ok and fatal:
             raise DrillAborted(name)
         return ok
@@ -210,12 +281,14 @@ class Drill:
             app = create_app(settings, clock=SystemClock(), token_verification=False)
             runtime = app.runtime
             start_services(runtime)
+            self.runtime = runtime
             try:
                 self._exercise(app, runtime, slack, sandbox)
             except DrillAborted as exc:
                 self.say(f"\n  drill stopped: check '{exc}' failed")
             finally:
                 drain(runtime, grace=10)
+                self.runtime = None
         return self.report
 
     def _exercise(self, app: Any, runtime: Any, slack: ConsoleSlack, sb: Sandbox) -> None:
@@ -289,6 +362,8 @@ class Drill:
 
         self.stage("Verifying the containment in AWS")
         self._verify_aws(sb, key)
+        if status != "succeeded" and self.faults.operations and request is not None:
+            self._rehearse_recovery(app, db, slack, sb, key, request.id)
 
         self.stage("Regulator clock")
         if not self.scenario.personal_data:
@@ -373,6 +448,75 @@ class Drill:
             f"\n  ({slack_calls} Slack Web API calls made; "
             f"{slack.count('chat.postMessage')} messages, {slack.count('chat.update')} updates)"
         )
+
+    def _rehearse_recovery(
+        self, app: Any, db: Any, slack: ConsoleSlack, sb: Sandbox, key: str, failed_id: int
+    ) -> None:
+        """What responders do after a partial containment: fix the cause, retry what is left,
+        approve the retry, and see the rest complete."""
+        from bot.views.approval_card import RETRY
+        from storage.models import ContainmentRequest
+
+        self.stage(
+            "Recovery: the cause is fixed (the drill stops failing "
+            f"{', '.join(self.faults.operations)}); a responder retries what is left"
+        )
+        self.faults.lift()
+        self.phase = "after retry"
+        retry = self._wait(lambda: slack.find_button(RETRY), "the Retry what is left button")
+        if retry is None:
+            self.report.recovered = False
+            self.check("retry completed the rest", False, "no [Retry what is left] on the card")
+            return
+        self._click(app, retry[0], retry[1], RESPONDER)
+        card = self._wait(
+            lambda: self._newer_approval(slack, db, failed_id), "the retry's approval card"
+        )
+        if card is None:
+            self.report.recovered = False
+            self.check("retry completed the rest", False, "the retry was not posted for approval")
+            return
+        msg, approve, retry_id = card
+        self._click(app, msg, approve, SECOND_RESPONDER)
+        self._wait(lambda: self._request_done(db, retry_id), "the retry to finish", timeout=WAIT_S)
+        with db.read_session() as s:
+            req = s.get(ContainmentRequest, retry_id)
+            status = req.status if req else "missing"
+            steps = list(req.steps) if req else []
+        done = sum(1 for st in steps if st.status == "succeeded")
+        ok = self.check(
+            "retry completed the rest",
+            status == "succeeded",
+            f"request #{retry_id} {status}: {done}/{len(steps)} remaining step(s) succeeded"
+            + "".join(f"; {st.action} failed: {st.error}" for st in steps if st.status == "failed"),
+        )
+        self._verify_aws(sb, key)
+        self.report.recovered = ok and all(c.ok for c in self.report.recovery_checks())
+        self.phase = ""
+
+    def _newer_approval(
+        self, slack: ConsoleSlack, db: Any, older_than: int
+    ) -> tuple[Any, dict[str, Any], int] | None:
+        from bot.views.approval_card import APPROVE
+        from storage.models import ContainmentRequest
+
+        found = slack.find_button(APPROVE)
+        if found is None:
+            return None
+        try:
+            request_id = int(found[1].get("value", "0"))
+        except ValueError:
+            return None
+        with db.read_session() as s:
+            ok = request_id > older_than and s.get(ContainmentRequest, request_id) is not None
+        return (found[0], found[1], request_id) if ok else None
+
+    def _request_done(self, db: Any, request_id: int) -> bool:
+        from storage.models import ContainmentRequest
+
+        with db.read_session() as s:
+            req = s.get(ContainmentRequest, request_id)
+            return bool(req and req.finished_at)
 
     # -- AWS checks --------------------------------------------------------------------------
 
@@ -638,10 +782,16 @@ def print_score(report: DrillReport, out: TextIO) -> None:
     )
     passed = sum(c.ok for c in report.checks)
     out.write(f"  checks passed:           {passed}/{len(report.checks)}\n")
+    if report.recovered is not None:
+        out.write(
+            "  recovery:                "
+            + ("the retry completed the rest" if report.recovered else "NOT recovered")
+            + "\n"
+        )
     if report.ok:
         out.write("  RESULT: PASS\n")
     else:
-        out.write("  RESULT: FAIL — " + "; ".join(c.name for c in report.failed()) + "\n")
+        out.write("  RESULT: FAIL — " + "; ".join(c.label for c in report.failed()) + "\n")
     out.flush()
 
 
@@ -676,8 +826,8 @@ def run_drill(
         else:
             path = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "drill.db"
         stack.enter_context(_offline_aws())
-        stack.enter_context(inject_faults(faults or []))
-        report = Drill(chosen, db_url=f"sqlite:///{path}", out=out).run()
+        injected = stack.enter_context(inject_faults(faults or []))
+        report = Drill(chosen, db_url=f"sqlite:///{path}", out=out, faults=injected).run()
         print_score(report, out)
         if db_path:
             out.write(f"  database kept at {path}\n")
