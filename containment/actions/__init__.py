@@ -7,6 +7,7 @@ it is the order of AWS's ContainEC2 procedure.
 
 from containment.actions import capture
 from containment.actions import evidence
+from containment.actions import volatile
 from containment.actions import protect
 from containment.actions import snapshot
 from containment.actions import autoscaling
