@@ -94,8 +94,25 @@ def run(force_http: bool, host: str, port: int, workers: int) -> None:
         raise Fail(str(exc)) from None
 
 
-@cli.command()
-@click.option("--scenario", default="ec2-c2", show_default=True, help="Which incident to rehearse.")
+class _DrillCommand(click.Command):
+    """`drill --help` names the scenarios (read when help is asked, not at every start)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from commands.drills.scenarios import SCENARIOS
+
+        with formatter.section("Scenarios"):
+            formatter.write_dl([(s.name, s.title) for s in SCENARIOS.values()])
+        super().format_epilog(ctx, formatter)
+
+
+@cli.command(cls=_DrillCommand)
+@click.option(
+    "--scenario",
+    default="ec2-c2",
+    show_default=True,
+    help="Which incident to rehearse (see Scenarios below).",
+)
+@click.option("--list", "list_only", is_flag=True, help="Print the scenario names and exit.")
 @click.option("--db", "db_path", default=None, help="Keep the drill's SQLite database here.")
 @click.option(
     "--fail",
@@ -104,8 +121,13 @@ def run(force_http: bool, host: str, port: int, workers: int) -> None:
     metavar="SERVICE:Operation",
     help="Chaos drill: make this AWS call fail with AccessDenied (e.g. ec2:CreateSnapshots).",
 )
-def drill(scenario: str, db_path: str | None, faults: tuple[str, ...]) -> None:
+def drill(scenario: str, list_only: bool, db_path: str | None, faults: tuple[str, ...]) -> None:
     """Run a whole incident offline: no Slack token, no AWS account."""
+    if list_only:  # DESIGN.md: one name a line, for scripts
+        from commands.drills.scenarios import SCENARIOS
+
+        click.echo("\n".join(SCENARIOS))
+        return
     from bot.drill.runner import run_drill
 
     root = logging.getLogger()

@@ -8,6 +8,7 @@ Secrets are SecretStr, so they never show up in logs or repr().
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -69,6 +70,24 @@ class ContainmentConfig(_Section):
     per_incident_kms_key: bool = True
     dry_run: bool = False
     isolation_group_name: str = "incident-bot-isolation"
+    # Networks the isolation group still admits (all protocols, inbound), so examiners can
+    # reach an isolated instance for live response; empty: the group admits nothing.
+    examiner_cidrs: list[str] = Field(default_factory=list)
+
+    @field_validator("examiner_cidrs")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        out = []
+        for cidr in v:
+            try:
+                net = ipaddress.ip_network(cidr.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR: write e.g. 198.51.100.0/24") from None
+            if net.prefixlen == 0:
+                raise ValueError(f"{cidr!r} admits everyone: name the examiners' networks")
+            out.append(str(net))
+        return out
+
     # Role assumed in member accounts (GuardDuty administrator setups).
     cross_account_role_name: str | None = None
     external_id: str | None = None

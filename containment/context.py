@@ -36,6 +36,9 @@ class ActionContext:
     evidence_prefix: str = "incidents/"
     dry_run: bool = False
     isolation_group_name: str = "incident-bot-isolation"
+    # Examiner networks the isolation group still admits (containment.examiner_cidrs), so live
+    # response stays possible after isolation; empty: no traffic at all.
+    examiner_cidrs: tuple[str, ...] = ()
     # Per-incident all-open group that makes existing flows untracked before isolation.
     transit_group_prefix: str = "incident-bot-untracked"
     deny_all_profile_name: str = "incident-bot-deny-all"

@@ -209,6 +209,13 @@ SCOPES: dict[str, tuple[Grant, ...]] = {
     "s3:DeleteBucketPolicy": (G("ContainBucket", ("arn:aws:s3:::*",)),),
     "s3:PutBucketPublicAccessBlock": (G("ContainBucket", ("arn:aws:s3:::*",)),),
     # --- a compromised Lambda function: concurrency and its resource policy ---
+    # --- volatile capture before isolation: only the bot's own Run Command document ---
+    "ssm:SendCommand": (
+        G(
+            "VolatileCapture",
+            ("arn:aws:ssm:*:*:document/incident-bot-VolatileCapture", *ec2("instance")),
+        ),
+    ),
     "lambda:PutFunctionConcurrency": (G("ContainFunction", ("arn:aws:lambda:*:*:function:*",)),),
     "lambda:DeleteFunctionConcurrency": (G("ContainFunction", ("arn:aws:lambda:*:*:function:*",)),),
     "lambda:RemovePermission": (G("ContainFunction", ("arn:aws:lambda:*:*:function:*",)),),

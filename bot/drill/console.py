@@ -70,6 +70,13 @@ def render_blocks(blocks: list[dict[str, Any]], fallback: str = "") -> list[str]
     return lines
 
 
+def thread_title(lines: list[str], width: int = 60) -> str:
+    """A parent message's first line, short: what a thread is labelled by."""
+    first = next((line.strip() for line in lines if line.strip()), "")
+    first = first.removeprefix("==").removesuffix("==").strip()
+    return first if len(first) <= width else first[: width - 1] + "…"
+
+
 @dataclass
 class Message:
     channel: str
@@ -135,6 +142,15 @@ class ConsoleSlack:
     def _name(self, channel: str) -> str:
         return f"#{channel}"
 
+    def _where(self, channel: str, thread_ts: str | None) -> str:
+        """The channel, or the thread named by its parent message (a card's title)."""
+        if not thread_ts:
+            return self._name(channel)
+        with self._lock:
+            parent = self.messages.get((channel, thread_ts))
+        title = thread_title(parent.history[0] if parent and parent.history else [])
+        return f'{self._name(channel)}, thread of "{title}"' if title else "a thread"
+
     def handle(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             self.calls.append((method, args))
@@ -186,7 +202,7 @@ class ConsoleSlack:
         msg.history.append(lines)
         with self._lock:
             self.messages[(channel, ts)] = msg
-        where = "thread" if msg.thread_ts else self._name(channel)
+        where = self._where(channel, msg.thread_ts)
         who = " (only visible to you)" if method == "chat.postEphemeral" else ""
         self._print([f"┌ incident-bot in {where}{who}"], "")
         self._print(lines, "│ ")

@@ -31,13 +31,41 @@ from bot.clock import SystemClock
 from bot.drill.console import ConsoleSlack
 from bot.settings import AppConfig, EnvSettings, Settings
 from commands.drills.sandbox import Sandbox, build_sandbox, describe
-from commands.drills.scenarios import SCENARIOS, Scenario
+from commands.drills.scenarios import SCENARIOS, Scenario, host_of
 
 RESPONDER = "U0RESPONDER1"
 SECOND_RESPONDER = "U0RESPONDER2"
 CHANNEL = "C0DRILLINC"
 SIGNING_SECRET = "drill-signing-secret"
 WAIT_S = 60.0
+SETTLE_S = 15.0
+
+
+# What each check says when it fails: named by what went wrong, never by what was hoped for.
+FAILED_AS = {
+    "incident opened": "no incident opened",
+    "containment planned": "no plan posted",
+    "second responder approved": "approval not recorded",
+    "containment ran": "containment incomplete",
+    "snapshots taken": "volumes not snapshotted",
+    "network isolated": "network not isolated",
+    "out of Auto Scaling": "still in Auto Scaling",
+    "out of the load balancer": "still behind the load balancer",
+    "access key deactivated": "access key still active",
+    "old sessions revoked": "old sessions not revoked",
+    "role sessions revoked": "role sessions not revoked",
+    "public access blocked": "public access not blocked",
+    "caller denied on the bucket": "caller not denied on the bucket",
+    "function throttled": "function not throttled",
+    "public invoke removed": "function still public",
+    "no regulator clock": "regulator clock started without personal data",
+    "clock started by the PII tag": "PII tag did not start the clock",
+    "GDPR clock started": "GDPR clock not started",
+    "reminders scheduled": "reminders missing",
+    "timeline exported": "timeline export incomplete",
+    "timeline verified": "timeline hash chain broken",
+    "retry completed the rest": "retry did not complete the rest",
+}
 
 
 @dataclass
@@ -45,6 +73,13 @@ class Check:
     name: str
     ok: bool
     detail: str
+    phase: str = ""  # "after retry" for the recovery's checks
+
+    @property
+    def label(self) -> str:
+        """The line's name: the check's when it passed, what went wrong when it failed."""
+        text = self.name if self.ok else FAILED_AS.get(self.name, f"{self.name}: failed")
+        return f"{self.phase}: {text}" if self.phase else text
 
 
 @dataclass
@@ -55,6 +90,8 @@ class DrillReport:
     steps_succeeded: int = 0
     steps_total: int = 0
     deadlines: list[str] = field(default_factory=list)
+    # The chaos drill's recovery: None when nothing failed (or no retry was rehearsed).
+    recovered: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -62,6 +99,9 @@ class DrillReport:
 
     def failed(self) -> list[Check]:
         return [c for c in self.checks if not c.ok]
+
+    def recovery_checks(self) -> list[Check]:
+        return [c for c in self.checks if c.phase]
 
 
 class DrillAborted(Exception):
@@ -125,21 +165,34 @@ _AWS_ENV = (
 )
 
 
+@dataclass
+class Faults:
+    """The injected failures; `lift()` is the responder fixing their cause (say, granting the
+    missing permission) before retrying."""
+
+    operations: list[str]
+    active: bool = True
+
+    def lift(self) -> None:
+        self.active = False
+
+
 @contextlib.contextmanager
-def inject_faults(operations: list[str]) -> Iterator[None]:
+def inject_faults(operations: list[str]) -> Iterator[Faults]:
     """Make the named AWS operations ("ec2:CreateSnapshots") fail with AccessDenied.
 
     A chaos drill: rehearse what responders see when a containment step fails.
     """
+    faults = Faults(list(operations), active=bool(operations))
     if not operations:
-        yield
+        yield faults
         return
     wanted = {tuple(op.lower().split(":", 1)) for op in operations}
     original = botocore.client.BaseClient._make_api_call
 
     def failing(self: Any, operation_name: str, api_params: Any) -> Any:
         service = self.meta.service_model.service_name.lower()
-        if (service, operation_name.lower()) in wanted:
+        if faults.active and (service, operation_name.lower()) in wanted:
             raise ClientError(
                 {"Error": {"Code": "AccessDenied", "Message": "injected by the drill"}},
                 operation_name,
@@ -148,31 +201,49 @@ def inject_faults(operations: list[str]) -> Iterator[None]:
 
     botocore.client.BaseClient._make_api_call = failing  # type: ignore[method-assign]
     try:
-        yield
+        yield faults
     finally:
         botocore.client.BaseClient._make_api_call = original  # type: ignore[method-assign]
 
 
 class Drill:
-    def __init__(self, scenario: Scenario, *, db_url: str, out: TextIO) -> None:
+    def __init__(
+        self, scenario: Scenario, *, db_url: str, out: TextIO, faults: Faults | None = None
+    ) -> None:
         self.scenario = scenario
+        self.faults = faults or Faults([], active=False)
+        self.phase = ""
         self.db_url = db_url
         self.out = out
         self.report = DrillReport(scenario.name)
         self.response_url = ""
+        self.runtime: Any = None
 
     # -- output ----------------------------------------------------------------------------
 
     def say(self, text: str = "") -> None:
+        self.settle()
         self.out.write(text + "\n")
         self.out.flush()
+
+    def settle(self) -> None:
+        """Let the bot finish what it is posting, so the transcript reads in the order things
+        happen (the bot's Slack writes run in its background pool)."""
+        if self.runtime is None:
+            return
+        # GuardDuty cards and their proposals come from the publisher's own worker.
+        publisher = self.runtime.services.publisher
+        if publisher is not None:
+            publisher.wait_idle(SETTLE_S)
+        self.runtime.background.wait_idle(timeout=SETTLE_S)
 
     def stage(self, text: str) -> None:
         self.say(f"\n▶ {text}")
 
     def check(self, name: str, ok: bool, detail: str, *, fatal: bool = False) -> bool:
-        self.report.checks.append(Check(name, ok, detail))
-        self.say(f"  {'✔' if ok else '✘'} {name}: {detail}")
+        check = Check(name, ok, detail, self.phase)
+        self.report.checks.append(check)
+        self.say(f"  {'✔' if ok else '✘'} {check.label}: {detail}")
         if not ok and fatal:
             raise DrillAborted(name)
         return ok
@@ -210,19 +281,20 @@ class Drill:
             app = create_app(settings, clock=SystemClock(), token_verification=False)
             runtime = app.runtime
             start_services(runtime)
+            self.runtime = runtime
             try:
                 self._exercise(app, runtime, slack, sandbox)
             except DrillAborted as exc:
                 self.say(f"\n  drill stopped: check '{exc}' failed")
             finally:
                 drain(runtime, grace=10)
+                self.runtime = None
         return self.report
 
     def _exercise(self, app: Any, runtime: Any, slack: ConsoleSlack, sb: Sandbox) -> None:
         from bot.guardduty.intake import intake
         from commands.findings.normalize import normalize
         from storage.models import ContainmentRequest, Incident, Reminder
-        from storage.timeline import verify_chain
 
         db = runtime.database
         self.stage("GuardDuty finding arrives")
@@ -290,8 +362,21 @@ class Drill:
 
         self.stage("Verifying the containment in AWS")
         self._verify_aws(sb, key)
+        if status != "succeeded" and self.faults.operations and request is not None:
+            self._rehearse_recovery(app, db, slack, sb, key, request.id)
 
         self.stage("Regulator clock")
+        if not self.scenario.personal_data:
+            # No personal data at stake: nothing may start the clock on its own.
+            self.check(
+                "no regulator clock",
+                not self._personal(db, key),
+                "no personal data: no GDPR clock started"
+                if not self._personal(db, key)
+                else "a GDPR clock started without personal data",
+            )
+            self._export(db, key, slack)
+            return
         if self.scenario.target_kind == "instance":
             # The instance is tagged DataClassification=PII: reading its tags starts the clock.
             from_tag = self._wait(lambda: self._personal(db, key), "the PII tag to start the clock")
@@ -302,7 +387,7 @@ class Drill:
             )
         personal = self._personal(db, key)
         if not personal:
-            # No PII tag to go on (an IAM key): the responder decides personal data was exposed.
+            # No PII tag to go on: the responder decides personal data was exposed.
             self._slash(app, "/incident", f"personal-data {key}", RESPONDER)
             self._wait(lambda: self._personal(db, key), "the regulator clock")
         with db.read_session() as s:
@@ -331,8 +416,14 @@ class Drill:
             f"{len(reminders)} pending ({', '.join(self.report.deadlines[:5])})",
         )
 
-        self.stage("Timeline exported and verified")
+        self._export(db, key, slack)
+
+    def _export(self, db: Any, key: str, slack: ConsoleSlack) -> None:
         from commands.exports import export_timeline
+        from storage.models import Incident
+        from storage.timeline import verify_chain
+
+        self.stage("Timeline exported and verified")
 
         with db.read_session() as s:
             inc = s.scalars(select(Incident).where(Incident.number == int(key.split("-")[1]))).one()
@@ -358,38 +449,191 @@ class Drill:
             f"{slack.count('chat.postMessage')} messages, {slack.count('chat.update')} updates)"
         )
 
+    def _rehearse_recovery(
+        self, app: Any, db: Any, slack: ConsoleSlack, sb: Sandbox, key: str, failed_id: int
+    ) -> None:
+        """What responders do after a partial containment: fix the cause, retry what is left,
+        approve the retry, and see the rest complete."""
+        from bot.views.approval_card import RETRY
+        from storage.models import ContainmentRequest
+
+        self.stage(
+            "Recovery: the cause is fixed (the drill stops failing "
+            f"{', '.join(self.faults.operations)}); a responder retries what is left"
+        )
+        self.faults.lift()
+        self.phase = "after retry"
+        retry = self._wait(lambda: slack.find_button(RETRY), "the Retry what is left button")
+        if retry is None:
+            self.report.recovered = False
+            self.check("retry completed the rest", False, "no [Retry what is left] on the card")
+            return
+        self._click(app, retry[0], retry[1], RESPONDER)
+        card = self._wait(
+            lambda: self._newer_approval(slack, db, failed_id), "the retry's approval card"
+        )
+        if card is None:
+            self.report.recovered = False
+            self.check("retry completed the rest", False, "the retry was not posted for approval")
+            return
+        msg, approve, retry_id = card
+        self._click(app, msg, approve, SECOND_RESPONDER)
+        self._wait(lambda: self._request_done(db, retry_id), "the retry to finish", timeout=WAIT_S)
+        with db.read_session() as s:
+            req = s.get(ContainmentRequest, retry_id)
+            status = req.status if req else "missing"
+            steps = list(req.steps) if req else []
+        done = sum(1 for st in steps if st.status == "succeeded")
+        ok = self.check(
+            "retry completed the rest",
+            status == "succeeded",
+            f"request #{retry_id} {status}: {done}/{len(steps)} remaining step(s) succeeded"
+            + "".join(f"; {st.action} failed: {st.error}" for st in steps if st.status == "failed"),
+        )
+        self._verify_aws(sb, key)
+        self.report.recovered = ok and all(c.ok for c in self.report.recovery_checks())
+        self.phase = ""
+
+    def _newer_approval(
+        self, slack: ConsoleSlack, db: Any, older_than: int
+    ) -> tuple[Any, dict[str, Any], int] | None:
+        from bot.views.approval_card import APPROVE
+        from storage.models import ContainmentRequest
+
+        found = slack.find_button(APPROVE)
+        if found is None:
+            return None
+        try:
+            request_id = int(found[1].get("value", "0"))
+        except ValueError:
+            return None
+        with db.read_session() as s:
+            ok = request_id > older_than and s.get(ContainmentRequest, request_id) is not None
+        return (found[0], found[1], request_id) if ok else None
+
+    def _request_done(self, db: Any, request_id: int) -> bool:
+        from storage.models import ContainmentRequest
+
+        with db.read_session() as s:
+            req = s.get(ContainmentRequest, request_id)
+            return bool(req and req.finished_at)
+
     # -- AWS checks --------------------------------------------------------------------------
 
     def _verify_aws(self, sb: Sandbox, key: str) -> None:
-        if self.scenario.target_kind == "access_key":
-            iam = boto3.client("iam", region_name=sb.region)
-            keys = iam.list_access_keys(UserName=sb.user_name)["AccessKeyMetadata"]
-            status = next((k["Status"] for k in keys if k["AccessKeyId"] == sb.access_key_id), "?")
-            self.check(
-                "access key deactivated", status == "Inactive", f"{sb.access_key_id} {status}"
-            )
-            policies = iam.list_user_policies(UserName=sb.user_name)["PolicyNames"]
-            self.check("old sessions revoked", bool(policies), f"user policies: {policies}")
-            return
+        kind = self.scenario.target_kind
+        if kind == "access_key":
+            self._verify_access_key(sb)
+        elif kind == "role":
+            self._verify_role(sb)
+        elif kind == "bucket":
+            self._verify_bucket(sb)
+        elif kind == "function":
+            self._verify_function(sb)
+        else:
+            self._verify_instance(sb, key)
+
+    def _verify_access_key(self, sb: Sandbox) -> None:
+        iam = boto3.client("iam", region_name=sb.region)
+        keys = iam.list_access_keys(UserName=sb.user_name)["AccessKeyMetadata"]
+        status = next((k["Status"] for k in keys if k["AccessKeyId"] == sb.access_key_id), "?")
+        self.check("access key deactivated", status == "Inactive", f"{sb.access_key_id} {status}")
+        policies = iam.list_user_policies(UserName=sb.user_name)["PolicyNames"]
+        self.check("old sessions revoked", bool(policies), f"user policies: {policies}")
+
+    def _verify_role(self, sb: Sandbox) -> None:
+        iam = boto3.client("iam", region_name=sb.region)
+        revoking = []
+        for name in iam.list_role_policies(RoleName=sb.app_role_name)["PolicyNames"]:
+            doc = iam.get_role_policy(RoleName=sb.app_role_name, PolicyName=name)["PolicyDocument"]
+            text = doc if isinstance(doc, str) else json.dumps(doc)
+            if "aws:TokenIssueTime" in text:
+                revoking.append(name)
+        self.check(
+            "role sessions revoked",
+            bool(revoking),
+            f"{sb.app_role_name} denies sessions issued before now ({', '.join(revoking)})"
+            if revoking
+            else f"no aws:TokenIssueTime deny on {sb.app_role_name}",
+        )
+
+    def _verify_bucket(self, sb: Sandbox) -> None:
+        s3 = boto3.client("s3", region_name=sb.region)
+        try:
+            block = s3.get_public_access_block(Bucket=sb.bucket_name)[
+                "PublicAccessBlockConfiguration"
+            ]
+        except ClientError:
+            block = {}
+        blocked = bool(block) and all(block.values())
+        self.check(
+            "public access blocked",
+            blocked,
+            f"{sb.bucket_name}: all four Block Public Access settings on"
+            if blocked
+            else f"{sb.bucket_name}: public access block {block or 'absent'}",
+        )
+        policy = json.loads(s3.get_bucket_policy(Bucket=sb.bucket_name)["Policy"])
+        user_arn = f"arn:aws:iam::{sb.account_id}:user/{sb.user_name}"
+        denies = [
+            st for st in policy["Statement"] if st.get("Effect") == "Deny" and user_arn in str(st)
+        ]
+        self.check(
+            "caller denied on the bucket",
+            bool(denies),
+            f"bucket policy denies {sb.user_name}"
+            if denies
+            else "no deny for the finding's caller",
+        )
+
+    def _verify_function(self, sb: Sandbox) -> None:
+        lam = boto3.client("lambda", region_name=sb.region)
+        reserved = lam.get_function_concurrency(FunctionName=sb.function_name).get(
+            "ReservedConcurrentExecutions"
+        )
+        self.check(
+            "function throttled",
+            reserved == 0,
+            f"{sb.function_name} reserved concurrency {reserved}",
+        )
+        try:
+            statements = json.loads(lam.get_policy(FunctionName=sb.function_name)["Policy"])[
+                "Statement"
+            ]
+        except ClientError:
+            statements = []
+        public = [st.get("Sid") for st in statements if "*" in str(st.get("Principal"))]
+        self.check(
+            "public invoke removed",
+            not public,
+            f"{len(statements)} statement(s) left, none public"
+            if not public
+            else f"still public: {', '.join(map(str, public))}",
+        )
+
+    def _verify_instance(self, sb: Sandbox, key: str) -> None:
+        instance_id, volume_ids, eni_ids, group_id, _ = host_of(sb, self.scenario.host)
         ec2 = boto3.client("ec2", region_name=sb.region)
         snaps = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
         ours = [
             s
             for s in snaps
-            if s.get("VolumeId") in sb.volume_ids
+            if s.get("VolumeId") in volume_ids
             and any(t.get("Value") == key for t in s.get("Tags", []))
         ]
         self.check(
             "snapshots taken",
-            {s["VolumeId"] for s in ours} == set(sb.volume_ids),
-            f"{len(ours)} of {len(sb.volume_ids)} volumes snapshotted and tagged {key}",
+            {s["VolumeId"] for s in ours} == set(volume_ids),
+            f"{len(ours)} of {len(volume_ids)} volumes snapshotted and tagged {key}",
         )
-        enis = ec2.describe_network_interfaces(NetworkInterfaceIds=sb.eni_ids)["NetworkInterfaces"]
+        enis = ec2.describe_network_interfaces(NetworkInterfaceIds=eni_ids)["NetworkInterfaces"]
         groups = {e["NetworkInterfaceId"]: [g["GroupId"] for g in e["Groups"]] for e in enis}
-        isolated = all(sb.web_group_id not in g and len(g) == 1 for g in groups.values())
+        isolated = all(group_id not in g and len(g) == 1 for g in groups.values())
         self.check("network isolated", isolated, f"ENI groups now {groups}")
+        if self.scenario.host != "web":
+            return  # the batch host is in no Auto Scaling group and behind no load balancer
         asg = boto3.client("autoscaling", region_name=sb.region)
-        member = asg.describe_auto_scaling_instances(InstanceIds=[sb.instance_id])[
+        member = asg.describe_auto_scaling_instances(InstanceIds=[instance_id])[
             "AutoScalingInstances"
         ]
         state = member[0]["LifecycleState"] if member else "detached"
@@ -400,7 +644,7 @@ class Drill:
         ]
         self.check(
             "out of the load balancer",
-            all(t["Target"]["Id"] != sb.instance_id for t in targets),
+            all(t["Target"]["Id"] != instance_id for t in targets),
             f"{len(targets)} target(s) left in checkout-web",
         )
 
@@ -515,7 +759,13 @@ class Drill:
 
 
 def sb_target(scenario: Scenario, sb: Sandbox) -> str:
-    return sb.access_key_id if scenario.target_kind == "access_key" else sb.instance_id
+    """What the responder types after /contain for this scenario's subject."""
+    return {
+        "access_key": sb.access_key_id,
+        "role": f"role:{sb.app_role_name}",
+        "bucket": f"bucket:{sb.bucket_name}",
+        "function": f"lambda:{sb.function_name}",
+    }.get(scenario.target_kind) or host_of(sb, scenario.host)[0]
 
 
 def print_score(report: DrillReport, out: TextIO) -> None:
@@ -532,10 +782,16 @@ def print_score(report: DrillReport, out: TextIO) -> None:
     )
     passed = sum(c.ok for c in report.checks)
     out.write(f"  checks passed:           {passed}/{len(report.checks)}\n")
+    if report.recovered is not None:
+        out.write(
+            "  recovery:                "
+            + ("the retry completed the rest" if report.recovered else "NOT recovered")
+            + "\n"
+        )
     if report.ok:
         out.write("  RESULT: PASS\n")
     else:
-        out.write("  RESULT: FAIL — " + "; ".join(c.name for c in report.failed()) + "\n")
+        out.write("  RESULT: FAIL — " + "; ".join(c.label for c in report.failed()) + "\n")
     out.flush()
 
 
@@ -570,8 +826,8 @@ def run_drill(
         else:
             path = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "drill.db"
         stack.enter_context(_offline_aws())
-        stack.enter_context(inject_faults(faults or []))
-        report = Drill(chosen, db_url=f"sqlite:///{path}", out=out).run()
+        injected = stack.enter_context(inject_faults(faults or []))
+        report = Drill(chosen, db_url=f"sqlite:///{path}", out=out, faults=injected).run()
         print_score(report, out)
         if db_path:
             out.write(f"  database kept at {path}\n")

@@ -30,7 +30,9 @@ from bot.guardduty.cards import add_to_card
 from bot.guardduty.writes import intake_is_hot, write_session, write_turn
 from bot.slack_out import Stats, card_id
 from bot.views import blocks as bk
+from bot.views.checklist import root_checklist_message
 from commands.approvals.plans import finding_target_kind
+from commands.approvals.root_checklist import record_checklist, root_checklist
 from commands.errors import UserError
 from commands.findings.ingest import ACTOR, Ingested, sync_incident
 from commands.findings.normalize import NormalizedFinding, normalize_finding
@@ -402,6 +404,9 @@ class CardPublisher:
         ):
             return
         kind = finding_target_kind(finding.resource_kind, finding.user_type)
+        if kind is None and finding.user_type == "Root":
+            self._root_checklist(incident_id, key, finding)
+            return
         resource_id = finding.user_name if kind == "role" else finding.resource_id
         if kind is None or not resource_id:
             return
@@ -426,6 +431,28 @@ class CardPublisher:
             self._not_automatic(incident_id, "containment", exc.message)
         except Exception:
             log.exception("proposing containment for %s failed", key)
+
+    def _root_checklist(self, incident_id: int, key: str, finding: NormalizedFinding) -> None:
+        """Root credentials: the plan is a checklist to verify, on the timeline and in the
+        incident's thread (once per incident)."""
+        items = root_checklist(account_id=finding.account_id, since=finding.first_seen)
+        with write_session(self.runtime) as session:
+            incident = session.get(Incident, incident_id)
+            if incident is None or (incident.facts or {}).get("checklist"):
+                return
+            record_checklist(
+                session=session,
+                incident=incident,
+                items=items,
+                reason=f"GuardDuty {finding.type} ({finding.severity:g}) on root credentials",
+            )
+            channel, thread = incident.channel_id, incident.thread_ts
+        if channel:
+            try:
+                self.runtime.slack.reply(channel, thread, root_checklist_message(key, items))
+            except Exception:
+                log.exception("posting the root checklist for %s failed", key)
+        self.mark_stale(incident_id)
 
     def _not_automatic(self, incident_id: int, what: str, reason: str) -> None:
         """Record on the incident (card and timeline) what the bot could not do by itself."""

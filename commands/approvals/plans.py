@@ -397,6 +397,7 @@ def action_context(
         ctx.evidence_bucket = options.evidence_bucket
         ctx.evidence_kms_key_id = options.evidence_kms_key_id
         ctx.isolation_group_name = options.isolation_group_name
+        ctx.examiner_cidrs = tuple(getattr(options, "examiner_cidrs", ()) or ())
         ctx.cross_account_role_name = options.cross_account_role_name
         ctx.external_id = options.external_id
         ctx.evidence_key_per_incident = getattr(options, "per_incident_kms_key", False)

@@ -3,12 +3,17 @@
 Offline drills build it inside moto; the same builder can seed a real sandbox account.
 What it builds mirrors a typical production web tier: a VPC, an instance with data
 volumes and PII tags in an Auto Scaling group, behind an ALB target group, with an
-instance profile; plus an IAM user with an access key for credential scenarios.
+instance profile; plus an IAM user with an access key for credential scenarios. Scenarios not
+about personal data have their own resources: a batch host without PII tags, an application
+role whose credentials can leak, a publicly readable export bucket and a Lambda function with
+a public function URL.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +26,18 @@ WORKLOAD_TAGS = {
     "Owner": "payments-team",
     "Application": "checkout",
 }
+# The batch host holds no personal data: scenarios about a compromised host that is not the
+# PII web tier use it, so the drill does not start a regulator clock for them.
+BATCH_TAGS = {
+    "Name": "batch-worker-1",
+    "Criticality": "medium",
+    "Owner": "data-platform",
+    "Application": "batch",
+}
+APP_ROLE_NAME = "report-builder-role"
+EXPORT_BUCKET = "checkout-partner-exports"
+FUNCTION_NAME = "thumbnail-resizer"
+FUNCTION_URL_SID = "FunctionURLAllowPublicAccess"
 
 
 @dataclass
@@ -40,6 +57,16 @@ class Sandbox:
     user_name: str
     access_key_id: str
     tags: dict[str, str] = field(default_factory=lambda: dict(WORKLOAD_TAGS))
+    # The resources of the scenarios that are not about the PII web host (empty when a real
+    # sandbox account names only the web host and the user).
+    batch_instance_id: str = ""
+    batch_volume_ids: list[str] = field(default_factory=list)
+    batch_eni_ids: list[str] = field(default_factory=list)
+    batch_group_id: str = ""
+    batch_tags: dict[str, str] = field(default_factory=dict)
+    app_role_name: str = ""
+    bucket_name: str = ""
+    function_name: str = ""
 
 
 def _tags(d: dict[str, str]) -> list[dict[str, str]]:
@@ -173,6 +200,11 @@ def build_sandbox(*, session: boto3.Session | None = None, region: str = "us-eas
     iam.create_user(UserName=user_name)
     key = iam.create_access_key(UserName=user_name)["AccessKey"]
 
+    batch = _build_batch_host(ec2, vpc_id=vpc_id, subnet_id=subnet_id, image_id=image_id)
+    app_role = _build_app_role(iam)
+    _build_export_bucket(session.client("s3", region_name=region), EXPORT_BUCKET)
+    _build_function(session.client("lambda", region_name=region), role_arn=app_role)
+
     return Sandbox(
         region=region,
         account_id=account_id,
@@ -188,6 +220,108 @@ def build_sandbox(*, session: boto3.Session | None = None, region: str = "us-eas
         role_name=role_name,
         user_name=user_name,
         access_key_id=key["AccessKeyId"],
+        batch_instance_id=batch["instance_id"],
+        batch_volume_ids=batch["volume_ids"],
+        batch_eni_ids=batch["eni_ids"],
+        batch_group_id=batch["group_id"],
+        batch_tags=dict(BATCH_TAGS),
+        app_role_name=APP_ROLE_NAME,
+        bucket_name=EXPORT_BUCKET,
+        function_name=FUNCTION_NAME,
+    )
+
+
+def _build_batch_host(ec2: Any, *, vpc_id: str, subnet_id: str, image_id: str) -> dict[str, Any]:
+    """A lone worker (no Auto Scaling, no load balancer) reachable over SSH, without PII."""
+    group_id = ec2.create_security_group(
+        GroupName="batch-workers", Description="batch workers", VpcId=vpc_id
+    )["GroupId"]
+    open_to_the_internet(ec2, group_id, port=22)
+    instance = ec2.run_instances(
+        ImageId=image_id,
+        InstanceType="c6i.large",
+        MinCount=1,
+        MaxCount=1,
+        NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": subnet_id, "Groups": [group_id]}],
+        BlockDeviceMappings=[
+            {"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8, "DeleteOnTermination": True}},
+            {"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 100, "DeleteOnTermination": True}},
+        ],
+        TagSpecifications=[{"ResourceType": "instance", "Tags": _tags(BATCH_TAGS)}],
+    )["Instances"][0]
+    desc = ec2.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"][0][
+        "Instances"
+    ][0]
+    return {
+        "instance_id": instance["InstanceId"],
+        "volume_ids": [m["Ebs"]["VolumeId"] for m in desc.get("BlockDeviceMappings", [])],
+        "eni_ids": [n["NetworkInterfaceId"] for n in desc.get("NetworkInterfaces", [])],
+        "group_id": group_id,
+    }
+
+
+def _build_app_role(iam: Any) -> str:
+    """The role a reporting job assumes (and the Lambda function runs as); its ARN."""
+    role = iam.create_role(
+        RoleName=APP_ROLE_NAME,
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "lambda.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
+    )["Role"]
+    return str(role["Arn"])
+
+
+def _build_export_bucket(s3: Any, name: str) -> None:
+    """A bucket someone made world-readable: the S3 exposure scenario's subject."""
+    s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=name, Key="exports/2026-11-28.csv", Body=b"order_id,amount\n")
+    s3.put_bucket_policy(
+        Bucket=name,
+        Policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "PartnerDownload",
+                        "Effect": "Allow",
+                        "Principal": "*",
+                        "Action": "s3:GetObject",
+                        "Resource": f"arn:aws:s3:::{name}/*",
+                    }
+                ],
+            }
+        ),
+    )
+
+
+def _build_function(lam: Any, *, role_arn: str) -> None:
+    """A function anyone can invoke through its URL: the Lambda scenario's subject."""
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as zf:
+        zf.writestr("handler.py", "def handler(event, context):\n    return {}\n")
+    lam.create_function(
+        FunctionName=FUNCTION_NAME,
+        Runtime="python3.12",
+        Role=role_arn,
+        Handler="handler.handler",
+        Code={"ZipFile": code.getvalue()},
+        Environment={"Variables": {"OUTPUT_BUCKET": "thumbnails"}},
+    )
+    lam.add_permission(
+        FunctionName=FUNCTION_NAME,
+        StatementId=FUNCTION_URL_SID,
+        Action="lambda:InvokeFunctionUrl",
+        Principal="*",
+        FunctionUrlAuthType="NONE",
     )
 
 
@@ -201,4 +335,8 @@ def describe(sandbox: Sandbox) -> dict[str, Any]:
         "target_group": sandbox.target_group_arn.rsplit("/", 2)[-2],
         "instance_profile": sandbox.instance_profile_name,
         "tags": sandbox.tags,
+        "batch_host": sandbox.batch_instance_id,
+        "application_role": sandbox.app_role_name,
+        "export_bucket": sandbox.bucket_name,
+        "function": sandbox.function_name,
     }

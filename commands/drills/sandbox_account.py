@@ -72,6 +72,11 @@ def sandbox_from_account(
             access_key_id=drills.access_key_id,
             tags={},
         )
+    if scenario.target_kind not in ("instance", "access_key"):
+        raise UserError(
+            f"The {scenario.name} drill runs offline only: "
+            f"`incident-bot drill --scenario {scenario.name}`."
+        )
     if not drills.instance_id:
         raise UserError(
             "Set drills.instance_id to a sandbox instance in incident-bot.yml, or run "
@@ -88,6 +93,10 @@ def sandbox_from_account(
     enis = inst.get("NetworkInterfaces", [])
     groups = [g["GroupId"] for n in enis for g in n.get("Groups", [])]
     profile_arn = (inst.get("IamInstanceProfile") or {}).get("Arn", "")
+    volumes = [m["Ebs"]["VolumeId"] for m in inst.get("BlockDeviceMappings", [])]
+    eni_ids = [n["NetworkInterfaceId"] for n in enis]
+    tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+    # A sandbox account has one drill host: it stands in for the web and the batch host.
     return Sandbox(
         region=region,
         account_id=account_id,
@@ -95,15 +104,20 @@ def sandbox_from_account(
         subnet_id=inst.get("SubnetId", ""),
         web_group_id=groups[0] if groups else "",
         instance_id=drills.instance_id,
-        volume_ids=[m["Ebs"]["VolumeId"] for m in inst.get("BlockDeviceMappings", [])],
-        eni_ids=[n["NetworkInterfaceId"] for n in enis],
+        volume_ids=volumes,
+        eni_ids=eni_ids,
         asg_name="",
         target_group_arn="",
         instance_profile_name=profile_arn.rsplit("/", 1)[-1],
         role_name="",
         user_name="",
         access_key_id="",
-        tags={t["Key"]: t["Value"] for t in inst.get("Tags", [])},
+        tags=tags,
+        batch_instance_id=drills.instance_id,
+        batch_volume_ids=volumes,
+        batch_eni_ids=eni_ids,
+        batch_group_id=groups[0] if groups else "",
+        batch_tags=tags,
     )
 
 

@@ -19,8 +19,13 @@ from commands.drills.sandbox import Sandbox
 class Scenario:
     name: str
     title: str
-    target_kind: str  # instance | access_key
+    target_kind: str  # instance | access_key | role | bucket | function
     finding: Callable[[Sandbox, dt.datetime], dict[str, Any]]
+    # Personal data is at stake: the drill rehearses the regulator clock. Otherwise it checks
+    # that no clock started (the subject carries no PII tag and nobody declared any).
+    personal_data: bool = True
+    # The host the finding names (instance scenarios): the PII web host unless said otherwise.
+    host: str = "web"
 
 
 def _iso(t: dt.datetime) -> str:
@@ -41,18 +46,37 @@ def _envelope(sb: Sandbox, now: dt.datetime, detail: dict[str, Any]) -> dict[str
     }
 
 
-def _instance_resource(sb: Sandbox) -> dict[str, Any]:
+def host_of(sb: Sandbox, host: str) -> tuple[str, list[str], list[str], str, dict[str, str]]:
+    """(instance, volumes, interfaces, security group, tags) of the web or the batch host."""
+    if host == "batch":
+        return (
+            sb.batch_instance_id,
+            sb.batch_volume_ids,
+            sb.batch_eni_ids,
+            sb.batch_group_id,
+            sb.batch_tags,
+        )
+    return sb.instance_id, sb.volume_ids, sb.eni_ids, sb.web_group_id, sb.tags
+
+
+def _instance_resource(sb: Sandbox, host: str = "web") -> dict[str, Any]:
+    instance_id, _, eni_ids, group_id, tags = host_of(sb, host)
+    profile = (
+        {
+            "arn": f"arn:aws:iam::{sb.account_id}:instance-profile/{sb.instance_profile_name}",
+            "id": "AIPA00000000DRILL",
+        }
+        if host == "web"
+        else None
+    )
     return {
         "resourceType": "Instance",
         "instanceDetails": {
-            "instanceId": sb.instance_id,
-            "instanceType": "t3.medium",
+            "instanceId": instance_id,
+            "instanceType": "t3.medium" if host == "web" else "c6i.large",
             "instanceState": "running",
             "availabilityZone": f"{sb.region}a",
-            "iamInstanceProfile": {
-                "arn": f"arn:aws:iam::{sb.account_id}:instance-profile/{sb.instance_profile_name}",
-                "id": "AIPA00000000DRILL",
-            },
+            **({"iamInstanceProfile": profile} if profile else {}),
             "networkInterfaces": [
                 {
                     "networkInterfaceId": eni,
@@ -60,11 +84,11 @@ def _instance_resource(sb: Sandbox) -> dict[str, Any]:
                     "vpcId": sb.vpc_id,
                     "privateIpAddress": f"10.20.1.{10 + i}",
                     "publicIp": "203.0.113.10" if i == 0 else None,
-                    "securityGroups": [{"groupId": sb.web_group_id, "groupName": "checkout-web"}],
+                    "securityGroups": [{"groupId": group_id, "groupName": tags.get("Name", "")}],
                 }
-                for i, eni in enumerate(sb.eni_ids)
+                for i, eni in enumerate(eni_ids)
             ],
-            "tags": [{"key": k, "value": v} for k, v in sb.tags.items()],
+            "tags": [{"key": k, "value": v} for k, v in tags.items()],
         },
     }
 
@@ -137,6 +161,7 @@ def ec2_c2(sb: Sandbox, now: dt.datetime) -> dict[str, Any]:
 
 
 def ssh_brute_force(sb: Sandbox, now: dt.datetime) -> dict[str, Any]:
+    host = sb.batch_instance_id
     return _envelope(
         sb,
         now,
@@ -145,12 +170,12 @@ def ssh_brute_force(sb: Sandbox, now: dt.datetime) -> dict[str, Any]:
             now,
             type_="UnauthorizedAccess:EC2/SSHBruteForce",
             severity=8,
-            title=f"{sb.instance_id} is performing SSH brute force attacks against 198.51.100.7.",
+            title=f"{host} is performing SSH brute force attacks against 198.51.100.7.",
             description=(
-                f"{sb.instance_id} is performing SSH brute force attacks against 198.51.100.7; "
+                f"{host} is performing SSH brute force attacks against 198.51.100.7; "
                 "the instance is likely compromised."
             ),
-            resource=_instance_resource(sb),
+            resource=_instance_resource(sb, "batch"),
             action={
                 "actionType": "NETWORK_CONNECTION",
                 "networkConnectionAction": {
@@ -210,13 +235,163 @@ def iam_exfil(sb: Sandbox, now: dt.datetime) -> dict[str, Any]:
     )
 
 
+def _remote_caller(api: str, service: str, ip: str) -> dict[str, Any]:
+    return {
+        "actionType": "AWS_API_CALL",
+        "awsApiCallAction": {
+            "api": api,
+            "serviceName": service,
+            "callerType": "Remote IP",
+            "remoteIpDetails": {
+                "ipAddressV4": ip,
+                "organization": {"asn": -1, "asnOrg": "Drill"},
+            },
+        },
+    }
+
+
+def role_outside(sb: Sandbox, now: dt.datetime) -> dict[str, Any]:
+    """Temporary credentials of the application role, used from an address outside AWS."""
+    return _envelope(
+        sb,
+        now,
+        _detail(
+            sb,
+            now,
+            type_="UnauthorizedAccess:IAMUser/InstanceCredentialExfiltration.OutsideAWS",
+            severity=8,
+            title=(
+                f"Credentials for the role {sb.app_role_name} were used from an external IP "
+                "address."
+            ),
+            description=(
+                f"Temporary credentials of {sb.app_role_name} were used from 198.51.100.44, "
+                "outside AWS: they were likely exfiltrated."
+            ),
+            resource={
+                "resourceType": "AccessKey",
+                "accessKeyDetails": {
+                    "accessKeyId": "ASIA00000000DRILL",
+                    "principalId": f"AROA00000000DRILL:{sb.app_role_name}-session",
+                    "userName": sb.app_role_name,
+                    "userType": "AssumedRole",
+                },
+            },
+            action=_remote_caller("ListObjects", "s3.amazonaws.com", "198.51.100.44"),
+        ),
+    )
+
+
+def s3_public(sb: Sandbox, now: dt.datetime) -> dict[str, Any]:
+    """A bucket made readable by anyone, and an unknown caller reading it."""
+    return _envelope(
+        sb,
+        now,
+        _detail(
+            sb,
+            now,
+            type_="Policy:S3/BucketAnonymousAccessGranted",
+            severity=8,
+            title=f"Amazon S3 bucket {sb.bucket_name} allows anonymous access.",
+            description=(
+                f"The bucket policy of {sb.bucket_name} was changed by {sb.user_name} to let "
+                "anyone on the internet read its objects."
+            ),
+            resource={
+                "resourceType": "S3Bucket",
+                "accessKeyDetails": {
+                    "accessKeyId": sb.access_key_id,
+                    "principalId": "AIDA00000000DRILL",
+                    "userName": sb.user_name,
+                    "userType": "IAMUser",
+                },
+                "s3BucketDetails": [
+                    {
+                        "arn": f"arn:aws:s3:::{sb.bucket_name}",
+                        "name": sb.bucket_name,
+                        "type": "Destination",
+                        "publicAccess": {"effectivePermission": "PUBLIC"},
+                    }
+                ],
+            },
+            action=_remote_caller("PutBucketPolicy", "s3.amazonaws.com", "198.51.100.61"),
+        ),
+    )
+
+
+def lambda_c2(sb: Sandbox, now: dt.datetime) -> dict[str, Any]:
+    """A function (invocable by anyone through its URL) talking to a command-and-control host."""
+    arn = f"arn:aws:lambda:{sb.region}:{sb.account_id}:function:{sb.function_name}"
+    return _envelope(
+        sb,
+        now,
+        _detail(
+            sb,
+            now,
+            type_="Backdoor:Lambda/C&CActivity.B",
+            severity=8,
+            title=f"Lambda function {sb.function_name} is querying a command and control server.",
+            description=(
+                f"Lambda function {sb.function_name} connected to 198.51.100.99, a known command "
+                "and control server."
+            ),
+            resource={
+                "resourceType": "Lambda",
+                "lambdaDetails": {
+                    "functionArn": arn,
+                    "functionName": sb.function_name,
+                    "functionVersion": "$LATEST",
+                    "role": f"arn:aws:iam::{sb.account_id}:role/{sb.app_role_name}",
+                },
+            },
+            action={
+                "actionType": "NETWORK_CONNECTION",
+                "networkConnectionAction": {
+                    "connectionDirection": "OUTBOUND",
+                    "remoteIpDetails": {"ipAddressV4": "198.51.100.99"},
+                    "remotePortDetails": {"port": 443, "portName": "HTTPS"},
+                    "protocol": "TCP",
+                    "blocked": False,
+                },
+            },
+        ),
+    )
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
         Scenario(
             "ec2-c2", "EC2 instance talking to a command-and-control server", "instance", ec2_c2
         ),
-        Scenario("ssh-brute-force", "EC2 instance brute-forcing SSH", "instance", ssh_brute_force),
+        Scenario(
+            "ssh-brute-force",
+            "A batch host (no personal data) brute-forcing SSH",
+            "instance",
+            ssh_brute_force,
+            personal_data=False,
+            host="batch",
+        ),
         Scenario("iam-exfil", "IAM access key used from a malicious IP", "access_key", iam_exfil),
+        Scenario(
+            "iam-role-outside",
+            "An application role's temporary credentials used from outside AWS",
+            "role",
+            role_outside,
+            personal_data=False,
+        ),
+        Scenario(
+            "s3-public",
+            "An export bucket with customer orders made readable by anyone",
+            "bucket",
+            s3_public,
+        ),
+        Scenario(
+            "lambda-c2",
+            "A public Lambda function talking to a command-and-control server",
+            "function",
+            lambda_c2,
+            personal_data=False,
+        ),
     )
 }

@@ -25,12 +25,14 @@ from containment.actions import (
     s3_bucket,
     snapshot,
     tag,
+    volatile,
 )
 from containment.registry import Action
 
 ACTIONS: tuple[type[Action], ...] = (
     capture.CaptureInstance,
     evidence.StoreEvidence,
+    volatile.VolatileCapture,
     protect.Protect,
     snapshot.Snapshot,
     autoscaling.AutoScaling,

@@ -75,7 +75,8 @@ class RestrictInstanceIam(Action):
         "iam:PutRolePolicy",
     )
     depends_on = ("capture",)
-    after = ("protect",)
+    # The volatile capture uploads with the instance's own role: replace it afterwards.
+    after = ("protect", "volatile_capture")
 
     def calls(
         self,

@@ -48,8 +48,8 @@ class Isolate(Action):
     depends_on = ("capture", "isolation_groups")
     # After the ASG and LB steps (so the group does not replace an instance failing health
     # checks, and the LBs stop sending traffic first), but a failure there must not stop
-    # isolation.
-    after = ("protect", "asg", "lb")
+    # isolation. The optional volatile capture goes first: isolation would cut SSM off.
+    after = ("protect", "asg", "lb", "volatile_capture")
 
     def calls(
         self,

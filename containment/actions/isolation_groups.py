@@ -30,6 +30,51 @@ ALL_V6 = {"IpProtocol": "-1", "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}
 ALL_BOTH = {**ALL_V4, **ALL_V6}
 
 
+EXAMINER_NOTE = "incident-bot examiner"
+
+
+def examiner_rule(cidrs: tuple[str, ...]) -> dict[str, Any] | None:
+    """The one ingress permission admitting the examiner networks, or None."""
+    v4 = [c for c in cidrs if ":" not in c]
+    v6 = [c for c in cidrs if ":" in c]
+    if not cidrs:
+        return None
+    rule: dict[str, Any] = {"IpProtocol": "-1"}
+    if v4:
+        rule["IpRanges"] = [{"CidrIp": c, "Description": EXAMINER_NOTE} for c in v4]
+    if v6:
+        rule["Ipv6Ranges"] = [{"CidrIpv6": c, "Description": EXAMINER_NOTE} for c in v6]
+    return rule
+
+
+def split_ingress(
+    ingress: list[dict[str, Any]], cidrs: tuple[str, ...]
+) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
+    """(the ingress rules to revoke from an isolation group, the examiner CIDRs it lacks):
+    only all-protocol rules from an examiner network are kept."""
+    wanted = set(cidrs)
+    present: set[str] = set()
+    revoke: list[dict[str, Any]] = []
+    for perm in ingress:
+        if perm.get("IpProtocol") != "-1":
+            revoke.append(perm)
+            continue
+        rest = dict(perm)
+        for key, field in (("IpRanges", "CidrIp"), ("Ipv6Ranges", "CidrIpv6")):
+            ranges = perm.get(key) or []
+            present |= {r[field] for r in ranges if r.get(field) in wanted}
+            extra = [r for r in ranges if r.get(field) not in wanted]
+            if extra:
+                rest[key] = extra
+            else:
+                rest.pop(key, None)
+        if any(
+            rest.get(k) for k in ("IpRanges", "Ipv6Ranges", "UserIdGroupPairs", "PrefixListIds")
+        ):
+            revoke.append(rest)
+    return revoke, tuple(c for c in cidrs if c not in present)
+
+
 def _create_params(ctx: ActionContext, vpc: str, role: str) -> dict[str, Any]:
     name = ctx.isolation_group_name if role == "isolation" else transit_group_name(ctx)
     desc = (
@@ -67,15 +112,22 @@ def _vpc_calls(
                 {"GroupId": "<new isolation group>", "IpPermissions": [ALL_BOTH]},
             )
         )
+        rule = examiner_rule(ctx.examiner_cidrs)
+        if rule:
+            out.append(_admit_examiners("<new isolation group>", rule))
     else:
-        if iso["ingress"]:
+        revoke, missing = split_ingress(iso["ingress"], ctx.examiner_cidrs)
+        if revoke:
             out.append(
                 PlannedCall(
                     "ec2",
                     "RevokeSecurityGroupIngress",
-                    {"GroupId": iso["id"], "IpPermissions": iso["ingress"]},
+                    {"GroupId": iso["id"], "IpPermissions": revoke},
                 )
             )
+        rule = examiner_rule(missing)
+        if rule:
+            out.append(_admit_examiners(iso["id"], rule))
         if iso["egress"]:
             out.append(
                 PlannedCall(
@@ -101,6 +153,15 @@ def _vpc_calls(
             )
         )
     return out
+
+
+def _admit_examiners(group: str, rule: dict[str, Any]) -> PlannedCall:
+    return PlannedCall(
+        "ec2",
+        "AuthorizeSecurityGroupIngress",
+        {"GroupId": group, "IpPermissions": [rule]},
+        note="examiner networks (containment.examiner_cidrs): live response after isolation",
+    )
 
 
 def _create_group(target: Target, ctx: ActionContext, vpc: str, role: str) -> tuple[str, bool]:
@@ -198,17 +259,33 @@ class IsolationGroups(Action):
         facts = state.facts
         groups: dict[str, dict[str, str | None]] = {}
 
+        def admit(gid: str, cidrs: tuple[str, ...]) -> None:
+            rule = examiner_rule(cidrs)
+            if rule:
+                _ignore(
+                    ("InvalidPermission.Duplicate",),
+                    ec2.authorize_security_group_ingress,
+                    GroupId=gid,
+                    IpPermissions=[rule],
+                )
+                with rec.lock:  # VPCs are prepared in parallel
+                    rec.evidence.setdefault("examiner_cidrs", {})[gid] = list(cidrs)
+
         def isolation(vpc: str, found: dict[str, Any] | None) -> str:
             if found is None:
                 gid, ours = create_isolation_group(target, ctx, vpc)
                 if ours:
                     rec.change_item("created", gid, {"vpc": vpc, "role": "isolation"})
+                admit(gid, ctx.examiner_cidrs)
                 return gid
             gid = found["id"]
-            # A reused group must still be empty: someone may have added rules since.
-            if found["ingress"]:
-                ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=found["ingress"])
-                rec.change_item("tightened", gid, {"ingress": found["ingress"]})
+            # A reused group must still be empty (but for examiners): someone may have added
+            # rules since.
+            revoke, missing = split_ingress(found["ingress"], ctx.examiner_cidrs)
+            if revoke:
+                ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=revoke)
+                rec.change_item("tightened", gid, {"ingress": revoke})
+            admit(gid, missing)
             if found["egress"]:
                 ec2.revoke_security_group_egress(GroupId=gid, IpPermissions=found["egress"])
                 rec.change_item("tightened", gid, {"egress": found["egress"]})

@@ -52,6 +52,8 @@ def _config(tmp_path: Path, body: str) -> dict[str, str]:
         ("deadlines:\n  gdpr_hours: 0\n", "deadlines.gdpr_hours"),
         ("deadlines:\n  timezone: Mars/Olympus\n", "deadlines.timezone"),
         ("deadlines:\n  digest_time: '25:00'\n", "deadlines.digest_time"),
+        ("containment:\n  examiner_cidrs: [examiners]\n", "containment.examiner_cidrs"),
+        ("containment:\n  examiner_cidrs: [0.0.0.0/0]\n", "admits everyone"),
         ("slack:\n  incident_chanel: C1\n", "slack.incident_chanel"),
         ("wipe:\n  kms_pending_days: 3\n", "wipe.kms_pending_days"),
         ("slack: [oops\n", "is not valid YAML"),

@@ -141,3 +141,12 @@ def test_guardduty_off_is_said_plainly(bot_factory: Any, sandbox: Sandbox) -> No
     bot.command("drill")
     done = bot.slack.wait_for("response_url", lambda c: "started" in c.args["text"], timeout=20)
     assert "GuardDuty is not enabled here" in done.args["text"]
+
+
+def test_offline_only_scenarios_say_how_to_run_them(bot_factory: Any, sandbox: Sandbox) -> None:
+    bot = _start(bot_factory, sandbox, _guardduty([], None))
+    bot.command("drill s3-public")
+    answer = bot.slack.wait_for("response_url", lambda c: "offline" in c.args["text"])
+    assert "incident-bot drill --scenario s3-public" in answer.args["text"]
+    with bot.session() as s:
+        assert s.scalars(select(Incident)).all() == []

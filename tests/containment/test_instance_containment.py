@@ -130,3 +130,47 @@ def test_reused_isolation_group_is_kept_on_rollback(world, instance, make_ctx) -
     assert h.group_by_name("incident-bot-isolation", world.vpc_id)["IpPermissionsEgress"] == []
     rollback_plan(target=instance, ctx=make_ctx(), results=results)
     assert h.group_by_name("incident-bot-isolation", world.vpc_id)["GroupId"] == existing
+
+
+def _ingress_cidrs(group: dict) -> set[str]:
+    return {
+        r.get("CidrIp") or r.get("CidrIpv6")
+        for p in group["IpPermissions"]
+        for r in [*p.get("IpRanges", []), *p.get("Ipv6Ranges", [])]
+    }
+
+
+def test_examiner_cidrs_stay_admitted_by_a_new_isolation_group(world, instance, make_ctx) -> None:
+    ctx = make_ctx(examiner_cidrs=("198.51.100.0/24",))
+    plan = {a.name: planned for a, planned in plan_all(target=instance, ctx=ctx)}
+    admits = [c for c in plan["isolation_groups"] if c.operation == "AuthorizeSecurityGroupIngress"]
+    assert any("examiner" in (c.note or "") for c in admits)
+    run_plan(target=instance, ctx=ctx)
+    iso = h.group_by_name("incident-bot-isolation", world.vpc_id)
+    assert _ingress_cidrs(iso) == {"198.51.100.0/24"}
+    assert iso["IpPermissionsEgress"] == []  # stateful: replies to examiners need no egress
+    assert h.eni_groups(world) == {eni: [iso["GroupId"]] for eni in world.enis}
+
+
+def test_a_reused_isolation_group_loses_strangers_but_keeps_examiners(
+    world, instance, make_ctx
+) -> None:
+    ec2 = boto3.client("ec2", region_name=REGION)
+    existing = ec2.create_security_group(
+        GroupName="incident-bot-isolation", Description="pre-made", VpcId=world.vpc_id
+    )["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=existing,
+        IpPermissions=[
+            {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "198.51.100.0/24"}]},
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+            },
+        ],
+    )
+    run_plan(target=instance, ctx=make_ctx(examiner_cidrs=("198.51.100.0/24", "203.0.113.8/32")))
+    iso = h.group_by_name("incident-bot-isolation", world.vpc_id)
+    assert _ingress_cidrs(iso) == {"198.51.100.0/24", "203.0.113.8/32"}

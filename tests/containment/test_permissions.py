@@ -46,7 +46,10 @@ def test_instance_steps_and_rollbacks_call_only_what_they_declare(
         target=instance, ctx=ctx, action_names=names, max_workers=1, on_step=attribute_calls(calls)
     )
     # flow_logs: moto refuses S3 flow-log delivery to a prefix; its calls are still checked.
-    assert all(r.status == "succeeded" for n, r in results.items() if n != "flow_logs"), {
+    # volatile_capture: moto's SSM knows no instance agents, so it skips (Stubber-tested in
+    # test_volatile.py, whose calls are the declared ones).
+    skips = ("flow_logs", "volatile_capture")
+    assert all(r.status == "succeeded" for n, r in results.items() if n not in skips), {
         n: r.error for n, r in results.items() if r.status != "succeeded"
     }
     assert "flow_logs" in {c.step for c in calls.calls}

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import datetime as dt
+import json
+
 import boto3
 from moto import mock_aws
 
+from commands.approvals.plans import finding_target_kind
 from commands.drills.sandbox import build_sandbox
 from commands.drills.scenarios import SCENARIOS
+from commands.findings.normalize import normalize
 
 
 @mock_aws
@@ -29,16 +34,49 @@ def test_sandbox_is_the_realistic_environment_the_drill_promises() -> None:
 
 
 @mock_aws
-def test_every_scenario_finding_names_sandbox_resources() -> None:
-    import datetime as dt
-
+def test_the_other_scenarios_have_their_own_subjects() -> None:
     sb = build_sandbox(region="us-east-1")
-    now = dt.datetime.now(dt.UTC)
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    batch = ec2.describe_instances(InstanceIds=[sb.batch_instance_id])["Reservations"][0][
+        "Instances"
+    ][0]
+    tags = {t["Key"]: t["Value"] for t in batch["Tags"]}
+    assert "DataClassification" not in tags, "the batch host is the one without PII"
+    assert sb.batch_instance_id != sb.instance_id and len(sb.batch_volume_ids) == 2
+    s3 = boto3.client("s3", region_name="us-east-1")
+    policy = json.loads(s3.get_bucket_policy(Bucket=sb.bucket_name)["Policy"])
+    assert policy["Statement"][0]["Principal"] == "*"
+    lam = boto3.client("lambda", region_name="us-east-1")
+    fn = lam.get_function(FunctionName=sb.function_name)["Configuration"]
+    assert fn["Role"].endswith(f"role/{sb.app_role_name}")
+    statements = json.loads(lam.get_policy(FunctionName=sb.function_name)["Policy"])["Statement"]
+    assert [s["Principal"] for s in statements] == ["*"]
+
+
+@mock_aws
+def test_every_scenario_finding_proposes_a_plan_on_its_sandbox_resource() -> None:
+    sb = build_sandbox(region="us-east-1")
+    expected = {
+        "ec2-c2": sb.instance_id,
+        "ssh-brute-force": sb.batch_instance_id,
+        "iam-exfil": sb.access_key_id,
+        "iam-role-outside": sb.app_role_name,
+        "s3-public": sb.bucket_name,
+        "lambda-c2": sb.function_name,
+    }
+    assert sorted(SCENARIOS) == sorted(expected) and len(SCENARIOS) >= 6
     for scenario in SCENARIOS.values():
-        event = scenario.finding(sb, now)
+        event = scenario.finding(sb, dt.datetime(2026, 11, 29, 12, tzinfo=dt.UTC))
         assert event["detail-type"] == "GuardDuty Finding"
-        resource = event["detail"]["resource"]
-        if scenario.target_kind == "instance":
-            assert resource["instanceDetails"]["instanceId"] == sb.instance_id
-        else:
-            assert resource["accessKeyDetails"]["accessKeyId"] == sb.access_key_id
+        finding = normalize(event)[0]
+        kind = finding_target_kind(finding.resource_kind, finding.user_type)
+        assert kind == scenario.target_kind, scenario.name
+        # Assumed-role credentials are contained on the role the finding names, not the key.
+        subject = finding.user_name if kind == "role" else finding.resource_id
+        assert subject == expected[scenario.name], scenario.name
+
+
+def test_only_scenarios_about_personal_data_use_the_pii_host() -> None:
+    for scenario in SCENARIOS.values():
+        if scenario.target_kind == "instance" and not scenario.personal_data:
+            assert scenario.host != "web", scenario.name

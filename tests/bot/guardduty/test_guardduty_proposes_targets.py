@@ -3,13 +3,14 @@ the matching containment plan, as an EC2 finding does."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import boto3
 from sqlalchemy import select
 
-from storage.models import ContainmentRequest
+from storage.models import ContainmentRequest, Incident, TimelineEvent
 from tests.bot.guardduty.conftest import GuardDutyBot
 from tests.bot.guardduty.test_guardduty_route import event
 from tests.commands.findings.guardduty_fixtures import load_json, variant
@@ -114,3 +115,43 @@ def test_assumed_role_credentials_propose_the_role_plan(guardduty_bot: Start):
         "app-role",
     )
     assert steps(request) == ["capture_role", "evidence", "revoke_role_sessions"]
+
+
+def test_root_credentials_get_a_checklist_on_the_timeline_and_no_plan(guardduty_bot: Start):
+    gd = guardduty_bot(propose=True)
+    detail = s3_detail(
+        type="Policy:IAMUser/RootCredentialUsage",
+        resource__resourceType="AccessKey",
+        resource__accessKeyDetails={
+            "accessKeyId": "ASIAEXAMPLEEXAMPLE99",
+            "principalId": "123456789012",
+            "userType": "Root",
+            "userName": "Root",
+        },
+    )
+    detail["resource"].pop("s3BucketDetails")
+    assert gd.post(event(detail)).status_code == 200
+    gd.settle()
+    posted = gd.bot.slack.wait_for(
+        "chat.postMessage", lambda c: "root credentials checklist" in str(c.args), timeout=15
+    )
+    gd.bot.idle()
+    text = str(posted.args.get("blocks"))
+    assert posted.args.get("thread_ts"), "the checklist goes in the incident's thread"
+    for call in (
+        "AccountMFAEnabled",
+        "AccountAccessKeysPresent",
+        "cloudtrail lookup-events",
+        "AttributeValue=root",
+    ):
+        assert call in text, call
+    with gd.bot.session() as session:
+        assert session.scalars(select(ContainmentRequest)).all() == []
+        incident = session.scalars(select(Incident)).one()
+        events = session.scalars(
+            select(TimelineEvent).where(TimelineEvent.kind == "containment.checklist")
+        ).all()
+        assert [json.loads(e.details)["items"] for e in events] == [
+            ["mfa", "access_keys", "cloudtrail", "credentials"]
+        ]
+        assert "root credentials" in incident.facts["not_automatic"]["containment"]
