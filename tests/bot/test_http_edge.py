@@ -1,0 +1,104 @@
+"""POST /slack/events at the edge: garbage, forged and replayed requests over real HTTP."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from storage.models import Incident
+from tests.bot.conftest import SECRET, BotUnderTest
+from tests.slack_signing import JSON, signed_headers, slash_command_body
+
+
+def count(bot: BotUnderTest, model: type) -> int:
+    with bot.session() as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def raw_post(url: str, head: list[tuple[str, str]], body: bytes) -> tuple[int, bytes]:
+    """A request with exactly these header lines (requests cannot repeat a header)."""
+    parts = urlsplit(url)
+    lines = [f"POST {parts.path} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in head]
+    lines.append(f"Content-Length: {len(body)}")
+    with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, data.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ("{", JSON),
+        ("payload=%7Bgarbage", "application/x-www-form-urlencoded"),
+        ("[1, 2]", JSON),
+    ],
+)
+def test_unsigned_garbage_is_refused_with_401(
+    bot: BotUnderTest, body: str, content_type: str
+) -> None:
+    response = requests.post(
+        bot.sender.url, data=body, headers={"Content-Type": content_type}, timeout=5
+    )
+    assert response.status_code == 401
+    assert "Traceback" not in response.text
+    assert count(bot, Incident) == 0
+
+
+def test_malformed_timestamps_are_refused_with_401(bot: BotUnderTest) -> None:
+    body = slash_command_body(text="open nope")
+    good = signed_headers(SECRET, body)
+    abc = {**good, "X-Slack-Request-Timestamp": "abc"}
+    assert requests.post(bot.sender.url, data=body, headers=abc, timeout=5).status_code == 401
+    ts = good["X-Slack-Request-Timestamp"]
+    twice = [
+        ("Content-Type", good["Content-Type"]),
+        ("X-Slack-Request-Timestamp", ts),
+        ("X-Slack-Request-Timestamp", ts),
+        ("X-Slack-Signature", good["X-Slack-Signature"]),
+    ]
+    status, answer = raw_post(bot.sender.url, twice, body.encode())
+    assert status == 401, answer
+    assert count(bot, Incident) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ("{", JSON),
+        ("[1, 2]", JSON),
+        ("payload=%7Bgarbage", "application/x-www-form-urlencoded"),
+        ("payload=%5B1%2C2%5D", "application/x-www-form-urlencoded"),
+    ],
+)
+def test_signed_garbage_is_a_400_not_a_500(bot: BotUnderTest, body: str, content_type: str) -> None:
+    response = bot.sender.post(body, content_type=content_type)
+    assert response.status_code == 400, response.text
+    assert response.json() == {"ok": False, "error": "bad_request"}
+
+
+def test_a_failed_signature_never_logs_the_body(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = slash_command_body(
+        text="open leak", response_url="https://hooks.slack.com/commands/T1/secret-hook"
+    )
+    caplog.set_level(logging.DEBUG)
+    forged = signed_headers("not-the-secret", body)
+    response = requests.post(bot.sender.url, data=body, headers=forged, timeout=5)
+    assert response.status_code == 401
+    time.sleep(0.05)
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "secret-hook" not in logged
+    assert "verification_token" not in logged
+    assert "invalid X-Slack-Signature" in logged
