@@ -17,6 +17,7 @@ A handler takes an `HttpRequest` (with ``.runtime``) and returns an `HttpRespons
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -31,8 +32,11 @@ from urllib.parse import parse_qsl
 from slack_bolt import BoltRequest
 from slack_bolt.context import BoltContext
 from slack_bolt.request.internals import build_context
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
 
 from bot.clock import SystemClock
+from storage.models import Cursor
 
 if TYPE_CHECKING:
     from bot.app import IncidentBotApp
@@ -249,7 +253,7 @@ def _parse_error(raw_body: str, content_type: str) -> str | None:
 
 
 def slack_events(app: IncidentBotApp) -> Handler:
-    """POST /slack/events: verify the signature, refuse unparsable bodies, then
+    """POST /slack/events: verify the signature, refuse replays and unparsable bodies, then
     hand the raw body and headers to Bolt."""
     secret = app.runtime.settings.env.slack_signing_secret
     wall_clock = SystemClock()
@@ -267,6 +271,9 @@ def slack_events(app: IncidentBotApp) -> Handler:
             if refusal is not None:
                 log.info("refused a request to /slack/events: %s", refusal)
                 return HttpResponse(401, {"ok": False, "error": "invalid_signature"})
+            if not remember_signature(request.runtime, signature, wall_clock.now()):
+                log.warning("refused a replayed signed request to /slack/events")
+                return HttpResponse(200, b"")
         raw_body = request.body.decode("utf-8", errors="replace")
         problem = _parse_error(raw_body, request.header("content-type"))
         if problem is not None:
@@ -279,6 +286,39 @@ def slack_events(app: IncidentBotApp) -> Handler:
         return HttpResponse(bolt_response.status, bolt_response.body or b"", headers)
 
     return handle
+
+
+REPLAY_PREFIX = "slack-signature:"
+_PRUNE_EVERY = 200  # inserts between deletions of signatures past the window
+
+
+class _ReplayState:
+    inserts = 0
+
+
+def remember_signature(runtime: Runtime, signature: str, now: dt.datetime) -> bool:
+    """Record a verified request's signature; False when it was seen before (a replay).
+
+    Kept in the database (a `cursors` row per signature, valued with the wall-clock second it
+    was seen), so a replay is caught by whichever process or replica it reaches. A signature
+    covers the timestamp, so rows older than the window can never match again: they are
+    deleted now and then.
+    """
+    seen = int(now.timestamp())
+    try:
+        with runtime.database.session() as session:
+            session.add(Cursor(name=REPLAY_PREFIX + signature, value=f"{seen:012d}"))
+            _ReplayState.inserts += 1
+            if _ReplayState.inserts % _PRUNE_EVERY == 1:
+                horizon = f"{seen - 2 * SIGNATURE_WINDOW:012d}"
+                session.execute(
+                    delete(Cursor).where(
+                        Cursor.name.startswith(REPLAY_PREFIX), Cursor.value < horizon
+                    )
+                )
+    except IntegrityError:
+        return False
+    return True
 
 
 def healthz(request: HttpRequest) -> HttpResponse:

@@ -11,7 +11,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from storage.models import Incident
+from storage.models import Incident, TimelineEvent
 from tests.bot.conftest import SECRET, BotUnderTest
 from tests.slack_signing import JSON, signed_headers, slash_command_body
 
@@ -85,6 +85,47 @@ def test_signed_garbage_is_a_400_not_a_500(bot: BotUnderTest, body: str, content
     response = bot.sender.post(body, content_type=content_type)
     assert response.status_code == 400, response.text
     assert response.json() == {"ok": False, "error": "bad_request"}
+
+
+def test_a_replayed_open_opens_one_incident(bot: BotUnderTest) -> None:
+    body = slash_command_body(text="open Replayed miner", response_url=bot.slack.response_url("r"))
+    headers = signed_headers(SECRET, body)
+    first = requests.post(bot.sender.url, data=body, headers=headers, timeout=5)
+    assert first.status_code == 200
+    bot.idle()
+    again = requests.post(bot.sender.url, data=body, headers=headers, timeout=5)
+    assert again.status_code == 200  # acknowledged, so the sender stops; nothing is done
+    bot.idle()
+    assert count(bot, Incident) == 1
+    assert len(bot.slack.calls_for("response_url")) == 1
+
+
+def test_a_replayed_note_is_recorded_once(bot: BotUnderTest) -> None:
+    assert bot.command("open Disk full").status_code == 200
+    bot.idle()
+    body = slash_command_body(text="note INC-1 saw it twice?")
+    headers = signed_headers(SECRET, body)
+    for _ in range(3):
+        assert requests.post(bot.sender.url, data=body, headers=headers, timeout=5).ok
+    bot.idle()
+    with bot.session() as session:
+        notes = session.scalars(
+            select(TimelineEvent.summary).where(TimelineEvent.summary.contains("saw it twice"))
+        ).all()
+    assert len(notes) == 1, notes
+
+
+def test_a_replay_is_recognised_by_another_process(bot_factory) -> None:
+    """Two app instances on one database (two replicas): the second refuses the first's."""
+    one = bot_factory()
+    two = bot_factory()
+    body = slash_command_body(text="open Across replicas", response_url=one.slack.response_url("x"))
+    headers = signed_headers(SECRET, body)
+    assert requests.post(one.sender.url, data=body, headers=headers, timeout=5).ok
+    one.idle()
+    assert requests.post(two.sender.url, data=body, headers=headers, timeout=5).ok
+    two.idle()
+    assert count(one, Incident) == 1
 
 
 def test_a_failed_signature_never_logs_the_body(
