@@ -157,7 +157,15 @@ class Router:
             return HttpResponse(400, {"ok": False, "error": "bad_content_length"})
         if length > MAX_BODY:
             return HttpResponse(413, {"ok": False, "error": "body_too_large"})
-        body = environ["wsgi.input"].read(length) if length > 0 else b""
+        if length > 0:
+            body = environ["wsgi.input"].read(length)
+        elif "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # No Content-Length: gunicorn hands the de-chunked body; read it to its end.
+            body = _read_to_end(environ["wsgi.input"], MAX_BODY + 1)
+            if len(body) > MAX_BODY:
+                return HttpResponse(413, {"ok": False, "error": "body_too_large"})
+        else:
+            body = b""
         request = HttpRequest(
             method=method,
             path=path,
@@ -171,6 +179,18 @@ class Router:
         except Exception:
             log.exception("%s %s failed", method, path)
             return HttpResponse(500, {"ok": False, "error": "internal_error"})
+
+
+def _read_to_end(stream: Any, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = stream.read(min(65536, limit - size))
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
 
 
 def _headers(environ: dict[str, Any]) -> dict[str, str]:

@@ -176,3 +176,14 @@ def test_run_without_signing_secret_in_http_mode_exits_2(tmp_path, fake_slack):
     assert done.returncode == 2
     assert "SLACK_SIGNING_SECRET" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_chunked_body_is_read_not_taken_as_empty(served, fake_slack):
+    body = slash_command_body(text="open Chunked miner", response_url=fake_slack.response_url("c"))
+    headers = signed_headers(SECRET, body)
+    halves = iter([body[:40].encode(), body[40:].encode()])  # a generator: requests chunks it
+    response = requests.post(served.sender.url, data=halves, headers=headers, timeout=10)
+    assert response.request.headers.get("Transfer-Encoding") == "chunked"
+    assert response.status_code == 200, response.text
+    fake_slack.wait_for("response_url", timeout=10)
+    assert served.count("SELECT count(*) FROM incidents") == 1
