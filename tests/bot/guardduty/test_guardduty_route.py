@@ -11,6 +11,7 @@ from typing import Any
 
 import boto3
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from storage.models import Finding, Incident, TimelineEvent
@@ -90,6 +91,19 @@ def test_no_configured_token_refuses_everything(guardduty_bot: Start) -> None:
     response = gd.post(event(ec2_detail()))
     assert response.status_code == 401
     assert "INCIDENT_BOT_INGEST_TOKEN is not set" in response.json()["error"]
+
+
+def test_a_blank_token_accepts_no_blank_password(guardduty_bot: Start) -> None:
+    gd = guardduty_bot()
+    gd.bot.runtime.settings.env.ingest_token = SecretStr(" ")
+    for credentials in (b"x: ", b"x:", b": "):
+        basic = base64.b64encode(credentials).decode()
+        response = gd.post(
+            event(ec2_detail()), token=None, headers={"Authorization": f"Basic {basic}"}
+        )
+        assert response.status_code == 401, credentials
+    assert gd.post(event(ec2_detail()), token=" ").status_code == 401
+    assert rows(gd, Finding) == 0
 
 
 def test_basic_auth_carries_the_token_for_sns_subscriptions(guardduty_bot: Start) -> None:
