@@ -33,7 +33,7 @@ from slack_bolt import BoltRequest
 from slack_bolt.context import BoltContext
 from slack_bolt.request.internals import build_context
 from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bot.clock import SystemClock
 from storage.models import Cursor
@@ -338,6 +338,10 @@ def remember_signature(runtime: Runtime, signature: str, now: dt.datetime) -> bo
                 )
     except IntegrityError:
         return False
+    except SQLAlchemyError:
+        # The database cannot write now: let the request through (its own write fails and
+        # the user is told) rather than refuse every Slack request while the database is sick.
+        log.warning("could not record a request signature; replay check skipped", exc_info=True)
     return True
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import socket
+import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import pytest
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from storage.models import Incident, TimelineEvent
 from tests.bot.conftest import SECRET, BotUnderTest
@@ -143,3 +146,37 @@ def test_a_failed_signature_never_logs_the_body(
     assert "secret-hook" not in logged
     assert "verification_token" not in logged
     assert "invalid X-Slack-Signature" in logged
+
+
+@contextmanager
+def writes_fail(bot: BotUnderTest, message: str = "database or disk is full") -> Iterator[None]:
+    """Every INSERT/UPDATE/DELETE fails as SQLite does on a full disk (reads still work)."""
+    engine = bot.runtime.database._engine
+
+    def refuse(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+            raise sqlite3.OperationalError(message)
+
+    event.listen(engine, "before_cursor_execute", refuse)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", refuse)
+
+
+def test_a_failed_write_is_not_said_to_be_recorded_and_shows_no_sql(bot: BotUnderTest) -> None:
+    assert bot.command("open Disk full").status_code == 200
+    bot.idle()
+    with writes_fail(bot):
+        response = bot.command(
+            "note INC-1 the disk is full", response_url=bot.slack.response_url("n")
+        )
+        assert response.status_code == 200, response.text
+        bot.idle()
+        answer = bot.slack.wait_for("response_url", lambda c: c.path == "/response/n")
+    text = answer.args["text"]
+    assert "failed: the database did not accept the change" in text, text
+    assert "It could not be recorded on INC-1's timeline either." in text
+    assert "recorded on INC-1's timeline." not in text.replace("could not be recorded", "")
+    for leak in ("INSERT", "OperationalError", "sqlalchemy", "[SQL"):
+        assert leak not in text, text
