@@ -4,7 +4,7 @@ Routes served by default:
 
 * ``POST /slack/events``: every Slack request, handed to Bolt (signature verified, requests
   older than five minutes refused with 401);
-* ``GET /healthz``: 200 when the database answers, 503 otherwise.
+* ``GET /healthz``: 200 when the database answers and commits a one-row write, 503 otherwise.
 
 A feature adds its own route with a ``register_routes(router)`` listed in
 ``bot.wiring.ROUTES``, e.g. GuardDuty's::
@@ -345,10 +345,51 @@ def remember_signature(runtime: Runtime, signature: str, now: dt.datetime) -> bo
     return True
 
 
+HEALTH_CURSOR = "healthz"
+HEALTH_BUSY_MS = 2_000  # a lock held longer than this is unhealthy (requests wait 30 s)
+
+
 def healthz(request: HttpRequest) -> HttpResponse:
-    if request.runtime.database.ping():
-        return HttpResponse(200, {"ok": True, "database": "ok"})
-    return HttpResponse(503, {"ok": False, "database": "unreachable"})
+    """200 only when the database answers and takes a write: reads alone kept saying "ok"
+    while every write failed (disk full, a lock held by another process)."""
+    if not request.runtime.database.ping():
+        return HttpResponse(503, {"ok": False, "database": "unreachable"})
+    if not database_writable(request.runtime):
+        return HttpResponse(503, {"ok": False, "database": "not writable"})
+    return HttpResponse(200, {"ok": True, "database": "ok"})
+
+
+def database_writable(runtime: Runtime) -> bool:
+    """Commit one tiny write (the `healthz` cursor row), waiting at most HEALTH_BUSY_MS for
+    the write lock (a request's own writes wait up to 30 s)."""
+    from storage.db import SQLITE_BUSY_TIMEOUT_MS
+
+    database = runtime.database
+    stamp = SystemClock().now().isoformat()
+    table = Cursor.__table__
+    try:
+        with database.engine.connect() as conn:
+            raw = conn.connection.dbapi_connection  # no autobegin: set the timeout first
+            if database.is_sqlite:
+                raw.execute(f"PRAGMA busy_timeout={HEALTH_BUSY_MS}")
+            try:
+                with conn.begin():
+                    if not database.is_sqlite:
+                        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{HEALTH_BUSY_MS}ms'")
+                    updated = conn.execute(
+                        table.update().where(table.c.name == HEALTH_CURSOR).values(value=stamp)
+                    )
+                    if not updated.rowcount:
+                        conn.execute(table.insert().values(name=HEALTH_CURSOR, value=stamp))
+            finally:
+                if database.is_sqlite:
+                    raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    except IntegrityError:
+        return True  # a concurrent check inserted the row first: that write worked
+    except SQLAlchemyError:
+        log.warning("health check: the database does not take writes", exc_info=True)
+        return False
+    return True
 
 
 def core_router(app: IncidentBotApp) -> Router:

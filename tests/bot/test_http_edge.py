@@ -180,3 +180,27 @@ def test_a_failed_write_is_not_said_to_be_recorded_and_shows_no_sql(bot: BotUnde
     assert "recorded on INC-1's timeline." not in text.replace("could not be recorded", "")
     for leak in ("INSERT", "OperationalError", "sqlalchemy", "[SQL"):
         assert leak not in text, text
+
+
+def test_healthz_is_503_while_writes_fail(bot: BotUnderTest) -> None:
+    healthz = f"{bot.url}/healthz"
+    assert requests.get(healthz, timeout=5).json() == {"ok": True, "database": "ok"}
+    with writes_fail(bot):
+        response = requests.get(healthz, timeout=5)
+    assert response.status_code == 503
+    assert response.json() == {"ok": False, "database": "not writable"}
+    assert requests.get(healthz, timeout=5).status_code == 200
+
+
+def test_healthz_is_503_while_another_process_holds_the_write_lock(bot: BotUnderTest) -> None:
+    holder = sqlite3.connect(bot.runtime.database.url.removeprefix("sqlite:///"))
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        response = requests.get(f"{bot.url}/healthz", timeout=10)
+        assert response.status_code == 503
+        assert time.monotonic() - started < 5  # not the 30 s busy timeout of requests
+    finally:
+        holder.rollback()
+        holder.close()
+    assert requests.get(f"{bot.url}/healthz", timeout=5).status_code == 200
