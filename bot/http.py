@@ -256,11 +256,7 @@ def verify_slack_signature(
 def _parse_error(raw_body: str, content_type: str) -> str | None:
     """Why a signed body is not one Slack sends (None: Bolt can parse it)."""
     if content_type.startswith("application/json") or raw_body.startswith("{"):
-        try:
-            parsed = json.loads(raw_body)
-        except (json.JSONDecodeError, RecursionError):
-            return "body is not JSON"
-        return None if isinstance(parsed, dict) else "body is not a JSON object"
+        return None if isinstance(_json_object(raw_body), dict) else "body is not a JSON object"
     form = dict(parse_qsl(raw_body, keep_blank_values=True))
     if "payload" in form:
         try:
@@ -270,6 +266,26 @@ def _parse_error(raw_body: str, content_type: str) -> str | None:
         if not isinstance(payload, dict):
             return "payload is not a JSON object"
     return None
+
+
+def _json_object(raw_body: str) -> Any:
+    try:
+        return json.loads(raw_body)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+
+
+def _event_id(raw_body: str) -> str | None:
+    """An Events API callback's event_id (None for commands, clicks and other bodies)."""
+    if not raw_body.startswith("{") or '"event_id"' not in raw_body:
+        return None
+    body = _json_object(raw_body)
+    if not isinstance(body, dict) or body.get("type") != "event_callback":
+        return None
+    event_id = body.get("event_id")
+    if not isinstance(event_id, str):
+        return None
+    return event_id if 0 < len(event_id) <= 100 else None
 
 
 def slack_events(app: IncidentBotApp) -> Handler:
@@ -291,7 +307,7 @@ def slack_events(app: IncidentBotApp) -> Handler:
             if refusal is not None:
                 log.info("refused a request to /slack/events: %s", refusal)
                 return HttpResponse(401, {"ok": False, "error": "invalid_signature"})
-            if not remember_signature(request.runtime, signature, wall_clock.now()):
+            if not remember(request.runtime, REPLAY_PREFIX + signature, wall_clock.now()):
                 log.warning("refused a replayed signed request to /slack/events")
                 return HttpResponse(200, b"")
         raw_body = request.body.decode("utf-8", errors="replace")
@@ -299,6 +315,15 @@ def slack_events(app: IncidentBotApp) -> Handler:
         if problem is not None:
             log.warning("refused a signed request to /slack/events: %s", problem)
             return HttpResponse(400, {"ok": False, "error": "bad_request"})
+        event_id = _event_id(raw_body)
+        if event_id and not remember(request.runtime, EVENT_PREFIX + event_id, wall_clock.now()):
+            # Slack re-delivers an event it thinks failed (X-Slack-Retry-Num), re-signed.
+            log.info(
+                "event %s was already received; retry %s acknowledged",
+                event_id,
+                request.header("x-slack-retry-num") or "-",
+            )
+            return HttpResponse(200, b"")
         bolt_response = app.dispatch(
             bolt_request(raw_body, query=request.query, headers=dict(request.headers))
         )
@@ -309,6 +334,7 @@ def slack_events(app: IncidentBotApp) -> Handler:
 
 
 REPLAY_PREFIX = "slack-signature:"
+EVENT_PREFIX = "slack-event:"
 _PRUNE_EVERY = 200  # inserts between deletions of signatures past the window
 
 
@@ -316,26 +342,26 @@ class _ReplayState:
     inserts = 0
 
 
-def remember_signature(runtime: Runtime, signature: str, now: dt.datetime) -> bool:
-    """Record a verified request's signature; False when it was seen before (a replay).
+def remember(runtime: Runtime, key: str, now: dt.datetime) -> bool:
+    """Record a verified request's signature (or an event's id); False when it was seen
+    before (a replay, or Slack's retry of an event already received).
 
-    Kept in the database (a `cursors` row per signature, valued with the wall-clock second it
-    was seen), so a replay is caught by whichever process or replica it reaches. A signature
-    covers the timestamp, so rows older than the window can never match again: they are
-    deleted now and then.
+    Kept in the database (a `cursors` row per key, valued with the wall-clock second it was
+    seen), so a replay is caught by whichever process or replica it reaches. A signature
+    covers the timestamp, so rows older than the window can never match again, and Slack
+    retries an event within minutes: they are deleted now and then.
     """
     seen = int(now.timestamp())
     try:
         with runtime.database.session() as session:
-            session.add(Cursor(name=REPLAY_PREFIX + signature, value=f"{seen:012d}"))
+            session.add(Cursor(name=key, value=f"{seen:012d}"))
             _ReplayState.inserts += 1
             if _ReplayState.inserts % _PRUNE_EVERY == 1:
-                horizon = f"{seen - 2 * SIGNATURE_WINDOW:012d}"
-                session.execute(
-                    delete(Cursor).where(
-                        Cursor.name.startswith(REPLAY_PREFIX), Cursor.value < horizon
+                horizon = f"{seen - 4 * SIGNATURE_WINDOW:012d}"
+                for prefix in (REPLAY_PREFIX, EVENT_PREFIX):
+                    session.execute(
+                        delete(Cursor).where(Cursor.name.startswith(prefix), Cursor.value < horizon)
                     )
-                )
     except IntegrityError:
         return False
     except SQLAlchemyError:

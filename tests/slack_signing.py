@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import hmac
+import itertools
 import json
 import threading
 import time
@@ -127,11 +128,16 @@ def interactivity_body(payload: dict[str, Any]) -> str:
     return f"payload={quote(json.dumps(payload))}"
 
 
+_event_numbers = itertools.count(1)
+
+
 def event_callback_body(event: dict[str, Any] | None = None, **fields: Any) -> str:
     """bolt-python's real event_callback envelope with `event` (and top-level fields) replaced."""
     envelope = fixture_json("bolt-python__message_event_callback.json")
     if event is not None:
         envelope["event"] = event
+    # Every delivery has its own event_id (a retry repeats it; the app acknowledges those).
+    envelope["event_id"] = f"Ev{next(_event_numbers):09d}"
     envelope.update(fields)
     return json.dumps(envelope)
 

@@ -16,7 +16,7 @@ from sqlalchemy import event, func, select
 
 from storage.models import Incident, TimelineEvent
 from tests.bot.conftest import SECRET, BotUnderTest
-from tests.slack_signing import JSON, signed_headers, slash_command_body
+from tests.slack_signing import JSON, event_callback_body, signed_headers, slash_command_body
 
 
 def count(bot: BotUnderTest, model: type) -> int:
@@ -204,3 +204,27 @@ def test_healthz_is_503_while_another_process_holds_the_write_lock(bot: BotUnder
         holder.rollback()
         holder.close()
     assert requests.get(f"{bot.url}/healthz", timeout=5).status_code == 200
+
+
+def test_slack_retries_of_an_event_already_received_are_acknowledged_once(
+    bot: BotUnderTest,
+) -> None:
+    """Slack re-delivers an event (re-signed, X-Slack-Retry-Num) it thinks failed."""
+    home = {"type": "app_home_opened", "user": "W111", "channel": "D0HOME", "tab": "home"}
+    body = event_callback_body(home, event_id="Ev0RETRIED")
+    assert bot.sender.post(body, content_type=JSON).status_code == 200
+    bot.slack.wait_for("views.publish")
+    bot.idle()
+    for retry in ("1", "2"):
+        again = bot.sender.post(
+            body,
+            content_type=JSON,
+            headers={"X-Slack-Retry-Num": retry, "X-Slack-Retry-Reason": "http_timeout"},
+        )
+        assert again.status_code == 200
+    bot.idle()
+    assert len(bot.slack.calls_for("views.publish")) == 1
+    # Another event is still handled.
+    assert bot.sender.event(home).status_code == 200
+    bot.idle()
+    assert len(bot.slack.calls_for("views.publish")) == 2
