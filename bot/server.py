@@ -46,7 +46,8 @@ BACKGROUND_GRACE = 20.0  # of which background jobs get this long to finish
 HEAD_TIMEOUT = 10.0  # seconds a client has to send its whole request (Slack sends at once)
 SOCKET_TIMEOUT = 10.0  # a thread's longest wait on one client's socket
 MAX_BUFFERED = 2 * 1024 * 1024 + 65536  # bot.http.MAX_BODY plus a generous head
-_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([0-9]{1,12})[ \t]*$")
+_EXPECT_CONTINUE = re.compile(rb"(?im)^expect:[ \t]*100-continue[ \t]*\r?$")
+_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([0-9]{1,12})[ \t]*\r?$")
 GC_YOUNG_THRESHOLD = 10_000  # allocations between young-generation collections (default 700)
 
 WsgiApp = Callable[..., Any]
@@ -199,6 +200,8 @@ def _request_complete(data: bytes) -> bool:
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return len(data) > MAX_BUFFERED
+    if _EXPECT_CONTINUE.search(data[:end]):
+        return True  # the client waits for "100 Continue" (gunicorn sends it) before the body
     match = _CONTENT_LENGTH.search(data[:end])
     length = int(match.group(1)) if match else 0
     return len(data) - end - 4 >= min(length, MAX_BUFFERED)

@@ -219,3 +219,23 @@ def test_idle_half_open_clients_cannot_starve_the_server(served, fake_slack):
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_a_client_waiting_for_100_continue_gets_it_before_sending_the_body(served):
+    """curl and other clients hold a body back until the server says 100 Continue."""
+    body = slash_command_body(text="list").encode()
+    headers = signed_headers(SECRET, body)
+    host, port = served.url.removeprefix("http://").split(":")
+    head = (
+        "POST /slack/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nExpect: 100-continue\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=1) as sock:
+        sock.sendall(head.encode())
+        assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
