@@ -173,9 +173,14 @@ def signed_requests(count: int) -> list[tuple[bytes, dict[str, str]]]:
 
     rng = random.Random(7)
     out = []
-    for _ in range(count):
+    for n in range(count):
+        # Each request its own trigger_id, as from Slack: the bot refuses an exact repeat of
+        # a signed request as a replay.
         body = slash_command_body(
-            "/incident", f"status INC-{rng.randint(1, OPEN_INCIDENTS)}", channel_id="C0INCIDENT"
+            "/incident",
+            f"status INC-{rng.randint(1, OPEN_INCIDENTS)}",
+            channel_id="C0INCIDENT",
+            trigger_id=f"{n}.{rng.randrange(10**12)}.bench",
         )
         out.append((body.encode(), signed_headers(SECRET, body)))
     return out

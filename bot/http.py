@@ -4,7 +4,7 @@ Routes served by default:
 
 * ``POST /slack/events``: every Slack request, handed to Bolt (signature verified, requests
   older than five minutes refused with 401);
-* ``GET /healthz``: 200 when the database answers, 503 otherwise.
+* ``GET /healthz``: 200 when the database answers and commits a one-row write, 503 otherwise.
 
 A feature adds its own route with a ``register_routes(router)`` listed in
 ``bot.wiring.ROUTES``, e.g. GuardDuty's::
@@ -17,8 +17,12 @@ A handler takes an `HttpRequest` (with ``.runtime``) and returns an `HttpRespons
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import hmac
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,6 +32,11 @@ from urllib.parse import parse_qsl
 from slack_bolt import BoltRequest
 from slack_bolt.context import BoltContext
 from slack_bolt.request.internals import build_context
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from bot.clock import SystemClock
+from storage.models import Cursor
 
 if TYPE_CHECKING:
     from bot.app import IncidentBotApp
@@ -148,7 +157,15 @@ class Router:
             return HttpResponse(400, {"ok": False, "error": "bad_content_length"})
         if length > MAX_BODY:
             return HttpResponse(413, {"ok": False, "error": "body_too_large"})
-        body = environ["wsgi.input"].read(length) if length > 0 else b""
+        if length > 0:
+            body = environ["wsgi.input"].read(length)
+        elif "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # No Content-Length: gunicorn hands the de-chunked body; read it to its end.
+            body = _read_to_end(environ["wsgi.input"], MAX_BODY + 1)
+            if len(body) > MAX_BODY:
+                return HttpResponse(413, {"ok": False, "error": "body_too_large"})
+        else:
+            body = b""
         request = HttpRequest(
             method=method,
             path=path,
@@ -162,6 +179,18 @@ class Router:
         except Exception:
             log.exception("%s %s failed", method, path)
             return HttpResponse(500, {"ok": False, "error": "internal_error"})
+
+
+def _read_to_end(stream: Any, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = stream.read(min(65536, limit - size))
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
 
 
 def _headers(environ: dict[str, Any]) -> dict[str, str]:
@@ -199,16 +228,104 @@ def bolt_request(raw_body: str, *, query: str, headers: dict[str, str]) -> BoltR
     return request
 
 
+SIGNATURE_WINDOW = 300  # seconds: Slack's own limit for a request's timestamp
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
+
+
+def verify_slack_signature(
+    secret: str, *, body: bytes, timestamp: str, signature: str, now: float
+) -> str | None:
+    """Why the request is not Slack's (None: it is). Checked here, before anything parses the
+    body: Bolt parses first and answers garbage with 500 and a stack trace, and logs the whole
+    body (with Slack's legacy verification token and the response_url) of a request that
+    fails its own check."""
+    if not _TIMESTAMP.fullmatch(timestamp):
+        return "missing or malformed X-Slack-Request-Timestamp"
+    if abs(now - int(timestamp)) > SIGNATURE_WINDOW:
+        return "stale X-Slack-Request-Timestamp"
+    if not _SIGNATURE.fullmatch(signature):
+        return "missing or malformed X-Slack-Signature"
+    base = b"v0:" + timestamp.encode() + b":" + body
+    expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, signature):
+        return "invalid X-Slack-Signature"
+    return None
+
+
+def _parse_error(raw_body: str, content_type: str) -> str | None:
+    """Why a signed body is not one Slack sends (None: Bolt can parse it)."""
+    if content_type.startswith("application/json") or raw_body.startswith("{"):
+        return None if isinstance(_json_object(raw_body), dict) else "body is not a JSON object"
+    form = dict(parse_qsl(raw_body, keep_blank_values=True))
+    if "payload" in form:
+        try:
+            payload = json.loads(form["payload"])
+        except (json.JSONDecodeError, RecursionError):
+            return "payload is not JSON"
+        if not isinstance(payload, dict):
+            return "payload is not a JSON object"
+    return None
+
+
+def _json_object(raw_body: str) -> Any:
+    try:
+        return json.loads(raw_body)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+
+
+def _event_id(raw_body: str) -> str | None:
+    """An Events API callback's event_id (None for commands, clicks and other bodies)."""
+    if not raw_body.startswith("{") or '"event_id"' not in raw_body:
+        return None
+    body = _json_object(raw_body)
+    if not isinstance(body, dict) or body.get("type") != "event_callback":
+        return None
+    event_id = body.get("event_id")
+    if not isinstance(event_id, str):
+        return None
+    return event_id if 0 < len(event_id) <= 100 else None
+
+
 def slack_events(app: IncidentBotApp) -> Handler:
-    """POST /slack/events: hand the raw body and headers to Bolt, which verifies the signature."""
+    """POST /slack/events: verify the signature, refuse replays and unparsable bodies, then
+    hand the raw body and headers to Bolt."""
+    secret = app.runtime.settings.env.slack_signing_secret
+    wall_clock = SystemClock()
 
     def handle(request: HttpRequest) -> HttpResponse:
-        bolt_response = app.dispatch(
-            bolt_request(
-                request.body.decode("utf-8", errors="replace"),
-                query=request.query,
-                headers=dict(request.headers),
+        if secret is not None:
+            signature = request.header("x-slack-signature")
+            refusal = verify_slack_signature(
+                secret.get_secret_value(),
+                body=request.body,
+                timestamp=request.header("x-slack-request-timestamp"),
+                signature=signature,
+                now=wall_clock.now().timestamp(),
             )
+            if refusal is not None:
+                log.info("refused a request to /slack/events: %s", refusal)
+                return HttpResponse(401, {"ok": False, "error": "invalid_signature"})
+            if not remember(request.runtime, REPLAY_PREFIX + signature, wall_clock.now()):
+                log.warning("refused a replayed signed request to /slack/events")
+                return HttpResponse(200, b"")
+        raw_body = request.body.decode("utf-8", errors="replace")
+        problem = _parse_error(raw_body, request.header("content-type"))
+        if problem is not None:
+            log.warning("refused a signed request to /slack/events: %s", problem)
+            return HttpResponse(400, {"ok": False, "error": "bad_request"})
+        event_id = _event_id(raw_body)
+        if event_id and not remember(request.runtime, EVENT_PREFIX + event_id, wall_clock.now()):
+            # Slack re-delivers an event it thinks failed (X-Slack-Retry-Num), re-signed.
+            log.info(
+                "event %s was already received; retry %s acknowledged",
+                event_id,
+                request.header("x-slack-retry-num") or "-",
+            )
+            return HttpResponse(200, b"")
+        bolt_response = app.dispatch(
+            bolt_request(raw_body, query=request.query, headers=dict(request.headers))
         )
         headers = {name: ", ".join(values) for name, values in bolt_response.headers.items()}
         return HttpResponse(bolt_response.status, bolt_response.body or b"", headers)
@@ -216,10 +333,89 @@ def slack_events(app: IncidentBotApp) -> Handler:
     return handle
 
 
+REPLAY_PREFIX = "slack-signature:"
+EVENT_PREFIX = "slack-event:"
+_PRUNE_EVERY = 200  # inserts between deletions of signatures past the window
+
+
+class _ReplayState:
+    inserts = 0
+
+
+def remember(runtime: Runtime, key: str, now: dt.datetime) -> bool:
+    """Record a verified request's signature (or an event's id); False when it was seen
+    before (a replay, or Slack's retry of an event already received).
+
+    Kept in the database (a `cursors` row per key, valued with the wall-clock second it was
+    seen), so a replay is caught by whichever process or replica it reaches. A signature
+    covers the timestamp, so rows older than the window can never match again, and Slack
+    retries an event within minutes: they are deleted now and then.
+    """
+    seen = int(now.timestamp())
+    try:
+        with runtime.database.session() as session:
+            session.add(Cursor(name=key, value=f"{seen:012d}"))
+            _ReplayState.inserts += 1
+            if _ReplayState.inserts % _PRUNE_EVERY == 1:
+                horizon = f"{seen - 4 * SIGNATURE_WINDOW:012d}"
+                for prefix in (REPLAY_PREFIX, EVENT_PREFIX):
+                    session.execute(
+                        delete(Cursor).where(Cursor.name.startswith(prefix), Cursor.value < horizon)
+                    )
+    except IntegrityError:
+        return False
+    except SQLAlchemyError:
+        # The database cannot write now: let the request through (its own write fails and
+        # the user is told) rather than refuse every Slack request while the database is sick.
+        log.warning("could not record a request signature; replay check skipped", exc_info=True)
+    return True
+
+
+HEALTH_CURSOR = "healthz"
+HEALTH_BUSY_MS = 2_000  # a lock held longer than this is unhealthy (requests wait 30 s)
+
+
 def healthz(request: HttpRequest) -> HttpResponse:
-    if request.runtime.database.ping():
-        return HttpResponse(200, {"ok": True, "database": "ok"})
-    return HttpResponse(503, {"ok": False, "database": "unreachable"})
+    """200 only when the database answers and takes a write: reads alone kept saying "ok"
+    while every write failed (disk full, a lock held by another process)."""
+    if not request.runtime.database.ping():
+        return HttpResponse(503, {"ok": False, "database": "unreachable"})
+    if not database_writable(request.runtime):
+        return HttpResponse(503, {"ok": False, "database": "not writable"})
+    return HttpResponse(200, {"ok": True, "database": "ok"})
+
+
+def database_writable(runtime: Runtime) -> bool:
+    """Commit one tiny write (the `healthz` cursor row), waiting at most HEALTH_BUSY_MS for
+    the write lock (a request's own writes wait up to 30 s)."""
+    from storage.db import SQLITE_BUSY_TIMEOUT_MS
+
+    database = runtime.database
+    stamp = SystemClock().now().isoformat()
+    table = Cursor.__table__
+    try:
+        with database.engine.connect() as conn:
+            raw = conn.connection.dbapi_connection  # no autobegin: set the timeout first
+            if database.is_sqlite:
+                raw.execute(f"PRAGMA busy_timeout={HEALTH_BUSY_MS}")
+            try:
+                with conn.begin():
+                    if not database.is_sqlite:
+                        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{HEALTH_BUSY_MS}ms'")
+                    updated = conn.execute(
+                        table.update().where(table.c.name == HEALTH_CURSOR).values(value=stamp)
+                    )
+                    if not updated.rowcount:
+                        conn.execute(table.insert().values(name=HEALTH_CURSOR, value=stamp))
+            finally:
+                if database.is_sqlite:
+                    raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    except IntegrityError:
+        return True  # a concurrent check inserted the row first: that write worked
+    except SQLAlchemyError:
+        log.warning("health check: the database does not take writes", exc_info=True)
+        return False
+    return True
 
 
 def core_router(app: IncidentBotApp) -> Router:

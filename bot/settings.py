@@ -218,6 +218,20 @@ class EnvSettings(BaseSettings):
         default=None, validation_alias="INCIDENT_BOT_TIMELINE_KEY"
     )
 
+    @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token", "ingest_token")
+    @classmethod
+    def _credential(cls, v: SecretStr | None) -> SecretStr | None:
+        # A blank secret used to start a bot that refused every request (or, for the ingest
+        # token, accepted a blank password); whitespace around one never survives a header.
+        if v is None:
+            return v
+        value = v.get_secret_value()
+        if not value.strip():
+            raise ValueError("is set but empty; set the real value or unset the variable")
+        if value != value.strip():
+            raise ValueError("must not start or end with whitespace")
+        return v
+
     @field_validator("timeline_key")
     @classmethod
     def _key(cls, v: SecretStr | None) -> SecretStr | None:

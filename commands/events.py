@@ -22,9 +22,10 @@ def record_quietly(
     incident_id: int | None = None,
     incident_key: str | None = None,
     actor: str = "system",
-) -> None:
+) -> bool:
     """Append one timeline event; never raises (a record must not undo what it records,
-    and the database may be what failed). The incident by id or by key."""
+    and the database may be what failed). The incident by id or by key. Whether it was
+    written: callers must not say "recorded" when it was not."""
     try:
         with database.session() as session:
             incident = (
@@ -33,7 +34,7 @@ def record_quietly(
                 else get_incident(session=session, key=incident_key or "")
             )
             if incident is None:
-                return
+                return False
             append_event(
                 session=session,
                 incident=incident,
@@ -44,3 +45,5 @@ def record_quietly(
             )
     except Exception:
         log.exception("could not record %s on incident %s", kind, incident_id or incident_key)
+        return False
+    return True

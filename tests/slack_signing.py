@@ -11,7 +11,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import hmac
+import itertools
 import json
+import threading
 import time
 from functools import cache
 from pathlib import Path
@@ -126,13 +128,35 @@ def interactivity_body(payload: dict[str, Any]) -> str:
     return f"payload={quote(json.dumps(payload))}"
 
 
+_event_numbers = itertools.count(1)
+
+
 def event_callback_body(event: dict[str, Any] | None = None, **fields: Any) -> str:
     """bolt-python's real event_callback envelope with `event` (and top-level fields) replaced."""
     envelope = fixture_json("bolt-python__message_event_callback.json")
     if event is not None:
         envelope["event"] = event
+    # Every delivery has its own event_id (a retry repeats it; the app acknowledges those).
+    envelope["event_id"] = f"Ev{next(_event_numbers):09d}"
     envelope.update(fields)
     return json.dumps(envelope)
+
+
+_last_sent: dict[str, int] = {}
+_last_sent_lock = threading.Lock()
+
+
+def fresh_timestamp(body: str) -> int:
+    """Now, or one second past the last time this very body was signed.
+
+    Slack never sends the same bytes twice (each request has its own trigger_id or event_id,
+    a retry its own timestamp), and the app refuses an exact repeat as a replay; tests that
+    send one fixture body several times get distinct signatures this way."""
+    key = hashlib.sha256(body.encode()).hexdigest()
+    with _last_sent_lock:
+        ts = max(int(time.time()), _last_sent.get(key, 0) + 1)
+        _last_sent[key] = ts
+    return ts
 
 
 class SlackSender:
@@ -152,6 +176,8 @@ class SlackSender:
         headers: dict[str, str] | None = None,
         timeout: float = 10.0,
     ) -> requests.Response:
+        if timestamp is None:
+            timestamp = fresh_timestamp(body)
         sent = signed_headers(self.secret, body, timestamp=timestamp, content_type=content_type)
         sent.update(headers or {})
         return self.session.post(self.url, data=body.encode(), headers=sent, timeout=timeout)

@@ -84,7 +84,9 @@ def handle_events(request: HttpRequest) -> HttpResponse:
 
 def _authenticate(runtime: Runtime, header: str) -> HttpResponse | None:
     secret = runtime.settings.env.ingest_token
-    if secret is None or not secret.get_secret_value():
+    # Settings refuse a blank token at start; a blank one here still never matches a blank
+    # password (`Authorization: Basic` of "x: ").
+    if secret is None or not secret.get_secret_value().strip():
         return _refuse(401, "ingest is disabled: INCIDENT_BOT_INGEST_TOKEN is not set")
     token = secret.get_secret_value().encode()
     scheme, _, credentials = header.strip().partition(" ")

@@ -57,8 +57,15 @@ def on_severity(
     ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, context: BoltContext
 ) -> None:
     runtime = runtime_of(context)
-    key = _card_key(body)
-    level = (action.get("selected_option") or {}).get("value", "")
+    level = str((action.get("selected_option") or {}).get("value", ""))
+    try:
+        key = _card_key(body)
+    except UserError as exc:
+        # No incident to act on: say so to the clicker (Slack shows nothing of the ack body).
+        answer = Reply(bk.esc(exc.message))
+        inv = action_invocation(runtime, body, respond, name="severity")
+        dispatch(inv, lambda _i: answer, background=True, ack=ack)
+        return
     inv = action_invocation(runtime, body, respond, name="severity", args=key)
     dispatch(
         inv,
@@ -72,20 +79,25 @@ def on_severity(
 def on_timeline(
     ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, context: BoltContext
 ) -> None:
-    inv = action_invocation(
-        runtime_of(context), body, respond, name="timeline", args=action["value"]
-    )
-    dispatch(inv, timeline_cmd, background=True, ack=ack, answer_in_ack=False)
+    key = _button_key(action)
+    inv = action_invocation(runtime_of(context), body, respond, name="timeline", args=key)
+
+    def work(i: Invocation) -> Reply | None:
+        _require_key(key, "/incident timeline INC-N")
+        return timeline_cmd(i)
+
+    dispatch(inv, work, background=True, ack=ack, answer_in_ack=False)
 
 
 def on_note(
     ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, context: BoltContext
 ) -> None:
     runtime = runtime_of(context)
-    key = action["value"]
+    key = _button_key(action)
     inv = action_invocation(runtime, body, respond, name="note", args=key)
 
     def open_modal(i: Invocation) -> None:
+        _require_key(key, "/incident note INC-N and the note")
         runtime.client.views_open(trigger_id=i.trigger_id, view=note_modal(key, i.channel_id))
 
     # views.open must use the trigger within 3 s, so it runs before the ack returns.
@@ -116,10 +128,11 @@ def _status_button(
 ) -> None:
     """Resolve…/Close…: check the move is allowed, then ask for a summary."""
     runtime = runtime_of(context)
-    key = action["value"]
+    key = _button_key(action)
     inv = action_invocation(runtime, body, respond, name=verb.lower(), args=key)
 
     def open_modal(i: Invocation) -> None:
+        _require_key(key, f"/incident {status.removesuffix('d')} INC-N and a summary")
         with runtime.database.read_session() as session:
             found = svc.get_incident(session=session, key=key)
             if status not in svc.TRANSITIONS.get(found.status, ()):
@@ -139,12 +152,26 @@ def register(app: IncidentBotApp) -> None:
     app.action("incident_close")(on_close)
 
 
+def _button_key(action: dict[str, Any]) -> str:
+    """The incident key a card button carries ("" when the payload has none)."""
+    value = action.get("value")
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _require_key(key: str, instead: str) -> None:
+    if not svc.looks_like_key(key):
+        raise UserError(f"This button does not name an incident; use {instead} instead.")
+
+
 def _card_key(body: dict[str, Any]) -> str:
     """The incident key of the card a menu sits on (menus carry no value of their own)."""
-    for block in (body.get("message") or {}).get("blocks", []):
-        for element in block.get("elements", []):
-            value = element.get("value", "")
-            if svc.looks_like_key(value):
+    message = body.get("message")
+    blocks = message.get("blocks") if isinstance(message, dict) else None
+    for block in blocks if isinstance(blocks, list) else []:
+        elements = block.get("elements") if isinstance(block, dict) else None
+        for element in elements if isinstance(elements, list) else []:
+            value = element.get("value") if isinstance(element, dict) else None
+            if isinstance(value, str) and svc.looks_like_key(value):
                 return value
     raise UserError("This card no longer names its incident; use /incident severity INC-N.")
 

@@ -15,7 +15,7 @@ from bot.app import runtime_of
 from bot.approvals.service import Proposal, service
 from bot.listeners.actions import action_invocation
 from bot.listeners.slash import Invocation, Reply, dispatch
-from bot.listeners.views import field_value, view_invocation
+from bot.listeners.views import field_value, metadata, view_invocation
 from bot.views import blocks as bk
 from bot.views.approval_card import APPROVE, REJECT, RETRY, ROLLBACK, reject_modal
 from commands import incidents as svc
@@ -194,10 +194,10 @@ def on_reject_submit(
     if not reason:
         ack(response_action="errors", errors={"reason": "Say why you reject it."})
         return
-    meta = json.loads(view.get("private_metadata") or "{}")
+    meta = metadata(view)
     inv = view_invocation(runtime, body, name="reject")
     inv.incident_key = None
-    request_id = int(meta.get("request_id") or 0)
+    request_id = _request_id({"value": meta.get("request_id", "")})
 
     def work(i: Invocation) -> Reply:
         return Reply(

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, BoltContext, Respond
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.app import runtime_of
 from bot.background import Busy
@@ -223,8 +224,7 @@ def dispatch(
             reply = Reply(bk.esc(exc.message))
         except Exception as exc:
             log.exception("%s failed", inv.label)
-            report_failure(inv, exc)
-            reply = Reply(failure_text(inv, exc))
+            reply = Reply(failure_text(inv, exc, recorded=report_failure(inv, exc)))
         if reply is not None and not answer_in_ack:
             inv.followups.insert(0, ("reply", lambda: reply))
         if inv.followups:
@@ -280,17 +280,30 @@ def submit(inv: Invocation, description: str, fn: Callable[[], Reply | None]) ->
     )
 
 
-def failure_text(inv: Invocation, exc: BaseException) -> str:
-    where = f" It is recorded on {inv.incident_key}'s timeline." if inv.incident_key else ""
+def failure_text(inv: Invocation, exc: BaseException, *, recorded: bool) -> str:
+    """What the user is told: only what is true (`recorded`: the timeline write succeeded)."""
+    where = ""
+    if inv.incident_key:
+        where = (
+            f" It is recorded on {inv.incident_key}'s timeline."
+            if recorded
+            else f" It could not be recorded on {inv.incident_key}'s timeline either."
+        )
     return (
-        f"`{bk.esc(inv.label)}` failed: {bk.esc(type(exc).__name__)}: "
-        f"{bk.esc_cut(exc, 500)}.{where} Try again, or check the bot's logs."
+        f"`{bk.esc(inv.label)}` failed: {_cause(exc)}.{where} Try again, or check the bot's logs."
     )
 
 
+def _cause(exc: BaseException) -> str:
+    """The error for a responder: an AWS or Slack error says what it is; a database error's
+    text is SQL and driver detail (kept for the logs), so it is named, not shown."""
+    if isinstance(exc, SQLAlchemyError):
+        return "the database did not accept the change (it may be busy, locked or full)"
+    return f"{bk.esc(type(exc).__name__)}: {bk.esc_cut(exc, 500)}"
+
+
 def _on_error(inv: Invocation, exc: BaseException) -> None:
-    report_failure(inv, exc)
-    inv.send(Reply(failure_text(inv, exc)))
+    inv.send(Reply(failure_text(inv, exc, recorded=report_failure(inv, exc))))
 
 
 def _on_interrupt(inv: Invocation) -> None:
@@ -308,8 +321,9 @@ def _on_interrupt(inv: Invocation) -> None:
     )
 
 
-def report_failure(inv: Invocation, exc: BaseException) -> None:
-    record_on_timeline(
+def report_failure(inv: Invocation, exc: BaseException) -> bool:
+    """Record the failure on the incident's timeline; whether that worked."""
+    return record_on_timeline(
         inv,
         kind="bot.error",
         summary=f"{inv.label} by {inv.user_id} failed: {type(exc).__name__}: {exc}",
@@ -319,13 +333,14 @@ def report_failure(inv: Invocation, exc: BaseException) -> None:
 
 def record_on_timeline(
     inv: Invocation, *, kind: str, summary: str, details: dict[str, Any]
-) -> None:
-    """Best effort: an error report must not raise (the database may be what failed)."""
+) -> bool:
+    """Best effort: an error report must not raise (the database may be what failed).
+    Whether the event was written."""
     if not inv.incident_key:
-        return
+        return False
     from commands.events import record_quietly
 
-    record_quietly(
+    return record_quietly(
         inv.runtime.database,
         incident_key=inv.incident_key,
         kind=kind,

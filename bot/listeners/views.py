@@ -19,14 +19,26 @@ from bot.listeners.incident_subcommands import change_status
 from bot.listeners.slash import Invocation, Reply, dispatch
 from bot.views import blocks as bk
 from commands import incidents as svc
+from commands.errors import UserError
 
 if TYPE_CHECKING:
     from bot.app import IncidentBotApp
     from bot.runtime import Runtime
 
 
+def metadata(view: dict[str, Any]) -> dict[str, Any]:
+    """A modal's private_metadata as a JSON object ({} when absent or not one)."""
+    raw = view.get("private_metadata") if isinstance(view, dict) else None
+    try:
+        meta = json.loads(raw) if isinstance(raw, str) and raw else {}
+    except (json.JSONDecodeError, RecursionError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def view_invocation(runtime: Runtime, body: dict[str, Any], *, name: str) -> Invocation:
-    meta = json.loads(body["view"].get("private_metadata") or "{}")
+    meta = metadata(body.get("view") or {})
+    meta = {k: v for k, v in meta.items() if isinstance(v, str)}
     user_id = body["user"]["id"]
 
     def reply_to(reply: Reply) -> None:
@@ -45,8 +57,13 @@ def view_invocation(runtime: Runtime, body: dict[str, Any], *, name: str) -> Inv
 
 
 def field_value(view: dict[str, Any], block_id: str) -> str:
-    value = view["state"]["values"].get(block_id, {}).get(block_id, {}).get("value")
-    return (value or "").strip()
+    """The text typed into the input `block_id` ("" when the payload has none)."""
+    state = view.get("state") if isinstance(view, dict) else None
+    values = state.get("values") if isinstance(state, dict) else None
+    block = values.get(block_id) if isinstance(values, dict) else None
+    field = block.get(block_id) if isinstance(block, dict) else None
+    value = field.get("value") if isinstance(field, dict) else None
+    return value.strip() if isinstance(value, str) else ""
 
 
 def on_note(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext) -> None:
@@ -59,6 +76,10 @@ def on_note(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltC
     key = inv.args
 
     def work(i: Invocation) -> None:
+        if not svc.looks_like_key(key):
+            raise UserError(
+                "This form does not name an incident; use /incident note INC-N and the note."
+            )
         with runtime.database.session() as session:
             target = svc.get_incident(session=session, key=key)
             svc.add_note(session=session, incident=target, actor=i.user_id, text=text)
@@ -74,8 +95,7 @@ def on_status(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: Bol
         ack(response_action="errors", errors={"summary": "Add a one-line summary."})
         return
     inv = view_invocation(runtime, body, name="status")
-    meta = json.loads(view.get("private_metadata") or "{}")
-    status = meta.get("status", "")
+    status = str(metadata(view).get("status", ""))
 
     def work(i: Invocation) -> Reply:
         return change_status(i, i.args, status, summary)

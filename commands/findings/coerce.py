@@ -17,6 +17,11 @@ from commands.findings.errors import BadFinding
 # Epoch values above this are milliseconds (1e11 s is the year 5138).
 _MS_THRESHOLD = 1e11
 _MAX_TEXT = 80
+# The largest count the database stores (PostgreSQL INTEGER); GuardDuty's real counts are far
+# smaller, so anything above is malformed rather than clipped.
+MAX_COUNT = 2**31 - 1
+# Identifier columns are String(200) (finding ids are 32 hex digits, resource ids < 100).
+MAX_IDENTIFIER = 200
 
 
 def _show(value: Any) -> str:
@@ -29,7 +34,10 @@ def number(value: Any, field: str) -> float:
     if isinstance(value, bool) or value is None:
         raise BadFinding(f"{field} must be a number, got {_show(value)}")
     if isinstance(value, int | float):
-        result = float(value)
+        try:
+            result = float(value)
+        except OverflowError:  # an int beyond any float, e.g. 10**400
+            raise BadFinding(f"{field} must be a finite number, got {_show(value)}") from None
     elif isinstance(value, str):
         try:
             result = float(value.strip())
@@ -60,9 +68,50 @@ def boolean(value: Any, field: str) -> bool:
 
 
 def text(value: Any, field: str) -> str:
+    """A string the database can store: no NUL (PostgreSQL refuses it) and no unpaired
+    UTF-16 surrogate such as a lone "\\ud800" escape (not encodable as UTF-8)."""
     if not isinstance(value, str):
         raise BadFinding(f"{field} must be a string, got {type(value).__name__}")
+    if "\x00" in value:
+        raise BadFinding(f"{field} must not contain a NUL character")
+    if not value.isascii() and not _encodable(value):
+        raise BadFinding(f"{field} contains an unpaired UTF-16 surrogate; send valid Unicode")
     return value
+
+
+def storable(value: str) -> bool:
+    """Whether `value` can go into an identifier column as it is (see `text`)."""
+    return (
+        len(value) <= MAX_IDENTIFIER
+        and "\x00" not in value
+        and (value.isascii() or _encodable(value))
+    )
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def identifier(value: Any, field: str, *, limit: int = MAX_IDENTIFIER) -> str | None:
+    """An optional id that must fit its column (`limit` characters)."""
+    result = optional_text(value, field)
+    if result is not None and len(result) > limit:
+        raise BadFinding(f"{field} is {len(result)} characters long; the limit is {limit}")
+    return result
+
+
+def count(value: Any, field: str) -> int:
+    """A non-negative whole number the database can store."""
+    result = integer(value, field)
+    if result < 0:
+        raise BadFinding(f"{field} must not be negative, got {result}")
+    if result > MAX_COUNT:
+        raise BadFinding(f"{field} must be at most {MAX_COUNT}, got {_show(value)}")
+    return result
 
 
 def optional_text(value: Any, field: str) -> str | None:

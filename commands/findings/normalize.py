@@ -146,11 +146,29 @@ class NormalizedFinding:
 def loads(body: bytes | str) -> Any:
     """Parse a request body as JSON, with a one-line reason when it is not."""
     try:
-        return json.loads(body)
+        parsed = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadFinding(f"malformed JSON: {exc}") from None
     except RecursionError:
         raise BadFinding("malformed JSON: nested too deeply") from None
+    _refuse_lone_surrogates(body, parsed)
+    return parsed
+
+
+# A \uD800-\uDFFF escape: JSON allows it unpaired, UTF-8 (and so the database) does not.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(body: bytes | str, parsed: Any) -> None:
+    """Refuse a payload with an unpaired surrogate anywhere, also in fields never read here:
+    the raw finding is stored as JSON too. Only bodies with such an escape are re-encoded."""
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    if not _SURROGATE_ESCAPE.search(text):
+        return
+    try:
+        json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadFinding("malformed JSON: an unpaired UTF-16 surrogate (\\ud800-\\udfff)") from None
 
 
 def normalize(payload: Any) -> list[NormalizedFinding]:
@@ -236,6 +254,7 @@ def _sns_message(message: Mapping[str, Any], *, depth: int) -> list[NormalizedFi
         inner = json.loads(body)
     except (json.JSONDecodeError, RecursionError):
         raise BadFinding("SNS Message is not JSON") from None
+    _refuse_lone_surrogates(body, inner)
     return _unwrap(inner, depth=depth + 1, context={})
 
 
@@ -256,8 +275,9 @@ def _eventbridge(event: Mapping[str, Any], *, context: dict[str, str]) -> list[N
     if not isinstance(detail, Mapping):
         raise BadFinding("event detail must be a JSON object")
     envelope = {
-        "region": coerce.optional_text(event.get("region"), "region") or context.get("region"),
-        "account_id": coerce.optional_text(event.get("account"), "account")
+        "region": coerce.identifier(event.get("region"), "region", limit=30)
+        or context.get("region"),
+        "account_id": coerce.identifier(event.get("account"), "account", limit=20)
         or context.get("account_id"),
     }
     return [normalize_finding(detail, **{k: v for k, v in envelope.items() if v})]
@@ -320,10 +340,10 @@ def _build(
     region: str | None,
     account_id: str | None,
 ) -> NormalizedFinding:
-    finding_id = coerce.optional_text(f.get("id"), "id")
+    finding_id = coerce.identifier(f.get("id"), "id")
     if not finding_id:
         raise BadFinding("finding has no id")
-    finding_type = coerce.optional_text(f.get("type"), "type")
+    finding_type = coerce.identifier(f.get("type"), "type")
     if not finding_type:
         raise BadFinding("finding has no type")
     if f.get("severity") is None:
@@ -344,9 +364,7 @@ def _build(
     buckets = [b for b in _list(resource, "s3BucketDetails", "resource.") if isinstance(b, Mapping)]
     cluster = _first_text(resource, ("eksClusterDetails", "name"), ("ecsClusterDetails", "name"))
     remote_ip, remote_domain, remote_asn = _remote_party(_obj(service, "action", "service."))
-    count = 1 if service.get("count") is None else coerce.integer(service["count"], "count")
-    if count < 0:
-        raise BadFinding(f"count must not be negative, got {count}")
+    count = 1 if service.get("count") is None else coerce.count(service["count"], "count")
     archived = service.get("archived")
     additional = _obj(service, "additionalInfo", "service.")
 
@@ -357,12 +375,12 @@ def _build(
         description=coerce.optional_text(f.get("description"), "description") or "",
         severity=severity,
         band=severity_band(severity),
-        account_id=coerce.optional_text(f.get("accountId"), "accountId") or account_id,
-        region=coerce.optional_text(f.get("region"), "region") or region,
-        resource_type=coerce.optional_text(resource.get("resourceType"), "resourceType"),
-        instance_id=coerce.optional_text(instance.get("instanceId"), "instanceId"),
-        access_key_id=coerce.optional_text(access_key.get("accessKeyId"), "accessKeyId"),
-        user_name=coerce.optional_text(access_key.get("userName"), "userName"),
+        account_id=coerce.identifier(f.get("accountId"), "accountId", limit=20) or account_id,
+        region=coerce.identifier(f.get("region"), "region", limit=30) or region,
+        resource_type=coerce.identifier(resource.get("resourceType"), "resourceType", limit=60),
+        instance_id=coerce.identifier(instance.get("instanceId"), "instanceId"),
+        access_key_id=coerce.identifier(access_key.get("accessKeyId"), "accessKeyId"),
+        user_name=coerce.identifier(access_key.get("userName"), "userName"),
         user_type=coerce.optional_text(access_key.get("userType"), "userType"),
         bucket_names=_texts(b.get("name") for b in buckets),
         cluster=cluster,
@@ -407,9 +425,7 @@ def _build(
 def _first_text(parent: Mapping[str, Any], *paths: tuple[str, str]) -> str | None:
     """The first non-empty text at resource.<details>.<key>, in the order given."""
     for details, key in paths:
-        value = coerce.optional_text(
-            _obj(parent, details, "resource.").get(key), f"{details}.{key}"
-        )
+        value = coerce.identifier(_obj(parent, details, "resource.").get(key), f"{details}.{key}")
         if value and value.strip():
             return value.strip()
     return None
@@ -433,16 +449,17 @@ def _process(service: Mapping[str, Any]) -> str | None:
     process = _obj(_obj(service, "runtimeDetails", "service."), "process", "runtimeDetails.")
     for key in ("executablePath", "name"):
         value = process.get(key)
-        if isinstance(value, str) and value.strip():
+        if isinstance(value, str) and value.strip() and coerce.storable(value.strip()):
             return value.strip()
     return None
 
 
 def _texts(values: Any) -> tuple[str, ...]:
-    """The non-empty strings among values, in order, without duplicates."""
+    """The non-empty strings among values, in order, without duplicates (leaving out any the
+    database could not store: over-long, NUL, unpaired surrogates)."""
     seen: dict[str, None] = {}
     for value in values:
-        if isinstance(value, str) and value.strip():
+        if isinstance(value, str) and value.strip() and coerce.storable(value.strip()):
             seen.setdefault(value.strip(), None)
     return tuple(seen)
 

@@ -228,3 +228,69 @@ def test_long_list_and_home_stay_within_slack_limits(bot):
     assert "Open incidents (60)" in flat and "20 more" in flat
     # critical incidents come first on the Home tab
     assert published.args["view"]["blocks"][3]["text"]["text"].startswith("🚨 *INC-4*")
+
+
+# --- signed requests missing what Slack always sends: an answer, never a 500 --------------
+
+
+def test_severity_menu_on_a_message_without_blocks_is_answered(bot):
+    card = open_incident(bot)
+    payload = click(bot, "incident_severity", "", card, block_id="incident_card")
+    payload["actions"][0].update(type="static_select", selected_option={"value": "low"})
+    payload["message"] = {"type": "message", "text": "no blocks here"}
+    response = bot.sender.action(payload)
+    assert response.status_code == 200, response.text
+    answer = bot.slack.wait_for("response_url", clicked)
+    assert answer.args["text"] == (
+        "This card no longer names its incident; use /incident severity INC-N."
+    )
+    bot.idle()
+    assert incident(bot).severity == "medium"
+
+
+def test_note_button_without_a_value_is_answered(bot):
+    card = open_incident(bot)
+    payload = click(bot, "incident_note", "", card)
+    del payload["actions"][0]["value"]
+    response = bot.sender.action(payload)
+    assert response.status_code == 200, response.text
+    answer = bot.slack.wait_for("response_url", clicked)
+    assert answer.args["text"] == (
+        "This button does not name an incident; use /incident note INC-N and the note instead."
+    )
+    assert not bot.slack.calls_for("views.open")
+
+
+def test_reject_modal_with_a_garbled_request_id_is_answered(bot):
+    open_incident(bot)
+    submit = view_submission_payload(
+        "containment_reject_modal",
+        {"reason": {"reason": {"type": "plain_text_input", "value": "not ours"}}},
+        private_metadata=json.dumps({"request_id": "abc", "channel": "C0INCIDENT"}),
+    )
+    response = bot.sender.action(submit)
+    assert response.status_code == 200, response.text
+    dm = bot.slack.wait_for("chat.postMessage", lambda c: c.args["channel"] == "W111")
+    bot.idle()
+    assert "failed" not in dm.args["text"] and "Traceback" not in dm.args["text"]
+    with bot.session() as session:
+        assert session.scalars(select(ContainmentRequest)).all() == []
+
+
+def test_modal_with_unreadable_metadata_is_answered(bot):
+    open_incident(bot)
+    bot.idle()
+    before = len(events(bot))
+    submit = view_submission_payload(
+        "incident_note_modal",
+        {"note": {"note": {"type": "plain_text_input", "value": "hello"}}},
+        private_metadata="[not json",
+    )
+    response = bot.sender.action(submit)
+    assert response.status_code == 200, response.text
+    dm = bot.slack.wait_for("chat.postMessage", lambda c: c.args["channel"] == "W111")
+    bot.idle()
+    assert dm.args["text"] == (
+        "This form does not name an incident; use /incident note INC-N and the note."
+    )
+    assert len(events(bot)) == before  # no note went anywhere

@@ -74,6 +74,11 @@ def test_bad_config_is_one_line_naming_the_key_and_exit_2(tmp_path, body, expect
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
         ({"INCIDENT_BOT_SLACK_API_URL": "slack.example"}, "INCIDENT_BOT_SLACK_API_URL"),
         ({"INCIDENT_BOT_CONFIG": "/nonexistent/incident-bot.yml"}, "INCIDENT_BOT_CONFIG"),
+        ({"SLACK_SIGNING_SECRET": ""}, "SLACK_SIGNING_SECRET: Value error, is set but empty"),
+        ({"SLACK_SIGNING_SECRET": " "}, "SLACK_SIGNING_SECRET: Value error, is set but empty"),
+        ({"SLACK_BOT_TOKEN": ""}, "SLACK_BOT_TOKEN"),
+        ({"INCIDENT_BOT_INGEST_TOKEN": " "}, "INCIDENT_BOT_INGEST_TOKEN"),
+        ({"INCIDENT_BOT_INGEST_TOKEN": "tok "}, "must not start or end with whitespace"),
     ],
 )
 def test_bad_environment_is_one_line_and_exit_2(env, expected) -> None:
@@ -95,6 +100,19 @@ def test_run_names_the_missing_slack_credentials(tmp_path) -> None:
     )
     assert r.returncode == 2
     assert "slack.incident_channel" in r.stderr
+
+
+@pytest.mark.parametrize("secret", ["", " "])
+def test_run_refuses_a_blank_signing_secret_before_serving(tmp_path, secret) -> None:
+    """It used to start, say 200 on /healthz and answer every Slack request 500."""
+    env = _config(tmp_path, "slack:\n  incident_channel: C0INCIDENT\n")
+    env |= {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": secret}
+    r = cli("run", "--http", "--port", "3999", env=env)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "incident-bot: error: SLACK_SIGNING_SECRET: Value error, is set but empty; set the real "
+        "value or unset the variable (check the environment)"
+    ]
 
 
 def test_unknown_option_is_one_line_exit_2() -> None:

@@ -176,3 +176,66 @@ def test_run_without_signing_secret_in_http_mode_exits_2(tmp_path, fake_slack):
     assert done.returncode == 2
     assert "SLACK_SIGNING_SECRET" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_chunked_body_is_read_not_taken_as_empty(served, fake_slack):
+    body = slash_command_body(text="open Chunked miner", response_url=fake_slack.response_url("c"))
+    headers = signed_headers(SECRET, body)
+    halves = iter([body[:40].encode(), body[40:].encode()])  # a generator: requests chunks it
+    response = requests.post(served.sender.url, data=halves, headers=headers, timeout=10)
+    assert response.request.headers.get("Transfer-Encoding") == "chunked"
+    assert response.status_code == 200, response.text
+    fake_slack.wait_for("response_url", timeout=10)
+    assert served.count("SELECT count(*) FROM incidents") == 1
+
+
+def test_idle_half_open_clients_cannot_starve_the_server(served, fake_slack):
+    """120 clients that send part of a request and stop (more than the worker's 24 threads)
+    while signed commands and /healthz keep being answered within a second each."""
+    host, port = served.url.removeprefix("http://").split(":")
+    idle: list[socket.socket] = []
+    try:
+        for n in range(120):
+            sock = socket.create_connection((host, int(port)), timeout=5)
+            if n % 2:  # the head, then half the announced body
+                sock.sendall(
+                    b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+                    + b"a" * 50
+                )
+            else:  # half a head
+                sock.sendall(b"POST /guardduty/events HTTP/1.1\r\nHost: x\r\nContent-Le")
+            idle.append(sock)
+        time.sleep(0.5)  # let the worker take them all in
+        for _ in range(10):
+            started = time.monotonic()
+            assert requests.get(f"{served.url}/healthz", timeout=1).status_code == 200
+            status = served.sender.post(slash_command_body(text="list"), timeout=1)
+            assert status.status_code == 200, status.text
+            assert time.monotonic() - started < 1.0
+        # They are still open: nothing above was answered by waiting them out.
+        idle[0].setblocking(False)
+        with pytest.raises(BlockingIOError):
+            idle[0].recv(1)
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_a_client_waiting_for_100_continue_gets_it_before_sending_the_body(served):
+    """curl and other clients hold a body back until the server says 100 Continue."""
+    body = slash_command_body(text="list").encode()
+    headers = signed_headers(SECRET, body)
+    host, port = served.url.removeprefix("http://").split(":")
+    head = (
+        "POST /slack/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nExpect: 100-continue\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=1) as sock:
+        sock.sendall(head.encode())
+        assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]

@@ -11,6 +11,7 @@ from typing import Any
 
 import boto3
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from storage.models import Finding, Incident, TimelineEvent
@@ -92,6 +93,19 @@ def test_no_configured_token_refuses_everything(guardduty_bot: Start) -> None:
     assert "INCIDENT_BOT_INGEST_TOKEN is not set" in response.json()["error"]
 
 
+def test_a_blank_token_accepts_no_blank_password(guardduty_bot: Start) -> None:
+    gd = guardduty_bot()
+    gd.bot.runtime.settings.env.ingest_token = SecretStr(" ")
+    for credentials in (b"x: ", b"x:", b": "):
+        basic = base64.b64encode(credentials).decode()
+        response = gd.post(
+            event(ec2_detail()), token=None, headers={"Authorization": f"Basic {basic}"}
+        )
+        assert response.status_code == 401, credentials
+    assert gd.post(event(ec2_detail()), token=" ").status_code == 401
+    assert rows(gd, Finding) == 0
+
+
 def test_basic_auth_carries_the_token_for_sns_subscriptions(guardduty_bot: Start) -> None:
     gd = guardduty_bot()
     basic = base64.b64encode(b"incident-bot:ingest-token-for-tests").decode()
@@ -119,6 +133,51 @@ def test_bad_input_gets_a_4xx_with_one_line_and_stores_nothing(
     error = response.json()["error"]
     assert reason in error and "\n" not in error
     assert rows(gd, Finding) == rows(gd, Incident) == 0
+
+
+@pytest.mark.parametrize(
+    ("detail", "reason"),
+    [
+        (ec2_detail(title="Miner \ud800 on web-3"), "unpaired UTF-16 surrogate"),
+        (ec2_detail(service__additionalInfo={"note": "\udfff"}), "unpaired UTF-16 surrogate"),
+        (ec2_detail(service__count=10**23), "count must be at most 2147483647"),
+        (ec2_detail(service__count=2**40), "count must be at most 2147483647"),
+        (ec2_detail(service__count=10**400), "count must be a finite number"),
+        (ec2_detail(id="abc\x00def"), "id must not contain a NUL character"),
+        (ec2_detail(title="a\x00b"), "title must not contain a NUL character"),
+        (
+            ec2_detail(resource__instanceDetails__instanceId="i-" + "0" * 250),
+            "instanceId is 252 characters long; the limit is 200",
+        ),
+        (ec2_detail(id="f" * 100_000), "id is 100000 characters long; the limit is 200"),
+        (ec2_detail(region="us-east-1" * 10), "region is 90 characters long; the limit is 30"),
+    ],
+)
+def test_authenticated_but_unstorable_findings_get_a_400_never_a_500(
+    guardduty_bot: Start, detail: dict[str, Any], reason: str
+) -> None:
+    """EventBridge retries a 5xx for a day: a finding the database cannot hold is refused with
+    a 400 (not retried), and nothing of it is stored."""
+    gd = guardduty_bot()
+    response = gd.post(event(detail))
+    assert response.status_code == 400, response.text
+    assert reason in response.json()["error"]
+    assert rows(gd, Finding) == rows(gd, Incident) == rows(gd, TimelineEvent) == 0
+    # The same finding wrapped in SNS is refused for the same reason.
+    signed = gd.sign(sns_notification(event(detail)))
+    assert gd.post(signed).status_code == 400
+
+
+def test_unstorable_bucket_names_are_left_out_not_stored(guardduty_bot: Start) -> None:
+    detail = ec2_detail(
+        resource__resourceType="S3Bucket",
+        resource__s3BucketDetails=[{"name": "x" * 300}, {"name": "evidence\x00"}, {"name": "ok"}],
+    )
+    gd = guardduty_bot()
+    response = gd.post(event(detail))
+    assert response.status_code == 200, response.text
+    with gd.bot.session() as session:
+        assert session.scalars(select(Finding.resource_id)).all() == ["ok"]
 
 
 def test_a_bad_finding_among_good_ones_stores_none(guardduty_bot: Start) -> None:
