@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlencode
 
 import boto3
 import botocore.client
@@ -28,80 +26,18 @@ from botocore.exceptions import ClientError
 from sqlalchemy import func, select
 
 from bot.clock import SystemClock
+from bot.drill.aws_checks import AwsChecks
 from bot.drill.console import ConsoleSlack
+from bot.drill.report import Check, DrillReport, print_score
+from bot.drill.slack_clicks import CHANNEL, SIGNING_SECRET, SlackClicks
 from bot.settings import AppConfig, EnvSettings, Settings
 from commands.drills.sandbox import Sandbox, build_sandbox, describe
 from commands.drills.scenarios import SCENARIOS, Scenario, host_of
 
 RESPONDER = "U0RESPONDER1"
 SECOND_RESPONDER = "U0RESPONDER2"
-CHANNEL = "C0DRILLINC"
-SIGNING_SECRET = "drill-signing-secret"
 WAIT_S = 60.0
 SETTLE_S = 15.0
-
-
-# What each check says when it fails: named by what went wrong, never by what was hoped for.
-FAILED_AS = {
-    "incident opened": "no incident opened",
-    "containment planned": "no plan posted",
-    "second responder approved": "approval not recorded",
-    "containment ran": "containment incomplete",
-    "snapshots taken": "volumes not snapshotted",
-    "network isolated": "network not isolated",
-    "out of Auto Scaling": "still in Auto Scaling",
-    "out of the load balancer": "still behind the load balancer",
-    "access key deactivated": "access key still active",
-    "old sessions revoked": "old sessions not revoked",
-    "role sessions revoked": "role sessions not revoked",
-    "public access blocked": "public access not blocked",
-    "caller denied on the bucket": "caller not denied on the bucket",
-    "function throttled": "function not throttled",
-    "public invoke removed": "function still public",
-    "no regulator clock": "regulator clock started without personal data",
-    "clock started by the PII tag": "PII tag did not start the clock",
-    "GDPR clock started": "GDPR clock not started",
-    "reminders scheduled": "reminders missing",
-    "timeline exported": "timeline export incomplete",
-    "timeline verified": "timeline hash chain broken",
-    "retry completed the rest": "retry did not complete the rest",
-}
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    phase: str = ""  # "after retry" for the recovery's checks
-
-    @property
-    def label(self) -> str:
-        """The line's name: the check's when it passed, what went wrong when it failed."""
-        text = self.name if self.ok else FAILED_AS.get(self.name, f"{self.name}: failed")
-        return f"{self.phase}: {text}" if self.phase else text
-
-
-@dataclass
-class DrillReport:
-    scenario: str
-    checks: list[Check] = field(default_factory=list)
-    detect_to_contain_s: float | None = None
-    steps_succeeded: int = 0
-    steps_total: int = 0
-    deadlines: list[str] = field(default_factory=list)
-    # The chaos drill's recovery: None when nothing failed (or no retry was rehearsed).
-    recovered: bool | None = None
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.checks) and all(c.ok for c in self.checks)
-
-    def failed(self) -> list[Check]:
-        return [c for c in self.checks if not c.ok]
-
-    def recovery_checks(self) -> list[Check]:
-        return [c for c in self.checks if c.phase]
 
 
 class DrillAborted(Exception):
@@ -206,7 +142,7 @@ def inject_faults(operations: list[str]) -> Iterator[Faults]:
         botocore.client.BaseClient._make_api_call = original  # type: ignore[method-assign]
 
 
-class Drill:
+class Drill(AwsChecks, SlackClicks):
     def __init__(
         self, scenario: Scenario, *, db_url: str, out: TextIO, faults: Faults | None = None
     ) -> None:
@@ -518,207 +454,6 @@ class Drill:
             req = s.get(ContainmentRequest, request_id)
             return bool(req and req.finished_at)
 
-    # -- AWS checks --------------------------------------------------------------------------
-
-    def _verify_aws(self, sb: Sandbox, key: str) -> None:
-        kind = self.scenario.target_kind
-        if kind == "access_key":
-            self._verify_access_key(sb)
-        elif kind == "role":
-            self._verify_role(sb)
-        elif kind == "bucket":
-            self._verify_bucket(sb)
-        elif kind == "function":
-            self._verify_function(sb)
-        else:
-            self._verify_instance(sb, key)
-
-    def _verify_access_key(self, sb: Sandbox) -> None:
-        iam = boto3.client("iam", region_name=sb.region)
-        keys = iam.list_access_keys(UserName=sb.user_name)["AccessKeyMetadata"]
-        status = next((k["Status"] for k in keys if k["AccessKeyId"] == sb.access_key_id), "?")
-        self.check("access key deactivated", status == "Inactive", f"{sb.access_key_id} {status}")
-        policies = iam.list_user_policies(UserName=sb.user_name)["PolicyNames"]
-        self.check("old sessions revoked", bool(policies), f"user policies: {policies}")
-
-    def _verify_role(self, sb: Sandbox) -> None:
-        iam = boto3.client("iam", region_name=sb.region)
-        revoking = []
-        for name in iam.list_role_policies(RoleName=sb.app_role_name)["PolicyNames"]:
-            doc = iam.get_role_policy(RoleName=sb.app_role_name, PolicyName=name)["PolicyDocument"]
-            text = doc if isinstance(doc, str) else json.dumps(doc)
-            if "aws:TokenIssueTime" in text:
-                revoking.append(name)
-        self.check(
-            "role sessions revoked",
-            bool(revoking),
-            f"{sb.app_role_name} denies sessions issued before now ({', '.join(revoking)})"
-            if revoking
-            else f"no aws:TokenIssueTime deny on {sb.app_role_name}",
-        )
-
-    def _verify_bucket(self, sb: Sandbox) -> None:
-        s3 = boto3.client("s3", region_name=sb.region)
-        try:
-            block = s3.get_public_access_block(Bucket=sb.bucket_name)[
-                "PublicAccessBlockConfiguration"
-            ]
-        except ClientError:
-            block = {}
-        blocked = bool(block) and all(block.values())
-        self.check(
-            "public access blocked",
-            blocked,
-            f"{sb.bucket_name}: all four Block Public Access settings on"
-            if blocked
-            else f"{sb.bucket_name}: public access block {block or 'absent'}",
-        )
-        policy = json.loads(s3.get_bucket_policy(Bucket=sb.bucket_name)["Policy"])
-        user_arn = f"arn:aws:iam::{sb.account_id}:user/{sb.user_name}"
-        denies = [
-            st for st in policy["Statement"] if st.get("Effect") == "Deny" and user_arn in str(st)
-        ]
-        self.check(
-            "caller denied on the bucket",
-            bool(denies),
-            f"bucket policy denies {sb.user_name}"
-            if denies
-            else "no deny for the finding's caller",
-        )
-
-    def _verify_function(self, sb: Sandbox) -> None:
-        lam = boto3.client("lambda", region_name=sb.region)
-        reserved = lam.get_function_concurrency(FunctionName=sb.function_name).get(
-            "ReservedConcurrentExecutions"
-        )
-        self.check(
-            "function throttled",
-            reserved == 0,
-            f"{sb.function_name} reserved concurrency {reserved}",
-        )
-        try:
-            statements = json.loads(lam.get_policy(FunctionName=sb.function_name)["Policy"])[
-                "Statement"
-            ]
-        except ClientError:
-            statements = []
-        public = [st.get("Sid") for st in statements if "*" in str(st.get("Principal"))]
-        self.check(
-            "public invoke removed",
-            not public,
-            f"{len(statements)} statement(s) left, none public"
-            if not public
-            else f"still public: {', '.join(map(str, public))}",
-        )
-
-    def _verify_instance(self, sb: Sandbox, key: str) -> None:
-        instance_id, volume_ids, eni_ids, group_id, _ = host_of(sb, self.scenario.host)
-        ec2 = boto3.client("ec2", region_name=sb.region)
-        snaps = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
-        ours = [
-            s
-            for s in snaps
-            if s.get("VolumeId") in volume_ids
-            and any(t.get("Value") == key for t in s.get("Tags", []))
-        ]
-        self.check(
-            "snapshots taken",
-            {s["VolumeId"] for s in ours} == set(volume_ids),
-            f"{len(ours)} of {len(volume_ids)} volumes snapshotted and tagged {key}",
-        )
-        enis = ec2.describe_network_interfaces(NetworkInterfaceIds=eni_ids)["NetworkInterfaces"]
-        groups = {e["NetworkInterfaceId"]: [g["GroupId"] for g in e["Groups"]] for e in enis}
-        isolated = all(group_id not in g and len(g) == 1 for g in groups.values())
-        self.check("network isolated", isolated, f"ENI groups now {groups}")
-        if self.scenario.host != "web":
-            return  # the batch host is in no Auto Scaling group and behind no load balancer
-        asg = boto3.client("autoscaling", region_name=sb.region)
-        member = asg.describe_auto_scaling_instances(InstanceIds=[instance_id])[
-            "AutoScalingInstances"
-        ]
-        state = member[0]["LifecycleState"] if member else "detached"
-        self.check("out of Auto Scaling", state in ("Standby", "detached"), f"instance {state}")
-        elbv2 = boto3.client("elbv2", region_name=sb.region)
-        targets = elbv2.describe_target_health(TargetGroupArn=sb.target_group_arn)[
-            "TargetHealthDescriptions"
-        ]
-        self.check(
-            "out of the load balancer",
-            all(t["Target"]["Id"] != instance_id for t in targets),
-            f"{len(targets)} target(s) left in checkout-web",
-        )
-
-    # -- Slack interactions ---------------------------------------------------------------------
-
-    def _dispatch(self, app: Any, body: str, content_type: str) -> Any:
-        from slack_bolt.request import BoltRequest
-        from slack_sdk.signature import SignatureVerifier
-
-        ts = str(int(time.time()))
-        sig = SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=ts, body=body)
-        headers = {
-            "content-type": [content_type],
-            "x-slack-request-timestamp": [ts],
-            "x-slack-signature": [sig],
-        }
-        return app.dispatch(BoltRequest(body=body, headers=headers))
-
-    def _slash(self, app: Any, command: str, text: str, user: str) -> None:
-        self.say(f"  {user} types: {command} {text}")
-        body = urlencode(
-            {
-                "token": "drill",
-                "team_id": "T0DRILL",
-                "team_domain": "drill",
-                "channel_id": CHANNEL,
-                "channel_name": "incidents",
-                "user_id": user,
-                "user_name": user.lower(),
-                "command": command,
-                "text": text,
-                "api_app_id": "A0DRILL",
-                "response_url": self.response_url,
-                "trigger_id": "drill.trigger",
-            }
-        )
-        resp = self._dispatch(app, body, "application/x-www-form-urlencoded")
-        if resp.status != 200:
-            self.say(f"  (Slack would show an error: HTTP {resp.status})")
-        elif resp.body:
-            with contextlib.suppress(ValueError):
-                data = json.loads(resp.body)
-                self.say(f"  (only visible to {user}) {str(data.get('text', ''))[:300]}")
-
-    def _click(self, app: Any, msg: Any, button: dict[str, Any], user: str) -> None:
-        self.say(f"  {user} clicks [{button.get('text', {}).get('text', '?')}]")
-        payload = {
-            "type": "block_actions",
-            "team": {"id": "T0DRILL", "domain": "drill"},
-            "user": {"id": user, "username": user.lower(), "team_id": "T0DRILL"},
-            "api_app_id": "A0DRILL",
-            "token": "drill",
-            "container": {"type": "message", "message_ts": msg.ts, "channel_id": msg.channel},
-            "trigger_id": "drill.trigger",
-            "channel": {"id": msg.channel, "name": "incidents"},
-            "message": {"ts": msg.ts, "text": msg.text, "blocks": msg.blocks},
-            "response_url": self.response_url,
-            "actions": [
-                {
-                    "action_id": button["action_id"],
-                    "block_id": button.get("block_id", "b"),
-                    "text": button.get("text"),
-                    "value": button.get("value", ""),
-                    "type": "button",
-                    "action_ts": str(time.time()),
-                }
-            ],
-        }
-        resp = self._dispatch(
-            app, urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded"
-        )
-        if resp.status != 200:
-            self.say(f"  (the click failed: HTTP {resp.status} {resp.body[:200]})")
-
     # -- waiting -------------------------------------------------------------------------------
 
     def _wait(self, probe: Callable[[], Any], what: str, *, timeout: float = 20.0) -> Any:
@@ -766,33 +501,6 @@ def sb_target(scenario: Scenario, sb: Sandbox) -> str:
         "bucket": f"bucket:{sb.bucket_name}",
         "function": f"lambda:{sb.function_name}",
     }.get(scenario.target_kind) or host_of(sb, scenario.host)[0]
-
-
-def print_score(report: DrillReport, out: TextIO) -> None:
-    out.write("\n════ Score ════\n")
-    ttc = report.detect_to_contain_s
-    out.write(
-        f"  detection → containment: {f'{ttc:.1f}s' if ttc is not None else 'not contained'}\n"
-    )
-    out.write(f"  steps succeeded:         {report.steps_succeeded}/{report.steps_total}\n")
-    out.write(
-        f"  deadlines set:           {len(report.deadlines)}"
-        + (f" (first {report.deadlines[0]})" if report.deadlines else "")
-        + "\n"
-    )
-    passed = sum(c.ok for c in report.checks)
-    out.write(f"  checks passed:           {passed}/{len(report.checks)}\n")
-    if report.recovered is not None:
-        out.write(
-            "  recovery:                "
-            + ("the retry completed the rest" if report.recovered else "NOT recovered")
-            + "\n"
-        )
-    if report.ok:
-        out.write("  RESULT: PASS\n")
-    else:
-        out.write("  RESULT: FAIL — " + "; ".join(c.label for c in report.failed()) + "\n")
-    out.flush()
 
 
 def run_drill(
