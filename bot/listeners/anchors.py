@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 def post_anchor(runtime: Runtime, due: svc.DueAnchor) -> bool:
     """Post one anchor in its incident's thread; False when the incident has no thread yet."""
     if not due.channel_id:
