@@ -9,6 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from bot.clock import SystemClock
 from commands import anchors as svc
 from commands.incidents import close_incident, open_incident, resolve_incident, set_status
 from storage.clock import ManualClock
@@ -84,6 +85,8 @@ def test_milestones_and_hourly_anchors_while_active(db, mclock) -> None:
 
 
 def test_s3_anchor_is_locked_in_compliance_mode_and_reads_back(db, mclock) -> None:
+    # moto judges Object Lock retention on the machine's clock: so does this test's.
+    mclock.set(SystemClock().now().replace(microsecond=0))
     with db.session() as s:
         open_incident(session=s, title="c2", created_by="U1")
     [due] = _due(db, mclock.now())
