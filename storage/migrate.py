@@ -8,6 +8,7 @@ one line saying what to do. Only `upgrade` may create a database; the checks cre
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -160,11 +161,9 @@ def _check_revision(script: ScriptDirectory, revision: str) -> None:
         or re.fullmatch(r"[+-]\d+", revision)
     ):
         return
-    try:
+    with contextlib.suppress(CommandError, RevisionError):  # unknown: named below
         if script.get_revision(revision) is not None:
             return
-    except (CommandError, RevisionError):
-        pass
     known = ", ".join(rev.revision for rev in reversed(list(script.walk_revisions())))
     raise StorageError(f"unknown revision {revision!r}: use head, base or one of {known}")
 

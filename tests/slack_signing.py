@@ -1,6 +1,6 @@
 """Build and sign Slack requests exactly as Slack sends them.
 
-Bodies start from the real payloads in ../shared/fixtures/slack/ (bolt-python's test
+Bodies start from the real payloads in tests/fixtures/slack/ (bolt-python's test
 fixtures) and change only the fields a test needs. Signatures follow Slack's scheme:
 ``X-Slack-Signature: v0=hex(HMAC-SHA256(secret, "v0:{timestamp}:{body}"))`` with the timestamp
 in ``X-Slack-Request-Timestamp``.
@@ -56,7 +56,7 @@ def _fixture_text(name: str) -> str:
 
 
 def fixture_json(name: str) -> dict[str, Any]:
-    """A fresh copy of a JSON fixture from ../shared/fixtures/slack/."""
+    """A fresh copy of a JSON fixture from tests/fixtures/slack/."""
     return copy.deepcopy(json.loads(_fixture_text(name)))
 
 

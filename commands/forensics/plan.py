@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from containment.tags import INCIDENT_TAG, tag_dict
 from containment.targets import Target
 from storage.db import Database
 from storage.models import Incident
+
+log = logging.getLogger(__name__)
 
 ENGINE = "forensics"
 TARGET_KIND = "clean_room"
@@ -181,8 +184,8 @@ def _availability_zone(ec2: Any, scope: Scope) -> str:
             for r in ec2.describe_instances(InstanceIds=[scope.resource_id])["Reservations"]:
                 for i in r["Instances"]:
                     return str(i["Placement"]["AvailabilityZone"])
-        except ClientError:
-            pass
+        except ClientError as exc:  # gone or not readable: any zone will do, say which
+            log.warning("zone of %s unknown (%s); using the region's first", scope.resource_id, exc)
     zones = ec2.describe_availability_zones(Filters=[{"Name": "state", "Values": ["available"]}])[
         "AvailabilityZones"
     ]
