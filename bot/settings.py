@@ -12,7 +12,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -92,6 +92,10 @@ class ContainmentConfig(_Section):
     cross_account_role_name: str | None = None
     external_id: str | None = None
     flow_logs: bool = False
+    # Volatile capture (SSM Run Command) before isolation: "high" adds it to the plans of high
+    # and critical incidents, "always" to every instance plan, "never" only when /contain asks
+    # for it (`--volatile`); `--no-volatile` leaves it out of one plan.
+    volatile_capture: Literal["high", "always", "never"] = "high"
     # Timeline anchors written to the evidence bucket stay locked (compliance mode) this long.
     anchor_retention_days: int = Field(default=730, ge=1)
 

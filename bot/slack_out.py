@@ -9,7 +9,9 @@ Every message the bot writes goes through a `SlackWriter` (one per process, on t
   takes, while `PERMANENT_ERRORS` give up at once (retrying cannot help them);
 - `claim_turn(card, interval)` / `wait_turn(card, interval)`: pacing of card updates,
   kept in the database (a `Cursor` row per card) so every process (gunicorn workers, the
-  standalone scheduler, replicas) shares one pace per card;
+  standalone scheduler, replicas) shares one pace per card; `wait_turn` reserves successive
+  slots, so writers that arrive together land an interval apart, and a second waiter in one
+  process leaves the write to the first (which renders after it wakes);
 - `record_card(...)`: the card's channel and ts stored on the incident, and its one
   `slack.card_posted` timeline event.
 
@@ -117,6 +119,7 @@ class SlackWriter:
         self.stats = Stats()
         self._locks_guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
+        self._waiting: set[str] = set()  # cards a thread of this process waits to write
 
     # -- locks ------------------------------------------------------------------------------
 
@@ -195,13 +198,38 @@ class SlackWriter:
             row.value = repr(now)
             return Turn(0.0, now - last)
 
-    def wait_turn(self, card: str, interval: float) -> None:
-        """Block until the card may be written, then take the turn. Waits at most one
-        `interval`, and outside the card's lock, so other work on the card goes on."""
-        turn = self.claim_turn(card, interval)
-        if turn.wait > 0:
-            self.sleep(min(turn.wait, interval))
-            self.stamp(card)
+    def wait_turn(self, card: str, interval: float) -> bool:
+        """Reserve the card's next write slot (after the last write or reservation, by any
+        process) and sleep until it: two writers never land within `interval` of each other.
+        Sleeps at most one `interval`, outside the card's lock.
+
+        False: another thread of this process already waits to write the card. It renders
+        after it wakes, so it shows this caller's (already committed) change: skip the write.
+        """
+        with self._locks_guard:
+            if card in self._waiting:
+                return False
+            self._waiting.add(card)
+        try:
+            wait = self._reserve(card, interval)
+            if wait > 0:
+                self.sleep(min(wait, interval))
+        finally:
+            with self._locks_guard:
+                self._waiting.discard(card)  # before the caller renders
+        return True
+
+    def _reserve(self, card: str, interval: float) -> float:
+        name = TURN_CURSOR + card
+        now = self.database.clock.now().timestamp()
+        with self.database.session() as db:
+            row = db.get(Cursor, name, with_for_update=True)
+            if row is None:
+                db.add(Cursor(name=name, value=repr(now)))
+                return 0.0
+            slot = max(now, float(row.value) + interval)
+            row.value = repr(slot)
+            return slot - now
 
     def stamp(self, card: str, *, session: Session | None = None) -> None:
         """Record that the card was written just now (a post counts as a write)."""

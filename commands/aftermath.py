@@ -102,7 +102,7 @@ class OneWayEngine:
     def __init__(self, on_facts: Callable[[str], None] | None = None) -> None:
         self.on_facts = on_facts  # called with the incident key after its facts change
 
-    def plan(self, *, target: Target, ctx: ActionContext) -> Plan:
+    def plan(self, *, target: Target, ctx: ActionContext, include: Sequence[str] = ()) -> Plan:
         from commands.errors import UserError
 
         raise UserError(f"Use {self.plan_command}.")

@@ -86,6 +86,14 @@ class Proposal:
     opened_incident: bool = False
 
 
+def wants_volatile(asked: bool | None, severity: str, rule: str) -> bool:
+    """Whether a plan captures volatile state first: as asked, else by the configured rule
+    (`containment.volatile_capture`) and the incident's severity."""
+    if asked is not None:
+        return asked
+    return rule == "always" or (rule == "high" and severity in ("high", "critical"))
+
+
 def service(runtime: Runtime) -> ContainmentService:
     services = runtime.services
     with services.create_lock:
@@ -144,8 +152,12 @@ class ContainmentService:
         account_id: str | None = None,
         finding_id: str | None = None,
         kind: TargetKind | None = None,
+        volatile: bool | None = None,
     ) -> Proposal:
         """Plan containment of `resource_id` and post it for approval.
+
+        `volatile`: add (True) or leave out (False) the volatile capture before isolation;
+        None follows `containment.volatile_capture` and the incident's severity.
 
         `resource_id` is an id, an ARN or `kind:name`; `kind` reads a plain name as that kind
         (a finding's resource type). The incident is the one named, else the channel's, else
@@ -160,6 +172,7 @@ class ContainmentService:
             resource_id = parse_target(typed, kind=kind).resource_id  # incidents key on it
         resource_id = resource_id.strip()
         principals: tuple[str, ...] = ()
+        severity = "high"  # what a containment request opens an incident with
         with runtime.database.read_session() as session:
             incident = self._find_incident(session, incident_key, channel_id, resource_id)
             finding = session.scalars(
@@ -169,6 +182,7 @@ class ContainmentService:
             ).first()
             if incident is not None:
                 incident_key = incident.key
+                severity = incident.severity
                 region = region or incident.region
                 account_id = account_id or incident.account_id
             if finding is not None:
@@ -190,7 +204,9 @@ class ContainmentService:
             opened = True
         dry_run = runtime.config.containment.dry_run
         ctx = self._context(incident_key, dry_run=dry_run, finding_id=finding_id)
-        plan = self.engine.plan(target=target, ctx=ctx)
+        rule = runtime.config.containment.volatile_capture
+        include = ("volatile_capture",) if wants_volatile(volatile, severity, rule) else ()
+        plan = self.engine.plan(target=target, ctx=ctx, include=include)
         with runtime.database.session() as session:
             incident = svc.get_incident(session=session, key=incident_key)
             _add_impact(plan, incident, target.resource_id)
@@ -283,8 +299,9 @@ class ContainmentService:
         if kind == "retry" and not plan.engine:
             # Re-plan from fresh facts: a half-done step needs fewer calls than first listed.
             ctx = self._context(key, dry_run=dry_run)
-            fresh = self.engine.plan(target=target, ctx=ctx)
             left = set(plan.actions)
+            # The optional steps the first plan had (e.g. volatile_capture) stay in the retry.
+            fresh = self.engine.plan(target=target, ctx=ctx, include=tuple(left))
             plan = plan.with_steps([s for s in fresh.steps if s.action in left])
         if kind == "rollback":
             ctx = self._context(key, dry_run=dry_run)
@@ -356,7 +373,8 @@ class ContainmentService:
         update always shows the latest state)."""
         slack = self.runtime.slack
         card = card_id("approval", request_id)
-        slack.wait_turn(card, CARD_INTERVAL)
+        if not slack.wait_turn(card, CARD_INTERVAL):
+            return  # a thread already waiting to update the card will show this change
         with slack.card_lock(card):
             view, channel, ts = self.card_view(request_id)
             if not channel or not ts:

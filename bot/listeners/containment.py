@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from slack_bolt import Ack, BoltContext, Respond
 
@@ -26,12 +26,18 @@ if TYPE_CHECKING:
     from bot.app import IncidentBotApp
     from bot.runtime import Runtime
 
-__all__ = ["parse_contain_args", "parse_plan_value", "register"]
+__all__ = ["ContainArgs", "parse_contain_args", "parse_plan_value", "register"]
 
 COMMAND = "/contain"
 PLAN_BUTTON = "plan_containment"
 REJECT_MODAL = "containment_reject_modal"
-USAGE = "/contain <instance-id|access-key-id|ARN|kind:name> [INC-N] [reason]"
+USAGE = (
+    "/contain <instance-id|access-key-id|ARN|kind:name> [INC-N] [--volatile|--no-volatile] [reason]"
+)
+# Volatile capture before isolation, for this plan, whatever containment.volatile_capture says.
+_VOLATILE_FLAGS = {"--volatile": True, "--no-volatile": False}
+_OPTION = re.compile(r"^[\u2013\u2014](?=[A-Za-z])")
+_FLAG = re.compile(r"^--[A-Za-z][\w-]*$")
 _RESOURCE = re.compile(r"\b(i-[0-9a-f]{8,17}|(?:AKIA|ASIA)[A-Z0-9]{12,124})\b")
 _KEY = re.compile(r"\bINC-\d{1,9}\b", re.IGNORECASE)
 
@@ -39,9 +45,28 @@ _KEY = re.compile(r"\bINC-\d{1,9}\b", re.IGNORECASE)
 # -- parsing ---------------------------------------------------------------------------------
 
 
-def parse_contain_args(text: str) -> tuple[str, str | None, str | None]:
-    """`<resource> [INC-N] [reason]` -> (resource, key, reason)."""
-    words = (text or "").split()
+class ContainArgs(NamedTuple):
+    resource: str
+    key: str | None
+    reason: str | None
+    volatile: bool | None = None  # --volatile / --no-volatile; None: the configured rule
+
+
+def parse_contain_args(text: str) -> ContainArgs:
+    """`<resource> [INC-N] [--volatile|--no-volatile] [reason]`."""
+    # Typing `--` on a Mac often arrives as an em or en dash.
+    words = [_OPTION.sub("--", w) for w in (text or "").split()]
+    flags = {w.lower() for w in words if _FLAG.match(w)}
+    unknown = flags - set(_VOLATILE_FLAGS)
+    if unknown:
+        raise UserError(
+            f"`{sorted(unknown)[0]}` is not an option of /contain; use `--volatile` or "
+            f"`--no-volatile`: `{USAGE}`."
+        )
+    if len(flags) > 1:
+        raise UserError("Give one of `--volatile` and `--no-volatile`, not both.")
+    volatile = _VOLATILE_FLAGS[flags.pop()] if flags else None
+    words = [w for w in words if not _FLAG.match(w)]
     if not words:
         raise UserError(f"Name what to contain: `{USAGE}`.")
     resource = words[0]
@@ -52,7 +77,7 @@ def parse_contain_args(text: str) -> tuple[str, str | None, str | None]:
         rest = rest[1:]
     reason = " ".join(rest) or None
     check_identifier(resource)  # a clear error for a malformed id, before any work
-    return resource, key, reason
+    return ContainArgs(resource, key, reason, volatile)
 
 
 def parse_plan_value(value: str) -> tuple[str, str | None]:
@@ -105,7 +130,7 @@ def on_contain(ack: Ack, command: dict[str, Any], respond: Respond, context: Bol
     )
 
     def work(i: Invocation) -> Reply:
-        resource, key, reason = parse_contain_args(i.args)
+        resource, key, reason, volatile = parse_contain_args(i.args)
         i.incident_key = key
         proposal = service(runtime).propose(
             resource_id=resource,
@@ -113,6 +138,7 @@ def on_contain(ack: Ack, command: dict[str, Any], respond: Respond, context: Bol
             requested_by=i.user_id,
             reason=reason,
             channel_id=i.channel_id,
+            volatile=volatile,
         )
         i.incident_key = proposal.incident_key
         return _proposal_reply(proposal, resource)

@@ -36,7 +36,9 @@ class ContainmentEngine:
                 f"containment ({err['code']}): check the id, region and the bot's permissions."
             ) from exc
 
-    def plan(self, *, target: Target, ctx: ActionContext) -> Plan:
+    def plan(self, *, target: Target, ctx: ActionContext, include: Sequence[str] = ()) -> Plan:
+        """`include`: optional actions this plan adds (e.g. volatile_capture), besides the
+        engine's own."""
         from containment.registry import actions_for
 
         facts = self._facts(target, ctx)
@@ -50,7 +52,7 @@ class ContainmentEngine:
                 permissions=tuple(action.permissions),
                 calls=tuple(PlanCall.of(c) for c in action.calls(target, ctx, facts)),
             )
-            for action in actions_for(target, include=self.include)
+            for action in actions_for(target, include=(*self.include, *include))
         ]
         return Plan(tuple(steps), blast_radius(facts, tag_labels=self.tag_labels))
 

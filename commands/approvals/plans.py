@@ -189,7 +189,7 @@ class ContainmentOptions(Protocol):
 class Engine(Protocol):
     """What the approval flow needs from containment/: typed plans and step results."""
 
-    def plan(self, *, target: Target, ctx: ActionContext) -> Plan: ...
+    def plan(self, *, target: Target, ctx: ActionContext, include: Sequence[str] = ()) -> Plan: ...
 
     def plan_rollback(
         self, *, target: Target, ctx: ActionContext, previous: Sequence[StepResult]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bot.listeners.containment import parse_contain_args, parse_plan_value
+from bot.listeners.containment import ContainArgs, parse_contain_args, parse_plan_value
 from bot.views.approval_card import CardView, StepView, approval_card
 from commands.errors import UserError
 from tests.slack_fake import MAX_MESSAGE_BLOCKS, MAX_SECTION_TEXT, _block_errors
@@ -150,13 +150,30 @@ def test_missing_evidence_is_named_on_a_succeeded_card() -> None:
             ("AKIAABCDEFGHIJKLMNOP", "INC-2", "leaked on GitHub"),
         ),
         ("i-0123456789abcdef0 beaconing out", ("i-0123456789abcdef0", None, "beaconing out")),
+        (
+            "i-0123456789abcdef0 INC-2 --volatile beaconing",
+            ("i-0123456789abcdef0", "INC-2", "beaconing", True),
+        ),
+        ("--no-volatile i-0123456789abcdef0", ("i-0123456789abcdef0", None, None, False)),
+        ("i-0123456789abcdef0 \u2014volatile", ("i-0123456789abcdef0", None, None, True)),
     ],
 )
-def test_parse_contain_args(text: str, expected: tuple[str, str | None, str | None]) -> None:
-    assert parse_contain_args(text) == expected
+def test_parse_contain_args(text: str, expected: tuple[object, ...]) -> None:
+    assert parse_contain_args(text) == ContainArgs(*expected)
 
 
-@pytest.mark.parametrize("text", ["", "   ", "sg-123 INC-1", "INC-1"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        "sg-123 INC-1",
+        "INC-1",
+        "i-0123456789abcdef0 --memory",
+        "--volatile",
+        "i-0123456789abcdef0 --volatile --no-volatile",
+    ],
+)
 def test_parse_contain_args_refuses(text: str) -> None:
     with pytest.raises(UserError):
         parse_contain_args(text)

@@ -22,6 +22,7 @@ from moto import mock_aws
 from sqlalchemy import select
 
 from bot.approvals import propose, service
+from bot.approvals.service import wants_volatile
 from bot.background import Background
 from bot.runtime import make_runtime
 from bot.wiring import build_wsgi_app, create_app
@@ -808,3 +809,38 @@ def test_contain_an_iam_user_by_arn(env: Env) -> None:
     assert done.status == "succeeded", [(s.action, s.error) for s in done.steps]
     keys = boto3.client("iam").list_access_keys(UserName=env.world.user_name)
     assert {k["Status"] for k in keys["AccessKeyMetadata"]} == {"Inactive"}
+
+
+def test_high_severity_plan_captures_volatile_state_first(env: Env) -> None:
+    bot = env.start()
+    iid = env.world.instance_id
+    request_id, card = contain(bot, f"{iid} beaconing")
+    actions = [s["action"] for s in request(bot, request_id).plan["steps"]]
+    # A containment request opens a high incident: the capture is planned before isolation,
+    # and the card says why it will be skipped (this bot has no evidence bucket).
+    assert actions.index("volatile_capture") < actions.index("isolate")
+    assert "# skipped: no containment.evidence_bucket" in blocks_text(card)
+
+
+def test_no_volatile_leaves_the_capture_out(env: Env) -> None:
+    bot = env.start()
+    request_id, _ = contain(bot, f"{env.world.instance_id} --no-volatile beaconing")
+    row = request(bot, request_id)
+    assert "volatile_capture" not in [s["action"] for s in row.plan["steps"]]
+    assert row.reason == "beaconing"
+
+
+@pytest.mark.parametrize(
+    ("asked", "severity", "rule", "expected"),
+    [
+        (None, "high", "high", True),
+        (None, "critical", "high", True),
+        (None, "medium", "high", False),
+        (None, "low", "always", True),
+        (None, "critical", "never", False),
+        (True, "low", "never", True),
+        (False, "critical", "always", False),
+    ],
+)
+def test_wants_volatile(asked: bool | None, severity: str, rule: str, expected: bool) -> None:
+    assert wants_volatile(asked, severity, rule) is expected

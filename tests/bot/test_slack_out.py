@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -91,6 +92,45 @@ def test_wait_turn_waits_at_most_one_interval(fake_slack: FakeSlack, db: Databas
     out.wait_turn(card, 1.0)
     out.wait_turn(card, 1.0)  # the clock stands still: one interval, then it goes ahead
     assert slept == [1.0]
+
+
+def test_waiting_writers_take_successive_slots(
+    fake_slack: FakeSlack, db: Database, clock: ManualClock
+) -> None:
+    first, slept_first = writer(fake_slack, db)
+    second, slept_second = writer(fake_slack, db)  # another process
+    card = card_id("approval", 8)
+    assert first.wait_turn(card, 1.0) and slept_first == []
+    # Both arrive within the interval: the second queues behind the first's slot, not beside it.
+    assert first.wait_turn(card, 1.0) and slept_first == [1.0]
+    clock.advance(seconds=0.5)
+    assert second.wait_turn(card, 1.0) and slept_second == [pytest.approx(1.0)]
+    clock.advance(seconds=3)
+    assert first.wait_turn(card, 1.0) and slept_first == [1.0]  # its slot came and went
+
+
+def test_a_second_waiter_in_one_process_leaves_the_write_to_the_first(
+    fake_slack: FakeSlack, db: Database
+) -> None:
+    card = card_id("approval", 9)
+    entered, release = threading.Event(), threading.Event()
+
+    def held_sleep(seconds: float) -> None:  # the first waiter, asleep until released
+        entered.set()
+        release.wait(5)
+
+    client = WebClient(token="xoxb-test", base_url=fake_slack.base_url, retry_handlers=[])
+    out = SlackWriter(client, db, sleep=held_sleep)
+    assert out.wait_turn(card, 1.0)  # the first write goes straight ahead
+    results: list[bool] = []
+    waiter = threading.Thread(target=lambda: results.append(out.wait_turn(card, 1.0)))
+    waiter.start()
+    assert entered.wait(5)
+    assert out.wait_turn(card, 1.0) is False  # the sleeping waiter will render this change
+    release.set()
+    waiter.join(5)
+    assert results == [True]
+    assert out.wait_turn(card, 1.0)  # nobody waits now: this one queues for its own slot
 
 
 def test_recording_a_card_writes_one_event_and_starts_its_pace(

@@ -42,7 +42,7 @@ class FakeEngine:
         self.rollbacks: list[list[str]] = []
         self.lock = threading.Lock()
 
-    def plan(self, *, target: Target, ctx: ActionContext) -> Plan:
+    def plan(self, *, target: Target, ctx: ActionContext, include: Sequence[str] = ()) -> Plan:
         return Plan.from_json(
             {
                 "steps": [
