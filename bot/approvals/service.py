@@ -35,7 +35,7 @@ from bot.views.decisions import decision_text
 from bot.views.resources import resource_label
 from commands import incidents as svc
 from commands.approvals import contacts
-from commands.approvals.engine import ContainmentEngine
+from commands.approvals.engine import ContainmentEngine, wants_volatile
 from commands.approvals.execution import Outcome, execute
 from commands.approvals.plans import (
     Engine,
@@ -84,14 +84,6 @@ class Proposal:
     channel_id: str | None
     card_ts: str | None
     opened_incident: bool = False
-
-
-def wants_volatile(asked: bool | None, severity: str, rule: str) -> bool:
-    """Whether a plan captures volatile state first: as asked, else by the configured rule
-    (`containment.volatile_capture`) and the incident's severity."""
-    if asked is not None:
-        return asked
-    return rule == "always" or (rule == "high" and severity in ("high", "critical"))
 
 
 def service(runtime: Runtime) -> ContainmentService:

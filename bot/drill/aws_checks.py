@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import boto3
 from botocore.exceptions import ClientError
 
 from commands.drills.sandbox import Sandbox
 from commands.drills.scenarios import host_of
+from containment.clients import aws_client
 
 
 class AwsChecks:
@@ -36,7 +36,7 @@ class AwsChecks:
             self._verify_instance(sb, key)
 
     def _verify_access_key(self, sb: Sandbox) -> None:
-        iam = boto3.client("iam", region_name=sb.region)
+        iam = aws_client("iam", sb.region)
         keys = iam.list_access_keys(UserName=sb.user_name)["AccessKeyMetadata"]
         status = next((k["Status"] for k in keys if k["AccessKeyId"] == sb.access_key_id), "?")
         self.check("access key deactivated", status == "Inactive", f"{sb.access_key_id} {status}")
@@ -44,7 +44,7 @@ class AwsChecks:
         self.check("old sessions revoked", bool(policies), f"user policies: {policies}")
 
     def _verify_role(self, sb: Sandbox) -> None:
-        iam = boto3.client("iam", region_name=sb.region)
+        iam = aws_client("iam", sb.region)
         revoking = []
         for name in iam.list_role_policies(RoleName=sb.app_role_name)["PolicyNames"]:
             doc = iam.get_role_policy(RoleName=sb.app_role_name, PolicyName=name)["PolicyDocument"]
@@ -60,7 +60,7 @@ class AwsChecks:
         )
 
     def _verify_bucket(self, sb: Sandbox) -> None:
-        s3 = boto3.client("s3", region_name=sb.region)
+        s3 = aws_client("s3", sb.region)
         try:
             block = s3.get_public_access_block(Bucket=sb.bucket_name)[
                 "PublicAccessBlockConfiguration"
@@ -89,7 +89,7 @@ class AwsChecks:
         )
 
     def _verify_function(self, sb: Sandbox) -> None:
-        lam = boto3.client("lambda", region_name=sb.region)
+        lam = aws_client("lambda", sb.region)
         reserved = lam.get_function_concurrency(FunctionName=sb.function_name).get(
             "ReservedConcurrentExecutions"
         )
@@ -115,7 +115,7 @@ class AwsChecks:
 
     def _verify_instance(self, sb: Sandbox, key: str) -> None:
         instance_id, volume_ids, eni_ids, group_id, _ = host_of(sb, self.scenario.host)
-        ec2 = boto3.client("ec2", region_name=sb.region)
+        ec2 = aws_client("ec2", sb.region)
         snaps = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
         ours = [
             s
@@ -134,13 +134,13 @@ class AwsChecks:
         self.check("network isolated", isolated, f"ENI groups now {groups}")
         if self.scenario.host != "web":
             return  # the batch host is in no Auto Scaling group and behind no load balancer
-        asg = boto3.client("autoscaling", region_name=sb.region)
+        asg = aws_client("autoscaling", sb.region)
         member = asg.describe_auto_scaling_instances(InstanceIds=[instance_id])[
             "AutoScalingInstances"
         ]
         state = member[0]["LifecycleState"] if member else "detached"
         self.check("out of Auto Scaling", state in ("Standby", "detached"), f"instance {state}")
-        elbv2 = boto3.client("elbv2", region_name=sb.region)
+        elbv2 = aws_client("elbv2", sb.region)
         targets = elbv2.describe_target_health(TargetGroupArn=sb.target_group_arn)[
             "TargetHealthDescriptions"
         ]

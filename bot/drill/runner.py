@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import boto3
 import botocore.client
 from botocore.exceptions import ClientError
 from sqlalchemy import func, select
@@ -33,6 +32,7 @@ from bot.drill.slack_clicks import CHANNEL, SIGNING_SECRET, SlackClicks
 from bot.settings import AppConfig, EnvSettings, Settings
 from commands.drills.sandbox import Sandbox, build_sandbox, describe
 from commands.drills.scenarios import SCENARIOS, Scenario, host_of
+from containment.clients import aws_client
 
 RESPONDER = "U0RESPONDER1"
 SECOND_RESPONDER = "U0RESPONDER2"
@@ -198,7 +198,7 @@ class Drill(AwsChecks, SlackClicks):
         sandbox = build_sandbox(region="us-east-1")
         for k, v in describe(sandbox).items():
             self.say(f"  {k}: {v}")
-        s3 = boto3.client("s3", region_name=sandbox.region)
+        s3 = aws_client("s3", sandbox.region)
         s3.create_bucket(Bucket="drill-evidence")
 
         with ConsoleSlack(self.out, users={RESPONDER: "alice", SECOND_RESPONDER: "bob"}) as slack:

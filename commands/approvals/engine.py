@@ -12,6 +12,14 @@ from containment.registry import Facts, StepResult
 from containment.targets import Target
 
 
+def wants_volatile(asked: bool | None, severity: str, rule: str) -> bool:
+    """Whether a plan captures volatile state first: as asked, else by the configured rule
+    (`containment.volatile_capture`) and the incident's severity."""
+    if asked is not None:
+        return asked
+    return rule == "always" or (rule == "high" and severity in ("high", "critical"))
+
+
 class ContainmentEngine:
     """Adapts containment.registry / containment.executor to the approval flow."""
 

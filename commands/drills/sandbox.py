@@ -17,7 +17,7 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
+from containment.clients import aws_client
 
 WORKLOAD_TAGS = {
     "Name": "checkout-web-1",
@@ -110,13 +110,13 @@ def create_instance_profile(iam: Any, *, role_name: str, profile_name: str) -> d
     return dict(profile)
 
 
-def build_sandbox(*, session: boto3.Session | None = None, region: str = "us-east-1") -> Sandbox:
-    session = session or boto3.Session(region_name=region)
-    ec2 = session.client("ec2", region_name=region)
-    iam = session.client("iam", region_name=region)
-    asg = session.client("autoscaling", region_name=region)
-    elbv2 = session.client("elbv2", region_name=region)
-    sts = session.client("sts", region_name=region)
+def build_sandbox(*, region: str = "us-east-1") -> Sandbox:
+    """Build the sandbox with the bot's own clients (containment/clients.py: the one factory)."""
+    ec2 = aws_client("ec2", region)
+    iam = aws_client("iam", region)
+    asg = aws_client("autoscaling", region)
+    elbv2 = aws_client("elbv2", region)
+    sts = aws_client("sts", region)
     account_id = sts.get_caller_identity()["Account"]
 
     vpc_id = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
@@ -202,8 +202,8 @@ def build_sandbox(*, session: boto3.Session | None = None, region: str = "us-eas
 
     batch = _build_batch_host(ec2, vpc_id=vpc_id, subnet_id=subnet_id, image_id=image_id)
     app_role = _build_app_role(iam)
-    _build_export_bucket(session.client("s3", region_name=region), EXPORT_BUCKET)
-    _build_function(session.client("lambda", region_name=region), role_arn=app_role)
+    _build_export_bucket(aws_client("s3", region), EXPORT_BUCKET)
+    _build_function(aws_client("lambda", region), role_arn=app_role)
 
     return Sandbox(
         region=region,

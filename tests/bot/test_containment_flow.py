@@ -22,11 +22,11 @@ from moto import mock_aws
 from sqlalchemy import select
 
 from bot.approvals import propose, service
-from bot.approvals.service import wants_volatile
 from bot.background import Background
 from bot.runtime import make_runtime
 from bot.wiring import build_wsgi_app, create_app
 from commands.approvals import decide
+from commands.approvals.engine import wants_volatile
 from storage.clock import FlowingClock
 from storage.models import ActionStep, ContainmentRequest, Incident, TimelineEvent
 from storage.timeline import verify_chain
