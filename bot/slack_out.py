@@ -129,13 +129,14 @@ class Budget:
         bucket[1] = now
         return bucket, rate, burst
 
-    def ready_in(self, key: str | None) -> float:
-        """Seconds until `key` has a token free (0: now)."""
+    def ready_in(self, key: str | None, *, spare: float = 0.0) -> float:
+        """Seconds until `key` has a token free, `spare` more left for others (0: now)."""
         if key is None or self.pace is None:
             return 0.0
         with self._lock:
-            bucket, rate, _ = self._bucket(key)
-            return max(0.0, (1.0 - bucket[0]) / rate)
+            bucket, rate, burst = self._bucket(key)
+            need = min(1.0 + spare, burst)
+            return max(0.0, (need - bucket[0]) / rate)
 
     def reserve(self, key: str | None) -> float:
         """Take a token; the seconds until it is ours (0: now)."""

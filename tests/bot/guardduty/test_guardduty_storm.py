@@ -1,4 +1,5 @@
-"""An alert storm over real HTTP: one message per incident, batched updates, nothing dropped."""
+"""An alert storm over real HTTP: a storm card for all, one card per incident, batched updates,
+nothing dropped; and under Slack's own latency and rate limits."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from storage.models import Finding, Incident
 from tests.bot.guardduty.conftest import GuardDutyBot
 from tests.commands.findings.guardduty_fixtures import ec2_detail, load_json
+from tests.slack_fake import Call
 
 RESOURCES = 40
 FINDINGS_PER_RESOURCE = 2
@@ -45,6 +47,13 @@ def storm(seed: int = 11) -> tuple[list[bytes], dict[str, int]]:
         )
         bodies.append(json.dumps({**envelope, "detail": detail}).encode())
     return bodies, dict(counts)
+
+
+def posts_split(posts: list[Call]) -> tuple[Call, list[Call]]:
+    """(the storm card's post, the incident cards' posts)."""
+    storms = [p for p in posts if "new GuardDuty incidents" in p.args["text"]]
+    assert len(storms) == 1, [p.args["text"] for p in storms]
+    return storms[0], [p for p in posts if p is not storms[0]]
 
 
 def test_storm_posts_one_card_per_incident_and_records_everything(
@@ -84,13 +93,22 @@ def test_storm_posts_one_card_per_incident_and_records_everything(
 
     slack = gd.bot.slack
     posts = slack.calls_for("chat.postMessage", ok_only=True)
-    assert len(posts) == RESOURCES  # one message per incident, and no more
-    assert len(slack.calls_for("chat.postMessage")) == RESOURCES + 3  # the 429s were retried
-    assert {p.response["ts"] for p in posts} == {i.card_ts for i in incidents}
+    storm_card, cards = posts_split(posts)
+    assert len(cards) == RESOURCES  # one message per incident, and one storm card
+    assert len(slack.calls_for("chat.postMessage")) == RESOURCES + 1 + 3  # 429s retried
+    assert {p.response["ts"] for p in cards} == {i.card_ts for i in incidents}
+    # The storm card, as it ends, names every incident and links each to its own card.
+    final = {m["ts"]: m for m in slack.messages("C0INCIDENT")}[storm_card.response["ts"]]
+    shown = json.dumps(final["blocks"])
+    assert f"{RESOURCES} new GuardDuty incidents" in final["text"]
+    for incident in incidents:
+        link = f"/archives/C0INCIDENT/p{incident.card_ts.replace('.', '')}|{incident.key}>"
+        assert link in shown, incident.key
     updates: dict[str, list[float]] = defaultdict(list)
     for call in slack.calls_for("chat.update", ok_only=True):
         updates[call.args["ts"]].append(call.at)
-    card_writes = {p.response["ts"]: p.at for p in posts}
+    card_writes = {p.response["ts"]: p.at for p in cards}
+    updates.pop(storm_card.response["ts"])  # refreshed faster: one card for many
     for ts, times in updates.items():
         series = sorted([card_writes[ts], *times])
         gaps = [b - a for a, b in itertools.pairwise(series)]
