@@ -474,9 +474,12 @@ class FakeSlack:
         with self._lock:
             self.calls.clear()
 
-    def unhandled_429s(self, calls: list[Call] | None = None) -> list[Call]:
+    def unhandled_429s(
+        self, calls: list[Call] | None = None, *, until: float | None = None
+    ) -> list[Call]:
         """The 429s a client mishandled: the same message sent again before the Retry-After
-        it was given had passed, or never sent successfully afterwards (given up)."""
+        it was given had passed, or never sent successfully afterwards (given up). `until`:
+        when the client stopped (a 429 whose wait ran past it was not given up)."""
         with self._lock:
             calls = list(self.calls if calls is None else calls)
         later: dict[tuple[Any, ...], list[Call]] = {}
@@ -489,7 +492,8 @@ class FakeSlack:
             after = [c for c in later[_message_identity(call)] if c.at > call.at]
             # The client sent it when its answer arrived at `at`; a little slack for clocks.
             early = any(c.at - c.latency < call.at + (call.retry_after or 0) - 0.05 for c in after)
-            if early or not any(c.ok for c in after):
+            cut_short = until is not None and call.at + (call.retry_after or 0) + 2.0 > until
+            if early or not (cut_short or any(c.ok for c in after)):
                 bad.append(call)
         return bad
 
