@@ -28,10 +28,12 @@ def post_all(
     concurrency: int,
     accept: Callable[[int, bytes], bool] | None = None,
     timeout: float = 60.0,
+    sent_at: list[float] | None = None,
 ) -> LoadResult:
-    """Send every (body, headers) to POST `path` on 127.0.0.1:`port`."""
+    """Send every (body, headers) to POST `path` on 127.0.0.1:`port`. `sent_at`, when given
+    (one slot per request), receives the wall-clock time each request was sent."""
     lock = threading.Lock()
-    work = iter(requests)
+    work = iter(enumerate(requests))
     gate = threading.Barrier(concurrency + 1)
     latencies: list[float] = []
     statuses: dict[int, int] = defaultdict(int)
@@ -49,7 +51,9 @@ def post_all(
                 item = next(work, None)
             if item is None:
                 break
-            body, headers = item
+            index, (body, headers) = item
+            if sent_at is not None:
+                sent_at[index] = time.time()
             t0 = time.perf_counter()
             try:
                 conn.request("POST", path, body=body, headers=dict(headers))

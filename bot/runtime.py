@@ -23,7 +23,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from bot.background import Background, Job
 from bot.settings import AppConfig, Settings
-from bot.slack_out import SlackWriter
+from bot.slack_out import Pace, SlackWriter
 from bot.views.cards import CardParts
 from commands.deadlines.policy import DeadlinePolicy
 from storage.clock import Clock
@@ -111,7 +111,8 @@ class Runtime:
     slack: SlackWriter = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.slack = SlackWriter(self.client, self.database)
+        pace = Pace() if self.settings.config.slack.pace else None
+        self.slack = SlackWriter(self.client, self.database, pace=pace)
 
     def now(self) -> dt.datetime:
         return self.clock.now()

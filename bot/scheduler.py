@@ -39,7 +39,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.reminder_kinds import ReminderKinds
-from bot.slack_out import PERMANENT_ERRORS, SlackWriter, slack_error
+from bot.slack_out import PERMANENT_ERRORS, Pace, SlackWriter, slack_error
 from bot.views.reminders import delivery_text, reminder_text
 from commands.deadlines import delivery as dl
 from commands.deadlines import queue
@@ -107,7 +107,8 @@ class ReminderScheduler:
             client = make_client(settings)
         self.client = client
         # Reminders reach Slack through the app's writer when there is one (its card locks).
-        self.slack = slack or SlackWriter(client, database)
+        pace = Pace() if settings.config.slack.pace else None
+        self.slack = slack or SlackWriter(client, database, pace=pace)
         self.worker_id = worker_id or new_worker_id()
         self.poll = dt.timedelta(seconds=poll_seconds)
         self.maintain_seconds = maintain_seconds

@@ -44,6 +44,9 @@ class SlackConfig(_Section):
     channel_per_incident: bool = False
     # Bot IDs (AWS Chatbot, SNS-to-Slack) whose channel messages may carry finding JSON.
     trusted_bot_ids: list[str] = Field(default_factory=list)
+    # Keep to Slack's published rate limits (bot/slack_out.py `Pace`) before Slack has to
+    # enforce them. Off only against an instant, unlimited test double.
+    pace: bool = True
 
 
 class ApprovalsConfig(_Section):

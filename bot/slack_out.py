@@ -13,7 +13,13 @@ Every message the bot writes goes through a `SlackWriter` (one per process, on t
   slots, so writers that arrive together land an interval apart, and a second waiter in one
   process leaves the write to the first (which renders after it wakes);
 - `record_card(...)`: the card's channel and ts stored on the incident, and its one
-  `slack.card_posted` timeline event.
+  `slack.card_posted` timeline event;
+- `budget` (`Budget`, at `Pace`): Slack's published rate limits kept before Slack has to
+  enforce them: chat.postMessage about one per second per channel, the Tier 3 methods
+  (chat.update...) about 50 a minute per method. A patient call waits for its turn; any call
+  takes one; a 429 holds the method (or channel) for everyone in the process for its
+  Retry-After. Features with several kinds of work ask `budget.ready_in` to pick what to do
+  next. The budget is per process: other processes meet Slack's 429s, which are handled.
 
 Rendering stays in bot/views; what to post, and when, stays with the features.
 """
@@ -73,6 +79,85 @@ class Stats:
     failures: int = 0
 
 
+# Slack's Tier 3 methods the bot calls (per method per workspace: about 50 a minute).
+TIER3 = frozenset(
+    {
+        "chat_update",
+        "chat_delete",
+        "conversations_replies",
+        "conversations_info",
+        "conversations_invite",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Pace:
+    """The rates the writer keeps to: a little under Slack's published limits."""
+
+    posts_per_second: float = 1.0  # chat.postMessage per channel (Slack: about 1)
+    post_burst: float = 2.0  # posts a quiet channel takes at once ("short bursts")
+    tier3_per_minute: float = 45.0  # each Tier 3 method (Slack: 50)
+    tier3_burst: float = 3.0
+
+
+class Budget:
+    """Token buckets per channel (posts) and per Tier 3 method; thread-safe. Reservations
+    may go into debt: the caller then waits until its token is due."""
+
+    def __init__(self, pace: Pace | None, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.pace = pace
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[str, list[float]] = {}  # key -> [tokens, at]
+
+    def key(self, method: str, kwargs: dict[str, Any]) -> str | None:
+        """The bucket a call draws on (None: not paced)."""
+        if self.pace is None:
+            return None
+        if method == "chat_postMessage":
+            return f"post:{kwargs.get('channel')}"
+        return method if method in TIER3 else None
+
+    def _bucket(self, key: str) -> tuple[list[float], float, float]:
+        assert self.pace is not None
+        if key.startswith("post:"):
+            rate, burst = self.pace.posts_per_second, self.pace.post_burst
+        else:
+            rate, burst = self.pace.tier3_per_minute / 60.0, self.pace.tier3_burst
+        now = self.clock()
+        bucket = self._buckets.setdefault(key, [burst, now])
+        bucket[0] = min(burst, bucket[0] + (now - bucket[1]) * rate)
+        bucket[1] = now
+        return bucket, rate, burst
+
+    def ready_in(self, key: str | None, *, spare: float = 0.0) -> float:
+        """Seconds until `key` has a token free, `spare` more left for others (0: now)."""
+        if key is None or self.pace is None:
+            return 0.0
+        with self._lock:
+            bucket, rate, burst = self._bucket(key)
+            need = min(1.0 + spare, burst)
+            return max(0.0, (need - bucket[0]) / rate)
+
+    def reserve(self, key: str | None) -> float:
+        """Take a token; the seconds until it is ours (0: now)."""
+        if key is None or self.pace is None:
+            return 0.0
+        with self._lock:
+            bucket, rate, _ = self._bucket(key)
+            bucket[0] -= 1.0
+            return max(0.0, -bucket[0] / rate)
+
+    def hold(self, key: str | None, seconds: float) -> None:
+        """Slack said 429: nobody in this process draws on `key` for `seconds`."""
+        if key is None or self.pace is None:
+            return
+        with self._lock:
+            bucket, rate, _ = self._bucket(key)
+            bucket[0] = min(bucket[0], 1.0 - seconds * rate)
+
+
 class Turn(NamedTuple):
     wait: float  # seconds until the card may be written; 0: written now, the turn is ours
     silent_for: float  # seconds since the card was last written (inf: never)
@@ -111,8 +196,10 @@ class SlackWriter:
         *,
         sleep: Callable[[float], None] = time.sleep,
         max_attempts: int = MAX_ATTEMPTS,
+        pace: Pace | None = Pace(),  # frozen: one default shared safely
     ) -> None:
         self.client = client
+        self.budget = Budget(pace)
         self.database = database
         self.sleep = sleep
         self.max_attempts = max_attempts
@@ -137,14 +224,21 @@ class SlackWriter:
         stats = stats if stats is not None else self.stats
         fn = getattr(self.client, method)
         attempts = self.max_attempts if patient else 1
+        key = self.budget.key(method, kwargs)
+        due = self.budget.reserve(key)  # an impatient call takes its token and goes
+        if patient and due > 0:
+            self.sleep(due)
         for attempt in range(1, attempts + 1):
             try:
                 response = fn(**kwargs)
             except SlackApiError as exc:
                 response = exc.response
+                is_429 = response is not None and response.status_code == 429
+                if is_429:
+                    self.budget.hold(key, retry_after(response.headers))
                 if attempt == attempts:
                     raise
-                if response is not None and response.status_code == 429:
+                if is_429:
                     stats.rate_limited += 1
                     wait = retry_after(response.headers)
                     log.info("Slack %s rate-limited; retrying in %.1fs", method, wait)

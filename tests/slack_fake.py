@@ -19,8 +19,17 @@ same port; `socket_send(envelope)` pushes an envelope to the connected client an
 envelope the client acknowledges is recorded as a "socket_ack" call.
 
 Tests can make the next N calls of a method answer 429 with ``Retry-After``
-(``rate_limit``), fail with a Slack error (``fail_next``), or enforce Slack's one message
-per second per channel (``channel_rate_limit``).
+(``rate_limit``), fail with a Slack error (``fail_next``), slow a method down (``delay``),
+or enforce Slack's one message per second per channel (``channel_rate_limit``).
+
+Slack's manners: ``slack.realistic()`` (or ``FakeSlack(manners=SLACK_MANNERS)``) turns on, in
+one call, what a real workspace does to a busy app: every call answers after ~150 ms (with
+jitter), chat.postMessage is held to about one per second per channel (short bursts
+allowed), the tiered methods (chat.update is Tier 3: about 50 per minute per method per
+workspace) to their published rates, and past them Slack answers 429 with ``Retry-After``.
+``unhandled_429s()`` lists the rate-limited calls a client got wrong: retried before its
+Retry-After passed, or never followed by a successful call for the same message. Benches run
+with it; plain unit tests keep an instant Slack so the suite stays fast.
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ import base64
 import hashlib
 import itertools
 import json
+import math
+import random
 import re
 import socket
 import struct
@@ -63,6 +74,64 @@ MAX_VIEW_TITLE = 24
 MAX_CHANNEL_NAME = 80
 _CHANNEL_NAME_RE = re.compile(r"^[a-z0-9_\-]+$")
 
+# Slack's published rate-limit tiers (api.slack.com/docs/rate-limits): calls per minute, per
+# method per workspace. chat.postMessage is "special": about one per second per channel.
+TIER_PER_MINUTE = {1: 1, 2: 20, 3: 50, 4: 100}
+METHOD_TIERS = {
+    "chat.update": 3,
+    "chat.delete": 3,
+    "chat.getPermalink": 4,
+    "chat.postEphemeral": 4,
+    "conversations.create": 2,
+    "conversations.info": 3,
+    "conversations.invite": 3,
+    "conversations.replies": 3,
+    "usergroups.list": 2,
+    "users.info": 4,
+    "views.open": 4,
+    "views.publish": 4,
+    "views.update": 4,
+    "files.getUploadURLExternal": 4,
+    "files.completeUploadExternal": 4,
+}
+
+
+@dataclass(frozen=True)
+class SlackManners:
+    """How a real Slack answers a busy app: latency, and the rate limits past which it 429s."""
+
+    latency: float = 0.150  # seconds before each Web API answer...
+    jitter: float = 0.050  # ...plus or minus up to this much (uniform)
+    posts_per_second: float = 1.0  # chat.postMessage per channel
+    post_burst: int = 3  # posts a quiet channel takes at once ("short bursts")
+    tier_per_minute: tuple[tuple[int, int], ...] = tuple(TIER_PER_MINUTE.items())
+    tier_burst_seconds: float = 6.0  # a quiet method takes this many seconds' worth at once
+    seed: int = 17
+
+
+SLACK_MANNERS = SlackManners()
+
+
+class _Bucket:
+    """A token bucket: `rate` per second, at most `burst` saved up."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = max(1.0, burst)
+        self.tokens = self.burst
+        self.at = time.monotonic()
+
+    def take(self) -> float:
+        """0 when a token was taken; else the whole seconds to wait (Slack's Retry-After)."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return float(max(1, math.ceil((1.0 - self.tokens) / self.rate)))
+
+
 BOT_USER_ID = "U0INCBOT"
 BOT_ID = "B0INCBOT"
 TEAM_ID = "T111"
@@ -80,6 +149,8 @@ class Call:
     status: int = 200
     response: dict[str, Any] = field(default_factory=dict)
     at: float = field(default_factory=time.time)
+    retry_after: float | None = None  # a 429's Retry-After, in seconds
+    latency: float = 0.0  # seconds the fake waited before answering
 
     @property
     def ok(self) -> bool:
@@ -169,7 +240,7 @@ def _element_errors(el: dict[str, Any], where: str) -> list[str]:
 class FakeSlack:
     """A Slack Web API double on a real socket. Use as a context manager or start()/stop()."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, manners: SlackManners | None = None) -> None:
         self._lock = threading.Condition()
         self.calls: list[Call] = []
         self.channels: dict[str, Channel] = {}
@@ -180,14 +251,22 @@ class FakeSlack:
         self.files: dict[str, dict[str, Any]] = {}  # file id -> {"filename","length","content"}
         self._rate_limits: dict[str, list[int]] = {}  # method -> [remaining, retry_after]
         self._failures: dict[str, list[Any]] = {}  # method -> [remaining, error]
-        self._channel_rate: float | None = None
+        self._channel_rate: tuple[float, float] | None = None  # (per second, burst)
+        self._channel_buckets: dict[str, _Bucket] = {}
+        self._tier_rates: dict[int, int] = {}  # tier -> calls per minute (off when empty)
+        self._tier_burst = 6.0
+        self._tier_buckets: dict[str, _Bucket] = {}
         self._delays: dict[str, float] = {}
+        self._latency: tuple[float, float] = (0.0, 0.0)  # every method: (mean, jitter)
+        self._random = random.Random(0)
         self._sockets: list[_WebSocket] = []  # Socket Mode connections (apps.connections.open)
-        self._channel_posts: dict[str, list[float]] = {}
+        self.manners: SlackManners | None = None
         self._seq = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.add_user(BOT_USER_ID, name="incident-bot", is_bot=True)
+        if manners is not None:
+            self.realistic(manners)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -291,11 +370,35 @@ class FakeSlack:
         with self._lock:
             self._failures[method] = [times, error]
 
-    def channel_rate_limit(self, per_second: float | None = 1.0) -> None:
-        """Enforce Slack's chat.postMessage limit per channel (None turns it off)."""
+    def channel_rate_limit(self, per_second: float | None = 1.0, *, burst: int = 1) -> None:
+        """Enforce Slack's chat.postMessage limit per channel: `per_second`, with `burst`
+        posts at once on a quiet channel (None turns it off)."""
         with self._lock:
-            self._channel_rate = per_second
-            self._channel_posts.clear()
+            self._channel_rate = None if per_second is None else (per_second, float(burst))
+            self._channel_buckets.clear()
+
+    def tier_limits(self, per_minute: dict[int, int] | None, *, burst_seconds: float = 6.0) -> None:
+        """Enforce Slack's tiers (`METHOD_TIERS`): calls per minute per method, a quiet method
+        taking `burst_seconds` worth at once; past them 429 + Retry-After (None: off)."""
+        with self._lock:
+            self._tier_rates = dict(per_minute or {})
+            self._tier_burst = burst_seconds
+            self._tier_buckets.clear()
+
+    def latency(self, seconds: float, *, jitter: float = 0.0) -> None:
+        """Answer every call after `seconds` ± up to `jitter` (`delay` overrides per method)."""
+        with self._lock:
+            self._latency = (seconds, jitter)
+
+    def realistic(self, manners: SlackManners = SLACK_MANNERS) -> SlackManners:
+        """Behave like a real workspace under load: see the module docstring. One call."""
+        with self._lock:
+            self.manners = manners
+            self._random = random.Random(manners.seed)
+        self.latency(manners.latency, jitter=manners.jitter)
+        self.channel_rate_limit(manners.posts_per_second, burst=manners.post_burst)
+        self.tier_limits(dict(manners.tier_per_minute), burst_seconds=manners.tier_burst_seconds)
+        return manners
 
     # -- Socket Mode -----------------------------------------------------------------------
 
@@ -371,6 +474,35 @@ class FakeSlack:
         with self._lock:
             self.calls.clear()
 
+    def unhandled_429s(
+        self, calls: list[Call] | None = None, *, until: float | None = None
+    ) -> list[Call]:
+        """The 429s a client mishandled: the same message sent again before the Retry-After
+        it was given had passed, or never sent successfully afterwards (given up). `until`:
+        when the client stopped (a 429 whose wait ran past it was not given up)."""
+        with self._lock:
+            calls = list(self.calls if calls is None else calls)
+        later: dict[tuple[Any, ...], list[Call]] = {}
+        for call in calls:
+            later.setdefault(_message_identity(call), []).append(call)
+        bad: list[Call] = []
+        for call in calls:
+            if call.status != 429:
+                continue
+            after = [c for c in later[_message_identity(call)] if c.at > call.at]
+            # The client sent it when its answer arrived at `at`; a little slack for clocks.
+            early = any(c.at - c.latency < call.at + (call.retry_after or 0) - 0.05 for c in after)
+            cut_short = until is not None and call.at + (call.retry_after or 0) + 2.0 > until
+            if early or not (cut_short or any(c.ok for c in after)):
+                bad.append(call)
+        return bad
+
+    def slack_latency_ms(self) -> float:
+        """The mean wait the fake put before its Web API answers so far, in ms."""
+        with self._lock:
+            waits = [c.latency for c in self.calls if c.path.startswith("/api/")]
+        return round(1000 * sum(waits) / len(waits), 1) if waits else 0.0
+
     # -- request handling ------------------------------------------------------------------
 
     def _record(self, call: Call) -> None:
@@ -404,26 +536,42 @@ class FakeSlack:
         return None
 
     def _channel_throttle(self, channel: Channel) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """Sliding one-second window per channel, like Slack's 1 msg/s guidance."""
+        """A token bucket per channel, like Slack's 1 msg/s with short bursts."""
         if self._channel_rate is None:
             return 200, {}, {}
-        now = time.monotonic()
-        posts = [t for t in self._channel_posts.get(channel.id, []) if now - t < 1.0]
-        if len(posts) >= self._channel_rate:
-            self._channel_posts[channel.id] = posts
-            return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "1"}
-        posts.append(now)
-        self._channel_posts[channel.id] = posts
+        rate, burst = self._channel_rate
+        bucket = self._channel_buckets.get(channel.id)
+        if bucket is None:
+            bucket = self._channel_buckets[channel.id] = _Bucket(rate, burst)
+        wait = bucket.take()
+        if wait:
+            return _ratelimited(wait)
         return 200, {}, {}
+
+    def _tier_throttle(self, method: str) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        with self._lock:
+            per_minute = self._tier_rates.get(METHOD_TIERS.get(method, 0))
+            if not per_minute:
+                return None
+            bucket = self._tier_buckets.get(method)
+            if bucket is None:
+                rate = per_minute / 60.0
+                bucket = self._tier_buckets[method] = _Bucket(rate, rate * self._tier_burst)
+            wait = bucket.take()
+        return _ratelimited(wait) if wait else None
+
+    def pause_for(self, method: str) -> float:
+        """Seconds to wait before answering `method` (its `delay`, else the latency)."""
+        with self._lock:
+            if method in self._delays:
+                return self._delays[method]
+            mean, jitter = self._latency
+            return max(0.0, mean + self._random.uniform(-jitter, jitter)) if mean else 0.0
 
     def handle_api(
         self, method: str, args: dict[str, Any], headers: dict[str, str]
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
-        with self._lock:
-            pause = self._delays.get(method, 0.0)
-        if pause:
-            time.sleep(pause)
-        limited = self._check_limits(method)
+        limited = self._check_limits(method) or self._tier_throttle(method)
         if limited is not None:
             return limited
         token = args.get("token") or headers.get("authorization", "").removeprefix("Bearer ")
@@ -728,8 +876,12 @@ class _Handler(BaseHTTPRequestHandler):
         args.update({k: v for k, v in parse_qsl(parts.query) if k not in args})
         path = parts.path
 
+        pause = 0.0
         if path.startswith("/api/"):
             method = path.removeprefix("/api/")
+            pause = self.slack.pause_for(method)
+            if pause:
+                time.sleep(pause)
             status, body, extra = self.slack.handle_api(method, args, headers)
         elif path.startswith("/response/"):
             method, status, extra = "response_url", 200, {}
@@ -751,6 +903,8 @@ class _Handler(BaseHTTPRequestHandler):
                 path=path,
                 status=status,
                 response=body if isinstance(body, dict) else {},
+                retry_after=float(extra["Retry-After"]) if "Retry-After" in extra else None,
+                latency=pause,
             )
         )
         self._reply(status, body, extra)
@@ -822,6 +976,20 @@ class _WebSocket:
                 self.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def _ratelimited(wait: float) -> tuple[int, dict[str, Any], dict[str, str]]:
+    return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(int(wait))}
+
+
+def _message_identity(call: Call) -> tuple[Any, ...]:
+    """What makes two calls "the same message" for `unhandled_429s`."""
+    args = call.args
+    if call.method == "chat.update":
+        return (call.method, args.get("channel"), args.get("ts"))
+    if call.method == "chat.postMessage":
+        return (call.method, args.get("channel"), args.get("thread_ts"), args.get("text"))
+    return (call.method, json.dumps(args, sort_keys=True, default=str))
 
 
 def _parse_body(raw: bytes, content_type: str) -> dict[str, Any]:

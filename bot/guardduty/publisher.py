@@ -9,6 +9,11 @@ one worker thread per process, so an alert storm never blocks intake:
   once per `update_interval` seconds, however many findings arrived meanwhile;
 - a finding joining an incident whose card has been quiet for `join_quiet` seconds is also
   announced in the thread; during a storm the card alone carries it (and the timeline);
+- more new incidents than the channel can take one card at a time (a storm): one storm card
+  lists them all at once, grouped, and their own cards follow, most severe first
+  (bot/guardduty/storm.py);
+- every write keeps to Slack's rate limits (the writer's `budget`): the next job is one
+  whose budget is free, the storm card first, then new cards, then card updates;
 - a 429 is retried after its `Retry-After`, for as long as it takes: nothing is dropped;
 - at start, incidents GuardDuty opened whose card was never posted (a crash between
   recording and posting) are posted.
@@ -19,7 +24,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +31,12 @@ from sqlalchemy import func, select
 
 from bot.contacts import notify_opened
 from bot.guardduty.cards import add_to_card
+from bot.guardduty.storm import StormWatch, permalink, storm_view
 from bot.guardduty.writes import intake_is_hot, write_session, write_turn
 from bot.slack_out import Stats, card_id
 from bot.views import blocks as bk
 from bot.views.checklist import root_checklist_message
+from bot.views.storm import storm_message
 from commands.approvals.plans import finding_target_kind
 from commands.approvals.root_checklist import record_checklist, root_checklist
 from commands.errors import UserError
@@ -62,6 +68,7 @@ class CardPublisher:
         update_interval: float = UPDATE_INTERVAL,
         join_quiet: float = JOIN_QUIET,
         clock: Callable[[], float] = time.monotonic,
+        storm: dict[str, float] | None = None,  # StormWatch's threshold, window, refresh
     ) -> None:
         self.runtime = runtime
         self.update_interval = update_interval
@@ -69,7 +76,10 @@ class CardPublisher:
         self.clock = clock
         self.stats = Stats()
         self._cond = threading.Condition()
-        self._new: deque[int] = deque()
+        self._new: dict[int, float] = {}  # cards to post: incident id -> severity
+        self.storms = StormWatch(clock=clock, now=runtime.now, **(storm or {}))
+        self._workspace_url: str | None = None
+        self._workspace_read = False
         self._queued: set[int] = set()
         self._dirty: set[int] = set()
         self._joined: dict[int, list[str]] = {}
@@ -92,9 +102,13 @@ class CardPublisher:
                 if result.outcome == "opened":
                     if incident_id not in self._queued:
                         self._queued.add(incident_id)
-                        self._new.append(incident_id)
+                        self._new[incident_id] = result.severity
+                        self.storms.opened(incident_id)
                         news = True
                 else:
+                    if result.outcome == "joined" and self.storms.in_storm(incident_id):
+                        self.storms.touched(incident_id)
+                        news = True
                     if incident_id not in self._dirty:
                         self._dirty.add(incident_id)
                         news = True
@@ -161,7 +175,11 @@ class CardPublisher:
         """Block until nothing is queued (and, by default, no stale card waits)."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._new or self._busy or (include_updates and self._dirty):
+            while (
+                self._new
+                or self._busy
+                or (include_updates and (self._dirty or self.storms.due() is not None))
+            ):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -204,9 +222,12 @@ class CardPublisher:
                     return
                 self._busy = True
             kind, incident_id = job
-            self._yield_to_intake()
+            if kind != "storm":  # the storm card is what keeps a storm visible: never late
+                self._yield_to_intake()
             try:
-                if kind == "post":
+                if kind == "storm":
+                    self._write_storm()
+                elif kind == "post":
                     self._post(incident_id)
                 else:
                     self._update(incident_id)
@@ -230,24 +251,122 @@ class CardPublisher:
             time.sleep(0.01)
         self._last_job = time.monotonic()
 
+    def _post_key(self) -> str | None:
+        channel = self.runtime.config.slack.incident_channel
+        return self.runtime.slack.budget.key("chat_postMessage", {"channel": channel})
+
     def _next_job(self) -> tuple[str, int] | None:
-        if self._new:
-            return "post", self._new.popleft()
-        now = self.clock()
-        for incident_id in sorted(self._dirty):
-            if incident_id in self._queued:
-                continue  # its post will render the latest state
-            if now >= self._due.get(incident_id, -1e18):
-                self._dirty.discard(incident_id)
-                return "update", incident_id
+        """Under the lock: the most urgent job Slack's budget allows now (None: wait)."""
+        budget = self.runtime.slack.budget
+        post_key = self._post_key()
+        storm = self.storms.storm
+        storm_due = self.storms.due()
+        if storm_due is not None and storm is not None:
+            key = post_key if storm.ts is None else "chat_update"
+            if storm_due <= 0 and budget.ready_in(key) == 0:
+                return "storm", 0
+        storm_unposted = storm_due is not None and storm is not None and storm.ts is None
+        if self._new and not storm_unposted and budget.ready_in(post_key) == 0:
+            # Most severe first (then the oldest): in a storm, the cards that matter most.
+            pick = max(self._new, key=lambda i: (self._new[i], -i))
+            del self._new[pick]
+            return "post", pick
+        # A card update leaves the storm card a token: it is what keeps a storm visible.
+        spare = 1.0 if storm_due is not None else 0.0
+        if self._dirty and budget.ready_in("chat_update", spare=spare) == 0:
+            now = self.clock()
+            for incident_id in sorted(self._dirty):
+                if incident_id in self._queued:
+                    continue  # its post will render the latest state
+                if now >= self._due.get(incident_id, -1e18):
+                    self._dirty.discard(incident_id)
+                    return "update", incident_id
         return None
 
     def _wait_time(self) -> float:
-        """Seconds until the next stale card may be updated (at most 1 s, to notice stop)."""
+        """Seconds until the next job may run (at most 1 s, to notice stop)."""
+        budget = self.runtime.slack.budget
+        waits = [1.0]
+        storm_due = self.storms.due()
+        storm = self.storms.storm
+        if storm_due is not None and storm is not None:
+            key = self._post_key() if storm.ts is None else "chat_update"
+            waits.append(max(storm_due, budget.ready_in(key)))
+        if self._new:
+            waits.append(budget.ready_in(self._post_key()))
         due = [self._due.get(i, -1e18) for i in self._dirty if i not in self._queued]
-        if not due:
-            return 1.0
-        return max(0.01, min(1.0, min(due) - self.clock()))
+        if due:
+            waits.append(max(min(due) - self.clock(), budget.ready_in("chat_update")))
+        return max(0.01, min(waits))
+
+    # -- the storm card ---------------------------------------------------------------------
+
+    def _write_storm(self) -> None:
+        """Post or refresh the storm card (see bot/guardduty/storm.py)."""
+        with self._cond:
+            storm = self.storms.storm
+            if storm is None:
+                return
+            storm.dirty = False
+            live = self.storms.live() is not None
+            members = list(storm.members)
+        with self.runtime.database.read_session() as session:
+            view = storm_view(session, storm, members, live=live, link=self._link)
+        message = storm_message(view)
+        slack = self.runtime.slack
+        try:
+            if storm.ts is None:
+                channel = self.runtime.config.slack.incident_channel
+                posted = slack.call(
+                    "chat_postMessage", patient=True, stats=self.stats, channel=channel, **message
+                )
+                storm.channel, storm.ts = str(posted["channel"]), str(posted["ts"])
+            else:
+                with slack.card_lock(card_id("storm", storm.ts)):
+                    slack.call(
+                        "chat_update",
+                        patient=True,
+                        stats=self.stats,
+                        channel=storm.channel,
+                        ts=storm.ts,
+                        **message,
+                    )
+        except Exception:
+            with self._cond:
+                storm.dirty = True  # try again at the next refresh
+                storm.last_write = self.clock()
+            raise
+        with self._cond:
+            storm.last_write = self.clock()
+            newly = [m for m in members if m not in storm.listed]
+            storm.listed.update(newly)
+            if not live and view.posted == view.count and not storm.dirty:
+                storm.done = True
+        if newly:
+            self._record_listed(newly, str(storm.channel), str(storm.ts))
+
+    def _record_listed(self, incident_ids: list[int], channel: str, ts: str) -> None:
+        """On each incident's timeline: where Slack shows it until its own card is posted."""
+        with write_session(self.runtime) as session:
+            for incident in session.scalars(select(Incident).where(Incident.id.in_(incident_ids))):
+                append_event(
+                    session=session,
+                    incident=incident,
+                    actor="system",
+                    kind="slack.storm_listed",
+                    summary=f"Listed on the GuardDuty storm card in the channel ({channel})",
+                    details={"channel": channel, "ts": ts},
+                )
+
+    def _link(self, channel: str, ts: str) -> str | None:
+        """A card's permalink; the workspace URL is asked of Slack once (auth.test)."""
+        if not self._workspace_read:
+            self._workspace_read = True
+            try:
+                self._workspace_url = str(self.runtime.client.auth_test().get("url") or "")
+            except Exception:
+                log.warning("auth.test failed: storm card entries are not linked", exc_info=True)
+        return permalink(self._workspace_url, channel, ts)
 
     # -- posting ----------------------------------------------------------------------------
 
@@ -295,6 +414,7 @@ class CardPublisher:
         with self._cond:
             self._wrote(incident_id)
             self._joined.pop(incident_id, None)  # the card shows them
+            self.storms.touched(incident_id)  # its storm card entry links to it now
         # Once per incident: the card is posted once, and the notice is claimed once.
         notify_opened(self.runtime, key)
         self._propose(incident_id, key, finding)

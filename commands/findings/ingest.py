@@ -72,6 +72,7 @@ class Ingested:
     resource_id: str | None
     incident_id: int | None = None
     incident_key: str | None = None
+    severity: float = 0.0  # the finding's, as recorded (cards go most severe first)
 
     @property
     def card_stale(self) -> bool:
@@ -207,7 +208,9 @@ def _record(
 
 def _result(finding_id: str, outcome: Outcome, stored: _Stored) -> Ingested:
     key = f"INC-{stored.incident_number}" if stored.incident_number is not None else None
-    return Ingested(finding_id, outcome, stored.resource_id, stored.incident_id, key)
+    return Ingested(
+        finding_id, outcome, stored.resource_id, stored.incident_id, key, stored.severity
+    )
 
 
 _FINDINGS = Finding.__table__

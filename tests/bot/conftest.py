@@ -65,7 +65,9 @@ class BotUnderTest:
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:
-    base: dict[str, Any] = {"slack": {"incident_channel": "C0INCIDENT"}}
+    # The fake Slack is instant and unlimited unless a test asks for its manners
+    # (`slack.realistic()`); such a test turns the bot's pacing back on (`slack.pace`).
+    base: dict[str, Any] = {"slack": {"incident_channel": "C0INCIDENT", "pace": False}}
     for section, values in config.items():
         base.setdefault(section, {}).update(values)
     path.write_text(yaml.safe_dump(base))

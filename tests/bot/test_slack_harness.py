@@ -14,7 +14,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 
-from tests.slack_fake import FakeSlack
+from tests.slack_fake import FakeSlack, SlackManners
 from tests.slack_signing import (
     block_actions_payload,
     event_callback_body,
@@ -335,3 +335,49 @@ def test_form_encoded_blocks_are_decoded(fake_slack):
         params={"channel": "C0INCIDENT", "text": "hi", "blocks": json.dumps(blocks)},
     )
     assert fake_slack.wait_for("chat.postMessage").args["blocks"] == blocks
+
+
+def test_realistic_manners_answer_slowly_and_limit_like_slack() -> None:
+
+    manners = SlackManners(latency=0.05, jitter=0.01, post_burst=2, tier_burst_seconds=3.0)
+    with FakeSlack(manners=manners) as slack:
+        slack.add_channel("C1")
+        client = WebClient(token="xoxb-test", base_url=slack.base_url)
+        t0 = time.monotonic()
+        first = client.chat_postMessage(channel="C1", text="1")
+        assert time.monotonic() - t0 >= 0.04  # latency applies
+        client.chat_postMessage(channel="C1", text="2")  # a short burst is allowed
+        with pytest.raises(SlackApiError) as err:
+            client.chat_postMessage(channel="C1", text="3")
+        assert err.value.response.status_code == 429
+        assert err.value.response.headers["Retry-After"] == "1"
+        # Tier 3: 50 a minute, 3 s worth (2.5 calls) at once, then 429.
+        client.chat_update(channel="C1", ts=first["ts"], text="1b")
+        client.chat_update(channel="C1", ts=first["ts"], text="1c")
+        with pytest.raises(SlackApiError) as err:
+            client.chat_update(channel="C1", ts=first["ts"], text="1d")
+        assert err.value.response.status_code == 429
+        assert int(err.value.response.headers["Retry-After"]) >= 1
+        assert 40 <= slack.slack_latency_ms() <= 60
+        # Neither 429 was retried: both count as unhandled.
+        assert [c.args["text"] for c in slack.unhandled_429s()] == ["3", "1d"]
+
+
+def test_unhandled_429s_tell_honoured_retry_after_from_early_retries() -> None:
+
+    with FakeSlack() as slack:
+        slack.add_channel("C1")
+        slack.rate_limit("chat.postMessage", times=1, retry_after=1)
+        patient = WebClient(
+            token="xoxb-test",
+            base_url=slack.base_url,
+            retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=1)],
+        )
+        patient.chat_postMessage(channel="C1", text="waits")
+        assert slack.unhandled_429s() == []
+        slack.rate_limit("chat.postMessage", times=1, retry_after=5)
+        hasty = WebClient(token="xoxb-test", base_url=slack.base_url)
+        with pytest.raises(SlackApiError):
+            hasty.chat_postMessage(channel="C1", text="hurries")
+        hasty.chat_postMessage(channel="C1", text="hurries")  # at once, not after 5 s
+        assert [c.args["text"] for c in slack.unhandled_429s()] == ["hurries"]

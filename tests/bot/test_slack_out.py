@@ -10,7 +10,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import select
 
-from bot.slack_out import SlackWriter, card_id
+from bot.slack_out import Pace, SlackWriter, card_id
 from storage.clock import ManualClock
 from storage.db import Database
 from storage.migrate import upgrade
@@ -149,3 +149,31 @@ def test_recording_a_card_writes_one_event_and_starts_its_pace(
         kinds = session.scalars(select(TimelineEvent.kind)).all()
     assert kinds.count("slack.card_posted") == 1
     assert out.claim_turn(card_id("incident", key), 10).wait == pytest.approx(10)
+
+
+def test_patient_calls_keep_to_slacks_pace_and_a_429_holds_the_method(
+    fake_slack: FakeSlack, db: Database
+) -> None:
+    fake_slack.add_channel("C2")
+    slept: list[float] = []
+    client = WebClient(token="xoxb-test", base_url=fake_slack.base_url, retry_handlers=[])
+    pace = Pace(posts_per_second=1.0, post_burst=2.0, tier3_per_minute=30.0, tier3_burst=1.0)
+    out = SlackWriter(client, db, sleep=slept.append, pace=pace)
+    now = [100.0]
+    out.budget.clock = lambda: now[0]
+    for n in range(4):  # a burst of two, then one a second (the clock stands still)
+        out.call("chat_postMessage", patient=True, channel="C0INCIDENT", text=str(n))
+    assert slept == [1.0, 2.0]
+    slept.clear()
+    # Another channel has its own budget; an impatient call never waits.
+    out.call("chat_postMessage", patient=True, channel="C2", text="x")
+    out.call("chat_postMessage", channel="C0INCIDENT", text="now")
+    assert slept == []
+    # chat.update (Tier 3): a 429 holds the method for its Retry-After, for every caller.
+    ts = fake_slack.calls_for("chat.postMessage")[0].response["ts"]
+    fake_slack.rate_limit("chat.update", times=1, retry_after=4)
+    out.call("chat_update", patient=True, channel="C0INCIDENT", ts=ts, text="a")
+    assert slept == [4.0]
+    assert out.budget.ready_in("chat_update") == pytest.approx(4.0)
+    now[0] += 4.0
+    assert out.budget.ready_in("chat_update") == 0.0

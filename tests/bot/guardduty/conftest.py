@@ -106,6 +106,7 @@ def guardduty_bot(
         *,
         update_interval: float = 0.2,
         propose: bool = False,
+        storm: dict[str, float] | None = None,
     ) -> GuardDutyBot:
         base: dict[str, Any] = {
             "guardduty": {"sns_topic_arns": [TOPIC], "poll_interval_seconds": 0},
@@ -129,7 +130,12 @@ def guardduty_bot(
             service, region_name=region or "us-east-1"
         )
         options.guardduty_propose = propose
-        publisher = CardPublisher(runtime, update_interval=update_interval, join_quiet=60)
+        publisher = CardPublisher(
+            runtime,
+            update_interval=update_interval,
+            join_quiet=60,
+            storm={"window": 2.0, "refresh": 0.2, **(storm or {})},
+        )
         runtime.services.publisher = publisher
         runtime.on_shutdown(publisher.stop)
         return GuardDutyBot(bot=bot, key=sns_key, publisher=publisher, confirmed=confirmed)

@@ -1,4 +1,5 @@
-"""An alert storm over real HTTP: one message per incident, batched updates, nothing dropped."""
+"""An alert storm over real HTTP: a storm card for all, one card per incident, batched updates,
+nothing dropped; and under Slack's own latency and rate limits."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import itertools
 import json
 import random
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from storage.models import Finding, Incident
 from tests.bot.guardduty.conftest import GuardDutyBot
 from tests.commands.findings.guardduty_fixtures import ec2_detail, load_json
+from tests.slack_fake import Call, SlackManners
 
 RESOURCES = 40
 FINDINGS_PER_RESOURCE = 2
@@ -45,6 +48,13 @@ def storm(seed: int = 11) -> tuple[list[bytes], dict[str, int]]:
         )
         bodies.append(json.dumps({**envelope, "detail": detail}).encode())
     return bodies, dict(counts)
+
+
+def posts_split(posts: list[Call]) -> tuple[Call, list[Call]]:
+    """(the storm card's post, the incident cards' posts)."""
+    storms = [p for p in posts if "new GuardDuty incidents" in p.args["text"]]
+    assert len(storms) == 1, [p.args["text"] for p in storms]
+    return storms[0], [p for p in posts if p is not storms[0]]
 
 
 def test_storm_posts_one_card_per_incident_and_records_everything(
@@ -84,13 +94,22 @@ def test_storm_posts_one_card_per_incident_and_records_everything(
 
     slack = gd.bot.slack
     posts = slack.calls_for("chat.postMessage", ok_only=True)
-    assert len(posts) == RESOURCES  # one message per incident, and no more
-    assert len(slack.calls_for("chat.postMessage")) == RESOURCES + 3  # the 429s were retried
-    assert {p.response["ts"] for p in posts} == {i.card_ts for i in incidents}
+    storm_card, cards = posts_split(posts)
+    assert len(cards) == RESOURCES  # one message per incident, and one storm card
+    assert len(slack.calls_for("chat.postMessage")) == RESOURCES + 1 + 3  # 429s retried
+    assert {p.response["ts"] for p in cards} == {i.card_ts for i in incidents}
+    # The storm card, as it ends, names every incident and links each to its own card.
+    final = {m["ts"]: m for m in slack.messages("C0INCIDENT")}[storm_card.response["ts"]]
+    shown = json.dumps(final["blocks"])
+    assert f"{RESOURCES} new GuardDuty incidents" in final["text"]
+    for incident in incidents:
+        link = f"/archives/C0INCIDENT/p{incident.card_ts.replace('.', '')}|{incident.key}>"
+        assert link in shown, incident.key
     updates: dict[str, list[float]] = defaultdict(list)
     for call in slack.calls_for("chat.update", ok_only=True):
         updates[call.args["ts"]].append(call.at)
-    card_writes = {p.response["ts"]: p.at for p in posts}
+    card_writes = {p.response["ts"]: p.at for p in cards}
+    updates.pop(storm_card.response["ts"])  # refreshed faster: one card for many
     for ts, times in updates.items():
         series = sorted([card_writes[ts], *times])
         gaps = [b - a for a, b in itertools.pairwise(series)]
@@ -101,3 +120,63 @@ def test_storm_posts_one_card_per_incident_and_records_everything(
         n = int(incident.resource_id.removeprefix("i-"), 16)
         total = sum(counts[f"storm-{n}-{k}"] for k in range(FINDINGS_PER_RESOURCE))
         assert f"2 findings, seen {total} times" in by_ts[incident.card_ts], incident.key
+
+
+def test_storm_under_slacks_own_latency_and_limits(
+    guardduty_bot: Callable[..., GuardDutyBot],
+) -> None:
+    """Slack's manners on (latency, 1 post/s per channel, Tier 3 50/min, 429s past them) and
+    the bot's pacing on: the storm card shows every incident within seconds, cards follow
+    most severe first, and no 429 goes unhandled."""
+    gd = guardduty_bot({"slack": {"pace": True}}, storm={"window": 3.0, "refresh": 1.0})
+    slack = gd.bot.slack
+    slack.realistic(SlackManners(latency=0.05, jitter=0.02))
+    envelope = load_json("custodian__ec2-duty-event.json")
+    severities = [4.0, 8.9, 5.5, 7.2, 4.5, 8.1, 6.0, 7.7, 5.0, 8.4]
+    bodies = [
+        json.dumps(
+            {
+                **envelope,
+                "detail": ec2_detail(
+                    id=f"manners-{n}",
+                    severity=severity,
+                    resource__instanceDetails__instanceId=f"i-{n:017x}",
+                ),
+            }
+        ).encode()
+        for n, severity in enumerate(severities)
+    ]
+    sent = time.time()
+    threads = [threading.Thread(target=gd.post, args=(body,)) for body in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    arrived = time.time()
+
+    def lists_all(call: Call) -> bool:
+        text = json.dumps(call.args.get("blocks"))
+        return all(f"INC-{n}" in text for n in range(1, len(bodies) + 1))
+
+    shown = slack.wait_for("chat.postMessage", lambda c: "new GuardDuty" in c.args["text"])
+    assert shown.at - sent < 3.0
+    if not lists_all(shown):
+        shown = slack.wait_for("chat.update", lambda c: c.ok and lists_all(c), timeout=10)
+    assert shown.at - arrived < 3.0  # every incident visible in Slack within seconds
+    gd.settle(timeout=60)
+
+    with gd.bot.session() as session:
+        severity_of = dict(
+            session.execute(
+                select(Incident.card_ts, func.max(Finding.severity))
+                .join(Finding, Finding.incident_id == Incident.id)
+                .group_by(Incident.id)
+            ).all()
+        )
+    assert all(severity_of)  # every incident has its own card in the end
+    posts = slack.calls_for("chat.postMessage", ok_only=True)
+    storm_card, cards = posts_split(posts)
+    after = [severity_of[c.response["ts"]] for c in cards if c.at > storm_card.at]
+    assert after == sorted(after, reverse=True)  # behind the storm card: most severe first
+    assert slack.unhandled_429s() == []
+    assert slack.slack_latency_ms() >= 30
