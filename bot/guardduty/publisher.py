@@ -31,20 +31,17 @@ from sqlalchemy import func, select
 
 from bot.contacts import notify_opened
 from bot.guardduty.cards import add_to_card
+from bot.guardduty.follow_up import propose_for_finding
 from bot.guardduty.storm import StormWatch, permalink, storm_view
 from bot.guardduty.writes import intake_is_hot, write_session, write_turn
 from bot.slack_out import Stats, card_id
 from bot.views import blocks as bk
-from bot.views.checklist import root_checklist_message
 from bot.views.storm import storm_message
-from commands.approvals.plans import finding_target_kind
-from commands.approvals.root_checklist import record_checklist, root_checklist
-from commands.errors import UserError
 from commands.findings.ingest import ACTOR, Ingested, sync_incident
 from commands.findings.normalize import NormalizedFinding, normalize_finding
 from commands.findings.tags import read_resource_tags, store_resource_tags
 from containment.clients import aws_client
-from storage.facts import GUARDDUTY, NOT_AUTOMATIC, tags_source
+from storage.facts import GUARDDUTY, tags_source
 from storage.models import Finding, Incident
 from storage.timeline import append_event
 
@@ -417,7 +414,7 @@ class CardPublisher:
             self.storms.touched(incident_id)  # its storm card entry links to it now
         # Once per incident: the card is posted once, and the notice is claimed once.
         notify_opened(self.runtime, key)
-        self._propose(incident_id, key, finding)
+        propose_for_finding(self.runtime, incident_id, key, finding, on_change=self.mark_stale)
 
     def _update(self, incident_id: int) -> None:
         with self.runtime.database.read_session() as session:
@@ -509,87 +506,6 @@ class CardPublisher:
             )
             self._clients[key] = client
         return client
-
-    def _propose(self, incident_id: int, key: str, finding: NormalizedFinding | None) -> None:
-        """Ask for containment of a high/critical, real finding's resource: its instance,
-        access key (the role, for assumed-role credentials), bucket, function or database."""
-        threshold = self.runtime.config.approvals.auto_request_min_severity
-        if (
-            finding is None
-            or threshold is None
-            or not self.runtime.options.guardduty_propose
-            or finding.sample
-            or finding.severity < threshold
-            or not finding.resource_id
-        ):
-            return
-        kind = finding_target_kind(finding.resource_kind, finding.user_type)
-        if kind is None and finding.user_type == "Root":
-            self._root_checklist(incident_id, key, finding)
-            return
-        resource_id = finding.user_name if kind == "role" else finding.resource_id
-        if kind is None or not resource_id:
-            return
-        try:
-            from bot.approvals import propose
-
-            propose(
-                self.runtime,
-                resource_id=resource_id,
-                kind=kind,
-                incident_key=key,
-                requested_by=ACTOR,
-                reason=f"GuardDuty {finding.type} ({finding.severity:g})",
-                region=finding.region,
-                account_id=finding.account_id,
-                finding_id=finding.id,
-            )
-        except UserError as exc:
-            # The finding names something containment cannot act on (its id fails
-            # validation): nothing broke, so one line here and the reason on the card.
-            log.warning("%s: containment not proposed automatically: %s", key, exc.message)
-            self._not_automatic(incident_id, "containment", exc.message)
-        except Exception:
-            log.exception("proposing containment for %s failed", key)
-
-    def _root_checklist(self, incident_id: int, key: str, finding: NormalizedFinding) -> None:
-        """Root credentials: the plan is a checklist to verify, on the timeline and in the
-        incident's thread (once per incident)."""
-        items = root_checklist(account_id=finding.account_id, since=finding.first_seen)
-        with write_session(self.runtime) as session:
-            incident = session.get(Incident, incident_id)
-            if incident is None or (incident.facts or {}).get("checklist"):
-                return
-            record_checklist(
-                session=session,
-                incident=incident,
-                items=items,
-                reason=f"GuardDuty {finding.type} ({finding.severity:g}) on root credentials",
-            )
-            channel, thread = incident.channel_id, incident.thread_ts
-        if channel:
-            try:
-                self.runtime.slack.reply(channel, thread, root_checklist_message(key, items))
-            except Exception:
-                log.exception("posting the root checklist for %s failed", key)
-        self.mark_stale(incident_id)
-
-    def _not_automatic(self, incident_id: int, what: str, reason: str) -> None:
-        """Record on the incident (card and timeline) what the bot could not do by itself."""
-        with write_session(self.runtime) as session:
-            incident = session.get(Incident, incident_id)
-            if incident is None:
-                return
-            NOT_AUTOMATIC.update(incident, **{what: reason})
-            append_event(
-                session=session,
-                incident=incident,
-                actor="system",
-                kind=f"{what}.not_automatic",
-                summary=f"{what.capitalize()} was not proposed automatically: {reason}",
-                details={"reason": reason},
-            )
-        self.mark_stale(incident_id)
 
 
 def _shown_totals(facts: Any) -> tuple[int, int] | None:
