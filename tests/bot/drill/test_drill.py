@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,13 +38,31 @@ AWS_CHECKS = {
 }
 
 
+@dataclass
+class Run:
+    result: subprocess.CompletedProcess[str]
+    folder: Path
+
+
+@pytest.fixture(scope="module")
+def green_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    """One run per scenario, shared by the tests that read its transcript (a drill takes
+    seconds: running each once keeps the suite quick)."""
+    runs: dict[str, Run] = {}
+    for scenario in sorted(SCENARIOS):
+        folder = tmp_path_factory.mktemp(scenario)
+        result = drill("--scenario", scenario, "--db", str(folder / "drill.db"), cwd=folder)
+        runs[scenario] = Run(result, folder)
+    return runs
+
+
 def test_every_scenario_has_its_aws_checks() -> None:
     assert sorted(AWS_CHECKS) == sorted(SCENARIOS)
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_each_scenario_runs_green(scenario: str, tmp_path: Path) -> None:
-    r = drill("--scenario", scenario, "--db", str(tmp_path / "drill.db"), cwd=tmp_path)
+def test_each_scenario_runs_green(scenario: str, green_runs: dict[str, Run]) -> None:
+    r, tmp_path = green_runs[scenario].result, green_runs[scenario].folder
     out = r.stdout
     assert r.returncode == 0, out[-3000:] + r.stderr[-3000:]
     assert "RESULT: PASS" in out
@@ -67,8 +86,8 @@ def test_each_scenario_runs_green(scenario: str, tmp_path: Path) -> None:
     assert v.returncode == 0, v.stderr
 
 
-def test_ec2_scenario_checks_the_isolation_in_aws(tmp_path: Path) -> None:
-    r = drill("--scenario", "ec2-c2", cwd=tmp_path)
+def test_ec2_scenario_checks_the_isolation_in_aws(green_runs: dict[str, Run]) -> None:
+    r = green_runs["ec2-c2"].result
     for check in (
         "snapshots taken",
         "network isolated",
@@ -79,8 +98,8 @@ def test_ec2_scenario_checks_the_isolation_in_aws(tmp_path: Path) -> None:
         assert f"✔ {check}" in r.stdout, r.stdout[-3000:]
 
 
-def test_the_transcript_reads_in_the_order_things_happen(tmp_path: Path) -> None:
-    r = drill("--scenario", "ec2-c2", cwd=tmp_path)
+def test_the_transcript_reads_in_the_order_things_happen(green_runs: dict[str, Run]) -> None:
+    r = green_runs["ec2-c2"].result
     lines = r.stdout.splitlines()
 
     def first(text: str) -> int:
@@ -98,10 +117,11 @@ def test_the_transcript_reads_in_the_order_things_happen(tmp_path: Path) -> None
     assert any('thread of "🚨 INC-1' in line for line in outcome)
 
 
-def test_the_exported_event_count_is_the_same_every_run(tmp_path: Path) -> None:
+def test_the_exported_event_count_is_the_same_every_run(
+    tmp_path: Path, green_runs: dict[str, Run]
+) -> None:
     counts = set()
-    for _ in range(2):
-        r = drill("--scenario", "lambda-c2", cwd=tmp_path)
+    for r in (green_runs["lambda-c2"].result, drill("--scenario", "lambda-c2", cwd=tmp_path)):
         assert r.returncode == 0, r.stdout[-2000:]
         counts.add(re.search(r"timeline exported: (\d+) events", r.stdout).group(1))  # type: ignore[union-attr]
     assert len(counts) == 1, counts
