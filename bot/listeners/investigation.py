@@ -45,6 +45,7 @@ def aws_context(runtime: Runtime, incident_key: str, *, dry_run: bool = False) -
         dry_run=dry_run,
         now=runtime.now,
         client_hooks=runtime.options.client_hooks,
+        forensics=runtime.config.forensics,
     )
 
 
