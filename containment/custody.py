@@ -95,6 +95,7 @@ def add_to_manifest(
     objects: Sequence[dict[str, Any]] = (),
     snapshots: Sequence[dict[str, Any]] = (),
     lock: Lock | None = None,
+    kms_key_id: str | None = None,
 ) -> str:
     """Merge entries into the incident's manifest and write it as a new version.
 
@@ -124,6 +125,9 @@ def add_to_manifest(
         Key=key,
         Body=json.dumps(manifest, sort_keys=True, indent=1).encode(),
         ContentType="application/json",
+        # Like the evidence it lists: SSE-KMS (the policy allows nothing else under incidents/).
+        ServerSideEncryption="aws:kms",
+        **({"SSEKMSKeyId": kms_key_id} if kms_key_id else {}),
         **lock.params,
     )
     return key

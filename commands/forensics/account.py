@@ -204,7 +204,11 @@ def record_copies(ctx: ActionContext, region: str, entries: list[dict[str, Any]]
     s3 = ctx.evidence_client("s3", region)
     try:
         return custody.add_to_manifest(
-            s3=s3, bucket=ctx.evidence_bucket, ctx=ctx, snapshots=entries
+            s3=s3,
+            bucket=ctx.evidence_bucket,
+            ctx=ctx,
+            snapshots=entries,
+            kms_key_id=ctx.evidence_kms_key_id,
         )
     except ClientError as exc:
         raise RuntimeError(

@@ -252,7 +252,12 @@ class StoreEvidence(Action):
                 "object_lock": locked,
             }
             rec.evidence["manifest"] = custody.add_to_manifest(
-                s3=s3, bucket=params["Bucket"], ctx=ctx, objects=[entry], lock=lock
+                s3=s3,
+                bucket=params["Bucket"],
+                ctx=ctx,
+                objects=[entry],
+                lock=lock,
+                kms_key_id=params.get("SSEKMSKeyId"),
             )
             notes.append(f"SHA-256 {digest}")
             if locked:
