@@ -13,6 +13,7 @@ from commands.aftermath import live_request, record_request
 from commands.approvals.plans import Plan
 from commands.errors import UserError
 from commands.forensics import existing_stack, stack_name
+from commands.forensics.account import cfn_client
 from commands.incidents import get_incident
 from containment.capabilities import Permissions
 from containment.context import ActionContext
@@ -91,7 +92,7 @@ class Scope:
 
 
 def _stacks(ctx: ActionContext, scope: Scope, skipped: list[dict[str, str]]) -> list[dict]:
-    cfn = ctx.client("cloudformation", scope.target())
+    cfn = cfn_client(ctx, scope.target())  # the forensic account's, when there is one
     found = existing_stack(cfn, stack_name(scope.incident_key))
     if found is None:
         return []
