@@ -201,7 +201,12 @@ def export(key: str, fmt: str) -> None:
 
 @cli.command()
 @click.argument("key")
-def verify(key: str) -> None:
+@click.option(
+    "--evidence",
+    is_flag=True,
+    help="Also re-read the evidence objects and compare their SHA-256 with the manifest.",
+)
+def verify(key: str, evidence: bool) -> None:
     """Check incident KEY's chain, its key and every anchor outside the database.
 
     Exit 1 if anything was tampered with (the first problem on stderr).
@@ -232,6 +237,7 @@ def verify(key: str) -> None:
             number=number,
             key=settings.timeline_key(),
             not_found=not_found,
+            evidence=evidence,
         )
     except OperatorError as exc:
         raise Fail(str(exc)) from None

@@ -24,6 +24,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -101,6 +102,10 @@ class ContainmentConfig(_Section):
     volatile_capture: Literal["high", "always", "never"] = "high"
     # Timeline anchors written to the evidence bucket stay locked (compliance mode) this long.
     anchor_retention_days: int = Field(default=730, ge=1)
+    # Evidence objects are written under S3 Object Lock in this mode, retained this long,
+    # when their bucket has Object Lock enabled (else the bot says they are not locked).
+    evidence_lock_mode: Literal["compliance", "governance"] = "compliance"
+    evidence_retention_days: int = Field(default=365, ge=1)
 
 
 class ContactsConfig(_Section):
@@ -167,8 +172,25 @@ class ImpactConfig(_Section):
 
 class ForensicsConfig(_Section):
     vpc_cidr: str = "10.99.0.0/16"
-    ami_id: str | None = None
+    ami_id: str | None = None  # in the forensic account when account_id is set
     instance_type: str = "t3.medium"
+    # The forensic account: snapshots are shared with it and copied under its own KMS key,
+    # evidence objects go to its bucket, the clean room is built there. null: the bot's own.
+    account_id: str | None = None
+    role_name: str | None = None  # assumed there; null: containment.cross_account_role_name
+    external_id: str | None = None  # null: containment.external_id
+    evidence_bucket: str | None = None  # in the forensic account; null: containment's name
+    kms_key_id: str | None = None  # for the snapshot copies; null: its default EBS key
+
+    @field_validator("account_id", mode="before")
+    @classmethod
+    def _account(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        text = str(v).strip()
+        if not re.fullmatch(r"\d{12}", text):
+            raise ValueError("must be a 12-digit AWS account id, quoted: '111122223333'")
+        return text
 
 
 class WipeConfig(_Section):
@@ -197,6 +219,20 @@ class AppConfig(_Section):
     forensics: ForensicsConfig = Field(default_factory=ForensicsConfig)
     wipe: WipeConfig = Field(default_factory=WipeConfig)
     drills: DrillsConfig = Field(default_factory=DrillsConfig)
+
+    @model_validator(mode="after")
+    def _forensic_role(self) -> AppConfig:
+        f = self.forensics
+        if f.account_id and not (f.role_name or self.containment.cross_account_role_name):
+            raise ValueError(
+                "forensics.account_id needs a role to assume there: set forensics.role_name"
+            )
+        if f.account_id and not (f.evidence_bucket or self.containment.evidence_bucket):
+            raise ValueError(
+                "forensics.account_id needs the forensic account's bucket: set "
+                "forensics.evidence_bucket"
+            )
+        return self
 
 
 class EnvSettings(BaseSettings):
@@ -319,6 +355,8 @@ def _describe(err: dict[str, Any]) -> str:
     value = err.get("input")
     if err["type"] not in ("missing", "extra_forbidden") and isinstance(value, str | int | float):
         msg += f" (got {value!r})"
+    if not loc:  # a rule across sections: its message names the keys
+        return str(msg).removeprefix("Value error, ")
     return f"{loc}: {msg}"
 
 

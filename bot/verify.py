@@ -103,6 +103,7 @@ def verify_incident(
     number: int,
     key: TimelineKey | None,
     not_found: Callable[[], Exception],
+    evidence: bool = False,
 ) -> Verdict:
     from commands.errors import NotFound
     from commands.incidents import get_incident
@@ -158,7 +159,93 @@ def verify_incident(
         )
 
     _wrong_key_is_the_operators(incident, chain, key, s3_anchors, slack_anchors, verdict)
+    if evidence:
+        _check_evidence(settings, database, number, verdict)
     return verdict
+
+
+def _recorded_hashes(database: Database, number: int) -> dict[str, str]:
+    """Evidence object key -> the SHA-256 the timeline recorded when it was stored."""
+    import json
+
+    from sqlalchemy import select
+
+    from commands.errors import NotFound
+    from commands.incidents import get_incident
+    from storage.models import TimelineEvent
+
+    out: dict[str, str] = {}
+    with database.read_session() as session:
+        try:
+            incident = get_incident(session=session, key=f"INC-{number}")
+        except NotFound:
+            return out
+        rows = session.scalars(
+            select(TimelineEvent.details).where(
+                TimelineEvent.incident_id == incident.id,
+                TimelineEvent.kind == "containment.step.succeeded",
+            )
+        )
+        for raw in rows:
+            details = json.loads(raw) if isinstance(raw, str) else raw or {}
+            found = details.get("evidence") or {}
+            if details.get("action") == "evidence" and found.get("sha256"):
+                out[str(found["key"])] = str(found["sha256"])
+    return out
+
+
+def _check_evidence(settings: Settings, database: Database, number: int, verdict: Verdict) -> None:
+    """Re-read every evidence object in the manifest; compare with it and the timeline."""
+    from bot.clock import SystemClock
+    from commands.approvals.plans import action_context
+    from containment import custody
+
+    cfg = settings.config
+    ctx = action_context(
+        incident_key=f"INC-{number}",
+        options=cfg.containment,
+        dry_run=True,
+        now=SystemClock().now,
+        forensics=cfg.forensics,
+    )
+    if not ctx.evidence_bucket:
+        verdict.lines.append("evidence: not checked: no evidence bucket is configured")
+        return
+    region = (cfg.guardduty.regions or ["us-east-1"])[0]
+    key = custody.manifest_key(ctx.evidence_prefix, ctx.incident_key)
+    where = f"s3://{ctx.evidence_bucket}/{key}"
+    recorded = _recorded_hashes(database, number)
+    try:
+        s3 = ctx.evidence_client("s3", region)
+        manifest = custody.read_manifest(s3, ctx.evidence_bucket, key)
+        if manifest is None:
+            if recorded:
+                verdict.problems.append(
+                    f"evidence: the timeline recorded {len(recorded)} evidence object(s) but "
+                    f"{where} is missing: the manifest was deleted"
+                )
+            else:
+                verdict.lines.append(f"evidence: none recorded ({where} does not exist)")
+            return
+        checked, problems = custody.check_objects(s3, ctx.evidence_bucket, manifest)
+    except Exception as exc:  # AccessDenied, NoSuchBucket, no credentials: the operator's
+        raise OperatorError(f"could not read the evidence in {where} ({exc})") from None
+    listed = {str(o.get("key")): str(o.get("sha256")) for o in manifest.get("objects") or []}
+    for name, digest in recorded.items():
+        if name not in listed:
+            problems.append(f"{name}: on the timeline but missing from {where}")
+        elif listed[name] != digest:
+            problems.append(
+                f"{name}: the manifest's SHA-256 differs from the one the timeline recorded: "
+                "the manifest was rewritten"
+            )
+    verdict.problems += problems
+    snaps = len(manifest.get("snapshots") or [])
+    agree = "all match" if not problems else f"{len(problems)} disagree"
+    verdict.lines.append(
+        f"evidence: {checked} object(s) re-read from {where} and hashed, {agree}; "
+        f"{snaps} snapshot copy(ies) listed"
+    )
 
 
 def _wrong_key_is_the_operators(

@@ -47,6 +47,16 @@ class ActionContext:
     permissions_boundary_name: str | None = "incident-bot-boundary"
     cross_account_role_name: str | None = None
     external_id: str | None = None
+    # The forensic account (forensics.account_id): evidence objects go to its bucket, the
+    # incident's snapshots are copied into it, the clean room is built there. None: the
+    # bot's own account keeps the evidence.
+    forensic_account_id: str | None = None
+    forensic_role_name: str | None = None
+    forensic_external_id: str | None = None
+    forensic_kms_key_id: str | None = None  # None: the forensic account's default EBS key
+    # Object Lock on evidence objects, when the bucket has it enabled.
+    evidence_lock_mode: str = "COMPLIANCE"  # or "GOVERNANCE"
+    evidence_retention_days: int = 365
     session_factory: Callable[[], boto3.Session] = shared_session
     # The caller's clock (storage/clock.py): evidence stamps, session-revocation cut-offs.
     now: Callable[[], datetime] = field(kw_only=True)
@@ -65,10 +75,10 @@ class ActionContext:
 
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _base: boto3.Session | None = field(default=None, init=False, repr=False)
-    _assumed: dict[str, tuple[dict[str, str], datetime]] = field(
+    _assumed: dict[tuple[str, str], tuple[dict[str, str], datetime]] = field(
         default_factory=dict, init=False, repr=False
     )
-    _clients: dict[tuple[str, str, str | None, int | None], BaseClient] = field(
+    _clients: dict[tuple[str, str, str | None, str | None, int | None], BaseClient] = field(
         default_factory=dict, init=False, repr=False
     )
     _inspections: dict[Target, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
@@ -94,14 +104,50 @@ class ActionContext:
         return self._client(service, target.region, target.account_id, max_attempts)
 
     def home_client(self, service: str, region: str, *, max_attempts: int | None = None) -> Any:
-        """A client in the bot's own account (evidence bucket, STS)."""
+        """A client in the bot's own account (STS, timeline anchors)."""
         return self._client(service, region, None, max_attempts)
 
+    def forensic_client(self, service: str, region: str, *, max_attempts: int | None = None) -> Any:
+        """A client in the forensic account (AssumeRole into its role); without a forensic
+        account, the bot's own account."""
+        if not self.forensic_account_id:
+            return self.home_client(service, region, max_attempts=max_attempts)
+        return self._client(
+            service, region, self.forensic_account_id, max_attempts, role=self.forensic_role()
+        )
+
+    # Where evidence objects and the per-incident evidence key live.
+    evidence_client = forensic_client
+
+    def forensic_role(self) -> tuple[str, str | None]:
+        name = self.forensic_role_name or self.cross_account_role_name
+        if not name:
+            raise ValueError(
+                "forensics.account_id is set without a role to assume there: set "
+                "forensics.role_name"
+            )
+        return name, self.forensic_external_id or self.external_id
+
+    def evidence_account(self) -> str:
+        """Which account evidence is written in, as a plan says it."""
+        if self.forensic_account_id:
+            return f"forensic account {self.forensic_account_id}"
+        return "the bot's own account"
+
     def _client(
-        self, service: str, region: str, account_id: str | None, attempts: int | None = None
+        self,
+        service: str,
+        region: str,
+        account_id: str | None,
+        attempts: int | None = None,
+        *,
+        role: tuple[str, str | None] | None = None,
     ) -> Any:
-        if not (account_id and self.cross_account_role_name):
-            account_id = None
+        if role is None:
+            if account_id and self.cross_account_role_name:
+                role = (self.cross_account_role_name, self.external_id)
+            else:
+                account_id = None
         config = self.config(attempts)
         if (
             account_id is None
@@ -120,12 +166,15 @@ class ActionContext:
                 (service, region, *cfg),
                 lambda: make_client(shared_session(), service, region, config),
             )
-        key = (service, region, account_id, attempts)
+        role_name = role[0] if role else None
+        key = (service, region, account_id, role_name, attempts)
         with self._lock:
             client = self._clients.get(key)
-            if client is not None and (account_id is None or self._fresh(account_id)):
+            if client is not None and (
+                account_id is None or self._fresh((account_id, role_name or ""))
+            ):
                 return client
-            credentials = self._credentials_for(account_id, region)
+            credentials = self._credentials_for(account_id, region, role)
             # boto3 sessions are not thread-safe, clients are: create under the lock.
             client = make_client(self._base_session(), service, region, config, credentials)
             self._hook(client)
@@ -143,26 +192,30 @@ class ActionContext:
             self._base = self.session_factory()
         return self._base
 
-    def _fresh(self, account_id: str) -> bool:
-        entry = self._assumed.get(account_id)
+    def _fresh(self, which: tuple[str, str]) -> bool:
+        entry = self._assumed.get(which)
         return entry is not None and entry[1] - _REFRESH_MARGIN > self.now()
 
-    def _credentials_for(self, account_id: str | None, region: str) -> dict[str, str] | None:
+    def _credentials_for(
+        self, account_id: str | None, region: str, role: tuple[str, str | None] | None
+    ) -> dict[str, str] | None:
         """None for the bot's own account; else the assumed role's (cached until near expiry)."""
-        if account_id is None:
+        if account_id is None or role is None:
             return None
-        if self._fresh(account_id):
-            return self._assumed[account_id][0]
+        role_name, external_id = role
+        which = (account_id, role_name)
+        if self._fresh(which):
+            return self._assumed[which][0]
         base = self._base_session()
         partition = base.get_partition_for_region(region) or "aws"
         sts = make_client(base, "sts", region, self.config())
         self._hook(sts)
         params: dict[str, Any] = {
-            "RoleArn": f"arn:{partition}:iam::{account_id}:role/{self.cross_account_role_name}",
+            "RoleArn": f"arn:{partition}:iam::{account_id}:role/{role_name}",
             "RoleSessionName": self.role_session_name(),
         }
-        if self.external_id:
-            params["ExternalId"] = self.external_id
+        if external_id:
+            params["ExternalId"] = external_id
         creds = sts.assume_role(**params)["Credentials"]
         keys = {
             "aws_access_key_id": creds["AccessKeyId"],
@@ -172,7 +225,7 @@ class ActionContext:
         expires = creds["Expiration"]
         if expires.tzinfo is None:
             expires = expires.replace(tzinfo=UTC)
-        self._assumed[account_id] = (keys, expires)
+        self._assumed[which] = (keys, expires)
         return keys
 
     def role_session_name(self) -> str:

@@ -247,7 +247,11 @@ SCOPES: dict[str, tuple[Grant, ...]] = {
             only=("contain",),
         ),
     ),
-    "s3:PutObjectRetention": (G("TimelineAnchorRetention", ANCHOR_OBJECTS, only=("contain",)),),
+    "s3:PutObjectRetention": (
+        G("TimelineAnchorRetention", ANCHOR_OBJECTS, only=("contain",)),
+        # Evidence objects and their manifest, written under Object Lock (containment/custody).
+        G("EvidenceRetention", EVIDENCE_OBJECTS),
+    ),
     "s3:PutObjectTagging": (G("EvidenceObjects", EVIDENCE_OBJECTS),),
     "s3:DeleteObject": (G("EvidenceObjects", EVIDENCE_OBJECTS),),
     "s3:DeleteObjectVersion": (G("EvidenceObjects", EVIDENCE_OBJECTS),),
@@ -263,6 +267,22 @@ SCOPES: dict[str, tuple[Grant, ...]] = {
             "KmsGrantForEbs",
             KMS_KEYS,
             {**_via("ec2"), "Bool": {"kms:GrantIsForAWSResource": "true"}},
+        ),
+        # A source snapshot's key, for the forensic role's copy: these operations only.
+        G(
+            "KmsGrantForForensicCopy",
+            KMS_KEYS,
+            {
+                "ForAllValues:StringEquals": {
+                    "kms:GrantOperations": [
+                        "Decrypt",
+                        "DescribeKey",
+                        "CreateGrant",
+                        "ReEncryptFrom",
+                    ]
+                }
+            },
+            only=("forensics",),
         ),
     ),
     "kms:Decrypt": (G("KmsViaEc2", KMS_KEYS, _via("ec2")),),
@@ -311,6 +331,9 @@ SCOPES: dict[str, tuple[Grant, ...]] = {
     "ec2:DeleteVpcEndpoints": (_TAGGED_EC2,),
     "ec2:TerminateInstances": (_TAGGED_EC2,),
     "ec2:DeleteVolume": (_TAGGED_EC2,),
+    # Sharing the incident's snapshots with the forensic account, and copying them there.
+    "ec2:ModifySnapshotAttribute": (G("ShareTaggedSnapshot", ec2("snapshot"), HAS_TAG),),
+    "ec2:CopySnapshot": (G("CreateTagged", ec2("snapshot"), TAGGED_AT_CREATION),),
     # --- wipe ---
     "ec2:DeleteSnapshot": (_TAGGED_EC2,),
     "ec2:DeleteFlowLogs": (_TAGGED_EC2,),

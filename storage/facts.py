@@ -55,6 +55,8 @@ class CleanRoomFacts(TypedDict, total=False):
     events: list[str]
     updated_at: str
     deleted_at: str
+    region: str
+    account_id: str | None  # where the stack is: the forensic account when there is one
 
 
 class WipeFacts(TypedDict, total=False):

@@ -128,6 +128,7 @@ class ContainmentService:
             now=self.runtime.now,
             finding_id=finding_id,
             client_hooks=self.runtime.options.client_hooks,
+            forensics=self.runtime.config.forensics,
         )
 
     # -- proposing ------------------------------------------------------------------------

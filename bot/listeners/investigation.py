@@ -45,6 +45,7 @@ def aws_context(runtime: Runtime, incident_key: str, *, dry_run: bool = False) -
         dry_run=dry_run,
         now=runtime.now,
         client_hooks=runtime.options.client_hooks,
+        forensics=runtime.config.forensics,
     )
 
 
@@ -213,7 +214,13 @@ def abuse_cmd(inv: Invocation) -> Reply | None:
 def wipe_cmd(inv: Invocation) -> Reply | None:
     runtime = inv.runtime
     with runtime.database.read_session() as session:
-        found, _ = take_incident(inv, session, example="/incident wipe INC-42")
+        found, rest = take_incident(inv, session, example="/incident wipe INC-42")
+        terminate = rest.strip().lower() == "terminate"
+        if rest.strip() and not terminate:
+            raise UserError(
+                f"`/incident wipe {found.key}` takes only `terminate` after the key (to also "
+                "retire the isolated instance)."
+            )
         if found.status not in wipe_svc.WIPEABLE:
             raise UserError(
                 f"{found.key} is {found.status}: resolve it first "
@@ -233,6 +240,7 @@ def wipe_cmd(inv: Invocation) -> Reply | None:
             shared_kms_key=cfg.containment.evidence_kms_key_id,
             default_region=default_region(runtime),
             dry_run=cfg.containment.dry_run,
+            terminate=terminate,
         )
         answer = _post_request_card(
             runtime,
@@ -386,8 +394,9 @@ INCIDENT_SUBCOMMANDS: tuple[Subcommand, ...] = (
     ),
     spec(
         "wipe",
-        usage="/incident wipe [INC-N]",
-        summary="Once resolved: delete the evidence the incident created (listed, then approved).",
+        usage="/incident wipe [INC-N] [terminate]",
+        summary="Once resolved: delete the evidence the incident created (listed, then approved); "
+        "`terminate` also retires the isolated instance.",
         handler=wipe_cmd,
     ),
 )

@@ -186,6 +186,16 @@ class ContainmentOptions(Protocol):
     external_id: str | None
 
 
+class ForensicOptions(Protocol):
+    """The `forensics:` configuration section (bot.settings.ForensicsConfig)."""
+
+    account_id: str | None
+    role_name: str | None
+    external_id: str | None
+    evidence_bucket: str | None
+    kms_key_id: str | None
+
+
 class Engine(Protocol):
     """What the approval flow needs from containment/: typed plans and step results."""
 
@@ -384,6 +394,7 @@ def action_context(
     now: Callable[[], dt.datetime],
     finding_id: str | None = None,
     client_hooks: Sequence[ClientHook] = (),
+    forensics: ForensicOptions | None = None,
 ) -> ActionContext:
     """The ActionContext for one request, from the `containment:` settings."""
     ctx = ActionContext(
@@ -401,6 +412,14 @@ def action_context(
         ctx.cross_account_role_name = options.cross_account_role_name
         ctx.external_id = options.external_id
         ctx.evidence_key_per_incident = getattr(options, "per_incident_kms_key", False)
+        ctx.evidence_lock_mode = str(getattr(options, "evidence_lock_mode", "compliance")).upper()
+        ctx.evidence_retention_days = int(getattr(options, "evidence_retention_days", 365))
+    if forensics is not None and forensics.account_id:
+        ctx.forensic_account_id = forensics.account_id
+        ctx.forensic_role_name = forensics.role_name
+        ctx.forensic_external_id = forensics.external_id
+        ctx.forensic_kms_key_id = forensics.kms_key_id
+        ctx.evidence_bucket = forensics.evidence_bucket or ctx.evidence_bucket
     return ctx
 
 

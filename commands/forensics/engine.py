@@ -11,6 +11,7 @@ from commands.aftermath import OneWayEngine, step_result
 from commands.approvals.plans import StepCallback
 from commands.approvals.requests import running_plan
 from commands.errors import UserError
+from commands.forensics import account
 from commands.forensics.plan import (
     POLL_SECONDS,
     TIMEOUT,
@@ -182,12 +183,102 @@ class CleanRoomEngine(OneWayEngine):
                 raise TimeoutError(f"stack {stack_id} still {status} after {self.timeout}")
             self.sleep(self.poll_seconds)
 
+    def _forensic_copies(
+        self, target: Target, ctx: ActionContext, plan: Mapping[str, Any], on_step: StepCallback
+    ) -> tuple[list[StepResult], dict[str, str] | None]:
+        """Share and copy the snapshots; (step results, source id -> copy id) or None on
+        failure. Each step is reported as it finishes, so the card and timeline show it."""
+        snaps = list(plan.get("snapshots") or [])
+        keys = dict((plan.get("forensic") or {}).get("keys") or {})
+        done: list[StepResult] = []
+        on_step("share_snapshots", "started", None)
+        try:
+            shared = account.share(
+                ec2=ctx.client("ec2", target),
+                kms=ctx.client("kms", target),
+                ctx=ctx,
+                region=target.region,
+                snapshots=snaps,
+                keys=keys,
+            )
+            result = step_result(
+                self.database.clock.now(),
+                "share_snapshots",
+                "succeeded",
+                note=f"shared {len(shared['snapshots'])} snapshot(s) with account "
+                f"{ctx.forensic_account_id}"
+                + (f"; {len(shared['grants'])} KMS grant(s)" if shared["grants"] else ""),
+                evidence=shared,
+                changes={"shared": shared["snapshots"], "grants": shared["grants"]},
+            )
+        except Exception as exc:
+            result = step_result(
+                self.database.clock.now(), "share_snapshots", "failed", error=error_record(exc)
+            )
+        on_step("share_snapshots", "finished", result)
+        done.append(result)
+        if result.status != "succeeded":
+            return done, None
+        on_step("copy_snapshots", "started", None)
+        ec2 = account.room_ec2(ctx, target)
+        entries: list[dict[str, Any]] = []
+        try:
+            entries = account.copy(
+                ec2=ec2,
+                ctx=ctx,
+                region=target.region,
+                snapshots=snaps,
+                source_account=target.account_id,
+            )
+            account.wait_completed(
+                ec2,
+                [e["copy_id"] for e in entries],
+                timeout=self.timeout,
+                poll=self.poll_seconds,
+                sleep=self.sleep,
+            )
+            manifest = account.record_copies(ctx, target.region, entries)
+            result = step_result(
+                self.database.clock.now(),
+                "copy_snapshots",
+                "succeeded",
+                note="; ".join(
+                    f"{e['snapshot_id']} (volume {e['volume_id']}, started {e['start_time']}) "
+                    f"→ {e['copy_id']}"
+                    for e in entries
+                )
+                + ("" if manifest else "; no evidence bucket: not in a manifest"),
+                evidence={"copies": entries, "manifest": manifest},
+            )
+        except Exception as exc:
+            result = step_result(
+                self.database.clock.now(),
+                "copy_snapshots",
+                "failed",
+                error=error_record(exc),
+                evidence={"copies": entries},  # what was made before the failure
+            )
+        on_step("copy_snapshots", "finished", result)
+        done.append(result)
+        if result.status != "succeeded":
+            return done, None
+        return done, {e["snapshot_id"]: e["copy_id"] for e in entries}
+
     def _create(
         self, target: Target, ctx: ActionContext, plan: Mapping[str, Any], on_step: StepCallback
     ) -> list[StepResult]:
-        cfn = ctx.client("cloudformation", target)
+        cfn = account.cfn_client(ctx, target)
         name = str(plan["stack_name"])
         results: dict[str, StepResult | None] = {}
+        before: list[StepResult] = []
+        parameters = dict(plan["parameters"])
+        if plan.get("forensic") and not ctx.dry_run:
+            before, copies = self._forensic_copies(target, ctx, plan, on_step)
+            if copies is None:
+                return before
+            for k, v in list(parameters.items()):
+                if k.startswith("SnapshotId") and v in copies:
+                    parameters[k] = copies[v]
         on_step("create_stack", "started", None)
         if ctx.dry_run:
             result = step_result(
@@ -216,8 +307,7 @@ class CleanRoomEngine(OneWayEngine):
                     StackName=name,
                     TemplateBody=template_body(),
                     Parameters=[
-                        {"ParameterKey": k, "ParameterValue": v}
-                        for k, v in plan["parameters"].items()
+                        {"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()
                     ],
                     Capabilities=["CAPABILITY_IAM"],
                     Tags=tag_list(
@@ -232,6 +322,7 @@ class CleanRoomEngine(OneWayEngine):
                 stack_id=stack_id,
                 status="CREATE_IN_PROGRESS",
                 region=target.region,
+                account_id=ctx.forensic_account_id or target.account_id,
             )
             stack = self.follow(StackWatcher(cfn, stack_id), on_step, results, ctx.incident_key)
         except Exception as exc:
@@ -242,7 +333,7 @@ class CleanRoomEngine(OneWayEngine):
             self.save_facts(
                 ctx.incident_key, status="FAILED", error=(result.error or {}).get("message")
             )
-            return [*[r for r in results.values() if r], result]
+            return [*before, *[r for r in results.values() if r], result]
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         ok = stack["StackStatus"] == "CREATE_COMPLETE"
         volumes = [v for v in outputs.get("VolumeIds", "").split(",") if v.startswith("vol-")]
@@ -276,7 +367,7 @@ class CleanRoomEngine(OneWayEngine):
             changes={"stack_id": stack["StackId"]},
         )
         on_step("create_stack", "finished", result)
-        return [*[r for r in results.values() if r], result]
+        return [*before, *[r for r in results.values() if r], result]
 
     def _wait_deleted(self, cfn: Any, stack_id: str) -> dict[str, Any]:
         deadline = time.monotonic() + self.timeout.total_seconds()
@@ -322,7 +413,7 @@ def delete_clean_room(
     action: str = "delete_stack",
 ) -> StepResult:
     """Delete the incident's stack (after checking its tag) and wait; the step's result."""
-    cfn = ctx.client("cloudformation", target)
+    cfn = account.cfn_client(ctx, target)
     try:
         stack = cfn.describe_stacks(StackName=stack_id)["Stacks"][0]
         if stack["StackStatus"] == "DELETE_COMPLETE":

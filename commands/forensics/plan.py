@@ -6,7 +6,7 @@ import datetime as dt
 import ipaddress
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from commands.aftermath import live_request, record_request
 from commands.approvals.plans import Plan
 from commands.errors import UserError
+from commands.forensics import account
 from commands.incidents import get_incident
 from containment.capabilities import Permissions
 from containment.context import ActionContext
@@ -93,6 +94,7 @@ PERMISSIONS = Permissions(
         "cloudformation:DescribeStacks",
         "cloudformation:DescribeStackEvents",
         *CLEAN_ROOM_STACK,
+        *account.PERMISSIONS,
     ),
 )
 
@@ -172,6 +174,10 @@ def incident_snapshots(ec2: Any, incident_key: str) -> list[dict[str, Any]]:
             "size": int(s.get("VolumeSize") or 1),
             "state": s.get("State"),
             "encrypted": bool(s.get("Encrypted")),
+            "kms_key_id": s.get("KmsKeyId"),
+            "start_time": s["StartTime"].isoformat()
+            if isinstance(s.get("StartTime"), dt.datetime)
+            else s.get("StartTime"),
         }
         for s in snaps
     ]
@@ -220,7 +226,7 @@ def plan_create(
         )
     target = scope.target()
     ec2 = ctx.client("ec2", target)
-    cfn = ctx.client("cloudformation", target)
+    cfn = account.cfn_client(ctx, target)
     name = stack_name(scope.incident_key)
     found = existing_stack(cfn, name)
     if found is not None:
@@ -241,7 +247,13 @@ def plan_create(
             "(/contain <instance-id>), which snapshots its volumes."
         )
     used, left_out = ready[:MAX_SNAPSHOTS], ready[MAX_SNAPSHOTS:]
-    zone = _availability_zone(ec2, scope)
+    forensic = ctx.forensic_account_id
+    if forensic:
+        keys = account.sharing_keys(ctx.client("kms", target), used)
+        # Zone names differ between accounts: the forensic account's own first zone.
+        zone = _availability_zone(account.room_ec2(ctx, target), replace(scope, resource_id=None))
+    else:
+        zone = _availability_zone(ec2, scope)
     params: dict[str, str] = {
         "IncidentKey": scope.incident_key,
         "VpcCidr": vpc_cidr,
@@ -253,10 +265,12 @@ def plan_create(
     for n, snap in enumerate(used, 1):
         params[f"SnapshotId{n}"] = snap["id"]
         params[f"VolumeSize{n}"] = str(snap["size"])
+    room_in = account.account_label(forensic) if forensic else None
     calls = [
         {
             "text": f"cloudformation.CreateStack(StackName={name}, "
-            f"TemplateBody=deploy/{TEMPLATE_NAME}, Capabilities=[CAPABILITY_IAM])",
+            f"TemplateBody=deploy/{TEMPLATE_NAME}, Capabilities=[CAPABILITY_IAM])"
+            + (f"  # in the forensic {room_in}, from the copies" if forensic else ""),
             "service": "cloudformation",
             "operation": "CreateStack",
             "mutating": True,
@@ -287,6 +301,26 @@ def plan_create(
             f"{len(left_out)} more snapshot(s) not attached (the template has "
             f"{MAX_SNAPSHOTS} slots): " + ", ".join(s["id"] for s in left_out)
         )
+    steps: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {}
+    if forensic:
+        steps = _forensic_steps(ctx, scope, used, keys)
+        extra["forensic"] = {"account_id": forensic, "keys": keys}
+        radius["attached"].insert(
+            0,
+            f"shared with and copied into forensic {room_in} under "
+            f"{ctx.forensic_kms_key_id or 'its default EBS key'}; built there from the copies",
+        )
+    steps.append(
+        {
+            "action": "create_stack",
+            "summary": "Build the clean room (stack resources report below as they finish)"
+            + (f", in the forensic {room_in}" if forensic else ""),
+            "mutating": True,
+            "depends_on": ["copy_snapshots"] if forensic else [],
+            "calls": calls,
+        }
+    )
     return Plan.from_json(
         {
             "engine": ENGINE,
@@ -294,23 +328,86 @@ def plan_create(
             "stack_name": name,
             "parameters": params,
             "snapshots": used,
-            "steps": [
-                {
-                    "action": "create_stack",
-                    "summary": "Build the clean room (stack resources report below as they finish)",
-                    "mutating": True,
-                    "depends_on": [],
-                    "calls": calls,
-                }
-            ],
+            **extra,
+            "steps": steps,
             "blast_radius": radius,
         }
     )
 
 
+def _forensic_steps(
+    ctx: ActionContext, scope: Scope, used: list[dict[str, Any]], keys: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """Share (in the incident's account) and copy (in the forensic account), call by call."""
+    source = account.account_label(scope.account_id)
+    forensic = account.account_label(ctx.forensic_account_id)
+
+    def call(service: str, op: str, text: str, where: str, mutating: bool = True) -> dict:
+        return {
+            "text": f"{service}.{op}({text})  # in {where}",
+            "service": service,
+            "operation": op,
+            "mutating": mutating,
+        }
+
+    share = [
+        call(
+            "ec2",
+            "ModifySnapshotAttribute",
+            f"SnapshotId={s['id']}, Attribute=createVolumePermission, OperationType=add, "
+            f"UserIds=[{ctx.forensic_account_id}]",
+            source,
+        )
+        for s in used
+    ]
+    share += [
+        call("kms", "CreateGrant", f"KeyId={k}, GranteePrincipal=forensic role", source)
+        for k in sorted(set(keys.values()))
+    ]
+    key = ctx.forensic_kms_key_id or "its default EBS key"
+    copies = [
+        call(
+            "ec2",
+            "CopySnapshot",
+            f"SourceSnapshotId={s['id']}, Encrypted=True, KmsKeyId={key}",
+            forensic,
+        )
+        for s in used
+    ]
+    copies.append(
+        call("ec2", "DescribeSnapshots", "the copies, until completed", forensic, mutating=False)
+    )
+    if ctx.evidence_bucket:
+        copies.append(
+            call(
+                "s3",
+                "PutObject",
+                f"Bucket={ctx.evidence_bucket}, Key="
+                f"{ctx.evidence_prefix}{scope.incident_key}/manifest.json",
+                ctx.evidence_account(),
+            )
+        )
+    return [
+        {
+            "action": "share_snapshots",
+            "summary": f"Share the snapshots with the forensic {forensic} (acts in {source})",
+            "mutating": True,
+            "depends_on": [],
+            "calls": share,
+        },
+        {
+            "action": "copy_snapshots",
+            "summary": f"Copy them under the forensic account's own key (acts in {forensic})",
+            "mutating": True,
+            "depends_on": ["share_snapshots"],
+            "calls": copies,
+        },
+    ]
+
+
 def plan_teardown(*, ctx: ActionContext, scope: Scope) -> Plan:
     target = scope.target()
-    cfn = ctx.client("cloudformation", target)
+    cfn = account.cfn_client(ctx, target)
     name = stack_name(scope.incident_key)
     found = existing_stack(cfn, name)
     if found is None:

@@ -171,6 +171,8 @@ class WipeEngine(OneWayEngine):
     ) -> str:
         """Check the item is still the incident's, delete it, return the timeline summary."""
         key = ctx.incident_key
+        if kind == "instances":
+            return self._retire(item, target, ctx)
         if kind == "stacks":
             result = delete_clean_room(
                 ctx=ctx, target=target, stack_id=item["id"], engine=self.clean_room
@@ -184,7 +186,7 @@ class WipeEngine(OneWayEngine):
             ec2 = ctx.client("ec2", target)
             return _delete_ec2(ec2, kind, item, key)
         if kind == "objects":
-            s3 = ctx.home_client("s3", target.region)
+            s3 = ctx.evidence_client("s3", target.region)
             bucket = plan["bucket"]
             params = {"Bucket": bucket, "Key": item["key"]}
             if item["version_id"] != "null":  # an unversioned bucket's only version
@@ -200,7 +202,7 @@ class WipeEngine(OneWayEngine):
                     raise NotOurs("its incident tag is gone")
             s3.delete_object(**params)
             return f"Deleted s3://{bucket}/{item['key']} (version {item['version_id']})"
-        kms = ctx.home_client("kms", target.region)
+        kms = ctx.evidence_client("kms", target.region)
         tags = {
             t["TagKey"]: t["TagValue"]
             for t in kms.list_resource_tags(KeyId=item["id"]).get("Tags", [])
@@ -227,6 +229,40 @@ class WipeEngine(OneWayEngine):
             f"Scheduled deletion of KMS key {item['id']} in {days} days ({when_text}); "
             f"aws kms cancel-key-deletion --key-id {item['id']} undoes it until then"
         )
+
+    def _retire(self, item: Mapping[str, Any], target: Target, ctx: ActionContext) -> str:
+        """Check the tag again, turn termination protection off (recorded), terminate."""
+        key = ctx.incident_key
+        ec2 = ctx.client("ec2", target)
+        iid = str(item["id"])
+        try:
+            found = [
+                i
+                for r in ec2.describe_instances(InstanceIds=[iid])["Reservations"]
+                for i in r["Instances"]
+            ]
+        except ClientError as exc:
+            if is_not_found(exc):
+                raise Gone() from None
+            raise
+        if not found or found[0]["State"]["Name"] == "terminated":
+            raise Gone()
+        if tag_dict(found[0].get("Tags")).get(INCIDENT_TAG) != key:
+            raise NotOurs("its incident tag is gone")
+        protected = ec2.describe_instance_attribute(
+            InstanceId=iid, Attribute="disableApiTermination"
+        )["DisableApiTermination"]["Value"]
+        if protected:
+            ec2.modify_instance_attribute(InstanceId=iid, DisableApiTermination={"Value": False})
+            self._record(
+                key,
+                "wipe.protection_off",
+                f"Turned termination protection off on {iid}, to terminate it",
+                {"type": "instances", "id": iid},
+            )
+        state = ec2.terminate_instances(InstanceIds=[iid])["TerminatingInstances"][0]
+        now = state.get("CurrentState", {}).get("Name")
+        return f"Terminated the isolated instance {iid} (now {now})"
 
     def _record(
         self,

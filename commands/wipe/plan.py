@@ -13,11 +13,12 @@ from commands.aftermath import live_request, record_request
 from commands.approvals.plans import Plan
 from commands.errors import UserError
 from commands.forensics import existing_stack, stack_name
+from commands.forensics.account import cfn_client
 from commands.incidents import get_incident
 from containment.capabilities import Permissions
 from containment.context import ActionContext
 from containment.errors import is_not_found
-from containment.tags import INCIDENT_TAG, STATUS_TAG, tag_dict
+from containment.tags import INCIDENT_TAG, SNAPSHOTS_TAG, STATUS_TAG, tag_dict
 from containment.targets import Target
 from storage.db import Database
 from storage.facts import WIPE
@@ -48,11 +49,21 @@ PERMISSIONS = Permissions(
         "kms:ListResourceTags",
         "kms:DescribeKey",
         "kms:ScheduleKeyDeletion",
+        # Retiring the isolated instance: protection off, then terminate.
+        "ec2:DescribeInstances",
+        "ec2:DescribeInstanceAttribute",
+        "ec2:ModifyInstanceAttribute",
+        "ec2:TerminateInstances",
     ),
 )
 SOURCE_SNAPSHOT_TAG = "incident-bot:source-snapshot"
 WIPEABLE = ("resolved", "closed")
 STEPS = (
+    (
+        "terminate_instance",
+        "instances",
+        "Turn termination protection off and terminate the isolated instance",
+    ),
     ("delete_clean_room", "stacks", "Delete the forensic clean-room stack"),
     ("delete_volumes", "volumes", "Delete volumes restored from the incident's snapshots"),
     ("delete_snapshots", "snapshots", "Delete the incident's EBS snapshots"),
@@ -81,7 +92,7 @@ class Scope:
 
 
 def _stacks(ctx: ActionContext, scope: Scope, skipped: list[dict[str, str]]) -> list[dict]:
-    cfn = ctx.client("cloudformation", scope.target())
+    cfn = cfn_client(ctx, scope.target())  # the forensic account's, when there is one
     found = existing_stack(cfn, stack_name(scope.incident_key))
     if found is None:
         return []
@@ -254,7 +265,7 @@ def inventory(
         "kms_keys": [],
     }
     if ctx.evidence_bucket:
-        s3 = ctx.home_client("s3", scope.region)
+        s3 = ctx.evidence_client("s3", scope.region)
         items["objects"] = _objects(
             s3,
             ctx.evidence_bucket,
@@ -264,7 +275,7 @@ def inventory(
             skipped,
         )
     items["kms_keys"] = _kms_keys(
-        ctx.home_client("kms", scope.region), scope.incident_key, shared_kms_key, skipped
+        ctx.evidence_client("kms", scope.region), scope.incident_key, shared_kms_key, skipped
     )
     items["skipped"] = skipped
     return items
@@ -280,6 +291,8 @@ def _call(service: str, operation: str, text: str) -> dict[str, Any]:
 
 
 def _item_calls(kind: str, item: Mapping[str, Any], bucket: str | None, days: int) -> dict:
+    if kind == "instances":
+        return _call("ec2", "TerminateInstances", f"InstanceIds=[{item['id']}]")
     if kind == "stacks":
         return _call("cloudformation", "DeleteStack", f"StackName={item['name']}")
     if kind == "volumes":
@@ -311,7 +324,18 @@ def build_plan(*, items: Mapping[str, Any], bucket: str | None, kms_pending_days
                 "summary": f"{summary} ({len(found)})",
                 "mutating": True,
                 "depends_on": [],
-                "calls": [_item_calls(kind, i, bucket, kms_pending_days) for i in found],
+                "calls": [
+                    *(
+                        _call(
+                            "ec2",
+                            "ModifyInstanceAttribute",
+                            f"InstanceId={i['id']}, DisableApiTermination=false",
+                        )
+                        for i in found
+                        if kind == "instances"
+                    ),
+                    *(_item_calls(kind, i, bucket, kms_pending_days) for i in found),
+                ],
             }
         )
     radius: dict[str, Any] = {
@@ -341,6 +365,92 @@ def build_plan(*, items: Mapping[str, Any], bucket: str | None, kms_pending_days
     )
 
 
+# -- retiring the instance -----------------------------------------------------------------
+
+
+def protected_by_incident(session: Any, incident_id: int, instance_id: str) -> bool:
+    """Whether this incident's containment turned the instance's termination protection on
+    (its protect step's recorded change), not someone else before it."""
+    from sqlalchemy import select
+
+    from storage.models import ActionStep, ContainmentRequest
+
+    rows = session.scalars(
+        select(ActionStep.result)
+        .join(ContainmentRequest, ContainmentRequest.id == ActionStep.request_id)
+        .where(
+            ContainmentRequest.incident_id == incident_id,
+            ContainmentRequest.target_id == instance_id,
+            ActionStep.action == "protect",
+            ActionStep.status == "succeeded",
+        )
+    )
+    for result in rows:
+        changes = (result or {}).get("changes") or {}
+        turned_on = "disable_api_termination" in (changes.get("attributes") or {})
+        if turned_on and not (result or {}).get("dry_run"):
+            return True
+    return False
+
+
+def retirable_instance(
+    *, ctx: ActionContext, scope: Scope, instance_id: str | None, protected: bool
+) -> dict[str, Any]:
+    """The instance to terminate, or a UserError saying in one sentence why not. Reads only."""
+    key = scope.incident_key
+    if not instance_id or not instance_id.startswith("i-"):
+        raise UserError(f"{key} has no instance to retire: `terminate` is for contained instances.")
+    ec2 = ctx.client("ec2", scope.target())
+    try:
+        found = [
+            i
+            for r in ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+            for i in r["Instances"]
+        ]
+    except ClientError as exc:
+        if not is_not_found(exc):
+            raise
+        found = []
+    if not found or found[0]["State"]["Name"] in ("shutting-down", "terminated"):
+        raise UserError(f"{instance_id} is already gone: run `/incident wipe {key}` without it.")
+    inst = found[0]
+    tags = tag_dict(inst.get("Tags"))
+    if tags.get(INCIDENT_TAG) != key:
+        raise UserError(
+            f"{instance_id} does not carry the {INCIDENT_TAG}={key} tag, so incident-bot will "
+            "not terminate it; terminate it by hand if it is yours."
+        )
+    if not protected:
+        raise UserError(
+            f"{instance_id}'s termination protection was not turned on by {key}'s containment, "
+            "so incident-bot will not turn it off; terminate it by hand if it is yours."
+        )
+    if tags.get(SNAPSHOTS_TAG) != key or not _snapshots_done(ec2, key, inst):
+        raise UserError(
+            f"{instance_id}'s evidence is not safe yet (every volume snapshotted by {key} and "
+            "completed): contain it again or wait for the snapshots, then ask again."
+        )
+    return {"id": instance_id, "type": inst.get("InstanceType"), "state": inst["State"]["Name"]}
+
+
+def _snapshots_done(ec2: Any, key: str, inst: Mapping[str, Any]) -> bool:
+    volumes = {b["Ebs"]["VolumeId"] for b in inst.get("BlockDeviceMappings", []) if "Ebs" in b}
+    snaps = _snapshot_states(ec2, key)
+    return all(snaps.get(v) == "completed" for v in volumes)
+
+
+def _snapshot_states(ec2: Any, key: str) -> dict[str, str]:
+    pages = ec2.get_paginator("describe_snapshots").paginate(
+        OwnerIds=["self"], Filters=[{"Name": f"tag:{INCIDENT_TAG}", "Values": [key]}]
+    )
+    out: dict[str, str] = {}
+    for page in pages:
+        for s in page["Snapshots"]:
+            if s.get("State") == "completed" or s.get("VolumeId") not in out:
+                out[str(s.get("VolumeId"))] = str(s.get("State"))
+    return out
+
+
 # -- requesting ----------------------------------------------------------------------------
 
 
@@ -363,8 +473,12 @@ def propose_wipe(
     shared_kms_key: str | None = None,
     default_region: str = "us-east-1",
     dry_run: bool = False,
+    terminate: bool = False,
 ) -> Proposed:
-    """Check the incident is resolved, list everything, and record the approval request."""
+    """Check the incident is resolved, list everything, and record the approval request.
+
+    `terminate`: also retire the isolated instance (refused, in one sentence, unless it is
+    tagged and protected by this incident and its snapshots are complete)."""
     with db.read_session() as session:
         incident = get_incident(session=session, key=incident_key)
         if incident.status not in WIPEABLE:
@@ -376,7 +490,17 @@ def propose_wipe(
         live = live_request(session, incident.key, "wipe")
         if live is not None:
             return Proposed(live.id, False, incident.key, -1)
+        instance_id = incident.resource_id
+        protected = bool(instance_id) and protected_by_incident(
+            session, incident.id, str(instance_id)
+        )
+    retire = (
+        [retirable_instance(ctx=ctx, scope=scope, instance_id=instance_id, protected=protected)]
+        if terminate
+        else []
+    )
     items = inventory(ctx=ctx, scope=scope, shared_kms_key=shared_kms_key)
+    items["instances"] = retire
     plan = build_plan(items=items, bucket=ctx.evidence_bucket, kms_pending_days=kms_pending_days)
     if not plan.steps:
         raise UserError(f"{scope.incident_key} has nothing left to wipe.")

@@ -7,10 +7,12 @@ memory and in the capture step's result, so uploading it need not delay isolatio
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from containment import custody
 from containment.context import ActionContext
 from containment.errors import error_code
 from containment.idempotency import create_once
@@ -32,7 +34,7 @@ def incident_key_alias(ctx: ActionContext) -> str:
 
 def per_incident_key(ctx: ActionContext, region: str) -> str:
     """The incident's own evidence key (found by alias, else created and tagged); its ARN."""
-    kms = ctx.home_client("kms", region)
+    kms = ctx.evidence_client("kms", region)
     alias = incident_key_alias(ctx)
     try:
         return kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"]
@@ -40,7 +42,7 @@ def per_incident_key(ctx: ActionContext, region: str) -> str:
         if error_code(exc) != "NotFoundException":
             raise
     tags = creation_tags(incident_key=ctx.incident_key, finding_id=ctx.finding_id)
-    once = ctx.home_client("kms", region, max_attempts=1)
+    once = ctx.evidence_client("kms", region, max_attempts=1)
     meta = create_once(
         ctx,
         service="kms",
@@ -131,6 +133,8 @@ class StoreEvidence(Action):
         # Only after a lost CreateKey answer: find the key made before making another.
         "kms:ListKeys",
         "kms:ListResourceTags",
+        # Chain of custody: Object Lock on the object and the manifest, the manifest read.
+        *custody.PERMISSIONS,
     )
     # Only the target kind's own capture is ever in a plan.
     depends_on = (
@@ -167,7 +171,29 @@ class StoreEvidence(Action):
             summary["SSEKMSKeyId"] = f"{alias} (this incident's own key)"
         else:
             summary["SSEKMSKeyId"] = params.get("SSEKMSKeyId", "aws/s3 (default)")
-        return [*calls, PlannedCall("s3", "PutObject", summary)]
+        where = f"in {ctx.evidence_account()}"
+        calls = [replace(c, note=where) for c in calls]
+        lock = f"Object Lock {ctx.evidence_lock_mode} {ctx.evidence_retention_days} days"
+        return [
+            *calls,
+            PlannedCall(
+                "s3",
+                "GetObjectLockConfiguration",
+                {"Bucket": ctx.evidence_bucket},
+                mutating=False,
+                note=where,
+            ),
+            PlannedCall("s3", "PutObject", {**summary, "ObjectLock": lock}, note=where),
+            PlannedCall(
+                "s3",
+                "PutObject",
+                {
+                    "Bucket": ctx.evidence_bucket,
+                    "Key": custody.manifest_key(ctx.evidence_prefix, ctx.incident_key),
+                },
+                note=f"{where}: the object's SHA-256 added to the manifest",
+            ),
+        ]
 
     @staticmethod
     def _own_key(ctx: ActionContext) -> bool:
@@ -180,26 +206,64 @@ class StoreEvidence(Action):
         facts = state.captured
         body = {k: v for k, v in facts.items() if k != "_blobs"}
         body.update(facts.get("_blobs") or {})
+        data = json.dumps(body, sort_keys=True, default=str).encode()
+        notes: list[str] = []
         with rec.guard():
             key_id = per_incident_key(ctx, target.region) if self._own_key(ctx) else None
             params = put_params(target, ctx, facts, key_id=key_id)
-            s3 = ctx.home_client("s3", target.region)
+            s3 = ctx.evidence_client("s3", target.region)
+            lock = custody.lock_for(s3, params["Bucket"], ctx)
             location = {"bucket": params["Bucket"], "key": params["Key"]}
+            if ctx.forensic_account_id:
+                location["account"] = ctx.forensic_account_id
             try:
-                out = s3.put_object(
-                    Body=json.dumps(body, sort_keys=True, default=str).encode(), **params
-                )
+                out = s3.put_object(Body=data, **params, **lock.params)
             except ClientError as exc:
                 if error_code(exc) not in ("PreconditionFailed", "412"):
                     raise
-                rec.evidence.update(location, already_stored=True)
-                return rec.result(note="evidence object already stored")
+                # Stored by an earlier attempt: hash what is there, not what we hold.
+                out = s3.get_object(Bucket=params["Bucket"], Key=params["Key"])
+                data = out["Body"].read()
+                rec.evidence["already_stored"] = True
+                notes.append("evidence object already stored")
+            digest = custody.sha256_hex(data)
+            locked = lock.record() if not rec.evidence.get("already_stored") else None
+            if rec.evidence.get("already_stored") and out.get("ObjectLockMode"):
+                locked = {
+                    "mode": out["ObjectLockMode"],
+                    "retain_until": str(out.get("ObjectLockRetainUntilDate")),
+                }
             rec.evidence.update(
                 location,
                 version_id=out.get("VersionId"),
                 etag=out.get("ETag"),
                 sse=out.get("ServerSideEncryption"),
                 kms_key_id=out.get("SSEKMSKeyId"),
+                sha256=digest,
+                size=len(data),
+                object_lock=locked,
             )
+            entry = {
+                "key": params["Key"],
+                "version_id": out.get("VersionId") or "null",
+                "sha256": digest,
+                "size": len(data),
+                "stored_at": ctx.now().isoformat(),
+                "object_lock": locked,
+            }
+            rec.evidence["manifest"] = custody.add_to_manifest(
+                s3=s3,
+                bucket=params["Bucket"],
+                ctx=ctx,
+                objects=[entry],
+                lock=lock,
+                kms_key_id=params.get("SSEKMSKeyId"),
+            )
+            notes.append(f"SHA-256 {digest}")
+            if locked:
+                notes.append(f"Object Lock {locked['mode']} until {locked['retain_until'][:10]}")
+            else:
+                rec.evidence["not_locked"] = lock.missing or "stored before Object Lock"
+                notes.append(f"NOT LOCKED: {rec.evidence['not_locked']}")
             # Evidence is kept on rollback; changes stay empty on purpose.
-        return rec.result()
+        return rec.result(note="; ".join(notes) or None)

@@ -471,7 +471,7 @@ def test_command_names_are_in_the_help(env: Env) -> None:
         "/incident impact [INC-N]",
         "/incident trail <instance-id|access-key-id>",
         "/incident abuse <case-id> <summary>",
-        "/incident wipe [INC-N]",
+        "/incident wipe [INC-N] [terminate]",
     ):
         assert esc(usage) in ack["text"], usage
 

@@ -304,3 +304,77 @@ def test_a_serving_process_anchors_an_opened_then_resolved_incident_in_its_threa
         "opened",
         "resolved",
     ]
+
+
+def _store_evidence(world: World, clock) -> dict[str, object]:
+    """The evidence step as containment runs it, its result on the timeline as the executor
+    records it (a containment.step.succeeded event carrying the step's evidence)."""
+    from bot.clock import SystemClock
+    from containment.actions.evidence import StoreEvidence
+    from containment.context import ActionContext
+    from containment.registry import RunState
+    from containment.targets import Target
+
+    # moto judges Object Lock retention on the machine's clock: so does this context.
+    ctx = ActionContext(incident_key="INC-1", evidence_bucket=BUCKET, now=SystemClock().now)
+    target = Target(kind="access_key", resource_id="AKIAEXAMPLE", region="us-east-1")
+    facts = {"captured_at": "2026-11-27T12:00:00+00:00", "status": "Active"}
+    result = StoreEvidence().apply(target, ctx, RunState(facts=facts, captured=facts))
+    assert result.status == "succeeded", result.error
+    db = Database(world.url, clock=clock, timeline_key=TimelineKey.from_secret(KEY))
+    try:
+        from commands.incidents import get_incident
+
+        with db.session() as s:
+            append_event(
+                session=s,
+                incident=get_incident(session=s, key="INC-1"),
+                actor="system",
+                kind="containment.step.succeeded",
+                summary=f"Step evidence succeeded: {result.note}",
+                details=result.to_dict(),
+            )
+    finally:
+        db.dispose()
+    return result.evidence
+
+
+def test_evidence_is_reread_and_its_hash_compared(world, clock) -> None:
+    import json as _json
+
+    evidence = _store_evidence(world, clock)
+    assert evidence["object_lock"]["mode"] == "COMPLIANCE"
+    r = world.run("verify", "INC-1", "--evidence")
+    assert r.code == 0, r.err
+    assert "evidence: 1 object(s) re-read from s3://ir-evidence/incidents/INC-1/" in r.out
+    assert "all match" in r.out.splitlines()[-1]
+
+    # Whoever holds the bucket writes a new manifest version with another hash.
+    s3 = boto3.client("s3", region_name="us-east-1")
+    key = "incidents/INC-1/manifest.json"
+    manifest = _json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    manifest["objects"][0]["sha256"] = "0" * 64
+    s3.put_object(
+        Bucket=BUCKET, Key=key, Body=_json.dumps(manifest).encode(), ChecksumAlgorithm="SHA256"
+    )
+    r = world.run("verify", "INC-1", "--evidence")
+    assert r.code == 1
+    assert len(r.err) == 2  # the object's hash, and the manifest against the timeline
+    assert r.err[-1].startswith("INC-1: TAMPERED: s3://ir-evidence/incidents/INC-1/access_key/")
+    assert "differs from the recorded" in r.err[-1]
+
+
+def test_evidence_without_a_readable_bucket_is_an_operator_error(world, clock) -> None:
+    _store_evidence(world, clock)
+    config = Path(world.env["INCIDENT_BOT_CONFIG"])
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "slack": {"incident_channel": "C0INCIDENT"},
+                "containment": {"evidence_bucket": "gone"},
+            }
+        )
+    )
+    r = world.run("verify", "INC-1", "--evidence")
+    assert r.code == 2
+    assert len(r.err) == 1 and "could not read the evidence in s3://gone/" in r.err[0]

@@ -62,7 +62,8 @@ def test_cross_account_assumes_the_role_with_the_external_id() -> None:
     assert key_status(member_iam, "dev", key) == "Inactive"
     with pytest.raises(home_iam.exceptions.NoSuchEntityException):
         home_iam.get_user(UserName="dev")
-    assert s3.list_objects_v2(Bucket="home-evidence")["KeyCount"] == 1
+    stored = [o["Key"] for o in s3.list_objects_v2(Bucket="home-evidence")["Contents"]]
+    assert len(stored) == 2 and "incidents/INC-9/manifest.json" in stored
 
 
 @pytest.mark.usefixtures("aws")

@@ -62,7 +62,7 @@ def test_a_second_run_reuses_the_incidents_key(world, instance, make_ctx) -> Non
 def test_a_configured_key_wins_and_no_key_is_made(world, instance, make_ctx) -> None:
     ctx = make_ctx(evidence_key_per_incident=True)  # the fixture configures world.kms_key_id
     plan = StoreEvidence().calls(instance, ctx, {})
-    assert [c.operation for c in plan] == ["PutObject"]
+    assert [c.operation for c in plan] == ["GetObjectLockConfiguration", "PutObject", "PutObject"]
     run_plan(target=instance, ctx=ctx, action_names=["evidence"])
     kms = boto3.client("kms", region_name=REGION)
     assert not [
@@ -75,4 +75,5 @@ def test_the_plan_names_the_key_calls(world, instance, make_ctx) -> None:
     plan = [str(c) for c in StoreEvidence().calls(instance, ctx, {})]
     assert plan[0].startswith("kms.DescribeKey(KeyId=alias/incident-bot/INC-7")
     assert plan[1].startswith("kms.CreateKey(")
-    assert "this incident's own key" in plan[-1]
+    assert "this incident's own key" in plan[-2]
+    assert "manifest.json" in plan[-1]
