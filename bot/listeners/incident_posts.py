@@ -67,71 +67,107 @@ def channel_name(incident: Incident) -> str:
     return prefix + slugify(incident.title, limit=MAX_CHANNEL_NAME - len(prefix))
 
 
-def post_new_incident(runtime: Runtime, key: str, *, opener: str, fallback_channel: str) -> Posted:
-    """Post the card of a just-opened incident and start its thread (or its own channel)."""
+CARD_EVENT = "incident_card"  # the card's message metadata: how a lost post is found again
+
+
+def card_metadata(key: str) -> dict[str, Any]:
+    """Message metadata naming the incident a card belongs to. A post whose answer was lost
+    (a timeout, a kill) still left the card in Slack; this is how the sweep finds it."""
+    return {"event_type": CARD_EVENT, "event_payload": {"incident": key}}
+
+
+def post_new_incident(
+    runtime: Runtime, key: str, *, opener: str, fallback_channel: str, patient: bool = False
+) -> Posted:
+    """Post the card of a just-opened incident and start its thread (or its own channel).
+
+    An incident already given its own channel (a first attempt that failed after creating
+    it) keeps that channel. `patient`: wait out 429s (background workers only)."""
     slack = runtime.slack
     cfg = runtime.config.slack
     incident, card = render_card(runtime, key)
-    created_channel = False
     if cfg.channel_per_incident:
-        channel_id = _create_channel(runtime, incident)
-        created_channel = True
-        # Record the channel at once: if anything below fails, the incident still knows it.
-        with runtime.database.session() as session:
-            target = get_incident(session=session, key=key)
-            target.channel_id = channel_id
-            append_event(
-                session=session,
-                incident=target,
-                actor="system",
-                kind="slack.channel_created",
-                summary=f"Channel {channel_name(incident)} created ({channel_id})",
-                details={"channel": channel_id},
-            )
-        if opener and bk.user(opener).startswith("<@"):
-            try:
-                runtime.client.conversations_invite(channel=channel_id, users=opener)
-            except SlackApiError as exc:
-                if exc.response.get("error") != "already_in_channel":
-                    raise
-        with slack.card_lock(card_id("incident", key)):
-            posted = slack.post(channel_id, card)
-        thread_ts = None
+        channel_id = incident.channel_id or _open_channel(runtime, incident, opener)
     else:
-        with slack.card_lock(card_id("incident", key)):
-            posted = slack.post(cfg.incident_channel or fallback_channel, card)
-        thread_ts = str(posted["ts"])
-    result = Posted(str(posted["channel"]), str(posted["ts"]), thread_ts, created_channel)
+        channel_id = cfg.incident_channel or fallback_channel
+    with slack.card_lock(card_id("incident", key)):
+        posted = slack.call(
+            "chat_postMessage",
+            patient=patient,
+            channel=channel_id,
+            metadata=card_metadata(key),
+            **card,
+        )
+    return record_new_card(
+        runtime, key, opener=opener, channel=str(posted["channel"]), ts=str(posted["ts"])
+    )
+
+
+def record_new_card(
+    runtime: Runtime, key: str, *, opener: str, channel: str, ts: str, found: bool = False
+) -> Posted:
+    """Store a new incident's card and start its thread. `found`: the card was posted
+    earlier but its answer never arrived; the sweep found it in the channel's history."""
+    slack = runtime.slack
+    cfg = runtime.config.slack
+    created_channel = bool(cfg.channel_per_incident)
+    thread_ts = None if created_channel else ts
     with runtime.database.session() as session:
         incident = get_incident(session=session, key=key)
         where = "its own channel" if created_channel else "the incident channel"
+        how = "found in" if found else "posted in"
         slack.record_card(
             session,
             incident,
-            channel=result.channel_id,
-            ts=result.card_ts,
-            thread_ts=result.thread_ts,
-            summary=f"Card posted in {where} ({result.channel_id})",
+            channel=channel,
+            ts=ts,
+            thread_ts=thread_ts,
+            summary=f"Card {how} {where} ({channel})",
         )
+        title = incident.title
+    result = Posted(channel, ts, thread_ts, created_channel)
     if thread_ts:
         slack.reply(
-            result.channel_id,
+            channel,
             thread_ts,
             bk.message(
                 f"Updates on {key} land in this thread. Opened by {bk.user(opener)}. "
                 f"`/incident note {key} &lt;text&gt;` adds to the timeline."
             ),
         )
-    elif cfg.incident_channel and cfg.incident_channel != result.channel_id:
+    elif cfg.incident_channel and cfg.incident_channel != channel:
         # Let the incident channel know where the new channel is.
         slack.post(
             cfg.incident_channel,
             bk.message(
-                f"{key} opened by {bk.user(opener)}: {bk.esc(incident.title)} → "
-                f"{bk.channel(result.channel_id)}"
+                f"{key} opened by {bk.user(opener)}: {bk.esc(title)} → {bk.channel(channel)}"
             ),
         )
     return result
+
+
+def _open_channel(runtime: Runtime, incident: Incident, opener: str) -> str:
+    """The incident's own channel, created and recorded at once (if anything after fails,
+    the incident still knows it), with the opener invited."""
+    channel_id = _create_channel(runtime, incident)
+    with runtime.database.session() as session:
+        target = get_incident(session=session, key=incident.key)
+        target.channel_id = channel_id
+        append_event(
+            session=session,
+            incident=target,
+            actor="system",
+            kind="slack.channel_created",
+            summary=f"Channel {channel_name(incident)} created ({channel_id})",
+            details={"channel": channel_id},
+        )
+    if opener and bk.user(opener).startswith("<@"):
+        try:
+            runtime.client.conversations_invite(channel=channel_id, users=opener)
+        except SlackApiError as exc:
+            if exc.response.get("error") != "already_in_channel":
+                raise
+    return channel_id
 
 
 def _create_channel(runtime: Runtime, incident: Incident) -> str:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, BoltContext, Respond
+from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.app import runtime_of
@@ -290,15 +291,25 @@ def failure_text(inv: Invocation, exc: BaseException, *, recorded: bool) -> str:
             else f" It could not be recorded on {inv.incident_key}'s timeline either."
         )
     return (
-        f"`{bk.esc(inv.label)}` failed: {_cause(exc)}.{where} Try again, or check the bot's logs."
+        f"`{bk.esc(inv.label)}` failed: {cause_of(exc)}.{where} Try again, or check the bot's logs."
     )
 
 
-def _cause(exc: BaseException) -> str:
+def cause_of(exc: BaseException) -> str:
     """The error for a responder: an AWS or Slack error says what it is; a database error's
     text is SQL and driver detail (kept for the logs), so it is named, not shown."""
     if isinstance(exc, SQLAlchemyError):
         return "the database did not accept the change (it may be busy, locked or full)"
+    if isinstance(exc, SlackApiError):
+        # Slack's own error code says it; the exception's text repeats the whole response.
+        response = exc.response
+        status = response.status_code if response is not None else 200
+        data = response.data if response is not None else None
+        code = data.get("error") if isinstance(data, dict) else None
+        said = f"`{bk.esc_cut(code, 100)}`" if code else "an error"
+        return f"Slack answered {said}" + (f" (HTTP {status})" if status != 200 else "")
+    if isinstance(exc, TimeoutError):
+        return "no answer in time (timed out)"
     return f"{bk.esc(type(exc).__name__)}: {bk.esc_cut(exc, 500)}"
 
 

@@ -155,12 +155,14 @@ def test_channel_per_incident_creates_channel_and_invites_opener(bot_factory):
 def test_card_post_failure_is_reported_to_user_and_timeline(bot):
     bot.slack.fail_next("chat.postMessage", "not_in_channel")
     assert ack_json(bot.command("open Disk full")) == {}
-    failure = bot.slack.wait_for("response_url", lambda c: "failed" in c.args["text"])
+    failure = bot.slack.wait_for("response_url", lambda c: "INC-1" in c.args["text"])
     bot.idle()
-    assert "not_in_channel" in failure.args["text"]
-    assert "INC-1" in failure.args["text"]
+    # The incident is saved: the answer says so and never asks to open it again.
+    assert "Opened *INC-1* (it is saved)" in failure.args["text"]
+    assert "Slack answered `not_in_channel`" in failure.args["text"]
+    assert "try again" not in failure.args["text"].lower()
     kinds = [e.kind for e in events(bot)]
-    assert kinds == ["incident.opened", "bot.error"]
+    assert kinds == ["incident.opened", "slack.card_failed"]
 
 
 # -- reads -----------------------------------------------------------------------------------
