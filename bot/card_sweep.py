@@ -31,13 +31,9 @@ from sqlalchemy.orm import Session
 
 from bot.contacts import notify_opened
 from bot.guardduty.publisher import publisher_for
-from bot.listeners.incident_posts import (
-    CARD_EVENT,
-    Posted,
-    post_new_incident,
-    record_new_card,
-)
+from bot.listeners.incident_posts import Posted, post_new_incident, record_new_card
 from bot.periodic import Periodic
+from bot.slack_out import CARD_EVENT
 from bot.views import blocks as bk
 from bot.views.card_recovery import card_recovered_text
 from commands.findings.ingest import ACTOR as GUARDDUTY

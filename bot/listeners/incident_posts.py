@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot.slack_out import card_id
+from bot.slack_out import card_id, card_metadata
 from bot.views import blocks as bk
+from bot.views.card_recovery import slack_failure
 from bot.views.cards import incident_card
 from commands.incidents import get_incident
 from commands.overview import IncidentOverview, overview
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_CHANNEL_NAME = 80
+# Tries of a card update or thread line someone waits on (429s wait their Retry-After).
+FOLLOW_UP_ATTEMPTS = 4
 _SLUG_JUNK = re.compile(r"[^a-z0-9]+")
 
 
@@ -65,15 +68,6 @@ def slugify(text: str, *, limit: int = 40) -> str:
 def channel_name(incident: Incident) -> str:
     prefix = f"inc-{incident.number}-"
     return prefix + slugify(incident.title, limit=MAX_CHANNEL_NAME - len(prefix))
-
-
-CARD_EVENT = "incident_card"  # the card's message metadata: how a lost post is found again
-
-
-def card_metadata(key: str) -> dict[str, Any]:
-    """Message metadata naming the incident a card belongs to. A post whose answer was lost
-    (a timeout, a kill) still left the card in Slack; this is how the sweep finds it."""
-    return {"event_type": CARD_EVENT, "event_payload": {"incident": key}}
 
 
 def post_new_incident(
@@ -184,16 +178,51 @@ def _create_channel(runtime: Runtime, incident: Incident) -> str:
     raise RuntimeError(f"channel names {name}(-2..-5) are all taken")
 
 
-def refresh_incident(runtime: Runtime, key: str, *, line: str | None = None) -> None:
-    """Re-render the card in place and post `line` (already mrkdwn-escaped) in its thread."""
+def refresh_incident(runtime: Runtime, key: str, *, line: str | None = None) -> list[str]:
+    """Re-render the card in place and post `line` (already mrkdwn-escaped) in its thread.
+
+    The change is saved before this runs, so Slack failing does not fail it: a brief failure
+    (429, 5xx, a timeout) is retried a few times; what Slack still did not show is logged,
+    written on the timeline (`slack.not_shown`) and returned, for the reply to say."""
+    missed: list[tuple[str, BaseException]] = []
     with runtime.slack.card_lock(card_id("incident", key)):
         incident, card = render_card(runtime, key)
         if incident.channel_id and incident.card_ts:
-            runtime.slack.update(incident.channel_id, incident.card_ts, card)
+            try:
+                runtime.slack.update(
+                    incident.channel_id, incident.card_ts, card, attempts=FOLLOW_UP_ATTEMPTS
+                )
+            except (SlackApiError, OSError) as exc:
+                missed.append(("the card update", exc))
     if line and incident.channel_id:
-        post_line(runtime, incident, line)
+        try:
+            post_line(runtime, incident, line, attempts=FOLLOW_UP_ATTEMPTS)
+        except (SlackApiError, OSError) as exc:
+            missed.append(("the thread line", exc))
+    return not_shown(runtime, key, missed)
 
 
-def post_line(runtime: Runtime, incident: Incident, line: str) -> None:
+def not_shown(runtime: Runtime, key: str, missed: list[tuple[str, BaseException]]) -> list[str]:
+    """Log and record on `key`'s timeline what Slack did not show; the escaped phrases."""
+    if not missed:
+        return []
+    phrases = [f"{what} ({slack_failure(exc)})" for what, exc in missed]
+    log.warning("Slack did not show parts of %s: %s", key, "; ".join(phrases))
+    try:
+        with runtime.database.session() as session:
+            append_event(
+                session=session,
+                incident=get_incident(session=session, key=key),
+                actor="system",
+                kind="slack.not_shown",
+                summary="Slack did not show " + "; ".join(phrases),
+                details={"parts": [what for what, _ in missed]},
+            )
+    except Exception:  # the database may be what fails too; the log line above stays
+        log.exception("could not record on %s that Slack did not show it", key)
+    return phrases
+
+
+def post_line(runtime: Runtime, incident: Incident, line: str, **kwargs: Any) -> None:
     assert incident.channel_id is not None
-    runtime.slack.reply(incident.channel_id, incident.thread_ts, bk.message(line))
+    runtime.slack.reply(incident.channel_id, incident.thread_ts, bk.message(line), **kwargs)

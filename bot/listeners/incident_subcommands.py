@@ -22,7 +22,7 @@ from bot.listeners.slash import (
     spec,
 )
 from bot.views import blocks as bk
-from bot.views.card_recovery import card_not_posted_reply
+from bot.views.card_recovery import card_not_posted_reply, not_shown_text
 from bot.views.cards import list_reply, status_reply, timeline_reply
 from commands import incidents as svc
 from commands.deadlines import gdpr
@@ -192,8 +192,10 @@ def note_cmd(inv: Invocation) -> Reply | None:
         with inv.runtime.database.session() as session:
             target = svc.get_incident(session=session, key=key)
             svc.add_note(session=session, incident=target, actor=inv.user_id, text=text)
-        refresh_incident(inv.runtime, key, line=f"📝 {bk.user(inv.user_id)}: {bk.esc(text)}")
-        return Reply(f"Noted on *{key}*.")
+        missed = refresh_incident(
+            inv.runtime, key, line=f"📝 {bk.user(inv.user_id)}: {bk.esc(text)}"
+        )
+        return Reply(f"Noted on *{key}*." + not_shown_text(missed))
 
     inv.defer("add note", work)
     return None
@@ -217,9 +219,11 @@ def change_severity(inv: Invocation, key: str, level: str) -> Reply:
         svc.set_severity(session=session, incident=target, actor=inv.user_id, severity=level)
     if old == level:
         return Reply(f"*{key}* is already {level}.")
-    refresh_incident(inv.runtime, key, line=f"Severity {old} → *{level}* by {bk.user(inv.user_id)}")
+    missed = refresh_incident(
+        inv.runtime, key, line=f"Severity {old} → *{level}* by {bk.user(inv.user_id)}"
+    )
     notify_opened(inv.runtime, key)  # raised to high or critical: contacts hear of it once
-    return Reply(f"*{key}* severity is now {level}.")
+    return Reply(f"*{key}* severity is now {level}." + not_shown_text(missed))
 
 
 def personal_data_cmd(inv: Invocation) -> Reply | None:
@@ -243,13 +247,15 @@ def personal_data_cmd(inv: Invocation) -> Reply | None:
             return Reply(
                 f"The regulator clock of *{key}* is already running (notice due {due_text})."
             )
-        refresh_incident(
+        missed = refresh_incident(
             runtime,
             key,
             line=f"⏱️ Personal data involved ({bk.user(inv.user_id)}): "
             f"regulator clock started, notice due {due_text}.",
         )
-        return Reply(f"Regulator clock started for *{key}*: notice due {due_text}.")
+        return Reply(
+            f"Regulator clock started for *{key}*: notice due {due_text}." + not_shown_text(missed)
+        )
 
     inv.defer("start regulator clock", work)
     return None
@@ -280,12 +286,12 @@ def change_status(inv: Invocation, key: str, status: str, summary: str) -> Reply
             )
         else:
             svc.close_incident(session=session, incident=target, actor=inv.user_id, summary=summary)
-    refresh_incident(
+    missed = refresh_incident(
         inv.runtime,
         key,
         line=f"Status {old} → *{status}* by {bk.user(inv.user_id)}: {bk.esc(summary)}",
     )
-    return Reply(f"*{key}* is now {status}.")
+    return Reply(f"*{key}* is now {status}." + not_shown_text(missed))
 
 
 def resolve_cmd(inv: Invocation) -> Reply | None:

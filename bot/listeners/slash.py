@@ -41,6 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.app import runtime_of
 from bot.background import Busy
 from bot.views import blocks as bk
+from bot.views.card_recovery import slack_failure
 from commands.errors import UserError
 
 if TYPE_CHECKING:
@@ -300,16 +301,8 @@ def cause_of(exc: BaseException) -> str:
     text is SQL and driver detail (kept for the logs), so it is named, not shown."""
     if isinstance(exc, SQLAlchemyError):
         return "the database did not accept the change (it may be busy, locked or full)"
-    if isinstance(exc, SlackApiError):
-        # Slack's own error code says it; the exception's text repeats the whole response.
-        response = exc.response
-        status = response.status_code if response is not None else 200
-        data = response.data if response is not None else None
-        code = data.get("error") if isinstance(data, dict) else None
-        said = f"`{bk.esc_cut(code, 100)}`" if code else "an error"
-        return f"Slack answered {said}" + (f" (HTTP {status})" if status != 200 else "")
-    if isinstance(exc, TimeoutError):
-        return "no answer in time (timed out)"
+    if isinstance(exc, SlackApiError | TimeoutError):
+        return slack_failure(exc)
     return f"{bk.esc(type(exc).__name__)}: {bk.esc_cut(exc, 500)}"
 
 

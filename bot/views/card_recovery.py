@@ -1,7 +1,11 @@
-"""What a responder is told when an incident's card could not be posted, and when it is."""
+"""What a responder is told when Slack did not show something: an incident's card that could
+not be posted (and when it is), a card update or thread line that Slack refused."""
 
 from __future__ import annotations
 
+from slack_sdk.errors import SlackApiError
+
+from bot.slack_out import Unconfirmed
 from bot.views import blocks as bk
 
 
@@ -26,4 +30,30 @@ def card_recovered_text(key: str, channel_id: str, *, found: bool) -> str:
     return (
         f"{how} *{key}* when you opened it; its card is now in {bk.channel(channel_id)}. "
         f"Nothing else is needed."
+    )
+
+
+def slack_failure(exc: BaseException) -> str:
+    """Why Slack did not take a call, for a responder (escaped mrkdwn)."""
+    if isinstance(exc, SlackApiError):
+        response = exc.response
+        status = response.status_code if response is not None else 200
+        data = response.data if response is not None else None
+        code = data.get("error") if isinstance(data, dict) else None
+        said = f"`{bk.esc_cut(code, 100)}`" if code else "an error"
+        return f"Slack answered {said}" + (f" (HTTP {status})" if status != 200 else "")
+    if isinstance(exc, Unconfirmed):
+        return "no answer in time; it may still show"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time (timed out)"
+    return f"{bk.esc(type(exc).__name__)}: {bk.esc_cut(exc, 300)}"
+
+
+def not_shown_text(phrases: list[str]) -> str:
+    """Appended to a reply when the change is saved but Slack did not show all of it."""
+    if not phrases:
+        return ""
+    return (
+        " It is saved on the timeline, but Slack did not show " + "; ".join(phrases) + "."
+        " Do not repeat the command; the card catches up on its next change."
     )
