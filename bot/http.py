@@ -265,6 +265,52 @@ def _parse_error(raw_body: str, content_type: str) -> str | None:
             return "payload is not JSON"
         if not isinstance(payload, dict):
             return "payload is not a JSON object"
+        return _payload_shape_error(payload)
+    return None
+
+
+# Interactivity fields Bolt's matchers and the listeners read, with the JSON type Slack
+# always sends them as: a signed payload that differs is refused with 400 here, never
+# dispatched (Bolt indexes into them and would answer 500).
+_OBJECTS = ("user", "channel", "container", "message", "view", "team", "enterprise", "state")
+_STRINGS = ("type", "trigger_id", "response_url", "callback_id", "api_app_id", "token")
+_ACTION_STRINGS = ("action_id", "block_id", "value", "type", "action_ts")
+_VIEW_STRINGS = ("callback_id", "private_metadata", "id", "hash", "type")
+
+
+def _payload_shape_error(payload: dict[str, Any]) -> str | None:
+    for name in _OBJECTS:
+        if payload.get(name) is not None and not isinstance(payload[name], dict):
+            return f"payload field {name} is not an object"
+    for name in _STRINGS:
+        if payload.get(name) is not None and not isinstance(payload[name], str):
+            return f"payload field {name} is not a string"
+    actions = payload.get("actions")
+    if payload.get("type") == "block_actions" and (
+        not isinstance(actions, list)
+        or not actions
+        or not all(isinstance(a, dict) and isinstance(a.get("action_id"), str) for a in actions)
+    ):
+        return "a click's payload names no action"
+    if actions is not None:
+        if not isinstance(actions, list) or not all(isinstance(a, dict) for a in actions):
+            return "payload field actions is not a list of objects"
+        for action in actions:
+            if not all(isinstance(action.get(k, ""), str) for k in _ACTION_STRINGS):
+                return "an action's ids and value must be strings"
+            for name in ("selected_option", "selected_user", "selected_channel"):
+                if action.get(name) is not None and not isinstance(action[name], dict | str):
+                    return f"an action's {name} is malformed"
+    view = payload.get("view")
+    if isinstance(view, dict):
+        if not all(isinstance(view.get(k, ""), str) for k in _VIEW_STRINGS):
+            return "a view's ids and metadata must be strings"
+        state = view.get("state")
+        if state is not None and not isinstance(state, dict):
+            return "a view's state is not an object"
+        values = state.get("values") if isinstance(state, dict) else None
+        if values is not None and not isinstance(values, dict):
+            return "a view's state values are not an object"
     return None
 
 

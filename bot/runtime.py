@@ -64,6 +64,10 @@ class Options:
     impact_sweep_seconds: float | None = 10.0
     abuse_check_seconds: float | None = 900.0  # Support API calls are rate limited
     anchor_sweep_seconds: float | None = 60.0  # timeline anchors (bot/listeners/anchors.py)
+    # Cards never posted (bot/card_sweep.py): how often to look, and how old an incident
+    # must be before its card counts as lost rather than still on its way.
+    card_sweep_seconds: float | None = 30.0
+    card_grace_seconds: float = 120.0
     # GuardDuty: poll from this process; propose containment of high findings by itself.
     guardduty_polling: bool = True
     guardduty_propose: bool = True

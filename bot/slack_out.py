@@ -65,6 +65,17 @@ PERMANENT_ERRORS = frozenset(
     }
 )
 
+HISTORY = 200  # newest messages searched for a post whose answer never came
+
+
+class Unconfirmed(TimeoutError):
+    """A post timed out: Slack may or may not show it, and sending it again could show it
+    twice."""
+
+    def __init__(self, method: str) -> None:
+        super().__init__(f"Slack did not confirm {method} in time (it may or may not show)")
+
+
 SessionScope = Callable[[], AbstractContextManager[Session]]
 
 
@@ -168,6 +179,15 @@ def card_id(kind: str, ident: object) -> str:
     return f"{kind}:{ident}"
 
 
+CARD_EVENT = "incident_card"  # the card's message metadata: how a lost post is found again
+
+
+def card_metadata(key: str) -> dict[str, Any]:
+    """Message metadata naming the incident a card belongs to. A post whose answer was lost
+    (a timeout, a kill) still left the card in Slack; this is how it is found again."""
+    return {"event_type": CARD_EVENT, "event_payload": {"incident": key}}
+
+
 def slack_error(exc: SlackApiError) -> str:
     response = exc.response
     return str((response.get("error") if response is not None else None) or exc)
@@ -217,18 +237,30 @@ class SlackWriter:
     # -- calls ------------------------------------------------------------------------------
 
     def call(
-        self, method: str, *, patient: bool = False, stats: Stats | None = None, **kwargs: Any
+        self,
+        method: str,
+        *,
+        patient: bool = False,
+        attempts: int | None = None,
+        stats: Stats | None = None,
+        **kwargs: Any,
     ) -> Any:
-        """Call `method` of the Web API; see the module docstring for `patient`. `stats`:
-        a feature's own counters (the writer's by default)."""
+        """Call `method` of the Web API; see the module docstring for `patient`. `attempts`:
+        a bound on the tries for work someone waits on (a command's follow-up). `stats`: a
+        feature's own counters (the writer's by default).
+
+        A chat.postMessage that timed out may have been posted: it is never sent again
+        blindly. A message carrying metadata (a card) is looked for in the channel and its
+        copy there is the answer; any other post gives up (`Unconfirmed`), since a line
+        shown twice in an incident thread misleads as much as a line missing."""
         stats = stats if stats is not None else self.stats
         fn = getattr(self.client, method)
-        attempts = self.max_attempts if patient else 1
+        tries = attempts or (self.max_attempts if patient else 1)
         key = self.budget.key(method, kwargs)
         due = self.budget.reserve(key)  # an impatient call takes its token and goes
         if patient and due > 0:
             self.sleep(due)
-        for attempt in range(1, attempts + 1):
+        for attempt in range(1, tries + 1):
             try:
                 response = fn(**kwargs)
             except SlackApiError as exc:
@@ -236,7 +268,7 @@ class SlackWriter:
                 is_429 = response is not None and response.status_code == 429
                 if is_429:
                     self.budget.hold(key, retry_after(response.headers))
-                if attempt == attempts:
+                if attempt == tries:
                     raise
                 if is_429:
                     stats.rate_limited += 1
@@ -247,14 +279,45 @@ class SlackWriter:
                 if slack_error(exc) in PERMANENT_ERRORS:
                     raise
                 self.sleep(min(30.0, 0.5 * attempt))
+            except TimeoutError as exc:
+                if method == "chat_postMessage" and not kwargs.get("metadata"):
+                    raise Unconfirmed(method) from exc
+                if attempt == tries:
+                    raise
+                if method == "chat_postMessage":
+                    # Give a slow Slack another timeout's length to land it, then look.
+                    self.sleep(float(self.client.timeout))
+                    found = self._posted_meanwhile(kwargs)
+                    if found is not None:
+                        _count(stats, method, kwargs)
+                        return found
+                else:
+                    self.sleep(min(30.0, 0.5 * attempt))
             except OSError:
-                if attempt == attempts:
+                if attempt == tries:
                     raise
                 self.sleep(min(30.0, 0.5 * attempt))
             else:
                 _count(stats, method, kwargs)
                 return response
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _posted_meanwhile(self, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        """The message a timed-out post left in its channel, found by its metadata."""
+        meta = kwargs.get("metadata")
+        if not isinstance(meta, dict) or not kwargs.get("channel"):
+            return None
+        try:
+            page = self.client.conversations_history(
+                channel=kwargs["channel"], limit=HISTORY, include_all_metadata=True
+            )
+        except (SlackApiError, OSError) as exc:
+            log.warning("could not look for an unconfirmed post: %s", exc)
+            return None
+        for message in page.get("messages") or []:
+            if message.get("metadata") == meta:
+                return {"ok": True, "channel": kwargs["channel"], "ts": message["ts"]}
+        return None
 
     def post(self, channel: str, message: dict[str, Any], **kwargs: Any) -> Any:
         return self.call("chat_postMessage", channel=channel, **message, **kwargs)

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from bot import investigation_work, scheduler
+from bot import card_sweep, investigation_work, scheduler
 from bot.app import IncidentBotApp
 from bot.clock import SystemClock
 from bot.guardduty import cards as guardduty_cards
@@ -78,6 +78,7 @@ STARTS: tuple[Callable[[Runtime], None], ...] = (
     guardduty.start,
     investigation_work.start,
     anchors.start,
+    card_sweep.start,
 )
 # Incident card buttons, in the order they show (the severity menu comes first).
 CARD_BUTTONS = (guardduty_cards.plan_button, *CORE_BUTTONS)

@@ -619,6 +619,8 @@ class FakeSlack:
         content: dict[str, Any] = {"text": text or ""}
         if blocks is not None:
             content["blocks"] = blocks
+        if isinstance(args.get("metadata"), dict):
+            content["metadata"] = args["metadata"]  # conversations.history shows it on request
         return content
 
     def _api_chat_postMessage(self, args: dict[str, Any]) -> Any:
@@ -807,6 +809,28 @@ class FakeSlack:
                 return False
             stored["content"] = data
             return True
+
+    def _api_conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Top-level messages, newest first, from `oldest` on; metadata only when asked
+        for (the card sweep looks for a card whose post went unanswered)."""
+        channel = self._channel(args.get("channel"))
+        oldest = float(args.get("oldest") or 0)
+        with_metadata = str(args.get("include_all_metadata", "")).lower() in ("true", "1")
+        found = sorted(
+            (
+                m
+                for m in channel.messages.values()
+                if float(m["ts"]) >= oldest and m.get("thread_ts", m["ts"]) == m["ts"]
+            ),
+            key=lambda m: m["ts"],
+            reverse=True,
+        )
+        limit = max(1, min(int(args.get("limit") or 100), 1000))
+        page = [
+            m if with_metadata else {k: v for k, v in m.items() if k != "metadata"}
+            for m in found[:limit]
+        ]
+        return {"messages": page, "has_more": len(found) > limit}
 
 
 class _Handler(BaseHTTPRequestHandler):

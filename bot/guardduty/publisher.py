@@ -34,7 +34,7 @@ from bot.guardduty.cards import add_to_card
 from bot.guardduty.follow_up import propose_for_finding
 from bot.guardduty.storm import StormWatch, permalink, storm_view
 from bot.guardduty.writes import intake_is_hot, write_session, write_turn
-from bot.slack_out import Stats, card_id
+from bot.slack_out import Stats, card_id, card_metadata
 from bot.views import blocks as bk
 from bot.views.storm import storm_message
 from commands.findings.ingest import ACTOR, Ingested, sync_incident
@@ -394,7 +394,13 @@ class CardPublisher:
         # No card lock: nothing can update a card before its ts is stored, and a 429 here
         # may sleep for a while.
         posted = slack.call(
-            "chat_postMessage", patient=True, stats=self.stats, channel=channel, **self._render(key)
+            "chat_postMessage",
+            patient=True,
+            stats=self.stats,
+            channel=channel,
+            # A post that timed out is looked for by this before it is sent again.
+            metadata=card_metadata(key),
+            **self._render(key),
         )
         channel, ts = str(posted["channel"]), str(posted["ts"])
         with write_session(self.runtime) as session:

@@ -8,12 +8,21 @@ whatever writes or calls Slack.
 
 from __future__ import annotations
 
+import logging
 from io import StringIO
 
 from bot.contacts import notify_opened
 from bot.listeners.incident_posts import post_new_incident, refresh_incident
-from bot.listeners.slash import Invocation, Reply, Subcommand, spec
+from bot.listeners.slash import (
+    Invocation,
+    Reply,
+    Subcommand,
+    cause_of,
+    record_on_timeline,
+    spec,
+)
 from bot.views import blocks as bk
+from bot.views.card_recovery import card_not_posted_reply, not_shown_text
 from bot.views.cards import list_reply, status_reply, timeline_reply
 from commands import incidents as svc
 from commands.deadlines import gdpr
@@ -27,6 +36,8 @@ from commands.overview import (
 )
 from storage.models import SEVERITIES, Incident
 from storage.timeline import count_events, latest_events
+
+log = logging.getLogger(__name__)
 
 TIMELINE_SHOWN = 20
 
@@ -65,16 +76,39 @@ def open_cmd(inv: Invocation) -> Reply | None:
         raise UserError("Give the incident a title: `/incident open <what happened>`.")
 
     def work() -> Reply:
-        with inv.runtime.database.session() as session:
+        runtime = inv.runtime
+        with runtime.database.session() as session:
             opened = svc.open_incident(
-                session=session, title=title, created_by=inv.user_id, channel_id=None
+                session=session,
+                title=title,
+                created_by=inv.user_id,
+                channel_id=None,
+                # Where to post the card if Slack fails now (bot/card_sweep.py reads it).
+                details={"opened_in": inv.channel_id},
             )
             key = opened.key
         inv.incident_key = key
-        posted = post_new_incident(
-            inv.runtime, key, opener=inv.user_id, fallback_channel=inv.channel_id
-        )
-        notify_opened(inv.runtime, key)  # only at high or critical
+        try:
+            posted = post_new_incident(
+                runtime, key, opener=inv.user_id, fallback_channel=inv.channel_id
+            )
+        except Exception as exc:
+            # The incident is saved: "try again" would open a second one. Say what is true.
+            log.warning("the card of %s could not be posted", key, exc_info=True)
+            notify_opened(runtime, key)
+            with runtime.database.read_session() as session:
+                found = svc.get_incident(session=session, key=key)
+                posted_at = found.channel_id if found.card_ts else None
+            if posted_at:  # the card is there; a line after it failed
+                return Reply(f"Opened *{key}*; its card is in {bk.channel(posted_at)}.")
+            recorded = record_on_timeline(
+                inv,
+                kind="slack.card_failed",
+                summary=f"The card of {key} could not be posted: {type(exc).__name__}: {exc}",
+                details={"error": type(exc).__name__},
+            )
+            return Reply(card_not_posted_reply(key, cause_of(exc), recorded=recorded))
+        notify_opened(runtime, key)  # only at high or critical
         where = "its own channel" if posted.created_channel else "the incident channel"
         return Reply(f"Opened *{key}*; its card is in {where}: {bk.channel(posted.channel_id)}.")
 
@@ -158,8 +192,10 @@ def note_cmd(inv: Invocation) -> Reply | None:
         with inv.runtime.database.session() as session:
             target = svc.get_incident(session=session, key=key)
             svc.add_note(session=session, incident=target, actor=inv.user_id, text=text)
-        refresh_incident(inv.runtime, key, line=f"📝 {bk.user(inv.user_id)}: {bk.esc(text)}")
-        return Reply(f"Noted on *{key}*.")
+        missed = refresh_incident(
+            inv.runtime, key, line=f"📝 {bk.user(inv.user_id)}: {bk.esc(text)}"
+        )
+        return Reply(f"Noted on *{key}*." + not_shown_text(missed))
 
     inv.defer("add note", work)
     return None
@@ -183,9 +219,11 @@ def change_severity(inv: Invocation, key: str, level: str) -> Reply:
         svc.set_severity(session=session, incident=target, actor=inv.user_id, severity=level)
     if old == level:
         return Reply(f"*{key}* is already {level}.")
-    refresh_incident(inv.runtime, key, line=f"Severity {old} → *{level}* by {bk.user(inv.user_id)}")
+    missed = refresh_incident(
+        inv.runtime, key, line=f"Severity {old} → *{level}* by {bk.user(inv.user_id)}"
+    )
     notify_opened(inv.runtime, key)  # raised to high or critical: contacts hear of it once
-    return Reply(f"*{key}* severity is now {level}.")
+    return Reply(f"*{key}* severity is now {level}." + not_shown_text(missed))
 
 
 def personal_data_cmd(inv: Invocation) -> Reply | None:
@@ -209,13 +247,15 @@ def personal_data_cmd(inv: Invocation) -> Reply | None:
             return Reply(
                 f"The regulator clock of *{key}* is already running (notice due {due_text})."
             )
-        refresh_incident(
+        missed = refresh_incident(
             runtime,
             key,
             line=f"⏱️ Personal data involved ({bk.user(inv.user_id)}): "
             f"regulator clock started, notice due {due_text}.",
         )
-        return Reply(f"Regulator clock started for *{key}*: notice due {due_text}.")
+        return Reply(
+            f"Regulator clock started for *{key}*: notice due {due_text}." + not_shown_text(missed)
+        )
 
     inv.defer("start regulator clock", work)
     return None
@@ -246,12 +286,12 @@ def change_status(inv: Invocation, key: str, status: str, summary: str) -> Reply
             )
         else:
             svc.close_incident(session=session, incident=target, actor=inv.user_id, summary=summary)
-    refresh_incident(
+    missed = refresh_incident(
         inv.runtime,
         key,
         line=f"Status {old} → *{status}* by {bk.user(inv.user_id)}: {bk.esc(summary)}",
     )
-    return Reply(f"*{key}* is now {status}.")
+    return Reply(f"*{key}* is now {status}." + not_shown_text(missed))
 
 
 def resolve_cmd(inv: Invocation) -> Reply | None:

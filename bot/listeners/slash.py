@@ -35,11 +35,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, BoltContext, Respond
+from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.app import runtime_of
 from bot.background import Busy
 from bot.views import blocks as bk
+from bot.views.card_recovery import slack_failure
 from commands.errors import UserError
 
 if TYPE_CHECKING:
@@ -290,15 +292,17 @@ def failure_text(inv: Invocation, exc: BaseException, *, recorded: bool) -> str:
             else f" It could not be recorded on {inv.incident_key}'s timeline either."
         )
     return (
-        f"`{bk.esc(inv.label)}` failed: {_cause(exc)}.{where} Try again, or check the bot's logs."
+        f"`{bk.esc(inv.label)}` failed: {cause_of(exc)}.{where} Try again, or check the bot's logs."
     )
 
 
-def _cause(exc: BaseException) -> str:
+def cause_of(exc: BaseException) -> str:
     """The error for a responder: an AWS or Slack error says what it is; a database error's
     text is SQL and driver detail (kept for the logs), so it is named, not shown."""
     if isinstance(exc, SQLAlchemyError):
         return "the database did not accept the change (it may be busy, locked or full)"
+    if isinstance(exc, SlackApiError | TimeoutError):
+        return slack_failure(exc)
     return f"{bk.esc(type(exc).__name__)}: {bk.esc_cut(exc, 500)}"
 
 

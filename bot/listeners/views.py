@@ -18,6 +18,7 @@ from bot.listeners.incident_posts import refresh_incident
 from bot.listeners.incident_subcommands import change_status
 from bot.listeners.slash import Invocation, Reply, dispatch
 from bot.views import blocks as bk
+from bot.views.card_recovery import not_shown_text
 from commands import incidents as svc
 from commands.errors import UserError
 
@@ -75,7 +76,7 @@ def on_note(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltC
     inv = view_invocation(runtime, body, name="note")
     key = inv.args
 
-    def work(i: Invocation) -> None:
+    def work(i: Invocation) -> Reply | None:
         if not svc.looks_like_key(key):
             raise UserError(
                 "This form does not name an incident; use /incident note INC-N and the note."
@@ -83,7 +84,9 @@ def on_note(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltC
         with runtime.database.session() as session:
             target = svc.get_incident(session=session, key=key)
             svc.add_note(session=session, incident=target, actor=i.user_id, text=text)
-        refresh_incident(runtime, key, line=f"📝 {bk.user(i.user_id)}: {bk.esc(text)}")
+        missed = refresh_incident(runtime, key, line=f"📝 {bk.user(i.user_id)}: {bk.esc(text)}")
+        # Quiet when Slack showed it; otherwise the note's author hears what is missing.
+        return Reply(f"Noted on *{key}*." + not_shown_text(missed)) if missed else None
 
     dispatch(inv, work, background=True, ack=ack, answer_in_ack=False)
 

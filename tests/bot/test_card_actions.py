@@ -183,14 +183,18 @@ def test_timeline_records_button_errors(bot):
     payload = click(bot, "incident_severity", "", card, block_id="incident_card")
     payload["actions"][0].update(type="static_select", selected_option={"value": "low"})
     bot.sender.action(payload)
-    failure = bot.slack.wait_for(
-        "response_url", lambda c: clicked(c) and "failed" in c.args["text"]
+    answer = bot.slack.wait_for(
+        "response_url", lambda c: clicked(c) and "severity is now low" in c.args["text"]
     )
     bot.idle()
-    assert "msg_too_long" in failure.args["text"]
+    # The change is saved; the clicker hears which part Slack did not show, not "failed".
+    assert (
+        "Slack did not show the card update (Slack answered `msg_too_long`)"
+        in (answer.args["text"])
+    )
     with bot.session() as session:
         kinds = session.scalars(select(TimelineEvent.kind).order_by(TimelineEvent.seq)).all()
-    assert kinds[-1] == "bot.error"
+    assert kinds[-2:] == ["incident.severity", "slack.not_shown"]
 
 
 def seed_many(bot, count: int, title: str) -> None:

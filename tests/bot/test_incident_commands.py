@@ -155,12 +155,14 @@ def test_channel_per_incident_creates_channel_and_invites_opener(bot_factory):
 def test_card_post_failure_is_reported_to_user_and_timeline(bot):
     bot.slack.fail_next("chat.postMessage", "not_in_channel")
     assert ack_json(bot.command("open Disk full")) == {}
-    failure = bot.slack.wait_for("response_url", lambda c: "failed" in c.args["text"])
+    failure = bot.slack.wait_for("response_url", lambda c: "INC-1" in c.args["text"])
     bot.idle()
-    assert "not_in_channel" in failure.args["text"]
-    assert "INC-1" in failure.args["text"]
+    # The incident is saved: the answer says so and never asks to open it again.
+    assert "Opened *INC-1* (it is saved)" in failure.args["text"]
+    assert "Slack answered `not_in_channel`" in failure.args["text"]
+    assert "try again" not in failure.args["text"].lower()
     kinds = [e.kind for e in events(bot)]
-    assert kinds == ["incident.opened", "bot.error"]
+    assert kinds == ["incident.opened", "slack.card_failed"]
 
 
 # -- reads -----------------------------------------------------------------------------------
@@ -322,16 +324,19 @@ def test_personal_data_starts_regulator_clock(bot):
     assert again.ok
 
 
-def test_failure_after_ack_reaches_user_and_timeline(bot):
+def test_slack_refusing_the_card_update_after_a_note_is_said_not_failed(bot):
     open_incident(bot)
     bot.slack.fail_next("chat.update", "cant_update_message")
     assert ack_json(bot.command("note INC-1 checking")) == {}
-    failure = bot.slack.wait_for("response_url", lambda c: "failed" in c.args["text"])
+    answer = bot.slack.wait_for("response_url", lambda c: "Noted" in c.args["text"])
     bot.idle()
-    assert "cant_update_message" in failure.args["text"]
-    assert "recorded on INC-1's timeline" in failure.args["text"]
+    # The note is saved: "failed, try again" would add it twice.
+    text = answer.args["text"]
+    assert text.startswith("Noted on *INC-1*. It is saved on the timeline, but Slack did not")
+    assert "the card update (Slack answered `cant_update_message`)" in text
+    assert "Do not repeat the command" in text
     last = events(bot)[-1]
-    assert last.kind == "bot.error" and "cant_update_message" in last.summary
+    assert last.kind == "slack.not_shown" and "cant_update_message" in last.summary
     assert events(bot)[-2].kind == "note"  # the note itself was committed
 
 

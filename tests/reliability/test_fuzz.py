@@ -1,0 +1,382 @@
+"""Property-based fuzzing of everything that parses outside input (Hypothesis).
+
+Driven the way the input arrives: findings POSTed to /guardduty/events (EventBridge and
+signed SNS), signed slash commands and interactivity payloads to /slack/events, YAML
+configuration files through `load_settings`, and user text through the mrkdwn escaping
+every card and reply uses. The properties: a clean 4xx or a result, never a 500 or a stack
+trace; nothing a user types renders as a mention or a link.
+
+Example counts are kept modest so `make test` stays fast; raise them for a long run with
+`INCIDENT_BOT_FUZZ_SCALE=10`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot.settings import SettingsError, load_settings
+from bot.views import blocks as bk
+from bot.wiring import INCIDENT
+from tests.bot.conftest import bot_factory, fake_slack  # noqa: F401 (fixtures)
+from tests.bot.guardduty.conftest import (  # noqa: F401 (fixtures)
+    TOPIC,
+    aws,
+    guardduty_bot,
+    sns_key,
+    sns_pem,
+)
+from tests.bot.test_incident_commands import all_mrkdwn
+from tests.commands.findings.test_findings_normalize_properties import (
+    EC2_DETAIL,
+    EC2_PATHS,
+    json_values,
+    shaped_values,
+)
+from tests.slack_signing import block_actions_payload, view_submission_payload
+
+SCALE = max(1, int(os.environ.get("INCIDENT_BOT_FUZZ_SCALE", "1")))
+BOT_SETTINGS = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    "database": None,  # no example database under the repo: every run explores afresh
+}
+
+# What the red team sent, and its relatives: surrogates, NUL, huge numbers, long ids.
+HOSTILE = st.sampled_from(
+    [
+        "\ud800",
+        "a\x00b",
+        10**23,
+        2**40,
+        -(2**63) - 1,
+        1e308,
+        "i-" + "x" * 250,
+        "x" * 100_000,
+        "",
+        [],
+        {},
+        None,
+        "<!channel>",
+    ]
+)
+VALUES = HOSTILE | json_values
+
+
+def envelope(detail: Any) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": "7bf73129-1428-4cd3-a780-95db273d1602",
+        "detail-type": "GuardDuty Finding",
+        "source": "aws.guardduty",
+        "account": "123456789012",
+        "time": "2026-11-27T12:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": detail,
+    }
+
+
+def set_path(value: Any, path: tuple[Any, ...], leaf: Any) -> Any:
+    out = copy.deepcopy(value)
+    node = out
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = leaf
+    return out
+
+
+CLEAN = {200, 202, 400, 403, 413}
+seen: dict[str, int] = {}
+
+
+def count(name: str) -> None:
+    seen[name] = seen.get(name, 0) + 1
+
+
+@pytest.fixture
+def gd(guardduty_bot):  # noqa: F811
+    return guardduty_bot()
+
+
+# -- GuardDuty over HTTP ----------------------------------------------------------------------
+
+
+@settings(max_examples=120 * SCALE, **BOT_SETTINGS)
+@given(path=st.sampled_from(EC2_PATHS), leaf=VALUES, wrap=st.booleans())
+def test_any_field_of_a_finding_gets_a_clean_answer(gd, path, leaf, wrap) -> None:
+    count("finding field")
+    detail = set_path(EC2_DETAIL, path, leaf)
+    response = gd.post(envelope(detail) if wrap else detail)
+    assert response.status_code in CLEAN, (path, leaf, response.text[:300])
+    assert response.json()["ok"] is (response.status_code < 300)
+
+
+@settings(max_examples=60 * SCALE, **BOT_SETTINGS)
+@given(body=shaped_values | st.binary(max_size=200).map(lambda b: b"\x00" + b))
+def test_any_json_or_bytes_gets_a_clean_answer(gd, body) -> None:
+    count("any body")
+    response = gd.post(body if isinstance(body, bytes) else json.dumps(body).encode())
+    assert response.status_code in CLEAN, (body, response.text[:300])
+
+
+@settings(max_examples=40 * SCALE, **BOT_SETTINGS)
+@given(message=VALUES | shaped_values, as_json=st.booleans())
+def test_a_signed_sns_message_carrying_anything_gets_a_clean_answer(gd, message, as_json):
+    count("sns message")
+    note = {
+        "Type": "Notification",
+        "MessageId": "da41e39f-ea4d-435a-b922-c6aae3915ebe",
+        "TopicArn": TOPIC,
+        "Subject": "GuardDuty Finding",
+        # Only what SNS can carry: UTF-8 text (a lone surrogate only inside JSON escapes).
+        "Message": json.dumps(message)
+        if as_json
+        else str(message).encode("utf-8", "replace").decode(),
+        "Timestamp": "2026-11-27T12:00:00.000Z",
+    }
+    response = gd.post(gd.sign(note))
+    assert response.status_code in CLEAN, (message, response.text[:300])
+
+
+# -- Slack: commands and interactivity ------------------------------------------------------
+
+WORDS = st.sampled_from(
+    ["open", "note", "status", "severity", "close", "resolve", "help", "timeline", "INC-1"]
+)
+TEXT = st.text(max_size=80) | st.lists(WORDS | st.text(max_size=12), max_size=5).map(" ".join)
+
+
+@settings(max_examples=200 * SCALE, database=None)
+@given(TEXT)
+def test_slash_command_parsing_never_raises(text: str) -> None:
+    count("slash parse")
+    sub, _typed, rest = INCIDENT.parse(text)
+    assert sub is not None  # the fallback answers what nothing else does
+    assert rest == rest.strip()
+
+
+@settings(max_examples=40 * SCALE, **BOT_SETTINGS)
+@given(text=TEXT)
+def test_any_incident_command_is_answered(bot_factory, text) -> None:  # noqa: F811
+    count("slash command")
+    bot = _bot(bot_factory)
+    response = bot.command(text)
+    assert response.status_code == 200, response.text[:300]
+    assert bot.runtime.background.wait_idle(10)
+
+
+ACTIONS = st.sampled_from(
+    [
+        "incident_severity",
+        "incident_timeline",
+        "incident_note",
+        "incident_resolve",
+        "incident_close",
+        "plan_containment",
+        "approve_containment",
+        "reject_containment",
+        "retry_containment",
+        "rollback_containment",
+        "no_such_action",
+    ]
+)
+
+
+@settings(max_examples=60 * SCALE, **BOT_SETTINGS)
+@given(
+    action_id=ACTIONS,
+    value=st.text(max_size=40) | WORDS,
+    path=st.sampled_from(["actions", "message", "user", "channel", "container", "view"]),
+    leaf=VALUES,
+)
+def test_any_click_payload_is_answered(bot_factory, action_id, value, path, leaf) -> None:  # noqa: F811
+    count("interactivity")
+    bot = _bot(bot_factory)
+    payload = block_actions_payload(action_id, value, response_url=bot.slack.response_url())
+    payload[path] = leaf
+    response = bot.sender.action(payload)
+    assert response.status_code in (200, 400, 404), response.text[:300]
+    assert bot.runtime.background.wait_idle(10)
+
+
+@settings(max_examples=40 * SCALE, **BOT_SETTINGS)
+@given(
+    callback=st.sampled_from(
+        ["incident_note_modal", "incident_status_modal", "containment_reject_modal"]
+    ),
+    metadata=st.text(max_size=40) | VALUES.map(json.dumps),
+    values=st.dictionaries(st.text(max_size=8), VALUES, max_size=3),
+)
+def test_any_modal_submission_is_answered(bot_factory, callback, metadata, values) -> None:  # noqa: F811
+    count("view submission")
+    bot = _bot(bot_factory)
+    payload = view_submission_payload(callback, values, private_metadata=metadata)
+    response = bot.sender.action(payload)
+    assert response.status_code in (200, 400), response.text[:300]
+    assert bot.runtime.background.wait_idle(10)
+
+
+_bots: dict[int, Any] = {}
+
+
+def _bot(factory: Any) -> Any:
+    """One bot per test (Hypothesis runs every example inside one fixture instance)."""
+    bot = _bots.get(id(factory))
+    if bot is None:
+        _bots.clear()
+        bot = _bots[id(factory)] = factory()
+        bot.slack.add_channel("W111")
+    return bot
+
+
+# -- what Slack renders ---------------------------------------------------------------------
+
+# Slack's control sequences in mrkdwn all sit between < and >: <@U…>, <#C…>, <!here>,
+# <!subteam^…>, <https://…|label>. The bot writes only mentions of real ids, channels and
+# its own dates.
+OURS = re.compile(r"<(@[UW][A-Z0-9]+|#[CGD][A-Z0-9]+|!date\^\d+\^[^<>|]*\|[^<>|]*)>")
+
+
+@settings(max_examples=500 * SCALE, database=None)
+@given(st.text())
+def test_escaped_text_has_no_control_sequence_and_reads_back_as_typed(text: str) -> None:
+    count("esc")
+    out = bk.esc(text)
+    assert "<" not in out and ">" not in out
+    # Slack decodes exactly these three entities, so the reader sees what was typed.
+    assert out.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") == text
+    for limit in (1, 5, 40):
+        cut = bk.esc_cut(text, limit)
+        assert len(cut) <= limit
+        assert not re.search(r"&[a-z]{0,3}$", cut.removesuffix("…"))  # no split entity
+
+
+@settings(max_examples=25 * SCALE, **BOT_SETTINGS)
+@given(title=st.text(min_size=1, max_size=60).filter(str.strip))
+def test_no_title_renders_as_a_mention_or_link(bot_factory, title) -> None:  # noqa: F811
+    count("card title")
+    bot = _bot(bot_factory)
+    bot.slack.reset_calls()
+    assert bot.command(f"open {title}").status_code == 200
+    assert bot.runtime.background.wait_idle(10)
+    posted = [c.args for c in bot.slack.calls_for("chat.postMessage", ok_only=True)]
+    replies = [c.args for c in bot.slack.calls_for("response_url")]
+    for text in all_mrkdwn(posted + replies):
+        assert not re.sub(OURS, "", text).count("<"), text
+
+
+# -- configuration files ----------------------------------------------------------------------
+
+SECTIONS = st.sampled_from(
+    [
+        "slack",
+        "approvals",
+        "guardduty",
+        "containment",
+        "contacts",
+        "deadlines",
+        "impact",
+        "forensics",
+        "wipe",
+        "drills",
+        "nonsense",
+    ]
+)
+KEYS = st.sampled_from(
+    [
+        "incident_channel",
+        "channel_per_incident",
+        "trusted_bot_ids",
+        "expire_after_minutes",
+        "sns_topic_arns",
+        "poll_interval_seconds",
+        "dry_run",
+        "examiner_cidrs",
+        "gdpr_hours",
+        "tag_keys",
+        "emails",
+        "allow_changes",
+        "x",
+    ]
+)
+
+
+@settings(max_examples=150 * SCALE, database=None, deadline=None)
+@given(
+    config=st.one_of(
+        VALUES,
+        st.dictionaries(SECTIONS, VALUES | st.dictionaries(KEYS, VALUES, max_size=3), max_size=3),
+    ),
+    raw=st.booleans(),
+    text=st.text(max_size=60),
+)
+def test_any_config_file_loads_or_is_refused_in_one_line(tmp_path_factory, config, raw, text):
+    count("config")
+    path = tmp_path_factory.mktemp("cfg") / "incident-bot.yml"
+    if raw:
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    else:
+        try:
+            path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        except (UnicodeEncodeError, yaml.YAMLError):
+            return  # not a file anyone can write
+    environ = {
+        "SLACK_BOT_TOKEN": "xoxb-x",
+        "SLACK_SIGNING_SECRET": "s3cret",
+        "DATABASE_URL": "sqlite://",
+        "INCIDENT_BOT_CONFIG": str(path),
+    }
+    try:
+        load_settings(environ)
+    except SettingsError as exc:
+        assert str(exc).strip() and "Traceback" not in str(exc)
+
+
+def teardown_module() -> None:
+    print("\nfuzz cases run:", json.dumps(dict(sorted(seen.items()))))
+
+
+# -- what the fuzzing found (kept as plain regressions) ---------------------------------------
+
+
+def test_an_sns_envelope_with_a_lone_surrogate_is_a_clean_400(gd) -> None:
+    note = gd.sign(
+        {
+            "Type": "Notification",
+            "MessageId": "m",
+            "TopicArn": TOPIC,
+            "Message": "x",
+            "Timestamp": "2026-11-27T12:00:00.000Z",
+        }
+    )
+    note["Message"] = "\ud800"  # json.dumps escapes it; the body is refused before SNS checks
+    response = gd.post(note)
+    assert response.status_code == 400 and "surrogate" in response.text, response.text
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"actions": []},
+        {"actions": [{"value": "x"}]},
+        {"actions": "\ud800"},
+        {"user": ["W111"]},
+        {"channel": "C0INCIDENT"},
+        {"container": None, "message": 7},
+    ],
+)
+def test_signed_clicks_of_the_wrong_shape_are_refused_with_400(bot_factory, change) -> None:  # noqa: F811
+    bot = _bot(bot_factory)
+    payload = block_actions_payload("incident_timeline", "INC-1")
+    payload.update(change)
+    response = bot.sender.action(payload)
+    assert response.status_code == 400, response.text
