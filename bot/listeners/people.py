@@ -138,6 +138,23 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
 # -- buttons ------------------------------------------------------------------------------
 
 
+def _click(
+    context: BoltContext, body: dict[str, Any], respond: Respond, *, name: str, key: str
+) -> Invocation:
+    """The click's Invocation; a click on the App Home has no response_url, so the answer
+    comes as a direct message from the bot."""
+    runtime = runtime_of(context)
+    inv = action_invocation(runtime, body, respond, name=name, args=key)
+    if not body.get("response_url"):
+        user = inv.user_id
+
+        def dm(reply: Reply) -> None:
+            runtime.slack.post(user, bk.message(reply.text, reply.blocks))
+
+        inv.reply_to = dm
+    return inv
+
+
 def _after_click(inv: Invocation, body: dict[str, Any]) -> None:
     """A click on the App Home re-publishes it, so it shows the change."""
     if (body.get("container") or {}).get("type") == "view" and inv.user_id:
@@ -148,7 +165,7 @@ def on_take(
     ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, context: BoltContext
 ) -> None:
     key = _button_key(action)
-    inv = action_invocation(runtime_of(context), body, respond, name="take", args=key)
+    inv = _click(context, body, respond, name="take", key=key)
 
     def work(i: Invocation) -> Reply:
         _require_key(key, "/incident assign INC-N me")
@@ -168,7 +185,7 @@ def on_task_toggle(
 ) -> None:
     parsed = pv.parse_task_value(_button_key(action))
     key = parsed[0] if parsed else ""
-    inv = action_invocation(runtime_of(context), body, respond, name="task", args=key)
+    inv = _click(context, body, respond, name="task", key=key)
 
     def work(i: Invocation) -> Reply:
         if parsed is None:
