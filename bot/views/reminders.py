@@ -48,9 +48,7 @@ def subteam(group: str | None) -> str | None:
     return "@" + group.lstrip("@")
 
 
-def reminder_text(
-    delivery: Delivery, *, usergroup: str | None, oncall: str | None = None
-) -> str:
+def reminder_text(delivery: Delivery, *, usergroup: str | None, oncall: str | None = None) -> str:
     """The owner and (unless a drill) the contacts' user group, then what the reminder says.
     A ping about an unowned incident mentions the on-call group (`oncall.slack_usergroup`)."""
     mentions = []
