@@ -14,7 +14,7 @@ from typing import Protocol
 from bot.approvals.cards import load_card
 from bot.slack_out import SlackWriter, card_id
 from bot.views.approval_card import approval_card
-from commands import abuse
+from commands import abuse, people
 from commands.approvals import expiry
 from commands.deadlines.delivery import Delivery, KindHandler
 from commands.deadlines.kinds import deadline_kinds
@@ -59,6 +59,8 @@ def reminder_kinds() -> ReminderKinds:
         deliver={
             **deadline_kinds(),
             "abuse": abuse.abuse_delivery,
+            people.UNOWNED_KIND: people.unowned_delivery,
+            people.TASK_KIND: people.task_delivery,
             expiry.KIND: expiry.deliver_expiry,
         },
         after_post={expiry.KIND: (expired_card,)},

@@ -340,7 +340,11 @@ class ReminderScheduler:
         return resp.get("ts"), str(resp.get("channel") or channel)
 
     def _text(self, delivery: dl.Delivery) -> str:
-        return reminder_text(delivery, usergroup=self.config.contacts.slack_usergroup)
+        return reminder_text(
+            delivery,
+            usergroup=self.config.contacts.slack_usergroup,
+            oncall=self.config.oncall.slack_usergroup,
+        )
 
     def _failed(self, reminder_id: int, error: str, *, retry: bool) -> None:
         self.stats.failed += 1

@@ -117,6 +117,15 @@ class ContactsConfig(_Section):
     ses_region: str | None = None  # null: us-east-1
 
 
+class OncallConfig(_Section):
+    """Who is pinged while a GuardDuty incident has no owner, and how often."""
+
+    # A Slack user-group ID (S0ONCALL): mentioned in the incident's thread until someone
+    # takes it; null: no pings.
+    slack_usergroup: str | None = None
+    ping_every_minutes: float = Field(default=15, gt=0)
+
+
 class DeadlinesConfig(_Section):
     gdpr_hours: float = Field(default=72, gt=0)
     reminder_hours_before: list[float] = Field(default_factory=lambda: [48, 24, 6, 1])
@@ -214,6 +223,7 @@ class AppConfig(_Section):
     guardduty: GuardDutyConfig = Field(default_factory=GuardDutyConfig)
     containment: ContainmentConfig = Field(default_factory=ContainmentConfig)
     contacts: ContactsConfig = Field(default_factory=ContactsConfig)
+    oncall: OncallConfig = Field(default_factory=OncallConfig)
     deadlines: DeadlinesConfig = Field(default_factory=DeadlinesConfig)
     impact: ImpactConfig = Field(default_factory=ImpactConfig)
     forensics: ForensicsConfig = Field(default_factory=ForensicsConfig)

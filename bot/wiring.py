@@ -32,6 +32,7 @@ from bot.listeners import (
     events,
     incident_subcommands,
     investigation,
+    people,
     views,
 )
 from bot.listeners.slash import SlashCommand
@@ -41,6 +42,7 @@ from bot.scheduler import ReminderScheduler
 from bot.settings import Settings, SettingsError, load_settings
 from bot.views.cards import CORE_BUTTONS, CardParts
 from bot.views.investigation import investigation_card_section
+from bot.views.people import take_button
 from storage.clock import Clock
 from storage.migrate import upgrade
 
@@ -54,6 +56,7 @@ INCIDENT = SlashCommand(
     fallback="help",
     subcommands=(
         *incident_subcommands.SUBCOMMANDS,
+        *people.SUBCOMMANDS,
         *deadlines.SUBCOMMANDS,
         *drill.SUBCOMMANDS,
         *investigation.INCIDENT_SUBCOMMANDS,
@@ -64,6 +67,7 @@ INCIDENT = SlashCommand(
 LISTENERS: tuple[Register, ...] = (
     INCIDENT.register,
     actions.register,
+    people.register,
     views.register,
     events.register,
     containment.register,
@@ -81,7 +85,7 @@ STARTS: tuple[Callable[[Runtime], None], ...] = (
     card_sweep.start,
 )
 # Incident card buttons, in the order they show (the severity menu comes first).
-CARD_BUTTONS = (guardduty_cards.plan_button, *CORE_BUTTONS)
+CARD_BUTTONS = (take_button, guardduty_cards.plan_button, *CORE_BUTTONS)
 
 
 def card_parts(settings: Settings) -> CardParts:
@@ -90,6 +94,7 @@ def card_parts(settings: Settings) -> CardParts:
     return CardParts(
         sections=(
             guardduty.finding_section(tag_keys),
+            people.card_section(settings.config.deadlines.timezone),
             investigation_card_section,
         ),
         buttons=CARD_BUTTONS,

@@ -15,10 +15,11 @@ from typing import Any, TypedDict, Unpack
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from commands.deadlines.queue import cancel_reminders
 from commands.errors import NotFound, UserError
 from storage.db import clock_of
 from storage.keys import next_value
-from storage.models import SEVERITIES, Incident
+from storage.models import SEVERITIES, Incident, IncidentTask
 from storage.timeline import NewEvent, append_event, append_events
 
 TITLE_MAX = 300
@@ -240,11 +241,67 @@ def resolve_incident(*, session: Session, incident: Incident, actor: str, summar
     )
 
 
-def close_incident(*, session: Session, incident: Incident, actor: str, summary: str) -> Incident:
-    summary = _clean(summary, limit=NOTE_MAX, what="summary")
-    return set_status(
-        session=session, incident=incident, actor=actor, status="closed", summary=summary
+def open_task_numbers(*, session: Session, incident: Incident) -> list[int]:
+    """The numbers of the incident's follow-up tasks not yet done."""
+    return list(
+        session.scalars(
+            select(IncidentTask.number)
+            .where(IncidentTask.incident_id == incident.id, IncidentTask.done_at.is_(None))
+            .order_by(IncidentTask.number)
+        )
     )
+
+
+def refuse_open_tasks(*, session: Session, incident: Incident) -> list[int]:
+    """Raise the one-sentence refusal when open follow-up tasks block an unforced close."""
+    left = open_task_numbers(session=session, incident=incident)
+    if left:
+        listed = ", ".join(f"#{n}" for n in left[:10])
+        raise UserError(
+            f"{incident.key} has {len(left)} open follow-up task(s) ({listed}): mark them done "
+            f"on its card, or close anyway with `/incident close {incident.key} <summary> "
+            "--force <reason>`."
+        )
+    return left
+
+
+def close_incident(
+    *,
+    session: Session,
+    incident: Incident,
+    actor: str,
+    summary: str,
+    force_reason: str | None = None,
+) -> Incident:
+    """Close; open follow-up tasks refuse it unless forced with a reason (their reminders
+    then stop, and the timeline names the tasks left open and why)."""
+    summary = _clean(summary, limit=NOTE_MAX, what="summary")
+    reason = " ".join((force_reason or "").split())
+    left = (
+        open_task_numbers(session=session, incident=incident)
+        if reason
+        else refuse_open_tasks(session=session, incident=incident)
+    )
+    set_status(session=session, incident=incident, actor=actor, status="closed", summary=summary)
+    if left:
+        reason = reason[:NOTE_MAX]
+        append_event(
+            session=session,
+            incident=incident,
+            actor=actor,
+            kind="incident.close_forced",
+            summary=f"Closed with {len(left)} open follow-up task(s) "
+            f"({', '.join(f'#{n}' for n in left)}): {reason}",
+            details={"open_tasks": left, "reason": reason},
+        )
+        cancel_reminders(
+            session=session,
+            incident=incident,
+            kinds=("task",),
+            actor=actor,
+            reason="closed with open tasks",
+        )
+    return incident
 
 
 def mark_personal_data(

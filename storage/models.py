@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -235,7 +236,7 @@ class Reminder(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), index=True)
-    # gdpr | gdpr_overdue | approval_expiry | stale | digest | abuse | followup
+    # gdpr | gdpr_overdue | approval_expiry | stale | digest | abuse | unowned | task | followup
     kind: Mapped[str] = mapped_column(String(30))
     due_at: Mapped[dt.datetime] = mapped_column()
     # pending -> sent (claimed atomically before posting) | cancelled
@@ -247,6 +248,41 @@ class Reminder(Base):
     message: Mapped[str | None] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(default=column_now)
+
+
+ROLES = ("commander", "scribe", "comms")
+
+
+class IncidentRole(Base):
+    """Who holds one role on one incident (the owner is `Incident.owner`)."""
+
+    __tablename__ = "incident_roles"
+    __table_args__ = (UniqueConstraint("incident_id", "role", name="uq_incident_roles_role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    role: Mapped[str] = mapped_column(String(20))
+    user_id: Mapped[str] = mapped_column(String(60))
+    assigned_by: Mapped[str] = mapped_column(String(60))
+    assigned_at: Mapped[dt.datetime] = mapped_column(default=column_now)
+
+
+class IncidentTask(Base):
+    """A follow-up task: numbered per incident, owned, due on a day; open until done."""
+
+    __tablename__ = "incident_tasks"
+    __table_args__ = (UniqueConstraint("incident_id", "number", name="uq_incident_tasks_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(String(60))
+    due_on: Mapped[dt.date] = mapped_column(Date)
+    created_by: Mapped[str] = mapped_column(String(60))
+    created_at: Mapped[dt.datetime] = mapped_column(default=column_now)
+    done_at: Mapped[dt.datetime | None] = mapped_column()
+    done_by: Mapped[str | None] = mapped_column(String(60))
 
 
 class Cursor(Base):

@@ -21,6 +21,7 @@ one worker thread per process, so an alert storm never blocks intake:
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -40,6 +41,7 @@ from bot.views.storm import storm_message
 from commands.findings.ingest import ACTOR, Ingested, sync_incident
 from commands.findings.normalize import NormalizedFinding, normalize_finding
 from commands.findings.tags import read_resource_tags, store_resource_tags
+from commands.people import start_unowned_pings
 from containment.clients import aws_client
 from storage.facts import GUARDDUTY, tags_source
 from storage.models import Finding, Incident
@@ -414,6 +416,15 @@ class CardPublisher:
                 thread_ts=ts,
                 summary=f"GuardDuty card posted in the incident channel ({channel})",
             )
+            # Nobody owns what GuardDuty opened: on-call is pinged until someone takes it,
+            # starting in the same transaction as the card, so a crash cannot skip it.
+            oncall = self.runtime.config.oncall
+            if oncall.slack_usergroup:
+                start_unowned_pings(
+                    session=session,
+                    incident=incident,
+                    every=dt.timedelta(minutes=oncall.ping_every_minutes),
+                )
         with self._cond:
             self._wrote(incident_id)
             self._joined.pop(incident_id, None)  # the card shows them

@@ -137,6 +137,8 @@ def _status_button(
             found = svc.get_incident(session=session, key=key)
             if status not in svc.TRANSITIONS.get(found.status, ()):
                 raise UserError(f"{key} is {found.status} and cannot become {status}.")
+            if status == "closed":
+                svc.refuse_open_tasks(session=session, incident=found)
         view = status_modal(key, status, verb, i.channel_id)
         runtime.client.views_open(trigger_id=i.trigger_id, view=view)
 

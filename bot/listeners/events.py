@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt import BoltContext
 
 from bot.app import runtime_of
-from bot.views.home import home_view
+from bot.views.home import HomePeople, home_view
+from commands import people
 from commands.overview import live_overviews
 
 if TYPE_CHECKING:
@@ -29,7 +30,16 @@ def publish_home(runtime: Runtime, user_id: str) -> None:
     views = live_overviews(
         database=runtime.database, gdpr_hours=runtime.config.deadlines.gdpr_hours
     )
-    view = home_view(views, now=runtime.now())
+    ids = [v.incident.id for v in views]
+    with runtime.database.read_session() as session:
+        crew = HomePeople(
+            roles=people.roles_of(session=session, incident_ids=ids),
+            tasks=people.tasks_of(session=session, incident_ids=ids, open_only=True),
+            mine=people.tasks_for_user(session=session, user=user_id),
+        )
+    now = runtime.now()
+    today = people.local_today(now, runtime.deadline_policy)
+    view = home_view(views, now=now, people=crew, today=today)
     runtime.client.views_publish(user_id=user_id, view=view)
 
 

@@ -261,36 +261,70 @@ def personal_data_cmd(inv: Invocation) -> Reply | None:
     return None
 
 
+FORCE = "--force"
+
+
+def split_force(text: str) -> tuple[str, str | None]:
+    """`<summary> --force <reason>` -> (summary, reason); no flag: (text, None). A bare
+    `--force <reason>` closes with the reason as its summary."""
+    words = text.split()
+    if FORCE not in words:
+        return text.strip(), None
+    at = words.index(FORCE)
+    reason = " ".join(words[at + 1 :])
+    summary = " ".join(words[:at]) or reason
+    return summary, reason
+
+
 def _status_change(inv: Invocation, *, status: str, verb: str) -> Reply | None:
-    found, summary = _read(inv, example=f"/incident {verb} INC-42 <summary>")
-    if not summary.strip():
-        raise UserError(f"Add a one-line summary: `/incident {verb} {found.key} <summary>`.")
-    if status not in svc.TRANSITIONS.get(found.status, ()):
-        if found.status == "closed":
-            raise UserError(f"{found.key} is closed; open a new incident instead.")
-        if found.status == status:
-            raise UserError(f"{found.key} is already {status}.")
-        raise UserError(f"{found.key} is {found.status} and cannot become {status}.")
+    with inv.runtime.database.read_session() as session:
+        found, rest = take_incident(inv, session, example=f"/incident {verb} INC-42 <summary>")
+        summary, reason = split_force(rest) if status == "closed" else (rest, None)
+        if reason is not None and not reason:
+            raise UserError(
+                f"Say why it closes with open tasks: `/incident close {found.key} <summary> "
+                "--force <reason>`."
+            )
+        if not summary.strip():
+            raise UserError(f"Add a one-line summary: `/incident {verb} {found.key} <summary>`.")
+        if status not in svc.TRANSITIONS.get(found.status, ()):
+            if found.status == "closed":
+                raise UserError(f"{found.key} is closed; open a new incident instead.")
+            if found.status == status:
+                raise UserError(f"{found.key} is already {status}.")
+            raise UserError(f"{found.key} is {found.status} and cannot become {status}.")
+        if status == "closed" and reason is None:
+            svc.refuse_open_tasks(session=session, incident=found)  # answered in the ack
     key = found.key
-    inv.defer(f"{verb} incident", lambda: change_status(inv, key, status, summary))
+    inv.defer(f"{verb} incident", lambda: change_status(inv, key, status, summary, reason))
     return None
 
 
-def change_status(inv: Invocation, key: str, status: str, summary: str) -> Reply:
+def change_status(
+    inv: Invocation, key: str, status: str, summary: str, force_reason: str | None = None
+) -> Reply:
     with inv.runtime.database.session() as session:
         target = svc.get_incident(session=session, key=key)
         old = target.status
+        left: list[int] = []
         if status == "resolved":
             svc.resolve_incident(
                 session=session, incident=target, actor=inv.user_id, summary=summary
             )
         else:
-            svc.close_incident(session=session, incident=target, actor=inv.user_id, summary=summary)
-    missed = refresh_incident(
-        inv.runtime,
-        key,
-        line=f"Status {old} → *{status}* by {bk.user(inv.user_id)}: {bk.esc(summary)}",
-    )
+            svc.close_incident(
+                session=session,
+                incident=target,
+                actor=inv.user_id,
+                summary=summary,
+                force_reason=force_reason,
+            )
+            left = svc.open_task_numbers(session=session, incident=target)
+    line = f"Status {old} → *{status}* by {bk.user(inv.user_id)}: {bk.esc(summary)}"
+    if status == "closed" and left:
+        listed = ", ".join(f"#{n}" for n in left)
+        line += f"\nClosed with open follow-up task(s) {listed}: {bk.esc(force_reason or '')}"
+    missed = refresh_incident(inv.runtime, key, line=line)
     return Reply(f"*{key}* is now {status}." + not_shown_text(missed))
 
 
@@ -364,8 +398,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     ),
     spec(
         "close",
-        usage="/incident close [INC-N] <summary>",
-        summary="Close, with a summary.",
+        usage="/incident close [INC-N] <summary> [--force <reason>]",
+        summary="Close, with a summary; open follow-up tasks need --force and a reason.",
         handler=close_cmd,
     ),
     spec("help", usage="/incident help", summary="This list.", handler=help_cmd),

@@ -30,6 +30,7 @@ and add the table to the command in bot/wiring.py::
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -84,6 +85,9 @@ class Invocation:
     followups: list[tuple[str, Callable[[], Reply | None]]] = field(default_factory=list)
     # The command run (its help lists its subcommands); None for buttons and modals.
     slash: SlashCommand | None = None
+    # `args` as Slack sent it: with escaping on (manifest.yml), a mention is `<@U123|name>`,
+    # which `args` shows as `@name`; subcommands that need the user ID read this.
+    raw_args: str = ""
 
     @property
     def label(self) -> str:
@@ -101,6 +105,25 @@ class Invocation:
 
 
 Handler = Callable[[Invocation], "Reply | None"]
+
+# Slack's escaped references in command text: <@U1|name>, <#C1|general>, <https://x.io|x.io>.
+_ESCAPED = re.compile(r"<([@#])([UWCG][A-Z0-9]+)(?:\|([^>]*))?>|<(https?://[^>|]+)(?:\|([^>]*))?>")
+
+
+def unescaped(text: str) -> str:
+    """Command text as the user typed it: escaped user and channel mentions back to `@name`
+    and `#general`, a link back to its URL when the URL is what it showed. Anything else
+    (`<!channel>`, a link whose text is not its URL) stays as sent, to be shown escaped."""
+
+    def plain(m: re.Match[str]) -> str:
+        if m.group(4):
+            url, label = m.group(4), m.group(5)
+            shown = label is None or url.split("://", 1)[1] == label or url == label
+            return url if shown else m.group(0)
+        sigil, ident, label = m.group(1), m.group(2), m.group(3)
+        return sigil + (label.lstrip(sigil) if label else ident)
+
+    return _ESCAPED.sub(plain, text)
 
 
 def spec(
@@ -187,7 +210,8 @@ class SlashCommand:
             runtime=runtime,
             command=self.command,
             name=sub.name if sub else typed,
-            args=rest,
+            args=unescaped(rest),
+            raw_args=rest,
             user_id=command.get("user_id", ""),
             channel_id=command.get("channel_id", ""),
             response_url=command.get("response_url"),
@@ -199,7 +223,7 @@ class SlashCommand:
             ack(**Reply(self.help_text()).as_kwargs())
             return
         if sub.name == self.fallback and typed and typed != sub.name:
-            inv.args = typed  # help for an unknown word: let the handler say so
+            inv.args = inv.raw_args = typed  # help for an unknown word: let the handler say so
         dispatch(inv, sub.handler, background=sub.background, ack=ack)
 
     def register(self, app: IncidentBotApp) -> None:

@@ -1,21 +1,42 @@
-"""The App Home tab: open incidents with severity, age, pending approvals and next deadline."""
+"""The App Home tab: the viewer's open tasks, then open incidents with severity, age, pending
+approvals, next deadline, owner, roles and open tasks."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.views import blocks as bk
 from bot.views.cards import SEVERITY_ICON, STATUS_ICON, deadline_text, title_line
+from bot.views.people import home_people_fields, my_tasks_blocks
 from commands.overview import IncidentOverview
+from storage.models import Incident, IncidentTask
 
 # Each incident takes two blocks; keep well inside the 100-block limit of a view.
 MAX_INCIDENTS = 40
 
 
-def home_view(views: Sequence[IncidentOverview], *, now: dt.datetime) -> dict[str, Any]:
-    blocks: list[dict[str, Any]] = [
+@dataclass(frozen=True)
+class HomePeople:
+    """Roles and open tasks by incident id, and the viewer's own open tasks."""
+
+    roles: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
+    tasks: Mapping[int, Sequence[IncidentTask]] = field(default_factory=dict)
+    mine: Sequence[tuple[Incident, IncidentTask]] = ()
+
+
+def home_view(
+    views: Sequence[IncidentOverview],
+    *,
+    now: dt.datetime,
+    people: HomePeople = HomePeople(),
+    today: dt.date | None = None,
+) -> dict[str, Any]:
+    today = today or now.date()
+    blocks: list[dict[str, Any]] = my_tasks_blocks(people.mine, today=today)
+    blocks += [
         bk.header(f"Open incidents ({len(views)})"),
         bk.context(f"Updated {bk.when(now)} · `/incident help` lists the commands"),
         bk.divider(),
@@ -45,6 +66,12 @@ def home_view(views: Sequence[IncidentOverview], *, now: dt.datetime) -> dict[st
                     f"*Age* {bk.age(inc.created_at, now)}",
                     f"*Pending approvals* {view.pending_approvals}",
                     f"*Next deadline* {deadline_text(view.next_deadline, now)}",
+                    *home_people_fields(
+                        inc,
+                        people.roles.get(inc.id, {}),
+                        people.tasks.get(inc.id, ()),
+                        today,
+                    ),
                 ],
             )
         )

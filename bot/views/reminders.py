@@ -20,6 +20,7 @@ from commands.deadlines.gdpr import GdprNotice, regulator_clock
 from commands.deadlines.policy import DeadlinePolicy
 from commands.deadlines.stale import StaleNotice
 from commands.deadlines.timefmt import format_duration, utc_text
+from commands.people import TaskNotice, UnownedNotice
 from storage.models import Incident
 
 MESSAGE_TEXT = 3_900
@@ -47,13 +48,18 @@ def subteam(group: str | None) -> str | None:
     return "@" + group.lstrip("@")
 
 
-def reminder_text(delivery: Delivery, *, usergroup: str | None) -> str:
-    """The owner and (unless a drill) the contacts' user group, then what the reminder says."""
+def reminder_text(delivery: Delivery, *, usergroup: str | None, oncall: str | None = None) -> str:
+    """The owner and (unless a drill) the contacts' user group, then what the reminder says.
+    A ping about an unowned incident mentions the on-call group (`oncall.slack_usergroup`)."""
     mentions = []
     if delivery.owner and delivery.owner[:1] in ("U", "W"):
         mentions.append(f"<@{delivery.owner}>")
     if delivery.mention_contacts:
         group = subteam(usergroup)
+        if group:
+            mentions.append(group)
+    if isinstance(delivery.notice, UnownedNotice):
+        group = subteam(oncall)
         if group:
             mentions.append(group)
     text = (" ".join(mentions) + " " if mentions else "") + delivery_text(delivery)
@@ -71,6 +77,10 @@ def delivery_text(delivery: Delivery) -> str:
         return digest_text(notice) + late_note(delivery)
     if isinstance(notice, AbuseNotice):
         return abuse_text(notice, delivery.incident_key or "")
+    if isinstance(notice, UnownedNotice):
+        return unowned_text(notice, delivery.incident_key or "") + late_note(delivery)
+    if isinstance(notice, TaskNotice):
+        return task_text(notice, delivery.incident_key or "") + late_note(delivery)
     key = f"{delivery.incident_key}: " if delivery.incident_key else ""
     message = mrkdwn_escape(delivery.message or f"Reminder: {delivery.kind}")
     if delivery.kind == EXPIRY_KIND:
@@ -125,6 +135,26 @@ def abuse_text(notice: AbuseNotice, key: str) -> str:
         f"⏰ {key}: AWS abuse report {notice.reference}{case} has been unanswered{waited}. "
         "AWS may restrict the account if it gets no reply: answer it, then run "
         f"/incident abuse answered {key}."
+    )
+
+
+def unowned_text(notice: UnownedNotice, key: str) -> str:
+    return (
+        f"🙋 *{key}* ({mrkdwn_escape(notice.severity)}) has had no owner for "
+        f"{format_duration(notice.waited)}: press *Take it* on its card, or "
+        f"`/incident assign {key} @someone`."
+    )
+
+
+def task_text(notice: TaskNotice, key: str) -> str:
+    if notice.overdue_days:
+        days = "day" if notice.overdue_days == 1 else "days"
+        when = f"was due {notice.due_on.isoformat()} ({notice.overdue_days} {days} overdue)"
+    else:
+        when = "is due today"
+    return (
+        f"📋 {key} task #{notice.number} {when}: {mrkdwn_escape(notice.text)}. "
+        "Mark it done on the incident's card once it is."
     )
 
 

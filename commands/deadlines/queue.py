@@ -19,7 +19,17 @@ from storage.db import clock_of
 from storage.models import Incident, Reminder
 from storage.timeline import append_event
 
-KINDS = ("gdpr", "gdpr_overdue", "approval_expiry", "stale", "digest", "abuse", "followup")
+KINDS = (
+    "gdpr",
+    "gdpr_overdue",
+    "approval_expiry",
+    "stale",
+    "digest",
+    "abuse",
+    "unowned",
+    "task",
+    "followup",
+)
 GDPR_KINDS = ("gdpr", "gdpr_overdue")
 LIVE_STATUSES = ("open", "contained")
 SCHEDULER = "scheduler"

@@ -46,11 +46,12 @@ def test_building_the_app_twice_registers_nothing_twice(bot: BotUnderTest) -> No
 def test_cards_carry_every_feature_part(bot: BotUnderTest) -> None:
     parts = card_parts(bot.runtime.settings)
     assert bot.runtime.card_parts.buttons == parts.buttons
-    # GuardDuty's facts and the investigation summary (the GDPR clock line is the card's own).
-    assert len(bot.runtime.card_parts.sections) == len(parts.sections) == 2
+    # GuardDuty's facts, roles and tasks, and the investigation summary (the GDPR clock line
+    # is the card's own).
+    assert len(bot.runtime.card_parts.sections) == len(parts.sections) == 3
     with bot.runtime.database.session() as session:
         incident = open_incident(session=session, title="t", created_by="W111")
         buttons = [b(incident) for b in parts.buttons]
     ids = [b["action_id"] for b in buttons if b is not None]
-    # The GuardDuty plan button comes first, on the incidents GuardDuty opened only.
+    # "Take it" (unowned only) and the GuardDuty plan button (GuardDuty's only) come first.
     assert ids == ["incident_note", "incident_timeline", "incident_resolve", "incident_close"]

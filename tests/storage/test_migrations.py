@@ -18,6 +18,8 @@ TABLES = {
     "reminders",
     "counters",
     "cursors",
+    "incident_roles",
+    "incident_tasks",
 }
 
 
@@ -80,7 +82,7 @@ def test_require_schema_on_an_empty_database_names_db_upgrade(db_url: str) -> No
 def test_require_schema_behind_head_asks_for_an_upgrade(db_url: str) -> None:
     upgrade(db_url, revision="0001")
     require_schema(db_url, at_head=False)
-    with pytest.raises(StorageError, match="at revision 0001, not the latest 0003: run `incident"):
+    with pytest.raises(StorageError, match="at revision 0001, not the latest 0004: run `incident"):
         require_schema(db_url)
 
 
@@ -121,7 +123,8 @@ def test_downgrade_of_a_missing_database_creates_nothing(tmp_path: Path) -> None
 def test_an_unknown_revision_is_named_before_connecting(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
     with pytest.raises(
-        StorageError, match="unknown revision 'nope': use head, base or one of 0001, 0002, 0003"
+        StorageError,
+        match="unknown revision 'nope': use head, base or one of 0001, 0002, 0003, 0004",
     ):
         upgrade(url, revision="nope")
     assert _files(tmp_path) == []
