@@ -96,7 +96,6 @@ TIER3 = frozenset(
         "chat_update",
         "chat_delete",
         "conversations_replies",
-        "conversations_info",
         "conversations_invite",
     }
 )
