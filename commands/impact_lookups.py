@@ -734,10 +734,11 @@ def _cluster_text(cluster: Mapping[str, Any] | None) -> str:
 
 
 def _database_lines(d: Mapping[str, Any]) -> list[str]:
-    engine = " ".join(str(x) for x in (d.get("engine"), d.get("engine_version")) if x)
+    what = " ".join(
+        str(x) for x in (d.get("engine"), d.get("engine_version"), d.get("instance_class")) if x
+    )
     return [
-        f"RDS {engine or '?'} {d.get('instance_class') or ''} ({d.get('status')}), "
-        f"{_cluster_text(d.get('cluster'))}".replace("  ", " "),
+        f"RDS {what or '?'} ({d.get('status')}), {_cluster_text(d.get('cluster'))}",
         f"publicly accessible: {_yes(d.get('publicly_accessible'))}, encrypted: "
         f"{_yes(d.get('encrypted'))}, multi-AZ: {_yes(d.get('multi_az'))}",
         f"security groups: {', '.join(d.get('security_groups') or []) or 'none'}",
