@@ -1,9 +1,11 @@
 """Blast radius: who owns the affected resource, how sensitive it is, and what sits next to it.
 
 `estimate_impact` reads AWS only (tags, Organizations, neighbours in the same security groups
-and subnet) and returns a JSON-safe dict; `record_impact` stores it in `incident.facts` and on
-the timeline. `refresh_impact` does both with the AWS reads outside any database transaction,
-and is what `/incident impact` and new-incident intake call.
+and subnet for an instance; the per-type reads of commands/impact_lookups.py for buckets,
+functions, databases, clusters, users and roles) and returns a JSON-safe dict; `record_impact`
+stores it in `incident.facts` and on the timeline. `refresh_impact` does both with the AWS
+reads outside any database transaction, and is what `/incident impact` and new-incident
+intake call.
 
 Every read is best effort: an AccessDenied or a missing resource becomes a note on the
 estimate instead of failing the whole command, because a partial picture early in an incident
@@ -13,18 +15,28 @@ beats none.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.orm import Session
 
 from commands.errors import UserError
+from commands.impact_lookups import (
+    DENIED,
+    LOOKUPS,
+    kind_lines,
+    labelled,
+    note_for,
+    tag_dict,
+    user_details,
+)
 from commands.incidents import get_incident
 from containment.capabilities import Permissions
 from containment.context import ActionContext
 from containment.errors import error_code
-from containment.targets import Target, kind_of
+from containment.targets import TARGET_KINDS, Target, TargetKind, identify, kind_of
 from storage.db import Database
 from storage.facts import IMPACT, ImpactFacts
 from storage.models import Incident
@@ -44,28 +56,54 @@ PERMISSIONS = Permissions(
         "organizations:DescribeAccount",
         "organizations:ListParents",
         "organizations:DescribeOrganizationalUnit",
+        # S3 bucket (GetPublicAccessBlock and GetBucketEncryption are authorised by these).
+        "s3:GetBucketLocation",
+        "s3:GetBucketTagging",
+        "s3:GetBucketPublicAccessBlock",
+        "s3:GetBucketPolicyStatus",
+        "s3:GetBucketVersioning",
+        "s3:GetBucketObjectLockConfiguration",
+        "s3:GetEncryptionConfiguration",
+        # Lambda function (GetFunction returns the tags only with ListTags).
+        "lambda:GetFunction",
+        "lambda:ListTags",
+        "lambda:GetPolicy",
+        "lambda:GetFunctionUrlConfig",
+        # RDS DB instance, Aurora Limitless shard group, and their cluster.
+        "rds:DescribeDBInstances",
+        "rds:DescribeDBClusters",
+        "rds:DescribeDBShardGroups",
+        # EKS and ECS clusters.
+        "eks:DescribeCluster",
+        "eks:ListNodegroups",
+        "ecs:DescribeClusters",
+        # IAM user and role, and the instances that carry the role.
+        "iam:ListAccessKeys",
+        "iam:ListRoleTags",
+        "iam:ListAttachedRolePolicies",
+        "iam:ListInstanceProfilesForRole",
+        "ec2:DescribeIamInstanceProfileAssociations",
     ),
 )
+# GuardDuty's resource types (and /contain's, commands/approvals/plans.RESOURCE_TYPES) to the
+# lookup that examines them. A Container finding that names no container is keyed on its host
+# instance and stored as Instance; one that names a container has no lookup of its own.
+KINDS_BY_TYPE: dict[str, str] = {
+    "Instance": "instance",
+    "AccessKey": "access_key",
+    "S3Bucket": "bucket",
+    "Lambda": "function",
+    "RDSDBInstance": "db_instance",
+    "RDSLimitlessDB": "db_shard_group",
+    "EKSCluster": "eks_cluster",
+    "ECSCluster": "ecs_cluster",
+    "IAMUser": "user",
+    "IAMRole": "role",
+    "Container": "container",
+}
 MAX_NEIGHBOURS = 25  # listed; the counts always cover all of them
 DEFAULT_REGION = "us-east-1"
 _NOT_IN_ORG = {"AWSOrganizationsNotInUseException", "AccountNotFoundException"}
-_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
-
-
-def _labelled(tags: dict[str, str], tag_keys: dict[str, str]) -> dict[str, str]:
-    """The configured tags present on a resource, under their configured labels."""
-    return {label: tags[key] for label, key in tag_keys.items() if key in tags}
-
-
-def _tags(items: Iterable[dict[str, str]] | None) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in items or [] if "Key" in t}
-
-
-def _note_for(exc: BaseException, what: str) -> str:
-    code = error_code(exc)
-    if code in _DENIED:
-        return f"{what}: access denied ({code}); grant the read permission to see it"
-    return f"{what}: {code}"
 
 
 def account_info(*, organizations: Any, account_id: str | None) -> dict[str, Any]:
@@ -95,7 +133,7 @@ def account_info(*, organizations: Any, account_id: str | None) -> dict[str, Any
         code = error_code(exc)
         if code in _NOT_IN_ORG:
             info["note"] = "not readable in AWS Organizations (no organization, or not a member)"
-        elif code in _DENIED:
+        elif code in DENIED:
             info["note"] = "AWS Organizations not readable from this account (access denied)"
         else:
             info["note"] = f"AWS Organizations: {code}"
@@ -188,12 +226,12 @@ def network_neighbours(
         for page in pages:
             for reservation in page["Reservations"]:
                 for inst in reservation["Instances"]:
-                    by_instance[inst["InstanceId"]] = _tags(inst.get("Tags"))
+                    by_instance[inst["InstanceId"]] = tag_dict(inst.get("Tags"))
     for item in found.values():
         tags = by_instance.get(item.get("instance_id", ""), {})
-        labelled = _labelled(tags, tag_keys)
-        if labelled:
-            item["tags"] = labelled
+        shown = labelled(tags, tag_keys)
+        if shown:
+            item["tags"] = shown
 
     neighbours = sorted(
         found.values(),
@@ -220,13 +258,13 @@ def _instance_impact(
     try:
         instance = _describe_instance(ec2, target.resource_id)
     except (ClientError, BotoCoreError) as exc:
-        notes.append(_note_for(exc, "instance"))
+        notes.append(note_for(exc, "instance"))
         return out
     if instance is None:
         notes.append(f"instance {target.resource_id} not found (terminated, or another region)")
         return out
-    tags = _tags(instance.get("Tags"))
-    out["tags"] = _labelled(tags, tag_keys)
+    tags = tag_dict(instance.get("Tags"))
+    out["tags"] = labelled(tags, tag_keys)
     out["state"] = (instance.get("State") or {}).get("Name")
     out["instance_type"] = instance.get("InstanceType")
     out["availability_zone"] = (instance.get("Placement") or {}).get("AvailabilityZone")
@@ -238,7 +276,7 @@ def _instance_impact(
     try:
         out["network"] = network_neighbours(ec2=ec2, instance=instance, tag_keys=tag_keys)
     except (ClientError, BotoCoreError) as exc:
-        notes.append(_note_for(exc, "security-group and subnet neighbours"))
+        notes.append(note_for(exc, "security-group and subnet neighbours"))
     return out
 
 
@@ -259,18 +297,10 @@ def _access_key_impact(
                 "region": used.get("Region"),
             }
     except (ClientError, BotoCoreError) as exc:
-        notes.append(_note_for(exc, "access key"))
+        notes.append(note_for(exc, "access key"))
     if not user:
         return out
-    out["user"] = user
-    try:
-        tags = _tags(iam.list_user_tags(UserName=user).get("Tags"))
-        out["tags"] = _labelled(tags, tag_keys)
-        policies = iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]
-        out["attached_policies"] = [p["PolicyName"] for p in policies]
-        out["groups"] = [g["GroupName"] for g in iam.list_groups_for_user(UserName=user)["Groups"]]
-    except (ClientError, BotoCoreError) as exc:
-        notes.append(_note_for(exc, f"IAM user {user}"))
+    out.update(user_details(iam=iam, user=user, tag_keys=tag_keys, notes=notes))
     return out
 
 
@@ -280,8 +310,25 @@ def _account_id(ctx: ActionContext, target: Target, notes: list[str]) -> str | N
     try:
         return str(ctx.client("sts", target).get_caller_identity()["Account"])
     except (ClientError, BotoCoreError) as exc:
-        notes.append(_note_for(exc, "account id"))
+        notes.append(note_for(exc, "account id"))
         return None
+
+
+def resolve(
+    resource_id: str, resource_type: str | None
+) -> tuple[str | None, str, str | None, str | None]:
+    """(impact kind, plain name, region, account) of an incident's resource: an id's shape
+    first (a Container finding keyed on its host is an instance), then the stored resource
+    type, then an ARN or `kind:name`; the region and account only when an ARN says them."""
+    shaped = kind_of(resource_id)
+    if shaped is not None:
+        return shaped, resource_id, None, None
+    kind = KINDS_BY_TYPE.get(resource_type or "")
+    if kind is None or kind in TARGET_KINDS:
+        found = identify(resource_id, kind=cast(TargetKind, kind) if kind else None)
+        if found is not None and kind in (None, found.kind):
+            return found.kind, found.resource_id, found.region, found.account_id
+    return kind, resource_id, None, None
 
 
 def estimate_impact(
@@ -290,26 +337,54 @@ def estimate_impact(
     resource_id: str | None,
     region: str,
     account_id: str | None = None,
+    resource_type: str | None = None,
     tag_keys: dict[str, str],
     now: Callable[[], dt.datetime] | None = None,
 ) -> dict[str, Any]:
-    """Read AWS and return the blast-radius estimate (JSON-safe). No side effects."""
+    """Read AWS and return the blast-radius estimate (JSON-safe). No side effects.
+
+    `resource_type` is the incident's (GuardDuty's resource type, or /contain's): it says what
+    a plain name such as a bucket's or a function's names."""
     now = now or ctx.now
     notes: list[str] = []
-    kind = kind_of(resource_id) if resource_id else None
+    kind, name, arn_region, arn_account = (
+        resolve(resource_id, resource_type) if resource_id else (None, "", None, None)
+    )
+    region = arn_region or region
+    account_id = account_id or arn_account
     impact: dict[str, Any] = {
-        "resource": {"id": resource_id, "kind": kind, "region": region},
+        "resource": {"id": resource_id, "kind": kind, "type": resource_type, "region": region},
         "computed_at": now().isoformat(),
     }
+    # Clients only read the target's account and region; its kind is not consulted.
     target = Target(
-        kind=kind or "instance", resource_id=resource_id or "", region=region, account_id=account_id
+        kind=cast(TargetKind, kind) if kind in TARGET_KINDS else "instance",
+        resource_id=name,
+        region=region,
+        account_id=account_id,
     )
+
+    def clients(service: str, where: str) -> Any:
+        return ctx.client(service, replace(target, region=where))
+
     if kind == "instance":
         impact.update(_instance_impact(ctx=ctx, target=target, tag_keys=tag_keys, notes=notes))
     elif kind == "access_key":
         impact.update(_access_key_impact(ctx=ctx, target=target, tag_keys=tag_keys, notes=notes))
+    elif kind in LOOKUPS:
+        impact.update(
+            LOOKUPS[kind](client=clients, name=name, region=region, tag_keys=tag_keys, notes=notes)
+        )
+    elif kind == "container":
+        notes.append(
+            f"container {resource_id}: no AWS API describes a container by its id; "
+            "its host instance or cluster is the blast radius"
+        )
     elif resource_id:
-        notes.append(f"{resource_id}: only EC2 instances and access keys are examined")
+        notes.append(
+            f"{resource_id}: no blast-radius lookup for "
+            + (f"{resource_type} resources" if resource_type else "a resource of unknown type")
+        )
     else:
         notes.append("no affected resource recorded on the incident")
     acct = _account_id(ctx, target, notes)
@@ -347,18 +422,24 @@ def refresh_impact(
     """`/incident impact`: estimate and store. AWS is read outside any DB transaction."""
     with db.read_session() as session:
         incident = get_incident(session=session, key=incident_key)
-        resource_id, region, account_id = (
+        resource_id, resource_type, region, account_id = (
             incident.resource_id,
+            incident.resource_type,
             incident.region or default_region,
             incident.account_id,
         )
     if not resource_id:
         raise UserError(
             f"{incident_key} names no affected resource: open it from a finding or with "
-            "/contain <instance-id|access-key-id> first."
+            "/contain <instance-id|access-key-id|kind:name> first."
         )
     impact = estimate_impact(
-        ctx=ctx, resource_id=resource_id, region=region, account_id=account_id, tag_keys=tag_keys
+        ctx=ctx,
+        resource_id=resource_id,
+        region=region,
+        account_id=account_id,
+        resource_type=resource_type,
+        tag_keys=tag_keys,
     )
     with db.session() as session:
         incident = get_incident(session=session, key=incident_key, for_update=True)
@@ -408,6 +489,7 @@ def summary_lines(impact: dict[str, Any]) -> list[str]:
     if impact.get("user"):
         extra = ", ".join(impact.get("attached_policies") or []) or "no attached policies"
         lines.append(f"IAM user {impact['user']} ({extra})")
+    lines += kind_lines(impact)
     net = impact.get("network")
     if net:
         groups = ", ".join(

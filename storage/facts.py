@@ -24,8 +24,84 @@ class GuardDutyFacts(TypedDict, total=False):
     counts: dict[str, int]  # finding id -> count, to tell which grew
 
 
+class BucketImpact(TypedDict, total=False):
+    region: str  # where the bucket lives (may differ from the finding's)
+    public_access_block: dict[str, bool] | None  # the bucket's own settings; None: not set
+    policy: str  # "public", "not public" or "none" (no bucket policy)
+    versioning: str  # "Enabled", "Suspended" or "Off"
+    mfa_delete: str | None
+    object_lock: dict[str, Any]  # enabled, and any default retention (mode, days, years)
+    encryption: dict[str, Any] | None  # default encryption: algorithm, kms_key, bucket_key
+
+
+class FunctionImpact(TypedDict, total=False):
+    runtime: str | None  # None for container-image functions
+    package_type: str | None
+    role: str | None  # the execution role's ARN
+    last_modified: str | None
+    vpc: dict[str, Any] | None  # vpc_id, subnets, security_groups; None: not in a VPC
+    public_statements: list[str]  # resource-policy statements anyone may use (Sids)
+    url_auth: str | None  # the function URL's auth type ("NONE" is public); None: no URL
+
+
+class DbClusterImpact(TypedDict, total=False):
+    id: str
+    members: list[str]
+    writer: str | None
+    encrypted: bool | None
+    security_groups: list[str]
+
+
+class DatabaseImpact(TypedDict, total=False):
+    engine: str | None
+    engine_version: str | None
+    instance_class: str | None
+    status: str | None
+    publicly_accessible: bool | None
+    encrypted: bool | None
+    multi_az: bool | None
+    security_groups: list[str]
+    cluster: DbClusterImpact | None  # the cluster it belongs to, if any
+
+
+class ShardGroupImpact(TypedDict, total=False):
+    id: str
+    status: str | None
+    publicly_accessible: bool | None
+    max_acu: float | None
+    min_acu: float | None
+    compute_redundancy: int | None
+    cluster: DbClusterImpact | None
+
+
+class EksImpact(TypedDict, total=False):
+    version: str | None
+    status: str | None
+    endpoint_public: bool | None
+    endpoint_private: bool | None
+    public_cidrs: list[str]
+    vpc_id: str | None
+    security_groups: list[str]
+    nodegroup_count: int
+    nodegroups: list[str]  # the first MAX_LISTED names
+
+
+class EcsImpact(TypedDict, total=False):
+    status: str | None
+    active_services: int | None
+    running_tasks: int | None
+    pending_tasks: int | None
+    container_instances: int | None
+
+
+class RoleInstancesImpact(TypedDict, total=False):
+    region: str  # instance-profile associations are regional: only this region was read
+    count: int
+    instances: list[dict[str, Any]]  # id, state, tags (labelled); the first MAX_LISTED
+
+
 class ImpactFacts(TypedDict, total=False):
-    resource: dict[str, Any]  # id, kind, region
+    resource: dict[str, Any]  # id, kind, type (GuardDuty's resource type), region
     computed_at: str
     tags: dict[str, str]  # labelled with the operator's tag names
     account: dict[str, Any]  # the account and its organizational units
@@ -40,8 +116,21 @@ class ImpactFacts(TypedDict, total=False):
     # An access key:
     last_used: dict[str, Any]
     user: str | None
-    attached_policies: list[str]
+    attached_policies: list[str]  # a user's or a role's
     groups: list[str]
+    # An IAM user (besides user, attached_policies, groups): its access keys (id, status, created).
+    access_keys: list[dict[str, Any]]
+    # An IAM role: its instance profiles and the EC2 instances that use them.
+    role: str
+    instance_profiles: list[str]
+    role_instances: RoleInstancesImpact
+    # The other resource types, one section each.
+    bucket: BucketImpact
+    function: FunctionImpact
+    database: DatabaseImpact
+    shard_group: ShardGroupImpact
+    eks_cluster: EksImpact
+    ecs_cluster: EcsImpact
 
 
 class CleanRoomFacts(TypedDict, total=False):

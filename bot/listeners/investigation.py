@@ -376,7 +376,7 @@ INCIDENT_SUBCOMMANDS: tuple[Subcommand, ...] = (
     spec(
         "impact",
         usage="/incident impact [INC-N]",
-        summary="Blast radius: the resource's tags, its account and OU, what shares its network.",
+        summary="Blast radius: the resource's tags, account and OU, exposure and what it reaches.",
         handler=impact_cmd,
     ),
     spec(

@@ -69,6 +69,20 @@ def impact_reply(key: str, impact: Mapping[str, Any]) -> tuple[str, list[dict[st
         if more > 0:
             rows.append(f"…and {more} more")
         blocks.append(bk.section(bk.cut("*Neighbours*\n" + "\n".join(rows), bk.SECTION_TEXT)))
+    used = impact.get("role_instances") or {}
+    if used.get("instances"):
+        rows = []
+        for i in used["instances"][:NEIGHBOURS_SHOWN]:
+            tags = ", ".join(f"{k}={v}" for k, v in (i.get("tags") or {}).items())
+            rows.append(
+                f"`{bk.esc(i['id'])}` {bk.esc(i.get('state') or '')}".rstrip()
+                + (f" · {bk.esc_cut(tags, 200)}" if tags else "")
+            )
+        more = used.get("count", 0) - len(rows)
+        if more > 0:
+            rows.append(f"…and {more} more")
+        title = f"*EC2 instances carrying the role ({bk.esc(used.get('region') or '?')})*"
+        blocks.append(bk.section(bk.cut(title + "\n" + "\n".join(rows), bk.SECTION_TEXT)))
     notes = impact.get("notes") or []
     if notes:
         blocks.append(bk.context(bk.esc_cut("; ".join(notes), 1500)))

@@ -307,6 +307,40 @@ def test_new_incidents_get_their_blast_radius(env: Env) -> None:
     assert "Blast radius" in card(bot, key)
 
 
+def test_impact_of_a_role_lists_the_instances_that_carry_it(env: Env) -> None:
+    iam = boto3.client("iam")
+    iam.create_role(RoleName="app", AssumeRolePolicyDocument="{}")
+    profile = iam.create_instance_profile(InstanceProfileName="app")["InstanceProfile"]
+    iam.add_role_to_instance_profile(InstanceProfileName="app", RoleName="app")
+    carrier = boto3.client("ec2", "us-east-1").run_instances(
+        ImageId=env.world["image"],
+        MinCount=1,
+        MaxCount=1,
+        IamInstanceProfile={"Arn": profile["Arn"]},
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "api-<1>"}]}
+        ],
+    )["Instances"][0]["InstanceId"]
+    bot = env.start()
+    with bot.runtime.database.session() as s:
+        key = open_incident(
+            session=s,
+            title="role misuse",
+            created_by=RESPONDER,
+            resource_id="app",
+            resource_type="IAMRole",
+            region="us-east-1",
+        ).key
+    post_new_incident(bot.runtime, key, opener=RESPONDER, fallback_channel="C0INCIDENT")
+    assert command(bot, f"impact {key}", "impact-role") == {}
+    blocks = json.dumps(reply(bot, "impact-role", "Blast radius of").args["blocks"])
+    assert "EC2 instances carrying the role (us-east-1)" in blocks
+    assert f"`{carrier}` running" in blocks
+    assert "name=api-&lt;1&gt;" in blocks  # tag text from AWS is escaped
+    bot.idle()
+    assert "used by 1 EC2 instances in us-east-1 (api-&lt;1&gt;)" in card(bot, key)
+
+
 # -- CloudTrail ------------------------------------------------------------------------------
 
 
