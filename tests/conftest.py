@@ -25,8 +25,29 @@ os.environ.update(
 os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("AWS_ENDPOINT_URL", None)
 
+
+
+def _own_database(url: str | None) -> str | None:
+    """Under pytest-xdist each worker gets its own database beside the one named (tests drop
+    and recreate the public schema, so two workers must never share one)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not url or not worker:
+        return url
+    from sqlalchemy.engine import make_url
+
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        found = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+        if found.scalar() is None:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
 # Set by .ci/run; without it the suite runs on SQLite only.
-POSTGRES_URL = os.environ.get("INCIDENT_BOT_TEST_POSTGRES_URL")
+POSTGRES_URL = _own_database(os.environ.get("INCIDENT_BOT_TEST_POSTGRES_URL"))
 
 # Set by .ci/run's second pass (e.g. +400d, -1d): the machine's clock, as every Python call in
 # this process reads it, is shifted for the whole session; monotonic time is left alone so
