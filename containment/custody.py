@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from containment.context import ActionContext
 from containment.errors import error_code
+from containment.tags import INCIDENT_TAG
 
 MANIFEST_NAME = "manifest.json"
 # What writing evidence and its manifest under Object Lock asks of S3 (and verify of reads).
@@ -28,6 +29,7 @@ PERMISSIONS = (
     "s3:PutObjectRetention",
     "s3:GetObject",
     "s3:GetObjectVersion",
+    "s3:PutObjectTagging",  # the manifest carries the incident tag, so the wipe finds it
 )
 # A conditional write that lost to another writer (S3 answers 409 when both were in flight).
 _LOST_RACE = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
@@ -143,6 +145,7 @@ def add_to_manifest(
                 Key=key,
                 Body=json.dumps(manifest, sort_keys=True, indent=1).encode(),
                 ContentType="application/json",
+                Tagging=f"{INCIDENT_TAG}={ctx.incident_key}",
                 # Like the evidence it lists: SSE-KMS (the policy allows nothing else under
                 # incidents/).
                 ServerSideEncryption="aws:kms",

@@ -122,8 +122,7 @@ class StoreEvidence(Action):
     # kms:GenerateDataKey is what S3 asks of KMS on the caller's behalf for SSE-KMS uploads;
     # the rest make the per-incident key (CreateKey with Tags needs kms:TagResource).
     permissions = (
-        "s3:PutObject",
-        "s3:PutObjectTagging",
+        "s3:PutObject",  # tagged at creation: s3:PutObjectTagging comes with custody's
         "kms:GenerateDataKey",
         "kms:DescribeKey",
         "kms:CreateKey",
