@@ -258,11 +258,12 @@ class StoreEvidence(Action):
                 lock=lock,
                 kms_key_id=params.get("SSEKMSKeyId"),
             )
-            notes.append(f"SHA-256 {digest}")
+            # The lock first: the card shortens a long note, and "NOT LOCKED" must survive.
             if locked:
                 notes.append(f"Object Lock {locked['mode']} until {locked['retain_until'][:10]}")
             else:
                 rec.evidence["not_locked"] = lock.missing or "stored before Object Lock"
                 notes.append(f"NOT LOCKED: {rec.evidence['not_locked']}")
+            notes.append(f"SHA-256 {digest}")
             # Evidence is kept on rollback; changes stay empty on purpose.
         return rec.result(note="; ".join(notes) or None)
