@@ -182,7 +182,22 @@ class StoreEvidence(Action):
                 mutating=False,
                 note=where,
             ),
-            PlannedCall("s3", "PutObject", {**summary, "ObjectLock": lock}, note=where),
+            PlannedCall(
+                "s3",
+                "PutObject",
+                {**summary, "ObjectLock": lock},
+                note=where,
+                # As sent: the capture is the body; the lock only where the bucket has it.
+                sdk=None
+                if self._own_key(ctx)
+                else {
+                    **params,
+                    "Body": "<capture>",
+                    "ChecksumAlgorithm": "SHA256",
+                    "ObjectLockMode": ctx.evidence_lock_mode,
+                    "ObjectLockRetainUntilDate": f"<now + {ctx.evidence_retention_days} days>",
+                },
+            ),
             PlannedCall(
                 "s3",
                 "PutObject",
