@@ -261,7 +261,7 @@ def plan_cmd(key: str, fmt: str) -> None:
     database, incident = _load_incident(key)
     with database.read_session() as session:
         try:
-            text = export_asl(session=session, incident=incident)
+            text = export_asl(session=session, incident=incident, now=database.clock.now())
         except NotFound as exc:
             raise Fail(exc.message) from None
     click.echo(text)

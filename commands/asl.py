@@ -5,11 +5,16 @@ Functions' AWS SDK integrations. The machine starts with a manual-approval step 
 with a task token, `.waitForTaskToken`) so nothing changes until a person sends the token
 back; then the plan's steps run, steps that do not depend on each other in Parallel branches.
 Only the plan's changing calls become states: its reads (describe/get/list) were the bot's
-capture, whose results the plan already recorded. The ids of security groups the machine
-creates are kept under `$.created` and fill the later `<X group>` placeholders. Parameters the
-plan only summarised (a deny policy described, a placeholder nothing fills, a required member
-missing by botocore's model) cannot be sent as they are: those states say EDIT BEFORE RUNNING
-in their Comment.
+capture, whose results the plan already recorded. Calls send the SDK parameters the plan
+recorded (`sdk`, where the card only summarises them). Values known only at run time are
+filled by the machine: the ids of the security groups and snapshots it creates (kept under
+`$.created`, for `<X group>` and `<new snapshots>`), the time a state runs (`<now>`, from
+`$$.State.EnteredTime`), the capture an evidence object holds (`<capture>`: the capture
+step's first read, run just before); an Object Lock retention date is fixed at export (export
+time + the retention days), and the lock is sent only when the bucket has Object Lock enabled
+(a Choice on GetObjectLockConfiguration, as the bot decides). A call whose parameters still
+cannot be sent (a plan stored before `sdk` was recorded, an unknown placeholder) says EDIT
+BEFORE RUNNING in its Comment.
 
 Execution input: `{"approval_topic_arn": "arn:aws:sns:..."}`, the topic that carries the
 approval request (and its task token) to the responders.
@@ -17,6 +22,7 @@ approval request (and its task token) to the responders.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import re
@@ -70,13 +76,14 @@ def plan_request(*, session: Session, incident: Incident) -> ContainmentRequest:
     return (approved or with_steps)[0]
 
 
-def export_asl(*, session: Session, incident: Incident) -> str:
+def export_asl(*, session: Session, incident: Incident, now: dt.datetime) -> str:
     """The ASL JSON of the incident's approved (or latest) containment plan."""
     request = plan_request(session=session, incident=incident)
     return json.dumps(
         state_machine(
             Plan.from_json(request.plan),
             incident_key=incident.key,
+            now=now,
             request_id=request.id,
             # Undo steps are stored newest first; run them one after another.
             sequential=request.kind == "rollback",
@@ -95,6 +102,7 @@ def state_machine(
     typed: Plan | Mapping[str, Any],
     *,
     incident_key: str,
+    now: dt.datetime,
     request_id: int | None = None,
     sequential: bool = False,
 ) -> dict[str, Any]:
@@ -111,6 +119,11 @@ def state_machine(
     names = _Names()
     layers = [[s] for s in steps] if sequential else _layers(steps)
     wired = _created_groups(steps)
+    reads = {
+        s["action"]: [c for c in s.get("calls", []) if not c.get("mutating", True)]
+        for s in plan.get("steps", [])
+    }
+    run = _Runtime(now=now, reads=reads)
     states: dict[str, Any] = {}
     # After the approval the state data is {"created": {...}}: the ids of groups made so far.
     chain: list[tuple[str, dict[str, Any]]] = [
@@ -126,14 +139,14 @@ def state_machine(
     made: list[str] = []  # the groups created so far, in the order they are
     for index, layer in enumerate(layers, start=1):
         if len(layer) == 1:
-            chain.extend(_step_states(layer[0], names, wired))
+            chain.extend(_step_states(layer[0], names, wired, run))
             made += _creates(layer[0], wired)
             continue
         branches = []
         # Each branch returns {"created": ...}: keep what was there and what each one made.
         where = dict.fromkeys(made, 0)
         for i, step in enumerate(layer):
-            sub = _step_states(step, names, wired)
+            sub = _step_states(step, names, wired, run)
             branches.append({"StartAt": sub[0][0], "States": _linked(sub)})
             for key in _creates(step, wired):
                 where[key] = i
@@ -203,28 +216,168 @@ def _linked(states: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
 
 
 def _step_states(
-    step: Mapping[str, Any], names: _Names, wired: Mapping[int, str]
+    step: Mapping[str, Any], names: _Names, wired: Mapping[int, str], run: _Runtime
 ) -> list[tuple[str, dict[str, Any]]]:
-    out = []
+    out: list[tuple[str, dict[str, Any]]] = []
     known = set(wired.values())
     for call in step["calls"]:
         service, operation = call.get("service"), call.get("operation")
         if not service or not operation:
             raise ValueError(f"step {step.get('action')!r} has a call without service/operation")
-        params = call.get("params")
-        sent = _with_created(params, known) if params is not None else None
-        task: dict[str, Any] = {
-            "Type": "Task",
-            "Comment": _comment(step, call, sent),
-            "Resource": sdk_resource(service, operation),
-            "Parameters": sent or {},
-            "ResultPath": None,
-        }
-        if id(call) in wired:
-            task["ResultSelector"] = {"GroupId.$": "$.GroupId"}
-            task["ResultPath"] = f"$.created.{wired[id(call)]}"
-        out.append((names.unique(f"{step['action']} {service}.{operation}"), task))
+        recorded = call.get("sdk") if call.get("sdk") is not None else call.get("params")
+        for params in _split_new_snapshots(recorded, known):
+            params, documents = _documents_at_run_time(step, params, names, run, known)
+            out.extend(documents)
+            sent = run.fill(params, known) if params is not None else None
+            task: dict[str, Any] = {
+                "Type": "Task",
+                "Comment": _comment(step, call, sent),
+                "Resource": sdk_resource(service, operation),
+                "Parameters": sent or {},
+                "ResultPath": None,
+            }
+            if id(call) in wired:
+                kind = wired[id(call)]
+                task["ResultSelector"] = (
+                    {"SnapshotIds.$": "$.Snapshots[*].SnapshotId"}
+                    if kind == SNAPSHOTS
+                    else {"GroupId.$": "$.GroupId"}
+                )
+                task["ResultPath"] = f"$.created.{kind}"
+            name = names.unique(f"{step['action']} {service}.{operation}")
+            if _locks_evidence(service, operation, sent):
+                out.append((name, _evidence_put(step, task, names, run)))
+            else:
+                out.append((name, task))
     return out
+
+
+SNAPSHOTS = "snapshots"  # $.created.snapshots: the snapshot ids CreateSnapshots made
+NEW_SNAPSHOTS = "<new snapshots>"
+NOW = "<now>"
+_NOW_PLUS = re.compile(r"^<now \+ (\d+) days>$")
+CAPTURE = "<capture>"
+_IF_CREATED = re.compile(r"^<(\w+) group, if created>$")
+
+
+def _split_new_snapshots(
+    params: Mapping[str, Any] | None, known: set[str]
+) -> list[Mapping[str, Any] | None]:
+    """A call naming `<new snapshots>` among its Resources becomes two: the named resources,
+    and the snapshots the machine made ($.created.snapshots), as no intrinsic joins arrays."""
+    resources = (params or {}).get("Resources")
+    if not isinstance(resources, list) or NEW_SNAPSHOTS not in resources:
+        return [params]
+    rest = {**params, "Resources": [r for r in resources if r != NEW_SNAPSHOTS]}  # type: ignore[dict-item]
+    if SNAPSHOTS not in known:
+        return [rest]
+    made = {k: v for k, v in rest.items() if k != "Resources"}
+    made["Resources.$"] = f"$.created.{SNAPSHOTS}.SnapshotIds"
+    return [rest, made]
+
+
+def _documents_at_run_time(
+    step: Mapping[str, Any],
+    params: Mapping[str, Any] | None,
+    names: _Names,
+    run: _Runtime,
+    known: set[str],
+) -> tuple[Mapping[str, Any] | None, list[tuple[str, dict[str, Any]]]]:
+    """A JSON document parameter with the run time inside (a policy's condition): a Pass
+    state builds it as an object (`<now>` from `$$.State.EnteredTime`) and the call sends it
+    as a string (States.JsonToString)."""
+    if params is None:
+        return params, []
+    out = dict(params)
+    states: list[tuple[str, dict[str, Any]]] = []
+    for key, value in params.items():
+        if not (isinstance(value, str) and NOW in value and value.lstrip().startswith("{")):
+            continue
+        path = "$.documents." + re.sub(r"\W", "_", key)
+        states.append(
+            (
+                names.unique(f"{step['action']} {key} at run time"),
+                {
+                    "Type": "Pass",
+                    "Comment": f"{key}, with the time this runs in it",
+                    "Parameters": run.fill(json.loads(value), known),
+                    "ResultPath": path,
+                },
+            )
+        )
+        del out[key]
+        out[f"{key}.$"] = f"States.JsonToString({path})"
+    return out, states
+
+
+def _locks_evidence(service: str, operation: str, sent: Mapping[str, Any] | None) -> bool:
+    return (service, operation) == ("s3", "PutObject") and "ObjectLockMode" in (sent or {})
+
+
+def _evidence_put(
+    step: Mapping[str, Any], put: dict[str, Any], names: _Names, run: _Runtime
+) -> dict[str, Any]:
+    """The evidence write as the bot does it: read the capture, then put it, under Object Lock
+    only when the bucket has Object Lock enabled. One Parallel of one branch, so its own
+    Choice can end both ways."""
+    params = dict(put["Parameters"])
+    bucket = params["Bucket"]
+    states: list[tuple[str, dict[str, Any]]] = []
+    capture = run.capture_read(step)
+    if capture is not None:
+        states.append((names.unique(f"{step['action']} capture"), capture))
+    elif any(str(v).endswith("($.capture)") for v in params.values()):
+        put = {**put, "Comment": f"{EDIT}: no capture read to take the body from: {put['Comment']}"}
+    check = names.unique(f"{step['action']} Object Lock?")
+    locked = names.unique(f"{step['action']} put, locked")
+    unlocked = names.unique(f"{step['action']} put, not locked")
+    plain = {
+        k: v for k, v in params.items() if k not in ("ObjectLockMode", "ObjectLockRetainUntilDate")
+    }
+    enabled = "$.lock.ObjectLockConfiguration.ObjectLockEnabled"
+    branch: dict[str, Any] = {
+        check: {
+            "Type": "Task",
+            "Comment": "Object Lock only where the bucket has it enabled (else: not locked)",
+            "Resource": sdk_resource("s3", "GetObjectLockConfiguration"),
+            "Parameters": {"Bucket": bucket},
+            "ResultPath": "$.lock",
+            "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.lock", "Next": unlocked}],
+            "Next": f"{check} choice",
+        },
+        f"{check} choice": {
+            "Type": "Choice",
+            "Choices": [
+                {
+                    "And": [
+                        {"Variable": enabled, "IsPresent": True},
+                        {"Variable": enabled, "StringEquals": "Enabled"},
+                    ],
+                    "Next": locked,
+                }
+            ],
+            "Default": unlocked,
+        },
+        locked: {**put, "Parameters": params, "End": True},
+        unlocked: {
+            **put,
+            "Comment": f"{put['Comment']} (NOT LOCKED: the bucket has no Object Lock)",
+            "Parameters": plain,
+            "End": True,
+        },
+    }
+    names.used.add(f"{check} choice")
+    start = check
+    if states:
+        ((name, read),) = states
+        branch = {name: {**read, "Next": check}, **branch}
+        start = name
+    return {
+        "Type": "Parallel",
+        "Comment": put["Comment"],
+        "Branches": [{"StartAt": start, "States": branch}],
+        "ResultPath": None,
+    }
 
 
 _NEW_GROUP = re.compile(r"^<new (\w+) group>$")
@@ -234,15 +387,23 @@ _ANY_GROUP = re.compile(r"^<(?:new )?(\w+) group>$")
 def _created_groups(steps: Sequence[Mapping[str, Any]]) -> dict[int, str]:
     """The CreateSecurityGroup calls (by id()) whose group a later call of the same step names
     `<new X group>`, each with its X. An X created more than once (several VPCs) is left out:
-    which group a later `<X group>` means is then unknown."""
+    which group a later `<X group>` means is then unknown. A CreateSnapshots call, when a
+    later call names `<new snapshots>`, keeps its snapshot ids under `snapshots`."""
     keyed: dict[int, str] = {}
+    wants_snapshots = any(
+        NEW_SNAPSHOTS in _strings(_recorded(c)) for s in steps for c in s["calls"]
+    )
     for step in steps:
         create: Mapping[str, Any] | None = None
         for call in step["calls"]:
-            if (call.get("service"), call.get("operation")) == ("ec2", "CreateSecurityGroup"):
+            pair = (call.get("service"), call.get("operation"))
+            if pair == ("ec2", "CreateSnapshots") and wants_snapshots:
+                keyed[id(call)] = SNAPSHOTS
+                continue
+            if pair == ("ec2", "CreateSecurityGroup"):
                 create = call
                 continue
-            for value in _strings(call.get("params")):
+            for value in _strings(_recorded(call)):
                 match = _NEW_GROUP.match(value)
                 if match and create is not None:
                     keyed.setdefault(id(create), match[1])
@@ -250,6 +411,10 @@ def _created_groups(steps: Sequence[Mapping[str, Any]]) -> dict[int, str]:
     for key in keyed.values():
         counts[key] = counts.get(key, 0) + 1
     return {call: key for call, key in keyed.items() if counts[key] == 1}
+
+
+def _recorded(call: Mapping[str, Any]) -> Any:
+    return call.get("sdk") if call.get("sdk") is not None else call.get("params")
 
 
 def _creates(step: Mapping[str, Any], wired: Mapping[int, str]) -> list[str]:
@@ -266,28 +431,85 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def _with_created(params: Mapping[str, Any], known: set[str]) -> dict[str, Any]:
-    """Parameters with `<X group>` placeholders (top-level values, or items of a top-level
-    list) read from $.created where the machine creates that group."""
+_DROP = object()  # a list item that names nothing the machine has (a group never created)
 
-    def path(value: Any) -> str | None:
-        match = _ANY_GROUP.match(value) if isinstance(value, str) else None
-        return f"$.created.{match[1]}.GroupId" if match and match[1] in known else None
 
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if (p := path(value)) is not None:
-            out[f"{key}.$"] = p
-        elif (
-            isinstance(value, list)
-            and all(isinstance(v, str) for v in value)
-            and any(path(v) for v in value)
-        ):
-            items = [path(v) or f"'{_quote(v)}'" for v in value]
-            out[f"{key}.$"] = f"States.Array({', '.join(items)})"
-        else:
-            out[key] = value
-    return out
+class _Runtime:
+    """Fills a call's `<placeholders>` with what the machine knows when the state runs."""
+
+    def __init__(self, *, now: dt.datetime, reads: Mapping[str, list[Mapping[str, Any]]]):
+        self.now = now
+        self.reads = reads
+
+    def fill(self, params: Mapping[str, Any], known: set[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in params.items():
+            if key.endswith(".$"):
+                out[key] = value
+                continue
+            filled, is_path = self._value(value, known)
+            out[f"{key}.$" if is_path else key] = filled
+        return out
+
+    def _value(self, value: Any, known: set[str]) -> tuple[Any, bool]:
+        if isinstance(value, Mapping):
+            return self.fill(value, known), False
+        if isinstance(value, list):
+            items = [
+                self._value(v, known) if not isinstance(v, str) else self._item(v, known)
+                for v in value
+            ]
+            items = [(v, p) for v, p in items if v is not _DROP]
+            if any(p for _, p in items) and all(isinstance(v, str) for v, _ in items):
+                parts = [v if p else f"'{_quote(v)}'" for v, p in items]
+                return f"States.Array({', '.join(parts)})", True
+            return [v for v, _ in items], False
+        if isinstance(value, str):
+            return self._string(value, known)
+        return value, False
+
+    def _item(self, value: str, known: set[str]) -> tuple[Any, bool]:
+        match = _IF_CREATED.match(value)
+        if match:
+            return (f"$.created.{match[1]}.GroupId", True) if match[1] in known else (_DROP, False)
+        return self._string(value, known)
+
+    def _string(self, value: str, known: set[str]) -> tuple[Any, bool]:
+        group = _ANY_GROUP.match(value)
+        if group and group[1] in known:
+            return f"$.created.{group[1]}.GroupId", True
+        if value == NOW:
+            return "$$.State.EnteredTime", True
+        if value == CAPTURE:
+            return "States.JsonToString($.capture)", True
+        plus = _NOW_PLUS.match(value)
+        if plus:
+            until = self.now + dt.timedelta(days=int(plus[1]))
+            return until.strftime("%Y-%m-%dT%H:%M:%SZ"), False
+        if NOW in value and not _PLACEHOLDER.match(value):
+            # A document with the run time inside it (a policy's condition).
+            template = "{}".join(_quote(part) for part in value.split(NOW))
+            stamps = ", ".join(["$$.State.EnteredTime"] * value.count(NOW))
+            return f"States.Format('{template}', {stamps})", True
+        return value, False
+
+    def capture_read(self, step: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The first read of the step's capture that can be sent as recorded, as a Task whose
+        result is the evidence body ($.capture)."""
+        for dep in [*(step.get("depends_on") or ()), *(step.get("after") or ())]:
+            for call in self.reads.get(dep, []):
+                params = _recorded(call)
+                service, operation = str(call.get("service")), str(call.get("operation"))
+                if params is None or _problem(service, operation, params) is not None:
+                    continue
+                return {
+                    "Type": "Task",
+                    "Comment": f"{dep}: {call.get('text')} (the evidence object's body)",
+                    "Resource": sdk_resource(service, operation),
+                    "Parameters": dict(params),
+                    "ResultPath": "$.capture",
+                }
+        return None
 
 
 EDIT = "EDIT BEFORE RUNNING"

@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from containment.context import ActionContext
 from containment.errors import error_code
+from containment.tags import INCIDENT_TAG
 
 MANIFEST_NAME = "manifest.json"
 # What writing evidence and its manifest under Object Lock asks of S3 (and verify of reads).
@@ -28,7 +29,11 @@ PERMISSIONS = (
     "s3:PutObjectRetention",
     "s3:GetObject",
     "s3:GetObjectVersion",
+    "s3:PutObjectTagging",  # the manifest carries the incident tag, so the wipe finds it
 )
+# A conditional write that lost to another writer (S3 answers 409 when both were in flight).
+_LOST_RACE = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+MANIFEST_ATTEMPTS = 8
 _NO_LOCK = ("ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound")
 
 
@@ -77,14 +82,20 @@ def lock_for(s3: Any, bucket: str, ctx: ActionContext) -> Lock:
 
 
 def read_manifest(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    return _read_manifest(s3, bucket, key)[0]
+
+
+def _read_manifest(s3: Any, bucket: str, key: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The manifest and its ETag (the version a conditional write must replace), or
+    (None, None) when there is none yet."""
     try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        out = s3.get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         if error_code(exc) in ("NoSuchKey", "404"):
-            return None
+            return None, None
         raise
-    data = json.loads(body)
-    return data if isinstance(data, dict) else None
+    data = json.loads(out["Body"].read())
+    return (data if isinstance(data, dict) else None), out.get("ETag")
 
 
 def add_to_manifest(
@@ -100,37 +111,57 @@ def add_to_manifest(
     """Merge entries into the incident's manifest and write it as a new version.
 
     Entries are keyed (object key + version, or the copy's snapshot id), so a retried step
-    adds nothing twice. Returns the manifest's key."""
+    adds nothing twice. Two writers at once (two evidence steps, a copy and a capture) must
+    not drop each other's entries: the write is conditional on the version read (If-Match
+    its ETag, or If-None-Match * for the first), and a writer that lost the race reads the
+    other's manifest and merges again. Returns the manifest's key."""
     key = manifest_key(ctx.evidence_prefix, ctx.incident_key)
-    found = read_manifest(s3, bucket, key) or {}
-    manifest: dict[str, Any] = {
-        "incident": ctx.incident_key,
-        "objects": list(found.get("objects") or []),
-        "snapshots": list(found.get("snapshots") or []),
-    }
-    seen_objects = {(o.get("key"), o.get("version_id")) for o in manifest["objects"]}
-    seen_snaps = {s.get("copy_id") or s.get("snapshot_id") for s in manifest["snapshots"]}
-    new_objects = [e for e in objects if (e.get("key"), e.get("version_id")) not in seen_objects]
-    new_snaps = [
-        e for e in snapshots if (e.get("copy_id") or e.get("snapshot_id")) not in seen_snaps
-    ]
-    if found and not new_objects and not new_snaps:
-        return key  # a retry: everything is already listed
-    manifest["objects"] += new_objects
-    manifest["snapshots"] += new_snaps
-    manifest["updated_at"] = ctx.now().isoformat()
-    lock = lock or lock_for(s3, bucket, ctx)
-    s3.put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=json.dumps(manifest, sort_keys=True, indent=1).encode(),
-        ContentType="application/json",
-        # Like the evidence it lists: SSE-KMS (the policy allows nothing else under incidents/).
-        ServerSideEncryption="aws:kms",
-        **({"SSEKMSKeyId": kms_key_id} if kms_key_id else {}),
-        **lock.params,
+    for _ in range(MANIFEST_ATTEMPTS):
+        found, etag = _read_manifest(s3, bucket, key)
+        found = found or {}
+        manifest: dict[str, Any] = {
+            "incident": ctx.incident_key,
+            "objects": list(found.get("objects") or []),
+            "snapshots": list(found.get("snapshots") or []),
+        }
+        seen_objects = {(o.get("key"), o.get("version_id")) for o in manifest["objects"]}
+        seen_snaps = {s.get("copy_id") or s.get("snapshot_id") for s in manifest["snapshots"]}
+        new_objects = [
+            e for e in objects if (e.get("key"), e.get("version_id")) not in seen_objects
+        ]
+        new_snaps = [
+            e for e in snapshots if (e.get("copy_id") or e.get("snapshot_id")) not in seen_snaps
+        ]
+        if found and not new_objects and not new_snaps:
+            return key  # a retry: everything is already listed
+        manifest["objects"] += new_objects
+        manifest["snapshots"] += new_snaps
+        manifest["updated_at"] = ctx.now().isoformat()
+        lock = lock or lock_for(s3, bucket, ctx)
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            s3.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=json.dumps(manifest, sort_keys=True, indent=1).encode(),
+                ContentType="application/json",
+                Tagging=f"{INCIDENT_TAG}={ctx.incident_key}",
+                # Like the evidence it lists: SSE-KMS (the policy allows nothing else under
+                # incidents/).
+                ServerSideEncryption="aws:kms",
+                **({"SSEKMSKeyId": kms_key_id} if kms_key_id else {}),
+                **lock.params,
+                **condition,
+            )
+        except ClientError as exc:
+            if error_code(exc) not in _LOST_RACE:
+                raise
+            continue  # another writer's manifest landed first: merge into it
+        return key
+    raise RuntimeError(
+        f"the manifest s3://{bucket}/{key} changed under every one of {MANIFEST_ATTEMPTS} "
+        "writes; the entries are on the timeline, write it again with a retry"
     )
-    return key
 
 
 def check_objects(s3: Any, bucket: str, manifest: dict[str, Any]) -> tuple[int, list[str]]:

@@ -39,6 +39,11 @@ class PlannedCall:
     params: dict[str, Any] = field(default_factory=dict)  # summary of the parameters
     mutating: bool = True
     note: str | None = None
+    # The parameters as the SDK takes them, where `params` only summarises them (a policy
+    # described, a lock in words). Values only known at run time stay `<placeholders>`
+    # (`<now>`, `<new snapshots>`, ...) that the Step Functions export fills in
+    # (commands/asl.py). None: `params` are the SDK's parameters.
+    sdk: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         args = ", ".join(f"{k}={_short(v)}" for k, v in self.params.items())

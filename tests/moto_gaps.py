@@ -49,3 +49,36 @@ def shared_snapshot_copies() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(EBSBackend, "copy_snapshot", copy_snapshot)
         yield
+
+
+@contextmanager
+def sdk_task_outputs_as_json() -> Iterator[None]:
+    """moto's States Language interpreter keeps an aws-sdk task's boto3 answer as Python
+    objects, so a datetime in it (an instance's LaunchTime) breaks States.JsonToString;
+    Step Functions hands the state the answer as JSON, timestamps as ISO 8601 strings."""
+    import datetime as dt
+
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_aws_sdk as sdk,
+    )
+
+    cls = sdk.StateTaskServiceAwsSdk
+    original = cls._eval_service_task
+
+    def as_json(value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            return value.isoformat()
+        if isinstance(value, dict):
+            return {k: as_json(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [as_json(v) for v in value]
+        return value
+
+    def eval_service_task(self: Any, env: Any, *args: Any, **kwargs: Any) -> Any:
+        out = original(self, env, *args, **kwargs)
+        env.stack.append(as_json(env.stack.pop()))
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cls, "_eval_service_task", eval_service_task)
+        yield

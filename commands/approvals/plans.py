@@ -50,6 +50,8 @@ class PlanCall:
     operation: str | None = None
     mutating: bool = True
     params: dict[str, Any] | None = None
+    # The SDK's parameters where `params` only summarise them (PlannedCall.sdk).
+    sdk: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, call: PlannedCall) -> PlanCall:
@@ -61,6 +63,7 @@ class PlanCall:
             call.operation,
             bool(call.mutating),
             jsonable(dict(call.params or {})),
+            jsonable(dict(call.sdk)) if call.sdk is not None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -72,6 +75,8 @@ class PlanCall:
         }
         if self.params is not None:
             out["params"] = self.params
+        if self.sdk is not None:
+            out["sdk"] = self.sdk
         return out
 
     @classmethod
@@ -79,12 +84,14 @@ class PlanCall:
         if isinstance(data, str):
             return cls(data)
         params = data.get("params")
+        sdk = data.get("sdk")
         return cls(
             str(data.get("text") or ""),
             data.get("service"),
             data.get("operation"),
             bool(data.get("mutating", True)),
             dict(params) if params is not None else None,
+            dict(sdk) if sdk is not None else None,
         )
 
 

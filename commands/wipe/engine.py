@@ -12,6 +12,7 @@ from commands.aftermath import OneWayEngine
 from commands.approvals.plans import StepCallback
 from commands.approvals.requests import running_plan
 from commands.forensics import CleanRoomEngine, delete_clean_room
+from commands.forensics.account import COPY_OF_TAG, account_label, room_ec2
 from commands.incidents import get_incident
 from commands.wipe.plan import SOURCE_SNAPSHOT_TAG, STEPS
 from containment.context import ActionContext
@@ -181,7 +182,10 @@ class WipeEngine(OneWayEngine):
                 raise Gone()
             if result.status != "succeeded":
                 raise RuntimeError((result.error or {}).get("message"))
-            return f"Deleted clean-room stack {item['name']}"
+            where = f" in forensic {account_label(item['account'])}" if item.get("account") else ""
+            return f"Deleted clean-room stack {item['name']}{where}"
+        if kind == "forensic_copies":
+            return _delete_copy(room_ec2(ctx, target), item, key)
         if kind in ("volumes", "snapshots", "flow_logs"):
             ec2 = ctx.client("ec2", target)
             return _delete_ec2(ec2, kind, item, key)
@@ -296,6 +300,26 @@ class WipeEngine(OneWayEngine):
     def _save(self, key: str, **values: Any) -> None:
         with self.database.session() as session:
             WIPE.update(get_incident(session=session, key=key), **values)
+
+
+def _delete_copy(ec2: Any, item: Mapping[str, Any], key: str) -> str:
+    """A forensic copy: still tagged as this incident's copy, then deleted (in its account)."""
+    try:
+        snaps = ec2.describe_snapshots(SnapshotIds=[item["id"]])["Snapshots"]
+        if not snaps:
+            raise Gone()
+        tags = tag_dict(snaps[0].get("Tags"))
+        if tags.get(INCIDENT_TAG) != key or not tags.get(COPY_OF_TAG):
+            raise NotOurs("it no longer carries the tags of this incident's forensic copy")
+        ec2.delete_snapshot(SnapshotId=item["id"])
+    except ClientError as exc:
+        if is_not_found(exc):
+            raise Gone() from None
+        raise
+    return (
+        f"Deleted forensic copy {item['id']} (of {item.get('copy_of')}) in forensic "
+        f"{account_label(item.get('account'))}"
+    )
 
 
 def _delete_ec2(ec2: Any, kind: str, item: Mapping[str, Any], key: str) -> str:

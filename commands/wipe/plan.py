@@ -13,7 +13,7 @@ from commands.aftermath import live_request, record_request
 from commands.approvals.plans import Plan
 from commands.errors import UserError
 from commands.forensics import existing_stack, stack_name
-from commands.forensics.account import cfn_client
+from commands.forensics.account import COPY_OF_TAG, account_label, cfn_client, room_ec2
 from commands.incidents import get_incident
 from containment.capabilities import Permissions
 from containment.context import ActionContext
@@ -67,6 +67,11 @@ STEPS = (
     ("delete_clean_room", "stacks", "Delete the forensic clean-room stack"),
     ("delete_volumes", "volumes", "Delete volumes restored from the incident's snapshots"),
     ("delete_snapshots", "snapshots", "Delete the incident's EBS snapshots"),
+    (
+        "delete_forensic_copies",
+        "forensic_copies",
+        "Delete the snapshot copies in the forensic account",
+    ),
     ("delete_flow_logs", "flow_logs", "Delete the VPC flow logs the containment enabled"),
     ("delete_evidence_objects", "objects", "Delete every version of the evidence objects"),
     ("schedule_key_deletion", "kms_keys", "Schedule deletion of the incident's KMS key"),
@@ -99,7 +104,14 @@ def _stacks(ctx: ActionContext, scope: Scope, skipped: list[dict[str, str]]) -> 
     if tag_dict(found.get("Tags")).get(INCIDENT_TAG) != scope.incident_key:
         skipped.append({"what": "stack", "id": found["StackName"], "why": "no incident tag"})
         return []
-    return [{"id": found["StackId"], "name": found["StackName"], "status": found["StackStatus"]}]
+    return [
+        {
+            "id": found["StackId"],
+            "name": found["StackName"],
+            "status": found["StackStatus"],
+            "account": ctx.forensic_account_id,  # None: the incident's own account
+        }
+    ]
 
 
 def _volumes(ec2: Any, key: str, skipped: list[dict[str, str]]) -> list[dict[str, Any]]:
@@ -139,6 +151,27 @@ def _snapshots(ec2: Any, key: str) -> list[dict[str, Any]]:
         {"id": s["SnapshotId"], "volume_id": s.get("VolumeId"), "size": s.get("VolumeSize")}
         for page in pages
         for s in page["Snapshots"]
+    ]
+
+
+def _forensic_copies(ctx: ActionContext, scope: Scope) -> list[dict[str, Any]]:
+    """The copies /forensics made in the forensic account (incident tag and copy-of tag)."""
+    if not ctx.forensic_account_id:
+        return []  # no forensic account: the clean room used the snapshots themselves
+    ec2 = room_ec2(ctx, scope.target())
+    pages = ec2.get_paginator("describe_snapshots").paginate(
+        OwnerIds=["self"], Filters=[{"Name": f"tag:{INCIDENT_TAG}", "Values": [scope.incident_key]}]
+    )
+    return [
+        {
+            "id": s["SnapshotId"],
+            "copy_of": tag_dict(s.get("Tags")).get(COPY_OF_TAG),
+            "account": ctx.forensic_account_id,
+            "size": s.get("VolumeSize"),
+        }
+        for page in pages
+        for s in page["Snapshots"]
+        if tag_dict(s.get("Tags")).get(COPY_OF_TAG)
     ]
 
 
@@ -215,7 +248,7 @@ def _objects(
 
 
 def _kms_keys(
-    kms: Any, key: str, shared_key: str | None, skipped: list[dict[str, str]]
+    kms: Any, key: str, shared_keys: Mapping[str, str], skipped: list[dict[str, str]]
 ) -> list[dict[str, Any]]:
     aliases: dict[str, str] = {}
     for page in kms.get_paginator("list_aliases").paginate():
@@ -236,10 +269,9 @@ def _kms_keys(
                 continue
             meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
             alias = aliases.get(key_id)
-            if shared_key and shared_key in (key_id, meta["Arn"], alias):
-                skipped.append(
-                    {"what": "kms key", "id": key_id, "why": "the configured shared evidence key"}
-                )
+            shared = next((s for s in shared_keys if s in (key_id, meta["Arn"], alias)), None)
+            if shared is not None:
+                skipped.append({"what": "kms key", "id": key_id, "why": shared_keys[shared]})
                 continue
             if meta.get("KeyManager") != "CUSTOMER":
                 continue
@@ -260,6 +292,7 @@ def inventory(
         "stacks": _stacks(ctx, scope, skipped),
         "volumes": _volumes(ec2, scope.incident_key, skipped),
         "snapshots": _snapshots(ec2, scope.incident_key),
+        "forensic_copies": _forensic_copies(ctx, scope),
         "flow_logs": _flow_logs(ec2, scope.incident_key),
         "objects": [],
         "kms_keys": [],
@@ -274,16 +307,24 @@ def inventory(
             [f["id"] for f in items["flow_logs"]],
             skipped,
         )
+    # Configured keys serve every incident: never this wipe's to delete.
+    shared: dict[str, str] = {}
+    if shared_kms_key:
+        shared[shared_kms_key] = "the configured shared evidence key"
+    if ctx.forensic_kms_key_id:
+        shared[ctx.forensic_kms_key_id] = "the configured forensic copy key"
     items["kms_keys"] = _kms_keys(
-        ctx.evidence_client("kms", scope.region), scope.incident_key, shared_kms_key, skipped
+        ctx.evidence_client("kms", scope.region), scope.incident_key, shared, skipped
     )
     items["skipped"] = skipped
     return items
 
 
-def _call(service: str, operation: str, text: str) -> dict[str, Any]:
+def _call(service: str, operation: str, text: str, account: str | None = None) -> dict[str, Any]:
+    """One planned call; `account`: the forensic account it acts in, said in the text."""
+    where = f"  # in forensic {account_label(account)}" if account else ""
     return {
-        "text": f"{service}.{operation}({text})",
+        "text": f"{service}.{operation}({text}){where}",
         "service": service,
         "operation": operation,
         "mutating": True,
@@ -294,11 +335,15 @@ def _item_calls(kind: str, item: Mapping[str, Any], bucket: str | None, days: in
     if kind == "instances":
         return _call("ec2", "TerminateInstances", f"InstanceIds=[{item['id']}]")
     if kind == "stacks":
-        return _call("cloudformation", "DeleteStack", f"StackName={item['name']}")
+        return _call(
+            "cloudformation", "DeleteStack", f"StackName={item['name']}", item.get("account")
+        )
     if kind == "volumes":
         return _call("ec2", "DeleteVolume", f"VolumeId={item['id']}")
     if kind == "snapshots":
         return _call("ec2", "DeleteSnapshot", f"SnapshotId={item['id']}")
+    if kind == "forensic_copies":
+        return _call("ec2", "DeleteSnapshot", f"SnapshotId={item['id']}", item.get("account"))
     if kind == "flow_logs":
         return _call("ec2", "DeleteFlowLogs", f"FlowLogIds=[{item['id']}]")
     if kind == "objects":

@@ -122,8 +122,7 @@ class StoreEvidence(Action):
     # kms:GenerateDataKey is what S3 asks of KMS on the caller's behalf for SSE-KMS uploads;
     # the rest make the per-incident key (CreateKey with Tags needs kms:TagResource).
     permissions = (
-        "s3:PutObject",
-        "s3:PutObjectTagging",
+        "s3:PutObject",  # tagged at creation: s3:PutObjectTagging comes with custody's
         "kms:GenerateDataKey",
         "kms:DescribeKey",
         "kms:CreateKey",
@@ -183,7 +182,22 @@ class StoreEvidence(Action):
                 mutating=False,
                 note=where,
             ),
-            PlannedCall("s3", "PutObject", {**summary, "ObjectLock": lock}, note=where),
+            PlannedCall(
+                "s3",
+                "PutObject",
+                {**summary, "ObjectLock": lock},
+                note=where,
+                # As sent: the capture is the body; the lock only where the bucket has it.
+                sdk=None
+                if self._own_key(ctx)
+                else {
+                    **params,
+                    "Body": "<capture>",
+                    "ChecksumAlgorithm": "SHA256",
+                    "ObjectLockMode": ctx.evidence_lock_mode,
+                    "ObjectLockRetainUntilDate": f"<now + {ctx.evidence_retention_days} days>",
+                },
+            ),
             PlannedCall(
                 "s3",
                 "PutObject",
@@ -259,11 +273,12 @@ class StoreEvidence(Action):
                 lock=lock,
                 kms_key_id=params.get("SSEKMSKeyId"),
             )
-            notes.append(f"SHA-256 {digest}")
+            # The lock first: the card shortens a long note, and "NOT LOCKED" must survive.
             if locked:
                 notes.append(f"Object Lock {locked['mode']} until {locked['retain_until'][:10]}")
             else:
                 rec.evidence["not_locked"] = lock.missing or "stored before Object Lock"
                 notes.append(f"NOT LOCKED: {rec.evidence['not_locked']}")
+            notes.append(f"SHA-256 {digest}")
             # Evidence is kept on rollback; changes stay empty on purpose.
         return rec.result(note="; ".join(notes) or None)

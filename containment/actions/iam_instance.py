@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from containment.actions.iam_revoke import (
     DENY_ALL,
     EC2_TRUST,
+    revoke_document,
     revoke_older_sessions,
     revoke_policy_name,
 )
@@ -27,6 +28,9 @@ from containment.targets import Target
 
 # A new instance profile can take seconds to become usable (IAM is eventually consistent).
 PROFILE_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
+
+
+ROLE_DESCRIPTION = "incident-bot: attached to contained instances; denies everything"
 
 
 def boundary_arn(ctx: ActionContext, profile_arn: str) -> str | None:
@@ -89,11 +93,29 @@ class RestrictInstanceIam(Action):
         name = ctx.deny_all_profile_name
         if _swap_needed(ctx, facts):
             if facts.get("deny_profile") is None:
+                boundary = boundary_arn(ctx, facts["iam"]["profile_arn"])
                 out += [
-                    PlannedCall("iam", "CreateRole", {"RoleName": name}),
+                    PlannedCall(
+                        "iam",
+                        "CreateRole",
+                        {"RoleName": name},
+                        sdk={
+                            "RoleName": name,
+                            "AssumeRolePolicyDocument": EC2_TRUST,
+                            "Description": ROLE_DESCRIPTION,
+                            **({"PermissionsBoundary": boundary} if boundary else {}),
+                        },
+                    ),
                     PlannedCall("iam", "CreateInstanceProfile", {"InstanceProfileName": name}),
                     PlannedCall(
-                        "iam", "PutRolePolicy", {"RoleName": name, "PolicyName": "deny-all"}
+                        "iam",
+                        "PutRolePolicy",
+                        {"RoleName": name, "PolicyName": "deny-all"},
+                        sdk={
+                            "RoleName": name,
+                            "PolicyName": "deny-all",
+                            "PolicyDocument": DENY_ALL,
+                        },
                     ),
                     PlannedCall(
                         "iam",
@@ -128,6 +150,11 @@ class RestrictInstanceIam(Action):
                         "RoleName": role,
                         "PolicyName": policy,
                         "Deny": "* when aws:TokenIssueTime < now",
+                    },
+                    sdk={
+                        "RoleName": role,
+                        "PolicyName": policy,
+                        "PolicyDocument": revoke_document("<now>"),
                     },
                     note=sharing_note(role, others) if others else None,
                 )
@@ -212,7 +239,7 @@ class RestrictInstanceIam(Action):
                 iam.create_role,
                 RoleName=name,
                 AssumeRolePolicyDocument=EC2_TRUST,
-                Description="incident-bot: attached to contained instances; denies everything",
+                Description=ROLE_DESCRIPTION,
                 **({"PermissionsBoundary": boundary} if boundary else {}),
             ),
             lambda: tolerate_exists(iam.create_instance_profile, InstanceProfileName=name),

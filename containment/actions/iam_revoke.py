@@ -40,7 +40,11 @@ def revoke_policy_name(ctx: ActionContext) -> str:
 
 
 def revoke_older_sessions(issued_before: datetime) -> str:
-    stamp = issued_before.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return revoke_document(issued_before.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+def revoke_document(stamp: str) -> str:
+    """The deny of sessions issued before `stamp` (`<now>` in a plan: the time it runs)."""
     return json.dumps(
         {
             "Version": "2012-10-17",

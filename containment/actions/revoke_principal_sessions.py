@@ -7,10 +7,15 @@ kind; the capture step before them records whether this incident's deny is alrea
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 from containment.actions.capture_facts import planned
-from containment.actions.iam_revoke import revoke_older_sessions, revoke_policy_name
+from containment.actions.iam_revoke import (
+    revoke_document,
+    revoke_older_sessions,
+    revoke_policy_name,
+)
 from containment.context import ActionContext
 from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.targets import Target
@@ -31,15 +36,19 @@ class RevokePrincipalSessions(Action):
     ) -> list[PlannedCall]:
         if facts.get("revoke_policy_present"):
             return []
-        return [
-            planned(
-                "iam",
-                f"Put{self.principal}Policy",
-                **self._name_param(target),
-                PolicyName=revoke_policy_name(ctx),
-                Condition="aws:TokenIssueTime < now",
-            )
-        ]
+        call = planned(
+            "iam",
+            f"Put{self.principal}Policy",
+            **self._name_param(target),
+            PolicyName=revoke_policy_name(ctx),
+            Condition="aws:TokenIssueTime < now",
+        )
+        sdk = {
+            **self._name_param(target),
+            "PolicyName": revoke_policy_name(ctx),
+            "PolicyDocument": revoke_document("<now>"),
+        }
+        return [replace(call, sdk=sdk)]
 
     def apply(self, target: Target, ctx: ActionContext, state: RunState) -> StepResult:
         if state.facts.get("revoke_policy_present"):

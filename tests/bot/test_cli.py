@@ -228,7 +228,8 @@ def test_plan_as_asl_and_its_one_line_errors(populated) -> None:
                     {
                         "service": "ec2",
                         "operation": "CreateTags",
-                        "params": {"Resources": ["<new snapshots>"], "Tags": []},
+                        # A value nothing in the machine can fill: said on stderr.
+                        "params": {"Resources": ["<an id only a person knows>"], "Tags": []},
                         "mutating": True,
                         "text": "ec2.CreateTags(...)",
                     },

@@ -31,6 +31,7 @@ from commands.asl import (
     plan_request,
     sdk_resource,
     state_machine,
+    states_to_edit,
 )
 from commands.errors import NotFound
 from commands.incidents import open_incident
@@ -38,6 +39,7 @@ from containment.context import ActionContext
 from containment.targets import Target
 from tests.clock import TEST_CLOCK
 from tests.containment.world import REGION, World, build_world
+from tests.moto_gaps import sdk_task_outputs_as_json
 
 TERMINAL = ("Succeed", "Fail")
 
@@ -45,7 +47,10 @@ TERMINAL = ("Succeed", "Fail")
 @pytest.fixture
 def world() -> Iterator[World]:
     # execute_state_machine: moto parses definitions and runs executions (its ASL interpreter).
-    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+    with (
+        mock_aws(config={"stepfunctions": {"execute_state_machine": True}}),
+        sdk_task_outputs_as_json(),
+    ):
         yield build_world()
 
 
@@ -74,11 +79,16 @@ def check_graph(states: dict[str, Any], start: str, seen: set[str]) -> None:
         assert name not in seen, f"state name {name!r} used twice"
         state = states[name]
         assert len(name) <= 80
-        if state["Type"] in TERMINAL or state.get("End") is True:
+        nexts = [c["Next"] for c in state.get("Catch", [])]
+        if state["Type"] == "Choice":
+            nexts += [c["Next"] for c in state["Choices"]] + [state["Default"]]
+        elif state["Type"] in TERMINAL or state.get("End") is True:
             assert "Next" not in state, name
         else:
-            assert state.get("Next") in states, f"{name} -> {state.get('Next')}"
-            todo.append(state["Next"])
+            nexts.append(state.get("Next"))
+        for n in nexts:
+            assert n in states, f"{name} -> {n}"
+            todo.append(n)
         for branch in state.get("Branches", []):
             check_graph(branch["States"], branch["StartAt"], seen | reach)
     assert reach == set(states), f"unreachable: {set(states) - reach}"
@@ -92,13 +102,18 @@ def flatten(states: dict[str, Any], start: str) -> list[tuple[str, Any]]:
         state = states[name]
         out.append((name, state))
         for branch in state.get("Branches", []):
-            out += flatten(branch["States"], branch["StartAt"])
+            if len(branch["States"]) > 1 and any(
+                s["Type"] == "Choice" for s in branch["States"].values()
+            ):
+                out += list(branch["States"].items())  # both ways of a Choice
+            else:
+                out += flatten(branch["States"], branch["StartAt"])
         name = state.get("Next")
     return out
 
 
 def test_the_plan_becomes_sdk_tasks_after_an_approval_step(plan, world) -> None:
-    asl = state_machine(plan, incident_key="INC-1", request_id=7)
+    asl = state_machine(plan, incident_key="INC-1", now=TEST_CLOCK.now(), request_id=7)
     check_graph(asl["States"], asl["StartAt"], set())
 
     approval = asl["States"][asl["StartAt"]]
@@ -108,9 +123,11 @@ def test_the_plan_becomes_sdk_tasks_after_an_approval_step(plan, world) -> None:
 
     tasks = [s for _, s in flatten(asl["States"], asl["StartAt"]) if s["Type"] == "Task"][1:]
     changing = [c for s in plan.steps for c in s.calls if c.mutating]
-    assert sorted(t["Resource"] for t in tasks) == sorted(
-        sdk_resource(str(c.service), str(c.operation)) for c in changing
-    )
+    assert {t["Resource"] for t in tasks} - {
+        # The evidence write reads the capture and the bucket's lock first, as the bot does.
+        sdk_resource("ec2", "DescribeInstances"),
+        sdk_resource("s3", "GetObjectLockConfiguration"),
+    } == {sdk_resource(str(c.service), str(c.operation)) for c in changing}
     assert "arn:aws:states:::aws-sdk:ec2:createSnapshots" in {t["Resource"] for t in tasks}
     snapshot = next(t for t in tasks if t["Resource"].endswith(":createSnapshots"))
     assert snapshot["Parameters"]["InstanceSpecification"]["InstanceId"] == world.instance_id
@@ -118,7 +135,7 @@ def test_the_plan_becomes_sdk_tasks_after_an_approval_step(plan, world) -> None:
 
 
 def test_independent_steps_run_in_parallel_and_dependencies_keep_their_order(plan) -> None:
-    asl = state_machine(plan, incident_key="INC-1")
+    asl = state_machine(plan, incident_key="INC-1", now=TEST_CLOCK.now())
     parallels = [s for _, s in flatten_top(asl) if s["Type"] == "Parallel"]
     assert parallels, "protect's followers (snapshot, asg, lb, iam) are independent"
     wave = {}  # the top-level state each step runs in
@@ -153,9 +170,9 @@ def test_a_rollback_plan_runs_one_step_after_another() -> None:
             {"action": "iam", "depends_on": [], "after": [], "calls": [_call("B")]},
         ]
     }
-    asl = state_machine(plan, incident_key="INC-1", sequential=True)
+    asl = state_machine(plan, incident_key="INC-1", now=TEST_CLOCK.now(), sequential=True)
     assert [s["Type"] for _, s in flatten_top(asl)] == ["Task", "Pass", "Task", "Task"]
-    parallel = state_machine(plan, incident_key="INC-1")
+    parallel = state_machine(plan, incident_key="INC-1", now=TEST_CLOCK.now())
     assert [s["Type"] for _, s in flatten_top(parallel)] == ["Task", "Pass", "Parallel"]
 
 
@@ -176,7 +193,7 @@ def test_placeholders_and_missing_parameters_are_flagged_for_editing() -> None:
             }
         ]
     }
-    asl = state_machine(plan, incident_key="INC-1")
+    asl = state_machine(plan, incident_key="INC-1", now=TEST_CLOCK.now())
     tasks = [s for n, s in flatten_top(asl) if n != APPROVAL_STATE and s["Type"] == "Task"]
     assert len(tasks) == 2  # the read is not repeated
     assert all(t["Comment"].startswith("EDIT BEFORE RUNNING") for t in tasks)
@@ -203,7 +220,7 @@ def test_asl_passes_cfn_lints_states_language_schema(plan, tmp_path: Path) -> No
             [str(cfn_lint), str(path)], capture_output=True, text=True, timeout=120
         )
 
-    asl = state_machine(plan, incident_key="INC-1")
+    asl = state_machine(plan, incident_key="INC-1", now=TEST_CLOCK.now())
     ok = lint(asl)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     broken = json.loads(json.dumps(asl))
@@ -212,7 +229,7 @@ def test_asl_passes_cfn_lints_states_language_schema(plan, tmp_path: Path) -> No
 
 
 def test_moto_parses_the_definition_and_rejects_a_broken_one(plan) -> None:
-    asl = json.dumps(state_machine(plan, incident_key="INC-1"))
+    asl = json.dumps(state_machine(plan, incident_key="INC-1", now=TEST_CLOCK.now()))
     sfn = boto3.client("stepfunctions", region_name=REGION)
     role = "arn:aws:iam::123456789012:role/incident-bot-fallback"
     arn = sfn.create_state_machine(name="incident-bot-INC-1", definition=asl, roleArn=role)[
@@ -260,7 +277,7 @@ def test_export_picks_the_approved_plan_else_the_latest(database, world, plan) -
         ).request
         assert later.status == "pending"
         assert plan_request(session=session, incident=incident).id == first.id
-        out = json.loads(export_asl(session=session, incident=incident))
+        out = json.loads(export_asl(session=session, incident=incident, now=TEST_CLOCK.now()))
     assert out["StartAt"] == APPROVAL_STATE
     assert f"request #{first.id}" in out["Comment"]
     assert f"region {REGION}" in out["Comment"]  # where the machine must run
@@ -274,51 +291,65 @@ MOTO_NAMES = {
 }
 
 
-DENY_ALL = json.dumps(
-    {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*"}]}
-)
-EC2_TRUST = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "ec2.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-)
-
-
-def as_an_operator_would(states: dict[str, Any]) -> None:
-    """In place: the edits deploy/README.md asks for where a Comment says EDIT BEFORE RUNNING
-    (write out the summarised policies; a call still holding a placeholder is done by hand,
-    here: skipped), and the SDK ids as moto's interpreter names them."""
-    for name, state in states.items():
+def with_motos_names(states: dict[str, Any]) -> None:
+    """In place: the SDK ids as moto's interpreter names them (nothing else is edited)."""
+    for state in states.values():
         for branch in state.get("Branches", []):
-            as_an_operator_would(branch["States"])
+            with_motos_names(branch["States"])
         if "Resource" in state:
             for theirs, ours in MOTO_NAMES.items():
                 state["Resource"] = state["Resource"].replace(theirs, ours)
-        if not str(state.get("Comment", "")).startswith(EDIT):
-            continue
-        params = state["Parameters"]
-        if state["Resource"].endswith(":iam:createRole"):
-            params["AssumeRolePolicyDocument"] = EC2_TRUST
-        elif state["Resource"].endswith((":iam:putRolePolicy", ":iam:putUserPolicy")):
-            params.pop("Deny", None)
-            params["PolicyDocument"] = DENY_ALL
-        else:
-            states[name] = {k: v for k, v in state.items() if k in ("Next", "End")}
-            states[name]["Type"] = "Pass"
+
+
+def placeholders(value: Any, sent: bool = False) -> list[str]:
+    """Every `<...>` left in a state's Parameters (a value only a person could fill; the
+    Comments quote the card's text, which keeps them)."""
+    if isinstance(value, str):
+        return re.findall(r"<[^<>]+>", value) if sent else []
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in placeholders(v, sent or k == "Parameters")]
+    if isinstance(value, list):
+        return [p for v in value for p in placeholders(v, sent)]
+    return []
+
+
+def test_the_real_plan_needs_no_editing(plan) -> None:
+    asl = state_machine(plan, incident_key="INC-1", now=TEST_CLOCK.now())
+    assert states_to_edit(asl) == []
+    assert placeholders(asl) == []
+    assert EDIT not in json.dumps(asl)
+    tasks = {n: s for n, s in flatten(asl["States"], asl["StartAt"]) if s["Type"] == "Task"}
+    # The run-time values, each from where the machine has it.
+    revoke = next(s for s in tasks.values() if "revoke-sessions" in json.dumps(s["Parameters"]))
+    assert revoke["Parameters"]["PolicyDocument.$"] == (
+        "States.JsonToString($.documents.PolicyDocument)"
+    )
+    states = dict(flatten(asl["States"], asl["StartAt"]))
+    built = states["iam PolicyDocument at run time"]["Parameters"]
+    condition = built["Statement"][0]["Condition"]["DateLessThan"]
+    assert condition == {"aws:TokenIssueTime.$": "$$.State.EnteredTime"}
+    deny = next(s for n, s in tasks.items() if n == "iam iam.PutRolePolicy")
+    assert json.loads(deny["Parameters"]["PolicyDocument"])["Statement"][0]["Effect"] == "Deny"
+    role = next(s for n, s in tasks.items() if n == "iam iam.CreateRole")
+    assert "ec2.amazonaws.com" in role["Parameters"]["AssumeRolePolicyDocument"]
+    named, made = [s["Parameters"] for n, s in tasks.items() if n.startswith("tag ec2.CreateTags")]
+    assert named["Resources.$"].startswith("States.Array(")
+    assert named["Resources.$"].endswith(", $.created.isolation.GroupId)")
+    assert made["Resources.$"] == "$.created.snapshots.SnapshotIds"
+    assert {"Key": "incident-bot:isolated-at", "Value.$": "$$.State.EnteredTime"} in made["Tags"]
+    locked = next(s for n, s in tasks.items() if n == "evidence put, locked")
+    retain = dt.datetime.fromisoformat(locked["Parameters"]["ObjectLockRetainUntilDate"])
+    assert retain == (TEST_CLOCK.now() + dt.timedelta(days=365)).replace(microsecond=0)
+    assert locked["Parameters"]["Body.$"] == "States.JsonToString($.capture)"
+    assert "ObjectLockMode" not in tasks["evidence put, not locked"]["Parameters"]
 
 
 def test_the_exported_machine_contains_the_instance_in_moto_after_approval(world, plan) -> None:
     """Run the export in moto's interpreter: nothing changes until the task token comes back
     through the approval topic; then the ENIs end in the isolation group the machine made."""
-    asl = state_machine(plan, incident_key="INC-1")
-    as_an_operator_would(asl["States"])
+    asl = state_machine(plan, incident_key="INC-1", now=TEST_CLOCK.now())
+    assert states_to_edit(asl) == [] and placeholders(asl) == []  # runs as exported
+    with_motos_names(asl["States"])
     sns = boto3.client("sns", region_name=REGION)
     sqs = boto3.client("sqs", region_name=REGION)
     ec2 = boto3.client("ec2", region_name=REGION)
@@ -369,6 +400,11 @@ def test_the_exported_machine_contains_the_instance_in_moto_after_approval(world
         Filters=[{"Name": "tag:incident-bot:incident", "Values": ["INC-1"]}]
     )["Snapshots"]
     assert {s["VolumeId"] for s in snapshots} == set(world.volumes)
+    # The snapshots the machine made were tagged by it too (their ids from CreateSnapshots).
+    assert all(
+        {t["Key"] for t in s["Tags"]} >= {"incident-bot:status", "incident-bot:isolated-at"}
+        for s in snapshots
+    )
     iam = boto3.client("iam", region_name=REGION)
     profile = ec2.describe_iam_instance_profile_associations(
         Filters=[{"Name": "instance-id", "Values": [world.instance_id]}]
