@@ -475,26 +475,24 @@ def user_details(
         return out
     if not isinstance(tags, Unread):
         out["tags"] = labelled(tag_dict(tags), tag_keys)
-    policies = read(
-        f"{what} attached policies",
-        lambda: [
-            p["PolicyName"]
-            for page in iam.get_paginator("list_attached_user_policies").paginate(UserName=user)
-            for p in page["AttachedPolicies"]
-        ],
+    _keep(
+        out,
+        "attached_policies",
+        read(
+            f"{what} attached policies",
+            lambda: _listed(
+                iam, "list_attached_user_policies", "AttachedPolicies", "PolicyName", UserName=user
+            ),
+        ),
     )
-    if not isinstance(policies, Unread):
-        out["attached_policies"] = policies
-    groups = read(
-        f"{what} groups",
-        lambda: [
-            g["GroupName"]
-            for page in iam.get_paginator("list_groups_for_user").paginate(UserName=user)
-            for g in page["Groups"]
-        ],
+    _keep(
+        out,
+        "groups",
+        read(
+            f"{what} groups",
+            lambda: _listed(iam, "list_groups_for_user", "Groups", "GroupName", UserName=user),
+        ),
     )
-    if not isinstance(groups, Unread):
-        out["groups"] = groups
     if keys:
         listed = read(
             f"{what} access keys",
@@ -510,6 +508,17 @@ def user_details(
                 for k in listed
             ]
     return out
+
+
+def _listed(iam: Any, operation: str, key: str, field: str | None = None, **kw: Any) -> list[Any]:
+    """Every page's `key` items of a paginated IAM list (their `field`, when named)."""
+    items = [x for page in iam.get_paginator(operation).paginate(**kw) for x in page[key]]
+    return [x[field] for x in items] if field else items
+
+
+def _keep(out: dict[str, Any], key: str, value: Any) -> None:
+    if not isinstance(value, Unread):  # an unread value is a note already, not a fact
+        out[key] = value
 
 
 def user_impact(
@@ -536,23 +545,19 @@ def role_impact(
     out: dict[str, Any] = {"role": name}
     if not isinstance(tags, Unread):
         out["tags"] = labelled(tag_dict(tags), tag_keys)
-    policies = read(
-        f"{what} attached policies",
-        lambda: [
-            p["PolicyName"]
-            for page in iam.get_paginator("list_attached_role_policies").paginate(RoleName=name)
-            for p in page["AttachedPolicies"]
-        ],
+    _keep(
+        out,
+        "attached_policies",
+        read(
+            f"{what} attached policies",
+            lambda: _listed(
+                iam, "list_attached_role_policies", "AttachedPolicies", "PolicyName", RoleName=name
+            ),
+        ),
     )
-    if not isinstance(policies, Unread):
-        out["attached_policies"] = policies
     profiles = read(
         f"{what} instance profiles",
-        lambda: [
-            p
-            for page in iam.get_paginator("list_instance_profiles_for_role").paginate(RoleName=name)
-            for p in page["InstanceProfiles"]
-        ],
+        lambda: _listed(iam, "list_instance_profiles_for_role", "InstanceProfiles", RoleName=name),
     )
     if isinstance(profiles, Unread):
         return out
