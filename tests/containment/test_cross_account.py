@@ -7,6 +7,7 @@ import pytest
 
 from containment.context import ActionContext
 from containment.executor import run_plan
+from containment.revoker.local import in_process_revoker
 from containment.targets import Target
 from tests.clock import TEST_CLOCK
 from tests.containment import helpers as h
@@ -47,7 +48,7 @@ def test_cross_account_assumes_the_role_with_the_external_id() -> None:
         evidence_bucket="home-evidence",
         cross_account_role_name="IncidentBotResponder",
         external_id="ext-7f3a",
-        client_hooks=(log.hook,),
+        client_hooks=(log.hook, in_process_revoker(TEST_CLOCK.now)),
     )
     target = Target(kind="access_key", resource_id=key, region=REGION, account_id=MEMBER)
     results = run_plan(target=target, ctx=ctx)
@@ -83,7 +84,7 @@ def test_cross_account_instance_is_contained_in_the_member_account() -> None:
         incident_key="INC-10",
         cross_account_role_name="IncidentBotResponder",
         external_id="ext-7f3a",
-        client_hooks=(CallLog().hook,),
+        client_hooks=(CallLog().hook, in_process_revoker(TEST_CLOCK.now)),
     )
     target = Target(
         kind="instance", resource_id=world.instance_id, region=REGION, account_id=MEMBER
