@@ -274,9 +274,6 @@ MOTO_NAMES = {
 }
 
 
-DENY_ALL = json.dumps(
-    {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*"}]}
-)
 EC2_TRUST = json.dumps(
     {
         "Version": "2012-10-17",
@@ -306,10 +303,10 @@ def as_an_operator_would(states: dict[str, Any]) -> None:
         params = state["Parameters"]
         if state["Resource"].endswith(":iam:createRole"):
             params["AssumeRolePolicyDocument"] = EC2_TRUST
-        elif state["Resource"].endswith((":iam:putRolePolicy", ":iam:putUserPolicy")):
-            params.pop("Deny", None)
-            params["PolicyDocument"] = DENY_ALL
         else:
+            # The deny policies: an Invoke of incident-bot-revoker, whose payload the operator
+            # writes out; moto runs no Lambda code, so here they are skipped with the rest.
+            assert not state["Resource"].endswith((":iam:putRolePolicy", ":iam:putUserPolicy"))
             states[name] = {k: v for k, v in state.items() if k in ("Next", "End")}
             states[name]["Type"] = "Pass"
 
