@@ -49,6 +49,12 @@ def _swap_needed(ctx: ActionContext, facts: Facts) -> bool:
     return current["profile_name"] != ctx.deny_all_profile_name
 
 
+def _ready_profile(facts: Facts) -> str | None:
+    """The deny-all profile's ARN when it is complete; None: create (or finish) it."""
+    profile = facts.get("deny_profile") or {}
+    return profile.get("arn") if profile.get("complete", True) else None
+
+
 def _roles(ctx: ActionContext, facts: Facts) -> list[str]:
     current = facts.get("iam")
     if not current or current["profile_name"] == ctx.deny_all_profile_name:
@@ -84,7 +90,7 @@ class RestrictInstanceIam(Action):
         out: list[PlannedCall] = []
         name = ctx.deny_all_profile_name
         if _swap_needed(ctx, facts):
-            if facts.get("deny_profile") is None:
+            if _ready_profile(facts) is None:
                 out += [
                     PlannedCall("iam", "CreateRole", {"RoleName": name}),
                     PlannedCall("iam", "CreateInstanceProfile", {"InstanceProfileName": name}),
@@ -140,7 +146,7 @@ class RestrictInstanceIam(Action):
         def swap() -> None:
             if not _swap_needed(ctx, facts):
                 return
-            arn = (facts.get("deny_profile") or {}).get("arn") or self._create_profile(
+            arn = _ready_profile(facts) or self._create_profile(
                 iam, ctx, target, boundary_arn(ctx, facts["iam"]["profile_arn"])
             )
             out = self._replace(ec2, ctx, facts["iam"]["association_id"], arn)

@@ -61,6 +61,10 @@ def test_cross_account_assumes_the_role_with_the_external_id() -> None:
     assert assume[0].params["RoleSessionName"] == "incident-bot-INC-9"
     # The key lives, and was deactivated, in the member account; evidence went home.
     assert key_status(member_iam, "dev", key) == "Inactive"
+    # The revoker ran in the member account, as the bot's Invoke went there.
+    assert member_iam.list_user_policies(UserName="dev")["PolicyNames"] == [
+        "incident-bot-revoke-sessions-INC-9"
+    ]
     with pytest.raises(home_iam.exceptions.NoSuchEntityException):
         home_iam.get_user(UserName="dev")
     stored = [o["Key"] for o in s3.list_objects_v2(Bucket="home-evidence")["Contents"]]

@@ -166,3 +166,39 @@ def test_a_step_fails_with_the_revokers_refusal_and_writes_nothing(world, make_c
     assert step.status == "failed"
     assert step.error["code"] == "Refused" and "in the future" in step.error["message"]
     assert boto3.client("iam").list_user_policies(UserName=world.user_name)["PolicyNames"] == []
+
+
+class FailFirstInvoke:
+    """The revoker unreachable once (not deployed yet, throttled): the Invoke fails."""
+
+    def __init__(self) -> None:
+        self.left = 1
+
+    def hook(self, client: Any) -> None:
+        client.meta.events.register("before-call.lambda.Invoke", self._fail)
+
+    def _fail(self, **_: Any) -> None:
+        if self.left:
+            self.left -= 1
+            raise ClientError(
+                {"Error": {"Code": "ResourceNotFoundException", "Message": "no function"}},
+                "Invoke",
+            )
+
+
+def test_a_deny_all_profile_left_without_its_policy_is_finished_on_retry(
+    world, instance, make_ctx, calls
+) -> None:
+    ctx = make_ctx(client_hooks=(calls.hook, FailFirstInvoke().hook))
+    first = run_plan(target=instance, ctx=ctx, action_names=["capture", "iam"])
+    assert first["iam"].status == "failed"
+    assert "incident-bot-revoker is not deployed" in first["iam"].error["message"]
+    iam = boto3.client("iam")
+    assert iam.list_role_policies(RoleName="incident-bot-deny-all")["PolicyNames"] == []
+    # The approval flow's Retry: capture again, then the step; the profile is finished.
+    ctx.forget_inspection(instance)
+    again = run_plan(target=instance, ctx=ctx, action_names=["capture", "iam"])
+    assert again["iam"].status == "succeeded", again["iam"].error
+    assert iam.list_role_policies(RoleName="incident-bot-deny-all")["PolicyNames"] == [
+        "incident-bot-deny-all"
+    ]
