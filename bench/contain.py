@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         from bot.clock import SystemClock
         from containment.context import ActionContext
         from containment.executor import run_plan
+        from containment.revoker.local import in_process_revoker
         from containment.targets import Target
         from tests.containment.world import build_world
 
@@ -227,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
                 evidence_bucket=world.bucket,
                 evidence_kms_key_id=world.kms_key_id,
                 now=SystemClock().now,
+                # incident-bot-revoker's code in this process (moto runs no Lambda code): its
+                # PutRolePolicy calls reach the proxy as before; a deployed bot adds the Invoke.
+                client_hooks=(in_process_revoker(SystemClock().now),),
             )
             proxy.reset_log()
             gc.collect()  # this round's garbage only, not the previous rounds'

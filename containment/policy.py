@@ -4,7 +4,8 @@
 default) is the union. Reads go on "*"; every write carries the resources and conditions of
 containment/policy_scopes.py; explicit Deny statements keep the bot off its own role and
 off every managed policy and permissions boundary. Roles the bot creates must carry the
-boundary `boundary_document()` describes.
+boundary `boundary_document()` describes. Inline policies are written only by the function
+incident-bot-revoker, whose execution role `revoker_document()` describes.
 
 The command features' own declarations (`Permissions`, listed in commands/permissions.py,
 which is what the CLI and deploy/ use) come in as `features`: this layer cannot import them.
@@ -22,6 +23,9 @@ from typing import Any, Literal
 from containment.capabilities import CAPABILITIES, Capability, Permissions
 from containment.policy_scopes import (
     BOUNDARY_NAME,
+    REVOKER_FUNCTION_ARN,
+    REVOKER_NAME,
+    REVOKER_SCOPES,
     SCOPES,
     SES_IDENTITIES,
     UNSCOPABLE,
@@ -29,6 +33,7 @@ from containment.policy_scopes import (
     is_read,
 )
 from containment.registry import all_actions
+from containment.revoker import EXECUTION_PERMISSIONS
 
 CROSS_ACCOUNT_ACTION = "sts:AssumeRole"
 DEFAULT_RESPONDER_ROLE = "incident-bot-responder"
@@ -71,6 +76,44 @@ SELF_CHANGES = (
     "iam:UpdateAccessKey",
     "iam:TagUser",
     "iam:UntagUser",
+)
+
+# Inline policies: only incident-bot-revoker writes them (its fixed code writes only denies);
+# the bot is denied them outright, so no policy attached to it later can grant them back.
+INLINE_POLICY_WRITES = (
+    "iam:PutRolePolicy",
+    "iam:DeleteRolePolicy",
+    "iam:PutUserPolicy",
+    "iam:DeleteUserPolicy",
+)
+# Whatever would change the revoker's code, configuration, versions or who may invoke it.
+REVOKER_CHANGES = tuple(
+    f"lambda:{a}"
+    for a in (
+        "UpdateFunctionCode",
+        "UpdateFunctionConfiguration",
+        "DeleteFunction",
+        "PublishVersion",
+        "CreateAlias",
+        "UpdateAlias",
+        "DeleteAlias",
+        "AddPermission",
+        "RemovePermission",
+        "PutFunctionConcurrency",
+        "DeleteFunctionConcurrency",
+        "PutProvisionedConcurrencyConfig",
+        "PutFunctionEventInvokeConfig",
+        "UpdateFunctionEventInvokeConfig",
+        "DeleteFunctionEventInvokeConfig",
+        "CreateFunctionUrlConfig",
+        "UpdateFunctionUrlConfig",
+        "DeleteFunctionUrlConfig",
+        "PutFunctionCodeSigningConfig",
+        "DeleteFunctionCodeSigningConfig",
+        "PutRuntimeManagementConfig",
+        "TagResource",
+        "UntagResource",
+    )
 )
 
 # SSM Session Manager's agent, nothing else: what the clean room's forensic instance needs
@@ -221,13 +264,25 @@ def policy_document(
             }
         )
     statements += deny_statements(cross_account_role_name)
+    statements.append(
+        {
+            "Sid": "DenyInlinePolicyWrites",
+            "Effect": "Deny",
+            "Action": list(INLINE_POLICY_WRITES),
+            "Resource": "*",
+        }
+    )
     return {"Version": "2012-10-17", "Statement": statements}
 
 
+def own_roles(cross_account_role_name: str | None) -> list[str]:
+    """The bot's own roles, which neither the bot nor the revoker may change."""
+    names = [BOT_ROLE_NAME, *([cross_account_role_name] if cross_account_role_name else [])]
+    return [*names, REVOKER_NAME]
+
+
 def deny_statements(cross_account_role_name: str | None) -> list[dict[str, Any]]:
-    own = [f"arn:aws:iam::*:role/{BOT_ROLE_NAME}"]
-    if cross_account_role_name:
-        own.append(f"arn:aws:iam::*:role/{cross_account_role_name}")
+    own = [f"arn:aws:iam::*:role/{n}" for n in own_roles(cross_account_role_name)]
     return [
         {
             "Sid": "DenyChangingOwnIdentity",
@@ -241,7 +296,33 @@ def deny_statements(cross_account_role_name: str | None) -> list[dict[str, Any]]
             "Action": list(NEVER),
             "Resource": "*",
         },
+        {
+            "Sid": "DenyChangingTheRevoker",
+            "Effect": "Deny",
+            "Action": list(REVOKER_CHANGES),
+            "Resource": [REVOKER_FUNCTION_ARN, f"{REVOKER_FUNCTION_ARN}:*"],
+        },
     ]
+
+
+def revoker_document(
+    cross_account_role_name: str | None = DEFAULT_RESPONDER_ROLE,
+) -> dict[str, Any]:
+    """incident-bot-revoker's execution role: what its code declares it calls
+    (containment/revoker.EXECUTION_PERMISSIONS), scoped by policy_scopes.REVOKER_SCOPES, and
+    the same Deny statements as the bot's: never on the bot's own roles or its own."""
+    merged: dict[tuple[str, tuple[str, ...]], set[str]] = defaultdict(set)
+    for perm in EXECUTION_PERMISSIONS:
+        for g in REVOKER_SCOPES[perm]:
+            merged[(g.sid, g.resources)].add(perm)
+    statements: list[dict[str, Any]] = [
+        {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": _one(list(res))}
+        for (sid, res), actions in sorted(merged.items())
+    ]
+    return {
+        "Version": "2012-10-17",
+        "Statement": statements + deny_statements(cross_account_role_name),
+    }
 
 
 def boundary_document() -> dict[str, Any]:
@@ -267,6 +348,7 @@ def deploy_files(features: Iterable[Permissions] = ()) -> dict[str, dict[str, An
     for cap in CAPABILITIES:
         files[f"iam-policy-{cap}.json"] = policy_document(capability=cap, features=features)
     files["iam-permissions-boundary.json"] = boundary_document()
+    files["iam-policy-revoker.json"] = revoker_document()
     return files
 
 

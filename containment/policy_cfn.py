@@ -7,6 +7,11 @@ this layer cannot import them), between two marker lines in each template;
 `python -m commands.permissions deploy/` rewrites them with the JSON files, and a test fails
 when a template's block differs from what this module renders.
 
+The templates of accounts the bot contains in (bot.yml, member-account-role.yml) also get the
+function incident-bot-revoker, the one writer of inline policies: its role and policy
+(`policy.revoker_document`) and its code, containment/revoker/handler.py verbatim as the
+function's inline ZipFile (CloudFormation takes up to 4,096 characters there).
+
 A managed policy holds at most 6,144 characters (whitespace excluded): a capability whose
 document is larger is split into numbered parts, statements kept whole and in order.
 """
@@ -22,8 +27,14 @@ from typing import Any
 import yaml
 
 from containment.capabilities import CAPABILITIES, Capability, Permissions
-from containment.policy import boundary_document, policy_document
-from containment.policy_scopes import BOUNDARY_NAME
+from containment.policy import (
+    BOT_ROLE_NAME,
+    DEFAULT_RESPONDER_ROLE,
+    boundary_document,
+    policy_document,
+    revoker_document,
+)
+from containment.policy_scopes import BOUNDARY_NAME, REVOKER_NAME
 
 MANAGED_POLICY_LIMIT = 6144
 BEGIN = (
@@ -45,6 +56,78 @@ TEMPLATES: dict[str, tuple[str, dict[Capability, str | None]]] = {
     ),
     "forensic-account.yml": ("ForensicRole", {"triage": None, "forensics": None, "wipe": None}),
 }
+
+
+# The templates that deploy incident-bot-revoker (the accounts the bot contains in).
+REVOKER_TEMPLATES = ("bot.yml", "member-account-role.yml")
+HANDLER = Path(__file__).resolve().parent / "revoker" / "handler.py"
+INLINE_CODE_LIMIT = 4096
+REVOKER_RUNTIME = "python3.12"
+
+
+def revoker_code() -> str:
+    code = HANDLER.read_text()
+    if len(code) > INLINE_CODE_LIMIT:
+        raise ValueError(
+            f"{HANDLER} is over CloudFormation's {INLINE_CODE_LIMIT}-character ZipFile"
+        )
+    return code
+
+
+def revoker_resources() -> dict[str, dict[str, Any]]:
+    """Logical id -> resource: incident-bot-revoker, its role, policy and log group."""
+    return {
+        "RevokerRole": {
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "RoleName": REVOKER_NAME,
+                "Description": "incident-bot-revoker: writes incident-bot's deny policies only",
+                "AssumeRolePolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "lambda.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                },
+            },
+        },
+        "RevokerPolicy": {
+            "Type": "AWS::IAM::ManagedPolicy",
+            "Properties": {
+                "ManagedPolicyName": REVOKER_NAME,
+                "Description": "incident-bot-revoker's execution role",
+                "Roles": [{"Ref": "RevokerRole"}],
+                "PolicyDocument": revoker_document(),
+            },
+        },
+        "RevokerLogGroup": {
+            "Type": "AWS::Logs::LogGroup",
+            "Properties": {"LogGroupName": f"/aws/lambda/{REVOKER_NAME}", "RetentionInDays": 365},
+        },
+        "RevokerFunction": {
+            "Type": "AWS::Lambda::Function",
+            "DependsOn": ["RevokerPolicy", "RevokerLogGroup"],
+            "Properties": {
+                "FunctionName": REVOKER_NAME,
+                "Description": "Writes incident-bot's fixed deny policies (the bot cannot)",
+                "Runtime": REVOKER_RUNTIME,
+                "Handler": "index.lambda_handler",
+                "Role": {"Fn::GetAtt": ["RevokerRole", "Arn"]},
+                "Timeout": 30,
+                "Environment": {
+                    "Variables": {
+                        "PROTECTED_ROLES": " ".join(
+                            (BOT_ROLE_NAME, DEFAULT_RESPONDER_ROLE, REVOKER_NAME)
+                        )
+                    }
+                },
+                "Code": {"ZipFile": revoker_code()},
+            },
+        },
+    }
 
 
 def policy_size(doc: Mapping[str, Any]) -> int:
@@ -115,15 +198,30 @@ def policy_resources(
 def render_block(template: str, features: Iterable[Permissions] = ()) -> str:
     """The generated lines of deploy/<template>, markers included, indented under Resources."""
     role, capabilities = TEMPLATES[template]
-    body = yaml.safe_dump(
-        policy_resources(role, capabilities, tuple(features)),
+    resources = policy_resources(role, capabilities, tuple(features))
+    if template in REVOKER_TEMPLATES:
+        resources |= revoker_resources()
+    body = yaml.dump(
+        resources,
+        Dumper=_Dumper,
         sort_keys=False,
         width=100,
         default_flow_style=False,
     )
     lines = [BEGIN, *body.splitlines(), END]
-    return "\n".join(f"  {line}" for line in lines) + "\n"
+    return "\n".join(f"  {line}" if line else "" for line in lines) + "\n"
 
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the revoker's code) as literal blocks, readable in the template."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
 
 _BLOCK = re.compile(rf"^  {re.escape(BEGIN)}\n.*?^  {re.escape(END)}\n", re.M | re.S)
 

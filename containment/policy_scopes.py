@@ -7,6 +7,7 @@ sample policies scope delegated administration. Where AWS offers no resource-lev
 `UNSCOPABLE` says so and why.
 
 Names the bot owns:
+- the function and role `incident-bot-revoker` (the only writer of inline policies);
 - roles and instance profiles `incident-bot-deny-all` (containment) and
   `incident-bot-forensics-*` (clean-room stacks name them after themselves);
 - stacks `incident-bot-forensics-*`; KMS aliases `alias/incident-bot/*`; RDS snapshots
@@ -74,6 +75,8 @@ EVIDENCE_OBJECTS = ("arn:aws:s3:::*/incidents/*",)  # narrowed to the bucket whe
 # Timeline anchors (commands/anchors.py): outside incidents/, so the wipe never reaches them,
 # and SSE-S3 rather than the incident's KMS key, so shredding that key leaves them readable.
 SES_IDENTITIES = "arn:aws:ses:*:*:identity/*"
+REVOKER_NAME = "incident-bot-revoker"  # the function and its execution role
+REVOKER_FUNCTION_ARN = f"arn:aws:lambda:*:*:function:{REVOKER_NAME}"
 ANCHOR_OBJECTS = ("arn:aws:s3:::*/incident-bot/timeline-anchors/*",)
 
 
@@ -194,13 +197,10 @@ SCOPES: dict[str, tuple[Grant, ...]] = {
             {"ArnEquals": {"iam:PolicyARN": SSM_CORE}},
         ),
     ),
-    # Revoking sessions: a deny-all inline policy on the compromised principal, whoever it is
-    # (the explicit Deny statements keep the bot's own role and the responder role out).
-    "iam:PutRolePolicy": (G("RevokeSessions", iam("role", "*")),),
-    "iam:PutUserPolicy": (G("RevokeSessions", iam("user", "*")),),
-    # Rollback of a role's deny-all (IAM has no condition key for an inline policy's name;
-    # the explicit Deny keeps the bot's own roles out).
-    "iam:DeleteRolePolicy": (G("RevokeSessions", iam("role", "*")),),
+    # Revoking sessions, deny-all on a role: inline deny policies, which only
+    # incident-bot-revoker writes (IAM has no condition key on an inline policy's content, so
+    # the bot holds no iam:Put*Policy at all; the function's fixed code writes only denies).
+    "lambda:InvokeFunction": (G("InvokeRevoker", (REVOKER_FUNCTION_ARN,)),),
     "iam:UpdateAccessKey": (G("RevokeSessions", iam("user", "*")),),
     # A compromised user's console password; never re-created by the bot (NEVER denies it).
     "iam:DeleteLoginProfile": (G("RevokeSessions", iam("user", "*")),),
@@ -337,6 +337,19 @@ SCOPES: dict[str, tuple[Grant, ...]] = {
     # --- wipe ---
     "ec2:DeleteSnapshot": (_TAGGED_EC2,),
     "ec2:DeleteFlowLogs": (_TAGGED_EC2,),
+}
+
+# incident-bot-revoker's execution role: inline policies on any user or role but the bot's own
+# (explicit Deny, containment/policy.revoker_document), which its fixed code fills only with
+# the deny documents (containment/revoker/handler.py); and its own log group.
+REVOKER_LOGS = f"arn:aws:logs:*:*:log-group:/aws/lambda/{REVOKER_NAME}:*"
+REVOKER_SCOPES: dict[str, tuple[Grant, ...]] = {
+    "iam:PutRolePolicy": (G("WriteDenyPoliciesOnRoles", iam("role", "*")),),
+    "iam:DeleteRolePolicy": (G("WriteDenyPoliciesOnRoles", iam("role", "*")),),
+    "iam:PutUserPolicy": (G("WriteDenyPoliciesOnUsers", iam("user", "*")),),
+    "iam:DeleteUserPolicy": (G("WriteDenyPoliciesOnUsers", iam("user", "*")),),
+    "logs:CreateLogStream": (G("OwnLogs", (REVOKER_LOGS,)),),
+    "logs:PutLogEvents": (G("OwnLogs", (REVOKER_LOGS,)),),
 }
 
 # Writes AWS authorises on "*" only: nothing narrower exists for them (Service Authorization

@@ -30,7 +30,7 @@ from bot.drill.console import ConsoleSlack
 from bot.drill.report import Check, DrillReport, print_score
 from bot.drill.slack_clicks import CHANNEL, SIGNING_SECRET, SlackClicks
 from bot.settings import AppConfig, EnvSettings, Settings
-from commands.drills.sandbox import Sandbox, build_sandbox, describe
+from commands.drills.sandbox import Sandbox, build_sandbox, deployed_functions, describe
 from commands.drills.scenarios import SCENARIOS, Scenario, host_of
 from containment.clients import aws_client
 
@@ -216,6 +216,8 @@ class Drill(AwsChecks, SlackClicks):
             self.response_url = slack.url + "response"
             app = create_app(settings, clock=SystemClock(), token_verification=False)
             runtime = app.runtime
+            hooks = deployed_functions(runtime.clock.now)  # the sandbox's deployed revoker
+            runtime.options.client_hooks = (*runtime.options.client_hooks, *hooks)
             start_services(runtime)
             self.runtime = runtime
             try:

@@ -14,10 +14,14 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from containment.clients import aws_client
+from containment.context import ClientHook
+from containment.revoker.local import in_process_revoker
 
 WORKLOAD_TAGS = {
     "Name": "checkout-web-1",
@@ -323,6 +327,12 @@ def _build_function(lam: Any, *, role_arn: str) -> None:
         Principal="*",
         FunctionUrlAuthType="NONE",
     )
+
+
+def deployed_functions(now: Callable[[], datetime]) -> tuple[ClientHook, ...]:
+    """What the deployment runs in the account that moto cannot: incident-bot-revoker's code,
+    run in this process when the bot invokes it (for the offline drill's client hooks)."""
+    return (in_process_revoker(now),)
 
 
 def describe(sandbox: Sandbox) -> dict[str, Any]:

@@ -6,7 +6,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from containment.actions.iam_revoke import revoke_older_sessions, revoke_policy_name
+from containment import revoker
+from containment.actions.iam_revoke import revoke_policy_name
 from containment.concurrency import parallel
 from containment.context import ActionContext
 from containment.errors import is_not_found
@@ -189,7 +190,7 @@ class RevokeUserSessions(Action):
     name = "revoke_user_sessions"
     summary = "Deny the key owner's sessions issued before now (aws:TokenIssueTime)"
     kinds = ("access_key",)
-    permissions = ("iam:PutUserPolicy",)
+    permissions = (revoker.PERMISSION,)
     depends_on = ("capture_key",)
 
     def calls(
@@ -202,14 +203,12 @@ class RevokeUserSessions(Action):
         if facts["revoke_policy_present"]:
             return []
         return [
-            PlannedCall(
-                "iam",
-                "PutUserPolicy",
-                {
-                    "UserName": facts["user_name"],
-                    "PolicyName": revoke_policy_name(ctx),
-                    "Deny": "* when aws:TokenIssueTime < now",
-                },
+            revoker.planned(
+                "put",
+                "user",
+                facts["user_name"],
+                revoke_policy_name(ctx),
+                deny="* when aws:TokenIssueTime < now",
             )
         ]
 
@@ -219,11 +218,10 @@ class RevokeUserSessions(Action):
             return self.nothing_to_do(ctx, "sessions already revoked for this incident")
         rec = self.recorder(ctx, state)
         with rec.guard():
-            ctx.client("iam", target).put_user_policy(
-                UserName=facts["user_name"],
-                PolicyName=revoke_policy_name(ctx),
-                PolicyDocument=revoke_older_sessions(ctx.now()),
+            body = revoker.request(
+                "put", "user", facts["user_name"], revoke_policy_name(ctx), ctx.now()
             )
+            revoker.invoke(ctx, target, body)
             rec.change(
                 "user_policy",
                 {"user_name": facts["user_name"], "policy_name": revoke_policy_name(ctx)},

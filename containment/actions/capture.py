@@ -14,6 +14,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from containment.actions.iam_revoke import DENY_ALL_ROLE_POLICY
 from containment.concurrency import parallel_map
 from containment.context import ActionContext
 from containment.errors import error_record, is_not_found
@@ -33,6 +34,7 @@ READ_PERMISSIONS = (
     "ec2:DescribeSecurityGroups",
     "iam:GetInstanceProfile",
     "iam:ListInstanceProfilesForRole",
+    "iam:ListRolePolicies",
     "autoscaling:DescribeAutoScalingInstances",
     "autoscaling:DescribeAutoScalingGroups",
     "elasticloadbalancing:DescribeTargetGroups",
@@ -138,7 +140,13 @@ def inspect_instance(target: Target, ctx: ActionContext) -> Facts:
                 return None
             raise
         p = profile["InstanceProfile"]
-        return {"arn": p["Arn"], "roles": [r["RoleName"] for r in p.get("Roles", [])]}
+        roles = [r["RoleName"] for r in p.get("Roles", [])]
+        name = ctx.deny_all_profile_name
+        # Complete: its role in it, denied everything. A containment that failed half-way
+        # (the revoker could not write the policy) leaves one to finish, not to trust.
+        policies = iam.list_role_policies(RoleName=name)["PolicyNames"] if name in roles else []
+        complete = bool({DENY_ALL_ROLE_POLICY, "deny-all"} & set(policies))
+        return {"arn": p["Arn"], "roles": roles, "complete": complete}
 
     def autoscaling() -> dict[str, Any] | None:
         found = asg.describe_auto_scaling_instances(InstanceIds=[iid])["AutoScalingInstances"]

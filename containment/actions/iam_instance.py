@@ -13,13 +13,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from containment.actions.iam_revoke import (
-    DENY_ALL,
-    EC2_TRUST,
-    revoke_document,
-    revoke_older_sessions,
-    revoke_policy_name,
-)
+from containment import revoker
+from containment.actions.iam_revoke import DENY_ALL_ROLE_POLICY, EC2_TRUST, revoke_policy_name
 from containment.concurrency import parallel, parallel_map
 from containment.context import ActionContext
 from containment.errors import error_code, is_not_found
@@ -57,6 +52,12 @@ def _swap_needed(ctx: ActionContext, facts: Facts) -> bool:
     return current["profile_name"] != ctx.deny_all_profile_name
 
 
+def _ready_profile(facts: Facts) -> str | None:
+    """The deny-all profile's ARN when it is complete; None: create (or finish) it."""
+    profile = facts.get("deny_profile") or {}
+    return profile.get("arn") if profile.get("complete", True) else None
+
+
 def _roles(ctx: ActionContext, facts: Facts) -> list[str]:
     current = facts.get("iam")
     if not current or current["profile_name"] == ctx.deny_all_profile_name:
@@ -76,7 +77,7 @@ class RestrictInstanceIam(Action):
         "iam:CreateInstanceProfile",
         "iam:AddRoleToInstanceProfile",
         "iam:GetRolePolicy",
-        "iam:PutRolePolicy",
+        revoker.PERMISSION,  # the deny policies, written by incident-bot-revoker
     )
     depends_on = ("capture",)
     # The volatile capture uploads with the instance's own role: replace it afterwards.
@@ -92,14 +93,14 @@ class RestrictInstanceIam(Action):
         out: list[PlannedCall] = []
         name = ctx.deny_all_profile_name
         if _swap_needed(ctx, facts):
-            if facts.get("deny_profile") is None:
+            if _ready_profile(facts) is None:
                 boundary = boundary_arn(ctx, facts["iam"]["profile_arn"])
                 out += [
                     PlannedCall(
                         "iam",
                         "CreateRole",
                         {"RoleName": name},
-                        sdk={
+                        sdk={  # what a Step Functions export sends (commands/asl.py)
                             "RoleName": name,
                             "AssumeRolePolicyDocument": EC2_TRUST,
                             "Description": ROLE_DESCRIPTION,
@@ -107,16 +108,7 @@ class RestrictInstanceIam(Action):
                         },
                     ),
                     PlannedCall("iam", "CreateInstanceProfile", {"InstanceProfileName": name}),
-                    PlannedCall(
-                        "iam",
-                        "PutRolePolicy",
-                        {"RoleName": name, "PolicyName": "deny-all"},
-                        sdk={
-                            "RoleName": name,
-                            "PolicyName": "deny-all",
-                            "PolicyDocument": DENY_ALL,
-                        },
-                    ),
+                    revoker.planned("put", "role", name, DENY_ALL_ROLE_POLICY, deny="*"),
                     PlannedCall(
                         "iam",
                         "AddRoleToInstanceProfile",
@@ -143,19 +135,12 @@ class RestrictInstanceIam(Action):
                 )
             )
             out.append(
-                PlannedCall(
-                    "iam",
-                    "PutRolePolicy",
-                    {
-                        "RoleName": role,
-                        "PolicyName": policy,
-                        "Deny": "* when aws:TokenIssueTime < now",
-                    },
-                    sdk={
-                        "RoleName": role,
-                        "PolicyName": policy,
-                        "PolicyDocument": revoke_document("<now>"),
-                    },
+                revoker.planned(
+                    "put",
+                    "role",
+                    role,
+                    policy,
+                    deny="* when aws:TokenIssueTime < now",
                     note=sharing_note(role, others) if others else None,
                 )
             )
@@ -175,8 +160,8 @@ class RestrictInstanceIam(Action):
         def swap() -> None:
             if not _swap_needed(ctx, facts):
                 return
-            arn = (facts.get("deny_profile") or {}).get("arn") or self._create_profile(
-                iam, ctx, boundary_arn(ctx, facts["iam"]["profile_arn"])
+            arn = _ready_profile(facts) or self._create_profile(
+                iam, ctx, target, boundary_arn(ctx, facts["iam"]["profile_arn"])
             )
             out = self._replace(ec2, ctx, facts["iam"]["association_id"], arn)
             before = (state.captured.get("iam") or facts["iam"])["profile_arn"]
@@ -200,9 +185,7 @@ class RestrictInstanceIam(Action):
                 rec.evidence.setdefault("already_revoked", []).append(role)
                 return
             # Cut-off taken after the swap, so sessions of the old role issued up to now die.
-            iam.put_role_policy(
-                RoleName=role, PolicyName=policy, PolicyDocument=revoke_older_sessions(ctx.now())
-            )
+            revoker.invoke(ctx, target, revoker.request("put", "role", role, policy, ctx.now()))
             rec.change_item("revoked_roles", role, policy)
 
         swap_error: list[BaseException] = []
@@ -223,7 +206,9 @@ class RestrictInstanceIam(Action):
             rec.left("revoked_roles", sorted(rec.changes.get("revoked_roles", {})))
         return rec.result()
 
-    def _create_profile(self, iam: Any, ctx: ActionContext, boundary: str | None) -> str:
+    def _create_profile(
+        self, iam: Any, ctx: ActionContext, target: Target, boundary: str | None
+    ) -> str:
         name = ctx.deny_all_profile_name
 
         def tolerate_exists(fn: Any, **kwargs: Any) -> Any:
@@ -245,8 +230,8 @@ class RestrictInstanceIam(Action):
             lambda: tolerate_exists(iam.create_instance_profile, InstanceProfileName=name),
         )
         parallel(
-            lambda: iam.put_role_policy(
-                RoleName=name, PolicyName="deny-all", PolicyDocument=DENY_ALL
+            lambda: revoker.invoke(
+                ctx, target, revoker.request("put", "role", name, DENY_ALL_ROLE_POLICY)
             ),
             lambda: self._add_role(iam, name),
         )

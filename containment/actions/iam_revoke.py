@@ -1,7 +1,8 @@
 """Revoking AWS credentials that may already be stolen.
 
 Swapping or removing a role or key does not invalidate temporary credentials already issued.
-A deny-everything policy conditioned on `aws:TokenIssueTime` earlier than now does.
+A deny-everything policy conditioned on `aws:TokenIssueTime` earlier than now does. The bot
+writes it through incident-bot-revoker (containment/revoker), never with iam:Put*Policy.
 """
 
 from __future__ import annotations
@@ -10,15 +11,12 @@ import json
 from datetime import datetime
 
 from containment.context import ActionContext
+from containment.revoker.handler import STAMP, document
 
-DENY_ALL = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Sid": "IncidentBotDenyAll", "Effect": "Deny", "Action": "*", "Resource": "*"}
-        ],
-    }
-)
+# The documents incident-bot-revoker writes (its code is the one source of them).
+DENY_ALL = document("incident-bot-deny-all")
+# The deny-all role's own inline policy (the revoker writes only incident-bot- names).
+DENY_ALL_ROLE_POLICY = "incident-bot-deny-all"
 
 EC2_TRUST = json.dumps(
     {
@@ -40,22 +38,5 @@ def revoke_policy_name(ctx: ActionContext) -> str:
 
 
 def revoke_older_sessions(issued_before: datetime) -> str:
-    return revoke_document(issued_before.strftime("%Y-%m-%dT%H:%M:%SZ"))
-
-
-def revoke_document(stamp: str) -> str:
-    """The deny of sessions issued before `stamp` (`<now>` in a plan: the time it runs)."""
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "IncidentBotRevokeOlderSessions",
-                    "Effect": "Deny",
-                    "Action": "*",
-                    "Resource": "*",
-                    "Condition": {"DateLessThan": {"aws:TokenIssueTime": stamp}},
-                }
-            ],
-        }
-    )
+    stamp = issued_before.strftime(STAMP)
+    return document("incident-bot-revoke-sessions", stamp)

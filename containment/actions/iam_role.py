@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from containment.actions.capture_facts import CaptureFacts, absent_as_none, planned
-from containment.actions.iam_revoke import DENY_ALL, revoke_policy_name
+from containment import revoker
+from containment.actions.capture_facts import CaptureFacts
+from containment.actions.iam_revoke import revoke_policy_name
 from containment.actions.revoke_principal_sessions import RevokePrincipalSessions
 from containment.context import ActionContext
 from containment.jsonsafe import jsonable
@@ -101,7 +102,6 @@ class RevokeRoleSessions(RevokePrincipalSessions):
     name = "revoke_role_sessions"
     summary = "Deny the role's sessions issued before now (aws:TokenIssueTime)"
     kinds = ("role",)
-    permissions = ("iam:PutRolePolicy",)
     depends_on = ("capture_role",)
     principal = "Role"
 
@@ -112,7 +112,7 @@ class DenyAllRole(Action):
     name = "deny_all_role"
     summary = "Deny the role everything (an inline deny-all; rollback removes it)"
     kinds = ("role",)
-    permissions = ("iam:PutRolePolicy", "iam:DeleteRolePolicy")
+    permissions = (revoker.PERMISSION,)
     depends_on = ("capture_role",)
     optional = True
 
@@ -126,17 +126,13 @@ class DenyAllRole(Action):
         if facts.get("deny_all_present"):
             return []
         stopped = len(facts.get("instances") or []) + len(facts.get("functions") or [])
-        call = planned(
-            "iam",
-            "PutRolePolicy",
-            RoleName=target.resource_id,
-            PolicyName=deny_all_policy_name(ctx),
-        )
         return [
-            PlannedCall(
-                call.service,
-                call.operation,
-                call.params,
+            revoker.planned(
+                "put",
+                "role",
+                target.resource_id,
+                deny_all_policy_name(ctx),
+                deny="*",
                 note=f"stops {stopped} instance(s)/function(s) running as the role",
             )
         ]
@@ -146,11 +142,8 @@ class DenyAllRole(Action):
             return self.nothing_to_do(ctx, "the role is already denied everything")
         rec = self.recorder(ctx, state)
         with rec.guard():
-            ctx.client("iam", target).put_role_policy(
-                RoleName=target.resource_id,
-                PolicyName=deny_all_policy_name(ctx),
-                PolicyDocument=DENY_ALL,
-            )
+            body = revoker.request("put", "role", target.resource_id, deny_all_policy_name(ctx))
+            revoker.invoke(ctx, target, body)
             rec.change("deny_all", {"policy_name": deny_all_policy_name(ctx)})
         return rec.result()
 
@@ -160,26 +153,15 @@ class DenyAllRole(Action):
         deny: dict[str, Any] | None = result.changes.get("deny_all")
         if not deny:
             return []
-        return [
-            planned(
-                "iam",
-                "DeleteRolePolicy",
-                RoleName=target.resource_id,
-                PolicyName=deny["policy_name"],
-            )
-        ]
+        return [revoker.planned("delete", "role", target.resource_id, deny["policy_name"])]
 
     def rollback(self, target: Target, ctx: ActionContext, result: StepResult) -> StepResult | None:
         deny: dict[str, Any] | None = result.changes.get("deny_all")
         if not deny:
             return None
         rec = self.recorder(ctx)
-        iam = ctx.client("iam", target)
         with rec.guard():
-            absent_as_none(
-                lambda: iam.delete_role_policy(
-                    RoleName=target.resource_id, PolicyName=deny["policy_name"]
-                )
-            )
+            body = revoker.request("delete", "role", target.resource_id, deny["policy_name"])
+            revoker.invoke(ctx, target, body)  # "absent" when already gone: nothing to undo
             rec.change("deny_all", {"removed": deny["policy_name"]})
         return rec.result()

@@ -210,7 +210,6 @@ class RevokeUserSessionsAll(RevokePrincipalSessions):
     name = "revoke_user_sessions_all"
     summary = "Deny the user's sessions issued before now (aws:TokenIssueTime)"
     kinds = ("user",)
-    permissions = ("iam:PutUserPolicy",)
     depends_on = ("capture_user",)
     principal = "User"
 

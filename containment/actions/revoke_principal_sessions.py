@@ -1,5 +1,6 @@
 """What revoking an IAM user's or role's older sessions has in common: one inline deny of
-everything for sessions issued before now (aws:TokenIssueTime), kept on rollback.
+everything for sessions issued before now (aws:TokenIssueTime), kept on rollback, written by
+incident-bot-revoker (containment/revoker).
 
 Subclasses (iam_user.RevokeUserSessionsAll, iam_role.RevokeRoleSessions) name the principal
 kind; the capture step before them records whether this incident's deny is already there.
@@ -7,15 +8,10 @@ kind; the capture step before them records whether this incident's deny is alrea
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
-from containment.actions.capture_facts import planned
-from containment.actions.iam_revoke import (
-    revoke_document,
-    revoke_older_sessions,
-    revoke_policy_name,
-)
+from containment import revoker
+from containment.actions.iam_revoke import revoke_policy_name
 from containment.context import ActionContext
 from containment.registry import Action, Facts, PlannedCall, RunState, StepResult
 from containment.targets import Target
@@ -23,9 +19,11 @@ from containment.targets import Target
 
 class RevokePrincipalSessions(Action):
     principal: ClassVar[Literal["User", "Role"]]
+    permissions = (revoker.PERMISSION,)
 
-    def _name_param(self, target: Target) -> dict[str, Any]:
-        return {f"{self.principal}Name": target.resource_id}
+    @property
+    def kind(self) -> revoker.Principal:
+        return "user" if self.principal == "User" else "role"
 
     def calls(
         self,
@@ -36,32 +34,25 @@ class RevokePrincipalSessions(Action):
     ) -> list[PlannedCall]:
         if facts.get("revoke_policy_present"):
             return []
-        call = planned(
-            "iam",
-            f"Put{self.principal}Policy",
-            **self._name_param(target),
-            PolicyName=revoke_policy_name(ctx),
-            Condition="aws:TokenIssueTime < now",
-        )
-        sdk = {
-            **self._name_param(target),
-            "PolicyName": revoke_policy_name(ctx),
-            "PolicyDocument": revoke_document("<now>"),
-        }
-        return [replace(call, sdk=sdk)]
+        return [
+            revoker.planned(
+                "put",
+                self.kind,
+                target.resource_id,
+                revoke_policy_name(ctx),
+                deny="* when aws:TokenIssueTime < now",
+            )
+        ]
 
     def apply(self, target: Target, ctx: ActionContext, state: RunState) -> StepResult:
         if state.facts.get("revoke_policy_present"):
             return self.nothing_to_do(ctx, "sessions already revoked for this incident")
         rec = self.recorder(ctx, state)
-        iam = ctx.client("iam", target)
-        put = iam.put_user_policy if self.principal == "User" else iam.put_role_policy
         with rec.guard():
-            put(
-                **self._name_param(target),
-                PolicyName=revoke_policy_name(ctx),
-                PolicyDocument=revoke_older_sessions(ctx.now()),
+            body = revoker.request(
+                "put", self.kind, target.resource_id, revoke_policy_name(ctx), ctx.now()
             )
+            revoker.invoke(ctx, target, body)
             rec.change(f"{self.principal.lower()}_policy", self.change_details(target, ctx))
         return rec.result(note="kept on rollback: stolen sessions stay dead")
 

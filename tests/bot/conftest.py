@@ -22,9 +22,10 @@ import yaml
 
 from bot.app import IncidentBotApp
 from bot.background import Background
-from bot.runtime import Runtime, make_runtime
+from bot.runtime import Options, Runtime, make_runtime
 from bot.settings import load_settings
 from bot.wiring import build_wsgi_app, create_app
+from containment.revoker.local import in_process_revoker
 from storage.clock import FlowingClock
 from storage.migrate import upgrade
 from tests.slack_fake import FakeSlack, fake_slack
@@ -97,7 +98,11 @@ def bot_factory(
     def start(config: dict[str, Any] | None = None) -> BotUnderTest:
         settings = bot_settings(tmp_path, fake_slack, config or {})
         runtime = make_runtime(
-            settings, clock=clock, background=Background(max_workers=4, name="test-bg")
+            settings,
+            clock=clock,
+            background=Background(max_workers=4, name="test-bg"),
+            # moto runs no Lambda code: incident-bot-revoker runs in this process.
+            options=Options(client_hooks=(in_process_revoker(clock.now),)),
         )
         app = create_app(settings, runtime=runtime)
         server = make_server(

@@ -27,6 +27,7 @@ from bot.runtime import make_runtime
 from bot.wiring import build_wsgi_app, create_app
 from commands.approvals import decide
 from commands.approvals.engine import wants_volatile
+from containment.revoker.local import in_process_revoker
 from storage.clock import FlowingClock
 from storage.models import ActionStep, ContainmentRequest, Incident, TimelineEvent
 from storage.timeline import verify_chain
@@ -61,7 +62,7 @@ class AwsRecorder:
     """Every AWS operation the bot's containment clients make; optional injected failures."""
 
     ops: list[str] = field(default_factory=list)
-    fail: set[str] = field(default_factory=set)  # "iam.PutRolePolicy"
+    fail: set[str] = field(default_factory=set)  # "lambda.Invoke"
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def hook(self, client: Any) -> None:
@@ -134,7 +135,9 @@ def env(tmp_path: Path, fake_slack: FakeSlack, clock: FlowingClock) -> Iterator[
             runtime = make_runtime(
                 settings, clock=clock, background=Background(max_workers=8, name="t-bg")
             )
-            runtime.options.client_hooks = (recorder.hook,)
+            # The recorder first: it sees (and fails) the bot's Invoke of incident-bot-revoker,
+            # which then runs in this process (moto runs no Lambda code).
+            runtime.options.client_hooks = (recorder.hook, in_process_revoker(clock.now))
             runtime.options.sns_factory = sns_factory
             runtime.options.containment_sweep_seconds = sweep
             app = create_app(settings, runtime=runtime)
@@ -423,7 +426,8 @@ def test_twenty_approve_clicks_at_once_run_once(env: Env) -> None:
     assert kinds.count("containment.approved") == 1
     assert kinds.count("containment.started") == 1
     assert env.aws.count("ec2.CreateSnapshots") == 1
-    assert env.aws.count("iam.PutRolePolicy") >= 1
+    assert env.aws.count("lambda.Invoke") >= 1  # the revoker: the bot writes no policy itself
+    assert env.aws.count("iam.PutRolePolicy") == 0
     with bot.session() as session:
         steps = session.scalars(select(ActionStep).where(ActionStep.request_id == request_id))
         assert len(list(steps)) == len(row.plan["steps"])
@@ -501,7 +505,7 @@ def test_reject_asks_reason_in_modal(env: Env) -> None:
 
 def test_partial_failure_then_retry(env: Env) -> None:
     bot = env.start()
-    env.aws.fail.add("iam.PutRolePolicy")
+    env.aws.fail.add("lambda.Invoke")
     request_id, _ = contain(bot, env.world.instance_id)
     click(bot, "containment_approve", request_id, APPROVER1)
     row = wait_status(bot, request_id)

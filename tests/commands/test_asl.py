@@ -36,6 +36,8 @@ from commands.asl import (
 from commands.errors import NotFound
 from commands.incidents import open_incident
 from containment.context import ActionContext
+from containment.revoker import FUNCTION_NAME as REVOKER
+from containment.revoker.handler import handle
 from containment.targets import Target
 from tests.clock import TEST_CLOCK
 from tests.containment.world import REGION, World, build_world
@@ -291,14 +293,23 @@ MOTO_NAMES = {
 }
 
 
-def with_motos_names(states: dict[str, Any]) -> None:
-    """In place: the SDK ids as moto's interpreter names them (nothing else is edited)."""
-    for state in states.values():
+def with_motos_names(states: dict[str, Any]) -> list[dict[str, Any]]:
+    """In place: the SDK ids as moto's interpreter names them. moto runs no Lambda code, so
+    each Invoke of the revoker becomes a Pass; its requests are returned for the test to run
+    through the revoker's own handler, as the function would."""
+    requests: list[dict[str, Any]] = []
+    for name, state in states.items():
         for branch in state.get("Branches", []):
-            with_motos_names(branch["States"])
-        if "Resource" in state:
+            requests += with_motos_names(branch["States"])
+        if state.get("Resource", "").endswith(":lambda:invoke"):
+            payload = state["Parameters"].get("Payload")
+            requests.append(json.loads(payload) if payload else {"from": name})
+            states[name] = {k: v for k, v in state.items() if k in ("Next", "End", "Comment")}
+            states[name]["Type"] = "Pass"
+        elif "Resource" in state:
             for theirs, ours in MOTO_NAMES.items():
                 state["Resource"] = state["Resource"].replace(theirs, ours)
+    return requests
 
 
 def placeholders(value: Any, sent: bool = False) -> list[str]:
@@ -319,17 +330,22 @@ def test_the_real_plan_needs_no_editing(plan) -> None:
     assert placeholders(asl) == []
     assert EDIT not in json.dumps(asl)
     tasks = {n: s for n, s in flatten(asl["States"], asl["StartAt"]) if s["Type"] == "Task"}
-    # The run-time values, each from where the machine has it.
-    revoke = next(s for s in tasks.values() if "revoke-sessions" in json.dumps(s["Parameters"]))
-    assert revoke["Parameters"]["PolicyDocument.$"] == (
-        "States.JsonToString($.documents.PolicyDocument)"
-    )
+    # The run-time values, each from where the machine has it. The deny policies are the
+    # revoker's to write (the bot holds no iam:Put*Policy): an Invoke with its request.
+    invokes = [s for n, s in tasks.items() if n.startswith("iam lambda.Invoke")]
+    assert invokes and all(s["Parameters"]["FunctionName"] == REVOKER for s in invokes)
+    deny = next(s for s in invokes if "deny-all" in json.dumps(s["Parameters"]))
+    assert json.loads(deny["Parameters"]["Payload"])["op"] == "put"
+    revoke = next(s for s in invokes if "revoke-sessions" in json.dumps(s))
+    path = revoke["Parameters"]["Payload.$"]
+    assert path == "States.JsonToString($.documents.Payload)"
     states = dict(flatten(asl["States"], asl["StartAt"]))
-    built = states["iam PolicyDocument at run time"]["Parameters"]
-    condition = built["Statement"][0]["Condition"]["DateLessThan"]
-    assert condition == {"aws:TokenIssueTime.$": "$$.State.EnteredTime"}
-    deny = next(s for n, s in tasks.items() if n == "iam iam.PutRolePolicy")
-    assert json.loads(deny["Parameters"]["PolicyDocument"])["Statement"][0]["Effect"] == "Deny"
+    built = next(
+        s["Parameters"]
+        for s in states.values()
+        if s["Type"] == "Pass" and "revoke-sessions" in json.dumps(s.get("Parameters"))
+    )
+    assert built["issued_before.$"] == "$$.State.EnteredTime"
     role = next(s for n, s in tasks.items() if n == "iam iam.CreateRole")
     assert "ec2.amazonaws.com" in role["Parameters"]["AssumeRolePolicyDocument"]
     named, made = [s["Parameters"] for n, s in tasks.items() if n.startswith("tag ec2.CreateTags")]
@@ -349,7 +365,10 @@ def test_the_exported_machine_contains_the_instance_in_moto_after_approval(world
     through the approval topic; then the ENIs end in the isolation group the machine made."""
     asl = state_machine(plan, incident_key="INC-1", now=TEST_CLOCK.now())
     assert states_to_edit(asl) == [] and placeholders(asl) == []  # runs as exported
-    with_motos_names(asl["States"])
+    revoker_requests = with_motos_names(asl["States"])
+    assert any(
+        r.get("policy_name", "").startswith("incident-bot-deny-all") for r in revoker_requests
+    )
     sns = boto3.client("sns", region_name=REGION)
     sqs = boto3.client("sqs", region_name=REGION)
     ec2 = boto3.client("ec2", region_name=REGION)
@@ -413,6 +432,13 @@ def test_the_exported_machine_contains_the_instance_in_moto_after_approval(world
         "incident-bot-deny-all"
     ]
     assert iam.get_role(RoleName="incident-bot-deny-all")
+    # The revoker's part, as its function would do it when the machine invokes it.
+    for request in revoker_requests:
+        if "op" in request:
+            assert handle(request, iam, TEST_CLOCK.now())["result"] == "written", request
+    assert iam.list_role_policies(RoleName="incident-bot-deny-all")["PolicyNames"] == [
+        "incident-bot-deny-all"
+    ]
 
 
 def wait_for(probe: Any, seconds: float = 30) -> Any:

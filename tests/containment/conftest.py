@@ -12,6 +12,7 @@ from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 
 from containment.context import ActionContext
+from containment.revoker.local import in_process_revoker
 from containment.targets import Target
 from tests.clock import TEST_CLOCK
 from tests.containment.world import REGION, World, build_world
@@ -23,6 +24,7 @@ IAM_ACTION_OF = {
     "s3:PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
     "s3:DeletePublicAccessBlock": "s3:PutBucketPublicAccessBlock",
     "s3:GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
+    "lambda:Invoke": "lambda:InvokeFunction",
 }
 
 
@@ -170,9 +172,12 @@ def make_ctx(world: World, calls: CallLog, faults: Faults) -> Callable[..., Acti
             "finding_id": "gd-finding-1",
             "evidence_bucket": world.bucket,
             "evidence_kms_key_id": world.kms_key_id,
-            "client_hooks": (calls.hook, faults.hook),
             "now": TEST_CLOCK.now,
         }
+        # incident-bot-revoker, run here as the deployed function would (moto runs no Lambda
+        # code): last, so the recorder and faults see the bot's Invoke.
+        hooks = kw.pop("client_hooks", (calls.hook, faults.hook))
+        options["client_hooks"] = (*hooks, in_process_revoker(TEST_CLOCK.now))
         options.update(kw)
         return ActionContext(**options)
 

@@ -7,6 +7,7 @@ import pytest
 
 from containment.context import ActionContext
 from containment.executor import run_plan
+from containment.revoker.local import in_process_revoker
 from containment.targets import Target
 from tests.clock import TEST_CLOCK
 from tests.containment import helpers as h
@@ -47,7 +48,7 @@ def test_cross_account_assumes_the_role_with_the_external_id() -> None:
         evidence_bucket="home-evidence",
         cross_account_role_name="IncidentBotResponder",
         external_id="ext-7f3a",
-        client_hooks=(log.hook,),
+        client_hooks=(log.hook, in_process_revoker(TEST_CLOCK.now)),
     )
     target = Target(kind="access_key", resource_id=key, region=REGION, account_id=MEMBER)
     results = run_plan(target=target, ctx=ctx)
@@ -60,6 +61,10 @@ def test_cross_account_assumes_the_role_with_the_external_id() -> None:
     assert assume[0].params["RoleSessionName"] == "incident-bot-INC-9"
     # The key lives, and was deactivated, in the member account; evidence went home.
     assert key_status(member_iam, "dev", key) == "Inactive"
+    # The revoker ran in the member account, as the bot's Invoke went there.
+    assert member_iam.list_user_policies(UserName="dev")["PolicyNames"] == [
+        "incident-bot-revoke-sessions-INC-9"
+    ]
     with pytest.raises(home_iam.exceptions.NoSuchEntityException):
         home_iam.get_user(UserName="dev")
     stored = [o["Key"] for o in s3.list_objects_v2(Bucket="home-evidence")["Contents"]]
@@ -83,7 +88,7 @@ def test_cross_account_instance_is_contained_in_the_member_account() -> None:
         incident_key="INC-10",
         cross_account_role_name="IncidentBotResponder",
         external_id="ext-7f3a",
-        client_hooks=(CallLog().hook,),
+        client_hooks=(CallLog().hook, in_process_revoker(TEST_CLOCK.now)),
     )
     target = Target(
         kind="instance", resource_id=world.instance_id, region=REGION, account_id=MEMBER

@@ -14,6 +14,7 @@ from moto import mock_aws
 
 from containment.context import ActionContext
 from containment.executor import run_plan
+from containment.revoker.local import in_process_revoker
 from containment.tags import INCIDENT_TAG, STATUS_TAG
 from containment.targets import Target
 from tests.clock import TEST_CLOCK
@@ -34,7 +35,7 @@ def shared() -> Iterator[dict[str, Any]]:
             finding_id="gd-finding-1",
             evidence_bucket=world.bucket,
             evidence_kms_key_id=world.kms_key_id,
-            client_hooks=(log.hook,),
+            client_hooks=(log.hook, in_process_revoker(TEST_CLOCK.now)),
         )
         events: list[tuple[str, str]] = []
         target = Target(kind="instance", resource_id=world.instance_id, region=REGION)
@@ -112,7 +113,7 @@ def test_instance_is_protected_snapshotted_and_out_of_asg_and_lbs(world, contain
 def test_credentials_are_cut(world, contained) -> None:
     assert h.profile_arn(world).endswith("instance-profile/incident-bot-deny-all")
     iam = h.client("iam")
-    deny = iam.get_role_policy(RoleName="incident-bot-deny-all", PolicyName="deny-all")
+    deny = iam.get_role_policy(RoleName="incident-bot-deny-all", PolicyName="incident-bot-deny-all")
     assert deny["PolicyDocument"]["Statement"][0]["Effect"] == "Deny"
     revoke = iam.get_role_policy(
         RoleName=world.role_name, PolicyName="incident-bot-revoke-sessions-INC-7"

@@ -10,6 +10,7 @@ import pytest
 from bench._proxy import MotoServer
 from containment.context import ActionContext
 from containment.executor import rollback_plan, run_plan
+from containment.revoker.local import in_process_revoker
 from containment.targets import Target
 from tests.clock import TEST_CLOCK
 from tests.containment import helpers as h
@@ -31,7 +32,7 @@ def test_containment_over_http(server: MotoServer, monkeypatch: pytest.MonkeyPat
         incident_key="INC-12",
         evidence_bucket=world.bucket,
         session_factory=lambda: http,
-        client_hooks=(lambda client: None,),
+        client_hooks=(in_process_revoker(TEST_CLOCK.now),),
     )
     target = Target(kind="instance", resource_id=world.instance_id, region=REGION)
     results = run_plan(target=target, ctx=ctx)

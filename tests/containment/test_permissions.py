@@ -12,6 +12,7 @@ from collections import defaultdict
 import pytest
 
 from commands.permissions import declared_permissions, feature_permissions, policy_document
+from containment import revoker
 from containment.capabilities import CAPABILITIES
 from containment.executor import plan_all, rollback_plan, run_plan
 from containment.policy import CROSS_ACCOUNT_ACTION
@@ -194,8 +195,8 @@ def test_ses_sends_only_as_the_configured_sender() -> None:
 def test_an_unscoped_write_is_refused_by_the_generator(monkeypatch) -> None:
     from containment import policy_scopes
 
-    monkeypatch.delitem(policy_scopes.SCOPES, "iam:PutUserPolicy")
-    with pytest.raises(LookupError, match="iam:PutUserPolicy"):
+    monkeypatch.delitem(policy_scopes.SCOPES, "iam:UpdateAccessKey")
+    with pytest.raises(LookupError, match="iam:UpdateAccessKey"):
         policy_document(capability="contain")
 
 
@@ -207,3 +208,46 @@ def test_the_deny_all_role_is_born_under_the_permissions_boundary(world, instanc
     role = boto3.client("iam").get_role(RoleName="incident-bot-deny-all")["Role"]
     boundary = role["PermissionsBoundary"]["PermissionsBoundaryArn"]
     assert boundary.endswith(":policy/incident-bot-boundary")
+
+
+def test_the_bot_writes_no_inline_policy_and_cannot_change_the_revoker() -> None:
+    """Inline policies go through incident-bot-revoker only; the bot may invoke it, not
+    change it, and is denied every inline-policy write outright."""
+    from containment.policy import INLINE_POLICY_WRITES, REVOKER_CHANGES
+
+    for capability in (*CAPABILITIES, "all"):
+        doc = policy_document(capability=capability)
+        assert not set(INLINE_POLICY_WRITES) & _granted(doc), capability
+        denies = [s for s in doc["Statement"] if s["Effect"] == "Deny"]
+        inline = next(s for s in denies if s["Sid"] == "DenyInlinePolicyWrites")
+        assert inline["Resource"] == "*" and set(inline["Action"]) == set(INLINE_POLICY_WRITES)
+        locked = next(s for s in denies if s["Sid"] == "DenyChangingTheRevoker")
+        assert "lambda:UpdateFunctionCode" in locked["Action"]
+        assert locked["Resource"][0] == "arn:aws:lambda:*:*:function:incident-bot-revoker"
+        assert not set(REVOKER_CHANGES) & {"lambda:InvokeFunction"}
+        own = next(s for s in denies if s["Sid"] == "DenyChangingOwnIdentity")
+        assert "arn:aws:iam::*:role/incident-bot-revoker" in own["Resource"]
+    contain = policy_document(capability="contain")
+    invoke = [s for s in contain["Statement"] if "lambda:InvokeFunction" in s["Action"]]
+    assert invoke == [
+        {
+            "Sid": "InvokeRevoker",
+            "Effect": "Allow",
+            "Action": ["lambda:InvokeFunction"],
+            "Resource": "arn:aws:lambda:*:*:function:incident-bot-revoker",
+        }
+    ]
+
+
+def test_the_revokers_role_writes_inline_policies_but_never_on_the_bots_roles() -> None:
+    from containment.policy import INLINE_POLICY_WRITES, revoker_document
+
+    doc = revoker_document(cross_account_role_name="ir-responder")
+    assert _granted(doc) == set(revoker.EXECUTION_PERMISSIONS)
+    own = next(s for s in doc["Statement"] if s["Sid"] == "DenyChangingOwnIdentity")
+    assert set(INLINE_POLICY_WRITES) <= set(own["Action"])
+    assert {
+        "arn:aws:iam::*:role/incident-bot",
+        "arn:aws:iam::*:role/ir-responder",
+        "arn:aws:iam::*:role/incident-bot-revoker",
+    } <= set(own["Resource"])

@@ -10,7 +10,7 @@ import pytest
 
 from commands.permissions import policy_document
 from containment.capabilities import CAPABILITIES
-from containment.policy import boundary_document
+from containment.policy import boundary_document, revoker_document
 from tests.deploy.parliament_check import findings
 
 README = Path(__file__).resolve().parents[2] / "deploy" / "README.md"
@@ -79,3 +79,14 @@ def test_parliament_catches_the_old_unscoped_shape() -> None:
 def test_readme_table_rows_are_parsed() -> None:
     rows = accepted()
     assert rows and all(re.fullmatch(r"[A-Z_]+", issue) for _, issue, _ in rows)
+
+
+def test_the_revokers_role_has_only_the_findings_its_fixed_code_answers() -> None:
+    """The function's execution role holds the inline-policy writes the bot gave up; only its
+    code (which writes nothing but denies) uses them. deploy/README.md says so."""
+    found = {f for f in findings(revoker_document()) if f[0] in SERIOUS}
+    assert found == {
+        ("HIGH", "PRIVILEGE_ESCALATION", "PutUserPolicy"),
+        ("MEDIUM", "PERMISSIONS_MANAGEMENT_ACTIONS", "-"),
+    }
+    assert "## The revoker" in README.read_text()

@@ -12,8 +12,21 @@ import pytest
 
 from commands.permissions import policy_document, render_block
 from containment.capabilities import CAPABILITIES
-from containment.policy import BOT_ROLE_NAME, DEFAULT_RESPONDER_ROLE, boundary_document
-from containment.policy_cfn import MANAGED_POLICY_LIMIT, TEMPLATES, current_block, policy_size
+from containment.policy import (
+    BOT_ROLE_NAME,
+    DEFAULT_RESPONDER_ROLE,
+    boundary_document,
+    revoker_document,
+)
+from containment.policy_cfn import (
+    HANDLER,
+    INLINE_CODE_LIMIT,
+    MANAGED_POLICY_LIMIT,
+    REVOKER_TEMPLATES,
+    TEMPLATES,
+    current_block,
+    policy_size,
+)
 from containment.policy_scopes import BOUNDARY_NAME
 from tests.deploy.cfn_yaml import load
 
@@ -155,3 +168,29 @@ def test_socket_mode_without_an_app_token_is_refused_before_anything_is_created(
     assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "CertificateArn"}, ""]}
     (assertion,) = rule["Assertions"]
     assert assertion["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "SlackAppToken"}, ""]}]}
+
+
+@pytest.mark.parametrize("name", REVOKER_TEMPLATES)
+def test_the_revoker_in_the_template_runs_the_repos_code_under_its_own_role(name: str) -> None:
+    res = load(DEPLOY / name)["Resources"]
+    function = res["RevokerFunction"]["Properties"]
+    code = HANDLER.read_text()
+    assert function["Code"]["ZipFile"] == code  # containment/revoker/handler.py, verbatim
+    assert len(code) <= INLINE_CODE_LIMIT
+    assert function["FunctionName"] == "incident-bot-revoker"
+    assert function["Handler"] == "index.lambda_handler"  # ZipFile code is saved as index.py
+    assert function["Role"] == {"Fn::GetAtt": ["RevokerRole", "Arn"]}
+    role = res["RevokerRole"]["Properties"]
+    assert role["RoleName"] == "incident-bot-revoker"
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "lambda.amazonaws.com"}
+    policy = res["RevokerPolicy"]["Properties"]
+    assert policy["Roles"] == [{"Ref": "RevokerRole"}]
+    assert policy["PolicyDocument"] == revoker_document()
+    protected = function["Environment"]["Variables"]["PROTECTED_ROLES"].split()
+    assert {BOT_ROLE_NAME, DEFAULT_RESPONDER_ROLE, "incident-bot-revoker"} <= set(protected)
+
+
+def test_the_forensic_account_has_no_revoker() -> None:
+    """The bot contains nothing there (no contain capability): nothing writes policies."""
+    assert "RevokerFunction" not in load(DEPLOY / "forensic-account.yml")["Resources"]

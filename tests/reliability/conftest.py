@@ -17,6 +17,7 @@ from botocore.retries.standard import ExponentialBackoff
 
 from bench._proxy import MotoServer as _MotoServer
 from containment.context import ActionContext
+from containment.revoker.local import in_process_revoker
 from tests.clock import TEST_CLOCK
 from tests.containment.world import REGION, World, build_world
 from tests.reliability.aws_proxy import FaultProxy
@@ -117,6 +118,10 @@ class Bench:
             "read_timeout": READ_TIMEOUT,
             "connect_timeout": READ_TIMEOUT,
             "sleep": lambda _: None,
+            # incident-bot-revoker run here (moto_server runs no Lambda code); its IAM calls
+            # go through the proxy too, one attempt each, so a fault there fails the step and
+            # the approval flow's Retry runs it again, as with the deployed function.
+            "client_hooks": (in_process_revoker(TEST_CLOCK.now),),
         }
         if retries is not None:
             options["on_aws_retry"] = retries.append
