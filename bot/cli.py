@@ -7,10 +7,14 @@ start) may create the database.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import click
 
@@ -189,14 +193,48 @@ def _load_incident(key: str) -> tuple[Database, Incident]:
 
 @cli.command()
 @click.argument("key")
-@click.option("--format", "fmt", type=click.Choice(["md", "json", "csv"]), default="md")
-def export(key: str, fmt: str) -> None:
-    """Write incident KEY's timeline to stdout."""
+@click.option("--format", "fmt", type=click.Choice(["md", "json", "csv", "html"]), default="md")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write to this file instead of stdout.",
+)
+def export(key: str, fmt: str, out_path: str | None) -> None:
+    """Write incident KEY's timeline to stdout (html: the post-incident report, one
+    self-contained page with its chart)."""
     from commands.exports import export_timeline
 
     database, incident = _load_incident(key)
-    with database.read_session() as session:
-        export_timeline(session=session, incident=incident, fmt=fmt, out=sys.stdout)
+    with _output(out_path) as out, database.read_session() as session:
+        if fmt == "html":
+            from bot.clock import SystemClock
+            from commands.review.report import build_report, to_html
+
+            report = build_report(
+                session=session,
+                incident=incident,
+                gdpr_hours=_settings().config.deadlines.gdpr_hours,
+                now=SystemClock().now(),
+            )
+            out.write(to_html(report))
+        else:
+            export_timeline(session=session, incident=incident, fmt=fmt, out=out)
+
+
+@contextmanager
+def _output(path: str | None) -> Iterator[TextIO]:
+    """stdout, or the file at `path` (written whole: a failure leaves no half report)."""
+    if path is None:
+        yield sys.stdout
+        return
+    buffer = io.StringIO()
+    yield buffer
+    try:
+        Path(path).write_text(buffer.getvalue(), encoding="utf-8")
+    except OSError as exc:
+        raise Fail(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 @cli.command()

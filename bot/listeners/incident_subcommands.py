@@ -169,12 +169,16 @@ def upload_timeline(inv: Invocation, key: str, thread_ts: str | None) -> None:
     with inv.runtime.database.read_session() as session:
         found = svc.get_incident(session=session, key=key)
         count = export_timeline(session=session, incident=found, fmt="md", out=out)
-    inv.runtime.client.files_upload_v2(
-        channel=inv.channel_id,
-        thread_ts=thread_ts,
-        filename=f"{key}-timeline.md",
-        title=f"{key} timeline ({count} events)",
-        content=out.getvalue(),
+    inv.runtime.slack.upload(
+        inv.channel_id,
+        thread_ts,
+        [
+            {
+                "filename": f"{key}-timeline.md",
+                "title": f"{key} timeline ({count} events)",
+                "content": out.getvalue(),
+            }
+        ],
         initial_comment=f"Full timeline of {key} ({count} events), for {bk.user(inv.user_id)}.",
     )
 
