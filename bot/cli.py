@@ -238,6 +238,46 @@ def _output(path: str | None) -> Iterator[TextIO]:
 
 
 @cli.command()
+@click.option("--since", default="30d", show_default=True, help="The window: 30d, 12w, 48h.")
+@click.option(
+    "--out",
+    "out_path",
+    default="incident-bot-report.png",
+    show_default=True,
+    type=click.Path(dir_okay=False, writable=True),
+    help="Where to write the charts (PNG).",
+)
+def report(since: str, out_path: str) -> None:
+    """Team metrics: incidents per week by severity and source, time to contain (median,
+    p90), regulator clocks met or missed, drill results; printed, and plotted to --out."""
+    from bot.clock import SystemClock
+    from commands.errors import UserError
+    from commands.review.team import parse_since, report_chart, report_lines, team_report
+
+    try:
+        window = parse_since(since)
+    except UserError as exc:
+        raise Fail(exc.message) from None
+    settings = _settings()
+    database = _database(settings)
+    with database.read_session() as session:
+        found = team_report(
+            session=session,
+            since=window,
+            now=SystemClock().now(),
+            gdpr_hours=settings.config.deadlines.gdpr_hours,
+        )
+    chart = report_chart(found)
+    try:
+        Path(out_path).write_bytes(chart)
+    except OSError as exc:
+        raise Fail(f"cannot write {out_path}: {exc.strerror or exc}") from None
+    for line in report_lines(found):
+        click.echo(line)
+    click.echo(f"\nCharts: {out_path}")
+
+
+@cli.command()
 @click.argument("key")
 @click.option(
     "--evidence",
