@@ -24,6 +24,7 @@ from bot.listeners.slash import (
 from bot.views import blocks as bk
 from bot.views.card_recovery import card_not_posted_reply, not_shown_text
 from bot.views.cards import list_reply, status_reply, timeline_reply
+from bot.writeback import write_back_on_close
 from commands import incidents as svc
 from commands.deadlines import gdpr
 from commands.errors import UserError
@@ -329,6 +330,8 @@ def change_status(
         listed = ", ".join(f"#{n}" for n in left)
         line += f"\nClosed with open follow-up task(s) {listed}: {bk.esc(force_reason or '')}"
     missed = refresh_incident(inv.runtime, key, line=line)
+    if status == "closed":  # the findings follow: archived / resolved where configured
+        missed += write_back_on_close(inv.runtime, key, summary)
     return Reply(f"*{key}* is now {status}." + not_shown_text(missed))
 
 
