@@ -7,10 +7,14 @@ start) may create the database.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import click
 
@@ -189,14 +193,88 @@ def _load_incident(key: str) -> tuple[Database, Incident]:
 
 @cli.command()
 @click.argument("key")
-@click.option("--format", "fmt", type=click.Choice(["md", "json", "csv"]), default="md")
-def export(key: str, fmt: str) -> None:
-    """Write incident KEY's timeline to stdout."""
+@click.option("--format", "fmt", type=click.Choice(["md", "json", "csv", "html"]), default="md")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write to this file instead of stdout.",
+)
+def export(key: str, fmt: str, out_path: str | None) -> None:
+    """Write incident KEY's timeline to stdout (html: the post-incident report, one
+    self-contained page with its chart)."""
     from commands.exports import export_timeline
 
     database, incident = _load_incident(key)
+    with _output(out_path) as out, database.read_session() as session:
+        if fmt == "html":
+            from bot.clock import SystemClock
+            from commands.review.report import build_report, to_html
+
+            report = build_report(
+                session=session,
+                incident=incident,
+                gdpr_hours=_settings().config.deadlines.gdpr_hours,
+                now=SystemClock().now(),
+            )
+            out.write(to_html(report))
+        else:
+            export_timeline(session=session, incident=incident, fmt=fmt, out=out)
+
+
+@contextmanager
+def _output(path: str | None) -> Iterator[TextIO]:
+    """stdout, or the file at `path` (written whole: a failure leaves no half report)."""
+    if path is None:
+        yield sys.stdout
+        return
+    buffer = io.StringIO()
+    yield buffer
+    try:
+        Path(path).write_text(buffer.getvalue(), encoding="utf-8")
+    except OSError as exc:
+        raise Fail(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+@cli.command()
+@click.option("--since", default="30d", show_default=True, help="The window: 30d, 12w, 48h.")
+@click.option(
+    "--out",
+    "out_path",
+    default="incident-bot-report.png",
+    show_default=True,
+    type=click.Path(dir_okay=False, writable=True),
+    help="Where to write the charts (PNG).",
+)
+def report(since: str, out_path: str) -> None:
+    """Team metrics: incidents per week by severity and source, time to contain (median,
+    p90), regulator clocks met or missed, drill results; printed, and plotted to --out."""
+    from bot.clock import SystemClock
+    from commands.errors import UserError
+    from commands.review.team import parse_since, report_chart, report_lines, team_report
+
+    try:
+        window = parse_since(since)
+    except UserError as exc:
+        raise Fail(exc.message) from None
+    settings = _settings()
+    database = _database(settings)
     with database.read_session() as session:
-        export_timeline(session=session, incident=incident, fmt=fmt, out=sys.stdout)
+        found = team_report(
+            session=session,
+            since=window,
+            now=SystemClock().now(),
+            gdpr_hours=settings.config.deadlines.gdpr_hours,
+        )
+    chart = report_chart(found)
+    try:
+        Path(out_path).write_bytes(chart)
+    except OSError as exc:
+        raise Fail(f"cannot write {out_path}: {exc.strerror or exc}") from None
+    for line in report_lines(found):
+        click.echo(line)
+    click.echo(f"\nCharts: {out_path}")
 
 
 @cli.command()

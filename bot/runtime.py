@@ -53,6 +53,8 @@ class Options:
     # (service, region) -> client for GuardDuty reads (polling, tags) and for drills.
     guardduty_clients: ClientFactory | None = None
     drill_clients: ClientFactory | None = None
+    # (service, region) -> client for the write-back on close (GuardDuty, Security Hub).
+    writeback_clients: ClientFactory | None = None
     # Containment: the engine, hooks on every boto3 client it makes, SNS and SES clients
     # for contacts (region -> client).
     containment_engine: Engine | None = None

@@ -64,6 +64,14 @@ class GuardDutyConfig(_Section):
     regions: list[str] = Field(default_factory=lambda: ["us-east-1"])
     # SNS topics whose SubscriptionConfirmation we accept.
     sns_topic_arns: list[str] = Field(default_factory=list)
+    # On close, archive the incident's GuardDuty findings (guardduty:ArchiveFindings).
+    archive_on_close: bool = False
+
+
+class SecurityHubConfig(_Section):
+    # On close, set the incident's findings' workflow status to RESOLVED in Security Hub
+    # (securityhub:BatchUpdateFindings), with a note naming the incident.
+    enabled: bool = False
 
 
 class ContainmentConfig(_Section):
@@ -221,6 +229,7 @@ class AppConfig(_Section):
     slack: SlackConfig = Field(default_factory=SlackConfig)
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
     guardduty: GuardDutyConfig = Field(default_factory=GuardDutyConfig)
+    securityhub: SecurityHubConfig = Field(default_factory=SecurityHubConfig)
     containment: ContainmentConfig = Field(default_factory=ContainmentConfig)
     contacts: ContactsConfig = Field(default_factory=ContactsConfig)
     oncall: OncallConfig = Field(default_factory=OncallConfig)

@@ -1,4 +1,4 @@
-"""The one path from the bot to Slack's chat API: cards, thread replies and reminders.
+"""The one path from the bot to Slack's chat API: cards, thread replies, reminders, files.
 
 Every message the bot writes goes through a `SlackWriter` (one per process, on the runtime):
 
@@ -12,6 +12,7 @@ Every message the bot writes goes through a `SlackWriter` (one per process, on t
   standalone scheduler, replicas) shares one pace per card; `wait_turn` reserves successive
   slots, so writers that arrive together land an interval apart, and a second waiter in one
   process leaves the write to the first (which renders after it wakes);
+- `upload(channel, thread_ts, files, ...)`: files into a thread (files_upload_v2);
 - `record_card(...)`: the card's channel and ts stored on the incident, and its one
   `slack.card_posted` timeline event;
 - `budget` (`Budget`, at `Pace`): Slack's published rate limits kept before Slack has to
@@ -88,6 +89,7 @@ class Stats:
     thread_replies: int = 0
     rate_limited: int = 0
     failures: int = 0
+    uploads: int = 0
 
 
 # Slack's Tier 3 methods the bot calls (per method per workspace: about 50 a minute).
@@ -332,6 +334,29 @@ class SlackWriter:
     def update(self, channel: str, ts: str, message: dict[str, Any], **kwargs: Any) -> Any:
         return self.call("chat_update", channel=channel, ts=ts, **message, **kwargs)
 
+    def upload(
+        self,
+        channel: str,
+        thread_ts: str | None,
+        files: list[dict[str, Any]],
+        *,
+        initial_comment: str,
+        patient: bool = True,
+    ) -> Any:
+        """Upload `files` ({"filename", "title", "content"}) in the thread of `thread_ts`
+        (top-level when there is none) with files_upload_v2: getUploadURLExternal, the
+        upload, completeUploadExternal. A retry starts the flow again; an upload that was
+        never completed is not shared, so nothing shows twice."""
+        kwargs: dict[str, Any] = {"thread_ts": thread_ts} if thread_ts else {}
+        return self.call(
+            "files_upload_v2",
+            patient=patient,
+            channel=channel,
+            file_uploads=files,
+            initial_comment=initial_comment,
+            **kwargs,
+        )
+
     # -- pacing -----------------------------------------------------------------------------
 
     def claim_turn(
@@ -423,7 +448,9 @@ class SlackWriter:
 
 
 def _count(stats: Stats, method: str, kwargs: dict[str, Any]) -> None:
-    if method == "chat_update":
+    if method == "files_upload_v2":
+        stats.uploads += 1
+    elif method == "chat_update":
         stats.updates += 1
     elif method == "chat_postMessage":
         if kwargs.get("thread_ts"):

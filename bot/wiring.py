@@ -33,6 +33,7 @@ from bot.listeners import (
     incident_subcommands,
     investigation,
     people,
+    review,
     views,
 )
 from bot.listeners.slash import SlashCommand
@@ -60,6 +61,7 @@ INCIDENT = SlashCommand(
         *deadlines.SUBCOMMANDS,
         *drill.SUBCOMMANDS,
         *investigation.INCIDENT_SUBCOMMANDS,
+        *review.SUBCOMMANDS,
     ),
 )
 
@@ -69,6 +71,7 @@ LISTENERS: tuple[Register, ...] = (
     actions.register,
     people.register,
     views.register,
+    review.register,
     events.register,
     containment.register,
     deadlines.register,

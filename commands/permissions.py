@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from commands import abuse, anchors, forensics, impact, trail, wipe
+from commands import abuse, anchors, forensics, impact, trail, wipe, writeback
 from commands.approvals import contacts
 from commands.drills import sandbox_account
 from commands.findings import poll, tags
@@ -33,6 +33,7 @@ FEATURES: tuple[Permissions, ...] = (
     forensics.PERMISSIONS,
     wipe.PERMISSIONS,
     anchors.PERMISSIONS,
+    writeback.PERMISSIONS,
 )
 BY_FEATURE: dict[str, tuple[str, ...]] = {f.feature: f.actions for f in FEATURES}
 

@@ -334,6 +334,11 @@ SCOPES: dict[str, tuple[Grant, ...]] = {
     # Sharing the incident's snapshots with the forensic account, and copying them there.
     "ec2:ModifySnapshotAttribute": (G("ShareTaggedSnapshot", ec2("snapshot"), HAS_TAG),),
     "ec2:CopySnapshot": (G("CreateTagged", ec2("snapshot"), TAGGED_AT_CREATION),),
+    # --- write-back on close (commands/writeback.py) ---
+    "guardduty:ArchiveFindings": (G("ArchiveFindings", ("arn:aws:guardduty:*:*:detector/*",)),),
+    "securityhub:BatchUpdateFindings": (
+        G("ResolveFindings", ("arn:aws:securityhub:*:*:hub/default",)),
+    ),
     # --- wipe ---
     "ec2:DeleteSnapshot": (_TAGGED_EC2,),
     "ec2:DeleteFlowLogs": (_TAGGED_EC2,),

@@ -6,7 +6,8 @@ column (a JSON column does not notice in-place changes).
 
 Sections: `guardduty` (the card's finding summary), `tags` / `tags_source` (the resource's
 tags), `source` / `sample` (how the incident was opened), `not_automatic` (why the bot did not
-act by itself), `impact`, `forensics` (the clean room), `wipe`, `abuse`.
+act by itself), `impact`, `forensics` (the clean room), `wipe`, `abuse`, `review` (the
+post-incident review's answers).
 """
 
 from __future__ import annotations
@@ -167,6 +168,16 @@ class AbuseFacts(TypedDict, total=False):
     answered_by: str | None
 
 
+class ReviewFacts(TypedDict, total=False):
+    summary: str
+    root_cause: str
+    went_well: str
+    to_improve: str
+    lessons: str
+    reviewed_by: str
+    reviewed_at: str
+
+
 FactsSource = Incident | Mapping[str, Any] | None
 S = TypeVar("S", bound=Mapping[str, Any])
 
@@ -210,6 +221,7 @@ IMPACT: Section[ImpactFacts] = Section("impact")
 CLEAN_ROOM: Section[CleanRoomFacts] = Section("forensics")
 WIPE: Section[WipeFacts] = Section("wipe")
 ABUSE: Section[AbuseFacts] = Section("abuse")
+REVIEW: Section[ReviewFacts] = Section("review")
 NOT_AUTOMATIC: Section[dict[str, str]] = Section("not_automatic")  # what -> why not
 
 

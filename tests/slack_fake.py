@@ -521,6 +521,11 @@ class FakeSlack:
         for channel in self.channels.values():
             if channel.name == name:
                 return channel
+        if ref in self.users:  # a user id: Slack posts in the app's DM with that user
+            dm = f"D{ref}"
+            if dm not in self.channels:
+                self.channels[dm] = Channel(id=dm, name=dm.lower(), members={ref, BOT_USER_ID})
+            return self.channels[dm]
         raise SlackError("channel_not_found")
 
     def _check_limits(self, method: str) -> tuple[int, dict[str, Any], dict[str, str]] | None:
@@ -896,9 +901,11 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         parts = urlsplit(self.path)
         headers = {k.lower(): v for k, v in self.headers.items()}
-        args = _parse_body(raw, headers.get("content-type", ""))
-        args.update({k: v for k, v in parse_qsl(parts.query) if k not in args})
         path = parts.path
+        # An upload's body is the file itself (a PNG is not form data): stored, not parsed.
+        is_upload = path.startswith("/upload/v1/")
+        args = {} if is_upload else _parse_body(raw, headers.get("content-type", ""))
+        args.update({k: v for k, v in parse_qsl(parts.query) if k not in args})
 
         pause = 0.0
         if path.startswith("/api/"):

@@ -24,6 +24,7 @@ from bot.listeners.slash import (
 from bot.views import blocks as bk
 from bot.views.card_recovery import card_not_posted_reply, not_shown_text
 from bot.views.cards import list_reply, status_reply, timeline_reply
+from bot.writeback import write_back_on_close
 from commands import incidents as svc
 from commands.deadlines import gdpr
 from commands.errors import UserError
@@ -169,12 +170,16 @@ def upload_timeline(inv: Invocation, key: str, thread_ts: str | None) -> None:
     with inv.runtime.database.read_session() as session:
         found = svc.get_incident(session=session, key=key)
         count = export_timeline(session=session, incident=found, fmt="md", out=out)
-    inv.runtime.client.files_upload_v2(
-        channel=inv.channel_id,
-        thread_ts=thread_ts,
-        filename=f"{key}-timeline.md",
-        title=f"{key} timeline ({count} events)",
-        content=out.getvalue(),
+    inv.runtime.slack.upload(
+        inv.channel_id,
+        thread_ts,
+        [
+            {
+                "filename": f"{key}-timeline.md",
+                "title": f"{key} timeline ({count} events)",
+                "content": out.getvalue(),
+            }
+        ],
         initial_comment=f"Full timeline of {key} ({count} events), for {bk.user(inv.user_id)}.",
     )
 
@@ -325,6 +330,8 @@ def change_status(
         listed = ", ".join(f"#{n}" for n in left)
         line += f"\nClosed with open follow-up task(s) {listed}: {bk.esc(force_reason or '')}"
     missed = refresh_incident(inv.runtime, key, line=line)
+    if status == "closed":  # the findings follow: archived / resolved where configured
+        missed += write_back_on_close(inv.runtime, key, summary)
     return Reply(f"*{key}* is now {status}." + not_shown_text(missed))
 
 

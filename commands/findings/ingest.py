@@ -386,7 +386,7 @@ def _attach(
                 "sample": finding.sample,
             },
         )
-        set_origin(incident, source="guardduty", sample=finding.sample, tags=finding.tags)
+        set_origin(incident, source=finding.origin, sample=finding.sample, tags=finding.tags)
         pending[incident] = [opened]
         if finding.resource_id:
             open_for[finding.resource_id] = incident

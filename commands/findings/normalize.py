@@ -4,7 +4,8 @@ Shapes: an EventBridge event (detail-type "GuardDuty Finding", camelCase `detail
 notification wrapping such an event (HTTP body, or a Lambda `Records[].Sns` record); a
 GetFindings response (`Findings: [...]` from boto3 in PascalCase, `findings` on the wire); and a
 bare finding detail in either casing. Keys are folded to camelCase once, so each field is read
-from one path whichever casing it came in.
+from one path whichever casing it came in. Security Hub's "Security Hub Findings - Imported"
+events carry ASFF findings, which commands/findings/asff.py reads.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Literal
 
-from commands.findings import coerce
+from commands.findings import asff, coerce
 from commands.findings.errors import BadFinding, Ignored
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ class NormalizedFinding:
     user_type: str | None = None
     # Injected by incident-bot's own drills (`"drill": true` in additionalInfo), never by AWS.
     drill: bool = False
+    # How it arrived: "guardduty", or "securityhub" (ASFF, commands/findings/asff.py).
+    origin: str = "guardduty"
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -265,6 +268,8 @@ def _eventbridge(event: Mapping[str, Any], *, context: dict[str, str]) -> list[N
         raise BadFinding("detail-type must be a string")
     if source is not None and not isinstance(source, str):
         raise BadFinding("source must be a string")
+    if source == asff.SECURITYHUB_SOURCE:
+        return _securityhub(event, detail_type, context=context)
     if source is not None and source != GUARDDUTY_SOURCE:
         log.debug("ignoring event from source %r", source)
         raise Ignored(f"event source {source!r} is not {GUARDDUTY_SOURCE}")
@@ -281,6 +286,24 @@ def _eventbridge(event: Mapping[str, Any], *, context: dict[str, str]) -> list[N
         or context.get("account_id"),
     }
     return [normalize_finding(detail, **{k: v for k, v in envelope.items() if v})]
+
+
+def _securityhub(
+    event: Mapping[str, Any], detail_type: str | None, *, context: dict[str, str]
+) -> list[NormalizedFinding]:
+    if detail_type != asff.IMPORTED_DETAIL_TYPE:
+        log.debug("ignoring %s event %r", asff.SECURITYHUB_SOURCE, detail_type)
+        raise Ignored(f"detail-type {detail_type!r} is not {asff.IMPORTED_DETAIL_TYPE!r}")
+    detail = event.get("detail")
+    if not isinstance(detail, Mapping):
+        raise BadFinding("event detail must be a JSON object")
+    found = asff.imported_findings(
+        detail,
+        region=coerce.identifier(event.get("region"), "region", limit=30) or context.get("region"),
+        account_id=coerce.identifier(event.get("account"), "account", limit=20)
+        or context.get("account_id"),
+    )
+    return [NormalizedFinding(band=severity_band(f["severity"]), **f) for f in found]
 
 
 def _get_findings_response(

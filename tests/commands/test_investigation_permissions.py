@@ -379,3 +379,56 @@ def test_timeline_anchors(database: Any, aws: Any) -> None:
     s3 = recorder.ctx("INC-1").home_client("s3", "us-east-1")
     write_s3_anchor(s3=s3, bucket="evidence", anchor=due.anchor, retain_days=1)
     check(recorder, "anchors")
+
+
+def test_writeback_calls_are_declared(database: Any) -> None:
+    """The write-back's calls, made through the one client factory, are all declared."""
+    from botocore.stub import Stubber
+
+    from commands.findings.ingest import record_findings
+    from commands.findings.normalize import normalize_finding
+    from commands.incidents import get_incident, set_status
+    from commands.writeback import write_back
+    from containment.clients import aws_client
+    from tests.commands.findings.guardduty_fixtures import ec2_detail
+
+    arn = "arn:aws:guardduty:us-east-1:123456789012:detector/det1/finding/f1"
+    finding = normalize_finding(ec2_detail(severity=8, arn=arn, id="f1"), region="us-east-1")
+    with database.session() as session:
+        record_findings(session=session, findings=[finding], min_severity=4.0)
+    with database.session() as session:
+        set_status(
+            session=session,
+            incident=get_incident(session=session, key="INC-1"),
+            actor="U1",
+            status="closed",
+        )
+    recorder = Recorder()
+    stubbers = []
+
+    def client_for(service: str, region: str | None) -> Any:
+        client = aws_client(service, region)  # the factory the observer watches
+        stub = Stubber(client)
+        if service == "guardduty":
+            stub.add_response("archive_findings", {})
+        else:
+            stub.add_response(
+                "batch_update_findings", {"ProcessedFindings": [], "UnprocessedFindings": []}
+            )
+        stub.activate()
+        stubbers.append(stub)
+        return client
+
+    result = write_back(
+        database=database,
+        key="INC-1",
+        summary="done",
+        archive=True,
+        securityhub=True,
+        client_for=client_for,
+    )
+    for stub in stubbers:
+        stub.deactivate()
+    assert result.archived == ["f1"]
+    assert recorder.actions == {"guardduty:ArchiveFindings", "securityhub:BatchUpdateFindings"}
+    check(recorder, "writeback")

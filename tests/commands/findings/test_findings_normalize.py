@@ -452,7 +452,10 @@ def test_ignored_detail_types_log_at_debug(caplog: pytest.LogCaptureFixture) -> 
 
 
 def test_events_from_other_sources_are_ignored() -> None:
-    with pytest.raises(Ignored, match=r"aws\.securityhub"):
+    with pytest.raises(Ignored, match=r"aws\.macie"):
+        normalize({**CUSTODIAN_EVENT, "source": "aws.macie"})
+    # Security Hub's imported findings are read (test_findings_asff.py); its other events not.
+    with pytest.raises(Ignored, match="Security Hub Findings - Imported"):
         normalize({**CUSTODIAN_EVENT, "source": "aws.securityhub"})
 
 
