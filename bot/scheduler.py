@@ -12,6 +12,14 @@ rows, and rows that came due while no process was running are marked late and po
 Every job has `misfire_grace_time=None` (APScheduler's default of 1 s silently drops a job
 that fires late, e.g. after a long GC pause or a suspended VM).
 
+Posting runs in parallel across channels and in order within one: claimed reminders join
+their channel's lane, lanes run on a small pool of posting threads, and one lane posts at
+most one message per `channel_pace` seconds (Slack's pace: about one message per second per
+channel; a 429 waits its Retry-After). So 100 reminders due at once in 100 threads of 20
+channels are not posted one after the other at Slack's latency each. While `batch` posts
+wait in lanes the timer claims no more: rows stay pending for another process to share, and
+nothing claimed waits in a lane for as long as recover_stalled's lease.
+
 Several processes may run a scheduler against one database: each reminder is still posted
 exactly once, because only the process whose UPDATE flipped the row posts it.
 
@@ -29,7 +37,9 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor as PostingPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +49,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.reminder_kinds import ReminderKinds
-from bot.slack_out import PERMANENT_ERRORS, Pace, SlackWriter, slack_error
+from bot.slack_out import PERMANENT_ERRORS, Pace, SlackWriter, retry_after, slack_error
 from bot.views.reminders import delivery_text, reminder_text
 from commands.deadlines import delivery as dl
 from commands.deadlines import queue
@@ -61,6 +71,10 @@ TICK_JOB = "incident-bot.reminders.tick"
 MAINTAIN_JOB = "incident-bot.reminders.maintain"
 UPKEEP_BATCH = 100  # incidents per upkeep transaction
 UPKEEP_PAUSE = 0.05  # seconds between upkeep transactions
+POST_WORKERS = 16  # reminders being posted at once (each in a different channel)
+CHANNEL_PACE = 1.0  # seconds between two posts in one channel (Slack: ~1 message/s/channel)
+MAX_RATE_LIMITED = 10  # 429s one reminder may get before it is handed back for a later retry
+DRAIN_SECONDS = 30.0  # how long a graceful stop lets queued posts go out
 
 
 def new_worker_id() -> str:
@@ -72,7 +86,15 @@ class ReminderStats:
     fired: int = 0
     skipped: int = 0
     failed: int = 0
+    rate_limited: int = 0
     rebuild_s: float = 0.0
+
+
+@dataclass
+class _Post:
+    claim: queue.Claim
+    delivery: dl.Delivery
+    rate_limited: int = 0
 
 
 class ReminderScheduler:
@@ -94,6 +116,8 @@ class ReminderScheduler:
         refresh_card: Callable[[str], None] | None = None,
         maintain_at_start: bool = True,
         card_refresh_seconds: float = 900.0,
+        post_workers: int = POST_WORKERS,
+        channel_pace: float = CHANNEL_PACE,
     ) -> None:
         self.database = database
         self.settings = settings
@@ -124,6 +148,13 @@ class ReminderScheduler:
         self._armed_at: dt.datetime | None = None
         self._tick_lock = threading.Lock()
         self._again = threading.Event()
+        self.channel_pace = channel_pace
+        self._posting = PostingPool(post_workers, thread_name_prefix="reminder-post")
+        self._lanes: dict[str, deque[_Post]] = {}  # channel -> posts waiting, in due order
+        self._last_post: dict[str, float] = {}  # channel -> when Slack answered its last post
+        self._lanes_lock = threading.Condition()
+        self._queued = 0  # posts in lanes or being posted
+        self._backlogged = False  # the timer stopped claiming while lanes were full
         self._running = False
         self._stopping = False
         self._scheduler = BackgroundScheduler(
@@ -182,6 +213,26 @@ class ReminderScheduler:
             self._unhook()
             self._unhook = None
         self._scheduler.shutdown(wait=wait)
+        if wait and not self.drain(DRAIN_SECONDS):
+            # Claimed and not posted: recover_stalled posts them once its lease runs out.
+            log.warning("stopping with %d reminder post(s) still queued", self._queued)
+        self._posting.shutdown(wait=wait, cancel_futures=True)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until no post is queued or in flight; False if some still were at `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._lanes_lock:
+            while self._queued:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lanes_lock.wait(remaining)
+        return True
+
+    def idle(self) -> bool:
+        """Nothing being claimed, queued or posted right now."""
+        with self._lanes_lock:
+            return not self._queued and not self._tick_lock.locked()
 
     @property
     def running(self) -> bool:
@@ -249,6 +300,10 @@ class ReminderScheduler:
             while self._running:
                 self._again.clear()
                 drained = self.run_due()
+                with self._lanes_lock:
+                    if self._queued >= self.batch:  # lanes full: claim more once they drain
+                        self._backlogged = True
+                        break
                 if drained < self.batch and not self._again.is_set():
                     break
         except Exception:
@@ -260,17 +315,19 @@ class ReminderScheduler:
     # -- claiming and posting ----------------------------------------------------------------
 
     def run_due(self) -> int:
-        """Claim one batch of due reminders and deliver them; returns how many were claimed."""
+        """Claim one batch of due reminders and queue their posts; returns how many were
+        claimed. The posts go out on the posting threads (see the module docstring)."""
         now = self.now()
         with self.database.session() as session:
             claims = queue.claim_due(
                 session=session, now=now, worker_id=self.worker_id, limit=self.batch
             )
         for claim in claims:
-            self._deliver(claim)
+            self._dispatch(claim)
         return len(claims)
 
-    def _deliver(self, claim: queue.Claim) -> None:
+    def _dispatch(self, claim: queue.Claim) -> None:
+        """Decide what a claimed reminder says and queue it in its channel's lane."""
         try:
             with self.database.session() as session:
                 delivery = dl.prepare_delivery(
@@ -291,17 +348,84 @@ class ReminderScheduler:
         if not channel:
             self._failed(claim.id, "no channel: set slack.incident_channel", retry=False)
             return
+        with self._lanes_lock:
+            lane = self._lanes.get(channel)
+            idle = lane is None
+            if lane is None:
+                lane = self._lanes[channel] = deque()
+            lane.append(_Post(claim, delivery))
+            self._queued += 1
+        if idle:
+            self._next_in_lane(channel)
+
+    def _next_in_lane(self, channel: str) -> None:
+        """Run the lane's next post now, or when the channel's pace allows it."""
+        wait = self._last_post.get(channel, -1e9) + self.channel_pace - time.monotonic()
         try:
-            ts, channel = self._post(delivery, channel)
+            if wait > 0:
+                timer = threading.Timer(wait, self._next_in_lane, (channel,))
+                timer.daemon = True
+                timer.start()
+            else:
+                self._posting.submit(self._lane_step, channel)
+        except RuntimeError:  # stopping: the pool takes no more work
+            with self._lanes_lock:
+                self._queued -= len(self._lanes.pop(channel, ()))
+                self._lanes_lock.notify_all()
+
+    def _lane_step(self, channel: str) -> None:
+        with self._lanes_lock:
+            post = self._lanes[channel][0]
+        limited = False
+        try:
+            limited = self._deliver(post, channel)
+        except Exception:  # _deliver records its own failures; never lose the lane
+            log.exception("posting reminder %s failed", post.claim.id)
+        with self._lanes_lock:
+            lane = self._lanes[channel]
+            if not limited:
+                lane.popleft()
+                self._queued -= 1
+            more = bool(lane)
+            if not more:
+                del self._lanes[channel]
+            wake = self._backlogged and self._queued < self.batch
+            if wake:
+                self._backlogged = False
+            self._lanes_lock.notify_all()
+        if more:
+            self._next_in_lane(channel)
+        if wake:
+            self.wake(self.now())
+
+    def _deliver(self, post: _Post, lane: str) -> bool:
+        """Post one prepared reminder and record it; True when Slack said to wait (429): the
+        post stays first in its lane, which resumes after the Retry-After."""
+        claim, delivery = post.claim, post.delivery
+        try:
+            try:
+                ts, channel = self._post(delivery, lane)
+            finally:
+                # Paced from Slack's answer, by which time Slack surely counted the post:
+                # with latency jitter, pacing from the request could land two within a second.
+                self._last_post[lane] = time.monotonic()
         except SlackApiError as exc:
+            response = exc.response
+            if response is not None and response.status_code == 429:
+                self.stats.rate_limited += 1
+                post.rate_limited += 1
+                if post.rate_limited <= MAX_RATE_LIMITED:
+                    wait = retry_after(response.headers)
+                    self._last_post[lane] = time.monotonic() + wait - self.channel_pace
+                    return True
             error = str(exc.response.get("error") or exc)
             log.error("posting reminder %s failed: %s", claim.id, error)
             self._failed(claim.id, error, retry=error not in PERMANENT_ERRORS)
-            return
+            return False
         except Exception as exc:  # connection errors after the client's own retries
             log.exception("posting reminder %s failed", claim.id)
             self._failed(claim.id, f"{type(exc).__name__}: {exc}", retry=True)
-            return
+            return False
         self.stats.fired += 1
         try:
             with self.database.session() as session:
@@ -316,6 +440,7 @@ class ReminderScheduler:
         except Exception:
             log.exception("reminder %s was posted but recording it failed", claim.id)
         self._follow_up(delivery, channel, ts)
+        return False
 
     def _post(self, delivery: dl.Delivery, channel: str) -> tuple[str | None, str]:
         text = self._text(delivery)
@@ -386,7 +511,7 @@ class ReminderScheduler:
             return 0
         for claim in claims:
             log.warning("reminder %s was claimed by a process that died: posting it", claim.id)
-            self._deliver(claim)
+            self._dispatch(claim)
         return len(claims)
 
     def maintain(self) -> None:

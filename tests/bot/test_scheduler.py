@@ -124,7 +124,7 @@ def wait_quiet(scheduler: ReminderScheduler, database: Database, timeout: float 
                     Reminder.status == "pending", Reminder.due_at <= database.clock.now()
                 )
             ).all()
-        if not due and not scheduler._tick_lock.locked():
+        if not due and scheduler.idle():
             return
         assert time.monotonic() < deadline, f"reminders {due} still due"
         time.sleep(0.02)
@@ -167,6 +167,56 @@ def test_reminder_due_in_one_second_fires_once(database, fake_slack, running) ->
             select(TimelineEvent).where(TimelineEvent.kind == "reminder.followup")
         ).all()
     assert len(events) == 1 and events[0].actor == "scheduler"
+
+
+def test_reminders_due_at_once_post_in_parallel_across_channels_at_slacks_pace_in_each(
+    database, fake_slack, running
+) -> None:
+    """12 reminders due together in 6 channels (two incidents' threads in each), Slack
+    taking 0.3 s per post and allowing one post per second per channel: one after the other
+    they would take 3.6 s; in parallel lanes the first post of every channel lands at once
+    and the second a second later, in order, with no 429."""
+    fake_slack.delay("chat.postMessage", 0.3)
+    fake_slack.channel_rate_limit(1.0)
+    channels = [f"C0LANE{n}" for n in range(6)]
+    incidents = []
+    for n, channel in enumerate(channels * 2):
+        if n < len(channels):
+            fake_slack.add_channel(channel, name=f"lane-{n}")
+        parent = fake_slack.handle_api(
+            "chat.postMessage", {"channel": channel, "text": "card"}, {"authorization": "x"}
+        )[1]
+        with database.session() as session:
+            incident = open_incident(session=session, title=f"lane {n}", created_by="U0OWNER")
+            incident.channel_id, incident.thread_ts = channel, parent["ts"]
+        incidents.append(incident)
+    time.sleep(1.0)  # the cards' posts leave every channel's one-second window
+    scheduler = running()
+    due = database.clock.now() + dt.timedelta(seconds=0.3)
+    with database.session() as session:
+        for n, incident in enumerate(incidents):
+            dl.schedule_reminder(
+                session=session,
+                incident=session.get(Incident, incident.id),
+                kind="followup",
+                due_at=due,
+                dedupe_key=f"lane:{n}",
+                message=f"lane reminder {n}",
+            )
+    fake_slack.wait_for("chat.postMessage", is_reminder_post, count=12, timeout=10)
+    wait_quiet(scheduler, database)
+    posts = reminder_posts(fake_slack)
+    assert sorted(posted_ids(fake_slack)) == sorted(set(posted_ids(fake_slack)))
+    assert len(posts) == 12 and scheduler.stats.rate_limited == 0
+    assert not [c for c in fake_slack.calls_for("chat.postMessage") if c.status == 429]
+    late = sorted((on_clock(database, c) - due).total_seconds() for c in posts)
+    assert late[0] >= 0 and late[5] < 1.0, late  # the first in each channel: together
+    assert late[-1] < 2.2, late  # the second: a second later, not 3.6 s in
+    for channel in channels:  # in due order, Slack's pace apart
+        mine = [c for c in posts if c.args["channel"] == channel]
+        numbers = [int(c.args["text"].rsplit(" ", 1)[1]) for c in mine]
+        assert numbers == sorted(numbers) and len(numbers) == 2
+        assert mine[1].at - mine[0].at >= 0.95
 
 
 def test_personal_data_clock_posts_reminders_then_overdue_until_notified(
