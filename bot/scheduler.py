@@ -69,12 +69,13 @@ logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 TICK_JOB = "incident-bot.reminders.tick"
 MAINTAIN_JOB = "incident-bot.reminders.maintain"
-UPKEEP_BATCH = 100  # incidents per upkeep transaction
+UPKEEP_BATCH = 25  # incidents per upkeep transaction
 UPKEEP_PAUSE = 0.05  # seconds between upkeep transactions
-POST_WORKERS = 16  # reminders being posted at once (each in a different channel)
+POST_WORKERS = 48  # reminders being posted at once (each in a different channel)
 CHANNEL_PACE = 1.0  # seconds between two posts in one channel (Slack: ~1 message/s/channel)
 MAX_RATE_LIMITED = 10  # 429s one reminder may get before it is handed back for a later retry
 DRAIN_SECONDS = 30.0  # how long a graceful stop lets queued posts go out
+_UNDECIDED = object()  # a claim whose delivery is still to be prepared
 
 
 def new_worker_id() -> str:
@@ -254,8 +255,10 @@ class ReminderScheduler:
             self.wake(due)
 
     def _arm(self) -> None:
-        """Re-arm for the earliest pending row (reads under the lock so no wake is lost)."""
-        if not self._running:
+        """Re-arm for the earliest pending row (reads under the lock so no wake is lost).
+        Before `start` (a rebuild on its own, as the benchmark times it) the job waits in
+        APScheduler's pending list; after `shutdown` nothing is armed."""
+        if self._stopping:
             return
         with self._arm_lock:
             cap = self.now() + self.poll
@@ -322,25 +325,42 @@ class ReminderScheduler:
             claims = queue.claim_due(
                 session=session, now=now, worker_id=self.worker_id, limit=self.batch
             )
-        for claim in claims:
-            self._dispatch(claim)
+        for claim, delivery in self._prepare(claims):
+            self._dispatch(claim, delivery)
         return len(claims)
 
-    def _dispatch(self, claim: queue.Claim) -> None:
-        """Decide what a claimed reminder says and queue it in its channel's lane."""
-        try:
-            with self.database.session() as session:
-                delivery = dl.prepare_delivery(
-                    session=session,
-                    claim=claim,
-                    now=self.now(),
-                    policy=self.policy,
-                    kinds=self.kinds.deliver,
-                )
-        except Exception as exc:
-            log.exception("could not prepare reminder %s", claim.id)
-            self._failed(claim.id, f"{type(exc).__name__}: {exc}", retry=True)
-            return
+    def _prepare(self, claims: list[queue.Claim]) -> list[tuple[queue.Claim, Any]]:
+        """What each claimed reminder says, decided in one transaction for the batch (a
+        hundred reminders due at once must not queue behind a hundred commits); if any
+        fails, each is decided on its own so one bad row cannot hold back the others."""
+        if len(claims) > 1:
+            try:
+                with self.database.session() as session:
+                    return [(claim, self._decide(session, claim)) for claim in claims]
+            except Exception:
+                log.exception("could not prepare %d reminders together; one by one", len(claims))
+        return [(claim, _UNDECIDED) for claim in claims]
+
+    def _decide(self, session: Any, claim: queue.Claim) -> dl.Delivery | None:
+        return dl.prepare_delivery(
+            session=session,
+            claim=claim,
+            now=self.now(),
+            policy=self.policy,
+            kinds=self.kinds.deliver,
+        )
+
+    def _dispatch(self, claim: queue.Claim, delivery: Any = _UNDECIDED) -> None:
+        """Queue a claimed reminder in its channel's lane; what it says is decided here
+        unless `_prepare` decided it already."""
+        if delivery is _UNDECIDED:
+            try:
+                with self.database.session() as session:
+                    delivery = self._decide(session, claim)
+            except Exception as exc:
+                log.exception("could not prepare reminder %s", claim.id)
+                self._failed(claim.id, f"{type(exc).__name__}: {exc}", retry=True)
+                return
         if delivery is None:
             self.stats.skipped += 1
             return
@@ -407,7 +427,8 @@ class ReminderScheduler:
                 ts, channel = self._post(delivery, lane)
             finally:
                 # Paced from Slack's answer, by which time Slack surely counted the post:
-                # with latency jitter, pacing from the request could land two within a second.
+                # from the request, or halfway, a latency that varies lands two posts within
+                # a second now and then, and each 429 costs a whole Retry-After.
                 self._last_post[lane] = time.monotonic()
         except SlackApiError as exc:
             response = exc.response
@@ -529,8 +550,11 @@ class ReminderScheduler:
                 if added < UPKEEP_BATCH:
                     break
                 # Let a claim waiting on SQLite's write lock in before the next batch (its
-                # busy handler sleeps and would keep losing the race for the lock).
+                # busy handler sleeps and would keep losing the race for the lock), and
+                # stand aside while due reminders are being claimed and prepared.
                 time.sleep(UPKEEP_PAUSE)
+                while self._tick_lock.locked() and not self._stopping:
+                    time.sleep(UPKEEP_PAUSE)
         except Exception:
             log.exception("reminder upkeep failed; trying again next round")
         self.refresh_clock_cards()

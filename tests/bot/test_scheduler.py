@@ -219,6 +219,51 @@ def test_reminders_due_at_once_post_in_parallel_across_channels_at_slacks_pace_i
         assert mine[1].at - mine[0].at >= 0.95
 
 
+def test_one_reminder_that_cannot_be_prepared_does_not_hold_back_the_others(
+    database, fake_slack
+) -> None:
+    """Reminders due together are prepared in one transaction; when one of them fails, the
+    rest are prepared one by one and posted, and the failing one is retried later."""
+    incident = new_incident(database, fake_slack)
+
+    def followup(*, reminder, base, **_: Any) -> delivery.Delivery:
+        if reminder.message == "boom":
+            raise RuntimeError("cannot say this one")
+        return base
+
+    kinds = reminder_kinds()
+    kinds = type(kinds)(deliver={**kinds.deliver, "followup": followup}, after_post={})
+    scheduler = ReminderScheduler(
+        database=database,
+        settings=make_settings(database.url, fake_slack),
+        kinds=kinds,
+        client=WebClient(token="xoxb-test", base_url=fake_slack.base_url),
+        maintain_at_start=False,
+    )
+    with database.session() as session:
+        for n, message in enumerate(["first", "boom", "third"]):
+            dl.schedule_reminder(
+                session=session,
+                incident=session.get(Incident, incident.id),
+                kind="followup",
+                due_at=database.clock.now(),
+                dedupe_key=f"prep:{n}",
+                message=message,
+            )
+    scheduler.start()
+    try:
+        fake_slack.wait_for("chat.postMessage", is_reminder_post, count=2, timeout=5)
+        wait_quiet(scheduler, database)
+    finally:
+        scheduler.shutdown()
+    texts = [c.args["text"] for c in reminder_posts(fake_slack)]
+    assert len(texts) == 2 and not [t for t in texts if "boom" in t]
+    assert [t for t in texts if "first" in t] and [t for t in texts if "third" in t]
+    with database.read_session() as session:
+        boom = session.scalars(select(Reminder).where(Reminder.dedupe_key == "prep:1")).one()
+    assert boom.status == "pending" and "cannot say this one" in boom.payload["last_error"]
+
+
 def test_personal_data_clock_posts_reminders_then_overdue_until_notified(
     database, fake_slack, running
 ) -> None:
