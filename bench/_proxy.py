@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import random
 import socket
 import subprocess
 import sys
@@ -105,11 +106,13 @@ def _operation(path: str, headers: dict[str, str], body: bytes) -> str:
 class DelayProxy:
     """Forward every request to `upstream` after `delay` seconds; count and time them."""
 
-    def __init__(self, upstream: str, *, delay: float) -> None:
+    def __init__(self, upstream: str, *, delay: float, jitter: float = 0.0) -> None:
         parsed = urllib.parse.urlsplit(upstream)
         self.upstream_host = parsed.hostname or "127.0.0.1"
         self.upstream_port = parsed.port or 80
         self.delay = delay
+        self.jitter = jitter  # each call waits delay x uniform(1 - jitter, 1 + jitter)
+        self._rng = random.Random(17)
         self.calls: list[ProxiedCall] = []
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -154,7 +157,7 @@ class DelayProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
-                time.sleep(proxy.delay)
+                time.sleep(proxy.wait())
                 status, out_headers, data = proxy._send(self.command, self.path, headers, body)
                 kept = [
                     (k, v)
@@ -176,6 +179,12 @@ class DelayProxy:
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def wait(self) -> float:
+        if not self.jitter:
+            return self.delay
+        with self._lock:
+            return self.delay * self._rng.uniform(1 - self.jitter, 1 + self.jitter)
 
     def _send(
         self, method: str, path: str, headers: dict[str, str], body: bytes
@@ -221,9 +230,10 @@ class DelayProxy:
 class ProxyProcess:
     """DelayProxy in its own process, so its work does not compete with the code measured."""
 
-    def __init__(self, upstream: str, *, delay: float) -> None:
+    def __init__(self, upstream: str, *, delay: float, jitter: float = 0.0) -> None:
         self.upstream = upstream
         self.delay = delay
+        self.jitter = jitter
         self._proc: subprocess.Popen[str] | None = None
         self.url = ""
 
@@ -237,6 +247,8 @@ class ProxyProcess:
                 self.upstream,
                 "--delay",
                 str(self.delay),
+                "--jitter",
+                str(self.jitter),
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -278,8 +290,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench._proxy")
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--delay", type=float, default=0.05)
+    parser.add_argument("--jitter", type=float, default=0.0)
     args = parser.parse_args()
-    with DelayProxy(args.upstream, delay=args.delay) as proxy:
+    with DelayProxy(args.upstream, delay=args.delay, jitter=args.jitter) as proxy:
         print(proxy.url, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()

@@ -112,6 +112,9 @@ def inspect_instance(target: Target, ctx: ActionContext) -> Facts:
         assoc = live[0]
         arn = assoc["IamInstanceProfile"]["Arn"]
         name = profile_name_from_arn(arn)
+        # Which other instances share the profile's role needs every live instance's profile:
+        # scanned while the profile is read, not after it (it needs nothing from it).
+        scan = pool.submit(_live_profiles, ec2) if name != ctx.deny_all_profile_name else None
         roles: list[str] = []
         try:
             profile = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
@@ -125,9 +128,9 @@ def inspect_instance(target: Target, ctx: ActionContext) -> Facts:
             "profile_name": name,
             "roles": roles,
         }
-        if roles and name != ctx.deny_all_profile_name:
+        if roles and scan is not None:
             try:
-                found_iam["shared_with"] = _role_sharers(ec2, iam, roles, iid)
+                found_iam["shared_with"] = _role_sharers(iam, roles, iid, scan.result())
             except Exception as exc:  # the plan says it could not tell, not "nobody"
                 found_iam["shared_check_error"] = error_record(exc)
         return found_iam
@@ -237,7 +240,22 @@ def inspect_instance(target: Target, ctx: ActionContext) -> Facts:
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 
 
-def _role_sharers(ec2: Any, iam: Any, roles: list[str], iid: str) -> dict[str, list[str]]:
+def _live_profiles(ec2: Any) -> list[tuple[str, str | None]]:
+    """(instance id, instance profile ARN) of every live instance in the region."""
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[{"Name": "instance-state-name", "Values": LIVE_STATES}]
+    )
+    return [
+        (inst["InstanceId"], (inst.get("IamInstanceProfile") or {}).get("Arn"))
+        for page in pages
+        for reservation in page["Reservations"]
+        for inst in reservation["Instances"]
+    ]
+
+
+def _role_sharers(
+    iam: Any, roles: list[str], iid: str, live: list[tuple[str, str | None]]
+) -> dict[str, list[str]]:
     """Other live instances whose instance profile carries one of `roles`: revoking a role's
     older sessions (aws:TokenIssueTime) cuts their current credentials too."""
     out: dict[str, list[str]] = {}
@@ -247,18 +265,9 @@ def _role_sharers(ec2: Any, iam: Any, roles: list[str], iid: str) -> dict[str, l
             for page in iam.get_paginator("list_instance_profiles_for_role").paginate(RoleName=role)
             for p in page["InstanceProfiles"]
         }
-        found: list[str] = []
-        pages = ec2.get_paginator("describe_instances").paginate(
-            Filters=[{"Name": "instance-state-name", "Values": LIVE_STATES}]
-        )
-        for page in pages:
-            for reservation in page["Reservations"]:
-                for inst in reservation["Instances"]:
-                    arn = (inst.get("IamInstanceProfile") or {}).get("Arn")
-                    if arn in profiles and inst["InstanceId"] != iid:
-                        found.append(inst["InstanceId"])
+        found = sorted(other for other, arn in live if arn in profiles and other != iid)
         if found:
-            out[role] = sorted(found)
+            out[role] = found
     return out
 
 
