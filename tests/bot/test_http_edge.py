@@ -14,7 +14,7 @@ import pytest
 import requests
 from sqlalchemy import event, func, select
 
-from storage.models import Incident, TimelineEvent
+from storage.models import Cursor, Incident, TimelineEvent
 from tests.bot.conftest import SECRET, BotUnderTest
 from tests.slack_signing import JSON, event_callback_body, signed_headers, slash_command_body
 
@@ -116,6 +116,23 @@ def test_a_replayed_note_is_recorded_once(bot: BotUnderTest) -> None:
             select(TimelineEvent.summary).where(TimelineEvent.summary.contains("saw it twice"))
         ).all()
     assert len(notes) == 1, notes
+
+
+def test_a_signed_request_leaves_its_signature_row_readable_as_any_other(
+    bot: BotUnderTest,
+) -> None:
+    """The replay check writes its row below the ORM (it runs before every ack): the row
+    still reads back through the model, its time on the bot's clock."""
+    before = bot.runtime.clock.now()
+    assert bot.command("status").status_code == 200
+    bot.idle()
+    with bot.session() as session:
+        rows = session.scalars(
+            select(Cursor).where(Cursor.name.startswith("slack-signature:"))
+        ).all()
+    assert len(rows) == 1
+    assert before <= rows[0].updated_at <= bot.runtime.clock.now()
+    assert rows[0].updated_at.tzinfo is not None
 
 
 def test_a_replay_is_recognised_by_another_process(bot_factory) -> None:
