@@ -245,3 +245,29 @@ def test_slack_retries_of_an_event_already_received_are_acknowledged_once(
     assert bot.sender.event(home).status_code == 200
     bot.idle()
     assert len(bot.slack.calls_for("views.publish")) == 2
+
+
+def test_signatures_past_the_window_are_pruned_off_the_ack_path(bot: BotUnderTest) -> None:
+    """Every _PRUNE_EVERY-th signature hands the pruning (and a passive WAL checkpoint) to
+    the background pool: rows past the window go, a replay inside it is still refused."""
+    import datetime as dt
+
+    from bot import http
+
+    runtime = bot.runtime
+    now = runtime.clock.now()
+    old = now - dt.timedelta(seconds=5 * http.SIGNATURE_WINDOW)
+    assert http.remember(runtime, http.REPLAY_PREFIX + "v0=old", old)
+    assert http.remember(runtime, http.REPLAY_PREFIX + "v0=new", now)
+    assert not http.remember(runtime, http.REPLAY_PREFIX + "v0=new", now)  # a replay
+    http._ReplayState.inserts = 0  # the next insert is the pruning one
+    assert http.remember(runtime, http.REPLAY_PREFIX + "v0=newer", now)
+    bot.idle()
+    with bot.session() as session:
+        names = set(
+            session.scalars(
+                select(Cursor.name).where(Cursor.name.startswith(http.REPLAY_PREFIX))
+            ).all()
+        )
+    assert names == {http.REPLAY_PREFIX + "v0=new", http.REPLAY_PREFIX + "v0=newer"}
+    assert not http.remember(runtime, http.REPLAY_PREFIX + "v0=newer", now)
