@@ -71,7 +71,7 @@ TICK_JOB = "incident-bot.reminders.tick"
 MAINTAIN_JOB = "incident-bot.reminders.maintain"
 UPKEEP_BATCH = 25  # incidents per upkeep transaction
 UPKEEP_PAUSE = 0.05  # seconds between upkeep transactions
-POST_WORKERS = 48  # reminders being posted at once (each in a different channel)
+POST_WORKERS = 64  # reminders being posted at once (each in a different channel)
 CHANNEL_PACE = 1.0  # seconds between two posts in one channel (Slack: ~1 message/s/channel)
 MAX_RATE_LIMITED = 10  # 429s one reminder may get before it is handed back for a later retry
 DRAIN_SECONDS = 30.0  # how long a graceful stop lets queued posts go out
@@ -156,6 +156,13 @@ class ReminderScheduler:
         self._lanes_lock = threading.Condition()
         self._queued = 0  # posts in lanes or being posted
         self._backlogged = False  # the timer stopped claiming while lanes were full
+        # Posted, to be recorded: (delivery, channel, ts, when Slack answered).
+        self._unrecorded: deque[tuple[dl.Delivery, str, str | None, dt.datetime]] = deque()
+        self._recording = 0
+        self._recorder_stop = False
+        self._recorder = threading.Thread(
+            target=self._record_posts, name="reminder-recorder", daemon=True
+        )
         self._running = False
         self._stopping = False
         self._scheduler = BackgroundScheduler(
@@ -170,6 +177,7 @@ class ReminderScheduler:
     def start(self) -> float:
         """Start the clock and rebuild the timer from the rows; returns the rebuild time (s)."""
         self._scheduler.start()
+        self._recorder.start()
         self._running = True
         self._unhook = self.database.on_commit(self._committed)
         elapsed = self.rebuild()
@@ -218,12 +226,17 @@ class ReminderScheduler:
             # Claimed and not posted: recover_stalled posts them once its lease runs out.
             log.warning("stopping with %d reminder post(s) still queued", self._queued)
         self._posting.shutdown(wait=wait, cancel_futures=True)
+        with self._lanes_lock:  # what was posted is still recorded
+            self._recorder_stop = True
+            self._lanes_lock.notify_all()
+        if wait:
+            self._recorder.join()
 
     def drain(self, timeout: float) -> bool:
         """Wait until no post is queued or in flight; False if some still were at `timeout`."""
         deadline = time.monotonic() + timeout
         with self._lanes_lock:
-            while self._queued:
+            while self._queued or self._unrecorded or self._recording:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -233,7 +246,8 @@ class ReminderScheduler:
     def idle(self) -> bool:
         """Nothing being claimed, queued or posted right now."""
         with self._lanes_lock:
-            return not self._queued and not self._tick_lock.locked()
+            busy = self._queued or self._unrecorded or self._recording
+            return not busy and not self._tick_lock.locked()
 
     @property
     def running(self) -> bool:
@@ -448,20 +462,58 @@ class ReminderScheduler:
             self._failed(claim.id, f"{type(exc).__name__}: {exc}", retry=True)
             return False
         self.stats.fired += 1
+        with self._lanes_lock:  # recorded by the recorder thread, with the others just posted
+            self._unrecorded.append((delivery, channel, ts, self.now()))
+            self._lanes_lock.notify_all()
+        self._follow_up(delivery, channel, ts)
+        return False
+
+    def _record_posts(self) -> None:
+        """Write what was posted (the row's ts, the timeline event) for every post since the
+        last write, in one transaction: a hundred posts landing together are not a hundred
+        commits for the next claim to queue behind, and a lane moves on once Slack answered."""
+        while True:
+            with self._lanes_lock:
+                while not self._unrecorded and not self._recorder_stop:
+                    self._lanes_lock.wait()
+                if not self._unrecorded:
+                    return
+                batch = list(self._unrecorded)
+                self._recording = len(batch)
+                self._unrecorded.clear()
+            try:
+                try:
+                    with self.database.session() as session:
+                        for fired in batch:
+                            self._record_fired(session, *fired)
+                except Exception:
+                    if len(batch) == 1:
+                        raise
+                    for fired in batch:  # one bad record must not lose the others
+                        with self.database.session() as session:
+                            self._record_fired(session, *fired)
+            except Exception:
+                log.exception("reminder(s) were posted but recording them failed")
+            finally:
+                with self._lanes_lock:
+                    self._recording = 0
+                    self._lanes_lock.notify_all()
+
+    def _record_fired(
+        self, session: Any, delivery: dl.Delivery, channel: str, ts: str | None, at: dt.datetime
+    ) -> None:
         try:
-            with self.database.session() as session:
+            with session.begin_nested():
                 dl.record_fired(
                     session=session,
                     delivery=delivery,
                     text=delivery_text(delivery),
-                    now=self.now(),
+                    now=at,
                     channel=channel,
                     ts=ts,
                 )
         except Exception:
-            log.exception("reminder %s was posted but recording it failed", claim.id)
-        self._follow_up(delivery, channel, ts)
-        return False
+            log.exception("reminder %s was posted but recording it failed", delivery.reminder_id)
 
     def _post(self, delivery: dl.Delivery, channel: str) -> tuple[str | None, str]:
         text = self._text(delivery)

@@ -237,6 +237,12 @@ def _element_errors(el: dict[str, Any], where: str) -> list[str]:
     return errors
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a burst of parallel posts (as Slack takes
+    # them) would wait for SYN retransmits of 1 s and 3 s, a delay real Slack never adds.
+    request_queue_size = 128
+
+
 class FakeSlack:
     """A Slack Web API double on a real socket. Use as a context manager or start()/stop()."""
 
@@ -276,7 +282,7 @@ class FakeSlack:
         class Handler(_Handler):
             slack = fake
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="fake-slack", daemon=True
