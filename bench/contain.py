@@ -12,8 +12,8 @@ instance target group, an IP target group and a classic ELB, with an instance pr
 records an approved containment request for it, then times the production execution path:
 `commands.approvals.execute` as `ContainmentService.run` calls it (the atomic approval claim,
 a DB write and a timeline event per step start and finish, the progress callback feeding the
-card updater, which chat.updates the approval card on a fake Slack with SLACK_LATENCY_S per
-call, and the settling of the outcome).
+card updater, which chat.updates the approval card on the fake Slack with Slack's manners
+at SLACK_LATENCY_S per call, and the settling of the outcome).
 
 The floor is the critical path: the longest chain of AWS calls that each need an earlier
 one (its output, or the order the containment procedure demands), each weighted with the
@@ -69,8 +69,23 @@ class CallGraph:
 
 
 def operation(call: str) -> str:
-    """ "ec2:DescribeInstanceAttribute(disableApiTermination)" -> "DescribeInstanceAttribute"."""
-    return call.split(":", 1)[1].split("(", 1)[0]
+    """The key a graph call and the proxy's log share: "ec2:DescribeInstanceAttribute(x)"
+    -> "DescribeInstanceAttribute"; "s3:PUT manifest (...)" -> "PUT manifest"."""
+    service, rest = call.split(":", 1)
+    if service == "s3":
+        return " ".join(rest.split(" ")[:2])
+    return rest.split("(", 1)[0]
+
+
+def proxied(op: str) -> str:
+    """The proxy's name of a call as `operation` keys it (S3's REST calls by what they
+    touch: the bucket, the manifest or an object)."""
+    method, _, path = op.partition(" ")
+    if not path.startswith("/"):
+        return op
+    parts = [p for p in path.split("/") if p]
+    what = "bucket" if len(parts) <= 1 else "manifest" if parts[-1] == "manifest.json" else "object"
+    return f"{method} {what}"
 
 
 def containment_graph(facts: dict[str, Any], *, deny_profile_exists: bool) -> CallGraph:
@@ -113,7 +128,13 @@ def containment_graph(facts: dict[str, Any], *, deny_profile_exists: bool) -> Ca
     for role in roles:
         capture.append(g.add(f"iam:GetRolePolicy({role})"))
 
-    g.add("s3:PutObject(evidence)", capture)
+    # Evidence: the bucket's Object Lock settings decide how the object is written; the
+    # incident's manifest is rewritten conditionally on the version read (its ETag), and
+    # lists the new object, so its write waits for both.
+    lock = g.add("s3:GET bucket (Object Lock configuration)", capture)
+    put = g.add("s3:PUT object (evidence)", lock)
+    read = g.add("s3:GET manifest", capture)
+    g.add("s3:PUT manifest (If-Match its ETag)", put, read)
     protect = [
         g.add(f"ec2:ModifyInstanceAttribute({what})", capture)
         for what in (
@@ -217,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from bench._proxy import MotoServer, ProxyProcess
-    from tests.slack_fake import FakeSlack
+    from tests.slack_fake import FakeSlack, SlackManners
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-contain-"))
     with (
@@ -272,8 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         service = ContainmentService(runtime)
         database = runtime.database
-        slack.delay("chat.update", SLACK_LATENCY_S)
-        slack.delay("chat.postMessage", SLACK_LATENCY_S)
+        slack.realistic(SlackManners(latency=SLACK_LATENCY_S))
 
         direct = _Direct(moto.url)
         times: list[float] = []
@@ -352,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             graph = containment_graph(facts, deny_profile_exists=facts["deny_profile"] is not None)
             took: dict[str, list[float]] = {}
             for c in calls:
-                took.setdefault(c.operation, []).append(c.end - c.start)
+                took.setdefault(proxied(c.operation), []).append(c.end - c.start)
 
             def weight(call: str, took: dict[str, list[float]] = took) -> float:
                 seen = took.get(operation(call))
@@ -371,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                 + ("  (cold: loads service models, creates clients)" if round_no == 1 else "")
             )
         runtime.database.dispose()
+        slack_latency_ms = slack.slack_latency_ms()
 
     assert graph is not None
     warm_ratios = [t / f for t, f in zip(times[1:], floors[1:], strict=True)] or [
@@ -398,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                 "bench": "contain",
                 "delay_ms": args.delay_ms,
                 "jitter": args.jitter,
-                "slack_latency_ms": round(SLACK_LATENCY_S * 1000),
+                "slack_latency_ms": slack_latency_ms,
                 "critical_path_calls": len(path),
                 "floor_ms": round(statistics.median(floors[1:] or floors) * 1000, 1),
                 "median_ms": round(statistics.median(times[1:] or times) * 1000, 1),

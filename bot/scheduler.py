@@ -13,10 +13,11 @@ Every job has `misfire_grace_time=None` (APScheduler's default of 1 s silently d
 that fires late, e.g. after a long GC pause or a suspended VM).
 
 Posting runs in parallel across channels and in order within one: claimed reminders join
-their channel's lane, lanes run on a small pool of posting threads, and one lane posts at
-most one message per `channel_pace` seconds (Slack's pace: about one message per second per
-channel; a 429 waits its Retry-After). So 100 reminders due at once in 100 threads of 20
-channels are not posted one after the other at Slack's latency each. While `batch` posts
+their channel's lane, lanes run on a small pool of posting threads, and a lane posts when
+the writer's budget for its channel has a token (bot/slack_out.py's Pace: Slack's pace of
+about one message per second per channel, short bursts; a 429 waits its Retry-After). So 100
+reminders due at once in 100 threads of 20 channels are not posted one after the other at
+Slack's latency each. While `batch` posts
 wait in lanes the timer claims no more: rows stay pending for another process to share, and
 nothing claimed waits in a lane for as long as recover_stalled's lease.
 
@@ -72,7 +73,6 @@ MAINTAIN_JOB = "incident-bot.reminders.maintain"
 UPKEEP_BATCH = 25  # incidents per upkeep transaction
 UPKEEP_PAUSE = 0.05  # seconds between upkeep transactions
 POST_WORKERS = 64  # reminders being posted at once (each in a different channel)
-CHANNEL_PACE = 1.0  # seconds between two posts in one channel (Slack: ~1 message/s/channel)
 MAX_RATE_LIMITED = 10  # 429s one reminder may get before it is handed back for a later retry
 DRAIN_SECONDS = 30.0  # how long a graceful stop lets queued posts go out
 _UNDECIDED = object()  # a claim whose delivery is still to be prepared
@@ -118,7 +118,6 @@ class ReminderScheduler:
         maintain_at_start: bool = True,
         card_refresh_seconds: float = 900.0,
         post_workers: int = POST_WORKERS,
-        channel_pace: float = CHANNEL_PACE,
     ) -> None:
         self.database = database
         self.settings = settings
@@ -149,10 +148,9 @@ class ReminderScheduler:
         self._armed_at: dt.datetime | None = None
         self._tick_lock = threading.Lock()
         self._again = threading.Event()
-        self.channel_pace = channel_pace
         self._posting = PostingPool(post_workers, thread_name_prefix="reminder-post")
         self._lanes: dict[str, deque[_Post]] = {}  # channel -> posts waiting, in due order
-        self._last_post: dict[str, float] = {}  # channel -> when Slack answered its last post
+        self._held: dict[str, float] = {}  # channel -> monotonic time a 429 said to wait for
         self._lanes_lock = threading.Condition()
         self._queued = 0  # posts in lanes or being posted
         self._backlogged = False  # the timer stopped claiming while lanes were full
@@ -393,8 +391,13 @@ class ReminderScheduler:
             self._next_in_lane(channel)
 
     def _next_in_lane(self, channel: str) -> None:
-        """Run the lane's next post now, or when the channel's pace allows it."""
-        wait = self._last_post.get(channel, -1e9) + self.channel_pace - time.monotonic()
+        """Run the lane's next post now, or when the channel's pace allows it: the writer's
+        budget (shared with everything else this process posts there) or a 429's wait."""
+        budget = self.slack.budget
+        wait = max(
+            budget.ready_in(budget.key("chat_postMessage", {"channel": channel})),
+            self._held.get(channel, 0.0) - time.monotonic(),
+        )
         try:
             if wait > 0:
                 timer = threading.Timer(wait, self._next_in_lane, (channel,))
@@ -437,21 +440,14 @@ class ReminderScheduler:
         post stays first in its lane, which resumes after the Retry-After."""
         claim, delivery = post.claim, post.delivery
         try:
-            try:
-                ts, channel = self._post(delivery, lane)
-            finally:
-                # Paced from Slack's answer, by which time Slack surely counted the post:
-                # from the request, or halfway, a latency that varies lands two posts within
-                # a second now and then, and each 429 costs a whole Retry-After.
-                self._last_post[lane] = time.monotonic()
+            ts, channel = self._post(delivery, lane)
         except SlackApiError as exc:
             response = exc.response
             if response is not None and response.status_code == 429:
                 self.stats.rate_limited += 1
                 post.rate_limited += 1
                 if post.rate_limited <= MAX_RATE_LIMITED:
-                    wait = retry_after(response.headers)
-                    self._last_post[lane] = time.monotonic() + wait - self.channel_pace
+                    self._held[lane] = time.monotonic() + retry_after(response.headers)
                     return True
             error = str(exc.response.get("error") or exc)
             log.error("posting reminder %s failed: %s", claim.id, error)
