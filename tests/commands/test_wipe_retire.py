@@ -19,6 +19,7 @@ from commands.errors import UserError
 from commands.incidents import get_incident, open_incident, resolve_incident
 from commands.wipe import WipeEngine, propose_wipe
 from containment.context import ActionContext
+from containment.revoker.local import in_process_revoker
 from containment.targets import Target
 from storage.models import TimelineEvent
 from tests.clock import TEST_CLOCK
@@ -29,7 +30,9 @@ KEY = "INC-1"
 
 
 def ctx(**kw: Any) -> ActionContext:
-    return ActionContext(now=TEST_CLOCK.now, incident_key=KEY, **kw)
+    # moto runs no Lambda code: incident-bot-revoker runs in this process.
+    hooks = (in_process_revoker(TEST_CLOCK.now),)
+    return ActionContext(now=TEST_CLOCK.now, incident_key=KEY, client_hooks=hooks, **kw)
 
 
 def approve_and_run(database: Any, request_id: int, engine: Any) -> Any:
