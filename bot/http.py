@@ -288,6 +288,10 @@ def _payload_shape_error(payload: dict[str, Any]) -> str | None:
     for name in _OBJECTS:
         if payload.get(name) is not None and not isinstance(payload[name], dict):
             return f"payload field {name} is not an object"
+    # Slack sends `enterprise: null` and friends, but never a null view: Bolt reads any view
+    # present as an object (its unhandled-request log answered 500).
+    if "view" in payload and not isinstance(payload["view"], dict):
+        return "payload field view is not an object"
     for name in _STRINGS:
         if payload.get(name) is not None and not isinstance(payload[name], str):
             return f"payload field {name} is not a string"

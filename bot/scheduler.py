@@ -158,6 +158,7 @@ class ReminderScheduler:
         self._unrecorded: deque[tuple[dl.Delivery, str, str | None, dt.datetime]] = deque()
         self._recording = 0
         self._recorder_stop = False
+        self._recorder_guard = threading.Lock()
         self._recorder = threading.Thread(
             target=self._record_posts, name="reminder-recorder", daemon=True
         )
@@ -175,7 +176,7 @@ class ReminderScheduler:
     def start(self) -> float:
         """Start the clock and rebuild the timer from the rows; returns the rebuild time (s)."""
         self._scheduler.start()
-        self._recorder.start()
+        self._start_recorder()
         self._running = True
         self._unhook = self.database.on_commit(self._committed)
         elapsed = self.rebuild()
@@ -229,6 +230,11 @@ class ReminderScheduler:
             self._lanes_lock.notify_all()
         if wait:
             self._recorder.join()
+
+    def _start_recorder(self) -> None:
+        with self._recorder_guard:
+            if not self._recorder.is_alive() and not self._recorder_stop:
+                self._recorder.start()
 
     def drain(self, timeout: float) -> bool:
         """Wait until no post is queued or in flight; False if some still were at `timeout`."""
@@ -459,6 +465,7 @@ class ReminderScheduler:
             return False
         self.stats.fired += 1
         with self._lanes_lock:  # recorded by the recorder thread, with the others just posted
+            self._start_recorder()  # a scheduler driven by run_due alone records them too
             self._unrecorded.append((delivery, channel, ts, self.now()))
             self._lanes_lock.notify_all()
         self._follow_up(delivery, channel, ts)

@@ -675,6 +675,11 @@ def test_two_processes_on_postgresql_post_each_of_200_reminders_exactly_once(
                 open_incident(session=session, title=f"incident {n}", created_by="U0OWNER")
                 for n in range(20)
             ]
+            # A channel each: the bot keeps to Slack's ~1 post a second per channel, so 200
+            # reminders in one channel would take minutes however many processes post them.
+            for n, incident in enumerate(incidents):
+                incident.channel_id = f"C0SCALE{n:02d}"
+                fake_slack.add_channel(incident.channel_id, name=f"scale-{n}")
             for n in range(200):
                 dl.schedule_reminder(
                     session=session,

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bot.settings import SettingsError, load_settings
@@ -198,6 +198,8 @@ ACTIONS = st.sampled_from(
     path=st.sampled_from(["actions", "message", "user", "channel", "container", "view"]),
     leaf=VALUES,
 )
+# Found by this test: a null view reached Bolt, whose unhandled-request log answered 500.
+@example(action_id="approve_containment", value="", path="view", leaf=None)
 def test_any_click_payload_is_answered(bot_factory, action_id, value, path, leaf) -> None:  # noqa: F811
     count("interactivity")
     bot = _bot(bot_factory)

@@ -46,6 +46,7 @@ def test_oncall_is_pinged_until_someone_takes_it(guardduty_bot: Start, clock) ->
 
     scheduler = scheduler_for(gd.bot)
     assert scheduler.run_due() == 1  # the first ping goes out with the card
+    assert scheduler.drain(10)  # posted and recorded by the scheduler's posting lanes
     first = pings(gd)[0]
     assert first.args["thread_ts"] == card.response["ts"]
     assert first.args["text"].startswith("<!subteam^S0ONCALL> 🙋 *INC-1* (high) has had no owner")
@@ -53,6 +54,7 @@ def test_oncall_is_pinged_until_someone_takes_it(guardduty_bot: Start, clock) ->
 
     clock.advance(minutes=10, seconds=1)
     assert scheduler.run_due() == 1
+    assert scheduler.drain(10)
     assert len(pings(gd)) == 2
     assert [r.status for r in unowned_rows(gd)] == ["sent", "sent", "pending"]
 
@@ -79,7 +81,7 @@ def test_oncall_is_pinged_until_someone_takes_it(guardduty_bot: Start, clock) ->
 
     # No more pings; the card lost its button; a second taker is told who has it.
     clock.advance(minutes=30)
-    assert scheduler.run_due() == 0 and len(pings(gd)) == 2
+    assert scheduler.run_due() == 0 and scheduler.drain(10) and len(pings(gd)) == 2
     update = gd.bot.slack.calls_for("chat.update")[-1]
     assert "incident_take" not in json.dumps(update.args["blocks"])
     clicked["user"]["id"] = "U0LATE"
