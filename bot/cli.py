@@ -333,7 +333,8 @@ def verify(key: str, evidence: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["asl"]), default="asl", show_default=True)
 def plan_cmd(key: str, fmt: str) -> None:
     """Write incident KEY's approved (or latest) containment plan as a Step Functions machine."""
-    from commands.asl import export_asl, states_to_edit
+    from commands.asl import export_asl
+    from commands.asl_sdk import states_to_edit
     from commands.errors import NotFound
 
     database, incident = _load_incident(key)

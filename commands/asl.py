@@ -23,7 +23,6 @@ approval request (and its task token) to the responders.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -33,6 +32,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from commands.approvals.plans import Plan
+from commands.asl_runtime import NEW_SNAPSHOTS, NOW, SNAPSHOTS, PlaceholderFiller
+from commands.asl_sdk import EDIT, call_comment, quote, recorded, sdk_resource
 from commands.errors import NotFound
 from storage.models import ContainmentRequest, Incident
 
@@ -41,17 +42,8 @@ CALL_PLAN_KINDS = ("contain", "retry", "rollback")
 # The request reached (or passed) a second responder's approval.
 APPROVED = ("approved", "running", "succeeded", "partial", "failed", "interrupted", "rolled_back")
 
-# boto3 service names whose Step Functions SDK integration name differs (the SDK's own ids).
-SDK_SERVICE = {
-    "elbv2": "elasticloadbalancingv2",
-    "elb": "elasticloadbalancing",
-    "logs": "cloudwatchlogs",
-    "events": "eventbridge",
-    "stepfunctions": "sfn",
-}
 APPROVAL_STATE = "Approve changes"
 APPROVAL_TIMEOUT_SECONDS = 24 * 3600
-_PLACEHOLDER = re.compile(r"^<[^<>]+>$")
 _NAME_LIMIT = 80  # ASL state names
 
 
@@ -92,12 +84,6 @@ def export_asl(*, session: Session, incident: Incident, now: dt.datetime) -> str
     )
 
 
-def sdk_resource(service: str, operation: str) -> str:
-    """`ec2`, `CreateSnapshots` -> `arn:aws:states:::aws-sdk:ec2:createSnapshots`."""
-    name = SDK_SERVICE.get(service, service)
-    return f"arn:aws:states:::aws-sdk:{name}:{operation[:1].lower()}{operation[1:]}"
-
-
 def state_machine(
     typed: Plan | Mapping[str, Any],
     *,
@@ -123,7 +109,7 @@ def state_machine(
         s["action"]: [c for c in s.get("calls", []) if not c.get("mutating", True)]
         for s in plan.get("steps", [])
     }
-    run = _Runtime(now=now, reads=reads)
+    run = PlaceholderFiller(now=now, reads=reads)
     states: dict[str, Any] = {}
     # After the approval the state data is {"created": {...}}: the ids of groups made so far.
     chain: list[tuple[str, dict[str, Any]]] = [
@@ -172,7 +158,7 @@ def state_machine(
             "Subject": f"Approve containment for {incident_key}"[:100],
             "Message.$": (
                 "States.Format('Approve containment of "
-                + _quote(f"{target.get('resource_id', '?')} ({incident_key}, {what})")
+                + quote(f"{target.get('resource_id', '?')} ({incident_key}, {what})")
                 + ": to run it, aws stepfunctions send-task-success --task-token {} "
                 "--task-output true; to stop, send-task-failure with the same token.', "
                 "$$.Task.Token)"
@@ -196,14 +182,6 @@ def state_machine(
     }
 
 
-def _quote(text: str) -> str:
-    """Text inside a States.Format string literal: escape what the intrinsic parser reserves."""
-    out = text
-    for ch in "\\'{}":
-        out = out.replace(ch, "\\" + ch)
-    return out
-
-
 def _linked(states: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """States in sequence: each one's Next is the following one; the last one ends."""
     out: dict[str, Any] = {}
@@ -216,7 +194,7 @@ def _linked(states: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
 
 
 def _step_states(
-    step: Mapping[str, Any], names: _Names, wired: Mapping[int, str], run: _Runtime
+    step: Mapping[str, Any], names: _Names, wired: Mapping[int, str], run: PlaceholderFiller
 ) -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
     known = set(wired.values())
@@ -231,7 +209,7 @@ def _step_states(
             sent = run.fill(params, known) if params is not None else None
             task: dict[str, Any] = {
                 "Type": "Task",
-                "Comment": _comment(step, call, sent),
+                "Comment": call_comment(step, call, sent),
                 "Resource": sdk_resource(service, operation),
                 "Parameters": sent or {},
                 "ResultPath": None,
@@ -250,14 +228,6 @@ def _step_states(
             else:
                 out.append((name, task))
     return out
-
-
-SNAPSHOTS = "snapshots"  # $.created.snapshots: the snapshot ids CreateSnapshots made
-NEW_SNAPSHOTS = "<new snapshots>"
-NOW = "<now>"
-_NOW_PLUS = re.compile(r"^<now \+ (\d+) days>$")
-CAPTURE = "<capture>"
-_IF_CREATED = re.compile(r"^<(\w+) group, if created>$")
 
 
 def _split_new_snapshots(
@@ -280,7 +250,7 @@ def _documents_at_run_time(
     step: Mapping[str, Any],
     params: Mapping[str, Any] | None,
     names: _Names,
-    run: _Runtime,
+    run: PlaceholderFiller,
     known: set[str],
 ) -> tuple[Mapping[str, Any] | None, list[tuple[str, dict[str, Any]]]]:
     """A JSON document parameter with the run time inside (a policy's condition): a Pass
@@ -315,7 +285,7 @@ def _locks_evidence(service: str, operation: str, sent: Mapping[str, Any] | None
 
 
 def _evidence_put(
-    step: Mapping[str, Any], put: dict[str, Any], names: _Names, run: _Runtime
+    step: Mapping[str, Any], put: dict[str, Any], names: _Names, run: PlaceholderFiller
 ) -> dict[str, Any]:
     """The evidence write as the bot does it: read the capture, then put it, under Object Lock
     only when the bucket has Object Lock enabled. One Parallel of one branch, so its own
@@ -381,7 +351,6 @@ def _evidence_put(
 
 
 _NEW_GROUP = re.compile(r"^<new (\w+) group>$")
-_ANY_GROUP = re.compile(r"^<(?:new )?(\w+) group>$")
 
 
 def _created_groups(steps: Sequence[Mapping[str, Any]]) -> dict[int, str]:
@@ -390,9 +359,7 @@ def _created_groups(steps: Sequence[Mapping[str, Any]]) -> dict[int, str]:
     which group a later `<X group>` means is then unknown. A CreateSnapshots call, when a
     later call names `<new snapshots>`, keeps its snapshot ids under `snapshots`."""
     keyed: dict[int, str] = {}
-    wants_snapshots = any(
-        NEW_SNAPSHOTS in _strings(_recorded(c)) for s in steps for c in s["calls"]
-    )
+    wants_snapshots = any(NEW_SNAPSHOTS in _strings(recorded(c)) for s in steps for c in s["calls"])
     for step in steps:
         create: Mapping[str, Any] | None = None
         for call in step["calls"]:
@@ -403,7 +370,7 @@ def _created_groups(steps: Sequence[Mapping[str, Any]]) -> dict[int, str]:
             if pair == ("ec2", "CreateSecurityGroup"):
                 create = call
                 continue
-            for value in _strings(_recorded(call)):
+            for value in _strings(recorded(call)):
                 match = _NEW_GROUP.match(value)
                 if match and create is not None:
                     keyed.setdefault(id(create), match[1])
@@ -411,10 +378,6 @@ def _created_groups(steps: Sequence[Mapping[str, Any]]) -> dict[int, str]:
     for key in keyed.values():
         counts[key] = counts.get(key, 0) + 1
     return {call: key for call, key in keyed.items() if counts[key] == 1}
-
-
-def _recorded(call: Mapping[str, Any]) -> Any:
-    return call.get("sdk") if call.get("sdk") is not None else call.get("params")
 
 
 def _creates(step: Mapping[str, Any], wired: Mapping[int, str]) -> list[str]:
@@ -429,155 +392,6 @@ def _strings(value: Any) -> list[str]:
     if isinstance(value, list | tuple):
         return [s for v in value for s in _strings(v)]
     return []
-
-
-_DROP = object()  # a list item that names nothing the machine has (a group never created)
-
-
-class _Runtime:
-    """Fills a call's `<placeholders>` with what the machine knows when the state runs."""
-
-    def __init__(self, *, now: dt.datetime, reads: Mapping[str, list[Mapping[str, Any]]]):
-        self.now = now
-        self.reads = reads
-
-    def fill(self, params: Mapping[str, Any], known: set[str]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in params.items():
-            if key.endswith(".$"):
-                out[key] = value
-                continue
-            filled, is_path = self._value(value, known)
-            out[f"{key}.$" if is_path else key] = filled
-        return out
-
-    def _value(self, value: Any, known: set[str]) -> tuple[Any, bool]:
-        if isinstance(value, Mapping):
-            return self.fill(value, known), False
-        if isinstance(value, list):
-            items = [
-                self._value(v, known) if not isinstance(v, str) else self._item(v, known)
-                for v in value
-            ]
-            items = [(v, p) for v, p in items if v is not _DROP]
-            if any(p for _, p in items) and all(isinstance(v, str) for v, _ in items):
-                parts = [v if p else f"'{_quote(v)}'" for v, p in items]
-                return f"States.Array({', '.join(parts)})", True
-            return [v for v, _ in items], False
-        if isinstance(value, str):
-            return self._string(value, known)
-        return value, False
-
-    def _item(self, value: str, known: set[str]) -> tuple[Any, bool]:
-        match = _IF_CREATED.match(value)
-        if match:
-            return (f"$.created.{match[1]}.GroupId", True) if match[1] in known else (_DROP, False)
-        return self._string(value, known)
-
-    def _string(self, value: str, known: set[str]) -> tuple[Any, bool]:
-        group = _ANY_GROUP.match(value)
-        if group and group[1] in known:
-            return f"$.created.{group[1]}.GroupId", True
-        if value == NOW:
-            return "$$.State.EnteredTime", True
-        if value == CAPTURE:
-            return "States.JsonToString($.capture)", True
-        plus = _NOW_PLUS.match(value)
-        if plus:
-            until = self.now + dt.timedelta(days=int(plus[1]))
-            return until.strftime("%Y-%m-%dT%H:%M:%SZ"), False
-        if NOW in value and not _PLACEHOLDER.match(value):
-            # A document with the run time inside it (a policy's condition).
-            template = "{}".join(_quote(part) for part in value.split(NOW))
-            stamps = ", ".join(["$$.State.EnteredTime"] * value.count(NOW))
-            return f"States.Format('{template}', {stamps})", True
-        return value, False
-
-    def capture_read(self, step: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The first read of the step's capture that can be sent as recorded, as a Task whose
-        result is the evidence body ($.capture)."""
-        for dep in [*(step.get("depends_on") or ()), *(step.get("after") or ())]:
-            for call in self.reads.get(dep, []):
-                params = _recorded(call)
-                service, operation = str(call.get("service")), str(call.get("operation"))
-                if params is None or _problem(service, operation, params) is not None:
-                    continue
-                return {
-                    "Type": "Task",
-                    "Comment": f"{dep}: {call.get('text')} (the evidence object's body)",
-                    "Resource": sdk_resource(service, operation),
-                    "Parameters": dict(params),
-                    "ResultPath": "$.capture",
-                }
-        return None
-
-
-EDIT = "EDIT BEFORE RUNNING"
-
-
-def _comment(step: Mapping[str, Any], call: Mapping[str, Any], params: Any) -> str:
-    text = str(call.get("text") or f"{call.get('service')}.{call.get('operation')}")
-    problem = _problem(str(call["service"]), str(call["operation"]), params)
-    return f"{EDIT}: {problem}: {text}" if problem else f"{step.get('action')}: {text}"
-
-
-def _problem(service: str, operation: str, params: Any) -> str | None:
-    """Why these recorded parameters cannot be sent as they are (None: they can)."""
-    if params is None:
-        return "the plan did not record this call's parameters"
-    if _has_placeholder(params):
-        return "a <placeholder> stands for a value only known at run time"
-    shape = _input_shape(service, operation)
-    if shape is None:
-        return None
-    given = {k.removesuffix(".$") for k in params}
-    unknown = sorted(given - set(shape.members))
-    if unknown:
-        return f"{', '.join(unknown)} summarise what the bot sends, not {operation} parameters"
-    missing = sorted(set(shape.required_members) - given)
-    if missing:
-        return f"{operation} also needs {', '.join(missing)}"
-    return None
-
-
-def _input_shape(service: str, operation: str) -> Any:
-    """botocore's model of the call's input, or None when botocore does not know it."""
-    from botocore.exceptions import UnknownServiceError
-    from botocore.model import OperationNotFoundError
-
-    try:
-        model = _botocore().get_service_model(service)
-        return model.operation_model(operation).input_shape
-    except (UnknownServiceError, OperationNotFoundError):
-        return None
-
-
-@functools.cache
-def _botocore() -> Any:
-    import botocore.session
-
-    return botocore.session.get_session()
-
-
-def states_to_edit(definition: Mapping[str, Any]) -> list[str]:
-    """The names of the states whose Comment says they must be edited before running."""
-    out: list[str] = []
-    for name, state in definition.get("States", {}).items():
-        if str(state.get("Comment", "")).startswith(EDIT):
-            out.append(name)
-        for branch in state.get("Branches", []):
-            out += states_to_edit(branch)
-    return out
-
-
-def _has_placeholder(value: Any) -> bool:
-    if isinstance(value, str):
-        return bool(_PLACEHOLDER.match(value))
-    if isinstance(value, Mapping):
-        return any(_has_placeholder(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_has_placeholder(v) for v in value)
-    return False
 
 
 def _layers(steps: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:

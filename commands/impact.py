@@ -1,7 +1,7 @@
 """Blast radius: who owns the affected resource, how sensitive it is, and what sits next to it.
 
 `estimate_impact` reads AWS only (tags, Organizations, neighbours in the same security groups
-and subnet for an instance; the per-type reads of commands/impact_lookups.py for buckets,
+and subnet for an instance; the per-type reads of commands/impact_lookups/ for buckets,
 functions, databases, clusters, users and roles) and returns a JSON-safe dict; `record_impact`
 stores it in `incident.facts` and on the timeline. `refresh_impact` does both with the AWS
 reads outside any database transaction, and is what `/incident impact` and new-incident
@@ -23,15 +23,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.orm import Session
 
 from commands.errors import UserError
-from commands.impact_lookups import (
-    DENIED,
-    LOOKUPS,
-    kind_lines,
-    labelled,
-    note_for,
-    tag_dict,
-    user_details,
-)
+from commands.impact_lookups import LOOKUPS, kind_lines
+from commands.impact_lookups.identity import user_details
+from commands.impact_lookups.reads import DENIED, labelled, note_for, tag_dict
 from commands.incidents import get_incident
 from containment.capabilities import Permissions
 from containment.context import ActionContext

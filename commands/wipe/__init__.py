@@ -19,17 +19,14 @@ event. `incident.facts["wipe"]` keeps what was deleted for the incident card.
 """
 
 from commands.wipe.engine import Gone, NotOurs, WipeEngine
+from commands.wipe.inventory import SOURCE_SNAPSHOT_TAG, TARGET_KIND, Scope, inventory
 from commands.wipe.plan import (
     ENGINE,
     PERMISSIONS,
-    SOURCE_SNAPSHOT_TAG,
     STEPS,
-    TARGET_KIND,
     WIPEABLE,
     Proposed,
-    Scope,
     build_plan,
-    inventory,
     plan_text,
     propose_wipe,
     wipe_lines,

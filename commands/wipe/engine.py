@@ -14,7 +14,8 @@ from commands.approvals.requests import running_plan
 from commands.forensics import CleanRoomEngine, delete_clean_room
 from commands.forensics.account import COPY_OF_TAG, account_label, room_ec2
 from commands.incidents import get_incident
-from commands.wipe.plan import SOURCE_SNAPSHOT_TAG, STEPS
+from commands.wipe.inventory import SOURCE_SNAPSHOT_TAG
+from commands.wipe.plan import STEPS
 from containment.context import ActionContext
 from containment.errors import error_code, error_record, is_not_found
 from containment.registry import StepResult

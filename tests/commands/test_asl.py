@@ -24,15 +24,8 @@ from moto import mock_aws
 from commands.approvals import decide, request_containment
 from commands.approvals.engine import ContainmentEngine
 from commands.approvals.plans import Plan
-from commands.asl import (
-    APPROVAL_STATE,
-    EDIT,
-    export_asl,
-    plan_request,
-    sdk_resource,
-    state_machine,
-    states_to_edit,
-)
+from commands.asl import APPROVAL_STATE, export_asl, plan_request, state_machine
+from commands.asl_sdk import EDIT, sdk_resource, states_to_edit
 from commands.errors import NotFound
 from commands.incidents import open_incident
 from containment.context import ActionContext

@@ -19,7 +19,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from commands.impact import estimate_impact, refresh_impact, resolve, summary_lines
-from commands.impact_lookups import public_statements
+from commands.impact_lookups.functions import public_statements
 from commands.incidents import get_incident, open_incident
 from containment.context import ActionContext
 from tests.clock import TEST_CLOCK
