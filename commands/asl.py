@@ -32,7 +32,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from commands.approvals.plans import Plan
-from commands.asl_runtime import NEW_SNAPSHOTS, NOW, SNAPSHOTS, PlaceholderFiller
+from commands.asl_runtime import (
+    CAPTURE_SHA256,
+    NEW_SNAPSHOTS,
+    NOW,
+    SNAPSHOTS,
+    PlaceholderFiller,
+)
 from commands.asl_sdk import EDIT, call_comment, quote, recorded, sdk_resource
 from commands.errors import NotFound
 from storage.models import ContainmentRequest, Incident
@@ -182,14 +188,25 @@ def state_machine(
     }
 
 
+_NEXT = "<next state>"  # a Catch's Next, set by _linked to the state that follows
+_DONE = "done"
+
+
 def _linked(states: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    """States in sequence: each one's Next is the following one; the last one ends."""
+    """States in sequence: each one's Next is the following one; the last one ends (a Catch
+    that goes on from the last state goes to a final Succeed state)."""
     out: dict[str, Any] = {}
     for i, (name, state) in enumerate(states):
-        if i + 1 < len(states):
-            out[name] = {**state, "Next": states[i + 1][0]}
-        else:
-            out[name] = {**state, "End": True}
+        after = states[i + 1][0] if i + 1 < len(states) else None
+        if "Catch" in state:
+            catches = [
+                {**c, "Next": after or _DONE} if c.get("Next") == _NEXT else c
+                for c in state["Catch"]
+            ]
+            state = {**state, "Catch": catches}
+            if after is None:
+                out[_DONE] = {"Type": "Succeed"}
+        out[name] = {**state, "Next": after} if after else {**state, "End": True}
     return out
 
 
@@ -222,6 +239,12 @@ def _step_states(
                     else {"GroupId.$": "$.GroupId"}
                 )
                 task["ResultPath"] = f"$.created.{kind}"
+            if _writes_manifest(service, operation, sent):
+                # Never over the bot's own manifest (If-None-Match): the refusal is kept in
+                # $.not_written and the machine goes on.
+                task["Catch"] = [
+                    {"ErrorEquals": ["States.ALL"], "ResultPath": "$.not_written", "Next": _NEXT}
+                ]
             name = names.unique(f"{step['action']} {service}.{operation}")
             if _locks_evidence(service, operation, sent):
                 out.append((name, _evidence_put(step, task, names, run)))
@@ -261,7 +284,11 @@ def _documents_at_run_time(
     out = dict(params)
     states: list[tuple[str, dict[str, Any]]] = []
     for key, value in params.items():
-        if not (isinstance(value, str) and NOW in value and value.lstrip().startswith("{")):
+        if not (
+            isinstance(value, str)
+            and (NOW in value or CAPTURE_SHA256 in value)
+            and value.lstrip().startswith("{")
+        ):
             continue
         path = "$.documents." + re.sub(r"\W", "_", key)
         states.append(
@@ -278,6 +305,11 @@ def _documents_at_run_time(
         del out[key]
         out[f"{key}.$"] = f"States.JsonToString({path})"
     return out, states
+
+
+def _writes_manifest(service: str, operation: str, sent: Mapping[str, Any] | None) -> bool:
+    key = str((sent or {}).get("Key", ""))
+    return (service, operation) == ("s3", "PutObject") and key.endswith("/manifest.json")
 
 
 def _locks_evidence(service: str, operation: str, sent: Mapping[str, Any] | None) -> bool:
@@ -338,16 +370,39 @@ def _evidence_put(
     }
     names.used.add(f"{check} choice")
     start = check
+    out: dict[str, Any] = {"Type": "Parallel", "Comment": put["Comment"], "ResultPath": None}
     if states:
         ((name, read),) = states
-        branch = {name: {**read, "Next": check}, **branch}
+        # The body as text once, and its SHA-256 from that same text: what the put stores is
+        # what the manifest records ($.evidence.sha256, after this state).
+        digest = names.unique(f"{step['action']} body and SHA-256")
+        branch = {
+            name: {**read, "Next": digest},
+            digest: {
+                "Type": "Pass",
+                "Comment": "the evidence body as stored, and its SHA-256 for the manifest",
+                "Parameters": {
+                    "body.$": "States.JsonToString($.capture)",
+                    "sha256.$": "States.Hash(States.JsonToString($.capture), 'SHA-256')",
+                },
+                "ResultPath": "$.stored",
+                "Next": check,
+            },
+            **{
+                k: _body_from_stored(v) if k in (locked, unlocked) else v for k, v in branch.items()
+            },
+        }
         start = name
-    return {
-        "Type": "Parallel",
-        "Comment": put["Comment"],
-        "Branches": [{"StartAt": start, "States": branch}],
-        "ResultPath": None,
-    }
+        out["ResultSelector"] = {"sha256.$": "$[0].stored.sha256"}
+        out["ResultPath"] = "$.evidence"
+    return {**out, "Branches": [{"StartAt": start, "States": branch}]}
+
+
+def _body_from_stored(state: dict[str, Any]) -> dict[str, Any]:
+    params = dict(state["Parameters"])
+    if params.get("Body.$") == "States.JsonToString($.capture)":
+        params["Body.$"] = "$.stored.body"
+    return {**state, "Parameters": params}
 
 
 _NEW_GROUP = re.compile(r"^<new (\w+) group>$")

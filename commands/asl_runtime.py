@@ -16,6 +16,7 @@ NEW_SNAPSHOTS = "<new snapshots>"
 NOW = "<now>"
 _NOW_PLUS = re.compile(r"^<now \+ (\d+) days>$")
 CAPTURE = "<capture>"
+CAPTURE_SHA256 = "<capture sha256>"  # containment.custody.CAPTURE_SHA256
 _IF_CREATED = re.compile(r"^<(\w+) group, if created>$")
 _ANY_GROUP = re.compile(r"^<(?:new )?(\w+) group>$")
 _DROP = object()  # a list item that names nothing the machine has (a group never created)
@@ -73,6 +74,10 @@ class PlaceholderFiller:
         if plus:
             until = self.now + dt.timedelta(days=int(plus[1]))
             return until.strftime("%Y-%m-%dT%H:%M:%SZ"), False
+        if value == CAPTURE_SHA256:
+            # In the manifest: the SHA-256 of the body the evidence write just stored (its
+            # state sets it; commands/asl.py), as `verify --evidence` computes it.
+            return "$.evidence.sha256", True
         if NOW in value and not PLACEHOLDER.match(value):
             # A document with the run time inside it (a policy's condition).
             template = "{}".join(quote(part) for part in value.split(NOW))

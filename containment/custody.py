@@ -37,6 +37,10 @@ MANIFEST_ATTEMPTS = 8
 _NO_LOCK = ("ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound")
 
 
+# In a plan's exported manifest write: the machine puts the capture's SHA-256 here.
+CAPTURE_SHA256 = "<capture sha256>"
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

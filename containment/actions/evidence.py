@@ -115,6 +115,24 @@ def put_params(
     return params
 
 
+def manifest_sdk(put: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+    """The manifest write a Step Functions export sends (commands/asl.py): the one object it
+    stored, its SHA-256 computed by the machine from the capture (`<capture sha256>`). Never
+    over the bot's own manifest (If-None-Match); the export goes on if one is there."""
+    entry = {"key": put["Key"], "sha256": custody.CAPTURE_SHA256, "source": "step-functions"}
+    body = {"incident": ctx.incident_key, "objects": [entry], "snapshots": []}
+    return {
+        "Bucket": put["Bucket"],
+        "Key": custody.manifest_key(ctx.evidence_prefix, ctx.incident_key),
+        "Body": json.dumps(body, sort_keys=True),
+        "ContentType": "application/json",
+        "IfNoneMatch": "*",
+        "ServerSideEncryption": "aws:kms",
+        **({"SSEKMSKeyId": put["SSEKMSKeyId"]} if put.get("SSEKMSKeyId") else {}),
+        "Tagging": f"{INCIDENT_TAG}={ctx.incident_key}",
+    }
+
+
 class StoreEvidence(Action):
     name = "evidence"
     summary = "Store the capture in the evidence bucket (SSE-KMS)"
@@ -206,6 +224,7 @@ class StoreEvidence(Action):
                     "Key": custody.manifest_key(ctx.evidence_prefix, ctx.incident_key),
                 },
                 note=f"{where}: the object's SHA-256 added to the manifest",
+                sdk=None if self._own_key(ctx) else manifest_sdk(params, ctx),
             ),
         ]
 

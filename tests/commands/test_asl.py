@@ -29,6 +29,7 @@ from commands.asl_sdk import EDIT, sdk_resource, states_to_edit
 from commands.errors import NotFound
 from commands.incidents import open_incident
 from containment.context import ActionContext
+from containment.custody import check_objects
 from containment.revoker import FUNCTION_NAME as REVOKER
 from containment.revoker.handler import handle
 from containment.targets import Target
@@ -349,7 +350,14 @@ def test_the_real_plan_needs_no_editing(plan) -> None:
     locked = next(s for n, s in tasks.items() if n == "evidence put, locked")
     retain = dt.datetime.fromisoformat(locked["Parameters"]["ObjectLockRetainUntilDate"])
     assert retain == (TEST_CLOCK.now() + dt.timedelta(days=365)).replace(microsecond=0)
-    assert locked["Parameters"]["Body.$"] == "States.JsonToString($.capture)"
+    # The body as text once, hashed from that text for the manifest.
+    assert locked["Parameters"]["Body.$"] == "$.stored.body"
+    stored = states["evidence body and SHA-256"]["Parameters"]
+    assert stored["body.$"] == "States.JsonToString($.capture)"
+    manifest = next(
+        s for n, s in tasks.items() if s["Parameters"].get("Key", "").endswith("manifest.json")
+    )
+    assert manifest["Parameters"]["IfNoneMatch"] == "*" and manifest["Catch"]
     assert "ObjectLockMode" not in tasks["evidence put, not locked"]["Parameters"]
 
 
@@ -425,6 +433,15 @@ def test_the_exported_machine_contains_the_instance_in_moto_after_approval(world
         "incident-bot-deny-all"
     ]
     assert iam.get_role(RoleName="incident-bot-deny-all")
+    # The chain of custody: the machine wrote the manifest, with the SHA-256 of what it stored.
+    s3 = boto3.client("s3", region_name=REGION)
+    [manifest_key] = [
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket=world.bucket)["Contents"]
+        if o["Key"].endswith("INC-1/manifest.json")
+    ]
+    manifest = json.loads(s3.get_object(Bucket=world.bucket, Key=manifest_key)["Body"].read())
+    assert check_objects(s3, world.bucket, manifest) == (1, [])
     # The revoker's part, as its function would do it when the machine invokes it.
     for request in revoker_requests:
         if "op" in request:
