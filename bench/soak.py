@@ -14,10 +14,11 @@ a 429 burst on chat.update, an AWS 503).
 
 Each minute it reports the worker's RSS, open file descriptors and threads, the database's
 size on disk, requests sent, non-200 answers and the p99 answer time. At the end: the RSS and
-thread slopes (least squares over the samples after the first minute, which is warm-up:
-imports, caches, pools filling). It fails (exit 1) when RSS grows faster than
-SOAK_MAX_RSS_MB_PER_MIN (default 1.0), threads by more than SOAK_MAX_THREAD_GROWTH (default
-4) after warm-up, or any answer is a 5xx or lost. Last line: {"bench": "soak", ...}.
+thread slopes (least squares over the samples after SOAK_WARMUP_MINUTES, default 2: imports,
+caches and pools filling; RSS still rises by ~2 MB in the second minute). It fails (exit 1)
+when RSS grows faster than SOAK_MAX_RSS_MB_PER_MIN (default 1.0; judged only with 3 minutes
+or more after warm-up), threads by more than SOAK_MAX_THREAD_GROWTH (default 4) after
+warm-up, or any answer is a 5xx or lost. Last line: {"bench": "soak", ...}.
 """
 
 from __future__ import annotations
@@ -325,12 +326,13 @@ def run(minutes: float, tmp: Path) -> dict[str, Any]:
         for m in load.minutes.values():
             for status, n in m.statuses.items():
                 statuses[status] += n
-        warmup = float(os.environ.get("SOAK_WARMUP_MINUTES", "1"))
+        warmup = float(os.environ.get("SOAK_WARMUP_MINUTES", "2"))
         warm = [s for s in samples if s.at >= warmup] or samples
         rss_slope = slope([(s.at, s.rss_mb) for s in warm])
         thread_growth = max(s.threads for s in warm) - warm[0].threads if warm else 0
         max_rss_slope = float(os.environ.get("SOAK_MAX_RSS_MB_PER_MIN", "1.0"))
         max_thread_growth = int(os.environ.get("SOAK_MAX_THREAD_GROWTH", "4"))
+        judged = minutes - warmup >= 3
         server_errors = sum(n for s, n in statuses.items() if s >= 500)
         lost = sum(m.lost for m in load.minutes.values())
         return {
@@ -350,7 +352,9 @@ def run(minutes: float, tmp: Path) -> dict[str, Any]:
             "thread_growth": thread_growth,
             "db_mb_end": round(samples[-1].db_mb, 2) if samples else None,
             "p99_ms_worst_minute": max((r["p99_ms"] for r in report), default=0),
-            "ok": rss_slope <= max_rss_slope
+            # A slope over less than 3 minutes after warm-up is mostly warm-up: shown, not judged.
+            "rss_judged": judged,
+            "ok": (rss_slope <= max_rss_slope or not judged)
             and thread_growth <= max_thread_growth
             and server_errors == 0
             and lost == 0,
