@@ -7,6 +7,7 @@ INCIDENT_BOT_TEST_CRASH names a JSON file the test writes once it knows the requ
   "started:ACTION"     step ACTION's start committed, before any of its AWS calls
   "finished:ACTION"    step ACTION's result committed (a step boundary)
   "call:SERVICE.OP"    an AWS call answered (AWS did it), before its step recorded anything
+It also runs incident-bot-revoker in the bot's process (moto_server runs no Lambda code).
 When the bot reaches POINT it renames the file to `<file>.fired` (so the next process does not
 crash again) and SIGKILLs its whole process group, gunicorn's master and worker: no cleanup,
 no atexit, no shutdown drain, as a power cut. Without the variable this is `incident-bot`.
@@ -26,8 +27,11 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from bot import wiring
+from bot.clock import SystemClock
 from commands.approvals import execution
 from containment import clients
+from containment.revoker.local import in_process_revoker
 
 
 def _switch() -> dict[str, Any] | None:
@@ -87,6 +91,19 @@ def _watch_and_crash(client: Any) -> Any:
     return client
 
 
+_create_app = wiring.create_app
+
+
+def _with_revoker(*args: Any, **kwargs: Any) -> Any:
+    """incident-bot-revoker's code in the bot's process: moto_server runs no Lambda code (as
+    the reliability bench and bench/contain do)."""
+    app = _create_app(*args, **kwargs)
+    options = app.runtime.options
+    options.client_hooks = (*options.client_hooks, in_process_revoker(SystemClock().now))
+    return app
+
+
+wiring.create_app = _with_revoker  # type: ignore[assignment]
 execution.claim = _claim_then_crash  # type: ignore[assignment]
 execution._StepWriter.__call__ = _step_then_crash  # type: ignore[method-assign]
 clients.watch = _watch_and_crash  # type: ignore[assignment]
