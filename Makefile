@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: drill run test lint bench clean
+.PHONY: drill run test lint bench soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,10 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
+
+# The bot under a steady mix for SOAK_MINUTES (default 10): fails on RSS or thread growth.
+soak: $(STAMP)
+	SOAK_MINUTES=$${SOAK_MINUTES:-10} $(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -35,6 +35,10 @@ class ActionContext:
     evidence_key_per_incident: bool = False
     evidence_prefix: str = "incidents/"
     dry_run: bool = False
+    # A retry of an earlier attempt, which may have died mid-step (kill -9) after a create
+    # took effect but before its step recorded it: creates AWS cannot look up cheaply (KMS
+    # keys, found only by listing) look for what that attempt made before creating again.
+    resuming: bool = False
     isolation_group_name: str = "incident-bot-isolation"
     # Examiner networks the isolation group still admits (containment.examiner_cidrs), so live
     # response stays possible after isolation; empty: no traffic at all.

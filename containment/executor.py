@@ -129,9 +129,11 @@ def run_plan(
     actions = select_actions(target, action_names)
     names = [a.name for a in actions]
     previous = dict(previous or {})
-    results: dict[str, StepResult] = {
-        n: r for n, r in previous.items() if n in names and r.done and not ctx.dry_run
-    }
+    done = {n: r for n, r in previous.items() if r.done and not ctx.dry_run}
+    results: dict[str, StepResult] = {n: r for n, r in done.items() if n in names}
+    # What earlier attempts did in steps this run leaves out (a retry plans only what is
+    # left): later steps still read them, e.g. tag needs the snapshot step's snapshot ids.
+    earlier = {n: r for n, r in done.items() if n not in names}
     pending = [a for a in actions if a.name not in results]
     if not pending:
         return {n: results[n] for n in names}
@@ -159,7 +161,7 @@ def run_plan(
         state = RunState(
             facts=facts,
             captured=captured,
-            results={n: results[n] for n in names if n in results},
+            results={**earlier, **{n: results[n] for n in names if n in results}},
             prior=copy.deepcopy(previous.get(action.name)),
         )
         try:

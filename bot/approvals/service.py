@@ -548,9 +548,17 @@ class ContainmentService:
         for request_id in found.interrupted:
             self.refresh_card(request_id)
             self._notify(request_id, "interrupted")
+        for outcome in found.settled:  # died after its last step: settled from the records
+            self.refresh_card(outcome.request_id)
+            self._notify(outcome.request_id, outcome.status, outcome=outcome)
         for request_id in found.resume:
             self.start(request_id)
-        return {"expired": expired, "resumed": found.resume, "interrupted": found.interrupted}
+        return {
+            "expired": expired,
+            "resumed": found.resume,
+            "interrupted": found.interrupted,
+            "settled": [o.request_id for o in found.settled],
+        }
 
     def start_sweeper(self, every: float) -> None:
         if self._sweeper is not None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 
 from commands.approvals.plans import Engine, Plan, PlanStep, target_from_dict
 from commands.approvals.requests import (
@@ -408,6 +408,7 @@ def execute(
         dry_run = request.dry_run
         plan_steps = Plan.from_json(request.plan).steps
         previous: list[StepResult] = []
+        resuming = request.parent_id is not None
         if request.parent_id is not None:
             parent = get_request(session=session, request_id=request.parent_id)
             previous = [
@@ -415,6 +416,7 @@ def execute(
             ]
         ctx = context_factory(request)
     ctx.dry_run = dry_run
+    ctx.resuming = resuming
     positions = {s.action: i for i, s in enumerate(plan_steps)}
     writer = _StepWriter(
         database=database,
@@ -469,6 +471,48 @@ def execute(
     if progress is not None:
         progress(request_id)
     return outcome
+
+
+def settle_recorded(
+    *,
+    database: Database,
+    request_id: int,
+    stale_before: dt.datetime,
+    now: Callable[[], dt.datetime],
+) -> Outcome | None:
+    """Settle a request whose process died after every step's result was committed but
+    before the outcome was (kill -9 between the last step and `_settle`): the work is done,
+    only its bookkeeping was cut short, so it settles from the recorded results instead of
+    being called interrupted with nothing left to retry. Taking it is atomic (its heartbeat
+    refreshed only while still stale): None when another process took it first."""
+    stale = or_(
+        ContainmentRequest.heartbeat_at <= stale_before,
+        and_(
+            ContainmentRequest.heartbeat_at.is_(None),
+            ContainmentRequest.started_at <= stale_before,
+        ),
+    )
+    with database.session() as session:
+        changed = session.execute(
+            update(ContainmentRequest)
+            .where(ContainmentRequest.id == request_id, ContainmentRequest.status == "running")
+            .where(stale)
+            .values(heartbeat_at=now())
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if changed != 1:
+            return None
+        request = get_request(session=session, request_id=request_id)
+        results = {s.action: StepResult.from_dict(s.result) for s in request.steps if s.result}
+        plan_steps = Plan.from_json(request.plan).steps
+    return _settle(
+        database=database,
+        request_id=request_id,
+        results=results,
+        plan_steps=plan_steps,
+        crash=None,
+        now=now,
+    )
 
 
 def _settle(

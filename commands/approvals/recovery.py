@@ -2,7 +2,8 @@
 
 `recover` (at start and periodically) hands approved but never-started requests back to be
 run (`execution.execute` claims each atomically) and marks running ones whose heartbeat went
-stale interrupted, naming their unfinished steps, so a responder can retry or roll back.
+stale interrupted, naming their unfinished steps, so a responder can retry or roll back; one
+that died after recording every step is settled from its records (nothing is left to retry).
 `interrupt` says the same at once when a shutdown gives up on a running request.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select, true, update
 
+from commands.approvals.execution import Outcome, settle_recorded
 from commands.approvals.requests import get_request, incident_of
 from storage.db import Database
 from storage.models import ContainmentRequest
@@ -27,6 +29,8 @@ STALE_AFTER = dt.timedelta(seconds=60)  # six missed heartbeats (execution.HEART
 class Recovery:
     resume: list[int] = field(default_factory=list)  # approved, never started: run them
     interrupted: list[int] = field(default_factory=list)  # were running in a dead process
+    # Were running in a dead process that had recorded every step: settled from the records.
+    settled: list[Outcome] = field(default_factory=list)
 
 
 def recover(
@@ -69,10 +73,25 @@ def recover(
         candidates = session.scalars(
             select(ContainmentRequest.id).where(ContainmentRequest.status == "running", stale)
         ).all()
+        finished = []
         for request_id in candidates:
-            if _mark_interrupted(session, request_id, at, stale, "interrupted by a restart"):
+            if _all_recorded(session, request_id):
+                finished.append(request_id)
+            elif _mark_interrupted(session, request_id, at, stale, "interrupted by a restart"):
                 out.interrupted.append(request_id)
+    for request_id in finished:
+        outcome = settle_recorded(
+            database=database, request_id=request_id, stale_before=at - stale_after, now=now
+        )
+        if outcome is not None:
+            out.settled.append(outcome)
     return out
+
+
+def _all_recorded(session: Any, request_id: int) -> bool:
+    """Every step of the request has its final result (none pending or running)."""
+    steps = get_request(session=session, request_id=request_id).steps
+    return bool(steps) and all(s.status not in ("pending", "running") for s in steps)
 
 
 def _mark_interrupted(session: Any, request_id: int, at: dt.datetime, where: Any, why: str) -> bool:

@@ -43,7 +43,9 @@ def per_incident_key(ctx: ActionContext, region: str) -> str:
             raise
     tags = creation_tags(incident_key=ctx.incident_key, finding_id=ctx.finding_id)
     once = ctx.evidence_client("kms", region, max_attempts=1)
-    meta = create_once(
+    # A retry after a crash between CreateKey and CreateAlias: the key exists, unaliased.
+    found = _unaliased_key(kms, ctx) if ctx.resuming else None
+    meta = found or create_once(
         ctx,
         service="kms",
         operation="CreateKey",
@@ -74,7 +76,7 @@ def _key_description(ctx: ActionContext) -> str:
 
 def _unaliased_key(kms: Any, ctx: ActionContext) -> dict[str, Any] | None:
     """A key this incident made whose CreateKey answer was lost. KMS cannot filter keys by
-    tag, so this lists them: it runs only after a lost answer, never on the usual path."""
+    tag, so this lists them: only after a lost answer or on a retry, never on the usual path."""
     for page in kms.get_paginator("list_keys").paginate():
         for key in page["Keys"]:
             try:
@@ -147,7 +149,7 @@ class StoreEvidence(Action):
         "kms:TagResource",
         "kms:CreateAlias",
         "kms:ScheduleKeyDeletion",
-        # Only after a lost CreateKey answer: find the key made before making another.
+        # After a lost CreateKey answer or on a retry: find the key made before making another.
         "kms:ListKeys",
         "kms:ListResourceTags",
         # Chain of custody: Object Lock on the object and the manifest, the manifest read.

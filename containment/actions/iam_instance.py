@@ -52,17 +52,24 @@ def _swap_needed(ctx: ActionContext, facts: Facts) -> bool:
     return current["profile_name"] != ctx.deny_all_profile_name
 
 
-def _ready_profile(facts: Facts) -> str | None:
-    """The deny-all profile's ARN when it is complete; None: create (or finish) it."""
-    profile = facts.get("deny_profile") or {}
-    return profile.get("arn") if profile.get("complete", True) else None
-
-
 def _roles(ctx: ActionContext, facts: Facts) -> list[str]:
     current = facts.get("iam")
     if not current or current["profile_name"] == ctx.deny_all_profile_name:
         return []
     return list(current["roles"])
+
+
+def _ready_profile(ctx: ActionContext, facts: Facts) -> str | None:
+    """The deny-all profile's ARN when it exists with its role in it. A profile without its
+    role is what an attempt killed between CreateInstanceProfile and AddRoleToInstanceProfile
+    left: it is completed (every create tolerates what exists), not used as it is. A retry
+    completes it anyway (ctx.resuming): the role's deny-all policy may be what is missing."""
+    found = facts.get("deny_profile") or {}
+    if ctx.deny_all_profile_name not in (found.get("roles") or []):
+        return None
+    if not found.get("complete", True):  # its role lacks the deny policy (capture says)
+        return None
+    return str(found["arn"])
 
 
 class RestrictInstanceIam(Action):
@@ -93,7 +100,7 @@ class RestrictInstanceIam(Action):
         out: list[PlannedCall] = []
         name = ctx.deny_all_profile_name
         if _swap_needed(ctx, facts):
-            if _ready_profile(facts) is None:
+            if _ready_profile(ctx, facts) is None:
                 boundary = boundary_arn(ctx, facts["iam"]["profile_arn"])
                 out += [
                     PlannedCall(
@@ -149,6 +156,10 @@ class RestrictInstanceIam(Action):
     def apply(self, target: Target, ctx: ActionContext, state: RunState) -> StepResult:
         facts = state.facts
         roles = _roles(ctx, facts)
+        if not roles and ctx.resuming:
+            # Killed after the swap, before the old role's sessions were revoked: the role
+            # the capture saw still needs it (has_policy skips one already done).
+            roles = _roles(ctx, state.captured)
         if not _swap_needed(ctx, facts) and not roles:
             note = "no instance profile" if not facts.get("iam") else "deny-all profile in place"
             return self.nothing_to_do(ctx, note)
@@ -160,7 +171,8 @@ class RestrictInstanceIam(Action):
         def swap() -> None:
             if not _swap_needed(ctx, facts):
                 return
-            arn = _ready_profile(facts) or self._create_profile(
+            ready = _ready_profile(ctx, facts)
+            arn = (None if ctx.resuming else ready) or self._create_profile(
                 iam, ctx, target, boundary_arn(ctx, facts["iam"]["profile_arn"])
             )
             out = self._replace(ec2, ctx, facts["iam"]["association_id"], arn)

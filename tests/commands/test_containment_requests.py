@@ -468,6 +468,30 @@ def test_recover_resumes_approved_and_interrupts_stale_running(database: Any) ->
     assert recover(database=database, now=lambda: later).resume == []
 
 
+def test_recover_settles_a_dead_run_that_recorded_every_step(database: Any) -> None:
+    # kill -9 after the last step's result was committed, before the outcome was: the work
+    # is done, so recovery settles it from the records instead of offering a Retry of nothing.
+    request_id = new_request(database)
+    approve(database, request_id)
+    assert claim(database=database, request_id=request_id)
+    with database.session() as session:
+        for step in session.scalars(select(ActionStep).where(ActionStep.request_id == request_id)):
+            step.status = "succeeded"
+            step.result = {"action": step.action, "status": "succeeded"}
+    later = database.clock.now() + dt.timedelta(minutes=5)
+    found = recover(database=database, now=lambda: later)
+    assert found.interrupted == [] and [o.request_id for o in found.settled] == [request_id]
+    assert found.settled[0].status == "succeeded"
+    assert request_row(database, request_id).status == "succeeded"
+    with database.read_session() as session:
+        assert session.scalars(select(Incident)).one().status == "contained"
+    kinds = [e.kind for e in timeline(database)]
+    assert kinds.count("containment.finished") == 1 and "containment.interrupted" not in kinds
+    # Settled once: a second sweep (or another replica's) finds nothing left.
+    again = recover(database=database, now=lambda: later + dt.timedelta(minutes=5))
+    assert again.settled == [] and again.interrupted == []
+
+
 # -- expiry through the reminder scheduler ---------------------------------------------------
 
 
