@@ -35,7 +35,7 @@ from bot.views.decisions import decision_text
 from bot.views.resources import resource_label
 from commands import incidents as svc
 from commands.approvals import contacts
-from commands.approvals.engine import ContainmentEngine, wants_volatile
+from commands.approvals.engine import ContainmentEngine, add_stored_impact, wants_volatile
 from commands.approvals.execution import Outcome, execute
 from commands.approvals.plans import (
     Engine,
@@ -64,7 +64,6 @@ from commands.approvals.requests import (
 from commands.errors import UserError
 from containment.registry import StepResult
 from containment.targets import TargetKind
-from storage.facts import IMPACT
 from storage.models import ContainmentRequest, Finding, Incident
 
 if TYPE_CHECKING:
@@ -202,7 +201,7 @@ class ContainmentService:
         plan = self.engine.plan(target=target, ctx=ctx, include=include)
         with runtime.database.session() as session:
             incident = svc.get_incident(session=session, key=incident_key)
-            _add_impact(plan, incident, target.resource_id)
+            add_stored_impact(plan, incident, target.resource_id)
             if incident.resource_id is None:
                 # The incident now has an affected resource (impact, trail and finding joins
                 # use it); the containment.requested event below records the target.
@@ -586,19 +585,3 @@ class ContainmentService:
         self._stop.set()
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)
-
-
-def _add_impact(plan: Plan, incident: Incident, resource_id: str) -> None:
-    """Add the incident's stored blast-radius estimate (owner, account, neighbours) if it
-    is about this resource; no AWS call here."""
-    impact = IMPACT.get(incident)
-    if not impact or (impact.get("resource") or {}).get("id") != resource_id:
-        return
-    try:
-        from commands.impact import summary_lines
-
-        lines = list(summary_lines(impact))
-    except Exception:  # an estimate in an older shape must not block the request
-        log.exception("could not summarise the impact estimate of %s", incident.key)
-        return
-    plan.blast_radius["impact"] = lines[:15]

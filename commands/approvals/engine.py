@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 from commands.approvals.plans import Plan, PlanCall, PlanStep, StepCallback, blast_radius
@@ -10,6 +11,10 @@ from containment.context import ActionContext
 from containment.errors import error_record
 from containment.registry import Facts, StepResult
 from containment.targets import Target
+from storage.facts import IMPACT
+from storage.models import Incident
+
+log = logging.getLogger(__name__)
 
 
 def wants_volatile(asked: bool | None, severity: str, rule: str) -> bool:
@@ -135,3 +140,19 @@ def _adapt(on_step: StepCallback) -> StepCallback:
         on_step(action, "started" if event == "started" else "finished", result)
 
     return callback
+
+
+def add_stored_impact(plan: Plan, incident: Incident, resource_id: str) -> None:
+    """Add the incident's stored blast-radius estimate (owner, account, neighbours) if it
+    is about this resource; no AWS call here."""
+    impact = IMPACT.get(incident)
+    if not impact or (impact.get("resource") or {}).get("id") != resource_id:
+        return
+    try:
+        from commands.impact import summary_lines
+
+        lines = list(summary_lines(impact))
+    except Exception:  # an estimate in an older shape must not block the request
+        log.exception("could not summarise the impact estimate of %s", incident.key)
+        return
+    plan.blast_radius["impact"] = lines[:15]
