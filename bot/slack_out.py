@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 30  # 429s and transient errors per patient call before giving up on it
 TURN_CURSOR = "slack.card_written:"  # + card id: when the card was last written (epoch s)
+# + card id: when Slack last answered a write of the card. A write reserved in time may land
+# late (a slow call): the next one keeps a whole interval after it lands, not after it began.
+LANDED_CURSOR = "slack.card_landed:"
 # Slack answers these the same way however often we retry: give up at once, loudly.
 PERMANENT_ERRORS = frozenset(
     {
@@ -395,10 +398,23 @@ class SlackWriter:
             wait = self._reserve(card, interval)
             if wait > 0:
                 self.sleep(min(wait, interval))
+            late = self._landed(card) + interval - self.database.clock.now().timestamp()
+            if late > 0:
+                self.sleep(min(late, interval))
         finally:
             with self._locks_guard:
                 self._waiting.discard(card)  # before the caller renders
         return True
+
+    def landed(self, card: str) -> None:
+        """Record that Slack just answered a write of the card (see `wait_turn`)."""
+        with self.database.session() as db:
+            _set_cursor(db, LANDED_CURSOR + card, self.database.clock.now().timestamp())
+
+    def _landed(self, card: str) -> float:
+        with self.database.read_session() as db:
+            row = db.get(Cursor, LANDED_CURSOR + card)
+            return float(row.value) if row is not None else 0.0
 
     def _reserve(self, card: str, interval: float) -> float:
         name = TURN_CURSOR + card

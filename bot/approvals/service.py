@@ -375,6 +375,8 @@ class ContainmentService:
                 slack.update(channel, ts, approval_card(view, now=self.runtime.now()))
             except SlackApiError:
                 log.exception("could not update the card of request #%s", request_id)
+            finally:
+                slack.landed(card)
 
     # -- deciding -------------------------------------------------------------------------
 

@@ -109,6 +109,19 @@ def test_waiting_writers_take_successive_slots(
     assert first.wait_turn(card, 1.0) and slept_first == [1.0]  # its slot came and went
 
 
+def test_the_next_write_keeps_an_interval_after_a_slow_one_landed(
+    fake_slack: FakeSlack, db: Database, clock: ManualClock
+) -> None:
+    first, _ = writer(fake_slack, db)
+    second, slept = writer(fake_slack, db)  # another process
+    card = card_id("approval", 10)
+    assert first.wait_turn(card, 1.0)  # its slot is now; Slack answers 0.8 s later
+    clock.advance(seconds=0.8)
+    first.landed(card)
+    clock.advance(seconds=0.3)  # past the reserved slot, but not an interval after it landed
+    assert second.wait_turn(card, 1.0) and slept == [pytest.approx(0.7)]
+
+
 def test_a_second_waiter_in_one_process_leaves_the_write_to_the_first(
     fake_slack: FakeSlack, db: Database
 ) -> None:

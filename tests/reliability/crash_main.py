@@ -29,7 +29,7 @@ from typing import Any
 
 from bot import wiring
 from bot.clock import SystemClock
-from commands.approvals import execution
+from commands.approvals import execution, step_records
 from containment import clients
 from containment.revoker.local import in_process_revoker
 
@@ -67,7 +67,7 @@ def _claim_then_crash(*, database: Any, request_id: int, now: Any = None) -> boo
     return won
 
 
-_call = execution._StepWriter.__call__
+_call = step_records.StepWriter.__call__
 
 
 def _step_then_crash(self: Any, action: str, phase: str, result: Any) -> None:
@@ -105,7 +105,7 @@ def _with_revoker(*args: Any, **kwargs: Any) -> Any:
 
 wiring.create_app = _with_revoker  # type: ignore[assignment]
 execution.claim = _claim_then_crash  # type: ignore[assignment]
-execution._StepWriter.__call__ = _step_then_crash  # type: ignore[method-assign]
+step_records.StepWriter.__call__ = _step_then_crash  # type: ignore[method-assign]
 clients.watch = _watch_and_crash  # type: ignore[assignment]
 
 if __name__ == "__main__":
