@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor as PostingPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.executors.pool import BasePoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from slack_sdk import WebClient
 
@@ -85,6 +85,13 @@ class ReminderStats:
     failed: int = 0
     rate_limited: int = 0
     rebuild_s: float = 0.0
+
+
+class _TimerJobs(BasePoolExecutor):
+    """APScheduler's executor over a pool the scheduler holds, so it can wait for it."""
+
+    def __init__(self, pool: PostingPool) -> None:
+        super().__init__(pool)
 
 
 class ReminderScheduler(PostingLanes):
@@ -153,9 +160,11 @@ class ReminderScheduler(PostingLanes):
         )
         self._running = False
         self._stopping = False
+        # The timer's jobs run here; shutdown waits for them itself (see `shutdown`).
+        self._jobs = PostingPool(4, thread_name_prefix="reminder-timer")
         self._scheduler = BackgroundScheduler(
             timezone=dt.UTC,
-            executors={"default": ThreadPoolExecutor(4)},
+            executors={"default": _TimerJobs(self._jobs)},
             # Explicit, never APScheduler's 1 s default: a late wake-up must still run.
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 8},
         )
@@ -209,7 +218,12 @@ class ReminderScheduler(PostingLanes):
         if self._unhook is not None:
             self._unhook()
             self._unhook = None
-        self._scheduler.shutdown(wait=wait)
+        # Never wait inside APScheduler's shutdown: it holds its job-store lock while it waits,
+        # and a tick that is running re-arms the timer through that lock (a deadlock). Once
+        # stopped, the re-arm is only noted; then the running jobs are waited for here.
+        self._scheduler.shutdown(wait=False)
+        if wait:
+            self._jobs.shutdown(wait=True)
         if wait and not self.drain(DRAIN_SECONDS):
             # Claimed and not posted: recover_stalled posts them once its lease runs out.
             log.warning("stopping with %d reminder post(s) still queued", self._queued)
