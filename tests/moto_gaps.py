@@ -82,3 +82,17 @@ def sdk_task_outputs_as_json() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cls, "_eval_service_task", eval_service_task)
         yield
+
+
+@contextmanager
+def sdk_error_names() -> Iterator[None]:
+    """Step Functions names an aws-sdk task's error `<Service>.<Exception>` with the service
+    in PascalCase (`Kms.NotFoundException`); moto's interpreter knows that spelling for a
+    few services only and keeps the rest lower-case (`kms.NotFoundException`)."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_aws_sdk as sdk,
+    )
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sdk._SERVICE_ERROR_NAMES, "kms", "Kms")
+        yield
