@@ -2,7 +2,8 @@
 
 moto's CopySnapshot looks for the source snapshot in the caller's own account only; AWS also
 copies a snapshot another account shared with the caller (createVolumePermission). This
-patch adds exactly that, and refuses an unshared one as AWS does.
+patch adds exactly that, and refuses an unshared one as AWS does. Its CreateSnapshot also
+drops the volume's KMS key (AWS encrypts a snapshot under its volume's key).
 """
 
 from __future__ import annotations
@@ -46,8 +47,15 @@ def shared_snapshot_copies() -> Iterator[None]:
             return snapshot
         return original(self, source_snapshot_id, source_region, description, kms_key_id)
 
+    def create_snapshot(self: Any, volume_id: str, *args: Any, **kwargs: Any) -> Any:
+        snapshot = original_create(self, volume_id, *args, **kwargs)
+        snapshot.kms_key_id = snapshot.kms_key_id or self.get_volume(volume_id).kms_key_id
+        return snapshot
+
+    original_create = EBSBackend.create_snapshot
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(EBSBackend, "copy_snapshot", copy_snapshot)
+        mp.setattr(EBSBackend, "create_snapshot", create_snapshot)
         yield
 
 
