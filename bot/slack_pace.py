@@ -29,9 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Float, Text, case, cast, literal
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from storage.db import Database
 from storage.models import Cursor
@@ -65,7 +65,9 @@ class Pace:
 
 
 class SharedBuckets:
-    """The buckets' due times in the database: one short write transaction per token."""
+    """The buckets' due times in the database: one statement per token (an upsert that
+    moves the due time and returns it), so a process holds the row, or SQLite's write lock,
+    no longer than that statement."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -73,46 +75,46 @@ class SharedBuckets:
     def take(self, key: str, interval: float) -> float | None:
         """Take the bucket's next token; how far its due time lies ahead of now afterwards
         (None: the database could not be reached)."""
-        return self._move(key, lambda due, now: max(due, now) + interval)
+        return self._move(key, lambda due, now: _later(due, literal(now)) + interval)
 
     def hold(self, key: str, ahead: float) -> float | None:
         """Keep the bucket's due time at least `ahead` seconds from now (a 429)."""
-        return self._move(key, lambda due, now: max(due, now + ahead))
+        return self._move(key, lambda due, now: _later(due, literal(now + ahead)))
 
-    def _move(self, key: str, step: Callable[[float, float], float]) -> float | None:
-        name = PACE_CURSOR + key
+    def _move(self, key: str, step: Callable[[Any, float], Any]) -> float | None:
+        table = Cursor.__table__
         try:
-            with self.database.session() as db:
-                row = _locked_cursor(db, name)
-                now = self.database.clock.now().timestamp()  # after any wait for the lock
-                due = _due(row.value, now)
-                moved = step(due, now)
-                row.value = repr(moved)
-                return moved - now
+            with self.database.engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE, the lock
+                stamp = self.database.clock.now()  # after any wait for the lock
+                now = stamp.timestamp()
+                due = cast(table.c.value, Float)
+                # A due time too far ahead was written on another clock: start afresh.
+                sane = case((due > now + HORIZON, literal(now)), else_=due)
+                insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+                stmt = (
+                    insert(table)
+                    .values(
+                        name=PACE_CURSOR + key, value=cast(step(None, now), Text), updated_at=stamp
+                    )
+                    .on_conflict_do_update(
+                        index_elements=[table.c.name],
+                        set_={"value": cast(step(sane, now), Text), "updated_at": stamp},
+                    )
+                    .returning(table.c.value)
+                )
+                moved = float(conn.execute(stmt).scalar_one())
         except SQLAlchemyError as exc:
             log.warning("Slack's pace falls back to this process's own: %s", exc)
             return None
+        return moved - now
 
 
-def _due(value: str | None, now: float) -> float:
-    try:
-        due = float(value or "")
-    except ValueError:
-        return now
-    return due if math.isfinite(due) and due <= now + HORIZON else now
-
-
-def _locked_cursor(db: Session, name: str) -> Cursor:
-    """The cursor row, locked for this transaction; created empty by whichever process
-    comes first (two replicas' first posts to a channel must not collide on the insert)."""
-    row = db.get(Cursor, name, with_for_update=True)
-    if row is None:
-        dialect = db.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        db.execute(insert(Cursor).values(name=name, value="").on_conflict_do_nothing())
-        row = db.get(Cursor, name, with_for_update=True)
-    assert row is not None
-    return row
+def _later(due: Any, at: Any) -> Any:
+    """The later of a stored due time (None: no row yet) and `at`, in SQL both databases
+    speak (SQLite's two-argument max() is PostgreSQL's greatest())."""
+    if due is None:
+        return at
+    return case((due > at, due), else_=at)
 
 
 class Budget:

@@ -4,6 +4,7 @@ method holds it for all of them."""
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 import threading
@@ -12,12 +13,15 @@ from pathlib import Path
 
 import pytest
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from bot.clock import SystemClock
 from bot.slack_out import Pace, SlackWriter
+from bot.slack_pace import PACE_CURSOR
 from storage.clock import Clock, ManualClock
 from storage.db import Database
 from storage.migrate import upgrade
+from storage.models import Cursor
 from tests.clock import flowing, manual
 from tests.slack_fake import Call, FakeSlack
 
@@ -148,13 +152,19 @@ def test_a_writer_waits_for_the_tokens_another_took_and_for_its_429(
     assert second.budget.ready_in("post:" + CHANNEL) == pytest.approx(2.0)  # heard now
     second.call("chat_postMessage", patient=True, channel="C2", text="its own channel")
     assert second_slept == [pytest.approx(1.0)]
+    # A reminder lane's call keeps the pace too, but tries once: its lane handles a 429.
+    fake_slack.rate_limit("chat.postMessage", times=1, retry_after=5)
+    with pytest.raises(SlackApiError):
+        first.call("chat_postMessage", keep_pace=True, channel=CHANNEL, text="lane")
+    assert first_slept == [pytest.approx(2.0)]  # behind the second's token, then the 429
+    second_slept.clear()
     # chat.update (Tier 3, per workspace): a 429 told to the first holds it for the second.
     ts = fake_slack.calls_for("chat.postMessage")[0].response["ts"]
     fake_slack.rate_limit("chat.update", times=1, retry_after=4)
     first.call("chat_update", patient=True, channel=CHANNEL, ts=ts, text="a")
-    assert first_slept == [4.0]
+    assert first_slept == [pytest.approx(2.0), 4.0]
     second.call("chat_update", patient=True, channel=CHANNEL, ts=ts, text="b")
-    assert second_slept == [pytest.approx(1.0), pytest.approx(4.0)]
+    assert second_slept == [pytest.approx(4.0)]
     assert len(fake_slack.calls_for("chat.update", ok_only=True)) == 2
 
 
@@ -174,3 +184,20 @@ def test_pacing_falls_back_to_the_process_when_the_database_cannot_keep_it(
         database.dispose()
     assert slept == [pytest.approx(1.0)]
     assert len(fake_slack.calls_for("chat.postMessage", ok_only=True)) == 3
+
+
+def test_a_due_time_written_on_another_clock_does_not_hold_posts_back(
+    fake_slack: FakeSlack, databases: Callable[[Clock], Database]
+) -> None:
+    """A process on a clock days ahead (a test's, a badly skewed host) left the channel's due
+    time far in the future: the bucket starts afresh instead of waiting days for it."""
+    clock: ManualClock = manual()
+    database = databases(clock)
+    with database.session() as session:
+        ahead = (clock.now() + dt.timedelta(days=3)).timestamp()
+        session.add(Cursor(name=PACE_CURSOR + "post:" + CHANNEL, value=repr(ahead)))
+    slept: list[float] = []
+    out = writer(fake_slack, database, slept)
+    for n in range(3):
+        out.call("chat_postMessage", patient=True, channel=CHANNEL, text=str(n))
+    assert slept == [pytest.approx(1.0)]  # the burst of two, then Slack's pace: as if new
