@@ -21,6 +21,7 @@ pacing falls back to the mirror alone rather than holding a message back.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Float, Text, case, cast, literal
+from sqlalchemy import Float, Text, bindparam, case, cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -64,57 +65,98 @@ class Pace:
     tier3_burst: float = 3.0
 
 
+@dataclass
+class _Move:
+    """One process's request to move a bucket: take a token, or hold it (a 429)."""
+
+    key: str
+    hold: bool
+    seconds: float  # take: the interval; hold: how far ahead the due time must be
+    ahead: float | None = None  # the answer: the due time, seconds from now (None: failed)
+    done: bool = False
+
+
 class SharedBuckets:
-    """The buckets' due times in the database: one statement per token (an upsert that
-    moves the due time and returns it), so a process holds the row, or SQLite's write lock,
-    no longer than that statement."""
+    """The buckets' due times in the database: each move is one upsert that moves the due
+    time and returns it. The moves a process's threads ask for at once go in one transaction
+    (the first to ask writes for everyone waiting behind it), so a burst of posts in many
+    channels costs a few commits, not one each, and SQLite's write lock a few turns."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
+        self._cond = threading.Condition()
+        self._waiting: list[_Move] = []
+        self._writing = False
 
     def take(self, key: str, interval: float) -> float | None:
         """Take the bucket's next token; how far its due time lies ahead of now afterwards
         (None: the database could not be reached)."""
-        return self._move(key, lambda due, now: _later(due, literal(now)) + interval)
+        return self._move(_Move(key, hold=False, seconds=interval))
 
     def hold(self, key: str, ahead: float) -> float | None:
         """Keep the bucket's due time at least `ahead` seconds from now (a 429)."""
-        return self._move(key, lambda due, now: _later(due, literal(now + ahead)))
+        return self._move(_Move(key, hold=True, seconds=ahead))
 
-    def _move(self, key: str, step: Callable[[Any, float], Any]) -> float | None:
-        table = Cursor.__table__
+    def _move(self, move: _Move) -> float | None:
+        with self._cond:
+            self._waiting.append(move)
+            while self._writing and not move.done:
+                self._cond.wait()
+            if move.done:  # another thread wrote it
+                return move.ahead
+            self._writing = True
+            batch, self._waiting = self._waiting, []
+        try:
+            self._write(batch)
+        finally:
+            with self._cond:
+                for done in batch:
+                    done.done = True
+                self._writing = False
+                self._cond.notify_all()
+        return move.ahead
+
+    def _write(self, batch: list[_Move]) -> None:
         try:
             with self.database.engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE, the lock
                 stamp = self.database.clock.now()  # after any wait for the lock
                 now = stamp.timestamp()
-                due = cast(table.c.value, Float)
-                # A due time too far ahead was written on another clock: start afresh.
-                sane = case((due > now + HORIZON, literal(now)), else_=due)
-                insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-                stmt = (
-                    insert(table)
-                    .values(
-                        name=PACE_CURSOR + key, value=cast(step(None, now), Text), updated_at=stamp
-                    )
-                    .on_conflict_do_update(
-                        index_elements=[table.c.name],
-                        set_={"value": cast(step(sane, now), Text), "updated_at": stamp},
-                    )
-                    .returning(table.c.value)
-                )
-                moved = float(conn.execute(stmt).scalar_one())
+                for move in batch:
+                    stmt = _statement(conn.dialect.name, move.hold)
+                    params = {"name": PACE_CURSOR + move.key, "stamp": stamp}
+                    params.update(now=now, seconds=move.seconds)
+                    move.ahead = float(conn.execute(stmt, params).scalar_one()) - now
         except SQLAlchemyError as exc:
             log.warning("Slack's pace falls back to this process's own: %s", exc)
-            return None
-        return moved - now
+            for move in batch:
+                move.ahead = None
 
 
-def _later(due: Any, at: Any) -> Any:
-    """The later of a stored due time (None: no row yet) and `at`, in SQL both databases
-    speak (SQLite's two-argument max() is PostgreSQL's greatest())."""
-    if due is None:
-        return at
-    return case((due > at, due), else_=at)
+@functools.cache
+def _statement(dialect: str, hold: bool) -> Any:
+    """INSERT .. ON CONFLICT DO UPDATE .. RETURNING the bucket's new due time, in SQL both
+    databases speak (so no max() of two, which PostgreSQL calls greatest())."""
+    table = Cursor.__table__
+    now = bindparam("now", type_=Float)
+    seconds = bindparam("seconds", type_=Float)
+    stamp = bindparam("stamp", type_=table.c.updated_at.type)
+    due = cast(table.c.value, Float)
+    # A due time too far ahead was written on another clock: the bucket starts afresh.
+    due = case((due > now + HORIZON, now), else_=due)
+    if hold:
+        moved = case((due > now + seconds, due), else_=now + seconds)
+    else:
+        moved = case((due > now, due), else_=now) + seconds
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(table)
+        .values(name=bindparam("name"), value=cast(now + seconds, Text), updated_at=stamp)
+        .on_conflict_do_update(
+            index_elements=[table.c.name],
+            set_={"value": cast(moved, Text), "updated_at": stamp},
+        )
+        .returning(table.c.value)
+    )
 
 
 class Budget:

@@ -17,7 +17,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.clock import SystemClock
 from bot.slack_out import Pace, SlackWriter
-from bot.slack_pace import PACE_CURSOR
+from bot.slack_pace import PACE_CURSOR, SharedBuckets
 from storage.clock import Clock, ManualClock
 from storage.db import Database
 from storage.migrate import upgrade
@@ -62,10 +62,11 @@ def assert_one_pace(slack: FakeSlack, posts: list[Call], tags: set[str], count: 
     texts = sorted(m["text"] for m in slack.messages(CHANNEL))
     assert texts == sorted(f"{tag} {n}" for tag in tags for n in range(count))
     assert {c.args["text"].split()[0] for c in posts} == tags
-    at = sorted(c.at for c in posts)
-    jitter = 2 * slack.manners.jitter + 0.05  # Slack's latency varies per call
-    for k in range(2, len(at)):
-        assert at[k] - at[0] >= (k - 1) * PACE.posts_per_second - jitter, (k, at)
+    # When each reached Slack (before its latency): the writers' pace, give or take how
+    # long a loaded machine takes to send a request once its turn came.
+    arrived = sorted(c.at - c.latency for c in posts)
+    for k in range(2, len(arrived)):
+        assert arrived[k] - arrived[0] >= (k - 1) / PACE.posts_per_second - 0.15, (k, arrived)
 
 
 def test_writers_of_one_database_post_to_a_channel_at_one_pace(
@@ -201,3 +202,24 @@ def test_a_due_time_written_on_another_clock_does_not_hold_posts_back(
     for n in range(3):
         out.call("chat_postMessage", patient=True, channel=CHANNEL, text=str(n))
     assert slept == [pytest.approx(1.0)]  # the burst of two, then Slack's pace: as if new
+
+
+def test_tokens_taken_at_once_by_many_threads_are_each_a_slot_of_their_own(
+    databases: Callable[[Clock], Database],
+) -> None:
+    """A process's threads asking together share transactions (the first writes for those
+    waiting behind it): still every token is a slot of its own, none lost or given twice."""
+    buckets = SharedBuckets(databases(manual()))  # time stands still: slot n is n s ahead
+    aheads: list[float | None] = []
+    start = threading.Barrier(20)
+
+    def take(key: str) -> None:
+        start.wait(5)
+        aheads.append(buckets.take(key, 1.0))
+
+    threads = [threading.Thread(target=take, args=(f"post:C{n % 2}",)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(aheads) == [pytest.approx(n // 2 + 1) for n in range(20)]  # two channels
