@@ -24,11 +24,21 @@ def flat(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def rich_texts(blocks: Any) -> str:
+    """What the rich_text blocks show, one line per block (users as @U..): Slack shows their
+    text elements literally."""
+    from bot.drill.console import rich_text_to_text
+
+    return "\n".join(rich_text_to_text(b) for b in blocks or [] if b.get("type") == "rich_text")
+
+
 def all_mrkdwn(payload: Any) -> list[str]:
-    """Every string Slack would parse as mrkdwn: `text` fields and mrkdwn text objects."""
+    """Every string Slack would parse as mrkdwn: `text` fields and mrkdwn text objects (not
+    plain_text objects, nor rich_text `text` elements: Slack shows those literally)."""
     found: list[str] = []
     if isinstance(payload, dict):
-        if payload.get("type") != "plain_text" and isinstance(payload.get("text"), str):
+        literal = payload.get("type") in ("plain_text", "text")
+        if not literal and isinstance(payload.get("text"), str):
             found.append(payload["text"])
         for value in payload.values():
             if isinstance(value, dict | list):
@@ -188,7 +198,8 @@ def test_status_and_list(bot):
     open_incident(bot, EVIL)
     status = ack_json(bot.command("status INC-1"))
     assert status["response_type"] == "ephemeral"
-    assert "*INC-1* · First" in flat(status["blocks"])
+    assert "INC-1 · First" in rich_texts(status["blocks"])
+    assert status["blocks"][0]["elements"][0]["elements"][0]["style"] == {"bold": True}
     listing = ack_json(bot.command("list"))
     dumped = flat(listing["blocks"])
     assert "Open incidents (2)" in dumped and "*INC-1* · First" in dumped
