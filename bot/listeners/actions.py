@@ -139,7 +139,7 @@ def _status_button(
         with runtime.database.read_session() as session:
             found = svc.get_incident(session=session, key=key)
             if status not in svc.TRANSITIONS.get(found.status, ()):
-                raise UserError(replies.status_refused(key, found.status, status))
+                raise UserError(replies.cannot_become(key, found.status, status))
             if status == "closed":
                 svc.refuse_open_tasks(session=session, incident=found)
         metadata = json.dumps({"key": key, "status": status, "channel": i.channel_id})

@@ -101,9 +101,13 @@ def esc_cut(text: object, limit: int) -> str:
 
 def code(text: object, limit: int = SECTION_TEXT - 2) -> str:
     """An identifier as a mrkdwn code span, copyable as it is: Slack formats nothing inside
-    code, so only a backtick (which would end the span) is neutralised; a newline (which a
-    span cannot cross) becomes a space. `limit` is the inner text's."""
-    inner = entities(str(text).replace("\n", " ")).replace("`", f"{WORD_JOINER}`{WORD_JOINER}")
+    code, so only a backtick (which would end the span) is neutralised. A span cannot cross
+    a line, nor start or end with whitespace (it would not be one, and its text would be
+    parsed): newlines become spaces and the ends are stripped. `limit` is the inner text's."""
+    inner = entities(" ".join(str(text).splitlines()).strip())
+    if not inner:
+        return ""
+    inner = inner.replace("`", f"{WORD_JOINER}`{WORD_JOINER}")
     return f"`{cut(inner, limit)}`"
 
 

@@ -187,10 +187,15 @@ def summary_needed(verb: str, key: str) -> str:
 
 
 def status_refused(key: str, current: str, wanted: str) -> str:
+    """`/incident resolve|close` on an incident that cannot move there."""
     if current == "closed":
         return f"{key} is closed; open a new incident instead."
     if current == wanted:
         return f"{key} is already {wanted}."
+    return cannot_become(key, current, wanted)
+
+
+def cannot_become(key: str, current: str, wanted: str) -> str:
     return f"{key} is {current} and cannot become {wanted}."
 
 
