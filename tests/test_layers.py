@@ -225,13 +225,15 @@ def _callee(call: ast.Call) -> str:
 
 
 def _texts(node: ast.AST) -> Iterator[ast.AST]:
-    """String literals and f-strings in `node` (dict keys left out: ids, not text)."""
+    """String literals and f-strings in `node` (dict keys left out: ids, not text; an
+    f-string's literal parts are reported as the f-string)."""
+    skip: set[int] = set()
     for sub in ast.walk(node):
         if isinstance(sub, ast.Dict):
-            for key in sub.keys:
-                if key is not None:
-                    key._key = True  # type: ignore[attr-defined]
-        if getattr(sub, "_key", False):
+            skip.update(id(t) for key in sub.keys if key is not None for t in ast.walk(key))
+        if isinstance(sub, ast.JoinedStr):
+            skip.update(id(part) for part in sub.values)
+        if id(sub) in skip:
             continue
         if isinstance(sub, ast.JoinedStr) or (
             isinstance(sub, ast.Constant) and isinstance(sub.value, str) and sub.value
