@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bot.slack_pace import Budget, Pace, SharedBuckets
@@ -299,9 +300,8 @@ class SlackWriter:
         name = TURN_CURSOR + card
         now = self.database.clock.now().timestamp()
         with (session or self.database.session)() as db:
-            row = db.get(Cursor, name, with_for_update=True)
+            row = _locked_cursor(db, name, now)
             if row is None:
-                db.add(Cursor(name=name, value=repr(now)))
                 return Turn(0.0, float("inf"))
             last = float(row.value)
             wait = last + interval - now
@@ -348,9 +348,8 @@ class SlackWriter:
         name = TURN_CURSOR + card
         now = self.database.clock.now().timestamp()
         with self.database.session() as db:
-            row = db.get(Cursor, name, with_for_update=True)
+            row = _locked_cursor(db, name, now)
             if row is None:
-                db.add(Cursor(name=name, value=repr(now)))
                 return 0.0
             slot = max(now, float(row.value) + interval)
             row.value = repr(slot)
@@ -401,6 +400,22 @@ def _count(stats: Stats, method: str, kwargs: dict[str, Any]) -> None:
             stats.thread_replies += 1
         else:
             stats.posts += 1
+
+
+def _locked_cursor(session: Session, name: str, now: float) -> Cursor | None:
+    """The cursor row locked for this transaction, or None when this call created it (at
+    `now`). Created with INSERT .. ON CONFLICT DO NOTHING, so two processes writing a card's
+    first slot at once both go on (a read-then-insert let the second fail on the key)."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    created = session.execute(
+        insert(Cursor)
+        .values(name=name, value=repr(now))
+        .on_conflict_do_nothing(index_elements=[Cursor.__table__.c.name])
+        .returning(Cursor.__table__.c.name)  # a row only when inserted (psycopg's rowcount: -1)
+    ).first()
+    if created is not None:
+        return None
+    return session.get(Cursor, name, with_for_update=True, populate_existing=True)
 
 
 def _set_cursor(session: Session, name: str, value: float) -> None:

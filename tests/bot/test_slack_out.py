@@ -86,6 +86,38 @@ def test_the_pace_of_a_card_is_shared_by_writers_of_one_database(
     assert first.claim_turn(card, 10).wait == pytest.approx(10)
 
 
+def test_writers_claiming_a_new_cards_first_turn_at_once_all_get_an_answer(
+    fake_slack: FakeSlack, db_url: str, clock: ManualClock
+) -> None:
+    """Eight writers, each on its own engine (as replicas would be), claim the first turn of
+    a card no one has written: one gets it, the rest are told to wait (a read-then-insert let
+    all but one fail on the cursor's key)."""
+    upgrade(db_url)
+    databases = [Database(db_url, clock=clock) for _ in range(8)]
+    card = card_id("incident", "INC-9")
+    turns: list[object] = []
+    start = threading.Barrier(len(databases))
+
+    def claim(database: Database) -> None:
+        start.wait(5)
+        try:
+            turns.append(writer(fake_slack, database)[0].claim_turn(card, 10))
+        except Exception as exc:  # what is under test: no writer may fail
+            turns.append(exc)
+
+    threads = [threading.Thread(target=claim, args=(d,)) for d in databases]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        for database in databases:
+            database.dispose()
+    assert not [t for t in turns if isinstance(t, Exception)], turns
+    assert sorted(t.wait for t in turns) == [0] + [pytest.approx(10)] * 7  # type: ignore[attr-defined]
+
+
 def test_wait_turn_waits_at_most_one_interval(fake_slack: FakeSlack, db: Database) -> None:
     out, slept = writer(fake_slack, db)
     card = card_id("approval", 7)
