@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage import fastread
 from storage.clock import CLOCK_OPTION, Clock
 from storage.errors import StorageError
 
@@ -198,6 +199,7 @@ class Database:
             hot, self._hot = self._hot, None
         if hot is not None and hot[0] == os.getpid():
             hot[1].close()
+        fastread.release(self._engine)
         self._engine.dispose()
 
 
