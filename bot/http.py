@@ -377,7 +377,7 @@ def slack_events(app: IncidentBotApp) -> Handler:
         if problem is not None:
             log.warning("refused a signed request to /slack/events: %s", problem)
             return HttpResponse(400, {"ok": False, "error": "bad_request"})
-        bolt_req = bolt_request(raw_body, query=request.query, headers=dict(request.headers))
+        bolt_req = bolt_request(raw_body, query=request.query, headers=request.headers)
         if claim is not None:
             if app.read_only(bolt_req.body):
                 bolt_req.context[CLAIM] = claim
