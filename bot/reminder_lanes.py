@@ -2,10 +2,11 @@
 channels and in order within one.
 
 Each claimed reminder joins its channel's lane, lanes run on a small pool of posting threads,
-and a lane posts when the writer's budget for its channel has a token (bot/slack_out.py's
-Pace: Slack's pace of about one message per second per channel, short bursts; a 429 waits its
-Retry-After and the post stays first in its lane). What was posted is recorded by one
-recorder thread, in one transaction for everything posted since its last write.
+and a lane posts when the writer's budget for its channel has a token (bot/slack_pace.py:
+Slack's pace of about one message per second per channel, short bursts, shared by every
+process; a 429 waits its Retry-After and the post stays first in its lane). What was posted
+is recorded by one recorder thread, in one transaction for everything posted since its last
+write.
 
 `PostingLanes` is mixed into `bot.scheduler.ReminderScheduler`, which sets up the state
 declared below in its `__init__` and supplies `_decide` (what a claim says) and `wake`.
@@ -241,14 +242,16 @@ class PostingLanes:
         }
         if delivery.thread_ts:
             kwargs["thread_ts"] = delivery.thread_ts
+        # The lane asked the budget's mirror; the reservation may learn that another process
+        # posted here meanwhile: it waits for that token (about a second), then tries once.
         try:
-            resp = self.slack.call("chat_postMessage", **kwargs)
+            resp = self.slack.call("chat_postMessage", keep_pace=True, **kwargs)
         except SlackApiError as exc:
             # The thread's parent was deleted: the reminder still matters, post it top-level.
             if slack_error(exc) != "thread_not_found" or "thread_ts" not in kwargs:
                 raise
             kwargs.pop("thread_ts")
-            resp = self.slack.call("chat_postMessage", **kwargs)
+            resp = self.slack.call("chat_postMessage", keep_pace=True, **kwargs)
         return resp.get("ts"), str(resp.get("channel") or channel)
 
     def _text(self, delivery: dl.Delivery) -> str:

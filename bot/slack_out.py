@@ -15,12 +15,14 @@ Every message the bot writes goes through a `SlackWriter` (one per process, on t
 - `upload(channel, thread_ts, files, ...)`: files into a thread (files_upload_v2);
 - `record_card(...)`: the card's channel and ts stored on the incident, and its one
   `slack.card_posted` timeline event;
-- `budget` (`Budget`, at `Pace`): Slack's published rate limits kept before Slack has to
-  enforce them: chat.postMessage about one per second per channel, the Tier 3 methods
-  (chat.update...) about 50 a minute per method. A patient call waits for its turn; any call
-  takes one; a 429 holds the method (or channel) for everyone in the process for its
-  Retry-After. Features with several kinds of work ask `budget.ready_in` to pick what to do
-  next. The budget is per process: other processes meet Slack's 429s, which are handled.
+- `budget` (bot/slack_pace.py's `Budget`, at `Pace`): Slack's published rate limits kept
+  before Slack has to enforce them: chat.postMessage about one per second per channel, the
+  Tier 3 methods (chat.update...) about 50 a minute per method. Kept in the database like
+  the cards' slots, so every process draws on one budget per channel and per method, as
+  Slack counts them. A patient call (or one that asks to `keep_pace`) waits for its turn;
+  any call takes one; a 429 holds the method (or channel) for everyone for its Retry-After.
+  Features with several kinds of work ask `budget.ready_in` (in memory) to pick what to do
+  next.
 
 Rendering stays in bot/views; what to post, and when, stays with the features.
 """
@@ -39,6 +41,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.orm import Session
 
+from bot.slack_pace import Budget, Pace, SharedBuckets
 from storage.db import Database
 from storage.models import Cursor, Incident
 from storage.timeline import append_event
@@ -70,6 +73,7 @@ PERMANENT_ERRORS = frozenset(
 )
 
 HISTORY = 200  # newest messages searched for a post whose answer never came
+DEFAULT_PACE = Pace()  # frozen: one default shared safely
 
 
 class Unconfirmed(TimeoutError):
@@ -93,84 +97,6 @@ class Stats:
     rate_limited: int = 0
     failures: int = 0
     uploads: int = 0
-
-
-# Slack's Tier 3 methods the bot calls (per method per workspace: about 50 a minute).
-TIER3 = frozenset(
-    {
-        "chat_update",
-        "chat_delete",
-        "conversations_replies",
-        "conversations_invite",
-    }
-)
-
-
-@dataclass(frozen=True)
-class Pace:
-    """The rates the writer keeps to: a little under Slack's published limits."""
-
-    posts_per_second: float = 1.0  # chat.postMessage per channel (Slack: about 1)
-    post_burst: float = 2.0  # posts a quiet channel takes at once ("short bursts")
-    tier3_per_minute: float = 45.0  # each Tier 3 method (Slack: 50)
-    tier3_burst: float = 3.0
-
-
-class Budget:
-    """Token buckets per channel (posts) and per Tier 3 method; thread-safe. Reservations
-    may go into debt: the caller then waits until its token is due."""
-
-    def __init__(self, pace: Pace | None, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.pace = pace
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._buckets: dict[str, list[float]] = {}  # key -> [tokens, at]
-
-    def key(self, method: str, kwargs: dict[str, Any]) -> str | None:
-        """The bucket a call draws on (None: not paced)."""
-        if self.pace is None:
-            return None
-        if method == "chat_postMessage":
-            return f"post:{kwargs.get('channel')}"
-        return method if method in TIER3 else None
-
-    def _bucket(self, key: str) -> tuple[list[float], float, float]:
-        assert self.pace is not None
-        if key.startswith("post:"):
-            rate, burst = self.pace.posts_per_second, self.pace.post_burst
-        else:
-            rate, burst = self.pace.tier3_per_minute / 60.0, self.pace.tier3_burst
-        now = self.clock()
-        bucket = self._buckets.setdefault(key, [burst, now])
-        bucket[0] = min(burst, bucket[0] + (now - bucket[1]) * rate)
-        bucket[1] = now
-        return bucket, rate, burst
-
-    def ready_in(self, key: str | None, *, spare: float = 0.0) -> float:
-        """Seconds until `key` has a token free, `spare` more left for others (0: now)."""
-        if key is None or self.pace is None:
-            return 0.0
-        with self._lock:
-            bucket, rate, burst = self._bucket(key)
-            need = min(1.0 + spare, burst)
-            return max(0.0, (need - bucket[0]) / rate)
-
-    def reserve(self, key: str | None) -> float:
-        """Take a token; the seconds until it is ours (0: now)."""
-        if key is None or self.pace is None:
-            return 0.0
-        with self._lock:
-            bucket, rate, _ = self._bucket(key)
-            bucket[0] -= 1.0
-            return max(0.0, -bucket[0] / rate)
-
-    def hold(self, key: str | None, seconds: float) -> None:
-        """Slack said 429: nobody in this process draws on `key` for `seconds`."""
-        if key is None or self.pace is None:
-            return
-        with self._lock:
-            bucket, rate, _ = self._bucket(key)
-            bucket[0] = min(bucket[0], 1.0 - seconds * rate)
 
 
 class Turn(NamedTuple):
@@ -220,10 +146,10 @@ class SlackWriter:
         *,
         sleep: Callable[[float], None] = time.sleep,
         max_attempts: int = MAX_ATTEMPTS,
-        pace: Pace | None = Pace(),  # frozen: one default shared safely
+        pace: Pace | None = DEFAULT_PACE,
     ) -> None:
         self.client = client
-        self.budget = Budget(pace)
+        self.budget = Budget(pace, shared=SharedBuckets(database) if pace else None)
         self.database = database
         self.sleep = sleep
         self.max_attempts = max_attempts
@@ -245,13 +171,15 @@ class SlackWriter:
         method: str,
         *,
         patient: bool = False,
+        keep_pace: bool = False,
         attempts: int | None = None,
         stats: Stats | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Call `method` of the Web API; see the module docstring for `patient`. `attempts`:
-        a bound on the tries for work someone waits on (a command's follow-up). `stats`: a
-        feature's own counters (the writer's by default).
+        """Call `method` of the Web API; see the module docstring for `patient`. `keep_pace`:
+        wait for the budget's token, as a patient call does, yet try once (a worker that
+        handles its own 429s). `attempts`: a bound on the tries for work someone waits on (a
+        command's follow-up). `stats`: a feature's own counters (the writer's by default).
 
         A chat.postMessage that timed out may have been posted: it is never sent again
         blindly. A message carrying metadata (a card) is looked for in the channel and its
@@ -262,7 +190,7 @@ class SlackWriter:
         tries = attempts or (self.max_attempts if patient else 1)
         key = self.budget.key(method, kwargs)
         due = self.budget.reserve(key)  # an impatient call takes its token and goes
-        if patient and due > 0:
+        if (patient or keep_pace) and due > 0:
             self.sleep(due)
         for attempt in range(1, tries + 1):
             try:

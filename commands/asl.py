@@ -8,7 +8,10 @@ Only the plan's changing calls become states: its reads (describe/get/list) were
 capture, whose results the plan already recorded. Calls send the SDK parameters the plan
 recorded (`sdk`, where the card only summarises them). Values known only at run time are
 filled by the machine: the ids of the security groups and snapshots it creates (kept under
-`$.created`, for `<X group>` and `<new snapshots>`), the time a state runs (`<now>`, from
+`$.created`, for `<X group>` and `<new snapshots>`), the incident's own KMS key (found by its
+alias or created and aliased as the bot does, `$.created.key`, for `<incident key id>` and
+`<incident key arn>`: commands/asl_key.py, which also says what a retry does), the time a
+state runs (`<now>`, from
 `$$.State.EnteredTime`), the capture an evidence object holds (`<capture>`: the capture
 step's first read, run just before); an Object Lock retention date is fixed at export (export
 time + the retention days), and the lock is sent only when the bucket has Object Lock enabled
@@ -32,8 +35,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from commands.approvals.plans import Plan
+from commands.asl_key import key_states
 from commands.asl_runtime import (
     CAPTURE_SHA256,
+    KEY,
+    KEY_ID,
     NEW_SNAPSHOTS,
     NOW,
     SNAPSHOTS,
@@ -123,7 +129,8 @@ def state_machine(
             names.unique("Start"),
             {
                 "Type": "Pass",
-                "Comment": "Ids of groups the plan creates are kept under $.created.",
+                "Comment": "What the plan creates (groups, snapshots, key) is kept under "
+                "$.created.",
                 "Parameters": {"created": {}},
             },
         )
@@ -215,12 +222,19 @@ def _step_states(
 ) -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
     known = set(wired.values())
+    aliased: set[int] = set()  # CreateAlias calls the incident key's states already make
     for call in step["calls"]:
         service, operation = call.get("service"), call.get("operation")
         if not service or not operation:
             raise ValueError(f"step {step.get('action')!r} has a call without service/operation")
-        recorded = call.get("sdk") if call.get("sdk") is not None else call.get("params")
-        for params in _split_new_snapshots(recorded, known):
+        if id(call) in aliased:
+            continue
+        if wired.get(id(call)) == KEY:
+            alias = _alias_of(step)
+            aliased.add(id(alias))
+            out.append(key_states(step, recorded(call), recorded(alias), names))
+            continue
+        for params in _split_new_snapshots(recorded(call), known):
             params, documents = _documents_at_run_time(step, params, names, run, known)
             out.extend(documents)
             sent = run.fill(params, known) if params is not None else None
@@ -408,11 +422,20 @@ def _body_from_stored(state: dict[str, Any]) -> dict[str, Any]:
 _NEW_GROUP = re.compile(r"^<new (\w+) group>$")
 
 
+def _alias_of(step: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The step's CreateAlias call, which names the key its CreateKey makes."""
+    for call in step["calls"]:
+        if (call.get("service"), call.get("operation")) == ("kms", "CreateAlias"):
+            return call
+    raise ValueError(f"step {step.get('action')!r} makes a key but names no alias for it")
+
+
 def _created_groups(steps: Sequence[Mapping[str, Any]]) -> dict[int, str]:
     """The CreateSecurityGroup calls (by id()) whose group a later call of the same step names
     `<new X group>`, each with its X. An X created more than once (several VPCs) is left out:
     which group a later `<X group>` means is then unknown. A CreateSnapshots call, when a
-    later call names `<new snapshots>`, keeps its snapshot ids under `snapshots`."""
+    later call names `<new snapshots>`, keeps its snapshot ids under `snapshots`; a CreateKey
+    whose step aliases the key it makes keeps `{KeyId, Arn}` under `key`."""
     keyed: dict[int, str] = {}
     wants_snapshots = any(NEW_SNAPSHOTS in _strings(recorded(c)) for s in steps for c in s["calls"])
     for step in steps:
@@ -421,6 +444,9 @@ def _created_groups(steps: Sequence[Mapping[str, Any]]) -> dict[int, str]:
             pair = (call.get("service"), call.get("operation"))
             if pair == ("ec2", "CreateSnapshots") and wants_snapshots:
                 keyed[id(call)] = SNAPSHOTS
+                continue
+            if pair == ("kms", "CreateKey") and _names_the_key(step):
+                keyed[id(call)] = KEY
                 continue
             if pair == ("ec2", "CreateSecurityGroup"):
                 create = call
@@ -433,6 +459,16 @@ def _created_groups(steps: Sequence[Mapping[str, Any]]) -> dict[int, str]:
     for key in keyed.values():
         counts[key] = counts.get(key, 0) + 1
     return {call: key for call, key in keyed.items() if counts[key] == 1}
+
+
+def _names_the_key(step: Mapping[str, Any]) -> bool:
+    """The step's CreateAlias names the key CreateKey makes (as the evidence step records
+    it), so the key's states can make both."""
+    try:
+        alias = recorded(_alias_of(step))
+    except ValueError:
+        return False
+    return isinstance(alias, Mapping) and alias.get("TargetKeyId") == KEY_ID
 
 
 def _creates(step: Mapping[str, Any], wired: Mapping[int, str]) -> list[str]:

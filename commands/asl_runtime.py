@@ -1,6 +1,7 @@
 """Run-time values in an exported state machine (commands/asl.py): a plan's `<placeholders>`
-filled with what the machine knows when a state runs (the ids of groups and snapshots it made,
-under `$.created`; the time a state runs; the capture an evidence object holds)."""
+filled with what the machine knows when a state runs (the ids of the groups, snapshots and
+incident KMS key it made, under `$.created`; the time a state runs; the capture an evidence
+object holds)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from typing import Any
 from commands.asl_sdk import PLACEHOLDER, quote, recorded, sdk_resource, send_problem
 
 SNAPSHOTS = "snapshots"  # $.created.snapshots: the snapshot ids CreateSnapshots made
+KEY = "key"  # $.created.key: {KeyId, Arn} of the incident's own KMS key (commands/asl_key.py)
+KEY_ID = "<incident key id>"  # containment.actions.evidence.INCIDENT_KEY_ID
+KEY_ARN = "<incident key arn>"
 NEW_SNAPSHOTS = "<new snapshots>"
 NOW = "<now>"
 _NOW_PLUS = re.compile(r"^<now \+ (\d+) days>$")
@@ -66,6 +70,8 @@ class PlaceholderFiller:
         group = _ANY_GROUP.match(value)
         if group and group[1] in known:
             return f"$.created.{group[1]}.GroupId", True
+        if value in (KEY_ID, KEY_ARN) and KEY in known:
+            return f"$.created.{KEY}.{'KeyId' if value == KEY_ID else 'Arn'}", True
         if value == NOW:
             return "$$.State.EnteredTime", True
         if value == CAPTURE:

@@ -285,6 +285,11 @@ SCOPES: dict[str, tuple[Grant, ...]] = {
             only=("forensics",),
         ),
     ),
+    # The wipe revokes the forensic-copy grant above. RevokeGrant, not RetireGrant: IAM
+    # authorises RevokeGrant (on the key); RetireGrant is authorised by the grant itself
+    # (its retiring or grantee principal), which /forensics never names the bot as. KMS has
+    # no condition key for a grant's id or name: the wipe checks the name before revoking.
+    "kms:RevokeGrant": (G("KmsRevokeForensicGrant", KMS_KEYS, only=("wipe",)),),
     "kms:Decrypt": (G("KmsViaEc2", KMS_KEYS, _via("ec2")),),
     "kms:ReEncryptFrom": (G("KmsViaEc2", KMS_KEYS, _via("ec2")),),
     "kms:ReEncryptTo": (G("KmsViaEc2", KMS_KEYS, _via("ec2")),),

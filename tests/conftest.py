@@ -26,7 +26,6 @@ os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("AWS_ENDPOINT_URL", None)
 
 
-
 def _own_database(url: str | None) -> str | None:
     """Under pytest-xdist each worker gets its own database beside the one named (tests drop
     and recreate the public schema, so two workers must never share one)."""

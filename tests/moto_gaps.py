@@ -2,7 +2,8 @@
 
 moto's CopySnapshot looks for the source snapshot in the caller's own account only; AWS also
 copies a snapshot another account shared with the caller (createVolumePermission). This
-patch adds exactly that, and refuses an unshared one as AWS does.
+patch adds exactly that, and refuses an unshared one as AWS does. Its CreateSnapshot also
+drops the volume's KMS key (AWS encrypts a snapshot under its volume's key).
 """
 
 from __future__ import annotations
@@ -46,8 +47,15 @@ def shared_snapshot_copies() -> Iterator[None]:
             return snapshot
         return original(self, source_snapshot_id, source_region, description, kms_key_id)
 
+    def create_snapshot(self: Any, volume_id: str, *args: Any, **kwargs: Any) -> Any:
+        snapshot = original_create(self, volume_id, *args, **kwargs)
+        snapshot.kms_key_id = snapshot.kms_key_id or self.get_volume(volume_id).kms_key_id
+        return snapshot
+
+    original_create = EBSBackend.create_snapshot
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(EBSBackend, "copy_snapshot", copy_snapshot)
+        mp.setattr(EBSBackend, "create_snapshot", create_snapshot)
         yield
 
 
@@ -81,4 +89,18 @@ def sdk_task_outputs_as_json() -> Iterator[None]:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cls, "_eval_service_task", eval_service_task)
+        yield
+
+
+@contextmanager
+def sdk_error_names() -> Iterator[None]:
+    """Step Functions names an aws-sdk task's error `<Service>.<Exception>` with the service
+    in PascalCase (`Kms.NotFoundException`); moto's interpreter knows that spelling for a
+    few services only and keeps the rest lower-case (`kms.NotFoundException`)."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_aws_sdk as sdk,
+    )
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sdk._SERVICE_ERROR_NAMES, "kms", "Kms")
         yield

@@ -150,3 +150,144 @@ def test_the_checks_see_cycles_and_function_level_imports() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [frozenset({"a", "b", "c"})]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+# -- Slack text only in bot/views/ ----------------------------------------------------------
+#
+# Listeners ack, parse and delegate; what a user reads is written in bot/views/. The rule, as
+# the syntax tree sees it, for every module under bot/listeners/:
+# 1. no string literal and no f-string in what goes to Slack: the arguments of `Reply`,
+#    `UserError`, `ack`, `respond`, `say`, `send`, `refresh_incident`, the Block Kit builders
+#    and the Web API calls (`chat_*`, `files_upload_v2`, `upload`), except in the keywords
+#    that are not shown (`response_action`, ids, timeline fields);
+# 2. no f-string anywhere else either (a sentence assigned to a variable and passed on is
+#    still built here), except as an argument of what is not Slack text: logging, Python
+#    exceptions, background-job descriptions, timeline records, and the subcommand table.
+
+LISTENERS = ROOT / "bot" / "listeners"
+TO_SLACK = {
+    "Reply",
+    "UserError",
+    "ack",
+    "respond",
+    "say",
+    "send",
+    "refresh_incident",
+    "upload",
+    "files_upload_v2",
+    "modal",
+    "text_input",
+    "section",
+    "context",
+    "header",
+    "plain",
+    "mrkdwn",
+    "button",
+    "message",
+}
+NOT_SHOWN = {  # keywords whose value Slack never shows
+    "response_action",
+    "action_id",
+    "callback_id",
+    "block_id",
+    "description",
+    "kind",
+    "summary",
+    "details",
+    "actor",
+}
+NOT_SLACK = {  # callees whose string arguments are not Slack text
+    "debug",
+    "info",
+    "warning",
+    "error",
+    "exception",
+    "RuntimeError",
+    "ValueError",
+    "defer",
+    "submit",
+    "record_on_timeline",
+    "append_event",
+    "record_card",
+    "add_note",
+    "spec",
+    "action_invocation",
+    "view_invocation",
+    "take_incident",
+    "_read",
+    "compile",
+}
+
+
+def _callee(call: ast.Call) -> str:
+    func = call.func
+    return func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+
+
+def _texts(node: ast.AST) -> Iterator[ast.AST]:
+    """String literals and f-strings in `node` (dict keys left out: ids, not text; an
+    f-string's literal parts are reported as the f-string)."""
+    skip: set[int] = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Dict):
+            skip.update(id(t) for key in sub.keys if key is not None for t in ast.walk(key))
+        if isinstance(sub, ast.JoinedStr):
+            skip.update(id(part) for part in sub.values)
+        if id(sub) in skip:
+            continue
+        if isinstance(sub, ast.JoinedStr) or (
+            isinstance(sub, ast.Constant) and isinstance(sub.value, str) and sub.value
+        ):
+            yield sub
+
+
+def listener_text(source: str) -> list[str]:
+    """`line: code` of every place the source builds text for Slack (the rule above)."""
+    tree = ast.parse(source)
+    found: dict[int, str] = {}
+    allowed: set[int] = set()  # ids of f-strings in calls that are not Slack text
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = _callee(node)
+        shown = [*node.args, *(k.value for k in node.keywords if k.arg not in NOT_SHOWN)]
+        if name in TO_SLACK or name.startswith("chat_"):
+            for arg in shown:
+                for text in _texts(arg):
+                    found[text.lineno] = ast.unparse(text)
+        if name in NOT_SLACK:
+            allowed.update(id(t) for arg in shown for t in ast.walk(arg))
+        allowed.update(
+            id(t) for k in node.keywords if k.arg in NOT_SHOWN for t in ast.walk(k.value)
+        )
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr) and id(node) not in allowed:
+            found.setdefault(node.lineno, ast.unparse(node))
+    return [f"{line}: {code[:100]}" for line, code in sorted(found.items())]
+
+
+def test_listeners_build_no_slack_text() -> None:
+    offenders = {
+        path.name: found
+        for path in sorted(LISTENERS.glob("*.py"))
+        if (found := listener_text(path.read_text()))
+    }
+    assert not offenders, offenders
+
+
+def test_the_listener_text_check_sees_what_it_should() -> None:
+    seen = listener_text(
+        "def f(inv, key, ack):\n"
+        "    ack(response_action='errors', errors={'note': 'Write the note first.'})\n"
+        "    line = f'Noted on {key}.'\n"
+        "    raise UserError('Say which incident.')\n"
+    )
+    assert [s.split(":")[0] for s in seen] == ["2", "3", "4"], seen
+    quiet = listener_text(
+        "def f(inv, key, ack, log):\n"
+        "    log.warning(f'{key} failed')\n"
+        "    ack(response_action='errors', errors=views.note_errors())\n"
+        "    inv.defer(f'note on {key}', lambda: None)\n"
+        "    raise UserError(replies.note_needed(key))\n"
+    )
+    assert quiet == [], quiet

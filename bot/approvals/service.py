@@ -419,7 +419,7 @@ class ContainmentService:
                 verb = {"retry": "Retry", "rollback": "Rollback"}.get(request.kind, "Plan")
                 line = (
                     f"🛡️ {verb} #{request.id} for {bk.esc(request.target_type)} "
-                    f"`{bk.esc(request.target_id)}` {what}."
+                    f"{bk.code(request.target_id)} {what}."
                 )
             refresh_incident(self.runtime, key, line=line)
         except Exception:

@@ -32,6 +32,18 @@ def mrkdwn_to_text(text: str) -> str:
     return html.unescape(text).replace("*", "")
 
 
+def rich_text_to_text(block: dict[str, Any]) -> str:
+    """A rich_text block as a terminal shows it: its text elements as they are, users as @U.."""
+    out = []
+    for part in block.get("elements") or []:
+        for element in part.get("elements") or []:
+            if element.get("type") == "user":
+                out.append(f"@{element.get('user_id', '')}")
+            else:
+                out.append(str(element.get("text", "")))
+    return "".join(out)
+
+
 def _text(obj: Any) -> str:
     if isinstance(obj, dict):
         return mrkdwn_to_text(str(obj.get("text", "")))
@@ -66,7 +78,7 @@ def render_blocks(blocks: list[dict[str, Any]], fallback: str = "") -> list[str]
         elif kind == "divider":
             lines.append("  " + "─" * 40)
         elif kind == "rich_text":
-            lines.append(json.dumps(block)[:200])
+            lines.extend(rich_text_to_text(block).splitlines())
     return lines
 
 

@@ -66,9 +66,8 @@ def finding_blocks(
                 "no real activity is behind it."
             )
         )
-    headline = bk.section(_headline(top, summary), fields=_fact_fields(top))
-    headline["block_id"] = FINDING_BLOCK
-    blocks.append(headline)
+    blocks.append(_headline(top, summary))
+    blocks.append(bk.fields_section(_fact_fields(top)))
     blocks.extend(_not_automatic(incident))
     # The operator's tag names (settings.impact.tag_keys) over the defaults.
     tags = _tag_fields(incident, {**DEFAULT_TAG_KEYS, **(tag_keys or {})})
@@ -105,14 +104,20 @@ def plan_button(incident: Incident) -> dict[str, Any] | None:
     return bk.button("Plan containment", PLAN_BUTTON, value, style="danger")
 
 
-def _headline(top: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
+def _headline(top: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Rich text: the finding's type and title (attacker-influenced) are shown literally."""
     band = str(top.get("band", ""))
     distinct = int(summary.get("distinct", 1))
     occurrences = int(summary.get("occurrences", top.get("count", 1)))
     tally = f"{distinct} finding{'s' if distinct != 1 else ''}, seen {occurrences} times"
-    return (
-        f"{SEVERITY_ICON.get(band, '')} *GuardDuty:* `{bk.esc_cut(top.get('type', '?'), 200)}`\n"
-        f"{bk.esc_cut(top.get('title') or '', 600)}\n_{tally}_"
+    return bk.rich(
+        f"{SEVERITY_ICON.get(band, '')} ",
+        bk.styled("GuardDuty:", bold=True),
+        " ",
+        bk.styled(bk.clip(str(top.get("type", "?")), 200), code=True),
+        "\n" + bk.clip(str(top.get("title") or ""), 600) + "\n",
+        bk.styled(tally, italic=True),
+        block_id=FINDING_BLOCK,
     )
 
 
@@ -121,11 +126,11 @@ def _fact_fields(top: Mapping[str, Any]) -> list[str]:
     resource = top.get("resource_id")
     if resource:
         kind = bk.esc(resource_label(top.get("resource_kind") or top.get("resource_type")))
-        fields.append(f"*{kind}*\n`{bk.esc_cut(resource, 200)}`")
+        fields.append(f"*{kind}*\n{bk.code(resource, 200)}")
     if top.get("host_instance_id"):
-        fields.append(f"*Host instance*\n`{bk.esc_cut(top['host_instance_id'], 200)}`")
+        fields.append(f"*Host instance*\n{bk.code(top['host_instance_id'], 200)}")
     if top.get("process"):
-        fields.append(f"*Process*\n`{bk.esc_cut(top['process'], 200)}`")
+        fields.append(f"*Process*\n{bk.code(top['process'], 200)}")
     scanned = top.get("object_keys") or top.get("volume_ids")
     if scanned:
         label = "Objects scanned" if top.get("object_keys") else "Volumes scanned"
@@ -137,7 +142,7 @@ def _fact_fields(top: Mapping[str, Any]) -> list[str]:
         fields.append(f"*Public IPs*\n{bk.esc_cut(', '.join(top['public_ips']), 300)}")
     remote = top.get("remote_ip") or top.get("remote_domain")
     if remote:
-        fields.append(f"*Remote*\n`{bk.esc_cut(remote, 200)}`")
+        fields.append(f"*Remote*\n{bk.code(remote, 200)}")
     if top.get("user_name"):
         fields.append(f"*IAM user*\n{bk.esc_cut(top['user_name'], 200)}")
     if top.get("bucket_names"):
@@ -173,7 +178,7 @@ def _tag_fields(incident: Incident, tag_keys: Mapping[str, str]) -> list[str]:
 def _other_line(f: Mapping[str, Any]) -> str:
     sample = " · SAMPLE" if f.get("sample") else ""
     return (
-        f"{SEVERITY_ICON.get(str(f.get('band')), '')} `{bk.esc_cut(f.get('type', '?'), 150)}` "
+        f"{SEVERITY_ICON.get(str(f.get('band')), '')} {bk.code(f.get('type', '?'), 150)} "
         f"{_number(f.get('severity'))} x{int(f.get('count') or 1)}{sample}"
     )
 

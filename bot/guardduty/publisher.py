@@ -472,7 +472,7 @@ class CardPublisher:
         if joined and quiet:
             with self.runtime.database.read_session() as session:
                 types = _finding_types(session, joined)
-            listed = ", ".join(f"`{bk.esc_cut(t, 150)}`" for t in types[:10])
+            listed = ", ".join(bk.code(t, 150) for t in types[:10])
             slack.call(
                 "chat_postMessage",
                 patient=True,

@@ -16,7 +16,7 @@ from slack_bolt import Ack, BoltContext, Respond
 from bot.app import runtime_of
 from bot.listeners.incident_subcommands import change_severity, timeline_cmd
 from bot.listeners.slash import Invocation, Reply, dispatch
-from bot.views import blocks as bk
+from bot.views import replies
 from commands import incidents as svc
 from commands.errors import UserError
 
@@ -62,7 +62,7 @@ def on_severity(
         key = _card_key(body)
     except UserError as exc:
         # No incident to act on: say so to the clicker (Slack shows nothing of the ack body).
-        answer = Reply(bk.esc(exc.message))
+        answer = Reply(replies.user_error(exc.message))
         inv = action_invocation(runtime, body, respond, name="severity")
         dispatch(inv, lambda _i: answer, background=True, ack=ack)
         return
@@ -83,7 +83,7 @@ def on_timeline(
     inv = action_invocation(runtime_of(context), body, respond, name="timeline", args=key)
 
     def work(i: Invocation) -> Reply | None:
-        _require_key(key, "/incident timeline INC-N")
+        _require_key(key, "timeline")
         return timeline_cmd(i)
 
     dispatch(inv, work, background=True, ack=ack, answer_in_ack=False)
@@ -97,8 +97,11 @@ def on_note(
     inv = action_invocation(runtime, body, respond, name="note", args=key)
 
     def open_modal(i: Invocation) -> None:
-        _require_key(key, "/incident note INC-N and the note")
-        runtime.client.views_open(trigger_id=i.trigger_id, view=note_modal(key, i.channel_id))
+        _require_key(key, "note")
+        metadata = json.dumps({"key": key, "channel": i.channel_id})
+        runtime.client.views_open(
+            trigger_id=i.trigger_id, view=replies.note_modal(NOTE_MODAL, key, metadata)
+        )
 
     # views.open must use the trigger within 3 s, so it runs before the ack returns.
     dispatch(inv, open_modal, background=False, ack=ack, answer_in_ack=False)
@@ -132,14 +135,15 @@ def _status_button(
     inv = action_invocation(runtime, body, respond, name=verb.lower(), args=key)
 
     def open_modal(i: Invocation) -> None:
-        _require_key(key, f"/incident {status.removesuffix('d')} INC-N and a summary")
+        _require_key(key, status)
         with runtime.database.read_session() as session:
             found = svc.get_incident(session=session, key=key)
             if status not in svc.TRANSITIONS.get(found.status, ()):
-                raise UserError(f"{key} is {found.status} and cannot become {status}.")
+                raise UserError(replies.cannot_become(key, found.status, status))
             if status == "closed":
                 svc.refuse_open_tasks(session=session, incident=found)
-        view = status_modal(key, status, verb, i.channel_id)
+        metadata = json.dumps({"key": key, "status": status, "channel": i.channel_id})
+        view = replies.status_modal(STATUS_MODAL, key, verb, status, metadata)
         runtime.client.views_open(trigger_id=i.trigger_id, view=view)
 
     # views.open must use the trigger within 3 s, so it runs before the ack returns.
@@ -160,9 +164,9 @@ def _button_key(action: dict[str, Any]) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def _require_key(key: str, instead: str) -> None:
+def _require_key(key: str, action: str) -> None:
     if not svc.looks_like_key(key):
-        raise UserError(f"This button does not name an incident; use {instead} instead.")
+        raise UserError(replies.button_names_no_incident(action))
 
 
 def _card_key(body: dict[str, Any]) -> str:
@@ -175,24 +179,4 @@ def _card_key(body: dict[str, Any]) -> str:
             value = element.get("value") if isinstance(element, dict) else None
             if isinstance(value, str) and svc.looks_like_key(value):
                 return value
-    raise UserError("This card no longer names its incident; use /incident severity INC-N.")
-
-
-def note_modal(key: str, channel_id: str) -> dict[str, Any]:
-    return bk.modal(
-        NOTE_MODAL,
-        f"Note on {key}",
-        [bk.text_input("note", "What happened, what you found or did", max_length=3000)],
-        submit="Add note",
-        private_metadata=json.dumps({"key": key, "channel": channel_id}),
-    )
-
-
-def status_modal(key: str, status: str, verb: str, channel_id: str) -> dict[str, Any]:
-    return bk.modal(
-        STATUS_MODAL,
-        f"{verb} {key}",
-        [bk.text_input("summary", f"Summary: why is {key} {status}?", max_length=3000)],
-        submit=verb,
-        private_metadata=json.dumps({"key": key, "status": status, "channel": channel_id}),
-    )
+    raise UserError(replies.CARD_NAMES_NO_INCIDENT)

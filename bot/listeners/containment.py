@@ -16,7 +16,7 @@ from bot.approvals.service import Proposal, service
 from bot.listeners.actions import action_invocation
 from bot.listeners.slash import Invocation, Reply, dispatch
 from bot.listeners.views import field_value, metadata, view_invocation
-from bot.views import blocks as bk
+from bot.views import approval_card as cv
 from bot.views.approval_card import APPROVE, REJECT, RETRY, ROLLBACK, reject_modal
 from commands import incidents as svc
 from commands.approvals.plans import check_identifier
@@ -59,16 +59,13 @@ def parse_contain_args(text: str) -> ContainArgs:
     flags = {w.lower() for w in words if _FLAG.match(w)}
     unknown = flags - set(_VOLATILE_FLAGS)
     if unknown:
-        raise UserError(
-            f"`{sorted(unknown)[0]}` is not an option of /contain; use `--volatile` or "
-            f"`--no-volatile`: `{USAGE}`."
-        )
+        raise UserError(cv.unknown_option(sorted(unknown)[0], USAGE))
     if len(flags) > 1:
-        raise UserError("Give one of `--volatile` and `--no-volatile`, not both.")
+        raise UserError(cv.BOTH_VOLATILE_FLAGS)
     volatile = _VOLATILE_FLAGS[flags.pop()] if flags else None
     words = [w for w in words if not _FLAG.match(w)]
     if not words:
-        raise UserError(f"Name what to contain: `{USAGE}`.")
+        raise UserError(cv.resource_needed(USAGE))
     resource = words[0]
     rest = words[1:]
     key = None
@@ -93,7 +90,7 @@ def parse_plan_value(value: str) -> tuple[str, str | None]:
             return str(resource), (str(key).upper() if key else None)
     match = _RESOURCE.search(value or "")
     if match is None:
-        raise UserError("This button names no instance or access key; use /contain instead.")
+        raise UserError(cv.BUTTON_NAMES_NO_RESOURCE)
     key_match = _KEY.search(value)
     return match.group(1), (key_match.group(0).upper() if key_match else None)
 
@@ -102,17 +99,7 @@ def parse_plan_value(value: str) -> tuple[str, str | None]:
 
 
 def _proposal_reply(proposal: Proposal, resource_id: str) -> Reply:
-    where = bk.channel(proposal.channel_id) if proposal.channel_id else "the incident channel"
-    opened = f" (opened {proposal.incident_key} for it)" if proposal.opened_incident else ""
-    if not proposal.created:
-        return Reply(
-            f"Containment of `{bk.esc(resource_id)}` is already requested (request "
-            f"#{proposal.request_id} on {proposal.incident_key}); its card is in {where}."
-        )
-    return Reply(
-        f"Posted containment plan #{proposal.request_id} for `{bk.esc(resource_id)}` on "
-        f"{proposal.incident_key}{opened} in {where}; an approver has to approve it."
-    )
+    return Reply(cv.proposal_reply(proposal, resource_id))
 
 
 def on_contain(ack: Ack, command: dict[str, Any], respond: Respond, context: BoltContext) -> None:
@@ -218,7 +205,7 @@ def on_reject_submit(
     runtime = runtime_of(context)
     reason = field_value(view, "reason")
     if not reason:
-        ack(response_action="errors", errors={"reason": "Say why you reject it."})
+        ack(response_action="errors", errors={"reason": cv.REJECT_REASON_EMPTY})
         return
     meta = metadata(view)
     inv = view_invocation(runtime, body, name="reject")
@@ -266,14 +253,7 @@ def _follow_up(
             request_id=request_id, kind=kind, requested_by=i.user_id
         )
         i.incident_key = proposal.incident_key
-        what = "Retry" if kind == "retry" else "Rollback"
-        if not proposal.created:
-            return Reply(
-                f"{what} of request #{request_id} is already requested (#{proposal.request_id})."
-            )
-        return Reply(
-            f"{what} of request #{request_id} posted for approval as #{proposal.request_id}."
-        )
+        return Reply(cv.follow_up_reply(kind, request_id, proposal))
 
     dispatch(inv, work, background=True, ack=ack)
 

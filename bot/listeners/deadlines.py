@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING
 from bot.listeners.incident_posts import refresh_incident
 from bot.listeners.incident_subcommands import take_incident
 from bot.listeners.slash import Invocation, Reply, Subcommand, spec
-from bot.views import blocks as bk
+from bot.views import replies
 from commands import incidents as svc
 from commands.deadlines import gdpr
-from commands.deadlines.timefmt import format_duration
 from commands.errors import UserError
 
 if TYPE_CHECKING:
@@ -28,19 +27,11 @@ def notified_cmd(inv: Invocation) -> Reply | None:
         found, reference = take_incident(inv, session, example=EXAMPLE)
     reference = reference.strip()
     if not reference:
-        raise UserError(
-            f"Add the notice's reference: `/incident notified {found.key} <reference>`."
-        )
+        raise UserError(replies.notice_reference_needed(found.key))
     if not found.personal_data:
-        raise UserError(
-            f"{found.key} has no regulator clock: mark it with "
-            f"`/incident personal-data {found.key}` first."
-        )
+        raise UserError(replies.no_regulator_clock(found.key))
     if found.notified_at is not None:
-        raise UserError(
-            f"{found.key} already recorded the regulator notice "
-            f"({found.notified_reference}); add corrections with `/incident note`."
-        )
+        raise UserError(replies.notice_already_recorded(found.key, found.notified_reference or ""))
     key = found.key
 
     def work() -> Reply:
@@ -48,25 +39,14 @@ def notified_cmd(inv: Invocation) -> Reply | None:
         with runtime.database.session() as session:
             target = svc.get_incident(session=session, key=key, for_update=True)
             if target.notified_at is not None:  # a concurrent /incident notified won
-                return Reply(f"{key} already recorded the regulator notice.")
+                return Reply(replies.notice_already_recorded(key))
             gdpr.record_notice(
                 session=session, incident=target, actor=inv.user_id, reference=reference
             )
             clock = gdpr.regulator_clock(target, now=runtime.now(), policy=runtime.deadline_policy)
-        timing = ""
-        if clock.remaining is not None:
-            timing = (
-                f"{format_duration(clock.remaining)} before the deadline"
-                if clock.remaining.total_seconds() >= 0
-                else f"{format_duration(clock.remaining)} after the deadline"
-            )
-        refresh_incident(
-            runtime,
-            key,
-            line=f"📨 Regulator notified ({bk.esc_cut(reference, 300)}) by "
-            f"{bk.user(inv.user_id)}, {timing}. GDPR reminders stopped.",
-        )
-        return Reply(f"Recorded the regulator notice for *{key}* ({timing}); alerts stopped.")
+        timing = replies.notice_timing(clock.remaining)
+        refresh_incident(runtime, key, line=replies.notified_line(reference, inv.user_id, timing))
+        return Reply(replies.notified_reply(key, timing))
 
     inv.defer("record regulator notice", work)
     return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.listeners.slash import Invocation, Reply, Subcommand, spec
+from bot.views import replies
 from commands.drills.sandbox_account import (
     drill_event,
     pick_scenario,
@@ -62,14 +63,12 @@ def drill_cmd(inv: Invocation) -> Reply | None:
                     actor=inv.user_id,
                     text=f"[DRILL] {scenario.name} started at {started:%H:%M:%SZ}. {sample}",
                 )
-        mode = "for real" if config.drills.allow_changes else "as a dry run"
         return Reply(
-            f"DRILL {scenario.name} started: {key or 'no incident opened'}. {sample} "
-            f"Containment will run {mode}; no contacts are paged."
+            replies.drill_started(scenario.name, key, sample, real=config.drills.allow_changes)
         )
 
     inv.defer(f"drill {scenario.name}", work)
-    return Reply(f"Starting DRILL {scenario.name}: {scenario.title}…")
+    return Reply(replies.drill_starting(scenario.name, scenario.title))
 
 
 # `/incident` subcommands of this module, in the order `/incident help` lists them.

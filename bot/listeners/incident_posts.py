@@ -8,7 +8,6 @@ updated with chat.update, and `line` is posted in the incident's thread (or its 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +15,10 @@ from slack_sdk.errors import SlackApiError
 
 from bot.slack_out import card_id, card_metadata
 from bot.views import blocks as bk
-from bot.views.card_recovery import slack_failure
+from bot.views import replies
+from bot.views.card_recovery import missed_phrase
 from bot.views.cards import incident_card
+from bot.views.channel_names import channel_name, channel_name_candidate
 from commands.incidents import get_incident
 from commands.overview import IncidentOverview, overview
 from storage.models import Incident
@@ -30,10 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_CHANNEL_NAME = 80
 # Tries of a card update or thread line someone waits on (429s wait their Retry-After).
 FOLLOW_UP_ATTEMPTS = 4
-_SLUG_JUNK = re.compile(r"[^a-z0-9]+")
 
 
 @dataclass(frozen=True)
@@ -57,17 +56,6 @@ def render_card(runtime: Runtime, key: str) -> tuple[Incident, dict[str, Any]]:
             overview_of(runtime, session, incident), now=runtime.now(), parts=runtime.card_parts
         )
     return incident, card
-
-
-def slugify(text: str, *, limit: int = 40) -> str:
-    """Lowercase ASCII words joined by '-', for channel names like inc-12-ssh-brute-force."""
-    slug = _SLUG_JUNK.sub("-", text.lower()).strip("-")
-    return slug[:limit].rstrip("-") or "incident"
-
-
-def channel_name(incident: Incident) -> str:
-    prefix = f"inc-{incident.number}-"
-    return prefix + slugify(incident.title, limit=MAX_CHANNEL_NAME - len(prefix))
 
 
 def post_new_incident(
@@ -124,18 +112,13 @@ def record_new_card(
         slack.reply(
             channel,
             thread_ts,
-            bk.message(
-                f"Updates on {key} land in this thread. Opened by {bk.user(opener)}. "
-                f"`/incident note {key} &lt;text&gt;` adds to the timeline."
-            ),
+            bk.message(replies.thread_opener(key, opener)),
         )
     elif cfg.incident_channel and cfg.incident_channel != channel:
         # Let the incident channel know where the new channel is.
         slack.post(
             cfg.incident_channel,
-            bk.message(
-                f"{key} opened by {bk.user(opener)}: {bk.esc(title)} → {bk.channel(channel)}"
-            ),
+            bk.message(replies.channel_pointer(key, opener, title, channel)),
         )
     return result
 
@@ -167,7 +150,7 @@ def _open_channel(runtime: Runtime, incident: Incident, opener: str) -> str:
 def _create_channel(runtime: Runtime, incident: Incident) -> str:
     name = channel_name(incident)
     for attempt in range(5):
-        candidate = name if attempt == 0 else f"{name[: MAX_CHANNEL_NAME - 3]}-{attempt + 1}"
+        candidate = channel_name_candidate(name, attempt)
         try:
             created = runtime.client.conversations_create(name=candidate)
         except SlackApiError as exc:
@@ -206,7 +189,7 @@ def not_shown(runtime: Runtime, key: str, missed: list[tuple[str, BaseException]
     """Log and record on `key`'s timeline what Slack did not show; the escaped phrases."""
     if not missed:
         return []
-    phrases = [f"{what} ({slack_failure(exc)})" for what, exc in missed]
+    phrases = [missed_phrase(what, exc) for what, exc in missed]
     log.warning("Slack did not show parts of %s: %s", key, "; ".join(phrases))
     try:
         with runtime.database.session() as session:

@@ -21,7 +21,7 @@ from bot.listeners.slash import (
     record_on_timeline,
     spec,
 )
-from bot.views import blocks as bk
+from bot.views import replies
 from bot.views.card_recovery import card_not_posted_reply, not_shown_text
 from bot.views.cards import list_reply, status_reply, timeline_reply
 from bot.writeback import write_back_on_close
@@ -56,9 +56,7 @@ def take_incident(inv: Invocation, session, *, example: str) -> tuple[Incident, 
         found = svc.find_by_channel(session=session, channel_id=inv.channel_id)
         rest = inv.args
         if found is None:
-            raise UserError(
-                f"Say which incident, e.g. `{example}` (/incident list shows the open ones)."
-            )
+            raise UserError(replies.which_incident_error(example))
     inv.incident_key = found.key
     return found, rest
 
@@ -74,7 +72,7 @@ def _read(inv: Invocation, *, example: str) -> tuple[Incident, str]:
 def open_cmd(inv: Invocation) -> Reply | None:
     title = inv.args.strip()
     if not title:
-        raise UserError("Give the incident a title: `/incident open <what happened>`.")
+        raise UserError(replies.TITLE_NEEDED)
 
     def work() -> Reply:
         runtime = inv.runtime
@@ -101,7 +99,7 @@ def open_cmd(inv: Invocation) -> Reply | None:
                 found = svc.get_incident(session=session, key=key)
                 posted_at = found.channel_id if found.card_ts else None
             if posted_at:  # the card is there; a line after it failed
-                return Reply(f"Opened *{key}*; its card is in {bk.channel(posted_at)}.")
+                return Reply(replies.opened_reply(key, posted_at))
             recorded = record_on_timeline(
                 inv,
                 kind="slack.card_failed",
@@ -110,8 +108,8 @@ def open_cmd(inv: Invocation) -> Reply | None:
             )
             return Reply(card_not_posted_reply(key, cause_of(exc), recorded=recorded))
         notify_opened(runtime, key)  # only at high or critical
-        where = "its own channel" if posted.created_channel else "the incident channel"
-        return Reply(f"Opened *{key}*; its card is in {where}: {bk.channel(posted.channel_id)}.")
+        where = replies.opened_where(posted.created_channel)
+        return Reply(replies.opened_reply(key, posted.channel_id, where=where))
 
     inv.defer("open incident", work)
     return None
@@ -145,7 +143,7 @@ def status_cmd(inv: Invocation) -> Reply:
     if view is None:
         # Let the canonical lookup phrase the answer (unknown key, or which incident?).
         _read(inv, example="/incident status INC-42")
-        raise UserError("That incident is gone; /incident list shows the open ones.")
+        raise UserError(replies.INCIDENT_GONE)
     inv.incident_key = view.incident.key
     text, blocks = status_reply(view, now=runtime.now())
     return Reply(text, blocks)
@@ -173,14 +171,8 @@ def upload_timeline(inv: Invocation, key: str, thread_ts: str | None) -> None:
     inv.runtime.slack.upload(
         inv.channel_id,
         thread_ts,
-        [
-            {
-                "filename": f"{key}-timeline.md",
-                "title": f"{key} timeline ({count} events)",
-                "content": out.getvalue(),
-            }
-        ],
-        initial_comment=f"Full timeline of {key} ({count} events), for {bk.user(inv.user_id)}.",
+        [replies.timeline_file(key, count, out.getvalue())],
+        initial_comment=replies.timeline_comment(key, count, inv.user_id),
     )
 
 
@@ -190,17 +182,15 @@ def upload_timeline(inv: Invocation, key: str, thread_ts: str | None) -> None:
 def note_cmd(inv: Invocation) -> Reply | None:
     found, text = _read(inv, example="/incident note INC-42 <text>")
     if not text.strip():
-        raise UserError(f"Add the note's text: `/incident note {found.key} <text>`.")
+        raise UserError(replies.note_text_needed(found.key))
     key = found.key
 
     def work() -> Reply:
         with inv.runtime.database.session() as session:
             target = svc.get_incident(session=session, key=key)
             svc.add_note(session=session, incident=target, actor=inv.user_id, text=text)
-        missed = refresh_incident(
-            inv.runtime, key, line=f"📝 {bk.user(inv.user_id)}: {bk.esc(text)}"
-        )
-        return Reply(f"Noted on *{key}*." + not_shown_text(missed))
+        missed = refresh_incident(inv.runtime, key, line=replies.note_line(inv.user_id, text))
+        return Reply(replies.noted_reply(key) + not_shown_text(missed))
 
     inv.defer("add note", work)
     return None
@@ -210,9 +200,7 @@ def severity_cmd(inv: Invocation) -> Reply | None:
     found, rest = _read(inv, example="/incident severity INC-42 high")
     level = rest.strip().lower()
     if level not in SEVERITIES:
-        raise UserError(
-            f"Say the new severity: `/incident severity {found.key} {'|'.join(SEVERITIES)}`."
-        )
+        raise UserError(replies.severity_needed(found.key, SEVERITIES))
     inv.defer("set severity", lambda: change_severity(inv, found.key, level))
     return None
 
@@ -223,12 +211,10 @@ def change_severity(inv: Invocation, key: str, level: str) -> Reply:
         old = target.severity
         svc.set_severity(session=session, incident=target, actor=inv.user_id, severity=level)
     if old == level:
-        return Reply(f"*{key}* is already {level}.")
-    missed = refresh_incident(
-        inv.runtime, key, line=f"Severity {old} → *{level}* by {bk.user(inv.user_id)}"
-    )
+        return Reply(replies.severity_unchanged(key, level))
+    missed = refresh_incident(inv.runtime, key, line=replies.severity_line(old, level, inv.user_id))
     notify_opened(inv.runtime, key)  # raised to high or critical: contacts hear of it once
-    return Reply(f"*{key}* severity is now {level}." + not_shown_text(missed))
+    return Reply(replies.severity_reply(key, level) + not_shown_text(missed))
 
 
 def personal_data_cmd(inv: Invocation) -> Reply | None:
@@ -247,20 +233,10 @@ def personal_data_cmd(inv: Invocation) -> Reply | None:
                 reason="marked in Slack",
             )
             due = regulator_deadline(target, gdpr_hours=runtime.config.deadlines.gdpr_hours)
-        due_text = bk.when(due.due_at) if due else "n/a"
         if not started:
-            return Reply(
-                f"The regulator clock of *{key}* is already running (notice due {due_text})."
-            )
-        missed = refresh_incident(
-            runtime,
-            key,
-            line=f"⏱️ Personal data involved ({bk.user(inv.user_id)}): "
-            f"regulator clock started, notice due {due_text}.",
-        )
-        return Reply(
-            f"Regulator clock started for *{key}*: notice due {due_text}." + not_shown_text(missed)
-        )
+            return Reply(replies.clock_running_reply(key, due))
+        missed = refresh_incident(runtime, key, line=replies.clock_started_line(inv.user_id, due))
+        return Reply(replies.clock_started_reply(key, due) + not_shown_text(missed))
 
     inv.defer("start regulator clock", work)
     return None
@@ -286,18 +262,11 @@ def _status_change(inv: Invocation, *, status: str, verb: str) -> Reply | None:
         found, rest = take_incident(inv, session, example=f"/incident {verb} INC-42 <summary>")
         summary, reason = split_force(rest) if status == "closed" else (rest, None)
         if reason is not None and not reason:
-            raise UserError(
-                f"Say why it closes with open tasks: `/incident close {found.key} <summary> "
-                "--force <reason>`."
-            )
+            raise UserError(replies.force_reason_needed(found.key))
         if not summary.strip():
-            raise UserError(f"Add a one-line summary: `/incident {verb} {found.key} <summary>`.")
+            raise UserError(replies.summary_needed(verb, found.key))
         if status not in svc.TRANSITIONS.get(found.status, ()):
-            if found.status == "closed":
-                raise UserError(f"{found.key} is closed; open a new incident instead.")
-            if found.status == status:
-                raise UserError(f"{found.key} is already {status}.")
-            raise UserError(f"{found.key} is {found.status} and cannot become {status}.")
+            raise UserError(replies.status_refused(found.key, found.status, status))
         if status == "closed" and reason is None:
             svc.refuse_open_tasks(session=session, incident=found)  # answered in the ack
     key = found.key
@@ -325,14 +294,18 @@ def change_status(
                 force_reason=force_reason,
             )
             left = svc.open_task_numbers(session=session, incident=target)
-    line = f"Status {old} → *{status}* by {bk.user(inv.user_id)}: {bk.esc(summary)}"
-    if status == "closed" and left:
-        listed = ", ".join(f"#{n}" for n in left)
-        line += f"\nClosed with open follow-up task(s) {listed}: {bk.esc(force_reason or '')}"
+    line = replies.status_line(
+        old,
+        status,
+        inv.user_id,
+        summary,
+        open_tasks=left if status == "closed" else [],
+        force_reason=force_reason,
+    )
     missed = refresh_incident(inv.runtime, key, line=line)
     if status == "closed":  # the findings follow: archived / resolved where configured
         missed += write_back_on_close(inv.runtime, key, summary)
-    return Reply(f"*{key}* is now {status}." + not_shown_text(missed))
+    return Reply(replies.status_reply(key, status) + not_shown_text(missed))
 
 
 def resolve_cmd(inv: Invocation) -> Reply | None:
@@ -351,11 +324,9 @@ def help_cmd(inv: Invocation) -> Reply:
     assert inv.slash is not None  # help is only ever run as a command
     known = inv.slash.get(word) if word else None
     if known is not None:  # /incident help note
-        text = f"`{bk.esc(known.usage)}` {bk.esc(known.summary)}"
-        return Reply(text, [bk.section(text)])
-    intro = f"There is no `/incident {bk.esc_cut(word, 50)}`. " if word else ""
-    text = intro + inv.slash.help_text()
-    return Reply(text, [bk.section(text)])
+        return Reply(*replies.text_reply(replies.usage_line(known.usage, known.summary)))
+    text = replies.unknown_subcommand(inv.slash.command, word, inv.slash.help_text())
+    return Reply(*replies.text_reply(text))
 
 
 # `/incident` subcommands of this module, in the order `/incident help` lists them.

@@ -18,7 +18,8 @@ from bot.approvals import service
 from bot.listeners.incident_posts import post_new_incident, refresh_incident
 from bot.listeners.incident_subcommands import take_incident
 from bot.listeners.slash import Invocation, Reply, SlashCommand, Subcommand, spec
-from bot.views import blocks as bk
+from bot.views import investigation as iv
+from bot.views import replies
 from bot.views.investigation import impact_reply, trail_reply
 from commands import abuse as abuse_svc
 from commands import forensics as forensics_svc
@@ -71,10 +72,7 @@ def impact_cmd(inv: Invocation) -> Reply | None:
     with runtime.database.read_session() as session:
         found, _ = take_incident(inv, session, example="/incident impact INC-42")
         if not found.resource_id:
-            raise UserError(
-                f"{found.key} names no affected resource yet: /contain <instance-id> or a "
-                "GuardDuty finding sets one."
-            )
+            raise UserError(iv.no_resource_yet(found.key))
         key = found.key
 
     def work() -> Reply:
@@ -86,7 +84,7 @@ def impact_cmd(inv: Invocation) -> Reply | None:
             actor=inv.user_id,
             default_region=default_region(runtime),
         )
-        refresh_incident(runtime, key, line=f"🎯 Blast radius estimated by {bk.user(inv.user_id)}.")
+        refresh_incident(runtime, key, line=iv.impact_line(inv.user_id))
         text, blocks = impact_reply(key, impact)
         return Reply(text, blocks)
 
@@ -127,9 +125,9 @@ def trail_cmd(inv: Invocation) -> Reply | None:
                 channel=channel or inv.channel_id,
                 thread_ts=thread if channel else None,
                 filename=result.filename(),
-                title=f"{key}: CloudTrail for {resource_id} ({len(result.rows)} events)",
+                title=iv.trail_file_title(key, resource_id, len(result.rows)),
                 content=result.to_csv(),
-                initial_comment=bk.esc(result.headline()) + f" (for {bk.user(inv.user_id)})",
+                initial_comment=iv.trail_comment(result.headline(), inv.user_id),
             )
         text, blocks = trail_reply(key, result)
         return Reply(text, blocks)
@@ -154,10 +152,8 @@ def abuse_cmd(inv: Invocation) -> Reply | None:
             abuse_svc.mark_answered(
                 db=runtime.database, incident_key=key, actor=inv.user_id, note=note or None
             )
-            refresh_incident(
-                runtime, key, line=f"✅ Abuse report answered ({bk.user(inv.user_id)})."
-            )
-            return Reply(f"Marked the abuse report on *{key}* answered; reminders stopped.")
+            refresh_incident(runtime, key, line=iv.abuse_answered_line(inv.user_id))
+            return Reply(iv.abuse_answered_reply(key))
 
         inv.defer("abuse answered", answered)
         return None
@@ -187,21 +183,16 @@ def abuse_cmd(inv: Invocation) -> Reply | None:
         )
         key = result.incident_key
         inv.incident_key = key
-        support = bk.esc(result.support.message)
+        support = result.support.message
         if result.opened:
             post_new_incident(runtime, key, opener=inv.user_id, fallback_channel=inv.channel_id)
         else:
-            refresh_incident(
-                runtime,
-                key,
-                line=f"📨 AWS abuse report `{bk.esc(reference)}` recorded by "
-                f"{bk.user(inv.user_id)}: {bk.esc(summary)}. {support}",
-            )
-        verb = "Opened" if result.opened else "Recorded on"
+            line = iv.abuse_recorded_line(reference, inv.user_id, summary, support)
+            refresh_incident(runtime, key, line=line)
         return Reply(
-            f"{verb} *{key}* for abuse report `{bk.esc(reference)}`. {support} I will remind "
-            f"every {abuse_svc.REMIND_EVERY.total_seconds() / 3600:g} h until "
-            f"`/incident abuse answered {key}`."
+            iv.abuse_reply(
+                key, reference, support, opened=result.opened, every=abuse_svc.REMIND_EVERY
+            )
         )
 
     inv.defer("abuse report", work)
@@ -217,15 +208,9 @@ def wipe_cmd(inv: Invocation) -> Reply | None:
         found, rest = take_incident(inv, session, example="/incident wipe INC-42")
         terminate = rest.strip().lower() == "terminate"
         if rest.strip() and not terminate:
-            raise UserError(
-                f"`/incident wipe {found.key}` takes only `terminate` after the key (to also "
-                "retire the isolated instance)."
-            )
+            raise UserError(iv.wipe_takes_only_terminate(found.key))
         if found.status not in wipe_svc.WIPEABLE:
-            raise UserError(
-                f"{found.key} is {found.status}: resolve it first "
-                f"(/incident resolve {found.key} <summary>), then wipe its evidence."
-            )
+            raise UserError(iv.wipe_resolve_first(found.key, found.status))
         key, channel = found.key, found.channel_id
 
     def work() -> Reply:
@@ -247,8 +232,7 @@ def wipe_cmd(inv: Invocation) -> Reply | None:
             proposed.request_id,
             proposed.created,
             channel,
-            what=f"The wipe plan of *{key}*"
-            + (f" ({proposed.items} items)" if proposed.items > 0 else ""),
+            what=iv.wipe_plan_what(key, proposed.items),
         )
         if proposed.created:
             _attach_wipe_list(runtime, proposed.request_id, key)
@@ -267,8 +251,7 @@ def _attach_wipe_list(runtime: Runtime, request_id: int, key: str) -> None:
     runtime.client.files_upload_v2(
         channel=card_channel,
         thread_ts=card_ts,
-        filename=f"{key}-wipe-plan-{request_id}.md",
-        title=f"{key}: every item the wipe (request #{request_id}) would delete",
+        **iv.wipe_list_file(key, request_id),
         content=wipe_svc.plan_text(key, view.plan),
     )
 
@@ -280,10 +263,7 @@ def _post_request_card(
     _, card_channel, card_ts = containment.card_view(request_id)
     if created or card_ts is None:
         card_channel, card_ts = containment.post_card(request_id, channel_id=channel)
-    where = bk.channel(card_channel)
-    if not created:
-        return Reply(f"{what} is already waiting (request #{request_id}); its card is in {where}.")
-    return Reply(f"{what} is posted for approval as request #{request_id} in {where}.")
+    return Reply(iv.request_card_reply(what, request_id, card_channel, created=created))
 
 
 # -- /forensics ------------------------------------------------------------------------------
@@ -302,7 +282,7 @@ def forensics_create(inv: Invocation) -> Reply | None:
         return forensics_help(inv)  # `/forensics frobnicate`: not a key, not a subcommand
     found = _forensics_incident(inv, "/forensics INC-42")
     if found.status == "closed":
-        raise UserError(f"{found.key} is closed; a clean room is for live investigations.")
+        raise UserError(iv.clean_room_closed(found.key))
     key, channel = found.key, found.channel_id
     cfg = runtime.config
 
@@ -325,7 +305,7 @@ def forensics_create(inv: Invocation) -> Reply | None:
             proposed.request_id,
             proposed.created,
             channel,
-            what=f"The clean room of *{key}*",
+            what=iv.clean_room_what(key),
         )
 
     inv.defer("plan clean room", work)
@@ -353,7 +333,7 @@ def forensics_teardown(inv: Invocation) -> Reply | None:
             proposed.request_id,
             proposed.created,
             channel,
-            what=f"The clean-room teardown of *{key}*",
+            what=iv.teardown_what(key),
         )
 
     inv.defer("plan clean-room teardown", work)
@@ -362,9 +342,8 @@ def forensics_teardown(inv: Invocation) -> Reply | None:
 
 def forensics_help(inv: Invocation) -> Reply:
     word = inv.args.split(" ", 1)[0] if inv.args else ""
-    intro = f"There is no `/forensics {bk.esc_cut(word, 50)}`. " if word else ""
-    text = intro + forensics.help_text()
-    return Reply(text, [bk.section(text)])
+    text = replies.unknown_subcommand(forensics.command, word, forensics.help_text())
+    return Reply(*replies.text_reply(text))
 
 
 def register(app: IncidentBotApp) -> None:

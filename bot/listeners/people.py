@@ -47,9 +47,9 @@ def _read(inv: Invocation, *, example: str) -> tuple[str, str]:
 
 def assign_cmd(inv: Invocation) -> Reply | None:
     key, rest = _read(inv, example="/incident assign INC-42 @user")
-    example = f"/incident assign {key} @user"
+    example = pv.assign_example(key)
     if not rest:
-        raise UserError(f"Say who owns it: `{example}` (or `me`).")
+        raise UserError(pv.owner_needed(example))
     user = people.parse_user(rest.split()[0], actor=inv.user_id, example=example)
 
     def work() -> Reply:
@@ -60,7 +60,7 @@ def assign_cmd(inv: Invocation) -> Reply | None:
             )
         line = pv.owner_line(key, user, inv.user_id, took=False, old=old)
         refresh_incident(inv.runtime, key, line=line)
-        return Reply(f"{bk.user(user)} owns *{key}* now.")
+        return Reply(pv.owner_reply(key, user))
 
     inv.defer("assign owner", work)
     return None
@@ -69,9 +69,9 @@ def assign_cmd(inv: Invocation) -> Reply | None:
 def role_cmd(inv: Invocation) -> Reply | None:
     key, rest = _read(inv, example="/incident role INC-42 commander @user")
     parts = rest.split()
-    example = f"/incident role {key} {'|'.join(ROLES)} @user"
+    example = pv.role_example(key)
     if len(parts) < 2:
-        raise UserError(f"Say which role and who: `{example}`.")
+        raise UserError(pv.role_needed(example))
     role = people.parse_role(parts[0], key=key)
     user = people.parse_user(parts[1], actor=inv.user_id, example=example)
 
@@ -82,7 +82,7 @@ def role_cmd(inv: Invocation) -> Reply | None:
                 session=session, incident=target, actor=inv.user_id, role=role, user=user
             )
         refresh_incident(inv.runtime, key, line=pv.role_line(key, role, user, inv.user_id, old))
-        return Reply(f"{bk.user(user)} is the {role} of *{key}* now.")
+        return Reply(pv.role_reply(key, role, user))
 
     inv.defer("set role", work)
     return None
@@ -168,14 +168,14 @@ def on_take(
     inv = _click(context, body, respond, name="take", key=key)
 
     def work(i: Invocation) -> Reply:
-        _require_key(key, "/incident assign INC-N me")
+        _require_key(key, "take")
         with i.runtime.database.session() as session:
             target = svc.get_incident(session=session, key=key, for_update=True)
             people.take(session=session, incident=target, actor=i.user_id)
         line = pv.owner_line(key, i.user_id, i.user_id, took=True, old=None)
         refresh_incident(i.runtime, key, line=line)
         _after_click(i, body)
-        return Reply(f"You own *{key}* now.")
+        return Reply(pv.took_reply(key))
 
     dispatch(inv, work, background=True, ack=ack, answer_in_ack=False)
 
@@ -189,8 +189,8 @@ def on_task_toggle(
 
     def work(i: Invocation) -> Reply:
         if parsed is None:
-            raise UserError("This button does not name a task; the incident's card lists them.")
-        _require_key(key, "the incident's card")
+            raise UserError(pv.BUTTON_NAMES_NO_TASK)
+        _require_key(key, "task")
         _, number, done = parsed
         with i.runtime.database.session() as session:
             target = svc.get_incident(session=session, key=key, for_update=True)
@@ -205,7 +205,7 @@ def on_task_toggle(
             line = pv.task_toggled_line(key, task, i.user_id, done=done)
         refresh_incident(i.runtime, key, line=line)
         _after_click(i, body)
-        return Reply(f"Task #{number} of *{key}* is {'done' if done else 'open again'}.")
+        return Reply(pv.task_toggled_reply(key, number, done=done))
 
     dispatch(inv, work, background=True, ack=ack, answer_in_ack=False)
 

@@ -17,7 +17,17 @@ from bot.app import runtime_of
 from bot.listeners.incident_subcommands import take_incident
 from bot.listeners.slash import Invocation, Reply, Subcommand, dispatch, spec
 from bot.listeners.views import field_value, view_invocation
-from bot.views.review import REVIEW_MODAL, report_comment, report_posted, review_modal
+from bot.views.review import (
+    FORM_NAMES_NO_INCIDENT,
+    REVIEW_MODAL,
+    SUMMARY_EMPTY,
+    report_comment,
+    report_file_names,
+    report_files,
+    report_posted,
+    review_modal,
+    run_from_slack,
+)
 from commands import incidents as svc
 from commands.errors import UserError
 from commands.review.chart import timeline_chart
@@ -37,7 +47,7 @@ def review_cmd(inv: Invocation) -> Reply | None:
         found, _ = take_incident(inv, session, example=EXAMPLE)
         key, answers = found.key, REVIEW.get(found)
     if not inv.trigger_id:
-        raise UserError(f"Run `{EXAMPLE.replace('INC-42', key)}` from Slack to open the form.")
+        raise UserError(run_from_slack(EXAMPLE, key))
     inv.runtime.slack.call(
         "views_open", trigger_id=inv.trigger_id, view=review_modal(key, inv.channel_id, answers)
     )
@@ -57,24 +67,9 @@ def post_report(runtime: Runtime, key: str, user_id: str, fallback_channel: str)
         channel = incident.channel_id or fallback_channel
         thread_ts = incident.thread_ts if incident.channel_id else None
     chart = timeline_chart(report)
-    names = {
-        "md": f"{key}-review.md",
-        "html": f"{key}-review.html",
-        "png": f"{key}-timeline.png",
-    }
-    files: list[dict[str, Any]] = [
-        {
-            "filename": names["md"],
-            "title": f"{key} post-incident review",
-            "content": to_markdown(report, chart_name=names["png"]),
-        },
-        {
-            "filename": names["html"],
-            "title": f"{key} post-incident review (HTML)",
-            "content": to_html(report, chart),
-        },
-        {"filename": names["png"], "title": f"{key} timeline chart", "content": chart},
-    ]
+    names = report_file_names(key)
+    markdown = to_markdown(report, chart_name=names["png"])
+    files = report_files(key, names, markdown=markdown, html=to_html(report, chart), chart=chart)
     response = runtime.slack.upload(
         channel,
         thread_ts,
@@ -99,14 +94,14 @@ def on_submit(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: Bol
     runtime = runtime_of(context)
     answers = {name: field_value(view, name) for name, _ in QUESTIONS}
     if not answers["summary"]:
-        ack(response_action="errors", errors={"summary": "Write the summary first."})
+        ack(response_action="errors", errors={"summary": SUMMARY_EMPTY})
         return
     inv = view_invocation(runtime, body, name="review")
     key = inv.args
 
     def work(i: Invocation) -> Reply:
         if not svc.looks_like_key(key):
-            raise UserError("This form does not name an incident; run /incident review INC-N.")
+            raise UserError(FORM_NAMES_NO_INCIDENT)
         with runtime.database.session() as session:
             target = svc.get_incident(session=session, key=key)
             record_review(session=session, incident=target, actor=i.user_id, answers=answers)

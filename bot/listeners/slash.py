@@ -11,7 +11,7 @@ taking an `Invocation` and returning a `Reply` (or None). Two modes:
 
 Replies after the ack go through `inv.reply_to` (response_url for commands and buttons, a DM
 for modals). Errors are never swallowed: a `UserError` becomes an ephemeral one-sentence
-answer (escaped for mrkdwn: it may quote what the user typed); anything else is logged,
+answer (`replies.user_error`: entities escaped, its `code` kept); anything else is logged,
 answered ephemerally ("... failed: ...") and, when the incident is known (`inv.incident_key`),
 written to that incident's timeline as a `bot.error` event. A job cut short by shutdown says
 so to the user and on the timeline (`bot.interrupted`).
@@ -42,6 +42,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.app import CLAIM, runtime_of
 from bot.background import Busy
 from bot.views import blocks as bk
+from bot.views import replies
 from bot.views.card_recovery import slack_failure
 from commands.errors import UserError
 
@@ -94,7 +95,8 @@ class Invocation:
 
     @property
     def label(self) -> str:
-        return f"{self.command} {self.name}".strip()
+        """What was run (`/incident open`): for logs, the timeline and replies."""
+        return " ".join(part for part in (self.command, self.name) if part)
 
     def defer(self, description: str, fn: Callable[[], Reply | None]) -> None:
         """Run `fn` after the ack (e.g. a file upload after an inline answer)."""
@@ -200,10 +202,7 @@ class SlashCommand:
         return [self._subs[n] for n in self._order if not self._subs[n].hidden]
 
     def help_text(self) -> str:
-        lines = [f"*{bk.esc(self.command)}* — what you can do:"]
-        for sub in self.subcommands():
-            lines.append(f"• `{bk.esc(sub.usage)}` {bk.esc(sub.summary)}")
-        return "\n".join(lines)
+        return replies.help_text(self.command, [(s.usage, s.summary) for s in self.subcommands()])
 
     def parse(self, text: str) -> tuple[Subcommand | None, str, str]:
         """(subcommand, its name as typed, remaining text); unknown -> (fallback, name, text)."""
@@ -270,7 +269,7 @@ def dispatch(
         try:
             reply = handler(inv)
         except UserError as exc:
-            reply = Reply(bk.esc(exc.message))
+            reply = Reply(replies.user_error(exc.message))
         except Exception as exc:
             log.exception("%s failed", inv.label)
             if not inv.may_act():  # a replay: the failure was reported for the original
@@ -288,7 +287,7 @@ def dispatch(
                 submit(inv, inv.label, lambda: None)
             except Busy:
                 log.warning("background pool busy; refused follow-ups of %s", inv.label)
-                reply = Reply("The bot is busy right now; try again in a minute.")
+                reply = Reply(replies.BUSY)
         if answer_in_ack and reply is not None:
             ack(**reply.as_kwargs())
         else:
@@ -302,7 +301,7 @@ def dispatch(
         submit(inv, inv.label, lambda: handler(inv))
     except Busy:
         log.warning("background pool busy; refused %s", inv.label)
-        busy = Reply("The bot is busy right now; try again in a minute.")
+        busy = Reply(replies.BUSY)
         if answer_in_ack:
             ack(**busy.as_kwargs())
         else:
@@ -325,7 +324,7 @@ def submit(inv: Invocation, description: str, fn: Callable[[], Reply | None]) ->
             try:
                 inv.send(step())
             except UserError as exc:
-                inv.send(Reply(bk.esc(exc.message)))
+                inv.send(Reply(replies.user_error(exc.message)))
                 return
             steps.extend(f for _, f in inv.followups)
             inv.followups.clear()
@@ -340,15 +339,8 @@ def submit(inv: Invocation, description: str, fn: Callable[[], Reply | None]) ->
 
 def failure_text(inv: Invocation, exc: BaseException, *, recorded: bool) -> str:
     """What the user is told: only what is true (`recorded`: the timeline write succeeded)."""
-    where = ""
-    if inv.incident_key:
-        where = (
-            f" It is recorded on {inv.incident_key}'s timeline."
-            if recorded
-            else f" It could not be recorded on {inv.incident_key}'s timeline either."
-        )
-    return (
-        f"`{bk.esc(inv.label)}` failed: {cause_of(exc)}.{where} Try again, or check the bot's logs."
+    return replies.failure_text(
+        inv.label, cause_of(exc), incident_key=inv.incident_key, recorded=recorded
     )
 
 
@@ -356,10 +348,10 @@ def cause_of(exc: BaseException) -> str:
     """The error for a responder: an AWS or Slack error says what it is; a database error's
     text is SQL and driver detail (kept for the logs), so it is named, not shown."""
     if isinstance(exc, SQLAlchemyError):
-        return "the database did not accept the change (it may be busy, locked or full)"
+        return replies.DATABASE_FAILED
     if isinstance(exc, SlackApiError | TimeoutError):
         return slack_failure(exc)
-    return f"{bk.esc(type(exc).__name__)}: {bk.esc_cut(exc, 500)}"
+    return replies.failure_cause(exc)
 
 
 def _on_error(inv: Invocation, exc: BaseException) -> None:
@@ -373,12 +365,7 @@ def _on_interrupt(inv: Invocation) -> None:
         summary=f"{inv.label} by {inv.user_id} was interrupted by a shutdown before it finished",
         details={"command": inv.label, "args": inv.args[:500]},
     )
-    inv.send(
-        Reply(
-            f"`{bk.esc(inv.label)}` was interrupted by a restart before it finished; "
-            "check the incident's status and run it again if needed."
-        )
-    )
+    inv.send(Reply(replies.interrupted_text(inv.label)))
 
 
 def report_failure(inv: Invocation, exc: BaseException) -> bool:

@@ -18,6 +18,7 @@ from bot.listeners.incident_posts import refresh_incident
 from bot.listeners.incident_subcommands import change_status
 from bot.listeners.slash import Invocation, Reply, dispatch
 from bot.views import blocks as bk
+from bot.views import replies
 from bot.views.card_recovery import not_shown_text
 from commands import incidents as svc
 from commands.errors import UserError
@@ -71,22 +72,20 @@ def on_note(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltC
     runtime = runtime_of(context)
     text = field_value(view, "note")
     if not text:
-        ack(response_action="errors", errors={"note": "Write the note first."})
+        ack(response_action="errors", errors={"note": replies.NOTE_EMPTY})
         return
     inv = view_invocation(runtime, body, name="note")
     key = inv.args
 
     def work(i: Invocation) -> Reply | None:
         if not svc.looks_like_key(key):
-            raise UserError(
-                "This form does not name an incident; use /incident note INC-N and the note."
-            )
+            raise UserError(replies.NOTE_FORM_NAMES_NO_INCIDENT)
         with runtime.database.session() as session:
             target = svc.get_incident(session=session, key=key)
             svc.add_note(session=session, incident=target, actor=i.user_id, text=text)
-        missed = refresh_incident(runtime, key, line=f"📝 {bk.user(i.user_id)}: {bk.esc(text)}")
+        missed = refresh_incident(runtime, key, line=replies.note_line(i.user_id, text))
         # Quiet when Slack showed it; otherwise the note's author hears what is missing.
-        return Reply(f"Noted on *{key}*." + not_shown_text(missed)) if missed else None
+        return Reply(replies.noted_reply(key) + not_shown_text(missed)) if missed else None
 
     dispatch(inv, work, background=True, ack=ack, answer_in_ack=False)
 
@@ -95,7 +94,7 @@ def on_status(ack: Ack, body: dict[str, Any], view: dict[str, Any], context: Bol
     runtime = runtime_of(context)
     summary = field_value(view, "summary")
     if not summary:
-        ack(response_action="errors", errors={"summary": "Add a one-line summary."})
+        ack(response_action="errors", errors={"summary": replies.SUMMARY_EMPTY})
         return
     inv = view_invocation(runtime, body, name="status")
     status = str(metadata(view).get("status", ""))

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.views import blocks as bk
 from commands.approvals.plans import Plan
+
+if TYPE_CHECKING:
+    from bot.approvals.service import Proposal
 
 APPROVE = "containment_approve"
 REJECT = "containment_reject"
@@ -118,12 +121,12 @@ def _step_lines(plan: Plan) -> list[str]:
     """One mrkdwn chunk per step: its name, summary and every API call it makes."""
     chunks = []
     for number, step in enumerate(plan.steps, 1):
-        head = f"*{number}. {bk.esc(step.action)}*"
+        head = f"*{number}. {bk.authored(step.action)}*"
         if step.summary:
             head += f" — {bk.esc(step.summary)}"
         if not step.mutating:
             head += " _(read only)_"
-        calls = [f"• `{bk.esc(c.text)}`" for c in step.calls]
+        calls = [f"• {bk.code(c.text)}" for c in step.calls]
         chunks.append("\n".join([head, *(calls or ["_no API call needed right now_"])]))
     return chunks
 
@@ -174,7 +177,7 @@ def _progress(view: CardView) -> str:
     lines = []
     for step in view.steps:
         icon = STEP_ICONS.get(step.status, "•")
-        line = f"{icon} {bk.esc(step.action)} — {bk.esc(step.status.replace('_', ' '))}"
+        line = f"{icon} {bk.authored(step.action)} — {bk.esc(step.status.replace('_', ' '))}"
         if step.error and step.status in ("failed", "skipped", "interrupted"):
             line += f": {bk.esc_cut(step.error, ERROR_SHOWN)}"
         elif step.note and step.status in ("succeeded", "skipped"):
@@ -223,7 +226,7 @@ def _confirm(view: CardView) -> dict[str, Any]:
 def approval_card(view: CardView, *, now: dt.datetime | None = None) -> dict[str, Any]:
     """chat.postMessage / chat.update kwargs (text + blocks) for the request's card."""
     blocks: list[dict[str, Any]] = [bk.header(_title(view))]
-    target = f"{view.target_type} `{bk.esc(view.target_id)}`"
+    target = f"{view.target_type} {bk.code(view.target_id)}"
     where = " / ".join(bk.esc(x) for x in (view.account_id, view.region) if x)
     status = STATUS_LINES.get(view.status, bk.esc(view.status))
     if view.status == "pending" and view.expires_at:
@@ -277,7 +280,7 @@ def approval_card(view: CardView, *, now: dt.datetime | None = None) -> dict[str
         if view.status in ("partial", "failed", "interrupted") and failed:
             lines = [f"*{len(failed)} step(s) did not complete:*"]
             lines += [
-                f"• *{bk.esc(s.action)}*: {bk.esc_cut(s.error or 'no error recorded', 500)}"
+                f"• *{bk.authored(s.action)}*: {bk.esc_cut(s.error or 'no error recorded', 500)}"
                 for s in failed
             ]
             blocks.append(bk.section(bk.cut("\n".join(lines), bk.SECTION_TEXT)))
@@ -301,7 +304,7 @@ def reject_modal(request_id: int, *, channel_id: str, target_id: str) -> dict[st
         f"Reject request #{request_id}"[: bk.MODAL_TITLE],
         [
             bk.section(
-                f"Rejecting containment of `{bk.esc(target_id)}`. The reason goes on "
+                f"Rejecting containment of {bk.code(target_id)}. The reason goes on "
                 "the incident's timeline."
             ),
             bk.text_input("reason", "Why do you reject it?", max_length=1000),
@@ -309,3 +312,42 @@ def reject_modal(request_id: int, *, channel_id: str, target_id: str) -> dict[st
         submit="Reject",
         private_metadata=json.dumps({"request_id": request_id, "channel": channel_id}),
     )
+
+
+# -- the answers of /contain and of the card's buttons ------------------------------------------
+
+REJECT_REASON_EMPTY = "Say why you reject it."
+BOTH_VOLATILE_FLAGS = "Give one of `--volatile` and `--no-volatile`, not both."
+BUTTON_NAMES_NO_RESOURCE = "This button names no instance or access key; use /contain instead."
+
+
+def unknown_option(flag: str, usage: str) -> str:
+    """A `UserError`; `flag` matched `--[A-Za-z][\\w-]*`, so it cannot end the code span."""
+    return f"`{flag}` is not an option of /contain; use `--volatile` or `--no-volatile`: `{usage}`."
+
+
+def resource_needed(usage: str) -> str:
+    return f"Name what to contain: `{usage}`."
+
+
+def proposal_reply(proposal: Proposal, resource_id: str) -> str:
+    """What the requester of a containment plan reads (a new plan, or the one already asked)."""
+    where = bk.channel(proposal.channel_id) if proposal.channel_id else "the incident channel"
+    opened = f" (opened {proposal.incident_key} for it)" if proposal.opened_incident else ""
+    if not proposal.created:
+        return (
+            f"Containment of {bk.code(resource_id)} is already requested (request "
+            f"#{proposal.request_id} on {proposal.incident_key}); its card is in {where}."
+        )
+    return (
+        f"Posted containment plan #{proposal.request_id} for {bk.code(resource_id)} on "
+        f"{proposal.incident_key}{opened} in {where}; an approver has to approve it."
+    )
+
+
+def follow_up_reply(kind: str, request_id: int, proposal: Proposal) -> str:
+    """A Retry or Roll back click's answer."""
+    what = "Retry" if kind == "retry" else "Rollback"
+    if not proposal.created:
+        return f"{what} of request #{request_id} is already requested (#{proposal.request_id})."
+    return f"{what} of request #{request_id} posted for approval as #{proposal.request_id}."

@@ -1,8 +1,29 @@
-"""Block Kit building blocks: escaping user text for mrkdwn and keeping within Slack's limits.
+"""Block Kit building blocks: user text made inert for Slack, and Slack's limits kept.
 
-Every piece of user-supplied text goes through `esc` before it lands in a mrkdwn field, so a
-title like `<!channel> <https://evil|click>` shows literally and never pings or links, and
-through `cut` so Slack never rejects a message for being too long.
+Nothing a user (or an attacker, through a GuardDuty finding or a resource tag) writes may
+render as a mention, a link or formatting. In order of preference:
+
+1. Structure. Text standing alone goes in a `plain_text` object (`plain`, `plain_section`,
+   `plain_context`) or in a `rich_text` block (`rich`), whose `text` elements carry their
+   style explicitly (`styled("Owner", bold=True)`, `styled(instance_id, code=True)`,
+   `person(user_id)` for a mention): Slack shows their text literally.
+2. Identifiers in mrkdwn (instance ids, ARNs, keys, finding types) go in a code span,
+   `code(...)`: Slack formats nothing inside one, so the id stays exactly copyable; only a
+   backtick, which would end the span, is neutralised.
+3. User text mixed into mrkdwn (beside mentions, dates, bold labels) goes through `esc`:
+   - `&`, `<`, `>` become the three entities Slack decodes, so no `<@U…>`, `<!channel>` or
+     `<https://…|label>` can be formed;
+   - mrkdwn has no escape for `*`, `_`, `~` and `` ` ``. Slack opens a span only at a
+     delimiter that follows the start, whitespace or punctuation, and closes it only at one
+     that precedes the end, whitespace or punctuation (that is why `snake_case_name` is not
+     italic). U+2060 WORD JOINER is none of those and is invisible, so each of the four
+     characters is flanked by one (`WJ*WJ`): it can neither open nor close a span, shows as
+     typed, and copies with two invisible characters around it.
+
+`authored` is for sentences the bot wrote whose markup is meant (a `UserError`'s
+`` `/incident note INC-1 <text>` ``): only the entities; user text placed in such a sentence
+must go through `inert` where it is put in. `cut` keeps every result within Slack's limits
+without splitting an entity or a neutralised character.
 """
 
 from __future__ import annotations
@@ -25,19 +46,38 @@ MESSAGE_BLOCKS = 50
 VIEW_BLOCKS = 100
 
 ELLIPSIS = "…"
+WORD_JOINER = "\u2060"
+FORMATTING = "*_~`"  # mrkdwn's bold, italic, strike and code delimiters
+_FORMATTING = re.compile(r"[*_~`]")
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 
 
-def esc(text: object) -> str:
-    """Escape text for mrkdwn: Slack decodes exactly these three entities."""
+def entities(text: object) -> str:
+    """`&`, `<`, `>` as the three entities Slack decodes in mrkdwn (and only those)."""
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def inert(text: object) -> str:
+    """Each mrkdwn delimiter (`*_~` and backtick) flanked by word joiners: never a span's end."""
+    return _FORMATTING.sub(lambda m: f"{WORD_JOINER}{m.group()}{WORD_JOINER}", str(text))
+
+
+def esc(text: object) -> str:
+    """User text for mrkdwn: shown as typed, never a mention, link or formatting."""
+    return inert(entities(text))
+
+
+def authored(text: object) -> str:
+    """A sentence the bot wrote, its `code` and *bold* meant: only the entities escaped."""
+    return entities(text)
 
 
 def cut(text: str, limit: int) -> str:
     """`text` shortened to at most `limit` characters, ending in … when cut.
 
-    Never splits an entity produced by `esc` (a dangling `&am` would show as garbage).
+    Never splits an entity produced by `esc` (a dangling `&am` would show as garbage), nor
+    a neutralised delimiter (`WJ*` without its closing joiner could end a span before `…`).
     """
     if len(text) <= limit:
         return text
@@ -45,11 +85,34 @@ def cut(text: str, limit: int) -> str:
     amp = head.rfind("&")
     if amp != -1 and ";" not in head[amp:]:
         head = head[:amp]
+    if len(head) >= 2 and head[-2] == WORD_JOINER and head[-1] in FORMATTING:
+        head = head[:-2]
     return head + ELLIPSIS
+
+
+def clip(text: str, limit: int) -> str:
+    """Literal text (plain or rich, no entities) shortened to `limit`, ending in … when cut."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + ELLIPSIS
 
 
 def esc_cut(text: object, limit: int) -> str:
     return cut(esc(text), limit)
+
+
+def code(text: object, limit: int = SECTION_TEXT - 2) -> str:
+    """An identifier as a mrkdwn code span, copyable as it is: Slack formats nothing inside
+    code, so only a backtick (which would end the span) is neutralised. A span cannot cross
+    a line, nor start or end with whitespace (it would not be one, and its text would be
+    parsed): newlines become spaces and the ends are stripped. `limit` is the inner text's."""
+    inner = entities(" ".join(str(text).splitlines()).strip())
+    if not inner:
+        return ""
+    inner = inner.replace("`", f"{WORD_JOINER}`{WORD_JOINER}")
+    return f"`{cut(inner, limit)}`"
+
+
+def is_user_id(user_id: str | None) -> bool:
+    return bool(user_id and _USER_ID.match(user_id))
 
 
 def user(user_id: str | None) -> str:
@@ -57,6 +120,17 @@ def user(user_id: str | None) -> str:
     if not user_id:
         return "nobody"
     return f"<@{user_id}>" if _USER_ID.match(user_id) else esc(user_id)
+
+
+def subteam(group: str | None) -> str | None:
+    """`<!subteam^S123>` for a user-group ID; a handle as escaped text (Slack needs the ID);
+    None without one."""
+    if not group or not group.strip():
+        return None
+    group = group.strip()
+    if group.startswith("S") and group[1:].isalnum() and group.isupper():
+        return f"<!subteam^{group}>"
+    return esc("@" + group.lstrip("@"))
 
 
 def channel(channel_id: str | None) -> str:
@@ -85,6 +159,63 @@ def section(text: str, *, fields: list[str] | None = None, accessory: Any = None
         block["fields"] = [mrkdwn(f, FIELD_TEXT) for f in fields[:10]]
     if accessory is not None:
         block["accessory"] = accessory
+    return block
+
+
+def plain_section(text: str) -> dict[str, Any]:
+    """A section of plain_text: user text shown exactly as typed (emoji codes still render)."""
+    return {"type": "section", "text": plain(text)}
+
+
+def plain_context(*texts: str) -> dict[str, Any]:
+    """A context line of plain_text elements."""
+    return {
+        "type": "context",
+        "elements": [plain(t) for t in texts[:CONTEXT_ELEMENTS] if t] or [plain(" ")],
+    }
+
+
+def styled(
+    text: str, *, bold: bool = False, italic: bool = False, code: bool = False
+) -> dict[str, Any]:
+    """A rich_text `text` element: its style is explicit, its text shown literally."""
+    element: dict[str, Any] = {"type": "text", "text": text}
+    style = {k: True for k, on in (("bold", bold), ("italic", italic), ("code", code)) if on}
+    if style:
+        element["style"] = style
+    return element
+
+
+def person(user_id: str | None) -> dict[str, Any]:
+    """A rich_text mention of a real Slack user ID; anything else as literal text."""
+    if user_id and _USER_ID.match(user_id):
+        return {"type": "user", "user_id": user_id}
+    return styled(user_id or "nobody")
+
+
+def rich(*parts: str | dict[str, Any], block_id: str | None = None) -> dict[str, Any]:
+    """A rich_text block of one paragraph: a `str` part is unstyled literal text, a dict part
+    an element from `styled` or `person`. Slack parses no mrkdwn in any of it, so user text
+    needs no escaping; empty parts are left out (Slack refuses empty text elements) and the
+    text is kept within a section's limit."""
+    elements: list[dict[str, Any]] = []
+    room = SECTION_TEXT
+    for part in parts:
+        element = styled(part) if isinstance(part, str) else dict(part)
+        if element.get("type") == "text":
+            if not element["text"] or room <= 0:
+                continue
+            element["text"] = clip(element["text"], room)
+            room -= len(element["text"])
+        elements.append(element)
+    block: dict[str, Any] = {
+        "type": "rich_text",
+        "elements": [
+            {"type": "rich_text_section", "elements": elements or [styled(" ")]},
+        ],
+    }
+    if block_id:
+        block["block_id"] = block_id
     return block
 
 

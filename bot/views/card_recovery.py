@@ -40,13 +40,18 @@ def slack_failure(exc: BaseException) -> str:
         status = response.status_code if response is not None else 200
         data = response.data if response is not None else None
         code = data.get("error") if isinstance(data, dict) else None
-        said = f"`{bk.esc_cut(code, 100)}`" if code else "an error"
+        said = bk.code(code, 100) if code else "an error"
         return f"Slack answered {said}" + (f" (HTTP {status})" if status != 200 else "")
     if isinstance(exc, Unconfirmed):
         return "no answer in time; it may still show"
     if isinstance(exc, TimeoutError):
         return "no answer in time (timed out)"
     return f"{bk.esc(type(exc).__name__)}: {bk.esc_cut(exc, 300)}"
+
+
+def missed_phrase(what: str, exc: BaseException) -> str:
+    """`what` Slack did not show (`the card update`), and why."""
+    return f"{what} ({slack_failure(exc)})"
 
 
 def not_shown_text(phrases: list[str]) -> str:

@@ -82,6 +82,16 @@ def title_line(incident: Incident) -> str:
     return f"*{incident.key}* · {drill}{bk.esc(incident.title)}"
 
 
+def title_block(incident: Incident) -> dict[str, Any]:
+    """The key in bold, then the title exactly as typed (rich text: nothing in it is parsed)."""
+    drill = "[DRILL] " if incident.is_drill else ""
+    return bk.rich(bk.styled(incident.key, bold=True), f" · {drill}{incident.title}")
+
+
+def resolution_block(incident: Incident) -> dict[str, Any]:
+    return bk.rich(bk.styled("Resolution", bold=True), f"\n{incident.resolution}")
+
+
 def deadline_text(deadline: Deadline | None, now: dt.datetime) -> str:
     if deadline is None:
         return "none"
@@ -100,7 +110,7 @@ def card_fields(view: IncidentOverview, now: dt.datetime) -> list[str]:
     ]
     if incident.resource_id:
         label = bk.esc(resource_label(incident.resource_type))
-        fields.append(f"*{label}*\n`{bk.esc_cut(incident.resource_id, 200)}`")
+        fields.append(f"*{label}*\n{bk.code(incident.resource_id, 200)}")
     if view.pending_approvals:
         fields.append(f"*Pending approvals*\n{view.pending_approvals}")
     if view.next_deadline:
@@ -118,7 +128,7 @@ def incident_card(
         bk.header(
             f"{icon} {incident.key} · {'DRILL · ' if incident.is_drill else ''}{incident.title}"
         ),
-        bk.section(title_line(incident)),
+        title_block(incident),
         bk.fields_section(card_fields(view, now)),
     ]
     clock = clock_line(incident, now=now, gdpr_hours=view.gdpr_hours)
@@ -127,7 +137,7 @@ def incident_card(
     for section in parts.sections:
         blocks.extend(section(incident, now))
     if incident.resolution:
-        blocks.append(bk.section(f"*Resolution*\n{bk.esc(incident.resolution)}"))
+        blocks.append(resolution_block(incident))
     if incident.status != "closed":
         buttons = [b for make in parts.buttons if (b := make(incident)) is not None]
         blocks.append(bk.actions([severity_select(incident), *buttons], block_id="incident_card"))
@@ -143,9 +153,9 @@ def incident_card(
 
 def status_reply(view: IncidentOverview, *, now: dt.datetime) -> tuple[str, list[dict[str, Any]]]:
     incident = view.incident
-    blocks = [bk.section(title_line(incident)), bk.fields_section(card_fields(view, now))]
+    blocks = [title_block(incident), bk.fields_section(card_fields(view, now))]
     if incident.resolution:
-        blocks.append(bk.section(f"*Resolution*\n{bk.esc(incident.resolution)}"))
+        blocks.append(resolution_block(incident))
     if incident.personal_data and incident.notified_at:
         blocks.append(
             bk.context(

@@ -19,7 +19,7 @@ def root_checklist_message(key: str, items: Sequence[CheckItem]) -> dict[str, An
         ),
     ]
     for n, item in enumerate(items, 1):
-        calls = "\n".join(f"`{bk.esc(c)}`" for c in item.calls)
+        calls = "\n".join(bk.code(c) for c in item.calls)
         blocks.append(
             bk.section(f"*{n}. {bk.esc(item.title)}*\n{calls}\n_{bk.esc(item.look_for)}_")
         )

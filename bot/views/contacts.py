@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from bot.views import blocks as bk
-from bot.views.decisions import usergroup_mention
 from storage.models import Incident
 
 
@@ -41,6 +40,7 @@ def email_line(email: dict[str, Any] | None) -> str:
 
 def notice_text(line: str, *, usergroup: str | None, channels: dict[str, Any]) -> str:
     """The thread message of a contacts notice: the mention, the line, the e-mail outcome."""
-    text = f"{usergroup_mention(usergroup)} {line}" if usergroup else line
+    group = bk.subteam(usergroup)
+    text = f"{group} {line}" if group else line
     emails = email_line(channels.get("email"))
     return f"{text}\n{emails}" if emails else text

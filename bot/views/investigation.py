@@ -28,21 +28,20 @@ def _bullets(lines: list[str], limit: int = 600) -> str:
 
 
 def investigation_sections(facts: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The card's investigation blocks ([] when nothing was found or done yet)."""
-    parts: list[str] = []
+    """The card's investigation block ([] when nothing was found or done yet): rich text, so
+    the lines (AWS answers, a reporter's words, commands to copy) show exactly as they are."""
     impact = IMPACT.get(facts)
-    if impact:
-        parts.append("*Blast radius*\n" + _bullets(summary_lines(impact)))
-    for title, lines in (
-        ("Forensic clean room", clean_room_lines(facts)[:6]),
-        ("Abuse report", abuse_lines(facts)),
-        ("Evidence wipe", wipe_lines(facts)),
+    parts: list[str | dict[str, Any]] = []
+    for title, lines, limit in (
+        ("Blast radius", summary_lines(impact) if impact else [], 600),
+        ("Forensic clean room", clean_room_lines(facts)[:6], 300),
+        ("Abuse report", abuse_lines(facts), 300),
+        ("Evidence wipe", wipe_lines(facts), 300),
     ):
         if lines:
-            parts.append(f"*{title}*\n" + _bullets(lines, 300))
-    if not parts:
-        return []
-    return [bk.section(bk.cut("\n".join(parts), bk.SECTION_TEXT))]
+            parts += ["\n" if parts else "", bk.styled(title, bold=True)]
+            parts += ["".join(f"\n• {bk.clip(line, limit)}" for line in lines)]
+    return [bk.rich(*parts)] if parts else []
 
 
 def investigation_card_section(incident: Incident, now: dt.datetime) -> list[dict[str, Any]]:
@@ -61,7 +60,7 @@ def impact_reply(key: str, impact: Mapping[str, Any]) -> tuple[str, list[dict[st
             tags = ", ".join(f"{k}={v}" for k, v in (n.get("tags") or {}).items())
             desc = n.get("description") or ""
             rows.append(
-                f"`{bk.esc(what)}` via {bk.esc(', '.join(n['via']))}"
+                f"{bk.code(what)} via {bk.esc(', '.join(n['via']))}"
                 + (f" · {bk.esc_cut(tags, 200)}" if tags else "")
                 + (f" · _{bk.esc_cut(desc, 80)}_" if desc and not n.get("instance_id") else "")
             )
@@ -75,7 +74,7 @@ def impact_reply(key: str, impact: Mapping[str, Any]) -> tuple[str, list[dict[st
         for i in used["instances"][:NEIGHBOURS_SHOWN]:
             tags = ", ".join(f"{k}={v}" for k, v in (i.get("tags") or {}).items())
             rows.append(
-                f"`{bk.esc(i['id'])}` {bk.esc(i.get('state') or '')}".rstrip()
+                f"{bk.code(i['id'])} {bk.esc(i.get('state') or '')}".rstrip()
                 + (f" · {bk.esc_cut(tags, 200)}" if tags else "")
             )
         more = used.get("count", 0) - len(rows)
@@ -118,12 +117,108 @@ def trail_reply(key: str, result: TrailResult) -> tuple[str, list[dict[str, Any]
             "  ".join(col[:w].ljust(w) for col, w in zip(r, widths, strict=True)).rstrip()
             for r in rows
         )
-        # Slack still decodes entities and parses <...> inside code blocks: escape, and keep
-        # a stray fence from ending the block early.
-        table = bk.esc(table.replace("```", "'''"))
+        # Slack still decodes entities and parses <...> inside code blocks: escape them, and
+        # keep a stray fence from ending the block early (nothing else is formatted inside).
+        table = bk.entities(table.replace("```", "'''"))
         blocks.append(bk.section(bk.cut(f"*Newest {len(rows)}*\n```{table}```", bk.SECTION_TEXT)))
     else:
         blocks.append(bk.section("No CloudTrail events in that window."))
     if s["events"] > len(rows):
         blocks.append(bk.context("The full list is attached as a CSV file."))
     return result.headline(), blocks
+
+
+# -- the answers of /incident impact, trail, abuse, wipe and /forensics ---------------------------
+
+
+def no_resource_yet(key: str) -> str:
+    """A `UserError`: nothing to estimate the blast radius of."""
+    return (
+        f"{key} names no affected resource yet: /contain <instance-id> or a "
+        "GuardDuty finding sets one."
+    )
+
+
+def impact_line(user_id: str) -> str:
+    return f"🎯 Blast radius estimated by {bk.user(user_id)}."
+
+
+def trail_file_title(key: str, resource_id: str, rows: int) -> str:
+    return f"{key}: CloudTrail for {resource_id} ({rows} events)"
+
+
+def trail_comment(headline: str, user_id: str) -> str:
+    return f"{bk.esc(headline)} (for {bk.user(user_id)})"
+
+
+def abuse_answered_line(user_id: str) -> str:
+    return f"✅ Abuse report answered ({bk.user(user_id)})."
+
+
+def abuse_answered_reply(key: str) -> str:
+    return f"Marked the abuse report on *{key}* answered; reminders stopped."
+
+
+def abuse_recorded_line(reference: str, user_id: str, summary: str, support: str) -> str:
+    """The thread line of an abuse report joined to a live incident. `support`: what the
+    Support case step did (the bot's sentence, escaped here like the reporter's words)."""
+    return (
+        f"📨 AWS abuse report {bk.code(reference)} recorded by "
+        f"{bk.user(user_id)}: {bk.esc(summary)}. {bk.esc(support)}"
+    )
+
+
+def abuse_reply(
+    key: str, reference: str, support: str, *, opened: bool, every: dt.timedelta
+) -> str:
+    verb = "Opened" if opened else "Recorded on"
+    return (
+        f"{verb} *{key}* for abuse report {bk.code(reference)}. {bk.esc(support)} I will remind "
+        f"every {every.total_seconds() / 3600:g} h until `/incident abuse answered {key}`."
+    )
+
+
+def wipe_takes_only_terminate(key: str) -> str:
+    return (
+        f"`/incident wipe {key}` takes only `terminate` after the key (to also "
+        "retire the isolated instance)."
+    )
+
+
+def wipe_resolve_first(key: str, status: str) -> str:
+    return (
+        f"{key} is {status}: resolve it first "
+        f"(/incident resolve {key} <summary>), then wipe its evidence."
+    )
+
+
+def wipe_plan_what(key: str, items: int) -> str:
+    return f"The wipe plan of *{key}*" + (f" ({items} items)" if items > 0 else "")
+
+
+def wipe_list_file(key: str, request_id: int) -> dict[str, str]:
+    """The filename and title of the wipe plan's full item list."""
+    return {
+        "filename": f"{key}-wipe-plan-{request_id}.md",
+        "title": f"{key}: every item the wipe (request #{request_id}) would delete",
+    }
+
+
+def clean_room_closed(key: str) -> str:
+    return f"{key} is closed; a clean room is for live investigations."
+
+
+def clean_room_what(key: str) -> str:
+    return f"The clean room of *{key}*"
+
+
+def teardown_what(key: str) -> str:
+    return f"The clean-room teardown of *{key}*"
+
+
+def request_card_reply(what: str, request_id: int, channel_id: str | None, *, created: bool) -> str:
+    """Where the approval card of a wipe, clean room or teardown request is."""
+    where = bk.channel(channel_id)
+    if not created:
+        return f"{what} is already waiting (request #{request_id}); its card is in {where}."
+    return f"{what} is posted for approval as request #{request_id} in {where}."

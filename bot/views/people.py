@@ -162,3 +162,40 @@ def task_added_reply(key: str, task: IncidentTask, remind_at: dt.datetime) -> st
         f"Task #{task.number} added to *{key}* for {bk.user(task.owner)}, due "
         f"{task.due_on.isoformat()}; the reminder goes out {bk.when(remind_at)}."
     )
+
+
+def owner_reply(key: str, user: str) -> str:
+    return f"{bk.user(user)} owns *{key}* now."
+
+
+def took_reply(key: str) -> str:
+    return f"You own *{key}* now."
+
+
+def role_reply(key: str, role: str, user: str) -> str:
+    return f"{bk.user(user)} is the {bk.esc(role)} of *{key}* now."
+
+
+def task_toggled_reply(key: str, number: int, *, done: bool) -> str:
+    return f"Task #{number} of *{key}* is {'done' if done else 'open again'}."
+
+
+# -- mistakes (`UserError` messages: the bot's sentences, their `code` meant) -------------------
+
+BUTTON_NAMES_NO_TASK = "This button does not name a task; the incident's card lists them."
+
+
+def assign_example(key: str) -> str:
+    return f"/incident assign {key} @user"
+
+
+def role_example(key: str) -> str:
+    return f"/incident role {key} {'|'.join(ROLES)} @user"
+
+
+def owner_needed(example: str) -> str:
+    return f"Say who owns it: `{example}` (or `me`)."
+
+
+def role_needed(example: str) -> str:
+    return f"Say which role and who: `{example}`."

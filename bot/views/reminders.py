@@ -23,47 +23,23 @@ from commands.deadlines.timefmt import format_duration, utc_text
 from commands.people import TaskNotice, UnownedNotice
 from storage.models import Incident
 
-MESSAGE_TEXT = 3_900
-
-
-def mrkdwn_escape(text: str) -> str:
-    """Slack decodes exactly these three entities in mrkdwn."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def mention(user_id: str | None) -> str:
-    """`<@U123>` for a Slack user ID; anything else (a name, `guardduty`) as escaped text."""
-    if user_id and user_id[:1] in ("U", "W") and user_id.isalnum():
-        return f"<@{user_id}>"
-    return mrkdwn_escape(user_id or "nobody")
-
-
-def subteam(group: str | None) -> str | None:
-    """`<!subteam^S123>` for a user-group ID; a handle is shown as text (Slack needs the ID)."""
-    if not group:
-        return None
-    group = group.strip()
-    if group.startswith("S") and group[1:].isalnum() and group.isupper():
-        return f"<!subteam^{group}>"
-    return "@" + group.lstrip("@")
-
 
 def reminder_text(delivery: Delivery, *, usergroup: str | None, oncall: str | None = None) -> str:
     """The owner and (unless a drill) the contacts' user group, then what the reminder says.
     A ping about an unowned incident mentions the on-call group (`oncall.slack_usergroup`)."""
     mentions = []
-    if delivery.owner and delivery.owner[:1] in ("U", "W"):
-        mentions.append(f"<@{delivery.owner}>")
+    if bk.is_user_id(delivery.owner):
+        mentions.append(bk.user(delivery.owner))
     if delivery.mention_contacts:
-        group = subteam(usergroup)
+        group = bk.subteam(usergroup)
         if group:
             mentions.append(group)
     if isinstance(delivery.notice, UnownedNotice):
-        group = subteam(oncall)
+        group = bk.subteam(oncall)
         if group:
             mentions.append(group)
     text = (" ".join(mentions) + " " if mentions else "") + delivery_text(delivery)
-    return text if len(text) <= MESSAGE_TEXT else text[: MESSAGE_TEXT - 1] + "…"
+    return bk.cut(text, bk.MESSAGE_TEXT)
 
 
 def delivery_text(delivery: Delivery) -> str:
@@ -82,7 +58,7 @@ def delivery_text(delivery: Delivery) -> str:
     if isinstance(notice, TaskNotice):
         return task_text(notice, delivery.incident_key or "") + late_note(delivery)
     key = f"{delivery.incident_key}: " if delivery.incident_key else ""
-    message = mrkdwn_escape(delivery.message or f"Reminder: {delivery.kind}")
+    message = bk.esc(delivery.message or f"Reminder: {delivery.kind}")
     if delivery.kind == EXPIRY_KIND:
         return f"⌛ {key}{message}"
     return f"⏰ {key}{message}{late_note(delivery)}"
@@ -104,7 +80,7 @@ def late_note(delivery: Delivery) -> str:
 
 
 def gdpr_text(notice: GdprNotice, key: str) -> str:
-    how = f"Record it with `/incident notified {key} <reference>` once it is sent."
+    how = f"Record it with `/incident notified {key} &lt;reference&gt;` once it is sent."
     deadline = notice.deadline
     if notice.stage == "before":
         return (
@@ -129,10 +105,10 @@ def stale_text(notice: StaleNotice, key: str) -> str:
 
 
 def abuse_text(notice: AbuseNotice, key: str) -> str:
-    case = f" (Support case {notice.case_id})" if notice.case_id else ""
+    case = f" (Support case {bk.esc(notice.case_id)})" if notice.case_id else ""
     waited = f" for {format_duration(notice.waited)}" if notice.waited is not None else ""
     return (
-        f"⏰ {key}: AWS abuse report {notice.reference}{case} has been unanswered{waited}. "
+        f"⏰ {key}: AWS abuse report {bk.esc(notice.reference)}{case} has been unanswered{waited}. "
         "AWS may restrict the account if it gets no reply: answer it, then run "
         f"/incident abuse answered {key}."
     )
@@ -140,7 +116,7 @@ def abuse_text(notice: AbuseNotice, key: str) -> str:
 
 def unowned_text(notice: UnownedNotice, key: str) -> str:
     return (
-        f"🙋 *{key}* ({mrkdwn_escape(notice.severity)}) has had no owner for "
+        f"🙋 *{key}* ({bk.esc(notice.severity)}) has had no owner for "
         f"{format_duration(notice.waited)}: press *Take it* on its card, or "
         f"`/incident assign {key} @someone`."
     )
@@ -153,32 +129,32 @@ def task_text(notice: TaskNotice, key: str) -> str:
     else:
         when = "is due today"
     return (
-        f"📋 {key} task #{notice.number} {when}: {mrkdwn_escape(notice.text)}. "
+        f"📋 {key} task #{notice.number} {when}: {bk.esc(notice.text)}. "
         "Mark it done on the incident's card once it is."
     )
 
 
 def _deadline_line(d: DigestDeadline) -> str:
     if d.what == "approval_expires":
-        text = f"{d.incident_key}: approval of {mrkdwn_escape(d.subject)} expires"
+        text = f"{d.incident_key}: approval of {bk.esc(d.subject)} expires"
     elif d.what == "regulator_due":
         text = f"{d.incident_key}: regulator notice due"
     elif d.what == "regulator_overdue":
         text = f"{d.incident_key}: regulator notice OVERDUE"
     else:
-        text = f"{d.incident_key}: {d.what} {mrkdwn_escape(d.subject)}".rstrip()
+        text = f"{d.incident_key}: {d.what} {bk.esc(d.subject)}".rstrip()
     return f"{utc_text(d.at)} · {text}"
 
 
 def digest_text(digest: Digest) -> str:
     local = digest.at.astimezone(ZoneInfo(digest.timezone))
     incidents = [
-        f"{i.key} [{i.severity}/{i.status}] {mrkdwn_escape(i.title)} · owner {mention(i.owner)}"
+        f"{i.key} [{i.severity}/{i.status}] {bk.esc(i.title)} · owner {bk.user(i.owner)}"
         for i in digest.incidents
     ]
     approvals = [
-        f"{a.incident_key}: {a.kind} {mrkdwn_escape(a.target_id)} requested by "
-        f"{mention(a.requested_by)}"
+        f"{a.incident_key}: {a.kind} {bk.esc(a.target_id)} requested by "
+        f"{bk.user(a.requested_by)}"
         + (f", expires {utc_text(a.expires_at)}" if a.expires_at else "")
         for a in digest.approvals
     ]
@@ -208,7 +184,7 @@ def clock_line(incident: Incident, *, now: dt.datetime, gdpr_hours: float) -> st
     if clock.state == "overdue":
         return (
             f"🚨 *Regulator notice OVERDUE* by {left} (was due {bk.when(clock.deadline)}). "
-            f"Once sent: `/incident notified {incident.key} <reference>`"
+            f"Once sent: `/incident notified {incident.key} &lt;reference&gt;`"
         )
     return f"⏱️ *Regulator notice due in {left}* (by {bk.when(clock.deadline)})"
 

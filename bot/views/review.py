@@ -52,3 +52,27 @@ def report_comment(key: str, user_id: str, *, events: int) -> str:
 
 def report_posted(key: str, channel_id: str) -> str:
     return f"The review of *{key}* is posted in {bk.channel(channel_id)}."
+
+
+def report_file_names(key: str) -> dict[str, str]:
+    return {"md": f"{key}-review.md", "html": f"{key}-review.html", "png": f"{key}-timeline.png"}
+
+
+def report_files(
+    key: str, names: Mapping[str, str], *, markdown: str, html: str, chart: bytes
+) -> list[dict[str, Any]]:
+    """The three files of the report, as `SlackWriter.upload` takes them."""
+    return [
+        {"filename": names["md"], "title": f"{key} post-incident review", "content": markdown},
+        {"filename": names["html"], "title": f"{key} post-incident review (HTML)", "content": html},
+        {"filename": names["png"], "title": f"{key} timeline chart", "content": chart},
+    ]
+
+
+SUMMARY_EMPTY = "Write the summary first."
+FORM_NAMES_NO_INCIDENT = "This form does not name an incident; run /incident review INC-N."
+
+
+def run_from_slack(example: str, key: str) -> str:
+    """A `UserError`: the form opens only from Slack (a trigger id is needed)."""
+    return f"Run `{example.replace('INC-42', key)}` from Slack to open the form."

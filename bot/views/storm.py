@@ -74,7 +74,7 @@ def storm_message(view: StormView) -> dict[str, Any]:
 
 
 def _group_title(group: StormGroup, part: int) -> str:
-    kind = f"`{bk.esc_cut(group.finding_type, 150)}`"
+    kind = bk.code(group.finding_type, 150)
     band = group.band.capitalize()
     if part:
         return f"{ICON.get(group.band, '')} *{band}* · {kind} (continued)"

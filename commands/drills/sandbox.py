@@ -139,7 +139,10 @@ def build_sandbox(*, region: str = "us-east-1") -> Sandbox:
     profile_name = "checkout-web-profile"
     profile = create_instance_profile(iam, role_name=role_name, profile_name=profile_name)
 
-    image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    # Filtered by name: Amazon's whole catalogue is thousands of images (seconds to list).
+    image_id = ec2.describe_images(
+        Owners=["amazon"], Filters=[{"Name": "name", "Values": ["amzn2-ami-hvm-*-x86_64-gp2"]}]
+    )["Images"][0]["ImageId"]
     reservation = ec2.run_instances(
         ImageId=image_id,
         InstanceType="t3.medium",

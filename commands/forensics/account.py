@@ -30,6 +30,7 @@ from containment.targets import Target
 COPY_OF_TAG = "incident-bot:copy-of"  # on a forensic copy: the source snapshot's id
 # What the forensic role may do with the source snapshot's key, for the copy.
 GRANT_OPERATIONS = ("Decrypt", "DescribeKey", "CreateGrant", "ReEncryptFrom")
+GRANT_NAME = "incident-bot-{key}-forensic-copy"  # the wipe revokes grants by this name only
 PERMISSIONS = (
     "ec2:ModifySnapshotAttribute",
     "ec2:CopySnapshot",
@@ -108,7 +109,7 @@ def share(
                 KeyId=key,
                 GranteePrincipal=grantee,
                 Operations=list(GRANT_OPERATIONS),
-                Name=f"incident-bot-{ctx.incident_key}-forensic-copy",
+                Name=GRANT_NAME.format(key=ctx.incident_key),
             )["GrantId"]
     return {"shared_with": ctx.forensic_account_id, "snapshots": shared, "grants": grants}
 

@@ -7,11 +7,9 @@ import datetime as dt
 import io
 from typing import TYPE_CHECKING
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
-from matplotlib.figure import Figure
-
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from commands.review.report import Report
 
 # Timeline lanes, top to bottom: an event's kind prefix -> its lane.
@@ -55,6 +53,8 @@ def _utc(ts: dt.datetime) -> dt.datetime:
 
 
 def png(fig: Figure) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     out = io.BytesIO()
     FigureCanvasAgg(fig)
     fig.savefig(out, format="png", metadata={"Software": None})
@@ -63,6 +63,11 @@ def png(fig: Figure) -> bytes:
 
 def timeline_chart(report: Report) -> bytes:
     """Every event as a dot in its lane, containment steps as bars, milestones as lines."""
+    # matplotlib (with numpy) is imported where a chart is drawn: it would add about 0.4 s
+    # to the start of every bot and CLI process, which draws a chart only for a review.
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(11, 4.2), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     ax.set_title(f"{report.key} timeline (UTC)")

@@ -11,9 +11,6 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from matplotlib.dates import date2num
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -189,6 +186,10 @@ SEVERITY_COLOURS = {"low": "#8fbc8f", "medium": "#f0c05a", "high": "#f08a4b", "c
 
 def report_chart(report: TeamReport) -> bytes:
     """Four panels: per week by severity, per week by source, time to contain, drills."""
+    from matplotlib.dates import date2num  # drawn only here (see chart.timeline_chart)
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     fig = Figure(figsize=(12, 8), dpi=100, layout="constrained")
     axes = fig.subplots(2, 2)
     weeks = report.weeks()

@@ -8,6 +8,8 @@ containment. It covers only what the incident created, proven by tags:
   tag step also marks the compromised instance's own volumes with the incident tag, and
   those are not the incident's to delete);
 - snapshots the containment took (incident tag);
+- the KMS grants `/forensics` made on source snapshots' keys for the forensic account's copies
+  (recorded by its share step; revoked, in the incident's account, if still named for it);
 - VPC flow logs the containment enabled (incident tag), then their log files;
 - evidence objects under `<prefix><key>/` whose object tags name the incident, every
   version; flow-log files there only when their name carries one of those flow logs' ids;

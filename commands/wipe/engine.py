@@ -12,9 +12,9 @@ from commands.aftermath import OneWayEngine
 from commands.approvals.plans import StepCallback
 from commands.approvals.requests import running_plan
 from commands.forensics import CleanRoomEngine, delete_clean_room
-from commands.forensics.account import COPY_OF_TAG, account_label, room_ec2
+from commands.forensics.account import COPY_OF_TAG, GRANT_NAME, account_label, room_ec2
 from commands.incidents import get_incident
-from commands.wipe.inventory import SOURCE_SNAPSHOT_TAG
+from commands.wipe.inventory import SOURCE_SNAPSHOT_TAG, grant_kms, grant_missing, live_grant
 from commands.wipe.plan import STEPS
 from containment.context import ActionContext
 from containment.errors import error_code, error_record, is_not_found
@@ -27,7 +27,7 @@ from storage.timeline import append_event
 
 
 class Gone(Exception):
-    """The item no longer exists: nothing to delete."""
+    """The item no longer exists: nothing to delete. With a message: said on the timeline."""
 
 
 class NotOurs(Exception):
@@ -100,8 +100,12 @@ class WipeEngine(OneWayEngine):
                 continue
             try:
                 detail = self._delete(kind, item, target, ctx, plan)
-            except Gone:
+            except Gone as exc:
                 gone.append(label)
+                if str(exc):
+                    self._record(
+                        ctx.incident_key, "wipe.already_gone", str(exc), {"type": kind, "id": label}
+                    )
                 continue
             except NotOurs as exc:
                 refused.append({"id": label, "why": str(exc)})
@@ -187,6 +191,8 @@ class WipeEngine(OneWayEngine):
             return f"Deleted clean-room stack {item['name']}{where}"
         if kind == "forensic_copies":
             return _delete_copy(room_ec2(ctx, target), item, key)
+        if kind == "grants":
+            return _revoke_grant(grant_kms(ctx, target, item["key_arn"]), item, key)
         if kind in ("volumes", "snapshots", "flow_logs"):
             ec2 = ctx.client("ec2", target)
             return _delete_ec2(ec2, kind, item, key)
@@ -320,6 +326,28 @@ def _delete_copy(ec2: Any, item: Mapping[str, Any], key: str) -> str:
     return (
         f"Deleted forensic copy {item['id']} (of {item.get('copy_of')}) in forensic "
         f"{account_label(item.get('account'))}"
+    )
+
+
+def _revoke_grant(kms: Any, item: Mapping[str, Any], key: str) -> str:
+    """A grant /forensics made on a source snapshot's key: still there and still named for
+    this incident, then revoked (in the incident's account, which owns the key)."""
+    where = f"{item['id']} on key {item['key_arn']}"
+    gone = f"KMS grant {where} was already retired or revoked: nothing to revoke"
+    grant = live_grant(kms, item)
+    if grant is None:
+        raise Gone(gone)
+    if grant.get("Name") != GRANT_NAME.format(key=key):
+        raise NotOurs("it is no longer named as this incident's forensic-copy grant")
+    try:
+        kms.revoke_grant(KeyId=item["key_arn"], GrantId=item["id"])
+    except ClientError as exc:
+        if grant_missing(exc):  # retired between the check and the revoke
+            raise Gone(gone) from None
+        raise
+    return (
+        f"Revoked KMS grant {where}: {item.get('grantee') or 'the forensic role'} can no "
+        "longer use the key"
     )
 
 

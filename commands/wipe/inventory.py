@@ -4,15 +4,15 @@ anything is deleted (reads only), and what was found but is not the wipe's to de
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from commands.forensics import existing_stack, stack_name
-from commands.forensics.account import COPY_OF_TAG, cfn_client, room_ec2
+from commands.forensics.account import COPY_OF_TAG, GRANT_NAME, cfn_client, room_ec2
 from containment.context import ActionContext
-from containment.errors import is_not_found
+from containment.errors import error_code, is_not_found
 from containment.tags import INCIDENT_TAG, STATUS_TAG, tag_dict
 from containment.targets import Target
 
@@ -221,10 +221,89 @@ def _kms_keys(
     return out
 
 
+def recorded_grants(session: Any, incident_id: int) -> list[dict[str, str]]:
+    """The KMS grants /forensics made for this incident: its share_snapshots steps' recorded
+    changes (`grants`: source key ARN -> grant id), each once."""
+    from sqlalchemy import select
+
+    from storage.models import ActionStep, ContainmentRequest
+
+    rows = session.scalars(
+        select(ActionStep.result)
+        .join(ContainmentRequest, ContainmentRequest.id == ActionStep.request_id)
+        .where(
+            ContainmentRequest.incident_id == incident_id,
+            ActionStep.action == "share_snapshots",
+            ActionStep.status == "succeeded",
+        )
+        .order_by(ActionStep.id)
+    )
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for result in rows:
+        if (result or {}).get("dry_run"):
+            continue
+        for key_arn, grant_id in (
+            ((result or {}).get("changes") or {}).get("grants") or {}
+        ).items():
+            out.setdefault((key_arn, grant_id), {"id": grant_id, "key_arn": key_arn})
+    return list(out.values())
+
+
+def grant_kms(ctx: ActionContext, scope_target: Target, key_arn: str) -> Any:
+    """KMS where the grant's key is: the incident's account, the key's own region."""
+    parts = key_arn.split(":")
+    region = parts[3] if len(parts) > 5 and parts[3] else scope_target.region
+    return ctx.client("kms", replace(scope_target, region=region))
+
+
+def grant_missing(exc: ClientError) -> bool:
+    """KMS's answer for a grant (or key) it does not have."""
+    return is_not_found(exc) or error_code(exc) == "NotFoundException"
+
+
+def live_grant(kms: Any, item: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The grant as KMS lists it, or None once retired or revoked."""
+    try:
+        found = kms.list_grants(KeyId=item["key_arn"], GrantId=item["id"]).get("Grants", [])
+    except ClientError as exc:
+        if grant_missing(exc):
+            return None
+        raise
+    return next((g for g in found if g.get("GrantId") == item["id"]), None)
+
+
+def _grants(
+    ctx: ActionContext,
+    scope: Scope,
+    recorded: Sequence[Mapping[str, str]],
+    skipped: list[dict[str, str]],
+) -> list[dict[str, Any]]:
+    out = []
+    for item in recorded:
+        grant = live_grant(grant_kms(ctx, scope.target(), item["key_arn"]), item)
+        if grant is None:
+            skipped.append(
+                {"what": "kms grant", "id": item["id"], "why": "already retired or revoked"}
+            )
+            continue
+        if grant.get("Name") != GRANT_NAME.format(key=scope.incident_key):
+            skipped.append(
+                {"what": "kms grant", "id": item["id"], "why": "not named by /forensics"}
+            )
+            continue
+        out.append({**item, "grantee": grant.get("GranteePrincipal")})
+    return out
+
+
 def inventory(
-    *, ctx: ActionContext, scope: Scope, shared_kms_key: str | None = None
+    *,
+    ctx: ActionContext,
+    scope: Scope,
+    shared_kms_key: str | None = None,
+    grants: Sequence[Mapping[str, str]] = (),
 ) -> dict[str, Any]:
-    """Everything the wipe would delete, and what it found but will leave. Reads only."""
+    """Everything the wipe would delete, and what it found but will leave. Reads only.
+    `grants`: the KMS grants /forensics recorded (`recorded_grants`)."""
     skipped: list[dict[str, str]] = []
     ec2 = ctx.client("ec2", scope.target())
     items: dict[str, Any] = {
@@ -232,6 +311,7 @@ def inventory(
         "volumes": _volumes(ec2, scope.incident_key, skipped),
         "snapshots": _snapshots(ec2, scope.incident_key),
         "forensic_copies": _forensic_copies(ctx, scope),
+        "grants": _grants(ctx, scope, grants, skipped),
         "flow_logs": _flow_logs(ec2, scope.incident_key),
         "objects": [],
         "kms_keys": [],

@@ -15,7 +15,7 @@ from commands.approvals.plans import Plan
 from commands.errors import UserError
 from commands.forensics.account import account_label
 from commands.incidents import get_incident
-from commands.wipe.inventory import Scope, inventory
+from commands.wipe.inventory import Scope, inventory, recorded_grants
 from containment.capabilities import Permissions
 from containment.context import ActionContext
 from containment.errors import is_not_found
@@ -48,6 +48,9 @@ PERMISSIONS = Permissions(
         "kms:ListResourceTags",
         "kms:DescribeKey",
         "kms:ScheduleKeyDeletion",
+        # The grants /forensics made on source snapshots' keys: read, then revoked.
+        "kms:ListGrants",
+        "kms:RevokeGrant",
         # Retiring the isolated instance: protection off, then terminate.
         "ec2:DescribeInstances",
         "ec2:DescribeInstanceAttribute",
@@ -69,6 +72,11 @@ STEPS = (
         "delete_forensic_copies",
         "forensic_copies",
         "Delete the snapshot copies in the forensic account",
+    ),
+    (
+        "revoke_grants",
+        "grants",
+        "Revoke the KMS grants that let the forensic account copy the snapshots",
     ),
     ("delete_flow_logs", "flow_logs", "Delete the VPC flow logs the containment enabled"),
     ("delete_evidence_objects", "objects", "Delete every version of the evidence objects"),
@@ -100,6 +108,8 @@ def _item_calls(kind: str, item: Mapping[str, Any], bucket: str | None, days: in
         return _call("ec2", "DeleteSnapshot", f"SnapshotId={item['id']}")
     if kind == "forensic_copies":
         return _call("ec2", "DeleteSnapshot", f"SnapshotId={item['id']}", item.get("account"))
+    if kind == "grants":
+        return _call("kms", "RevokeGrant", f"KeyId={item['key_arn']}, GrantId={item['id']}")
     if kind == "flow_logs":
         return _call("ec2", "DeleteFlowLogs", f"FlowLogIds=[{item['id']}]")
     if kind == "objects":
@@ -295,12 +305,13 @@ def propose_wipe(
         protected = bool(instance_id) and protected_by_incident(
             session, incident.id, str(instance_id)
         )
+        grants = recorded_grants(session, incident.id)
     retire = (
         [retirable_instance(ctx=ctx, scope=scope, instance_id=instance_id, protected=protected)]
         if terminate
         else []
     )
-    items = inventory(ctx=ctx, scope=scope, shared_kms_key=shared_kms_key)
+    items = inventory(ctx=ctx, scope=scope, shared_kms_key=shared_kms_key, grants=grants)
     items["instances"] = retire
     plan = build_plan(items=items, bucket=ctx.evidence_bucket, kms_pending_days=kms_pending_days)
     if not plan.steps:

@@ -20,6 +20,10 @@ from containment.registry import Action, Facts, PlannedCall, RunState, StepResul
 from containment.tags import INCIDENT_TAG, creation_tags
 from containment.targets import Target
 
+# The incident's own key in a plan's `sdk` parameters, until CreateKey has answered.
+INCIDENT_KEY_ID = "<incident key id>"
+INCIDENT_KEY_ARN = "<incident key arn>"
+
 
 def evidence_key(target: Target, ctx: ActionContext, facts: Facts) -> str:
     stamp = str(facts.get("captured_at", "unknown")).replace(":", "").replace("-", "")
@@ -175,18 +179,36 @@ class StoreEvidence(Action):
     ) -> list[PlannedCall]:
         if not ctx.evidence_bucket:
             return []
-        params = put_params(target, ctx, facts)
+        own = self._own_key(ctx)
+        # The incident's key is known only once made: the export wires CreateKey's answer in.
+        params = put_params(target, ctx, facts, key_id=INCIDENT_KEY_ARN if own else None)
         summary = {k: params[k] for k in ("Bucket", "Key", "ServerSideEncryption")}
         calls = []
-        if self._own_key(ctx):
+        if own:
             alias = incident_key_alias(ctx)
+            tags = creation_tags(incident_key=ctx.incident_key, finding_id=ctx.finding_id)
             calls.append(PlannedCall("kms", "DescribeKey", {"KeyId": alias}, mutating=False))
             calls.append(
                 PlannedCall(
-                    "kms", "CreateKey", {"Tags": f"incident-bot:incident={ctx.incident_key}"}
+                    "kms",
+                    "CreateKey",
+                    {"Tags": f"incident-bot:incident={ctx.incident_key}"},
+                    # As per_incident_key sends it.
+                    sdk={
+                        "Description": _key_description(ctx),
+                        "KeyUsage": "ENCRYPT_DECRYPT",
+                        "Tags": [{"TagKey": k, "TagValue": v} for k, v in tags.items()],
+                    },
                 )
             )
-            calls.append(PlannedCall("kms", "CreateAlias", {"AliasName": alias}))
+            calls.append(
+                PlannedCall(
+                    "kms",
+                    "CreateAlias",
+                    {"AliasName": alias},
+                    sdk={"AliasName": alias, "TargetKeyId": INCIDENT_KEY_ID},
+                )
+            )
             summary["SSEKMSKeyId"] = f"{alias} (this incident's own key)"
         else:
             summary["SSEKMSKeyId"] = params.get("SSEKMSKeyId", "aws/s3 (default)")
@@ -208,9 +230,7 @@ class StoreEvidence(Action):
                 {**summary, "ObjectLock": lock},
                 note=where,
                 # As sent: the capture is the body; the lock only where the bucket has it.
-                sdk=None
-                if self._own_key(ctx)
-                else {
+                sdk={
                     **params,
                     "Body": "<capture>",
                     "ChecksumAlgorithm": "SHA256",
@@ -226,7 +246,7 @@ class StoreEvidence(Action):
                     "Key": custody.manifest_key(ctx.evidence_prefix, ctx.incident_key),
                 },
                 note=f"{where}: the object's SHA-256 added to the manifest",
-                sdk=None if self._own_key(ctx) else manifest_sdk(params, ctx),
+                sdk=manifest_sdk(params, ctx),
             ),
         ]
 

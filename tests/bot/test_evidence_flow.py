@@ -188,11 +188,8 @@ def forensic_account(investigation_env: InvestigationEnv) -> Any:
         yield {"session": forensic, "key": key["Arn"]}
 
 
-def test_forensics_in_the_forensic_account_through_slack(
-    investigation_env: InvestigationEnv, forensic_account: dict[str, Any]
-) -> None:
-    env = investigation_env
-    snapshot = env.world["snapshot"]
+def forensics_requested(env: InvestigationEnv, forensic_account: dict[str, Any]) -> Any:
+    """The bot with a forensic account configured, an incident, and /forensics requested."""
     bot = env.start(
         {
             "forensics": {
@@ -206,6 +203,15 @@ def test_forensics_in_the_forensic_account_through_slack(
     key = open_with_card(bot, env.world["victim"])
     assert command(bot, key, "forensics", command="/forensics") == {}
     reply(bot, "forensics", "posted for approval")
+    return bot, key
+
+
+def test_forensics_in_the_forensic_account_through_slack(
+    investigation_env: InvestigationEnv, forensic_account: dict[str, Any]
+) -> None:
+    env = investigation_env
+    snapshot = env.world["snapshot"]
+    bot, key = forensics_requested(env, forensic_account)
     row = latest_request(bot, "forensics")
     flat = json.dumps(request_card(bot, row.id)["blocks"], ensure_ascii=False)
     # Which account each step acts in, on the card itself.
@@ -238,3 +244,48 @@ def test_forensics_in_the_forensic_account_through_slack(
     assert params["SnapshotId1"] == copies[0]["SnapshotId"]  # built from the copy
     final = json.dumps(request_card(bot, row.id)["blocks"], ensure_ascii=False)
     assert f"{snapshot} (volume" in final and copies[0]["SnapshotId"] in final
+
+
+def test_wipe_revokes_the_forensic_grant_through_slack(
+    investigation_env: InvestigationEnv, forensic_account: dict[str, Any]
+) -> None:
+    """A snapshot under the incident account's own key: /forensics grants the forensic role
+    that key for the copy; once resolved, `/incident wipe` shows the grant's revoke on the
+    approval card, and after the click the grant is gone and the timeline says so."""
+    env = investigation_env
+    kms = boto3.client("kms", REGION)
+    source_key = kms.create_key(Description="app volumes")["KeyMetadata"]["Arn"]
+    ec2 = boto3.client("ec2", REGION)
+    volume = ec2.create_volume(
+        AvailabilityZone="us-east-1a", Size=8, Encrypted=True, KmsKeyId=source_key
+    )["VolumeId"]
+    ec2.create_snapshot(
+        VolumeId=volume,
+        TagSpecifications=[
+            {"ResourceType": "snapshot", "Tags": [{"Key": INCIDENT_TAG, "Value": "INC-1"}]}
+        ],
+    )
+    bot, key = forensics_requested(env, forensic_account)
+    room = approve(bot, latest_request(bot, "forensics").id)
+    assert room.status == "succeeded", [(s.action, s.status, s.error) for s in room.steps]
+    [grant] = kms.list_grants(KeyId=source_key)["Grants"]
+
+    command(bot, f"resolve {key} rebuilt from a clean image", "resolve")
+    reply(bot, "resolve", key)
+    assert command(bot, f"wipe {key}", "wipe") == {}
+    reply(bot, "wipe", "posted for approval")
+    row = latest_request(bot, "wipe")
+    flat = json.dumps(request_card(bot, row.id)["blocks"], ensure_ascii=False)
+    assert f"kms.RevokeGrant(KeyId={source_key}, GrantId={grant['GrantId']})" in flat
+    assert kms.list_grants(KeyId=source_key)["Grants"] == [grant]  # nothing before approval
+
+    done = approve(bot, row.id)
+    assert done.status == "succeeded", [(s.action, s.status, s.error) for s in done.steps]
+    assert kms.list_grants(KeyId=source_key)["Grants"] == []
+    revoked = [
+        e.summary for e in events(bot) if e.kind == "wipe.deleted" and "KMS grant" in e.summary
+    ]
+    assert revoked == [
+        f"Revoked KMS grant {grant['GrantId']} on key {source_key}: "
+        f"{grant['GranteePrincipal']} can no longer use the key"
+    ]

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from bot.views import blocks as bk
 from storage.models import Incident, TimelineEvent
 from tests.slack_fake import Call
+from tests.slack_mrkdwn import formatting_from_user
 
 EVIL = "<!channel> <https://evil|click>"
 
@@ -24,11 +26,21 @@ def flat(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def rich_texts(blocks: Any) -> str:
+    """What the rich_text blocks show, one line per block (users as @U..): Slack shows their
+    text elements literally."""
+    from bot.drill.console import rich_text_to_text
+
+    return "\n".join(rich_text_to_text(b) for b in blocks or [] if b.get("type") == "rich_text")
+
+
 def all_mrkdwn(payload: Any) -> list[str]:
-    """Every string Slack would parse as mrkdwn: `text` fields and mrkdwn text objects."""
+    """Every string Slack would parse as mrkdwn: `text` fields and mrkdwn text objects (not
+    plain_text objects, nor rich_text `text` elements: Slack shows those literally)."""
     found: list[str] = []
     if isinstance(payload, dict):
-        if payload.get("type") != "plain_text" and isinstance(payload.get("text"), str):
+        literal = payload.get("type") in ("plain_text", "text")
+        if not literal and isinstance(payload.get("text"), str):
             found.append(payload["text"])
         for value in payload.values():
             if isinstance(value, dict | list):
@@ -188,7 +200,8 @@ def test_status_and_list(bot):
     open_incident(bot, EVIL)
     status = ack_json(bot.command("status INC-1"))
     assert status["response_type"] == "ephemeral"
-    assert "*INC-1* · First" in flat(status["blocks"])
+    assert "INC-1 · First" in rich_texts(status["blocks"])
+    assert status["blocks"][0]["elements"][0]["elements"][0]["style"] == {"bold": True}
     listing = ack_json(bot.command("list"))
     dumped = flat(listing["blocks"])
     assert "Open incidents (2)" in dumped and "*INC-1* · First" in dumped
@@ -456,3 +469,27 @@ def test_oversized_body_is_refused_before_bolt(bot):
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert response.status_code == 413
+
+
+def test_formatting_typed_in_a_title_shows_as_typed(bot):
+    """A user opens `/incident open *bold* _it_ ~s~ `c``: every rendering shows those
+    characters as typed (plain_text, rich text, or mrkdwn where they cannot format)."""
+    title = "*bold* _it_ ~s~ `c`"
+    assert ack_json(bot.command(f"open {title}")) == {}
+    card = bot.slack.wait_for("chat.postMessage", lambda c: "blocks" in c.args)
+    bot.idle()
+    blocks = card.args["blocks"]
+    assert blocks[0]["text"]["type"] == "plain_text" and title in blocks[0]["text"]["text"]
+    assert f"INC-1 · {title}" in rich_texts(blocks)  # the title line: literal rich text
+    listing = ack_json(bot.command("list"))
+    status = ack_json(bot.command("status INC-1"))
+    posted = [c.args for c in bot.slack.calls_for("chat.postMessage")]
+    mrkdwn = all_mrkdwn([*posted, listing, status])
+    assert any(bk.esc(title) in text for text in mrkdwn)  # the notification and the list
+    for text in mrkdwn:
+        for piece in ("*bold*", "_it_", "~s~", "`c`"):
+            assert piece not in text, text
+        at = text.find(bk.esc(title))
+        if at != -1:  # the title's own characters, by the model of Slack's rules
+            user = [at <= i < at + len(bk.esc(title)) for i in range(len(text))]
+            assert not formatting_from_user(text, user), text

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from bot.views.reminders import mention, subteam, time_left_text
+from bot.views import blocks as bk
+from bot.views.reminders import time_left_text
 from commands.deadlines import timefmt
 from commands.deadlines.policy import DeadlinePolicy
 from storage.models import Incident
@@ -17,12 +18,12 @@ def policy(**kw: float) -> DeadlinePolicy:
 
 
 def test_mentions_are_for_ids_only_and_names_are_escaped() -> None:
-    assert mention("U0OWNER") == "<@U0OWNER>"
-    assert mention("<!channel>") == "&lt;!channel&gt;"
-    assert mention(None) == "nobody"
-    assert subteam("S0IRTEAM") == "<!subteam^S0IRTEAM>"
-    assert subteam("@ir-team") == "@ir-team"
-    assert subteam("") is None
+    assert bk.user("U0OWNER") == "<@U0OWNER>"
+    assert bk.user("<!channel>") == "&lt;!channel&gt;"
+    assert bk.user(None) == "nobody"
+    assert bk.subteam("S0IRTEAM") == "<!subteam^S0IRTEAM>"
+    assert bk.subteam("@ir-team") == "@ir-team"
+    assert bk.subteam("") is None
 
 
 def test_time_left_text_for_cards() -> None:

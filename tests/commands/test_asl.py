@@ -195,33 +195,33 @@ def test_placeholders_and_missing_parameters_are_flagged_for_editing() -> None:
     assert all(t["Comment"].startswith("EDIT BEFORE RUNNING") for t in tasks)
 
 
-def test_asl_passes_cfn_lints_states_language_schema(plan, tmp_path: Path) -> None:
-    def lint(definition: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-        template = {
-            "AWSTemplateFormatVersion": "2010-09-09",
-            "Resources": {
-                "Plan": {
-                    "Type": "AWS::StepFunctions::StateMachine",
-                    "Properties": {
-                        "RoleArn": "arn:aws:iam::123456789012:role/incident-bot-fallback",
-                        "Definition": definition,
-                    },
-                }
-            },
-        }
-        path = tmp_path / "machine.json"
-        path.write_text(json.dumps(template))
-        cfn_lint = Path(sys.executable).with_name("cfn-lint")
-        return subprocess.run(
-            [str(cfn_lint), str(path)], capture_output=True, text=True, timeout=120
-        )
+def cfn_lint(definition: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """cfn-lint on a template holding the definition (its States Language schema)."""
+    template = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": {
+            "Plan": {
+                "Type": "AWS::StepFunctions::StateMachine",
+                "Properties": {
+                    "RoleArn": "arn:aws:iam::123456789012:role/incident-bot-fallback",
+                    "Definition": definition,
+                },
+            }
+        },
+    }
+    path = tmp_path / "machine.json"
+    path.write_text(json.dumps(template))
+    linter = Path(sys.executable).with_name("cfn-lint")
+    return subprocess.run([str(linter), str(path)], capture_output=True, text=True, timeout=120)
 
+
+def test_asl_passes_cfn_lints_states_language_schema(plan, tmp_path: Path) -> None:
     asl = state_machine(plan, incident_key="INC-1", now=TEST_CLOCK.now())
-    ok = lint(asl)
+    ok = cfn_lint(asl, tmp_path)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     broken = json.loads(json.dumps(asl))
     broken["States"][APPROVAL_STATE]["Type"] = "Tsk"
-    assert lint(broken).returncode != 0  # the schema check does bite
+    assert cfn_lint(broken, tmp_path).returncode != 0  # the schema check does bite
 
 
 def test_moto_parses_the_definition_and_rejects_a_broken_one(plan) -> None:

@@ -273,8 +273,8 @@ def test_deadline_starts_overdue_alerts_and_notified_stops_them(database) -> Non
     fired = fire(database, deadline - dt.timedelta(hours=1))
     assert [said(d) for d in fired] == [
         "⏰ *GDPR*: the regulator notice for *INC-1* is due in *1 h 0 m* "
-        f"(by {timefmt.utc_text(deadline)}). Record it with `/incident notified INC-1 <reference>` "
-        "once it is sent."
+        f"(by {timefmt.utc_text(deadline)}). Record it with "
+        "`/incident notified INC-1 &lt;reference&gt;` once it is sent."
     ]
     fired = fire(database, deadline)
     assert len(fired) == 1 and "GDPR deadline reached" in said(fired[0])

@@ -16,6 +16,7 @@ import copy
 import json
 import os
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -41,6 +42,7 @@ from tests.commands.findings.test_findings_normalize_properties import (
     json_values,
     shaped_values,
 )
+from tests.slack_mrkdwn import formatting_from_user
 from tests.slack_signing import block_actions_payload, view_submission_payload
 
 SCALE = max(1, int(os.environ.get("INCIDENT_BOT_FUZZ_SCALE", "1")))
@@ -254,12 +256,237 @@ def test_escaped_text_has_no_control_sequence_and_reads_back_as_typed(text: str)
     count("esc")
     out = bk.esc(text)
     assert "<" not in out and ">" not in out
-    # Slack decodes exactly these three entities, so the reader sees what was typed.
-    assert out.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") == text
+    # Slack decodes exactly these three entities and shows the word joiners as nothing, so
+    # the reader sees what was typed.
+    shown = out.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    assert shown.replace(bk.WORD_JOINER, "") == text.replace(bk.WORD_JOINER, "")
+    assert not formatting_from_user(out, [True] * len(out))
     for limit in (1, 5, 40):
         cut = bk.esc_cut(text, limit)
         assert len(cut) <= limit
         assert not re.search(r"&[a-z]{0,3}$", cut.removesuffix("…"))  # no split entity
+        assert not formatting_from_user(cut, [True] * len(cut))
+
+
+def test_the_model_sees_formatting_and_passes_inert_text() -> None:
+    for typed in ("*bold*", "_it_", "~s~", "`c`", "a *b* c", "<!here>"):
+        assert formatting_from_user(typed, [True] * len(typed)), typed
+    assert not formatting_from_user("snake_case_name", [True] * 15)
+    assert not formatting_from_user("`*not bold*`", [False] + [True] * 10 + [False])
+    assert formatting_from_user("`a` b`", [False, True, True, True, True, True])
+    for typed in ("*bold*", "_it_", "~s~", "`c`", "x `*_~` y"):
+        out = bk.esc(typed)
+        assert not formatting_from_user(out, [True] * len(out)), out
+
+
+# The user's text reaches the builders between two private-use marks; the check takes the
+# marks out and knows which characters are the user's (to the end when a cut dropped the
+# closing mark). The text has no whitespace at its ends: code spans strip it, which the marks
+# would hide.
+OPEN, CLOSE = "\ue000", "\ue001"
+HOSTILE_TEXT = (
+    st.lists(
+        st.sampled_from([*"*_~`<>&|@!#:. \nab1\u2060", "<!channel>", "<@U1>"])
+        | st.text(max_size=3),
+        min_size=1,
+        max_size=20,
+    )
+    .map("".join)
+    .map(str.strip)
+    .filter(bool)
+    .map(lambda t: f"{OPEN}{t}{CLOSE}")
+)
+
+
+def _unmark(text: str) -> tuple[str, list[bool]]:
+    out, user, mine = [], [], False
+    for ch in text:
+        if ch in (OPEN, CLOSE):
+            mine = ch == OPEN
+            continue
+        out.append(ch)
+        user.append(mine)
+    return "".join(out), user
+
+
+def _rendered(payload: Any) -> tuple[list[str], list[str]]:
+    """(mrkdwn strings, literal strings): plain_text objects and rich_text `text` elements
+    Slack shows literally; every other `text` (mrkdwn objects, a message's text) it parses."""
+    mrkdwn, literal = [], []
+    if isinstance(payload, dict):
+        text = payload.get("text")
+        if isinstance(text, str):
+            kind = payload.get("type")
+            (literal if kind in ("plain_text", "text") else mrkdwn).append(text)
+        for value in payload.values():
+            if isinstance(value, dict | list):
+                more = _rendered(value)
+                mrkdwn += more[0]
+                literal += more[1]
+    elif isinstance(payload, list):
+        for item in payload:
+            more = _rendered(item)
+            mrkdwn += more[0]
+            literal += more[1]
+    elif isinstance(payload, str):
+        mrkdwn.append(payload)
+    return mrkdwn, literal
+
+
+def _renderings(u: Any) -> dict[str, Any]:
+    """Every card and reply builder that shows user or finding text, fed `u` (a draw)."""
+    from bot.guardduty.cards import finding_blocks
+    from bot.views import approval_card as cv
+    from bot.views import investigation as iv
+    from bot.views import people as pv
+    from bot.views import replies
+    from bot.views.approval_card import CardView, StepView, approval_card
+    from bot.views.cards import incident_card, list_reply, status_reply, timeline_reply
+    from bot.views.home import home_view
+    from bot.views.reminders import delivery_text
+    from bot.views.storm import StormEntry, StormGroup, StormView, storm_message
+    from commands.abuse import AbuseNotice
+    from commands.deadlines.delivery import Delivery
+    from commands.deadlines.digest import Digest, DigestIncident
+    from commands.overview import IncidentOverview
+    from commands.people import TaskNotice
+    from storage.models import Incident, IncidentTask, TimelineEvent
+    from tests.clock import T0
+
+    incident = Incident(
+        id=1,
+        number=4,
+        title=u("title"),
+        severity="high",
+        status="resolved",
+        created_by="W111",
+        owner="W111",
+        created_at=T0,
+        resource_id=u("resource"),
+        resource_type="instance",
+        resolution=u("resolution"),
+        personal_data=True,
+        aware_at=T0,
+        notified_at=T0,
+        notified_reference=u("reference"),
+        is_drill=False,
+        facts={
+            "guardduty": {
+                "distinct": 2,
+                "occurrences": 3,
+                "findings": [
+                    {
+                        "type": u("finding type"),
+                        "title": u("finding title"),
+                        "band": "high",
+                        "severity": 8,
+                        "resource_id": u("finding resource"),
+                        "process": u("process"),
+                        "user_name": u("user name"),
+                        "remote_domain": u("remote"),
+                    },
+                    {"type": u("other type"), "band": "low", "severity": 2},
+                ],
+            },
+            "tags": {"Name": u("tag value"), "Owner": u("owner tag")},
+            "not_automatic": {u("what"): u("why not")},
+            "impact": {"tags": {"owner": u("impact tag")}, "user": u("iam user")},
+            "forensics": {
+                "stack_name": u("stack"),
+                "status": "CREATE_COMPLETE",
+                "error": u("error"),
+            },
+        },
+    )
+    overview = IncidentOverview(incident, 1, None, 72.0)
+    event = TimelineEvent(seq=1, occurred_at=T0, actor="W111", kind="note", summary=u("summary"))
+    card = CardView(
+        request_id=7,
+        kind="contain",
+        status="failed",
+        incident_key="INC-4",
+        incident_title=u("title"),
+        target_type="instance",
+        target_id=u("target"),
+        region="us-east-1",
+        account_id="111122223333",
+        requested_by="W111",
+        requested_at=T0,
+        reason=u("reason"),
+        expires_at=None,
+        decided_by="W111",
+        decided_at=T0,
+        decision_reason=u("decision"),
+        dry_run=False,
+        plan={
+            "steps": [{"action": "isolate", "summary": "swap", "mutating": True, "calls": []}],
+            "blast_radius": {
+                "tags": {u("tag key"): u("tag")},
+                "labelled": {"owner": u("owner")},
+                "note": u("note"),
+            },
+        },
+        steps=[StepView("isolate", "failed", error=u("step error"))],
+        missing_evidence=[u("missing")],
+    )
+    task = IncidentTask(number=2, text=u("task"), owner="W111", due_on=T0.date())
+    delivery = Delivery(reminder_id=1, kind="x", prepared_at=T0, incident_key="INC-4")
+    digest = Digest(
+        T0, "UTC", [DigestIncident(1, "INC-4", "high", "open", u("title"), "W111")], [], []
+    )
+    storm = StormView(
+        1, 0, T0, T0, True, [StormGroup(u("finding type"), "high", [StormEntry("INC-4", None)])]
+    )
+    return {
+        "incident card": incident_card(overview, now=T0),
+        "finding blocks": finding_blocks(incident),
+        "status": status_reply(overview, now=T0),
+        "list": list_reply([overview], now=T0),
+        "timeline": timeline_reply(incident, [event], 1),
+        "home": home_view([overview], now=T0),
+        "approval card": approval_card(card),
+        "reject modal": cv.reject_modal(7, channel_id="C1", target_id=u("target")),
+        "proposal": replies.text_reply(u("resource")),
+        "storm": storm_message(storm),
+        "note line": replies.note_line("W111", u("note")),
+        "status line": replies.status_line(
+            "open", "closed", "W111", u("summary"), open_tasks=[1], force_reason=u("reason")
+        ),
+        "channel pointer": replies.channel_pointer("INC-4", "W111", u("title"), "C1"),
+        "notified line": replies.notified_line(u("reference"), "W111", "1 h before"),
+        "abuse line": iv.abuse_recorded_line(u("ref"), "W111", u("summary"), u("support")),
+        "task line": pv.task_added_line("INC-4", task, "W111"),
+        "task reminder": delivery_text(
+            replace(delivery, notice=TaskNotice(2, u("task"), "W111", T0.date(), 1))
+        ),
+        "abuse reminder": delivery_text(
+            replace(delivery, notice=AbuseNotice(u("reference"), u("case"), None))
+        ),
+        "plain reminder": delivery_text(replace(delivery, message=u("message"))),
+        "digest": delivery_text(replace(delivery, notice=digest)),
+    }
+
+
+@settings(max_examples=60 * SCALE, database=None, deadline=None)
+@given(data=st.data())
+def test_no_user_text_formats_mentions_or_links_in_any_card_or_reply(data) -> None:
+    count("rendering")
+    drawn: dict[str, str] = {}
+
+    def u(field: str) -> str:
+        if field not in drawn:
+            drawn[field] = data.draw(HOSTILE_TEXT, label=field)
+        return drawn[field]
+
+    shown = 0
+    for name, payload in _renderings(u).items():
+        mrkdwn, literal = _rendered(payload)
+        for text in mrkdwn:
+            plain_text, user = _unmark(text)
+            shown += any(user)
+            assert not formatting_from_user(plain_text, user), (name, plain_text)
+        shown += sum(OPEN in t for t in literal)
+    assert shown  # the user's text was shown somewhere (the check is not vacuous)
 
 
 @settings(max_examples=25 * SCALE, **BOT_SETTINGS)

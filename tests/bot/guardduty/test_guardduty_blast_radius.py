@@ -94,7 +94,7 @@ def test_a_bucket_finding_card_shows_the_buckets_blast_radius(guardduty_bot: Sta
     assert ImpactSweeper(gd.bot.runtime, every=60).sweep() == ["INC-1"]
     gd.settle()
     card = section_texts(gd.bot.slack.channels[channel].messages[ts]["blocks"])
-    assert "*Blast radius*" in card
+    assert "\nBlast radius\n" in card  # the bold title of the rich text section
     assert "data classification: PII, owner: payments" in card
     assert "bucket policy PUBLIC; Block Public Access not set on the bucket" in card
     assert "S3 bucket in us-east-1, versioning Enabled, Object Lock off" in card

@@ -14,8 +14,10 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from bot.guardduty.cards import FINDING_BLOCK
 from storage.models import Finding, Incident, TimelineEvent
 from tests.bot.guardduty.conftest import TOPIC, GuardDutyBot
+from tests.bot.test_incident_commands import rich_texts
 from tests.commands.findings.guardduty_fixtures import ec2_detail, load_json
 
 Start = Callable[..., GuardDutyBot]
@@ -44,7 +46,7 @@ def card_posts(gd: GuardDutyBot) -> list[Any]:
     return gd.bot.slack.calls_for("chat.postMessage")
 
 
-def section_texts(blocks: list[dict[str, Any]]) -> str:
+def mrkdwn_texts(blocks: list[dict[str, Any]]) -> str:
     """Every mrkdwn text of the blocks (plain_text, like the header, is never parsed)."""
     parts = []
     for block in blocks:
@@ -52,6 +54,11 @@ def section_texts(blocks: list[dict[str, Any]]) -> str:
             if isinstance(obj, dict) and obj.get("type") == "mrkdwn":
                 parts.append(obj["text"])
     return "\n".join(parts)
+
+
+def section_texts(blocks: list[dict[str, Any]]) -> str:
+    """What the card says: its mrkdwn texts, then its rich text (shown literally)."""
+    return mrkdwn_texts(blocks) + "\n" + rich_texts(blocks)
 
 
 def run_tagged_instance(tags: dict[str, str]) -> str:
@@ -265,10 +272,16 @@ def test_finding_text_is_escaped_in_mrkdwn(guardduty_bot: Start) -> None:
     gd.post(event(ec2_detail(title=hostile, type="Recon:EC2/<!here>")))
     gd.settle()
     (post,) = card_posts(gd)
-    text = section_texts(post.args["blocks"])
+    text = mrkdwn_texts(post.args["blocks"])
     assert "<!channel>" not in text and "<!here>" not in text and "<https://evil" not in text
-    assert "&lt;!channel&gt; *pwned* &lt;https://evil.example|click&gt; &amp; more" in text
-    assert "&lt;!here&gt;" in text
+    assert "*pwned*" not in text
+    # The finding's type and title are rich text, which Slack shows as it is: no escaping.
+    (headline,) = [b for b in post.args["blocks"] if b.get("block_id") == FINDING_BLOCK]
+    assert headline["type"] == "rich_text"
+    shown = rich_texts([headline])
+    assert hostile in shown and "Recon:EC2/<!here>" in shown
+    styles = {e["text"]: e.get("style") for e in headline["elements"][0]["elements"]}
+    assert styles["Recon:EC2/<!here>"] == {"code": True}
 
 
 def test_repeats_update_the_card_and_post_nothing_new(guardduty_bot: Start) -> None:
