@@ -25,7 +25,6 @@ import json
 import logging
 import re
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -38,6 +37,7 @@ from slack_bolt.request.internals import build_context
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from bot.app import CLAIM
 from bot.background import Busy
 from bot.clock import SystemClock
 from storage.models import Cursor
@@ -346,31 +346,43 @@ def _event_id(raw_body: str) -> str | None:
 
 def slack_events(app: IncidentBotApp) -> Handler:
     """POST /slack/events: verify the signature, refuse replays and unparsable bodies, then
-    hand the raw body and headers to Bolt."""
+    hand the raw body and headers to Bolt.
+
+    The replay check of a read-only slash command (`spec(read_only=True)`, e.g. `/incident
+    status`) waits for its first effect (`Invocation.may_act`): a replayed read is answered
+    again, and one that would act (a deferred upload, an error report) does nothing. Every
+    other request is checked here, before Bolt sees it.
+    """
     secret = app.runtime.settings.env.slack_signing_secret
     wall_clock = SystemClock()
 
     def handle(request: HttpRequest) -> HttpResponse:
+        claim: _Claim | None = None
         if secret is not None:
             signature = request.header("x-slack-signature")
+            now = wall_clock.now()
             refusal = verify_slack_signature(
                 secret.get_secret_value(),
                 body=request.body,
                 timestamp=request.header("x-slack-request-timestamp"),
                 signature=signature,
-                now=wall_clock.now().timestamp(),
+                now=now.timestamp(),
             )
             if refusal is not None:
                 log.info("refused a request to /slack/events: %s", refusal)
                 return HttpResponse(401, {"ok": False, "error": "invalid_signature"})
-            if not remember(request.runtime, REPLAY_PREFIX + signature, wall_clock.now()):
-                log.warning("refused a replayed signed request to /slack/events")
-                return HttpResponse(200, b"")
+            claim = _Claim(request.runtime, REPLAY_PREFIX + signature, now)
         raw_body = request.body.decode("utf-8", errors="replace")
         problem = _parse_error(raw_body, request.header("content-type"))
         if problem is not None:
             log.warning("refused a signed request to /slack/events: %s", problem)
             return HttpResponse(400, {"ok": False, "error": "bad_request"})
+        bolt_req = bolt_request(raw_body, query=request.query, headers=request.headers)
+        if claim is not None:
+            if app.read_only(bolt_req.body):
+                bolt_req.context[CLAIM] = claim
+            elif not claim():
+                return HttpResponse(200, b"")
         event_id = _event_id(raw_body)
         if event_id and not remember(request.runtime, EVENT_PREFIX + event_id, wall_clock.now()):
             # Slack re-delivers an event it thinks failed (X-Slack-Retry-Num), re-signed.
@@ -380,13 +392,27 @@ def slack_events(app: IncidentBotApp) -> Handler:
                 request.header("x-slack-retry-num") or "-",
             )
             return HttpResponse(200, b"")
-        bolt_response = app.dispatch(
-            bolt_request(raw_body, query=request.query, headers=dict(request.headers))
-        )
+        bolt_response = app.dispatch(bolt_req)
         headers = {name: ", ".join(values) for name, values in bolt_response.headers.items()}
         return HttpResponse(bolt_response.status, bolt_response.body or b"", headers)
 
     return handle
+
+
+class _Claim:
+    """One signed request's replay check, made once, when first asked: True when the
+    request is new (its signature now recorded), False for a replay."""
+
+    def __init__(self, runtime: Runtime, key: str, now: dt.datetime) -> None:
+        self.runtime, self.key, self.now = runtime, key, now
+        self.fresh: bool | None = None
+
+    def __call__(self) -> bool:
+        if self.fresh is None:
+            self.fresh = remember(self.runtime, self.key, self.now)
+            if not self.fresh:
+                log.warning("refused a replayed signed request to /slack/events")
+        return self.fresh
 
 
 REPLAY_PREFIX = "slack-signature:"
@@ -399,7 +425,6 @@ class _ReplayState:
 
 
 _REMEMBER = Cursor.__table__.insert()
-WAL_AUTOCHECKPOINT = 1000  # pages: SQLite's default, what every other write keeps
 _REMEMBER_SQL = f"INSERT INTO {Cursor.__tablename__} (name, value, updated_at) VALUES (?, ?, ?)"
 
 
@@ -439,32 +464,13 @@ def remember(runtime: Runtime, key: str, now: dt.datetime) -> bool:
 
 
 def _insert_sqlite(database: Any, key: str, value: str) -> None:
-    """The signature's row, as one autocommitted INSERT on a pooled connection (the app's
-    SQLite connections run in autocommit mode and BEGIN explicitly): this runs on every
-    signed request before its ack, and through a Session it was half the ack's time."""
+    """The signature's row, as one autocommitted INSERT on the process's hot writer
+    connection (storage/db.py): this runs on every signed request before its ack, and
+    through a Session it was half the ack's time."""
     # updated_at as SQLAlchemy stores an aware datetime in SQLite (naive UTC text).
     at = database.clock.now().astimezone(dt.UTC).replace(tzinfo=None)
-    # One insert at a time per process: threads queue on a lock that wakes the next at once,
-    # where SQLite's busy handler sleeps 1, 2, 5, 10 ms... between tries (24 threads per
-    # worker). Processes still share SQLite's lock; each holds it for one INSERT.
-    with _insert_lock(database.url), database.engine.raw_connection() as conn:
-        raw = conn.driver_connection
-        # Never the WAL checkpoint on an ack's path (a commit that crosses the WAL's limit
-        # copies it back, fsyncs included: the ack's 1% tail); _replay_upkeep runs it.
-        raw.execute("PRAGMA wal_autocheckpoint=0")
-        try:
-            raw.execute(_REMEMBER_SQL, (key, value, at.isoformat(sep=" ", timespec="microseconds")))
-        finally:
-            raw.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
-
-
-_INSERT_LOCKS: dict[str, threading.Lock] = {}
-_INSERT_LOCKS_GUARD = threading.Lock()
-
-
-def _insert_lock(url: str) -> threading.Lock:
-    with _INSERT_LOCKS_GUARD:
-        return _INSERT_LOCKS.setdefault(url, threading.Lock())
+    with database.hot_writer() as raw:
+        raw.execute(_REMEMBER_SQL, (key, value, at.isoformat(sep=" ", timespec="microseconds")))
 
 
 def _replay_upkeep(runtime: Runtime, seen: int) -> None:

@@ -133,8 +133,10 @@ def create_app(
         client=runtime.client,
         signing_secret=secret.get_secret_value() if secret else None,
         process_before_response=True,
-        # Socket Mode needs no signature; HTTP mode refuses to start without a secret.
-        request_verification_enabled=secret is not None,
+        # Bolt's own check would be a second HMAC of every request: HTTP mode (which refuses
+        # to start without a secret) verifies each one in bot/http.py before anything parses
+        # it, and Socket Mode's requests carry no signature.
+        request_verification_enabled=False,
         token_verification_enabled=token_verification,
         logger=logging.getLogger("incident_bot.bolt"),
     )

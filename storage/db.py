@@ -8,7 +8,9 @@ open with BEGIN IMMEDIATE so two writers queue on the lock instead of failing wi
 from __future__ import annotations
 
 import logging
+import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage import fastread
 from storage.clock import CLOCK_OPTION, Clock
 from storage.errors import StorageError
 
@@ -127,6 +130,8 @@ class Database:
         reader = self.engine.execution_options(sqlite_begin="DEFERRED")
         self._reader = reader
         self._read = sessionmaker(reader, expire_on_commit=False, info=dict(info))
+        self._hot_lock = threading.Lock()
+        self._hot: tuple[int, Any, Any] | None = None  # pid, detached pool connection, its DBAPI
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -164,7 +169,37 @@ class Database:
         except Exception:
             return False
 
+    @contextmanager
+    def hot_writer(self) -> Iterator[Any]:
+        """SQLite only: this process's one raw connection for single autocommitted statements
+        on a request's path (the replay check's INSERT), one thread at a time.
+
+        Kept open rather than checked out of the pool per statement: no checkout, reset and
+        checkin, and its page cache stays warm between requests. Threads queue on a lock
+        that wakes the next at once (SQLite's busy handler sleeps 1, 2, 5, 10 ms... between
+        tries); processes still share SQLite's lock, each holding it for one statement. Its
+        WAL autocheckpoint is off: a commit that crosses the WAL's limit would copy it back,
+        fsyncs included, on the request's path; whoever writes through it runs a passive
+        checkpoint off that path instead (see bot/http.py's replay upkeep).
+        """
+        if not self.is_sqlite:
+            raise TypeError("hot_writer is for SQLite; use engine.begin() elsewhere")
+        with self._hot_lock:
+            pid = os.getpid()
+            if self._hot is None or self._hot[0] != pid:  # first use, or a forked child's
+                fairy = self._engine.raw_connection()
+                raw = fairy.driver_connection
+                fairy.detach()  # this process's own from now on; closed by dispose()
+                raw.execute("PRAGMA wal_autocheckpoint=0")
+                self._hot = (pid, fairy, raw)
+            yield self._hot[2]
+
     def dispose(self) -> None:
+        with self._hot_lock:
+            hot, self._hot = self._hot, None
+        if hot is not None and hot[0] == os.getpid():
+            hot[1].close()
+        fastread.release(self._engine)
         self._engine.dispose()
 
 

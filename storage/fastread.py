@@ -8,13 +8,21 @@ the statement is compiled by the engine's dialect and every column goes through 
 result processor (aware UTC datetimes, booleans, JSON), so rows look exactly as Core returns
 them. Each read is one statement; on SQLite the connection has no open transaction (the
 statement is its own snapshot), on PostgreSQL the pool's reset rolls the read back.
+
+On SQLite the reads skip the pool too: its checkout and reset-on-checkin cost about as
+much as the query. Each engine keeps its own last-in-first-out stack of connections (the
+warmest is reused; as many as reads ever ran at once), configured by the engine's connect
+hooks like any other, closed by `release` (Database.dispose) and never used across a fork.
+Columns are converted when first read (`LazyRow`): a status answer reads a third of them,
+and the facts JSON of a GuardDuty incident is the largest.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import Engine, Select
@@ -35,7 +43,8 @@ class PreparedRead:
         self._compiled = compiled
         self._positions = compiled.positiontup  # None for named paramstyles (psycopg)
         self.names = [c.key for c in stmt.selected_columns]
-        self._processors: list[Callable[[Any], Any] | None] = [
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.processors: list[Callable[[Any], Any] | None] = [
             c.type.dialect_impl(dialect).result_processor(dialect, None)
             for c in stmt.selected_columns
         ]
@@ -46,31 +55,132 @@ class PreparedRead:
             return params
         return [params[name] for name in self._positions]
 
-    def _row(self, raw: tuple[Any, ...]) -> dict[str, Any]:
-        return {
-            name: (proc(value) if proc is not None and value is not None else value)
-            for name, proc, value in zip(self.names, self._processors, raw, strict=True)
-        }
-
-    def all(self, **values: Any) -> list[dict[str, Any]]:
+    def all(self, **values: Any) -> list[LazyRow]:
         engine = self._engine()
         if engine is None:
             raise RuntimeError("the engine of this prepared read is gone")
-        conn = engine.raw_connection()
-        try:
-            cursor = conn.cursor()
+        kept = _kept(engine)
+        if kept is None:  # PostgreSQL: the pool (pre-ping, reset) as for every other read
+            conn = engine.raw_connection()
             try:
-                cursor.execute(self.sql, self._params(values))
-                rows = cursor.fetchall()
+                rows = self._execute(conn, values)
             finally:
-                cursor.close()
-        finally:
-            conn.close()  # back to the pool, which rolls back whatever the read opened
-        return [self._row(r) for r in rows]
+                conn.close()  # back to the pool, which rolls back whatever the read opened
+        else:
+            raw = kept.take()
+            try:
+                rows = self._execute(raw, values)
+            except BaseException:
+                kept.drop(raw)  # whatever state the error left it in, it is not reused
+                raise
+            kept.put(raw)
+        return [LazyRow(self, r) for r in rows]
 
-    def first(self, **values: Any) -> dict[str, Any] | None:
+    def _execute(self, conn: Any, values: dict[str, Any]) -> list[tuple[Any, ...]]:
+        cursor = conn.cursor()
+        try:
+            cursor.execute(self.sql, self._params(values))
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+
+    def first(self, **values: Any) -> LazyRow | None:
         rows = self.all(**values)
         return rows[0] if rows else None
+
+
+class LazyRow(Mapping[str, Any]):
+    """A result row by column name, each value converted by its type's result processor
+    when first read (then kept): the row as Core would return it, paid for per column."""
+
+    __slots__ = ("_done", "_raw", "_read")
+
+    def __init__(self, read: PreparedRead, raw: tuple[Any, ...]) -> None:
+        self._read = read
+        self._raw = raw
+        self._done: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._done[name]
+        except KeyError:
+            pass
+        index = self._read.index[name]  # KeyError for a column the read does not select
+        value = self._raw[index]
+        processor = self._read.processors[index]
+        if processor is not None and value is not None:
+            value = processor(value)
+        self._done[name] = value
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read.names)
+
+    def __len__(self) -> int:
+        return len(self._read.names)
+
+
+class _Kept:
+    """An engine's SQLite connections for prepared reads: a LIFO stack (list.pop/append
+    are atomic), refilled from the engine's pool on demand, closed on dispose."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.pid = os.getpid()
+        self.idle: list[Any] = []
+        self.opened: dict[int, Any] = {}  # id(DBAPI connection) -> the pool's detached fairy
+
+    def take(self) -> Any:
+        try:
+            return self.idle.pop()
+        except IndexError:
+            fairy = self.engine.raw_connection()
+            raw = fairy.driver_connection
+            fairy.detach()  # ours from now on; autocommit, WAL, busy timeout already set
+            with _cache_lock:
+                self.opened[id(raw)] = fairy
+            return raw
+
+    def put(self, raw: Any) -> None:
+        self.idle.append(raw)
+
+    def drop(self, raw: Any) -> None:
+        with _cache_lock:
+            fairy = self.opened.pop(id(raw), None)
+        if fairy is not None:
+            fairy.close()
+
+    def close(self) -> None:
+        with _cache_lock:
+            opened, self.opened, self.idle = self.opened, {}, []
+        if self.pid == os.getpid():  # never close a parent's connections in a forked child
+            for fairy in opened.values():
+                fairy.close()
+
+
+# An engine's pool (shared with its execution-option copies) -> its kept connections.
+_kept_by_pool: weakref.WeakKeyDictionary[Any, _Kept] = weakref.WeakKeyDictionary()
+
+
+def _kept(engine: Engine) -> _Kept | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    found = _kept_by_pool.get(engine.pool)
+    if found is not None and found.pid == os.getpid():
+        return found
+    with _cache_lock:
+        found = _kept_by_pool.get(engine.pool)
+        if found is None or found.pid != os.getpid():
+            found = _kept_by_pool[engine.pool] = _Kept(engine)
+    return found
+
+
+def release(engine: Engine) -> None:
+    """Close the connections prepared reads keep for `engine` (Database.dispose calls it)."""
+    with _cache_lock:
+        kept = _kept_by_pool.pop(engine.pool, None)
+    if kept is not None:
+        kept.close()
 
 
 def prepared(engine: Engine, stmt: Select[Any]) -> PreparedRead:

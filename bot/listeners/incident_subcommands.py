@@ -337,18 +337,26 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         summary="Open an incident and post its card.",
         handler=open_cmd,
     ),
-    spec("list", usage="/incident list", summary="The open incidents.", handler=list_cmd),
+    spec(
+        "list",
+        usage="/incident list",
+        summary="The open incidents.",
+        handler=list_cmd,
+        read_only=True,
+    ),
     spec(
         "status",
         usage="/incident status [INC-N]",
         summary="Where an incident stands.",
         handler=status_cmd,
+        read_only=True,
     ),
     spec(
         "timeline",
         usage="/incident timeline [INC-N]",
         summary="The latest 20 events (the full export as a file when there are more).",
         handler=timeline_cmd,
+        read_only=True,
     ),
     spec(
         "note",
@@ -380,5 +388,5 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         summary="Close, with a summary; open follow-up tasks need --force and a reason.",
         handler=close_cmd,
     ),
-    spec("help", usage="/incident help", summary="This list.", handler=help_cmd),
+    spec("help", usage="/incident help", summary="This list.", handler=help_cmd, read_only=True),
 )

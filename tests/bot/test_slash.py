@@ -102,3 +102,51 @@ def test_registry_parses_and_refuses_duplicates():
     assert "`/demo go &lt;where&gt;` Go." in cmd.help_text()
     with pytest.raises(ValueError, match="registered twice"):
         cmd.add(spec("go", handler=lambda inv: None, usage="/demo go", summary="again"))
+
+
+def test_read_only_is_per_subcommand_and_never_background():
+    def read(inv):
+        return Reply("read")
+
+    cmd = SlashCommand(
+        "/demo",
+        subcommands=(
+            spec("help", handler=read, usage="/demo help", summary="Help.", read_only=True),
+            spec("show", handler=read, usage="/demo show", summary="Show.", read_only=True),
+            spec("go", handler=read, usage="/demo go", summary="Go."),
+        ),
+    )
+    assert cmd.read_only("SHOW INC-1") and cmd.read_only("") and cmd.read_only("fly")
+    assert not cmd.read_only("go far")
+    with pytest.raises(ValueError, match="background"):
+        spec("x", handler=read, usage="/x", summary="X.", background=True, read_only=True)
+
+
+def test_a_read_only_run_claims_before_its_first_effect_only():
+    claims: list[bool] = []
+
+    def claim(fresh: bool):
+        return lambda: claims.append(fresh) or fresh
+
+    ack = FakeAck()
+    dispatch(invocation(claim=claim(True)), lambda i: Reply("pure read"), background=False, ack=ack)
+    assert claims == [] and ack.calls[0]["text"] == "pure read"  # no effect: never claimed
+
+    ran: list[str] = []
+
+    def with_follow_up(i):
+        i.defer("upload", lambda: ran.append("upload"))
+        return Reply("answer")
+
+    for fresh in (True, False):
+        inv, ack = invocation(claim=claim(fresh)), FakeAck()
+        dispatch(inv, with_follow_up, background=False, ack=ack)
+        assert inv.runtime.background.wait_idle(2)
+        answered = [{"text": "answer", "response_type": "ephemeral"}]
+        assert ack.calls == (answered if fresh else [{}])
+    assert claims == [True, False] and ran == ["upload"]  # the replay acted on nothing
+
+    inv, ack = invocation(claim=claim(False)), FakeAck()
+    dispatch(inv, lambda i: Reply("later"), background=True, ack=ack)
+    assert inv.runtime.background.wait_idle(2)
+    assert ack.calls == [{}] and inv.sent == []  # a replayed background run never starts

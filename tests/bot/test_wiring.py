@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from bot.app import RUNTIME
 from bot.listeners.events import on_home_opened
 from bot.listeners.views import on_note
@@ -55,3 +57,15 @@ def test_cards_carry_every_feature_part(bot: BotUnderTest) -> None:
     ids = [b["action_id"] for b in buttons if b is not None]
     # "Take it" (unowned only) and the GuardDuty plan button (GuardDuty's only) come first.
     assert ids == ["incident_note", "incident_timeline", "incident_resolve", "incident_close"]
+
+
+def test_a_command_has_one_listener_and_its_reads_are_known(bot: BotUnderTest) -> None:
+    """Bolt runs the first matching listener: a second for the same command would never run,
+    and `read_only` (which spares reads the replay check's write) speaks for the first."""
+    with pytest.raises(ValueError, match="registered twice"):
+        bot.app.command("/incident")(lambda ack: ack())
+    assert bot.app.read_only({"command": "/incident", "text": "status INC-1"})
+    assert bot.app.read_only({"command": "/incident", "text": "list"})
+    assert not bot.app.read_only({"command": "/incident", "text": "note INC-1 status"})
+    assert not bot.app.read_only({"command": "/contain", "text": "status"})  # not a table
+    assert not bot.app.read_only({"type": "block_actions", "text": "status"})

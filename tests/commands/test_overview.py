@@ -98,3 +98,57 @@ def test_by_channel_and_live_list(database):
         "INC-1",
         "INC-2",
     ]
+
+
+def test_a_row_converts_what_is_read_and_equals_what_core_returns(database):
+    """LazyRow: each column converted on first read (a status answer never parses `facts`),
+    and as a mapping the row is every selected column, converted as Core converts it."""
+    from sqlalchemy import select
+
+    from commands.overview import _BY_NUMBER
+    from storage.fastread import prepared
+
+    seed(database)
+    read = prepared(database.engine, _BY_NUMBER)
+    row = read.first(number=1)
+    assert row["title"] == "First <b>" and row._done == {"title": "First <b>"}
+    with database.engine.connect() as conn:
+        core = conn.execute(select(Incident.__table__).where(Incident.number == 1)).mappings().one()
+    assert {k: row[k] for k in core} == dict(core)
+    assert set(row) == set(core) | {"_pending", "_expires"} and len(row) == len(core) + 2
+    with pytest.raises(KeyError):
+        row["nope"]
+
+
+def test_sqlite_reads_reuse_kept_connections_until_dispose(tmp_path):
+    """SQLite prepared reads skip the pool: the warmest kept connection is reused, a failed
+    read's connection is dropped, and Database.dispose closes them."""
+    from commands.overview import _BY_NUMBER
+    from storage import fastread
+    from storage.db import Database
+    from storage.migrate import upgrade
+    from tests.clock import TEST_CLOCK
+
+    url = f"sqlite:///{tmp_path / 'kept.db'}"
+    upgrade(url)
+    database = Database(url, clock=TEST_CLOCK)
+    seed(database)
+    read = fastread.prepared(database.engine, _BY_NUMBER)
+    assert read.first(number=1)["number"] == 1
+    kept = fastread._kept(database.engine)
+    assert len(kept.idle) == 1 and len(kept.opened) == 1
+    conn = kept.idle[0]
+    assert read.first(number=2)["number"] == 2 and kept.idle == [conn]  # the same one again
+    assert database.engine.pool.checkedout() == 0  # none borrowed from the pool meanwhile
+    broken = fastread.PreparedRead.__new__(fastread.PreparedRead)
+    broken.__dict__.update(read.__dict__, sql="SELECT nope FROM incidents WHERE number = ?")
+    with pytest.raises(Exception, match="no such column"):
+        broken.all(number=1)  # fails on the kept connection...
+    assert kept.idle == [] and kept.opened == {}  # ...which is closed, not reused
+    with pytest.raises(Exception, match="closed"):
+        conn.execute("SELECT 1")
+    assert read.first(number=1) is not None
+    database.dispose()
+    assert fastread._kept_by_pool.get(database.engine.pool) is None
+    assert read.first(number=1)["number"] == 1  # reopened after dispose, like the pool
+    database.dispose()
