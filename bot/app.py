@@ -16,7 +16,6 @@ from slack_bolt.middleware import Middleware
 from bot.runtime import Runtime
 
 RUNTIME = "incident_bot.runtime"  # the context key every listener finds the runtime under
-CLAIM = "incident_bot.claim"  # a read-only command's deferred replay check (bot/http.py)
 
 
 def runtime_of(context: BoltContext) -> Runtime:
@@ -36,8 +35,6 @@ class IncidentBotApp(App):
     def __init__(self, *, runtime: Runtime, **kwargs: Any) -> None:
         self.registered_commands: set[str] = set()
         self.registered_events: set[str] = set()
-        # slash command -> whether its text runs a read-only subcommand (SlashCommand.register)
-        self.read_only_commands: dict[str, Callable[[str], bool]] = {}
         super().__init__(**kwargs)
         self.runtime = runtime
         self.use(_AttachRuntime(runtime))
@@ -45,17 +42,10 @@ class IncidentBotApp(App):
     def command(self, command: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(command, str):
             if command in self.registered_commands:
-                # Bolt runs the first listener that matches: a second would never run, and
-                # read_only() would speak for the first.
+                # Bolt runs the first listener that matches: a second would never run.
                 raise ValueError(f"{command} is registered twice")
             self.registered_commands.add(command)
         return super().command(command, *args, **kwargs)
-
-    def read_only(self, body: dict[str, Any]) -> bool:
-        """Whether Bolt will hand `body` (parsed) to a read-only `/command` subcommand."""
-        command, text = body.get("command"), body.get("text", "")
-        check = self.read_only_commands.get(command) if isinstance(command, str) else None
-        return check is not None and isinstance(text, str) and check(text)
 
     def event(self, event: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(event, str):

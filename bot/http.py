@@ -37,7 +37,6 @@ from slack_bolt.request.internals import build_context
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from bot.app import CLAIM
 from bot.background import Busy
 from bot.clock import SystemClock
 from storage.models import Cursor
@@ -346,18 +345,13 @@ def _event_id(raw_body: str) -> str | None:
 
 def slack_events(app: IncidentBotApp) -> Handler:
     """POST /slack/events: verify the signature, refuse replays and unparsable bodies, then
-    hand the raw body and headers to Bolt.
-
-    The replay check of a read-only slash command (`spec(read_only=True)`, e.g. `/incident
-    status`) waits for its first effect (`Invocation.may_act`): a replayed read is answered
-    again, and one that would act (a deferred upload, an error report) does nothing. Every
-    other request is checked here, before Bolt sees it.
-    """
+    hand the raw body and headers to Bolt. Every signed request is checked against replays
+    here, reads included: a captured `/incident status` replayed within the window would
+    otherwise tell whoever replays it how the incident stands now."""
     secret = app.runtime.settings.env.slack_signing_secret
     wall_clock = SystemClock()
 
     def handle(request: HttpRequest) -> HttpResponse:
-        claim: _Claim | None = None
         if secret is not None:
             signature = request.header("x-slack-signature")
             now = wall_clock.now()
@@ -371,18 +365,15 @@ def slack_events(app: IncidentBotApp) -> Handler:
             if refusal is not None:
                 log.info("refused a request to /slack/events: %s", refusal)
                 return HttpResponse(401, {"ok": False, "error": "invalid_signature"})
-            claim = _Claim(request.runtime, REPLAY_PREFIX + signature, now)
+            if not remember(request.runtime, REPLAY_PREFIX + signature, now):
+                log.warning("refused a replayed signed request to /slack/events")
+                return HttpResponse(200, b"")
         raw_body = request.body.decode("utf-8", errors="replace")
         problem = _parse_error(raw_body, request.header("content-type"))
         if problem is not None:
             log.warning("refused a signed request to /slack/events: %s", problem)
             return HttpResponse(400, {"ok": False, "error": "bad_request"})
         bolt_req = bolt_request(raw_body, query=request.query, headers=request.headers)
-        if claim is not None:
-            if app.read_only(bolt_req.body):
-                bolt_req.context[CLAIM] = claim
-            elif not claim():
-                return HttpResponse(200, b"")
         event_id = _event_id(raw_body)
         if event_id and not remember(request.runtime, EVENT_PREFIX + event_id, wall_clock.now()):
             # Slack re-delivers an event it thinks failed (X-Slack-Retry-Num), re-signed.
@@ -397,22 +388,6 @@ def slack_events(app: IncidentBotApp) -> Handler:
         return HttpResponse(bolt_response.status, bolt_response.body or b"", headers)
 
     return handle
-
-
-class _Claim:
-    """One signed request's replay check, made once, when first asked: True when the
-    request is new (its signature now recorded), False for a replay."""
-
-    def __init__(self, runtime: Runtime, key: str, now: dt.datetime) -> None:
-        self.runtime, self.key, self.now = runtime, key, now
-        self.fresh: bool | None = None
-
-    def __call__(self) -> bool:
-        if self.fresh is None:
-            self.fresh = remember(self.runtime, self.key, self.now)
-            if not self.fresh:
-                log.warning("refused a replayed signed request to /slack/events")
-        return self.fresh
 
 
 REPLAY_PREFIX = "slack-signature:"

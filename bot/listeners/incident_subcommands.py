@@ -342,21 +342,18 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         usage="/incident list",
         summary="The open incidents.",
         handler=list_cmd,
-        read_only=True,
     ),
     spec(
         "status",
         usage="/incident status [INC-N]",
         summary="Where an incident stands.",
         handler=status_cmd,
-        read_only=True,
     ),
     spec(
         "timeline",
         usage="/incident timeline [INC-N]",
         summary="The latest 20 events (the full export as a file when there are more).",
         handler=timeline_cmd,
-        read_only=True,
     ),
     spec(
         "note",
@@ -388,5 +385,5 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         summary="Close, with a summary; open follow-up tasks need --force and a reason.",
         handler=close_cmd,
     ),
-    spec("help", usage="/incident help", summary="This list.", handler=help_cmd, read_only=True),
+    spec("help", usage="/incident help", summary="This list.", handler=help_cmd),
 )

@@ -39,7 +39,7 @@ from slack_bolt import Ack, BoltContext, Respond
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.app import CLAIM, runtime_of
+from bot.app import runtime_of
 from bot.background import Busy
 from bot.views import blocks as bk
 from bot.views import replies
@@ -89,9 +89,6 @@ class Invocation:
     # `args` as Slack sent it: with escaping on (manifest.yml), a mention is `<@U123|name>`,
     # which `args` shows as `@name`; subcommands that need the user ID read this.
     raw_args: str = ""
-    # A read-only subcommand's replay check, left by bot/http.py to its first effect (None:
-    # checked before dispatch, or no check in Socket Mode). False: a replay, which must not act.
-    claim: Callable[[], bool] | None = None
 
     @property
     def label(self) -> str:
@@ -101,10 +98,6 @@ class Invocation:
     def defer(self, description: str, fn: Callable[[], Reply | None]) -> None:
         """Run `fn` after the ack (e.g. a file upload after an inline answer)."""
         self.followups.append((description, fn))
-
-    def may_act(self) -> bool:
-        """Whether this run may change anything: False for a replay of a signed request."""
-        return self.claim is None or self.claim()
 
     def send(self, reply: Reply | None) -> None:
         """Answer after the ack (background work has no ack left to answer with)."""
@@ -144,17 +137,9 @@ def spec(
     background: bool = False,
     aliases: tuple[str, ...] = (),
     hidden: bool = False,
-    read_only: bool = False,
 ) -> Subcommand:
-    """A subcommand's entry in its module's table (e.g. `SUBCOMMANDS`).
-
-    `read_only`: the handler only reads and answers in the ack (anything else it does is
-    deferred). Over HTTP its request is then checked against replays only when it first has
-    an effect (`Invocation.may_act`): a replayed read is answered again, never acted on twice.
-    """
-    if read_only and background:
-        raise ValueError(f"{name}: a background subcommand acts after the ack, not read-only")
-    return Subcommand(name, handler, usage, summary, background, aliases, hidden, read_only)
+    """A subcommand's entry in its module's table (e.g. `SUBCOMMANDS`)."""
+    return Subcommand(name, handler, usage, summary, background, aliases, hidden)
 
 
 @dataclass(frozen=True)
@@ -166,7 +151,6 @@ class Subcommand:
     background: bool = False
     aliases: tuple[str, ...] = ()
     hidden: bool = False
-    read_only: bool = False
 
 
 class SlashCommand:
@@ -213,11 +197,6 @@ class SlashCommand:
         fallback = self.get(self.fallback) if self.fallback else None
         return fallback, word.lower(), (text or "").strip()
 
-    def read_only(self, text: str) -> bool:
-        """Whether `text` runs a read-only subcommand (or the help an empty text shows)."""
-        sub, _, _ = self.parse(text)
-        return sub is None or sub.read_only
-
     # -- the Bolt listener -----------------------------------------------------------------
 
     def on_command(
@@ -238,7 +217,6 @@ class SlashCommand:
             trigger_id=command.get("trigger_id"),
             reply_to=lambda reply: respond(**reply.as_kwargs()),
             slash=self,
-            claim=context.get(CLAIM),
         )
         if sub is None:
             ack(**Reply(self.help_text()).as_kwargs())
@@ -249,7 +227,6 @@ class SlashCommand:
 
     def register(self, app: IncidentBotApp) -> None:
         app.command(self.command)(self.on_command)
-        app.read_only_commands[self.command] = self.read_only
 
 
 def dispatch(
@@ -272,16 +249,10 @@ def dispatch(
             reply = Reply(replies.user_error(exc.message))
         except Exception as exc:
             log.exception("%s failed", inv.label)
-            if not inv.may_act():  # a replay: the failure was reported for the original
-                ack()
-                return
             reply = Reply(failure_text(inv, exc, recorded=report_failure(inv, exc)))
         if reply is not None and not answer_in_ack:
             inv.followups.insert(0, ("reply", lambda: reply))
         if inv.followups:
-            if not inv.may_act():  # a replay: its follow-ups ran for the original
-                ack()
-                return
             # Queue the deferred work before acking, so a full pool is said in the ack.
             try:
                 submit(inv, inv.label, lambda: None)
@@ -294,9 +265,6 @@ def dispatch(
             ack()
         return
 
-    if not inv.may_act():
-        ack()
-        return
     try:
         submit(inv, inv.label, lambda: handler(inv))
     except Busy:
