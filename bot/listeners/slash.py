@@ -246,7 +246,7 @@ def dispatch(
         try:
             reply = handler(inv)
         except UserError as exc:
-            reply = Reply(replies.user_error(exc.message))
+            reply = Reply(replies.user_error(exc))
         except Exception as exc:
             log.exception("%s failed", inv.label)
             reply = Reply(failure_text(inv, exc, recorded=report_failure(inv, exc)))
@@ -292,7 +292,7 @@ def submit(inv: Invocation, description: str, fn: Callable[[], Reply | None]) ->
             try:
                 inv.send(step())
             except UserError as exc:
-                inv.send(Reply(replies.user_error(exc.message)))
+                inv.send(Reply(replies.user_error(exc)))
                 return
             steps.extend(f for _, f in inv.followups)
             inv.followups.clear()
