@@ -133,7 +133,9 @@ def parse_args(text: str) -> tuple[str, float]:
         try:
             hours = float(parts[1].lower().removesuffix("h"))
         except ValueError:
-            raise UserError("{hours} is not a number of hours: try 24 or 72.", hours=parts[1]) from None
+            raise UserError(
+                "{hours} is not a number of hours: try 24 or 72.", hours=parts[1]
+            ) from None
         if not 0 < hours <= MAX_HOURS:
             raise UserError(f"Hours must be between 1 and {MAX_HOURS} (CloudTrail keeps 90 days).")
     return resource_id, hours

@@ -11,7 +11,7 @@ taking an `Invocation` and returning a `Reply` (or None). Two modes:
 
 Replies after the ack go through `inv.reply_to` (response_url for commands and buttons, a DM
 for modals). Errors are never swallowed: a `UserError` becomes an ephemeral one-sentence
-answer (`replies.user_error`: entities escaped, its `code` kept); anything else is logged,
+answer (`replies.user_error`: its `code` kept, what it quotes inert); anything else is logged,
 answered ephemerally ("... failed: ...") and, when the incident is known (`inv.incident_key`),
 written to that incident's timeline as a `bot.error` event. A job cut short by shutdown says
 so to the user and on the timeline (`bot.interrupted`).
