@@ -69,8 +69,9 @@ def parse_args(text: str) -> tuple[str, str]:
     reference, summary = parts[0], " ".join(parts[1].split())
     if not _REFERENCE.match(reference):
         raise UserError(
-            f"{reference[:40]!r} does not look like a case id or report reference: use the "
-            "id from AWS's e-mail, e.g. 1234567890 or case-123456789012-muen-2026-0a1b2c3d."
+            "{reference!r} does not look like a case id or report reference: use the "
+            "id from AWS's e-mail, e.g. 1234567890 or case-123456789012-muen-2026-0a1b2c3d.",
+            reference=reference[:40],
         )
     return reference, summary[:SUMMARY_MAX]
 

@@ -122,7 +122,7 @@ def require_key(key: str) -> int:
     """The incident number in key, or a UserError showing the form a key takes."""
     number = parse_key(key)
     if number is None:
-        raise UserError(f"{key!s} is not an incident key: use the form INC-42.")
+        raise UserError("{key!s} is not an incident key: use the form INC-42.", key=key)
     return number
 
 
@@ -181,7 +181,10 @@ def add_note(*, session: Session, incident: Incident, actor: str, text: str) -> 
 def set_severity(*, session: Session, incident: Incident, actor: str, severity: str) -> Incident:
     severity = severity.strip().lower()
     if severity not in SEVERITIES:
-        raise UserError(f"Severity must be one of {', '.join(SEVERITIES)}, not {severity!r}.")
+        raise UserError(
+            f"Severity must be one of {', '.join(SEVERITIES)}, not {{severity!r}}.",
+            severity=severity,
+        )
     change = change_severity(incident=incident, actor=actor, severity=severity)
     if change is not None:
         append_events(session=session, incident=incident, events=[change])

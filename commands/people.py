@@ -82,7 +82,9 @@ def parse_due(text: str, *, today: dt.date) -> dt.date:
         except ValueError:
             due = None
     if due is None:
-        raise UserError(f"{text[:40]!r} is not a due date: use YYYY-MM-DD, today, tomorrow or +3d.")
+        raise UserError(
+            "{text!r} is not a due date: use YYYY-MM-DD, today, tomorrow or +3d.", text=text[:40]
+        )
     if due < today:
         raise UserError(f"{due.isoformat()} is in the past: give today or a later day.")
     if due - today > DUE_WITHIN:

@@ -125,14 +125,17 @@ def parse_args(text: str) -> tuple[str, float]:
     resource_id = parts[0]
     if kind_of(resource_id) is None:
         raise UserError(
-            f"{resource_id} is neither an instance id (i-…) nor an access key id (AKIA…/ASIA…)."
+            "{resource_id} is neither an instance id (i-…) nor an access key id (AKIA…/ASIA…).",
+            resource_id=resource_id,
         )
     hours = float(DEFAULT_HOURS)
     if len(parts) == 2:
         try:
             hours = float(parts[1].lower().removesuffix("h"))
         except ValueError:
-            raise UserError(f"{parts[1]} is not a number of hours: try 24 or 72.") from None
+            raise UserError(
+                "{hours} is not a number of hours: try 24 or 72.", hours=parts[1]
+            ) from None
         if not 0 < hours <= MAX_HOURS:
             raise UserError(f"Hours must be between 1 and {MAX_HOURS} (CloudTrail keeps 90 days).")
     return resource_id, hours
@@ -178,7 +181,9 @@ def lookup(
     """Look the resource up in each region's CloudTrail event history, newest first overall."""
     kind = kind_of(resource_id)
     if kind is None:
-        raise UserError(f"{resource_id} is neither an instance id nor an access key id.")
+        raise UserError(
+            "{resource_id} is neither an instance id nor an access key id.", resource_id=resource_id
+        )
     end = now()
     start = end - dt.timedelta(hours=hours)
     attribute = "AccessKeyId" if kind == "access_key" else "ResourceName"
@@ -230,8 +235,9 @@ def resolve_incident(*, session: Session, incident_key: str | None, resource_id:
     incident = find_open_for_resource(session=session, resource_id=resource_id)
     if incident is None:
         raise UserError(
-            f"No open incident names {resource_id}: run /incident trail in the incident's "
-            "channel or thread."
+            "No open incident names {resource_id}: run /incident trail in the incident's "
+            "channel or thread.",
+            resource_id=resource_id,
         )
     return incident
 
@@ -287,8 +293,9 @@ def run_trail(
     except ClientError as exc:
         if error_code(exc) in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
             raise UserError(
-                f"The bot may not read CloudTrail in {', '.join(clients)} "
-                "(cloudtrail:LookupEvents denied): grant it (see `incident-bot policy`)."
+                "The bot may not read CloudTrail in {regions} "
+                "(cloudtrail:LookupEvents denied): grant it (see `incident-bot policy`).",
+                regions=", ".join(clients),
             ) from None
         raise
     with db.session() as session:

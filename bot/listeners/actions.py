@@ -62,7 +62,7 @@ def on_severity(
         key = _card_key(body)
     except UserError as exc:
         # No incident to act on: say so to the clicker (Slack shows nothing of the ack body).
-        answer = Reply(replies.user_error(exc.message))
+        answer = Reply(replies.user_error(exc))
         inv = action_invocation(runtime, body, respond, name="severity")
         dispatch(inv, lambda _i: answer, background=True, ack=ack)
         return

@@ -17,6 +17,7 @@ from bot.listeners.actions import action_invocation
 from bot.listeners.slash import Invocation, Reply, dispatch
 from bot.listeners.views import field_value, metadata, view_invocation
 from bot.views import approval_card as cv
+from bot.views import replies
 from bot.views.approval_card import APPROVE, REJECT, RETRY, ROLLBACK, reject_modal
 from commands import incidents as svc
 from commands.approvals.plans import check_identifier
@@ -133,7 +134,7 @@ def on_contain(ack: Ack, command: dict[str, Any], respond: Respond, context: Bol
     try:
         parse_contain_args(inv.args)
     except UserError as exc:
-        ack(**Reply(exc.message).as_kwargs())
+        ack(**Reply(replies.user_error(exc)).as_kwargs())
         return
     dispatch(inv, work, background=True, ack=ack)
 
@@ -190,7 +191,7 @@ def on_reject(
             )
         except UserError as exc:
             # Slack shows nothing of a button's ack body: answer through response_url.
-            i.send(Reply(exc.message))
+            i.send(Reply(replies.user_error(exc)))
             return
         view = reject_modal(request_id, channel_id=i.channel_id, target_id=target_id)
         # views.open must use the trigger within 3 s, so it runs before the ack returns.

@@ -11,7 +11,7 @@ taking an `Invocation` and returning a `Reply` (or None). Two modes:
 
 Replies after the ack go through `inv.reply_to` (response_url for commands and buttons, a DM
 for modals). Errors are never swallowed: a `UserError` becomes an ephemeral one-sentence
-answer (`replies.user_error`: entities escaped, its `code` kept); anything else is logged,
+answer (`replies.user_error`: its `code` kept, what it quotes inert); anything else is logged,
 answered ephemerally ("... failed: ...") and, when the incident is known (`inv.incident_key`),
 written to that incident's timeline as a `bot.error` event. A job cut short by shutdown says
 so to the user and on the timeline (`bot.interrupted`).
@@ -246,7 +246,7 @@ def dispatch(
         try:
             reply = handler(inv)
         except UserError as exc:
-            reply = Reply(replies.user_error(exc.message))
+            reply = Reply(replies.user_error(exc))
         except Exception as exc:
             log.exception("%s failed", inv.label)
             reply = Reply(failure_text(inv, exc, recorded=report_failure(inv, exc)))
@@ -292,7 +292,7 @@ def submit(inv: Invocation, description: str, fn: Callable[[], Reply | None]) ->
             try:
                 inv.send(step())
             except UserError as exc:
-                inv.send(Reply(replies.user_error(exc.message)))
+                inv.send(Reply(replies.user_error(exc)))
                 return
             steps.extend(f for _, f in inv.followups)
             inv.followups.clear()

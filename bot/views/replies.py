@@ -4,7 +4,7 @@ add: what bot/listeners says, written here so listeners only ack, parse and dele
 Two kinds of string, by where they go:
 - a `UserError` message (`*_error`, `*_needed`): a sentence the bot wrote, its `code` meant;
   the listener answers it through `user_error`, which escapes the entities. User text in it
-  goes through `bk.inert` here.
+  goes through `bk.inert` here (commands/ instead passes it apart, as the error's values).
 - a reply or a thread line: mrkdwn, ready to send; user text in it goes through `bk.esc`.
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 
 from bot.views import blocks as bk
 from commands.deadlines.timefmt import format_duration
+from commands.errors import UserError
 
 BUSY = "The bot is busy right now; try again in a minute."
 
@@ -22,9 +23,10 @@ BUSY = "The bot is busy right now; try again in a minute."
 # -- the slash-command plumbing ----------------------------------------------------------
 
 
-def user_error(message: str) -> str:
-    """A `UserError` as its answer: the bot's sentence, entities escaped, its markup kept."""
-    return bk.authored(message)
+def user_error(error: UserError) -> str:
+    """A `UserError` as its answer: the bot's sentence, entities escaped, its markup kept;
+    the values it quotes from outside (what the user typed) inert."""
+    return "".join(bk.esc(text) if outside else bk.authored(text) for text, outside in error.parts)
 
 
 def failure_text(label: str, cause: str, *, incident_key: str | None, recorded: bool) -> str:

@@ -45,8 +45,11 @@ class ContainmentEngine:
         except Exception as exc:
             err = error_record(exc)
             raise UserError(
-                f"Could not read {target.resource_id} in {target.region} to plan its "
-                f"containment ({err['code']}): check the id, region and the bot's permissions."
+                "Could not read {resource_id} in {region} to plan its "
+                "containment ({code}): check the id, region and the bot's permissions.",
+                resource_id=target.resource_id,
+                region=target.region,
+                code=err["code"],
             ) from exc
 
     def plan(self, *, target: Target, ctx: ActionContext, include: Sequence[str] = ()) -> Plan:

@@ -244,9 +244,10 @@ def parse_target(
     found = identify(resource_id, kind=kind)
     if found is None:
         raise UserError(
-            f"{resource_id.strip()[:60]!r} is neither an instance id (i-0abc…), an access key "
+            "{resource_id!r} is neither an instance id (i-0abc…), an access key "
             "id (AKIA…) nor an ARN: use /contain with one of those, or with user:NAME, "
-            "role:NAME, bucket:NAME, lambda:NAME or rds:NAME."
+            "role:NAME, bucket:NAME, lambda:NAME or rds:NAME.",
+            resource_id=resource_id.strip()[:60],
         )
     region = found.region or default_region(region)
     return Target(
@@ -291,13 +292,15 @@ def resolve_kind(
     forms = {k: typed_id(k, name.strip()) for k in found}
     if not found:
         raise UserError(
-            f"No IAM user, role, S3 bucket, Lambda function or RDS instance called "
-            f"{name.strip()[:60]!r} in {region}: check the name, or give its ARN."
+            "No IAM user, role, S3 bucket, Lambda function or RDS instance called "
+            "{name!r} in {region}: check the name, or give its ARN.",
+            name=name.strip()[:60],
+            region=region,
         )
     raise UserError(
-        f"{name.strip()[:60]!r} names more than one resource; say which: "
-        + ", ".join(forms.values())
-        + "."
+        "{name!r} names more than one resource; say which: {forms}.",
+        name=name.strip()[:60],
+        forms=", ".join(forms.values()),
     )
 
 

@@ -117,7 +117,10 @@ def request_containment(
         if existing is not None:
             return Created(existing, created=False)
     if not plan.steps:
-        raise UserError(f"There is nothing to do for {target.resource_id}: the plan is empty.")
+        raise UserError(
+            "There is nothing to do for {resource_id}: the plan is empty.",
+            resource_id=target.resource_id,
+        )
     now = now or clock_of(session).now()
     request = ContainmentRequest(
         incident_id=incident.id,

@@ -33,7 +33,9 @@ def pick_scenario(name: str | None) -> Scenario:
     name = (name or "ec2-c2").strip().lower()
     scenario = SCENARIOS.get(name)
     if scenario is None:
-        raise UserError(f"There is no drill {name!r}: choose one of {', '.join(SCENARIOS)}.")
+        raise UserError(
+            f"There is no drill {{name!r}}: choose one of {', '.join(SCENARIOS)}.", name=name
+        )
     return scenario
 
 
@@ -86,8 +88,11 @@ def sandbox_from_account(
         reservations = ec2.describe_instances(InstanceIds=[drills.instance_id])["Reservations"]
     except ClientError as exc:
         raise UserError(
-            f"The sandbox instance {drills.instance_id} can't be read in {region} "
-            f"({exc.response['Error']['Code']}): check drills.instance_id and drills.region."
+            "The sandbox instance {instance_id} can't be read in {region} "
+            "({code}): check drills.instance_id and drills.region.",
+            instance_id=drills.instance_id,
+            region=region,
+            code=exc.response["Error"]["Code"],
         ) from None
     inst = reservations[0]["Instances"][0]
     enis = inst.get("NetworkInterfaces", [])

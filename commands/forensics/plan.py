@@ -121,7 +121,7 @@ def subnet_cidr(vpc_cidr: str) -> str:
         net = ipaddress.ip_network(vpc_cidr, strict=True)
     except ValueError:
         raise UserError(
-            f"forensics.vpc_cidr {vpc_cidr!r} is not a network like 10.99.0.0/16."
+            "forensics.vpc_cidr {vpc_cidr!r} is not a network like 10.99.0.0/16.", vpc_cidr=vpc_cidr
         ) from None
     if not 16 <= net.prefixlen <= 24 or net.version != 4:
         raise UserError("forensics.vpc_cidr must be an IPv4 network from /16 to /24.")

@@ -29,7 +29,7 @@ def parse_since(text: str) -> dt.timedelta:
     """`30d`, `12w`, `48h` -> a timedelta (UserError in one sentence otherwise)."""
     m = _SINCE.match(text or "")
     if not m or int(m.group(1)) == 0:
-        raise UserError(f"--since {text!r}: give a window like 30d, 12w or 48h.")
+        raise UserError("--since {text!r}: give a window like 30d, 12w or 48h.", text=text)
     return dt.timedelta(**{_UNITS[m.group(2).lower()]: int(m.group(1))})
 
 

@@ -223,23 +223,29 @@ def retirable_instance(
             raise
         found = []
     if not found or found[0]["State"]["Name"] in ("shutting-down", "terminated"):
-        raise UserError(f"{instance_id} is already gone: run `/incident wipe {key}` without it.")
+        raise UserError(
+            f"{{instance_id}} is already gone: run `/incident wipe {key}` without it.",
+            instance_id=instance_id,
+        )
     inst = found[0]
     tags = tag_dict(inst.get("Tags"))
     if tags.get(INCIDENT_TAG) != key:
         raise UserError(
-            f"{instance_id} does not carry the {INCIDENT_TAG}={key} tag, so incident-bot will "
-            "not terminate it; terminate it by hand if it is yours."
+            f"{{instance_id}} does not carry the {INCIDENT_TAG}={key} tag, so incident-bot will "
+            "not terminate it; terminate it by hand if it is yours.",
+            instance_id=instance_id,
         )
     if not protected:
         raise UserError(
-            f"{instance_id}'s termination protection was not turned on by {key}'s containment, "
-            "so incident-bot will not turn it off; terminate it by hand if it is yours."
+            f"{{instance_id}}'s termination protection was not turned on by {key}'s containment, "
+            "so incident-bot will not turn it off; terminate it by hand if it is yours.",
+            instance_id=instance_id,
         )
     if tags.get(SNAPSHOTS_TAG) != key or not _snapshots_done(ec2, key, inst):
         raise UserError(
-            f"{instance_id}'s evidence is not safe yet (every volume snapshotted by {key} and "
-            "completed): contain it again or wait for the snapshots, then ask again."
+            f"{{instance_id}}'s evidence is not safe yet (every volume snapshotted by {key} and "
+            "completed): contain it again or wait for the snapshots, then ask again.",
+            instance_id=instance_id,
         )
     return {"id": instance_id, "type": inst.get("InstanceType"), "state": inst["State"]["Name"]}
 

@@ -237,6 +237,24 @@ def test_long_list_and_home_stay_within_slack_limits(bot):
 # --- signed requests missing what Slack always sends: an answer, never a 500 --------------
 
 
+def test_a_forged_severity_is_quoted_as_sent_never_as_formatting(bot):
+    card = open_incident(bot)
+    payload = click(bot, "incident_severity", "", card, block_id="incident_card")
+    payload["actions"][0].update(
+        type="static_select",
+        selected_option={"value": "*Urgent* <!here>", "text": {"type": "plain_text", "text": "x"}},
+    )
+    assert bot.sender.action(payload).status_code == 200
+    answer = bot.slack.wait_for("response_url", clicked)
+    bot.idle()
+    wj = "\u2060"
+    assert answer.args["text"] == (
+        "Severity must be one of low, medium, high, critical, not "
+        f"'{wj}*{wj}urgent{wj}*{wj} &lt;!here&gt;'."
+    )
+    assert incident(bot).severity == "medium"
+
+
 def test_severity_menu_on_a_message_without_blocks_is_answered(bot):
     card = open_incident(bot)
     payload = click(bot, "incident_severity", "", card, block_id="incident_card")

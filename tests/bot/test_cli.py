@@ -340,6 +340,16 @@ def _files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*"))
 
 
+def test_a_malformed_window_is_quoted_plainly(operator, tmp_path) -> None:
+    """The terminal gets what was typed as it was typed (no word joiners, no entities)."""
+    r = operator("report", "--since", "*30*d_<x>")
+    assert r.code == 2
+    assert r.lines == [
+        "incident-bot: error: --since '*30*d_<x>': give a window like 30d, 12w or 48h."
+    ]
+    assert _files(tmp_path) == []
+
+
 READERS = [("export", "INC-1"), ("export", "INC-1", "--format", "json"), ("verify", "INC-1")]
 
 
@@ -406,7 +416,7 @@ def test_a_wrong_database_url_is_one_line_without_the_password(
     assert _files(tmp_path) == ["incident-bot.yml"]
 
 
-@pytest.mark.parametrize("key", ["INC-x", "42", "INC-"])
+@pytest.mark.parametrize("key", ["INC-x", "42", "INC-", "INC-*1*_"])
 @pytest.mark.parametrize("command", ["export", "verify"])
 def test_a_malformed_key_is_named_before_any_database(operator, tmp_path, key, command) -> None:
     r = operator(command, key)

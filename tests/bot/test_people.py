@@ -103,6 +103,19 @@ def test_mistakes_are_answered_in_the_ack_and_change_nothing(bot, text: str, sai
     assert len(events(bot)) == before and incident(bot).owner == "W111"
 
 
+def test_a_mistyped_due_date_is_answered_as_typed_never_as_formatting(bot):
+    open_incident(bot)
+    body = ack_json(bot.command("task INC-1 me due *tomorrow* fix the wiki"))
+    wj = "\u2060"  # word joiners around each `*`: Slack shows it, and makes no bold of it
+    assert body == {
+        "text": f"'{wj}*{wj}tomorrow{wj}*{wj}' is not a due date: use YYYY-MM-DD, today, "
+        "tomorrow or +3d.",
+        "response_type": "ephemeral",
+    }
+    bot.idle()
+    assert tasks(bot) == []
+
+
 def test_roles_show_on_the_card_and_reassigning_names_who_had_it(bot):
     open_incident(bot)
     assert ack_json(bot.command(f"role INC-1 commander {ALICE}")) == {}

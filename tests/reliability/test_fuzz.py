@@ -42,7 +42,7 @@ from tests.commands.findings.test_findings_normalize_properties import (
     json_values,
     shaped_values,
 )
-from tests.slack_mrkdwn import formatting_from_user
+from tests.slack_mrkdwn import _code_spans, formatting_from_user
 from tests.slack_signing import block_actions_payload, view_submission_payload
 
 SCALE = max(1, int(os.environ.get("INCIDENT_BOT_FUZZ_SCALE", "1")))
@@ -298,11 +298,11 @@ HOSTILE_TEXT = (
 )
 
 
-def _unmark(text: str) -> tuple[str, list[bool]]:
+def _unmark(text: str, marks: tuple[str, str] = (OPEN, CLOSE)) -> tuple[str, list[bool]]:
     out, user, mine = [], [], False
     for ch in text:
-        if ch in (OPEN, CLOSE):
-            mine = ch == OPEN
+        if ch in marks:
+            mine = ch == marks[0]
             continue
         out.append(ch)
         user.append(mine)
@@ -501,6 +501,127 @@ def test_no_title_renders_as_a_mention_or_link(bot_factory, title) -> None:  # n
     replies = [c.args for c in bot.slack.calls_for("response_url")]
     for text in all_mrkdwn(posted + replies):
         assert not re.sub(OURS, "", text).count("<"), text
+
+
+# -- what an error quotes --------------------------------------------------------------------
+
+# What the user typed reaches a UserError between these marks. An error may quote it with
+# repr(), which would spell the private-use marks above as escapes; these are printable,
+# neither spaces nor word characters, and lower() keeps them.
+QUOTE = ("⟦", "⟧")
+HOSTILE_WORD = (
+    st.lists(
+        st.sampled_from([*"*_~`<>&|@!#:.'\"\\ab1\u2060", "<!channel>", "<@U1>", "<https://x.io|x>"])
+        | st.text(max_size=3),
+        min_size=1,
+        max_size=12,
+    )
+    .map("".join)
+    .map(lambda t: "".join(c for c in t if not c.isspace() and c not in QUOTE))
+    .filter(bool)
+)
+
+
+def _quoted(word: str) -> str:
+    return f"{QUOTE[0]}{word}{QUOTE[1]}"
+
+
+def _check_quoted(text: str) -> bool:
+    """Nothing the user typed formats, mentions or links in this mrkdwn; whether it shows."""
+    plain_text, user = _unmark(text, QUOTE)
+    assert not formatting_from_user(plain_text, user), plain_text
+    return any(user)
+
+
+def _parser_errors(typed: str) -> dict[str, Any]:
+    """The UserError each parser of outside text raises for `typed`."""
+    from commands import abuse, incidents, people, trail
+    from commands.approvals.plans import check_identifier
+    from commands.drills.sandbox_account import pick_scenario
+    from commands.errors import UserError
+    from commands.review.team import parse_since
+    from tests.clock import T0
+
+    calls = {
+        "due date": lambda: people.parse_due(typed, today=T0.date()),
+        "incident key": lambda: incidents.require_key(typed),
+        "resource": lambda: check_identifier(typed),
+        "trail resource": lambda: trail.parse_args(typed),
+        "trail hours": lambda: trail.parse_args(f"i-0123456789abcdef0 {typed}"),
+        "abuse reference": lambda: abuse.parse_args(f"{typed} spam from our host"),
+        "since": lambda: parse_since(typed),
+        "drill": lambda: pick_scenario(typed),
+    }
+    errors = {}
+    for name, call in calls.items():
+        with pytest.raises(UserError) as caught:
+            call()
+        errors[name] = caught.value
+    return errors
+
+
+@settings(max_examples=150 * SCALE, database=None, deadline=None)
+@given(word=HOSTILE_WORD)
+def test_no_user_text_quoted_in_an_error_formats_mentions_or_links(word: str) -> None:
+    from bot.views.replies import user_error
+
+    count("error quote")
+    typed = _quoted(word)
+    for name, err in _parser_errors(typed).items():
+        shown = user_error(err)
+        assert _check_quoted(shown), (name, shown)  # the error quotes what was typed
+        # Read back (entities decoded, word joiners unseen) it is the plain sentence the CLI
+        # prints, which adds nothing to what was typed.
+        read = shown.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+        assert read.replace(bk.WORD_JOINER, "") == err.message.replace(bk.WORD_JOINER, "")
+        assert bk.WORD_JOINER not in err.message or bk.WORD_JOINER in word, name
+
+
+def test_an_error_keeps_its_own_code_spans_around_quoted_text() -> None:
+    from bot.views.replies import user_error
+    from commands.errors import UserError
+
+    err = UserError("`{flag}` is not an option: use `--volatile`.", flag=_quoted("*x*_<!here>"))
+    shown = user_error(err)
+    wj = bk.WORD_JOINER
+    inert = f"{wj}*{wj}x{wj}*{wj}{wj}_{wj}&lt;!here&gt;"
+    assert shown == f"`{QUOTE[0]}{inert}{QUOTE[1]}` is not an option: use `--volatile`."
+    assert _check_quoted(shown)
+    # Both of the sentence's code spans are still code spans.
+    assert len(_code_spans(_unmark(shown, QUOTE)[0])) == 2
+
+
+# Slash commands whose answer quotes what was typed, and what that answer says.
+QUOTING_COMMANDS = [
+    ("/incident", "task INC-1 me due {} fix it", "is not a due date"),
+    ("/incident", "trail {}", "is neither an instance id"),
+    ("/incident", "trail i-0123456789abcdef0 {}", "is not a number of hours"),
+    ("/incident", "abuse {} spam from our host", "does not look like a case id"),
+    ("/incident", "drill {}", "There is no drill"),
+    ("/contain", "{}", "is neither an instance id"),
+]
+
+
+@pytest.mark.parametrize("case", QUOTING_COMMANDS, ids=[c[1] for c in QUOTING_COMMANDS])
+@settings(max_examples=8 * SCALE, **BOT_SETTINGS)
+@given(word=HOSTILE_WORD)
+def test_no_user_text_a_command_answer_quotes_formats_mentions_or_links(
+    bot_factory,  # noqa: F811
+    case,
+    word,
+) -> None:
+    count("error answer")
+    command, form, said = case
+    bot = _bot(bot_factory)
+    if not getattr(bot, "has_incident", False):
+        assert bot.command("open fuzzing target").status_code == 200
+        assert bot.runtime.background.wait_idle(10)
+        bot.has_incident = True
+    response = bot.command(form.format(_quoted(word)), command=command)
+    assert response.status_code == 200, response.text[:300]
+    answer = response.json()
+    assert said in answer["text"], answer
+    assert [_check_quoted(text) for text in _rendered(answer)[0]] == [True], answer
 
 
 # -- configuration files ----------------------------------------------------------------------
