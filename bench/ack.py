@@ -188,8 +188,8 @@ def signed_requests(count: int) -> list[tuple[bytes, dict[str, str]]]:
     rng = random.Random(7)
     out = []
     for n in range(count):
-        # Each request its own trigger_id, as from Slack (the bot answers an exact repeat of a
-        # signed read again, and refuses one that would act as a replay).
+        # Each request its own trigger_id, as from Slack (the bot refuses an exact repeat of a
+        # signed request as a replay, reads included).
         body = slash_command_body(
             "/incident",
             f"status INC-{rng.randint(1, OPEN_INCIDENTS)}",
