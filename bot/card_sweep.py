@@ -133,7 +133,7 @@ def repost(runtime: Runtime, key: str, *, opener: str) -> Swept:
         posted = post_new_incident(runtime, key, opener=opener, fallback_channel=opened_in or "")
     log.warning("card of %s %s by the card sweep", key, "found" if found_ts else "re-posted")
     notify_opened(runtime, key)  # once per incident; skipped if the first attempt sent it
-    if bk.user(opener).startswith("<@"):
+    if bk.is_user_id(opener):
         try:
             text = card_recovered_text(key, posted.channel_id, found=found_ts is not None)
             runtime.slack.post(opener, bk.message(text))

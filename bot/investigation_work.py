@@ -20,6 +20,7 @@ from bot.listeners.incident_posts import refresh_incident
 from bot.listeners.investigation import aws_context, default_region
 from bot.periodic import Periodic
 from bot.slack_out import card_id
+from bot.views.investigation import abuse_case_answered_line
 from commands import abuse as abuse_svc
 from commands import forensics as forensics_svc
 from commands import impact as impact_svc
@@ -182,11 +183,7 @@ class AbuseWatcher(Periodic):
         keys = abuse_svc.check_answers(db=self.runtime.database, client_for=self.client_for)
         for key in keys:
             try:
-                refresh_incident(
-                    self.runtime,
-                    key,
-                    line="✅ The abuse report's Support case shows an answer; reminders stopped.",
-                )
+                refresh_incident(self.runtime, key, line=abuse_case_answered_line())
             except Exception:
                 log.exception("could not refresh the card of %s", key)
         return keys

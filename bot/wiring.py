@@ -20,7 +20,6 @@ from typing import Any
 from bot import card_sweep, investigation_work, scheduler
 from bot.app import IncidentBotApp
 from bot.clock import SystemClock
-from bot.guardduty import cards as guardduty_cards
 from bot.guardduty import wiring as guardduty
 from bot.http import Router, core_router
 from bot.listeners import (
@@ -41,6 +40,7 @@ from bot.reminder_kinds import reminder_kinds
 from bot.runtime import Options, Runtime, make_runtime
 from bot.scheduler import ReminderScheduler
 from bot.settings import Settings, SettingsError, load_settings
+from bot.views import guardduty as guardduty_view
 from bot.views.cards import CORE_BUTTONS, CardParts
 from bot.views.investigation import investigation_card_section
 from bot.views.people import take_button
@@ -88,7 +88,7 @@ STARTS: tuple[Callable[[Runtime], None], ...] = (
     card_sweep.start,
 )
 # Incident card buttons, in the order they show (the severity menu comes first).
-CARD_BUTTONS = (take_button, guardduty_cards.plan_button, *CORE_BUTTONS)
+CARD_BUTTONS = (take_button, guardduty_view.plan_button, *CORE_BUTTONS)
 
 
 def card_parts(settings: Settings) -> CardParts:

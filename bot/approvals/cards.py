@@ -46,10 +46,7 @@ def load_card(database: Any, request_id: int) -> tuple[CardView, str | None, str
             ],
             finished_at=request.finished_at,
             drill=incident.is_drill,
-            missing_evidence=[
-                f"{m['evidence']} ({m['action']}): {m['error']}"
-                for m in missing_evidence({s.action: s.result or {} for s in request.steps})
-            ]
+            missing_evidence=missing_evidence({s.action: s.result or {} for s in request.steps})
             if request.status in ("succeeded", "partial")
             else [],
         )

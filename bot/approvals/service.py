@@ -24,13 +24,13 @@ from slack_sdk.errors import SlackApiError
 from sqlalchemy import select
 
 from bot.approvals.cards import CardUpdater, load_card
-from bot.approvals.notices import notice_texts
 from bot.background import Busy
 from bot.contacts import notify_opened, send_notice
 from bot.listeners.incident_posts import post_new_incident, refresh_incident
 from bot.slack_out import card_id
-from bot.views import blocks as bk
+from bot.views import approval_card as cv
 from bot.views.approval_card import CardView, approval_card
+from bot.views.approval_notices import RequestEvent, notice_texts, request_line
 from bot.views.decisions import decision_text
 from bot.views.resources import resource_label
 from commands import incidents as svc
@@ -210,9 +210,7 @@ class ContainmentService:
                 incident.region = incident.region or target.region
                 incident.account_id = incident.account_id or target.account_id
             if incident.status in ("resolved", "closed"):
-                raise UserError(
-                    f"{incident.key} is {incident.status}; reopen it or name an open incident."
-                )
+                raise UserError(cv.incident_not_open(incident.key, incident.status))
             created = request_containment(
                 session=session,
                 incident=incident,
@@ -230,7 +228,7 @@ class ContainmentService:
         if created.created or card[1] is None:
             card = self.post_card(request_id, channel_id=fallback or channel_id)
         if created.created:
-            self._incident_line(request_id, "awaits approval")
+            self._incident_line(request_id, "requested")
         return Proposal(request_id, created.created, incident_key, card[0], card[1], opened)
 
     def _find_incident(
@@ -300,7 +298,7 @@ class ContainmentService:
             undo = self.engine.plan_rollback(target=target, ctx=ctx, previous=previous)
             plan = replace(undo, blast_radius=parent_plan.blast_radius)
             if not plan.steps:
-                raise UserError(f"Request #{request_id} changed nothing that can be rolled back.")
+                raise UserError(cv.nothing_to_roll_back(request_id))
         with runtime.database.session() as session:
             parent = get_request(session=session, request_id=request_id)
             incident = incident_of(session=session, request=parent)
@@ -335,7 +333,7 @@ class ContainmentService:
         if is_new or card[1] is None:
             card = self.post_card(created_id, channel_id=channel)
         if is_new:
-            self._incident_line(created_id, "awaits approval")
+            self._incident_line(created_id, "requested")
         return Proposal(created_id, is_new, key, card[0], card[1])
 
     # -- the card -------------------------------------------------------------------------
@@ -347,7 +345,7 @@ class ContainmentService:
         view, _, _ = self.card_view(request_id)
         channel = channel_id or self.runtime.config.slack.incident_channel
         if not channel:
-            raise UserError("No channel to post the approval card in: set slack.incident_channel.")
+            raise UserError(cv.NO_CARD_CHANNEL)
         slack = self.runtime.slack
         card = card_id("approval", request_id)
         with slack.card_lock(card):
@@ -403,24 +401,27 @@ class ContainmentService:
         if approve:
             self.start(request_id)
             self._notify(request_id, "approved")
-            self._incident_line(request_id, f"approved by {bk.user(actor)}")
+            self._incident_line(request_id, "approved", actor=actor)
         else:
             self.refresh_card(request_id)
-            self._incident_line(request_id, f"rejected by {bk.user(actor)}: {bk.esc(reason)}")
+            self._incident_line(request_id, "rejected", actor=actor, reason=reason)
         return decision_text(decision)
 
-    def _incident_line(self, request_id: int, what: str) -> None:
+    def _incident_line(
+        self,
+        request_id: int,
+        event: RequestEvent,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         """Keep the incident card (its pending-approval count) current and say it in its
-        thread; best effort, the request itself is already recorded. `what` is escaped."""
+        thread; best effort, the request itself is already recorded."""
         try:
             with self.runtime.database.read_session() as session:
                 request = get_request(session=session, request_id=request_id)
                 key = incident_of(session=session, request=request).key
-                verb = {"retry": "Retry", "rollback": "Rollback"}.get(request.kind, "Plan")
-                line = (
-                    f"🛡️ {verb} #{request.id} for {bk.esc(request.target_type)} "
-                    f"{bk.code(request.target_id)} {what}."
-                )
+                line = request_line(request, event, actor=actor, reason=reason)
             refresh_incident(self.runtime, key, line=line)
         except Exception:
             log.exception("could not update the incident card for request #%s", request_id)
@@ -438,9 +439,7 @@ class ContainmentService:
                 two_person_rule=cfg.two_person_rule,
             )
             if request.status != "pending":
-                raise UserError(
-                    f"Request #{request_id} is already {request.status.replace('_', ' ')}."
-                )
+                raise UserError(cv.already_decided(request_id, request.status))
             return request.target_id
 
     # -- running --------------------------------------------------------------------------
@@ -540,7 +539,7 @@ class ContainmentService:
             expired = [r.id for r in expire_due(session=session, now=runtime.now())]
         for request_id in expired:
             self.refresh_card(request_id)
-            self._incident_line(request_id, "expired without a decision")
+            self._incident_line(request_id, "expired")
         found = recover(
             database=runtime.database,
             now=runtime.now,

@@ -31,12 +31,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from bot.contacts import notify_opened
-from bot.guardduty.cards import add_to_card
 from bot.guardduty.follow_up import propose_for_finding
 from bot.guardduty.storm import StormWatch, permalink, storm_view
 from bot.guardduty.writes import intake_is_hot, write_session, write_turn
 from bot.slack_out import Stats, card_id, card_metadata
-from bot.views import blocks as bk
+from bot.views.guardduty import add_to_card, findings_joined_message
 from bot.views.storm import storm_message
 from commands.findings.ingest import ACTOR, Ingested, sync_incident
 from commands.findings.normalize import NormalizedFinding, normalize_finding
@@ -472,14 +471,13 @@ class CardPublisher:
         if joined and quiet:
             with self.runtime.database.read_session() as session:
                 types = _finding_types(session, joined)
-            listed = ", ".join(bk.code(t, 150) for t in types[:10])
             slack.call(
                 "chat_postMessage",
                 patient=True,
                 stats=self.stats,
                 channel=channel,
                 thread_ts=ts,
-                **bk.message(f"New GuardDuty finding(s) joined {key}: {listed}"),
+                **findings_joined_message(key, types),
             )
 
     def _wrote(self, incident_id: int) -> None:

@@ -2,8 +2,8 @@
 
 - `register_routes(router)`: `POST /guardduty/events`;
 - `register(app)`: the trusted-bot message listener;
-- `finding_section(tag_keys)` and `cards.plan_button`: the finding section and the
-  "Plan containment" button on incident cards;
+- `finding_section(tag_keys)` and `bot.views.guardduty.plan_button`: the finding section
+  and the "Plan containment" button on incident cards;
 - `start(runtime)` (serving processes only): card recovery and the polling timer.
 """
 
@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt import BoltContext
 
 from bot.app import runtime_of
-from bot.guardduty import cards
 from bot.guardduty.intake import intake
 from bot.guardduty.messages import finding_payloads, is_trusted_finding_message
 from bot.guardduty.poller import GuardDutyPoller
 from bot.guardduty.publisher import publisher_for
 from bot.guardduty.route import PATH, handle_events
 from bot.views.cards import SectionFactory
+from bot.views.guardduty import finding_blocks
 from commands.findings.errors import BadFinding, Ignored
 from commands.findings.normalize import NormalizedFinding, normalize
 from storage.models import Incident
@@ -44,7 +44,7 @@ def finding_section(tag_keys: Mapping[str, str]) -> SectionFactory:
     """The incident card's GuardDuty section, with the operator's tag names."""
 
     def section(incident: Incident, _now: dt.datetime) -> list[dict[str, Any]]:
-        return cards.finding_blocks(incident, tag_keys=tag_keys)
+        return finding_blocks(incident, tag_keys=tag_keys)
 
     return section
 

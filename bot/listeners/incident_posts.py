@@ -138,7 +138,7 @@ def _open_channel(runtime: Runtime, incident: Incident, opener: str) -> str:
             summary=f"Channel {channel_name(incident)} created ({channel_id})",
             details={"channel": channel_id},
         )
-    if opener and bk.user(opener).startswith("<@"):
+    if bk.is_user_id(opener):
         try:
             runtime.client.conversations_invite(channel=channel_id, users=opener)
         except SlackApiError as exc:

@@ -9,6 +9,7 @@ rolled-back cards keep their record but lose their buttons.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -91,8 +92,9 @@ class CardView:
     steps: list[StepView] = field(default_factory=list)
     finished_at: dt.datetime | None = None
     drill: bool = False
-    # Evidence the finished steps could not collect, one line each ("what (step): error").
-    missing_evidence: list[str] = field(default_factory=list)
+    # Evidence the finished steps could not collect (commands.approvals.execution.
+    # missing_evidence: its `evidence`, `action` and `error`), one line each.
+    missing_evidence: list[Mapping[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.plan, Plan):  # the request row's JSON
@@ -286,7 +288,7 @@ def approval_card(view: CardView, *, now: dt.datetime | None = None) -> dict[str
             blocks.append(bk.section(bk.cut("\n".join(lines), bk.SECTION_TEXT)))
         if view.missing_evidence:
             lines = [f"⚠️ *Evidence missing ({len(view.missing_evidence)}):*"]
-            lines += [f"• {bk.esc_cut(m, 500)}" for m in view.missing_evidence]
+            lines += [f"• {bk.esc_cut(_missing(m), 500)}" for m in view.missing_evidence]
             blocks.append(bk.section(bk.cut("\n".join(lines), bk.SECTION_TEXT)))
     buttons = _buttons(view)
     # Buttons last, and never cut off by the block limit.
@@ -294,6 +296,10 @@ def approval_card(view: CardView, *, now: dt.datetime | None = None) -> dict[str
     if buttons:
         blocks.append(bk.actions(buttons, block_id=f"containment_{view.request_id}"))
     return bk.message(card_text(view), blocks)
+
+
+def _missing(m: Mapping[str, Any]) -> str:
+    return f"{m['evidence']} ({m['action']}): {m['error']}"
 
 
 def reject_modal(request_id: int, *, channel_id: str, target_id: str) -> dict[str, Any]:
@@ -319,6 +325,19 @@ def reject_modal(request_id: int, *, channel_id: str, target_id: str) -> dict[st
 REJECT_REASON_EMPTY = "Say why you reject it."
 BOTH_VOLATILE_FLAGS = "Give one of `--volatile` and `--no-volatile`, not both."
 BUTTON_NAMES_NO_RESOURCE = "This button names no instance or access key; use /contain instead."
+NO_CARD_CHANNEL = "No channel to post the approval card in: set slack.incident_channel."
+
+
+def incident_not_open(key: str, status: str) -> str:
+    return f"{key} is {status}; reopen it or name an open incident."
+
+
+def nothing_to_roll_back(request_id: int) -> str:
+    return f"Request #{request_id} changed nothing that can be rolled back."
+
+
+def already_decided(request_id: int, status: str) -> str:
+    return f"Request #{request_id} is already {status.replace('_', ' ')}."
 
 
 def unknown_option(flag: str, usage: str) -> str:

@@ -155,6 +155,11 @@ def abuse_answered_line(user_id: str) -> str:
     return f"✅ Abuse report answered ({bk.user(user_id)})."
 
 
+def abuse_case_answered_line() -> str:
+    """The thread line when the abuse report's Support case is seen answered."""
+    return "✅ The abuse report's Support case shows an answer; reminders stopped."
+
+
 def abuse_answered_reply(key: str) -> str:
     return f"Marked the abuse report on *{key}* answered; reminders stopped."
 

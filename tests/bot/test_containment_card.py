@@ -124,7 +124,13 @@ def test_missing_evidence_is_named_on_a_succeeded_card() -> None:
         view(
             status="succeeded",
             steps=[StepView("capture", "succeeded"), StepView("isolate", "succeeded")],
-            missing_evidence=["screenshot (capture): ResponseParserError: <garbled>"],
+            missing_evidence=[
+                {
+                    "evidence": "screenshot",
+                    "action": "capture",
+                    "error": "ResponseParserError: <garbled>",
+                }
+            ],
             decided_by="U0APPROVER1",
             decided_at=NOW,
         )

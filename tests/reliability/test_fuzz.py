@@ -335,13 +335,13 @@ def _rendered(payload: Any) -> tuple[list[str], list[str]]:
 
 def _renderings(u: Any) -> dict[str, Any]:
     """Every card and reply builder that shows user or finding text, fed `u` (a draw)."""
-    from bot.guardduty.cards import finding_blocks
     from bot.views import approval_card as cv
     from bot.views import investigation as iv
     from bot.views import people as pv
     from bot.views import replies
     from bot.views.approval_card import CardView, StepView, approval_card
     from bot.views.cards import incident_card, list_reply, status_reply, timeline_reply
+    from bot.views.guardduty import finding_blocks
     from bot.views.home import home_view
     from bot.views.reminders import delivery_text
     from bot.views.storm import StormEntry, StormGroup, StormView, storm_message
@@ -427,7 +427,7 @@ def _renderings(u: Any) -> dict[str, Any]:
             },
         },
         steps=[StepView("isolate", "failed", error=u("step error"))],
-        missing_evidence=[u("missing")],
+        missing_evidence=[{"evidence": u("evidence"), "action": "capture", "error": u("missing")}],
     )
     task = IncidentTask(number=2, text=u("task"), owner="W111", due_on=T0.date())
     delivery = Delivery(reminder_id=1, kind="x", prepared_at=T0, incident_key="INC-4")

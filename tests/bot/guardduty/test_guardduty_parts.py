@@ -11,9 +11,9 @@ import boto3
 from botocore.stub import Stubber
 from sqlalchemy import select
 
-from bot.guardduty.cards import finding_blocks, plan_button
 from bot.guardduty.messages import finding_payloads, is_trusted_finding_message
 from bot.guardduty.poller import GuardDutyPoller
+from bot.views.guardduty import finding_blocks, plan_button
 from commands.findings.ingest import record_findings
 from commands.findings.normalize import normalize_finding
 from storage.models import Incident

@@ -14,7 +14,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from bot.guardduty.cards import FINDING_BLOCK
+from bot.views.guardduty import FINDING_BLOCK
 from storage.models import Finding, Incident, TimelineEvent
 from tests.bot.guardduty.conftest import TOPIC, GuardDutyBot
 from tests.bot.test_incident_commands import rich_texts

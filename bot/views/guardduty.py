@@ -1,4 +1,5 @@
-"""The GuardDuty part of an incident card: the finding's facts, the resource's tags, SAMPLE.
+"""The GuardDuty part of an incident card: the finding's facts, the resource's tags, SAMPLE;
+and the thread line when new findings join it.
 
 Rendered from the incident alone (`facts["guardduty"]` kept by commands.findings.ingest and
 `facts["tags"]` from commands.findings.tags), so any re-render of the card, by any feature,
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bot.views import blocks as bk
@@ -181,6 +182,12 @@ def _other_line(f: Mapping[str, Any]) -> str:
         f"{SEVERITY_ICON.get(str(f.get('band')), '')} {bk.code(f.get('type', '?'), 150)} "
         f"{_number(f.get('severity'))} x{int(f.get('count') or 1)}{sample}"
     )
+
+
+def findings_joined_message(key: str, types: Sequence[str]) -> dict[str, Any]:
+    """The thread line when new findings join an incident's card (their types, up to 10)."""
+    listed = ", ".join(bk.code(t, 150) for t in types[:10])
+    return bk.message(f"New GuardDuty finding(s) joined {key}: {listed}")
 
 
 def _number(value: Any) -> str:

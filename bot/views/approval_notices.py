@@ -1,6 +1,10 @@
-"""What contacts are told on approval and on the outcome: SNS subject, body, Slack line."""
+"""What contacts and the incident's thread are told about a containment request: the SNS
+subject, body and Slack line on approval and on the outcome, and the thread line when it is
+asked for, decided or expires."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from bot.views import blocks as bk
 from commands.approvals.execution import Outcome
@@ -41,3 +45,25 @@ def notice_texts(
             f"• {bk.esc(f['action'])}: {bk.esc_cut(f['error'], 300)}" for f in outcome.failed
         )
     return head, "\n".join(lines), slack
+
+
+RequestEvent = Literal["requested", "approved", "rejected", "expired"]
+
+
+def request_line(
+    request: ContainmentRequest,
+    event: RequestEvent,
+    *,
+    actor: str | None = None,
+    reason: str | None = None,
+) -> str:
+    """The incident thread's line on a request (escaped mrkdwn); `actor` decided it."""
+    verb = {"retry": "Retry", "rollback": "Rollback"}.get(request.kind, "Plan")
+    what = {
+        "requested": "awaits approval",
+        "approved": f"approved by {bk.user(actor)}",
+        "rejected": f"rejected by {bk.user(actor)}: {bk.esc(reason)}",
+        "expired": "expired without a decision",
+    }[event]
+    target = f"{bk.esc(request.target_type)} {bk.code(request.target_id)}"
+    return f"🛡️ {verb} #{request.id} for {target} {what}."
