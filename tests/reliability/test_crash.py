@@ -179,7 +179,10 @@ class Case:
         config.write_text(
             json.dumps(
                 {
-                    "slack": {"incident_channel": CHANNEL},
+                    # This fake Slack has no rate limits: keeping Slack's pace (tested in
+                    # tests/bot/test_slack_pace.py) would only make the reminder wait out the
+                    # thread lines the containment posted before it.
+                    "slack": {"incident_channel": CHANNEL, "pace": False},
                     "approvals": {"approvers": [APPROVER], "auto_request_min_severity": None},
                     "containment": {"evidence_bucket": self.world.bucket},
                     "contacts": {"slack_usergroup": "S0SECURITY"},
