@@ -34,11 +34,9 @@ from typing import Any
 
 import pytest
 import requests
-from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from bench._proxy import free_port
-from bot.cli import cli
 from bot.clock import SystemClock
 from commands.deadlines import queue as dl
 from storage.db import Database
@@ -441,9 +439,15 @@ def test_kill_9_then_restart(rig: Rig, tmp_path: Path, point: str) -> None:
         if e.kind == "containment.step.succeeded"
     )
     assert all(n == 1 for n in kinds.values()), kinds
-    # The CLI's own command, run in this process (a subprocess would only add its start-up).
-    verify = CliRunner().invoke(cli, ["verify", "INC-1"], env=case.env)
-    assert verify.exit_code == 0, verify.output
+    verify = subprocess.run(
+        [str(Path(sys.executable).with_name("incident-bot")), "verify", "INC-1"],
+        cwd=ROOT,
+        env=case.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
     case.close()
 
 
