@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
+from sqlalchemy.exc import OperationalError
 
 from bot.reminder_kinds import ReminderKinds
 from bot.slack_out import PERMANENT_ERRORS, SlackWriter, retry_after, slack_error
@@ -193,17 +194,23 @@ class PostingLanes:
                     self._lanes_lock.wait()
                 if not self._unrecorded:
                     return
-                batch = list(self._unrecorded)
+                # By incident (stable, so each incident's posts keep their order): replicas'
+                # recorders lock incidents' timeline tails in one order, never in two that
+                # deadlock on PostgreSQL.
+                batch = sorted(self._unrecorded, key=lambda fired: fired[0].incident_id or 0)
                 self._recording = len(batch)
                 self._unrecorded.clear()
             try:
                 try:
                     with self.database.session() as session:
                         for fired in batch:
-                            self._record_fired(session, *fired)
-                except Exception:
-                    if len(batch) == 1:
-                        raise
+                            self._record_fired(session, *fired, alone=False)
+                except Exception:  # a second try, each alone: what was lost is said below
+                    log.warning(
+                        "recording %d posted reminders together failed; one by one now",
+                        len(batch),
+                        exc_info=True,
+                    )
                     for fired in batch:  # one bad record must not lose the others
                         with self.database.session() as session:
                             self._record_fired(session, *fired)
@@ -215,8 +222,18 @@ class PostingLanes:
                     self._lanes_lock.notify_all()
 
     def _record_fired(
-        self, session: Any, delivery: dl.Delivery, channel: str, ts: str | None, at: dt.datetime
+        self,
+        session: Any,
+        delivery: dl.Delivery,
+        channel: str,
+        ts: str | None,
+        at: dt.datetime,
+        *,
+        alone: bool = True,
     ) -> None:
+        """Record one posted reminder. In a batch (`alone=False`) an error the database raised
+        ends the batch: it may have aborted the whole transaction (a deadlock, a lost
+        connection), which the savepoint cannot undo, so the caller records each again alone."""
         try:
             with session.begin_nested():
                 dl.record_fired(
@@ -227,7 +244,9 @@ class PostingLanes:
                     channel=channel,
                     ts=ts,
                 )
-        except Exception:
+        except Exception as exc:
+            if not alone and isinstance(exc, OperationalError):
+                raise
             log.exception("reminder %s was posted but recording it failed", delivery.reminder_id)
 
     def _post(self, delivery: dl.Delivery, channel: str) -> tuple[str | None, str]:

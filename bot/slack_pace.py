@@ -121,7 +121,9 @@ class SharedBuckets:
             with self.database.engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE, the lock
                 stamp = self.database.clock.now()  # after any wait for the lock
                 now = stamp.timestamp()
-                for move in batch:
+                # Rows in key order (stable: one key's moves keep theirs), so two processes'
+                # batches never lock the same rows in opposite orders (a PostgreSQL deadlock).
+                for move in sorted(batch, key=lambda m: m.key):
                     stmt = _statement(conn.dialect.name, move.hold)
                     params = {"name": PACE_CURSOR + move.key, "stamp": stamp}
                     params.update(now=now, seconds=move.seconds)

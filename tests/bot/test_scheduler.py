@@ -220,6 +220,55 @@ def test_reminders_due_at_once_post_in_parallel_across_channels_at_slacks_pace_i
         assert numbers == sorted(numbers) and len(numbers) == 3
 
 
+def test_a_recording_the_database_aborted_is_made_again_for_every_posted_reminder(
+    database, fake_slack, running, monkeypatch
+) -> None:
+    """A deadlock or a lost connection aborts the recorder's whole transaction, which a
+    savepoint cannot undo: every reminder posted in that batch is recorded again, alone."""
+    from sqlalchemy.exc import OperationalError
+
+    real = delivery.record_fired
+    calls: list[int] = []
+
+    def aborting(**kwargs: Any) -> Any:
+        calls.append(kwargs["delivery"].reminder_id)
+        if len(calls) == 1:
+            raise OperationalError("INSERT ...", {}, Exception("deadlock detected"))
+        return real(**kwargs)
+
+    monkeypatch.setattr(delivery, "record_fired", aborting)
+    with database.session() as session:
+        incidents = [
+            open_incident(session=session, title=f"batch {n}", created_by="U0OWNER")
+            for n in range(3)
+        ]
+        for n, incident in enumerate(incidents):
+            incident.channel_id = f"C0BATCH{n}"
+            fake_slack.add_channel(incident.channel_id, name=f"batch-{n}")
+    scheduler = running()
+    with database.session() as session:
+        for n, incident in enumerate(incidents):
+            dl.schedule_reminder(
+                session=session,
+                incident=session.get(Incident, incident.id),
+                kind="followup",
+                due_at=database.clock.now() + dt.timedelta(seconds=0.2),
+                dedupe_key=f"batch:{n}",
+                message=f"batch reminder {n}",
+            )
+    fake_slack.wait_for("chat.postMessage", is_reminder_post, count=3, timeout=15)
+    wait_quiet(scheduler, database)
+    assert scheduler.drain(10)
+    with database.read_session() as session:
+        rows = session.scalars(select(Reminder)).all()
+        events = session.scalars(
+            select(TimelineEvent).where(TimelineEvent.kind == "reminder.followup")
+        ).all()
+    assert len(calls) > 3  # the aborted one was made again
+    assert [r.status for r in rows] == ["sent"] * 3
+    assert len(events) == 3
+
+
 def test_one_reminder_that_cannot_be_prepared_does_not_hold_back_the_others(
     database, fake_slack
 ) -> None:
