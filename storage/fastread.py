@@ -101,10 +101,8 @@ class LazyRow(Mapping[str, Any]):
         self._done: dict[str, Any] = {}
 
     def __getitem__(self, name: str) -> Any:
-        try:
+        if name in self._done:
             return self._done[name]
-        except KeyError:
-            pass
         index = self._read.index[name]  # KeyError for a column the read does not select
         value = self._raw[index]
         processor = self._read.processors[index]
