@@ -34,7 +34,6 @@ from urllib.parse import parse_qsl
 from slack_bolt import BoltRequest
 from slack_bolt.context import BoltContext
 from slack_bolt.request.internals import build_context
-from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bot.background import Busy
@@ -392,84 +391,42 @@ def slack_events(app: IncidentBotApp) -> Handler:
 
 REPLAY_PREFIX = "slack-signature:"
 EVENT_PREFIX = "slack-event:"
-_PRUNE_EVERY = 200  # inserts between deletions of signatures past the window
+_PRUNE_EVERY = 200  # inserts between deletions of keys past the window
 
 
 class _ReplayState:
     inserts = 0
 
 
-_REMEMBER = Cursor.__table__.insert()
-_REMEMBER_SQL = f"INSERT INTO {Cursor.__tablename__} (name, value, updated_at) VALUES (?, ?, ?)"
-
-
 def remember(runtime: Runtime, key: str, now: dt.datetime) -> bool:
     """Record a verified request's signature (or an event's id); False when it was seen
     before (a replay, or Slack's retry of an event already received).
 
-    Kept in the database (a `cursors` row per key, valued with the wall-clock second it was
-    seen), so a replay is caught by whichever process or replica it reaches. A signature
-    covers the timestamp, so rows older than the window can never match again, and Slack
-    retries an event within minutes: they are deleted now and then.
+    Kept in the database's store of seen keys (storage/seen_requests.py), so a replay is
+    caught by whichever process or replica it reaches. A signature covers the timestamp,
+    so keys older than the window can never match again, and Slack retries an event within
+    minutes: they are deleted now and then, off the ack's path.
     """
     seen = int(now.timestamp())
-    value = f"{seen:012d}"
-    database = runtime.database
     try:
-        if database.is_sqlite:
-            _insert_sqlite(database, key, value)
-        else:
-            with database.engine.begin() as conn:
-                conn.execute(_REMEMBER, {"name": key, "value": value})
+        if not runtime.database.seen_requests().add(key, seen=seen):
+            return False
         _ReplayState.inserts += 1
         if _ReplayState.inserts % _PRUNE_EVERY == 1:
-            with contextlib.suppress(Busy):  # off the ack's path; if busy, the next one
+            with contextlib.suppress(Busy):  # if the pool is busy, the next one prunes
                 runtime.background.submit(
                     _replay_upkeep, runtime, seen, description="replay upkeep"
                 )
-    except (IntegrityError, sqlite3.IntegrityError) as exc:
-        if _duplicate(exc):
-            return False
-        log.warning("could not record a request signature; replay check skipped", exc_info=True)
     except (SQLAlchemyError, sqlite3.Error):
-        # The database cannot write now: let the request through (its own write fails and
-        # the user is told) rather than refuse every Slack request while the database is sick.
+        # The store cannot write now: let the request through (its own write fails and
+        # the user is told) rather than refuse every Slack request while the disk is sick.
         log.warning("could not record a request signature; replay check skipped", exc_info=True)
     return True
 
 
-def _insert_sqlite(database: Any, key: str, value: str) -> None:
-    """The signature's row, as one autocommitted INSERT on the process's hot writer
-    connection (storage/db.py): this runs on every signed request before its ack, and
-    through a Session it was half the ack's time."""
-    # updated_at as SQLAlchemy stores an aware datetime in SQLite (naive UTC text).
-    at = database.clock.now().astimezone(dt.UTC).replace(tzinfo=None)
-    with database.hot_writer() as raw:
-        raw.execute(_REMEMBER_SQL, (key, value, at.isoformat(sep=" ", timespec="microseconds")))
-
-
 def _replay_upkeep(runtime: Runtime, seen: int) -> None:
-    """Delete signatures past the window (they can never match again), then let SQLite
-    checkpoint the WAL the acks' inserts grew, without blocking anyone (PASSIVE)."""
-    database = runtime.database
-    horizon = f"{seen - 4 * SIGNATURE_WINDOW:012d}"
-    with database.engine.begin() as conn:
-        for prefix in (REPLAY_PREFIX, EVENT_PREFIX):
-            conn.execute(
-                delete(Cursor).where(Cursor.name.startswith(prefix), Cursor.value < horizon)
-            )
-    if database.is_sqlite:
-        conn = database.engine.raw_connection()
-        try:
-            conn.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            conn.close()
-
-
-def _duplicate(exc: Exception) -> bool:
-    """The key's row exists already (a replay), not some other constraint failing."""
-    text = str(exc).lower()
-    return "unique" in text or "duplicate key" in text
+    """Forget keys well past the window (they can never match again)."""
+    runtime.database.seen_requests().prune(before=seen - 4 * SIGNATURE_WINDOW)
 
 
 HEALTH_CURSOR = "healthz"

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage import fastread
 from storage.clock import CLOCK_OPTION, Clock
 from storage.errors import StorageError
+from storage.seen_requests import SEEN_SUFFIX, SeenRequests, SqliteSeen, TableSeen
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,8 @@ class Database:
         reader = self.engine.execution_options(sqlite_begin="DEFERRED")
         self._reader = reader
         self._read = sessionmaker(reader, expire_on_commit=False, info=dict(info))
-        self._hot_lock = threading.Lock()
-        self._hot: tuple[int, Any, Any] | None = None  # pid, detached pool connection, its DBAPI
+        self._seen_lock = threading.Lock()
+        self._seen: tuple[int, SeenRequests] | None = None  # the pid that opened it, the store
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -169,36 +170,27 @@ class Database:
         except Exception:
             return False
 
-    @contextmanager
-    def hot_writer(self) -> Iterator[Any]:
-        """SQLite only: this process's one raw connection for single autocommitted statements
-        on a request's path (the replay check's INSERT), one thread at a time.
-
-        Kept open rather than checked out of the pool per statement: no checkout, reset and
-        checkin, and its page cache stays warm between requests. Threads queue on a lock
-        that wakes the next at once (SQLite's busy handler sleeps 1, 2, 5, 10 ms... between
-        tries); processes still share SQLite's lock, each holding it for one statement. Its
-        WAL autocheckpoint is off: a commit that crosses the WAL's limit would copy it back,
-        fsyncs included, on the request's path; whoever writes through it runs a passive
-        checkpoint off that path instead (see bot/http.py's replay upkeep).
-        """
-        if not self.is_sqlite:
-            raise TypeError("hot_writer is for SQLite; use engine.begin() elsewhere")
-        with self._hot_lock:
+    def seen_requests(self) -> SeenRequests:
+        """This process's store of request signatures and event ids already received
+        (storage/seen_requests.py), opened on first use and again in a forked child."""
+        with self._seen_lock:
             pid = os.getpid()
-            if self._hot is None or self._hot[0] != pid:  # first use, or a forked child's
-                fairy = self._engine.raw_connection()
-                raw = fairy.driver_connection
-                fairy.detach()  # this process's own from now on; closed by dispose()
-                raw.execute("PRAGMA wal_autocheckpoint=0")
-                self._hot = (pid, fairy, raw)
-            yield self._hot[2]
+            if self._seen is None or self._seen[0] != pid:
+                # Beside a SQLite file; else (PostgreSQL, SQLite in memory) in the database.
+                path = sqlite_file(self._engine.url) if self.is_sqlite else None
+                store: SeenRequests = (
+                    TableSeen(self.engine)
+                    if path is None
+                    else SqliteSeen(f"{path}{SEEN_SUFFIX}", busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS)
+                )
+                self._seen = (pid, store)
+            return self._seen[1]
 
     def dispose(self) -> None:
-        with self._hot_lock:
-            hot, self._hot = self._hot, None
-        if hot is not None and hot[0] == os.getpid():
-            hot[1].close()
+        with self._seen_lock:
+            seen, self._seen = self._seen, None
+        if seen is not None and seen[0] == os.getpid():  # never a parent's, after a fork
+            seen[1].close()
         fastread.release(self._engine)
         self._engine.dispose()
 
