@@ -15,6 +15,14 @@ warmest is reused; as many as reads ever ran at once), configured by the engine'
 hooks like any other, closed by `release` (Database.dispose) and never used across a fork.
 Columns are converted when first read (`LazyRow`): a status answer reads a third of them,
 and the facts JSON of a GuardDuty incident is the largest.
+
+On SQLite a read's rows are also kept, per connection, until the database changes: each
+read first asks `PRAGMA data_version`, which changes when any other connection (of any
+process) has committed since this one last looked, and runs the statement only then or for
+new parameters. The pragma is checked before the statement, so a commit between the two
+only empties the cache once more; rows are never older than the database was at the pragma.
+Kept rows are shared by the threads that read them: they are read-only, and a column whose
+value is mutable (JSON) is converted afresh on every read of it.
 """
 
 from __future__ import annotations
@@ -66,15 +74,30 @@ class PreparedRead:
                 rows = self._execute(conn, values)
             finally:
                 conn.close()  # back to the pool, which rolls back whatever the read opened
-        else:
-            raw = kept.take()
-            try:
-                rows = self._execute(raw, values)
-            except BaseException:
-                kept.drop(raw)  # whatever state the error left it in, it is not reused
-                raise
-            kept.put(raw)
-        return [LazyRow(self, r) for r in rows]
+            return [LazyRow(self, r) for r in rows]
+        raw = kept.take()
+        try:
+            found = self._kept_rows(kept, raw, values)
+        except BaseException:
+            kept.drop(raw)  # whatever state the error left it in, it is not reused
+            raise
+        kept.put(raw)
+        return list(found)
+
+    def _kept_rows(self, kept: _Kept, raw: Any, values: dict[str, Any]) -> tuple[LazyRow, ...]:
+        rows = kept.rows_of(raw)
+        version = raw.execute("PRAGMA data_version").fetchone()[0]
+        if rows.version != version:
+            rows.clear()
+            rows.version = version
+        key = (id(self), *sorted(values.items()))
+        found = rows.get(key)
+        if found is None:
+            found = tuple(LazyRow(self, r) for r in self._execute(raw, values))
+            if len(rows) >= KEPT_READS:
+                rows.clear()  # a burst of distinct parameters: start over rather than grow
+            rows[key] = found
+        return found
 
     def _execute(self, conn: Any, values: dict[str, Any]) -> list[tuple[Any, ...]]:
         cursor = conn.cursor()
@@ -108,7 +131,8 @@ class LazyRow(Mapping[str, Any]):
         processor = self._read.processors[index]
         if processor is not None and value is not None:
             value = processor(value)
-        self._done[name] = value
+        if not isinstance(value, dict | list):  # never hand two readers one mutable value
+            self._done[name] = value
         return value
 
     def __iter__(self) -> Iterator[str]:
@@ -118,15 +142,32 @@ class LazyRow(Mapping[str, Any]):
         return len(self._read.names)
 
 
+KEPT_READS = 1024  # distinct reads kept per connection between two changes of the database
+
+
+class _KeptRows(dict[tuple[Any, ...], tuple["LazyRow", ...]]):
+    """One connection's rows by (read, parameters), valid while its data_version holds."""
+
+    version: int | None = None
+
+
 class _Kept:
     """An engine's SQLite connections for prepared reads: a LIFO stack (list.pop/append
-    are atomic), refilled from the engine's pool on demand, closed on dispose."""
+    are atomic), refilled from the engine's pool on demand, closed on dispose. A connection
+    is used by one thread at a time (taken off the stack), and so is its kept rows' dict."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.pid = os.getpid()
         self.idle: list[Any] = []
         self.opened: dict[int, Any] = {}  # id(DBAPI connection) -> the pool's detached fairy
+        self.rows: dict[int, _KeptRows] = {}  # id(DBAPI connection) -> its kept rows
+
+    def rows_of(self, raw: Any) -> _KeptRows:
+        found = self.rows.get(id(raw))
+        if found is None:
+            found = self.rows[id(raw)] = _KeptRows()
+        return found
 
     def take(self) -> Any:
         try:
@@ -144,13 +185,14 @@ class _Kept:
 
     def drop(self, raw: Any) -> None:
         with _cache_lock:
+            self.rows.pop(id(raw), None)
             fairy = self.opened.pop(id(raw), None)
         if fairy is not None:
             fairy.close()
 
     def close(self) -> None:
         with _cache_lock:
-            opened, self.opened, self.idle = self.opened, {}, []
+            opened, self.opened, self.idle, self.rows = self.opened, {}, [], {}
         if self.pid == os.getpid():  # never close a parent's connections in a forked child
             for fairy in opened.values():
                 fairy.close()
