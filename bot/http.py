@@ -103,14 +103,19 @@ class HttpResponse:
 
     def encoded(self) -> tuple[bytes, dict[str, str]]:
         headers = {k: v for k, v in self.headers.items() if k.lower() != "content-length"}
+        # Header names are case-insensitive: Bolt's `content-type` is the response's type.
+        typed = any(k.lower() == "content-type" for k in headers)
         if isinstance(self.body, dict | list):
             data = json.dumps(self.body).encode()
-            headers.setdefault("Content-Type", "application/json")
+            default_type = "application/json"
         elif isinstance(self.body, str):
             data = self.body.encode()
-            headers.setdefault("Content-Type", "text/plain; charset=utf-8")
+            default_type = "text/plain; charset=utf-8"
         else:
             data = self.body
+            typed = True  # bytes: the handler says what they are, or nothing is said
+        if not typed:
+            headers["Content-Type"] = default_type
         headers["Content-Length"] = str(len(data))
         return data, headers
 
@@ -391,11 +396,16 @@ def slack_events(app: IncidentBotApp) -> Handler:
 
 REPLAY_PREFIX = "slack-signature:"
 EVENT_PREFIX = "slack-event:"
-_PRUNE_EVERY = 200  # inserts between deletions of keys past the window
+# Upkeep of the seen keys, off the ack's path: a passive WAL checkpoint every
+# _UPKEEP_EVERY inserts (its cost is per distinct page, so rarer is cheaper per insert; the
+# WAL stays a few MB), and the deletion of old keys (a scan) at most every _PRUNE_SECONDS.
+_UPKEEP_EVERY = 1_000
+_PRUNE_SECONDS = 60
 
 
 class _ReplayState:
     inserts = 0
+    pruned_at = 0  # the wall-clock second of this process's last deletion of old keys
 
 
 def remember(runtime: Runtime, key: str, now: dt.datetime) -> bool:
@@ -412,8 +422,8 @@ def remember(runtime: Runtime, key: str, now: dt.datetime) -> bool:
         if not runtime.database.seen_requests().add(key, seen=seen):
             return False
         _ReplayState.inserts += 1
-        if _ReplayState.inserts % _PRUNE_EVERY == 1:
-            with contextlib.suppress(Busy):  # if the pool is busy, the next one prunes
+        if _ReplayState.inserts % _UPKEEP_EVERY == 1:
+            with contextlib.suppress(Busy):  # if the pool is busy, the next one does it
                 runtime.background.submit(
                     _replay_upkeep, runtime, seen, description="replay upkeep"
                 )
@@ -425,8 +435,13 @@ def remember(runtime: Runtime, key: str, now: dt.datetime) -> bool:
 
 
 def _replay_upkeep(runtime: Runtime, seen: int) -> None:
-    """Forget keys well past the window (they can never match again)."""
-    runtime.database.seen_requests().prune(before=seen - 4 * SIGNATURE_WINDOW)
+    """Forget keys well past the window (they can never match again), then let the store
+    tidy what the inserts grew."""
+    store = runtime.database.seen_requests()
+    if seen - _ReplayState.pruned_at >= _PRUNE_SECONDS:
+        _ReplayState.pruned_at = seen
+        store.prune(before=seen - 4 * SIGNATURE_WINDOW)
+    store.tidy()
 
 
 HEALTH_CURSOR = "healthz"

@@ -16,8 +16,13 @@ every replica like the rest of the database.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy import Engine, delete, select
@@ -44,7 +49,11 @@ class SeenRequests(Protocol):
         ...
 
     def prune(self, *, before: int) -> None:
-        """Forget keys seen before `before`; let the store tidy up off the ack's path."""
+        """Forget keys seen before `before` (a scan: now and then, off the ack's path)."""
+        ...
+
+    def tidy(self) -> None:
+        """What the inserts leave to be done later, off the ack's path."""
         ...
 
     def keys(self, prefix: str) -> dict[str, int]:
@@ -54,17 +63,48 @@ class SeenRequests(Protocol):
     def close(self) -> None: ...
 
 
-class SqliteSeen:
-    """The `-seen` file: one connection per process, one statement at a time.
+MAX_BATCH = 200  # keys recorded in one INSERT (two parameters each; SQLite allows 32766)
 
-    Threads queue on a lock that wakes the next at once (SQLite's busy handler sleeps 1, 2,
-    5, 10 ms... between tries); processes share SQLite's lock, each holding it for one
-    statement, on a file nothing else writes.
+
+@dataclass
+class _Ask:
+    """One thread's key, waiting for its turn in a batch, then its answer."""
+
+    key: str
+    seen: int
+    new: bool | None = None
+    error: BaseException | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.new is not None or self.error is not None
+
+    def answer(self) -> bool:
+        if self.error is not None:
+            raise self.error
+        return bool(self.new)
+
+
+class SqliteSeen:
+    """The `-seen` file: one connection per process, and group commit.
+
+    The keys of every thread that asks while an INSERT is running are recorded together by
+    the next one: under load a process commits once per batch instead of once per request
+    (each commit takes SQLite's file locks and writes a WAL frame), and its threads never
+    meet SQLite's busy handler, which sleeps 1, 2, 5, 10 ms... between tries. Processes
+    share SQLite's lock, each holding it for one statement, on a file nothing else writes.
     """
 
     def __init__(self, path: str, *, busy_timeout_ms: int) -> None:
         self.path = path
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection: one statement at a time
+        # Between processes, the same: an flock, which wakes the next waiter as soon as it
+        # is released (a separate file: closing any descriptor of the database itself would
+        # drop SQLite's own POSIX locks on it).
+        self._flock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._turn = threading.Condition()  # the batch being written, and who waits
+        self._waiting: list[_Ask] = []
+        self._writing = False
         self._conn = sqlite3.connect(
             path,
             isolation_level=None,  # autocommit: each INSERT is its own transaction
@@ -75,17 +115,69 @@ class SqliteSeen:
             self._conn.execute(statement)
 
     def add(self, key: str, *, seen: int) -> bool:
+        ask = _Ask(key, seen)
+        with self._turn:
+            self._waiting.append(ask)
+            while self._writing and not ask.done:
+                self._turn.wait()
+            if ask.done:  # recorded in the batch of the thread that was writing
+                return ask.answer()
+            self._writing = True  # this thread writes the next batches, up to its own key
+        try:
+            while not ask.done:
+                with self._turn:
+                    batch = self._waiting[:MAX_BATCH]
+                    del self._waiting[:MAX_BATCH]
+                try:
+                    self._insert(batch)
+                finally:
+                    for other in batch:
+                        if not other.done:  # interrupted (a BaseException): answer everyone
+                            other.error = RuntimeError("the replay check was interrupted")
+        finally:
+            with self._turn:
+                self._writing = False
+                self._turn.notify_all()
+        return ask.answer()
+
+    def _insert(self, batch: list[_Ask]) -> None:
+        """One INSERT for the batch; RETURNING names the keys that were new. The same key
+        twice in one batch (a replay racing its original) is new for its first asker only."""
+        values = ", ".join(["(?, ?)"] * len(batch))
+        params = [x for ask in batch for x in (ask.key, ask.seen)]
+        try:
+            with self._writer():
+                rows = self._conn.execute(
+                    f"INSERT INTO seen (key, seen) VALUES {values} "
+                    "ON CONFLICT DO NOTHING RETURNING key",
+                    params,
+                ).fetchall()
+        except Exception as exc:
+            for ask in batch:
+                ask.error = exc
+            return
+        inserted = {key for (key,) in rows}
+        for ask in batch:
+            ask.new = ask.key in inserted
+            inserted.discard(ask.key)
+
+    @contextmanager
+    def _writer(self) -> Iterator[None]:
+        """This thread, of all this file's users in every process, writes now."""
         with self._lock:
-            cursor = self._conn.execute(
-                "INSERT INTO seen (key, seen) VALUES (?, ?) ON CONFLICT DO NOTHING", (key, seen)
-            )
-            return cursor.rowcount == 1
+            fcntl.flock(self._flock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._flock_fd, fcntl.LOCK_UN)
 
     def prune(self, *, before: int) -> None:
-        with self._lock:
+        with self._writer():
             self._conn.execute("DELETE FROM seen WHERE seen < ?", (before,))
-        # PASSIVE: copies what it can without waiting on (or blocking) anyone's insert.
-        with self._lock:
+
+    def tidy(self) -> None:
+        """Copy the WAL back into the file (between two batches, which wait for it)."""
+        with self._writer():
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def keys(self, prefix: str) -> dict[str, int]:
@@ -98,6 +190,7 @@ class SqliteSeen:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            os.close(self._flock_fd)
 
 
 class TableSeen:
@@ -134,6 +227,9 @@ class TableSeen:
                 )
             ).all()
         return {name.removeprefix(TABLE_PREFIX): int(value) for name, value in rows}
+
+    def tidy(self) -> None:
+        """Nothing to do: the database server keeps its own house."""
 
     def close(self) -> None:
         """Nothing of its own to close: it writes through the database's engine."""

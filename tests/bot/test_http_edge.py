@@ -136,6 +136,27 @@ def replayed(bot: BotUnderTest, text: str, times: int = 2) -> list[requests.Resp
     return answers
 
 
+def test_an_answer_in_the_ack_says_once_that_it_is_json(bot: BotUnderTest) -> None:
+    """Bolt names its header `content-type`; the edge once added its own `Content-Type:
+    text/plain` beside it, and Slack would have had two types to choose from."""
+    import http.client
+
+    assert bot.command("open Typed answer").status_code == 200
+    bot.idle()
+    body = slash_command_body(text="status INC-1")
+    url = urlsplit(bot.sender.url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+    try:
+        conn.request("POST", url.path, body=body, headers=signed_headers(SECRET, body))
+        response = conn.getresponse()
+        answer = response.read()
+    finally:
+        conn.close()
+    types = [v for k, v in response.getheaders() if k.lower() == "content-type"]
+    assert types == ["application/json;charset=utf-8"]
+    assert b"INC-1" in answer
+
+
 def test_a_replayed_read_is_recognised_and_answers_nothing(bot: BotUnderTest) -> None:
     """A read changes nothing, but its answer is the incident as it stands now: a captured
     signed `/incident status` replayed inside Slack's five minutes gets an empty 200, not
@@ -295,8 +316,8 @@ def test_slack_retries_of_an_event_already_received_are_acknowledged_once(
 
 
 def test_signatures_past_the_window_are_pruned_off_the_ack_path(bot: BotUnderTest) -> None:
-    """Every _PRUNE_EVERY-th signature hands the pruning to the background pool: keys past
-    the window go, a replay inside it is still refused."""
+    """Every _UPKEEP_EVERY-th signature hands the upkeep to the background pool; at most
+    once a minute that deletes the keys past the window. A replay inside it is still refused."""
     import datetime as dt
 
     from bot import http
@@ -307,9 +328,15 @@ def test_signatures_past_the_window_are_pruned_off_the_ack_path(bot: BotUnderTes
     assert http.remember(runtime, http.REPLAY_PREFIX + "v0=old", old)
     assert http.remember(runtime, http.REPLAY_PREFIX + "v0=new", now)
     assert not http.remember(runtime, http.REPLAY_PREFIX + "v0=new", now)  # a replay
-    http._ReplayState.inserts = 0  # the next insert is the pruning one
+    http._ReplayState.inserts = 0  # the next insert hands over the upkeep...
+    http._ReplayState.pruned_at = int(now.timestamp()) - 30  # ...which pruned 30 s ago
     assert http.remember(runtime, http.REPLAY_PREFIX + "v0=newer", now)
     bot.idle()
+    assert len(runtime.database.seen_requests().keys(http.REPLAY_PREFIX)) == 3  # not yet
+    http._ReplayState.inserts = 0
+    http._ReplayState.pruned_at = int(now.timestamp()) - http._PRUNE_SECONDS
+    assert http.remember(runtime, http.REPLAY_PREFIX + "v0=newest", now)
+    bot.idle()
     names = set(runtime.database.seen_requests().keys(http.REPLAY_PREFIX))
-    assert names == {http.REPLAY_PREFIX + "v0=new", http.REPLAY_PREFIX + "v0=newer"}
+    assert names == {http.REPLAY_PREFIX + f"v0={n}" for n in ("new", "newer", "newest")}
     assert not http.remember(runtime, http.REPLAY_PREFIX + "v0=newer", now)

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from storage import seen_requests
 from storage.db import Database, sqlite_file
 from storage.migrate import upgrade
 from storage.models import Cursor
 from storage.seen_requests import SqliteSeen, TableSeen
 from tests.clock import TEST_CLOCK
+
+_TABLE = "CREATE TABLE seen (key TEXT PRIMARY KEY, seen INTEGER NOT NULL) WITHOUT ROWID"
 
 
 def test_a_key_is_new_once_then_seen(database: Database) -> None:
@@ -78,7 +83,13 @@ def test_an_in_memory_sqlite_database_uses_its_own_table() -> None:
         db.dispose()
 
 
-def test_threads_of_one_process_never_both_record_one_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [1, 3, seen_requests.MAX_BATCH])
+def test_threads_of_one_process_never_both_record_one_key(
+    tmp_path: Path, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each key is new for exactly one thread, however the waiting keys are batched (a
+    writer whose own key is not in the first batch writes the next ones too)."""
+    monkeypatch.setattr(seen_requests, "MAX_BATCH", batch)
     store = SqliteSeen(str(tmp_path / "x-seen"), busy_timeout_ms=5_000)
     won: list[int] = []
     gate = threading.Barrier(8)
@@ -132,7 +143,85 @@ def test_a_forked_child_opens_its_own_and_dispose_closes_only_its_own(
     childs = db.seen_requests()
     assert childs is not parents  # never the parent's connection across a fork
     db.dispose()
-    with pytest.raises(Exception, match="closed"):
+    with pytest.raises((sqlite3.ProgrammingError, OSError)):  # its connection and lock, closed
         childs.add("k", seen=1)
     assert parents.add("k", seen=1)  # the parent's own is left to the parent
     parents.close()
+
+
+def test_tidy_copies_the_inserts_into_the_file_itself(tmp_path: Path) -> None:
+    """Inserts never checkpoint (not on an ack's path); `tidy`, run off it, does."""
+    import shutil
+
+    path = tmp_path / "x-seen"
+    store = SqliteSeen(str(path), busy_timeout_ms=5_000)
+
+    def rows_in_the_file_alone() -> int:
+        copy = tmp_path / "copy"  # the file without its -wal: what a checkpoint wrote
+        shutil.copyfile(path, copy)
+        conn = sqlite3.connect(copy)
+        try:
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'seen'").fetchone():
+                return 0  # not even the table: it is still in the WAL
+            return conn.execute("SELECT count(*) FROM seen").fetchone()[0]
+        finally:
+            conn.close()
+            copy.unlink()
+
+    for n in range(50):
+        assert store.add(f"k{n}", seen=n)
+    assert rows_in_the_file_alone() == 0
+    store.tidy()
+    assert rows_in_the_file_alone() == 50
+    store.close()
+
+
+def test_threads_asking_together_are_recorded_in_one_insert(tmp_path: Path) -> None:
+    """Group commit: while one INSERT runs, the keys asked meanwhile wait for the next; the
+    same key twice in one batch (a replay racing its original) is new for one asker only."""
+    store = SqliteSeen(str(tmp_path / "x-seen"), busy_timeout_ms=5_000)
+    inserts: list[str] = []
+    store._conn.set_trace_callback(
+        lambda sql: inserts.append(sql) if sql.startswith("INSERT") else None
+    )
+    release = threading.Event()
+    real_insert = store._insert
+
+    def slow_first(batch):  # hold the first batch until every other thread is waiting
+        if not inserts:
+            release.wait(5)
+        real_insert(batch)
+
+    store._insert = slow_first  # type: ignore[method-assign]
+    answers: dict[int, bool] = {}
+
+    def ask(n: int) -> None:
+        answers[n] = store.add("dup" if n >= 6 else f"k{n}", seen=1)
+
+    first = threading.Thread(target=ask, args=(0,))
+    first.start()
+    while not store._writing:
+        time.sleep(0.001)
+    others = [threading.Thread(target=ask, args=(n,)) for n in range(1, 8)]
+    for t in others:
+        t.start()
+    while len(store._waiting) < 7:
+        time.sleep(0.001)
+    release.set()
+    for t in (first, *others):
+        t.join(5)
+    store.close()
+    assert len(inserts) == 2, inserts  # the first key alone, then the seven that waited
+    assert [answers[n] for n in range(6)] == [True] * 6
+    assert sorted([answers[6], answers[7]]) == [False, True]
+
+
+def test_a_failed_insert_is_every_askers_error(tmp_path: Path) -> None:
+    store = SqliteSeen(str(tmp_path / "x-seen"), busy_timeout_ms=5_000)
+    store._conn.execute("DROP TABLE seen")  # as a broken disk would answer
+    with pytest.raises(sqlite3.OperationalError):
+        store.add("k", seen=1)
+    assert not store._writing and store._waiting == []  # the next asker is not stuck
+    store._conn.execute(_TABLE)
+    assert store.add("k", seen=1)
+    store.close()
