@@ -30,12 +30,23 @@ class Deadline:
 
 
 class IncidentRow:
-    """An incidents row with the model's attribute names (and `key`), read-only."""
+    """An incidents row with the model's attribute names (and `key`), read-only.
+
+    Two wrappers of one row are equal: a SQLite read hands out the same kept row while the
+    database is unchanged (storage/fastread.py), so overviews built from it are equal and
+    what was rendered from one can be reused for the other (bot/views/cards.py).
+    """
 
     __slots__ = ("_row",)
 
     def __init__(self, row: Mapping[str, Any]) -> None:
         self._row = row
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IncidentRow) and other._row is self._row
+
+    def __hash__(self) -> int:
+        return id(self._row)
 
     def __getattr__(self, name: str) -> Any:
         try:

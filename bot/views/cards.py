@@ -16,7 +16,7 @@ from typing import Any
 from bot.views import blocks as bk
 from bot.views.reminders import clock_line
 from bot.views.resources import resource_label
-from commands.overview import Deadline, IncidentOverview
+from commands.overview import Deadline, IncidentOverview, IncidentRow
 from storage.models import Incident, TimelineEvent
 
 SEVERITY_ICON = {"low": "🟢", "medium": "🟡", "high": "🟠", "critical": "🔴"}
@@ -151,7 +151,35 @@ def incident_card(
     return bk.message(text, blocks)
 
 
+# Status answers already rendered, by (overview, the times they show). An overview over a
+# read-only row (IncidentRow) stays equal while the database is unchanged, and the times are
+# as shown (to the second, or minute), so in a storm a repeated `/incident status` reuses
+# the blocks rather than building them again. Overviews of ORM objects, which can change
+# under the same identity, are never kept.
+_STATUS_SHOWN: dict[tuple[Any, ...], tuple[str, list[dict[str, Any]]]] = {}
+_STATUS_SHOWN_LIMIT = 512
+
+
 def status_reply(view: IncidentOverview, *, now: dt.datetime) -> tuple[str, list[dict[str, Any]]]:
+    """The answer to `/incident status` (callers must not change the blocks: they may be
+    shared with the next answer)."""
+    if not isinstance(view.incident, IncidentRow):
+        return _status_reply(view, now)
+    times = (
+        bk.age(view.incident.created_at, now),
+        deadline_text(view.next_deadline, now) if view.next_deadline else None,
+    )
+    key = (view, *times)
+    found = _STATUS_SHOWN.get(key)
+    if found is None:
+        found = _status_reply(view, now)
+        if len(_STATUS_SHOWN) >= _STATUS_SHOWN_LIMIT:
+            _STATUS_SHOWN.clear()
+        _STATUS_SHOWN[key] = found
+    return found
+
+
+def _status_reply(view: IncidentOverview, now: dt.datetime) -> tuple[str, list[dict[str, Any]]]:
     incident = view.incident
     blocks = [title_block(incident), bk.fields_section(card_fields(view, now))]
     if incident.resolution:
