@@ -112,3 +112,16 @@ def database(db_url: str, clock: FlowingClock) -> Iterator[object]:
     db = Database(db_url, clock=clock)
     yield db
     db.dispose()
+
+
+@pytest.fixture
+def sqlite_database(sqlite_url: str, clock: FlowingClock) -> Iterator[object]:
+    """A migrated storage.db.Database on a SQLite file, on the test's clock: for what only
+    SQLite has (reads kept until data_version changes, the `-seen` file beside it)."""
+    from storage.db import Database
+    from storage.migrate import upgrade
+
+    upgrade(sqlite_url)
+    db = Database(sqlite_url, clock=clock)
+    yield db
+    db.dispose()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -13,20 +11,14 @@ from bot.views import cards
 from commands.incidents import open_incident
 from commands.overview import IncidentOverview, overview_by_number
 from storage.db import Database
-from storage.migrate import upgrade
 from storage.models import Incident
-from tests.clock import TEST_CLOCK
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    url = f"sqlite:///{tmp_path / 'status.db'}"
-    upgrade(url)
-    db = Database(url, clock=TEST_CLOCK)
-    with db.session() as session:
+def database(sqlite_database: Database) -> Database:
+    with sqlite_database.session() as session:
         open_incident(session=session, title="Beaconing", created_by="U1", severity="high")
-    yield db
-    db.dispose()
+    return sqlite_database
 
 
 def status(database: Database, now: dt.datetime) -> tuple[str, list]:
@@ -36,7 +28,7 @@ def status(database: Database, now: dt.datetime) -> tuple[str, list]:
 
 
 def test_an_unchanged_incident_asked_again_reuses_its_answer(database: Database) -> None:
-    now = TEST_CLOCK.now() + dt.timedelta(minutes=5)
+    now = database.clock.now() + dt.timedelta(minutes=5)
     first = status(database, now)
     again = status(database, now + dt.timedelta(seconds=20))  # still "5m" old
     assert again is first
@@ -45,7 +37,7 @@ def test_an_unchanged_incident_asked_again_reuses_its_answer(database: Database)
 
 
 def test_a_commit_or_a_minute_later_renders_again(database: Database) -> None:
-    now = TEST_CLOCK.now() + dt.timedelta(minutes=5)
+    now = database.clock.now() + dt.timedelta(minutes=5)
     first = status(database, now)
     with database.session() as session:
         session.execute(update(Incident).values(severity="critical"))
@@ -57,7 +49,7 @@ def test_a_commit_or_a_minute_later_renders_again(database: Database) -> None:
 
 def test_an_overview_of_an_orm_incident_is_never_reused(database: Database) -> None:
     """An ORM object can change under the same identity: its renderings are not kept."""
-    now = TEST_CLOCK.now()
+    now = database.clock.now()
     with database.session() as session:
         incident = session.get(Incident, 1)
         view = IncidentOverview(incident, 0, None, 72)
@@ -71,7 +63,7 @@ def test_the_kept_renderings_are_bounded(
 ) -> None:
     monkeypatch.setattr(cards, "_STATUS_SHOWN", {})
     monkeypatch.setattr(cards, "_STATUS_SHOWN_LIMIT", 3)
-    now = TEST_CLOCK.now()
+    now = database.clock.now()
     for minutes in range(10):
         status(database, now + dt.timedelta(minutes=minutes))
     assert 0 < len(cards._STATUS_SHOWN) <= 3

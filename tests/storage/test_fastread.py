@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -14,21 +12,15 @@ from commands.incidents import open_incident
 from commands.overview import _BY_NUMBER
 from storage import fastread
 from storage.db import Database
-from storage.migrate import upgrade
 from storage.models import Incident
-from tests.clock import TEST_CLOCK
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    url = f"sqlite:///{tmp_path / 'kept.db'}"
-    upgrade(url)
-    db = Database(url, clock=TEST_CLOCK)
-    with db.session() as session:
+def database(sqlite_database: Database) -> Database:
+    with sqlite_database.session() as session:
         for title in ("First", "Second"):
             open_incident(session=session, title=title, created_by="U1")
-    yield db
-    db.dispose()
+    return sqlite_database
 
 
 def statements(database: Database) -> list[str]:
