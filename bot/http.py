@@ -427,7 +427,7 @@ def remember(runtime: Runtime, key: str, now: dt.datetime) -> bool:
                 runtime.background.submit(
                     _replay_upkeep, runtime, seen, description="replay upkeep"
                 )
-    except (SQLAlchemyError, sqlite3.Error):
+    except (SQLAlchemyError, sqlite3.Error, OSError):
         # The store cannot write now: let the request through (its own write fails and
         # the user is told) rather than refuse every Slack request while the disk is sick.
         log.warning("could not record a request signature; replay check skipped", exc_info=True)

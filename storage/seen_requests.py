@@ -36,7 +36,7 @@ TABLE_PREFIX = "seen:"
 _SQLITE_SETUP = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",  # in WAL mode: no fsync per commit, as for the database
-    # No checkpoint on an ack's path: `prune`, off that path, checkpoints passively.
+    # No checkpoint on an ack's path: `tidy`, off that path, checkpoints passively.
     "PRAGMA wal_autocheckpoint=0",
     "CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, seen INTEGER NOT NULL) WITHOUT ROWID",
 )
@@ -86,21 +86,21 @@ class _Ask:
 
 
 class SqliteSeen:
-    """The `-seen` file: one connection per process, and group commit.
+    """The `-seen` file: one connection per process, group commit, and an flock.
 
     The keys of every thread that asks while an INSERT is running are recorded together by
     the next one: under load a process commits once per batch instead of once per request
-    (each commit takes SQLite's file locks and writes a WAL frame), and its threads never
-    meet SQLite's busy handler, which sleeps 1, 2, 5, 10 ms... between tries. Processes
-    share SQLite's lock, each holding it for one statement, on a file nothing else writes.
+    (each commit takes SQLite's file locks and writes a WAL frame). Every write, from any
+    process, holds an flock on `<file>.lock`, which wakes the next writer as soon as it is
+    released: SQLite's own lock is then never contended, and nobody meets its busy handler,
+    which sleeps 1, 2, 5, 10 ms... between tries.
     """
 
     def __init__(self, path: str, *, busy_timeout_ms: int) -> None:
         self.path = path
         self._lock = threading.Lock()  # the connection: one statement at a time
-        # Between processes, the same: an flock, which wakes the next waiter as soon as it
-        # is released (a separate file: closing any descriptor of the database itself would
-        # drop SQLite's own POSIX locks on it).
+        # Between processes (a file of its own: closing any descriptor of the database
+        # itself would drop SQLite's POSIX locks on it).
         self._flock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._turn = threading.Condition()  # the batch being written, and who waits
         self._waiting: list[_Ask] = []

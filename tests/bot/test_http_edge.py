@@ -340,3 +340,18 @@ def test_signatures_past_the_window_are_pruned_off_the_ack_path(bot: BotUnderTes
     names = set(runtime.database.seen_requests().keys(http.REPLAY_PREFIX))
     assert names == {http.REPLAY_PREFIX + f"v0={n}" for n in ("new", "newer", "newest")}
     assert not http.remember(runtime, http.REPLAY_PREFIX + "v0=newer", now)
+
+
+def test_a_store_that_cannot_write_lets_requests_through_and_says_so(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The replay check fails open: a broken `-seen` file must not refuse every Slack
+    request (the incident's own writes still fail loudly if the disk is the problem)."""
+    assert bot.command("open Disk trouble").status_code == 200
+    bot.idle()
+    store = bot.runtime.database.seen_requests()
+    store._conn.execute("DROP TABLE seen")  # as a damaged file would answer
+    with caplog.at_level(logging.WARNING, logger="bot.http"):
+        answer = bot.command("status INC-1")
+    assert answer.status_code == 200 and answer.json()["text"] == "INC-1: open, medium"
+    assert "replay check skipped" in caplog.text
