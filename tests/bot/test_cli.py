@@ -383,7 +383,7 @@ def test_a_database_behind_the_latest_migration_names_db_upgrade(operator, tmp_p
     r = operator(*argv)
     assert r.code == 2
     assert len(r.lines) == 1
-    assert "is at revision 0001, not the latest 0004: run `incident-bot db upgrade`" in r.lines[0]
+    assert "is at revision 0001, not the latest 0005: run `incident-bot db upgrade`" in r.lines[0]
 
 
 UNREACHABLE = "postgresql+psycopg://postgres:hunter2@127.0.0.1:1/x"
@@ -430,7 +430,7 @@ def test_an_unknown_revision_is_one_line_and_creates_no_file(operator, tmp_path)
     assert r.code == 2
     assert r.lines == [
         "incident-bot: error: unknown revision 'nope': use head, base or one of "
-        "0001, 0002, 0003, 0004"
+        "0001, 0002, 0003, 0004, 0005"
     ]
     assert _files(tmp_path) == []
 

@@ -82,7 +82,7 @@ def test_require_schema_on_an_empty_database_names_db_upgrade(db_url: str) -> No
 def test_require_schema_behind_head_asks_for_an_upgrade(db_url: str) -> None:
     upgrade(db_url, revision="0001")
     require_schema(db_url, at_head=False)
-    with pytest.raises(StorageError, match="at revision 0001, not the latest 0004: run `incident"):
+    with pytest.raises(StorageError, match="at revision 0001, not the latest 0005: run `incident"):
         require_schema(db_url)
 
 
@@ -124,7 +124,7 @@ def test_an_unknown_revision_is_named_before_connecting(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
     with pytest.raises(
         StorageError,
-        match="unknown revision 'nope': use head, base or one of 0001, 0002, 0003, 0004",
+        match="unknown revision 'nope': use head, base or one of 0001, 0002, 0003, 0004, 0005",
     ):
         upgrade(url, revision="nope")
     assert _files(tmp_path) == []
@@ -157,3 +157,31 @@ def test_safe_url_masks_the_password_even_when_unparseable() -> None:
     assert safe_url("postgresql+psycopg://u:hunter2@h/db") == "postgresql+psycopg://u:***@h/db"
     assert "hunter2" not in safe_url("postgresql+psycopg://u:hunter2@h:port/db")
     assert safe_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_0005_forgets_the_replay_checks_old_cursors_rows_only(db_url: str) -> None:
+    upgrade(db_url, revision="0004")
+    engine = create_engine(db_url)
+    names = [
+        "slack-signature:v0=abc",
+        "slack-event:Ev1",
+        "healthz",
+        "guardduty:us-east-1",
+        "seen:slack-signature:v0=new",
+    ]
+    try:
+        with engine.begin() as conn:
+            for name in names:
+                conn.execute(
+                    text(
+                        "INSERT INTO cursors (name, value, updated_at) "
+                        "VALUES (:n, '1', '2026-11-30 00:00:00')"
+                    ),
+                    {"n": name},
+                )
+        upgrade(db_url)
+        with engine.connect() as conn:
+            left = set(conn.execute(text("SELECT name FROM cursors")).scalars())
+    finally:
+        engine.dispose()
+    assert left == {"healthz", "guardduty:us-east-1", "seen:slack-signature:v0=new"}
