@@ -12,22 +12,28 @@ LATENCY = 0.05  # every call waits this long, like a real round trip to AWS
 
 
 class SlowCalls:
-    """Adds LATENCY to every call and keeps each call's duration."""
+    """Adds LATENCY to every call; counts the calls and the most in flight at once."""
 
     def __init__(self) -> None:
-        self.local = threading.local()
-        self.durations: list[float] = []
+        self.lock = threading.Lock()
+        self.calls = 0
+        self.in_flight = 0
+        self.peak = 0
 
     def hook(self, client) -> None:
         client.meta.events.register("before-call.*.*", self.before)
         client.meta.events.register("after-call.*.*", self.after)
 
     def before(self, **_) -> None:
-        self.local.start = time.monotonic()
+        with self.lock:
+            self.calls += 1
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
         time.sleep(LATENCY)
 
     def after(self, **_) -> None:
-        self.durations.append(time.monotonic() - self.local.start)
+        with self.lock:
+            self.in_flight -= 1
 
 
 def test_independent_steps_overlap(world, instance, make_ctx) -> None:
@@ -40,9 +46,7 @@ def test_independent_steps_overlap(world, instance, make_ctx) -> None:
 
     slow = SlowCalls()
     ctx = make_ctx(client_hooks=(slow.hook,))
-    start = time.monotonic()
     results = run_plan(target=instance, ctx=ctx, on_step=on_step)
-    elapsed = time.monotonic() - start
     assert all(r.status == "succeeded" for r in results.values())
 
     def overlap(a: str, b: str) -> bool:
@@ -52,10 +56,10 @@ def test_independent_steps_overlap(world, instance, make_ctx) -> None:
     assert overlap("snapshot", "asg") and overlap("asg", "lb") and overlap("lb", "iam")
     # Isolation groups are prepared while protection runs.
     assert overlap("isolation_groups", "protect")
-    # ~40 calls, the longest chain 7 deep: far below the calls' time one after the other.
-    sequential = sum(slow.durations)
-    assert len(slow.durations) > 35
-    assert elapsed < 0.5 * sequential, (elapsed, sequential)
+    # Counted, not timed: a loaded CI machine stretches moto's CPU work, never the fan-out.
+    # The four steps after protect each hold a call in flight during their 50 ms sleeps.
+    assert slow.calls > 35
+    assert slow.peak >= 4, slow.peak
 
 
 def test_rollback_dry_run_plans_without_changing(world, instance, make_ctx, calls) -> None:
