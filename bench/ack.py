@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import random
@@ -182,19 +183,24 @@ def stop_server(proc: subprocess.Popen) -> None:
 # -- load ----------------------------------------------------------------------------------------
 
 
+_BATCHES = itertools.count()
+
+
 def signed_requests(count: int) -> list[tuple[bytes, dict[str, str]]]:
     from tests.slack_signing import signed_headers, slash_command_body
 
-    rng = random.Random(7)
+    batch = next(_BATCHES)
+    rng = random.Random(7 + batch)
     out = []
     for n in range(count):
         # Each request its own trigger_id, as from Slack (the bot refuses an exact repeat of a
-        # signed request as a replay, reads included).
+        # signed request as a replay, reads included): batches signed in the same second
+        # would otherwise repeat each other's requests.
         body = slash_command_body(
             "/incident",
             f"status INC-{rng.randint(1, OPEN_INCIDENTS)}",
             channel_id="C0INCIDENT",
-            trigger_id=f"{n}.{rng.randrange(10**12)}.bench",
+            trigger_id=f"{batch}.{n}.{rng.randrange(10**12)}.bench",
         )
         out.append((body.encode(), signed_headers(SECRET, body)))
     return out
