@@ -24,7 +24,6 @@ import hmac
 import json
 import logging
 import re
-import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -39,6 +38,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from bot.background import Busy
 from bot.clock import SystemClock
 from storage.models import Cursor
+from storage.seen_requests import STORE_ERRORS
 
 if TYPE_CHECKING:
     from bot.app import IncidentBotApp
@@ -427,7 +427,7 @@ def remember(runtime: Runtime, key: str, now: dt.datetime) -> bool:
                 runtime.background.submit(
                     _replay_upkeep, runtime, seen, description="replay upkeep"
                 )
-    except (SQLAlchemyError, sqlite3.Error, OSError):
+    except (SQLAlchemyError, *STORE_ERRORS):
         # The store cannot write now: let the request through (its own write fails and
         # the user is told) rather than refuse every Slack request while the disk is sick.
         log.warning("could not record a request signature; replay check skipped", exc_info=True)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage import fastread
 from storage.clock import CLOCK_OPTION, Clock
 from storage.errors import StorageError
-from storage.seen_requests import SEEN_SUFFIX, SeenRequests, SqliteSeen, TableSeen
+from storage.seen_requests import SEEN_SUFFIX, LmdbSeen, SeenRequests, TableSeen
 
 log = logging.getLogger(__name__)
 
@@ -173,15 +173,16 @@ class Database:
     def seen_requests(self) -> SeenRequests:
         """This process's store of request signatures and event ids already received
         (storage/seen_requests.py), opened on first use and again in a forked child."""
+        pid = os.getpid()
+        opened = self._seen  # on every ack: no lock once opened in this process
+        if opened is not None and opened[0] == pid:
+            return opened[1]
         with self._seen_lock:
-            pid = os.getpid()
             if self._seen is None or self._seen[0] != pid:
                 # Beside a SQLite file; else (PostgreSQL, SQLite in memory) in the database.
                 path = sqlite_file(self._engine.url) if self.is_sqlite else None
                 store: SeenRequests = (
-                    TableSeen(self.engine)
-                    if path is None
-                    else SqliteSeen(f"{path}{SEEN_SUFFIX}", busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS)
+                    TableSeen(self.engine) if path is None else LmdbSeen(f"{path}{SEEN_SUFFIX}")
                 )
                 self._seen = (pid, store)
             return self._seen[1]

@@ -117,7 +117,7 @@ def database(db_url: str, clock: FlowingClock) -> Iterator[object]:
 @pytest.fixture
 def sqlite_database(sqlite_url: str, clock: FlowingClock) -> Iterator[object]:
     """A migrated storage.db.Database on a SQLite file, on the test's clock: for what only
-    SQLite has (reads kept until data_version changes, the `-seen` file beside it)."""
+    SQLite has (reads kept until data_version changes, the `-seen.lmdb` file beside it)."""
     from storage.db import Database
     from storage.migrate import upgrade
 

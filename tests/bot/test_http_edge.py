@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import lmdb
 import pytest
 import requests
 from sqlalchemy import event, func, select
@@ -185,8 +186,8 @@ def test_a_replayed_read_is_recognised_and_answers_nothing(bot: BotUnderTest) ->
 def test_a_signed_request_is_remembered_beside_the_database_not_in_it(
     bot: BotUnderTest,
 ) -> None:
-    """The replay check writes to the `-seen` file beside a SQLite database: a write to the
-    database itself would cost every other connection its page cache on each ack."""
+    """The replay check writes to the `-seen.lmdb` file beside a SQLite database: a write to
+    the database itself would cost every other connection its page cache on each ack."""
     from bot import http
     from storage.db import sqlite_file
 
@@ -197,7 +198,7 @@ def test_a_signed_request_is_remembered_beside_the_database_not_in_it(
     assert len(seen) == 1
     assert int(signed_at) <= next(iter(seen.values())) <= time.time()
     path = sqlite_file(bot.runtime.database.engine.url)
-    assert path is not None and Path(f"{path}-seen").is_file()
+    assert path is not None and Path(f"{path}-seen.lmdb").is_file()
     with bot.session() as session:
         names = session.scalars(select(Cursor.name)).all()
     assert not [n for n in names if n.startswith(("seen:", http.REPLAY_PREFIX))], names
@@ -343,14 +344,21 @@ def test_signatures_past_the_window_are_pruned_off_the_ack_path(bot: BotUnderTes
 
 
 def test_a_store_that_cannot_write_lets_requests_through_and_says_so(
-    bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The replay check fails open: a broken `-seen` file must not refuse every Slack
-    request (the incident's own writes still fail loudly if the disk is the problem)."""
+    """The replay check fails open: a full or broken `-seen.lmdb` file must not refuse every
+    Slack request (the incident's own writes still fail loudly if the disk is the problem)."""
+    from storage import seen_requests
+
+    monkeypatch.setattr(seen_requests, "MAP_SIZE", 256 * 1024)  # opened by the first request
     assert bot.command("open Disk trouble").status_code == 200
     bot.idle()
     store = bot.runtime.database.seen_requests()
-    store._conn.execute("DROP TABLE seen")  # as a damaged file would answer
+    n = 0
+    with pytest.raises(lmdb.MapFullError):  # as a full disk or a storm past its size would
+        while n < 100_000:
+            store.add(f"filler:{n:09d}", seen=1)
+            n += 1
     with caplog.at_level(logging.WARNING, logger="bot.http"):
         answer = bot.command("status INC-1")
     assert answer.status_code == 200 and answer.json()["text"] == "INC-1: open, medium"
