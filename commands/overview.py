@@ -100,9 +100,24 @@ _LIVE = _WITH_PENDING.where(or_(*(Incident.status == s for s in LIVE_STATUSES)))
 )
 
 
+# Overviews by the row they were built from. A SQLite read hands out the same kept row while
+# the database is unchanged (storage/fastread.py), so a repeated `/incident status` reuses
+# its overview; the row is held beside it, so its id cannot be another row's meanwhile.
+_BUILT: dict[tuple[int, float], tuple[Mapping[str, Any], IncidentOverview]] = {}
+_BUILT_LIMIT = 1024
+
+
 def _build(row: Mapping[str, Any], gdpr_hours: float) -> IncidentOverview:
+    key = (id(row), gdpr_hours)
+    found = _BUILT.get(key)
+    if found is not None and found[0] is row:
+        return found[1]
     incident = IncidentRow(row)
-    return _assemble(incident, int(row["_pending"] or 0), row["_expires"], gdpr_hours)
+    view = _assemble(incident, int(row["_pending"] or 0), row["_expires"], gdpr_hours)
+    if len(_BUILT) >= _BUILT_LIMIT:
+        _BUILT.clear()  # many distinct rows (a changing database): start over
+    _BUILT[key] = (row, view)
+    return view
 
 
 def _assemble(

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import Ack, BoltContext, Respond
+from slack_bolt import Ack, BoltContext
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -199,10 +199,10 @@ class SlashCommand:
 
     # -- the Bolt listener -----------------------------------------------------------------
 
-    def on_command(
-        self, ack: Ack, command: dict[str, Any], respond: Respond, context: BoltContext
-    ) -> None:
-        """The Bolt listener: parse the subcommand, then answer or dispatch it."""
+    def on_command(self, ack: Ack, command: dict[str, Any], context: BoltContext) -> None:
+        """The Bolt listener: parse the subcommand, then answer or dispatch it. (Bolt builds
+        each argument a listener names on every request: `respond` is taken from the
+        context only when a reply follows the ack.)"""
         runtime = runtime_of(context)
         sub, typed, rest = self.parse(command.get("text", ""))
         inv = Invocation(
@@ -215,7 +215,7 @@ class SlashCommand:
             channel_id=command.get("channel_id", ""),
             response_url=command.get("response_url"),
             trigger_id=command.get("trigger_id"),
-            reply_to=lambda reply: respond(**reply.as_kwargs()),
+            reply_to=lambda reply: context.respond(**reply.as_kwargs()),
             slash=self,
         )
         if sub is None:

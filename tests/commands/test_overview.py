@@ -152,3 +152,22 @@ def test_sqlite_reads_reuse_kept_connections_until_dispose(tmp_path):
     assert fastread._kept_by_pool.get(database.engine.pool) is None
     assert read.first(number=1)["number"] == 1  # reopened after dispose, like the pool
     database.dispose()
+
+
+def test_an_unchanged_row_gives_the_same_overview_until_the_database_changes(
+    sqlite_database,
+):
+    """The status answer's overview is built once per kept row (storage/fastread.py keeps a
+    SQLite read's rows while nothing commits); a commit gives a new row and a new overview."""
+    db = sqlite_database
+    with db.session() as session:
+        incident = open_incident(session=session, title="Beacon", created_by="U1")
+    first = overview_by_number(database=db, number=1, gdpr_hours=72)
+    assert overview_by_number(database=db, number=1, gdpr_hours=72) is first
+    assert overview_by_number(database=db, number=1, gdpr_hours=24) is not first  # its policy
+    with db.session() as session:
+        mark_personal_data(session=session, incident=session.get(Incident, incident.id), actor="U1")
+    changed = overview_by_number(database=db, number=1, gdpr_hours=72)
+    assert changed is not first
+    assert first.next_deadline is None
+    assert changed.next_deadline is not None and changed.next_deadline.what == "regulator notice"
