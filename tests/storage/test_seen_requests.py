@@ -393,3 +393,50 @@ def test_a_store_opened_while_a_sibling_thread_writes_does_not_hang_the_process(
         cwd=Path(__file__).resolve().parents[2],
     )
     assert done.stdout.strip() == "opened", done.stderr
+
+
+_FILL_A_FULL_DISK = """
+import sys
+from storage.seen_requests import STORE_ERRORS, LmdbSeen
+
+store = LmdbSeen(sys.argv[1])
+n = 0
+try:
+    while True:
+        store.add(f"slack-signature:v0={n:064d}", seen=1)
+        n += 1
+except STORE_ERRORS as exc:
+    print(f"refused after {n} keys: {type(exc).__name__}; kept {len(store.keys('slack'))}")
+"""
+
+
+def test_a_full_disk_refuses_the_next_key_and_the_process_lives(tmp_path: Path) -> None:
+    """On a real full filesystem (a tmpfs of 24 MiB): every key is written or refused with
+    an error the replay check survives; the process lives (a page of a writable map with no
+    disk block behind it would have been a SIGBUS)."""
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a small tmpfs (CI runs as root)")
+    disk = tmp_path / "tiny"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _FILL_A_FULL_DISK, str(disk / "x-seen.lmdb")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    assert done.returncode == 0, (done.returncode, done.stderr)  # -7 would be SIGBUS
+    refused, kept = done.stdout.split(":")[0], done.stdout.split("kept ")[1].strip()
+    assert refused == f"refused after {kept} keys", done.stdout  # every key written was kept
