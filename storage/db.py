@@ -172,7 +172,9 @@ class Database:
 
     def seen_requests(self) -> SeenRequests:
         """This process's store of request signatures and event ids already received
-        (storage/seen_requests.py), opened on first use and again in a forked child."""
+        (storage/seen_requests.py), opened on first use in each process. (A SQLite file's
+        cannot be opened in a child forked from a process that had it open: the error says
+        so, and the replay check lets requests by with a warning.)"""
         pid = os.getpid()
         opened = self._seen  # on every ack: no lock once opened in this process
         if opened is not None and opened[0] == pid:
