@@ -229,16 +229,19 @@ def test_any_modal_submission_is_answered(bot_factory, callback, metadata, value
     assert bot.runtime.background.wait_idle(10)
 
 
-_bots: dict[int, Any] = {}
+_bots: dict[str, tuple[Any, Any]] = {}  # "bot": (the factory, its bot)
 
 
 def _bot(factory: Any) -> Any:
-    """One bot per test (Hypothesis runs every example inside one fixture instance)."""
-    bot = _bots.get(id(factory))
-    if bot is None:
-        _bots.clear()
-        bot = _bots[id(factory)] = factory()
-        bot.slack.add_channel("W111")
+    """One bot per test (Hypothesis runs every example inside one fixture instance). Keyed
+    by the factory itself, held: a new test's factory could get a freed one's id, and with
+    it the last test's bot, whose server its fixture had shut down."""
+    found = _bots.get("bot")
+    if found is not None and found[0] is factory:
+        return found[1]
+    bot = factory()
+    bot.slack.add_channel("W111")
+    _bots["bot"] = (factory, bot)
     return bot
 
 
