@@ -1,7 +1,8 @@
 """Slack side of GuardDuty intake: one card per incident, batched updates, Retry-After obeyed.
 
 Findings are recorded before the sender gets its answer; Slack work happens here, after, on
-one worker thread per process, so an alert storm never blocks intake:
+two worker threads per process (cards; the storm card), so an alert storm never blocks
+intake, and no card's AWS read or 429 wait ever holds the storm card back:
 
 - an incident GuardDuty opened gets exactly one message, its card (which is also the root
   of its thread); the resource's tags are read from AWS first;
@@ -57,7 +58,7 @@ STORM_PACE = 1.0  # seconds between Slack jobs while findings are being recorded
 
 
 class CardPublisher:
-    """See the module docstring. Thread-safe `submit`; one worker thread."""
+    """See the module docstring. Thread-safe `submit`; a card worker and a storm card worker."""
 
     def __init__(
         self,
@@ -82,11 +83,11 @@ class CardPublisher:
         self._dirty: set[int] = set()
         self._joined: dict[int, list[str]] = {}
         self._due: dict[int, float] = {}  # earliest next update of each stale card
-        self._clients: dict[tuple[str, str | None], Any] = {}  # the worker thread's only
-        self._busy = False
+        self._clients: dict[tuple[str, str | None], Any] = {}  # the card worker's only
+        self._busy = 0  # workers in a job
         self._last_job = 0.0
         self._stop = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     # -- feeding ----------------------------------------------------------------------------
 
@@ -165,9 +166,18 @@ class CardPublisher:
     # -- lifecycle --------------------------------------------------------------------------
 
     def _ensure_started(self) -> None:
-        if self._thread is None and not self._stop:
-            self._thread = threading.Thread(target=self._run, name="guardduty-cards", daemon=True)
-            self._thread.start()
+        if self._threads or self._stop:
+            return
+        workers = (
+            ("guardduty-cards", self._next_card_job, self._card_wait, True),
+            ("guardduty-storm", self._next_storm_job, self._storm_wait, False),
+        )
+        for name, next_job, wait_time, yields in workers:
+            thread = threading.Thread(
+                target=self._run, args=(next_job, wait_time, yields), name=name, daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
 
     def wait_idle(self, timeout: float = 10.0, *, include_updates: bool = True) -> bool:
         """Block until nothing is queued (and, by default, no stale card waits)."""
@@ -193,8 +203,8 @@ class CardPublisher:
         with self._cond:
             self._stop = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
         stats = self.stats
         if stats.posts or stats.updates:
             log.info(
@@ -209,21 +219,28 @@ class CardPublisher:
 
     # -- the worker -------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(
+        self,
+        next_job: Callable[[], tuple[str, int] | None],
+        wait_time: Callable[[], float],
+        yields: bool,  # to intake, before picking: the pick is then the most urgent job
+    ) -> None:
         while True:
+            if yields:
+                self._yield_to_intake()
             with self._cond:
-                job = self._next_job()
+                job = next_job()
                 while job is None and not self._stop:
-                    self._cond.wait(self._wait_time())
-                    job = self._next_job()
+                    self._cond.wait(wait_time())
+                    job = next_job()
                 if job is None:
                     return
-                self._busy = True
+                self._busy += 1
+                if yields:
+                    self._last_job = time.monotonic()
             kind, incident_id = job
-            if kind != "storm":  # the storm card is what keeps a storm visible: never late
-                self._yield_to_intake()
             try:
-                if kind == "storm":
+                if kind == "storm":  # the storm card is what keeps a storm visible: never late
                     self._write_storm()
                 elif kind == "post":
                     self._post(incident_id)
@@ -234,7 +251,7 @@ class CardPublisher:
                 log.exception("GuardDuty card %s for incident %s failed", kind, incident_id)
             finally:
                 with self._cond:
-                    self._busy = False
+                    self._busy -= 1
                     if kind == "post":
                         self._queued.discard(incident_id)
                     self._cond.notify_all()
@@ -247,30 +264,40 @@ class CardPublisher:
         deadline = self._last_job + STORM_PACE
         while time.monotonic() < deadline and intake_is_hot(self.runtime) and not self._stop:
             time.sleep(0.01)
-        self._last_job = time.monotonic()
 
     def _post_key(self) -> str | None:
         channel = self.runtime.config.slack.incident_channel
         return self.runtime.slack.budget.key("chat_postMessage", {"channel": channel})
 
-    def _next_job(self) -> tuple[str, int] | None:
-        """Under the lock: the most urgent job Slack's budget allows now (None: wait)."""
-        budget = self.runtime.slack.budget
-        post_key = self._post_key()
+    def _next_storm_job(self) -> tuple[str, int] | None:
+        """Under the lock: the storm card's write, when due and Slack's budget allows."""
         storm = self.storms.storm
         storm_due = self.storms.due()
-        if storm_due is not None and storm is not None:
-            key = post_key if storm.ts is None else "chat_update"
-            if storm_due <= 0 and budget.ready_in(key) == 0:
-                return "storm", 0
-        storm_unposted = storm_due is not None and storm is not None and storm.ts is None
-        if self._new and not storm_unposted and budget.ready_in(post_key) == 0:
+        if storm_due is None or storm is None or storm_due > 0:
+            return None
+        key = self._post_key() if storm.ts is None else "chat_update"
+        return ("storm", 0) if self.runtime.slack.budget.ready_in(key) == 0 else None
+
+    def _storm_wait(self) -> float:
+        """Seconds until the storm card may be written (at most 1 s, to notice stop)."""
+        storm_due = self.storms.due()
+        storm = self.storms.storm
+        if storm_due is None or storm is None:
+            return 1.0
+        key = self._post_key() if storm.ts is None else "chat_update"
+        return max(0.01, min(1.0, max(storm_due, self.runtime.slack.budget.ready_in(key))))
+
+    def _next_card_job(self) -> tuple[str, int] | None:
+        """Under the lock: the most urgent card job Slack's budget allows now (None: wait)."""
+        budget = self.runtime.slack.budget
+        post_key = self._post_key()
+        if self._new and not self._storm_unposted() and budget.ready_in(post_key) == 0:
             # Most severe first (then the oldest): in a storm, the cards that matter most.
             pick = max(self._new, key=lambda i: (self._new[i], -i))
             del self._new[pick]
             return "post", pick
         # A card update leaves the storm card a token: it is what keeps a storm visible.
-        spare = 1.0 if storm_due is not None else 0.0
+        spare = 1.0 if self.storms.due() is not None else 0.0
         if self._dirty and budget.ready_in("chat_update", spare=spare) == 0:
             now = self.clock()
             for incident_id in sorted(self._dirty):
@@ -281,16 +308,17 @@ class CardPublisher:
                     return "update", incident_id
         return None
 
-    def _wait_time(self) -> float:
-        """Seconds until the next job may run (at most 1 s, to notice stop)."""
+    def _storm_unposted(self) -> bool:
+        """Under the lock: a storm card is due and not posted yet. It takes the channel's next
+        post, since it shows every card still queued."""
+        storm = self.storms.storm
+        return storm is not None and storm.ts is None and self.storms.due() is not None
+
+    def _card_wait(self) -> float:
+        """Seconds until the next card job may run (at most 1 s, to notice stop)."""
         budget = self.runtime.slack.budget
         waits = [1.0]
-        storm_due = self.storms.due()
-        storm = self.storms.storm
-        if storm_due is not None and storm is not None:
-            key = self._post_key() if storm.ts is None else "chat_update"
-            waits.append(max(storm_due, budget.ready_in(key)))
-        if self._new:
+        if self._new and not self._storm_unposted():  # its post wakes this worker
             waits.append(budget.ready_in(self._post_key()))
         due = [self._due.get(i, -1e18) for i in self._dirty if i not in self._queued]
         if due:
@@ -318,7 +346,8 @@ class CardPublisher:
                 posted = slack.call(
                     "chat_postMessage", patient=True, stats=self.stats, channel=channel, **message
                 )
-                storm.channel, storm.ts = str(posted["channel"]), str(posted["ts"])
+                with self._cond:
+                    storm.channel, storm.ts = str(posted["channel"]), str(posted["ts"])
             else:
                 with slack.card_lock(card_id("storm", storm.ts)):
                     slack.call(

@@ -96,10 +96,10 @@ def aws() -> Iterator[None]:
 
 @pytest.fixture
 def guardduty_bot(
+    aws: None,  # first: AWS stays mocked until the bot (its card worker) has stopped
     bot_factory: Callable[..., BotUnderTest],
     sns_key: rsa.RSAPrivateKey,
     sns_pem: bytes,
-    aws: None,
 ) -> Callable[..., GuardDutyBot]:
     def start(
         config: dict[str, Any] | None = None,
