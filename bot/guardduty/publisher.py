@@ -365,6 +365,7 @@ class CardPublisher:
             raise
         with self._cond:
             storm.last_write = self.clock()
+            storm.shown_live = live
             newly = [m for m in members if m not in storm.listed]
             storm.listed.update(newly)
             if not live and view.posted == view.count and not storm.dirty:

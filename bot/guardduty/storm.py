@@ -43,6 +43,7 @@ class Storm:
     channel: str | None = None
     ts: str | None = None  # the storm card, once posted
     dirty: bool = True
+    shown_live: bool = True  # the last write showed it taking new incidents
     last_write: float = float("-inf")
     listed: set[int] = field(default_factory=set)  # members shown by a successful write
     done: bool = False  # every member linked to its card on a written storm card
@@ -112,16 +113,17 @@ class StormWatch:
             self.storm.done = False
 
     def due(self) -> float | None:
-        """Seconds until the storm card should be written (None: nothing to write)."""
+        """Seconds until the storm card should be written (None: nothing to write).
+
+        A pure read: both workers and `wait_idle` ask it while the card is being written."""
         storm = self.storm
         if storm is None or storm.done:
             return None
         if storm.ts is None:
             return 0.0
         live = self.live() is not None
-        if not live:
-            storm.dirty = True  # it ended: the card says so, then links every card
-        if not storm.dirty:
+        ended_unshown = not live and storm.shown_live  # the card must say it ended
+        if not (storm.dirty or ended_unshown):
             return None
         refresh = self.refresh if live else max(self.refresh, QUIET_REFRESH)
         return max(0.0, storm.last_write + refresh - self.clock())

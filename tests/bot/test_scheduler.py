@@ -212,8 +212,11 @@ def test_reminders_due_at_once_post_in_parallel_across_channels_at_slacks_pace_i
     assert scheduler.stats.rate_limited == 0
     assert not [c for c in fake_slack.calls_for("chat.postMessage") if c.status == 429]
     late = sorted((on_clock(database, c) - due).total_seconds() for c in posts)
-    assert late[0] >= 0 and late[7] < 1.5, late  # two per channel: together, in parallel
-    assert late[-1] < 3.0, late  # the third: about a second later, not 6 s in
+    # Measured from the first post, which lands 0.5 s (Slack's pace) plus the machine's
+    # scheduling noise after it was due: 1.2 s of noise once on a slow, loaded CI machine.
+    assert 0 <= late[0] < 3.0, late
+    assert late[7] - late[0] < 1.0, late  # two per channel: together (one by one: 3.5 s)
+    assert late[-1] - late[0] < 2.0, late  # the third: about a second later (not 5.5 s)
     for channel in channels:  # in due order
         mine = [c for c in posts if c.args["channel"] == channel]
         numbers = [int(c.args["text"].rsplit(" ", 1)[1]) for c in mine]
