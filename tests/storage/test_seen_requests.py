@@ -332,9 +332,7 @@ def test_a_file_from_an_earlier_boot_is_started_afresh(
     later.close()
 
 
-def test_a_damaged_file_is_started_afresh(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_damaged_file_is_started_afresh(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "x-seen.lmdb"
     path.write_bytes(b"SQLite format 3\x00" + b"\x00" * 8192)  # not LMDB at all
     with caplog.at_level(logging.WARNING, logger="storage.seen_requests"):
