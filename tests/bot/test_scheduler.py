@@ -378,8 +378,16 @@ def test_personal_data_clock_posts_reminders_then_overdue_until_notified(
     assert not [r for r in rows if r.status == "pending"]
     assert kinds.count("reminder.gdpr") == 2
     assert kinds.count("reminder.gdpr_overdue") == len(overdue)
-    # A reminder already in flight when `notified` committed may be recorded after it.
-    assert kinds.index("reminders.cancelled") == kinds.index("incident.notified") + 1
+    # The notice cancels what is pending in its own transaction, and says so right after it;
+    # an overdue alert already claimed when it committed is dropped unposted instead (on a
+    # slow machine that can be the only one left, and the notice then cancels nothing).
+    cancelled = [r for r in rows if r.status == "cancelled"]
+    dropped = [r for r in cancelled if (r.payload or {}).get("cancelled")]
+    notified = kinds.index("incident.notified")
+    if len(dropped) < len(cancelled):
+        assert kinds[notified + 1] == "reminders.cancelled", kinds
+    else:
+        assert "reminders.cancelled" not in kinds, kinds
 
 
 def test_reminder_scheduled_after_start_wakes_the_timer(database, fake_slack, running) -> None:
@@ -714,6 +722,10 @@ def test_two_processes_on_postgresql_post_each_of_200_reminders_exactly_once(
     reset_postgres(POSTGRES_URL)
     upgrade(POSTGRES_URL)
     database = Database(POSTGRES_URL, clock=WALL)
+    # Slack's latency: one process posting 5 at a time then keeps up with at most 50 a
+    # second, fewer than come due, so the other finds rows to claim however fast the machine
+    # (on a slow one, without it, one process once claimed all 200).
+    fake_slack.delay("chat.postMessage", 0.1)
     bots = [
         BotProcess(POSTGRES_URL, fake_slack, tmp_path, "scheduler", "--poll", "0.2", "--batch", "5")
         for _ in range(2)
