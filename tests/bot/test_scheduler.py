@@ -154,8 +154,9 @@ def test_reminder_due_in_one_second_fires_once(database, fake_slack, running) ->
         )
     call = fake_slack.wait_for("chat.postMessage", lambda c: "snapshot" in c.args.get("text", ""))
     fired_at = on_clock(database, call)
-    # On time: never early; late only by scheduling noise (generous for loaded CI machines).
-    assert due <= fired_at < due + dt.timedelta(seconds=1.5)
+    # On time: never early; late only by scheduling noise (generous for slow, loaded CI
+    # machines: a missed wake-up would wait for the 10 s poll). Lateness is bench.reminders'.
+    assert due <= fired_at < due + dt.timedelta(seconds=3)
     wait_quiet(scheduler, database)
     assert len(reminder_posts(fake_slack)) == 1
     assert call.args["thread_ts"] == incident.thread_ts
@@ -362,8 +363,9 @@ def test_personal_data_clock_posts_reminders_then_overdue_until_notified(
     assert all("<@U0OWNER>" in t and "<!subteam^S0IRTEAM>" in t for t in texts())
     # Posted on time relative to the clock's due times.
     at = [on_clock(database, c) for c in reminder_posts(fake_slack)]
-    assert aware_at + dt.timedelta(seconds=0.36) <= at[0] < aware_at + dt.timedelta(seconds=1.4)
-    assert aware_at + dt.timedelta(seconds=1.44) <= at[1] < aware_at + dt.timedelta(seconds=2.5)
+    # Never early; late by at most CI noise (one slow, loaded run took 1.2 s to post).
+    assert aware_at + dt.timedelta(seconds=0.36) <= at[0] < aware_at + dt.timedelta(seconds=2.4)
+    assert aware_at + dt.timedelta(seconds=1.44) <= at[1] < aware_at + dt.timedelta(seconds=3.5)
     with database.read_session() as session:
         rows = session.scalars(select(Reminder).where(Reminder.incident_id == incident.id)).all()
         kinds = [
@@ -403,8 +405,9 @@ def test_reminder_scheduled_after_start_wakes_the_timer(database, fake_slack, ru
         dl.schedule_reminder(
             session=session, incident=incident, kind="followup", due_at=due, dedupe_key="w"
         )
-    call = fake_slack.wait_for("chat.postMessage", timeout=3)
-    assert on_clock(database, call) - due < dt.timedelta(seconds=1)
+    call = fake_slack.wait_for("chat.postMessage", timeout=5)
+    # Woken by the commit, not by the poll (armed more than 5 s ahead); CI noise allowed.
+    assert on_clock(database, call) - due < dt.timedelta(seconds=3)
 
 
 def test_transient_slack_failure_is_retried_and_permanent_one_is_recorded(
