@@ -62,6 +62,7 @@ class PostingLanes:
     now: Callable[[], dt.datetime]
     refresh_card: Callable[[str], None] | None
     batch: int
+    lanes_full: int  # posts waiting at which the timer stops claiming
     _posting: ThreadPoolExecutor
     _lanes: dict[str, deque[QueuedPost]]  # channel -> posts waiting, in due order
     _held: dict[str, float]  # channel -> monotonic time a 429 said to wait for
@@ -145,7 +146,7 @@ class PostingLanes:
             more = bool(lane)
             if not more:
                 del self._lanes[channel]
-            wake = self._backlogged and self._queued < self.batch
+            wake = self._backlogged and self._queued < self.lanes_full
             if wake:
                 self._backlogged = False
             self._lanes_lock.notify_all()

@@ -16,9 +16,9 @@ Posting runs in parallel across channels and in order within one (bot/reminder_l
 claimed reminders join their channel's lane, lanes run on a small pool of posting threads,
 and a lane posts when the writer's budget for its channel has a token; a 429 waits its
 Retry-After). So 100 reminders due at once in 100 threads of 20 channels are not posted one
-after the other at Slack's latency each. While `batch` posts
-wait in lanes the timer claims no more: rows stay pending for another process to share, and
-nothing claimed waits in a lane for as long as recover_stalled's lease.
+after the other at Slack's latency each. While the lanes are full (a post waiting for every
+posting thread, or a whole `batch`) the timer claims no more: rows stay pending for another
+process to share, and nothing claimed waits in a lane for as long as recover_stalled's lease.
 
 Several processes may run a scheduler against one database: each reminder is still posted
 exactly once, because only the process whose UPDATE flipped the row posts it.
@@ -133,6 +133,8 @@ class ReminderScheduler(PostingLanes):
         self.poll = dt.timedelta(seconds=poll_seconds)
         self.maintain_seconds = maintain_seconds
         self.batch = batch
+        # Lanes full: every posting thread has a post waiting (or a whole batch does).
+        self.lanes_full = max(batch, post_workers)
         self.clock = database.clock
         self.now = database.clock.now
         self.refresh_card = refresh_card
@@ -289,7 +291,10 @@ class ReminderScheduler(PostingLanes):
             except Exception:  # database unreachable: look again after a poll interval
                 log.exception("could not read the next due reminder; retrying in %s", self.poll)
                 nxt = None
-            self._set_timer(cap if nxt is None else min(nxt, cap))
+            # Lanes full: the rows already due wait for the lanes to drain (which wakes the
+            # timer) or for another replica; firing now would only find the lanes full again.
+            backlogged = self._backlogged
+            self._set_timer(cap if nxt is None or backlogged else min(nxt, cap))
 
     def _set_timer(self, at: dt.datetime) -> None:
         at = max(at, self.now())
@@ -323,11 +328,11 @@ class ReminderScheduler(PostingLanes):
         try:
             while self._running:
                 self._again.clear()
-                drained = self.run_due()
                 with self._lanes_lock:
-                    if self._queued >= self.batch:  # lanes full: claim more once they drain
+                    if self._queued >= self.lanes_full:  # claim more once they drain
                         self._backlogged = True
                         break
+                drained = self.run_due()
                 if drained < self.batch and not self._again.is_set():
                     break
         except Exception:

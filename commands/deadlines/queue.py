@@ -183,10 +183,18 @@ def claim_due(
         .limit(limit)
     )
     if _dialect(session) == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
+        # Picked once, in a materialized CTE: as a plain `IN (subquery)` PostgreSQL may run
+        # the LIMIT ... SKIP LOCKED subquery again for each row it updates, each run skipping
+        # the rows the last one locked, so one claim took every due row (seen: 6 with a
+        # limit of 2), and a second replica found none to share.
+        picked = candidates.with_for_update(skip_locked=True).cte("picked")
+        picked = picked.prefix_with("MATERIALIZED")
+        chosen = select(picked.c.id).scalar_subquery()
+    else:
+        chosen = candidates.scalar_subquery()
     stmt = (
         update(Reminder)
-        .where(Reminder.id.in_(candidates.scalar_subquery()), Reminder.status == "pending")
+        .where(Reminder.id.in_(chosen), Reminder.status == "pending")
         .values(
             status="sent",
             claimed_by=worker_id,

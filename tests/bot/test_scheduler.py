@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from bot.clock import SystemClock
 from bot.reminder_kinds import reminder_kinds
-from bot.scheduler import MAINTAIN_JOB, TICK_JOB, ReminderScheduler
+from bot.scheduler import MAINTAIN_JOB, POST_WORKERS, TICK_JOB, ReminderScheduler
 from bot.settings import AppConfig, EnvSettings, Settings
 from commands.deadlines import delivery, gdpr
 from commands.deadlines import queue as dl
@@ -67,7 +67,9 @@ def running(database: Database, fake_slack: FakeSlack) -> Iterator[Any]:
     """Start a scheduler (with the given deadline settings); stopped after the test."""
     started: list[ReminderScheduler] = []
 
-    def start(poll: float = 10, **deadlines: Any) -> ReminderScheduler:
+    def start(
+        poll: float = 10, batch: int = 50, post_workers: int = POST_WORKERS, **deadlines: Any
+    ) -> ReminderScheduler:
         settings = make_settings(database.url, fake_slack, **deadlines)
         client = WebClient(token="xoxb-test", base_url=fake_slack.base_url)
         scheduler = ReminderScheduler(
@@ -77,6 +79,8 @@ def running(database: Database, fake_slack: FakeSlack) -> Iterator[Any]:
             client=client,
             poll_seconds=poll,
             maintain_at_start=False,
+            batch=batch,
+            post_workers=post_workers,
         )
         scheduler.start()
         started.append(scheduler)
@@ -222,6 +226,50 @@ def test_reminders_due_at_once_post_in_parallel_across_channels_at_slacks_pace_i
         mine = [c for c in posts if c.args["channel"] == channel]
         numbers = [int(c.args["text"].rsplit(" ", 1)[1]) for c in mine]
         assert numbers == sorted(numbers) and len(numbers) == 3
+
+
+def test_while_its_lanes_are_full_a_scheduler_claims_no_more(database, fake_slack, running) -> None:
+    """Rows a process cannot post yet stay pending, for another replica to claim: with two
+    posting threads and Slack taking 1 s a post, 6 reminders due at once in 6 channels are
+    claimed 2 at a time, as the lanes drain (the timer used to re-fire at once for the rows
+    already due and claim them all, leaving a second replica nothing)."""
+    fake_slack.delay("chat.postMessage", 1.0)
+    channels = [f"C0FULL{n}" for n in range(6)]
+    incidents = []
+    for n, channel in enumerate(channels):
+        fake_slack.add_channel(channel, name=f"full-{n}")
+        with database.session() as session:
+            incident = open_incident(session=session, title=f"full {n}", created_by="U0OWNER")
+            incident.channel_id = channel
+        incidents.append(incident)
+    scheduler = running(batch=2, post_workers=2)
+    due = database.clock.now()
+    with database.session() as session:
+        for n, incident in enumerate(incidents):
+            dl.schedule_reminder(
+                session=session,
+                incident=session.get(Incident, incident.id),
+                kind="followup",
+                due_at=due,
+                dedupe_key=f"full:{n}",
+                message=f"full reminder {n}",
+            )
+
+    def claimed() -> int:
+        with database.read_session() as session:
+            return len(
+                session.scalars(
+                    select(Reminder.id).where(
+                        Reminder.dedupe_key.like("full:%"), Reminder.status != "pending"
+                    )
+                ).all()
+            )
+
+    time.sleep(0.6)  # the first two are being posted (Slack answers after 1 s)
+    assert claimed() == 2
+    fake_slack.wait_for("chat.postMessage", is_reminder_post, count=6, timeout=15)
+    wait_quiet(scheduler, database)
+    assert claimed() == 6 and len(reminder_posts(fake_slack)) == 6
 
 
 def test_a_recording_the_database_aborted_is_made_again_for_every_posted_reminder(

@@ -397,6 +397,29 @@ def test_claim_takes_only_due_rows_oldest_first_and_marks_late(database) -> None
         assert queue.next_due(session=session) == now + dt.timedelta(seconds=1)
 
 
+def test_a_claim_takes_at_most_its_limit_in_due_order(database) -> None:
+    """On PostgreSQL too: as `IN (SELECT ... LIMIT 2 FOR UPDATE SKIP LOCKED)` one claim once
+    took all six due rows, and a second replica found nothing to share."""
+    now = database.clock.now()
+    with database.session() as session:
+        incident = open_incident(session=session, title="limit", created_by="U1")
+        for n in range(6):
+            queue.schedule_reminder(
+                session=session,
+                incident=incident,
+                kind="followup",
+                due_at=now - dt.timedelta(seconds=6 - n),
+                dedupe_key=f"limit:{n}",
+            )
+    taken: list[list[str]] = []
+    for worker in ("a", "b", "c", "d"):
+        with database.session() as session:
+            claims = queue.claim_due(session=session, now=now, worker_id=worker, limit=2)
+            keys = {r.id: r.dedupe_key for r in session.scalars(select(Reminder))}
+        taken.append([keys[c.id] for c in claims])
+    assert taken == [["limit:0", "limit:1"], ["limit:2", "limit:3"], ["limit:4", "limit:5"], []]
+
+
 def test_start_up_marks_rows_due_while_down_late(database) -> None:
     now = T0
     with database.session() as session:
