@@ -174,6 +174,22 @@ def test_reminder_due_in_one_second_fires_once(database, fake_slack, running) ->
     assert len(events) == 1 and events[0].actor == "scheduler"
 
 
+def follow_up_each(
+    database: Database, incidents: list[Incident], *, due: dt.datetime, name: str
+) -> None:
+    """One follow-up reminder per incident, all due at `due`: "<name> reminder <n>"."""
+    with database.session() as session:
+        for n, incident in enumerate(incidents):
+            dl.schedule_reminder(
+                session=session,
+                incident=session.get(Incident, incident.id),
+                kind="followup",
+                due_at=due,
+                dedupe_key=f"{name}:{n}",
+                message=f"{name} reminder {n}",
+            )
+
+
 def test_reminders_due_at_once_post_in_parallel_across_channels_at_slacks_pace_in_each(
     database, fake_slack, running
 ) -> None:
@@ -198,16 +214,7 @@ def test_reminders_due_at_once_post_in_parallel_across_channels_at_slacks_pace_i
     time.sleep(3.0)  # the cards' posts leave every channel's budget full again
     scheduler = running()
     due = database.clock.now() + dt.timedelta(seconds=0.3)
-    with database.session() as session:
-        for n, incident in enumerate(incidents):
-            dl.schedule_reminder(
-                session=session,
-                incident=session.get(Incident, incident.id),
-                kind="followup",
-                due_at=due,
-                dedupe_key=f"lane:{n}",
-                message=f"lane reminder {n}",
-            )
+    follow_up_each(database, incidents, due=due, name="lane")
     fake_slack.wait_for("chat.postMessage", is_reminder_post, count=12, timeout=15)
     wait_quiet(scheduler, database)
     posts = reminder_posts(fake_slack)
@@ -244,16 +251,7 @@ def test_while_its_lanes_are_full_a_scheduler_claims_no_more(database, fake_slac
         incidents.append(incident)
     scheduler = running(batch=2, post_workers=2)
     due = database.clock.now()
-    with database.session() as session:
-        for n, incident in enumerate(incidents):
-            dl.schedule_reminder(
-                session=session,
-                incident=session.get(Incident, incident.id),
-                kind="followup",
-                due_at=due,
-                dedupe_key=f"full:{n}",
-                message=f"full reminder {n}",
-            )
+    follow_up_each(database, incidents, due=due, name="full")
 
     def claimed() -> int:
         with database.read_session() as session:
@@ -298,16 +296,9 @@ def test_a_recording_the_database_aborted_is_made_again_for_every_posted_reminde
             incident.channel_id = f"C0BATCH{n}"
             fake_slack.add_channel(incident.channel_id, name=f"batch-{n}")
     scheduler = running()
-    with database.session() as session:
-        for n, incident in enumerate(incidents):
-            dl.schedule_reminder(
-                session=session,
-                incident=session.get(Incident, incident.id),
-                kind="followup",
-                due_at=database.clock.now() + dt.timedelta(seconds=0.2),
-                dedupe_key=f"batch:{n}",
-                message=f"batch reminder {n}",
-            )
+    follow_up_each(
+        database, incidents, due=database.clock.now() + dt.timedelta(seconds=0.2), name="batch"
+    )
     fake_slack.wait_for("chat.postMessage", is_reminder_post, count=3, timeout=15)
     wait_quiet(scheduler, database)
     assert scheduler.drain(10)
