@@ -177,7 +177,10 @@ def test_storm_under_slacks_own_latency_and_limits(
     assert shown.at - sent < 3.0
     if not lists_all(shown):
         shown = slack.wait_for("chat.update", lambda c: c.ok and lists_all(c), timeout=10)
-    assert shown.at - arrived < 3.0  # every incident visible in Slack within seconds
+    # Every incident visible in Slack within the storm target (issue 17: p99 <= 5 s). The
+    # storm card goes up as the storm begins, so the last incidents show on its first
+    # refresh: 3.5 s after arrival once on a slow, loaded CI machine (refresh 1 s).
+    assert shown.at - arrived < 5.0
     gd.settle(timeout=60)
 
     with gd.bot.session() as session:
