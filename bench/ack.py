@@ -18,7 +18,12 @@ noise hits all three alike; p50 is each one's median round, p99 is pooled over a
 requests (a bad round is not voted away). Each round then sends `--single` requests over one
 connection to the floor and the bot, taking turns of 50: Slack's usual load, where the ack's
 own cost shows rather than the queueing of 20 connections on 2 cores (`single_conn_ratio`,
-pooled p50s).
+pooled p50s). A third server takes those turns too: the same-work floor, bare Bolt whose
+listener does the I/O an answer needs, written plainly (the signature recorded in an LMDB
+file, two puts in one write transaction as the bot's replay check makes, and the incident's
+row read from the same SQLite file with the stdlib's sqlite3), acking with a reply of the
+same size. `single_conn_same_work_ratio` (bot / that floor) is what the bot's own code
+costs beyond the work; `single_conn_io_share` (that floor / bare Bolt) is what the work costs.
 
 Last line: {"bench": "ack", ..., "single_conn_ratio": x, "ratio": bot p50 / floor p50}.
 Targets: p99 < 100 ms, ratio <= 1.5, single_conn_ratio <= 1.3.
@@ -85,7 +90,9 @@ def pool(results: list[RunResult]) -> RunResult:
 # -- the floor: a bare Bolt app ----------------------------------------------------------------
 
 
-def serve_floor(port: int, workers: int, *, process_before_response: bool) -> None:
+def serve_floor(
+    port: int, workers: int, *, process_before_response: bool, same_work: bool = False
+) -> None:
     """Run the bare Bolt app under the same gunicorn configuration as the bot."""
     from slack_bolt import App
     from slack_bolt.adapter.wsgi import SlackRequestHandler
@@ -100,6 +107,10 @@ def serve_floor(port: int, workers: int, *, process_before_response: bool) -> No
             signing_secret=SECRET,
             process_before_response=process_before_response,
         )
+        if same_work:  # opened here, in each worker: LMDB handles never cross a fork
+            work = _same_work(os.environ["DATABASE_URL"].removeprefix("sqlite:///"))
+            app.command("/incident")(work)
+            return SlackRequestHandler(app)
 
         @app.command("/incident")
         def only_ack(ack: Any) -> None:
@@ -112,10 +123,44 @@ def serve_floor(port: int, workers: int, *, process_before_response: bool) -> No
     ).run()
 
 
+def _same_work(db_path: str) -> Any:
+    """The same-work floor's listener: the answer's I/O written plainly (see the docstring)."""
+    import sqlite3
+    import threading
+
+    import lmdb
+
+    env = lmdb.open(
+        f"{db_path}-floor-seen.lmdb", subdir=False, map_size=1 << 30, max_dbs=2, sync=False
+    )
+    keys, by_time = env.open_db(b"keys"), env.open_db(b"by_time")
+    local = threading.local()  # one sqlite3 connection per server thread
+    padding = "x" * 560  # the bot's status reply is about this size
+
+    def answer(ack: Any, command: dict[str, Any], request: Any) -> None:
+        signature = request.headers["x-slack-signature"][0].encode()
+        stamp = int(time.time()).to_bytes(8, "big")
+        with env.begin(write=True) as txn:
+            if txn.put(signature, stamp, db=keys, overwrite=False):
+                txn.put(stamp + signature, b"", db=by_time)
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = sqlite3.connect(db_path, isolation_level=None)
+        number = int(command["text"].rsplit("-", 1)[1])
+        row = conn.execute(
+            "SELECT number, status, severity, title FROM incidents WHERE number = ?", (number,)
+        ).fetchone()
+        text = f"INC-{row[0]}: {row[1]}, {row[2]}"
+        block = {"type": "section", "text": {"type": "mrkdwn", "text": f"{row[3]} {padding}"}}
+        ack(text=text, blocks=[block], response_type="ephemeral")
+
+    return answer
+
+
 # -- set-up ------------------------------------------------------------------------------------
 
 
-def floor_argv(port: int, workers: int) -> list[str]:
+def floor_argv(port: int, workers: int, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -124,6 +169,7 @@ def floor_argv(port: int, workers: int) -> list[str]:
         str(port),
         "--workers",
         str(workers),
+        *extra,
     ]
 
 
@@ -239,9 +285,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single", type=int, default=500, help="one-connection requests")
     parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--strict", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--same-work", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_floor:
-        serve_floor(args.serve_floor, args.workers, process_before_response=args.strict)
+        serve_floor(
+            args.serve_floor,
+            args.workers,
+            process_before_response=args.strict,
+            same_work=args.same_work,
+        )
         return 0
 
     sys.path.insert(0, str(REPO_ROOT))
@@ -264,16 +316,18 @@ def main(argv: list[str] | None = None) -> int:
             "PYTHONPATH": str(REPO_ROOT),
         }
         env.pop("SLACK_APP_TOKEN", None)
-        ports = {name: free_port() for name in ("bot", "default", "floor")}
+        ports = {name: free_port() for name in ("bot", "default", "floor", "same")}
         servers = {
             "bot": bot_command(port=ports["bot"], workers=args.workers),
             # bare Bolt with Bolt's defaults, and with the bot's process_before_response=True
             "default": floor_argv(ports["default"], args.workers),
             "floor": [*floor_argv(ports["floor"], args.workers), "--strict"],
+            # the same-work floor: one connection only
+            "same": [*floor_argv(ports["same"], args.workers), "--strict", "--same-work"],
         }
         procs = {}
-        runs: dict[str, list[RunResult]] = {name: [] for name in servers}
-        single: dict[str, list[RunResult]] = {"floor": [], "bot": []}
+        runs: dict[str, list[RunResult]] = {name: [] for name in ("default", "floor", "bot")}
+        single: dict[str, list[RunResult]] = {"floor": [], "same": [], "bot": []}
         try:
             for name, argv_ in servers.items():
                 procs[name] = start_server(argv_, env, ports[name], Path(tmp) / f"{name}.log")
@@ -287,14 +341,15 @@ def main(argv: list[str] | None = None) -> int:
                     runs[name].append(
                         run_load(name, ports[name], load, args.concurrency, expect=expect)
                     )
-                loads = {name: signed_requests(args.single) for name in ("floor", "bot")}
+                loads = {name: signed_requests(args.single) for name in single}
                 for chunk in range(0, args.single, SINGLE_CHUNK):
-                    # Short turns, in alternating order: a slow spell of the machine lands
-                    # on both servers rather than on one server's whole batch.
-                    order = ("floor", "bot") if chunk // SINGLE_CHUNK % 2 else ("bot", "floor")
-                    for name in order:
+                    # Short turns, each server first in turn: a slow spell of the machine
+                    # lands on every server rather than on one server's whole batch.
+                    turn = chunk // SINGLE_CHUNK % len(single)
+                    names = list(single)
+                    for name in names[turn:] + names[:turn]:
                         part = loads[name][chunk : chunk + SINGLE_CHUNK]
-                        expect = b"INC-" if name == "bot" else None
+                        expect = None if name == "floor" else b"INC-"
                         single[name].append(
                             run_load(f"{name}-1", ports[name], part, 1, expect=expect)
                         )
@@ -305,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     best = {name: sorted(rs, key=lambda r: r.p50_ms)[len(rs) // 2] for name, rs in runs.items()}
     pooled = {name: pool(rs) for name, rs in runs.items()}
     one = {name: pool(rs) for name, rs in single.items()}
-    for r in (*runs["default"], *runs["floor"], *runs["bot"], one["floor"], one["bot"]):
+    for r in (*runs["default"], *runs["floor"], *runs["bot"], *one.values()):
         print(
             f"{r.name:7s} n={len(r.latencies)} errors={r.errors} p50={r.p50_ms:.1f}ms "
             f"p99={r.p99_ms:.1f}ms rps={r.rps:.0f}"
@@ -339,6 +394,10 @@ def main(argv: list[str] | None = None) -> int:
         "single_conn_floor_p99_ms": round(one["floor"].p99_ms, 3),
         "single_conn_p99_ratio": round(one["bot"].p99_ms / one["floor"].p99_ms, 3),
         "single_conn_ratio": round(one["bot"].p50_ms / one["floor"].p50_ms, 3),
+        # the same-work floor (one connection): the answer's I/O written plainly
+        "single_conn_same_work_p50_ms": round(one["same"].p50_ms, 3),
+        "single_conn_same_work_ratio": round(one["bot"].p50_ms / one["same"].p50_ms, 3),
+        "single_conn_io_share": round(one["same"].p50_ms / one["floor"].p50_ms, 3),
         "errors": errors,
         "ratio": round(bot.p50_ms / floor.p50_ms, 3),
     }
