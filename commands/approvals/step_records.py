@@ -12,13 +12,10 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from commands.approvals.requests import (
-    get_request,
-    incident_of,
-)
+from commands.errors import NotFound
 from containment.registry import StepResult
 from storage.db import Database
-from storage.models import ActionStep, ContainmentRequest
+from storage.models import ActionStep, ContainmentRequest, Incident
 from storage.timeline import append_event
 
 log = logging.getLogger(__name__)
@@ -69,6 +66,7 @@ class StepWriter:
         self.progress = progress
         self.now = now
         self.lock = threading.Condition()
+        self._incident_id: int | None = None  # read once, by the recorder thread
         self.finished: dict[str, StepResult] = {}
         self._queue: deque[Callable[[Any], None]] = deque()
         self._writing = False
@@ -95,10 +93,9 @@ class StepWriter:
         guard = f"; {info['guard']}" if info.get("guard") else ""
 
         def write(session: Any) -> None:
-            request = get_request(session=session, request_id=self.request_id)
             append_event(
                 session=session,
-                incident=incident_of(session=session, request=request),
+                incident=self._incident(session),
                 actor="system",
                 kind="containment.aws_retry",
                 summary=(
@@ -157,6 +154,31 @@ class StepWriter:
             except Exception:
                 log.exception("could not record a step of request #%s", self.request_id)
 
+    def _incident(self, session: Any) -> Incident:
+        """The request's incident. Not through the request itself: loading it loads every
+        step's result JSON (the capture's evidence among them), which for each record made
+        the recorder the busiest thread of a containment, slowing the steps it shares the
+        interpreter with."""
+        if self._incident_id is None:
+            self._incident_id = session.scalar(
+                select(ContainmentRequest.incident_id).where(
+                    ContainmentRequest.id == self.request_id
+                )
+            )
+            if self._incident_id is None:
+                raise NotFound(f"No containment request #{self.request_id}.")
+        incident = session.get(Incident, self._incident_id)
+        assert incident is not None  # foreign key
+        return incident
+
+    def _beat(self, session: Any, at: dt.datetime) -> None:
+        session.execute(
+            update(ContainmentRequest)
+            .where(ContainmentRequest.id == self.request_id)
+            .values(heartbeat_at=at)
+            .execution_options(synchronize_session=False)
+        )
+
     def _step(self, session: Any, action: str) -> ActionStep:
         step = session.scalars(
             select(ActionStep).where(
@@ -175,14 +197,13 @@ class StepWriter:
         return step
 
     def _started(self, session: Any, action: str, at: dt.datetime) -> None:
-        request = get_request(session=session, request_id=self.request_id)
         step = self._step(session, action)
         step.status = "running"
         step.started_at = at
-        request.heartbeat_at = at
+        self._beat(session, at)
         append_event(
             session=session,
-            incident=incident_of(session=session, request=request),
+            incident=self._incident(session),
             actor="system",
             kind="containment.step.started",
             summary=f"{self._tag()}Step {action} started (request #{self.request_id})",
@@ -197,15 +218,14 @@ class StepWriter:
         error = error_text(typed.error if typed is not None else None)
         if typed is not None and typed.blocked_by and not error:
             error = "not run: depends on failed step(s) " + ", ".join(typed.blocked_by)
-        request = get_request(session=session, request_id=self.request_id)
-        incident = incident_of(session=session, request=request)
+        incident = self._incident(session)
         step = self._step(session, action)
         step.status = state
         step.finished_at = at
         step.started_at = step.started_at or step.finished_at
         step.result = result
         step.error = error
-        request.heartbeat_at = at
+        self._beat(session, at)
         note = f": {result['note']}" if result.get("note") else ""
         summary = {
             "succeeded": f"Step {action} succeeded{note}",

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from bot.views.decisions import decision_text
 from bot.views.reminders import delivery_text
@@ -335,6 +335,32 @@ def test_execute_records_every_step_and_contains_incident(database: Any) -> None
     assert kinds.count("containment.step.succeeded") == len(STEPS)
     assert kinds[-1] == "incident.status" and "containment.finished" in kinds
     assert request_row(database, request_id).status == "succeeded"
+
+
+def test_step_records_leave_the_request_and_the_other_steps_unread(database: Any) -> None:
+    """The recorder writes a step's record without loading the request: that loaded its plan
+    and every step's result JSON (the capture's evidence among them) for each record, which
+    made it the busiest thread of a containment, slowing the steps beside it."""
+    request_id = new_request(database)
+    approve(database, request_id)
+    recorded: list[str] = []
+
+    def spy(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if threading.current_thread().name == f"steps-{request_id}":
+            recorded.append(statement)
+
+    event.listen(database.engine, "before_cursor_execute", spy)
+    try:
+        outcome = execute(
+            database=database, request_id=request_id, engine=FakeEngine(), context_factory=ctx_for
+        )
+    finally:
+        event.remove(database.engine, "before_cursor_execute", spy)
+    assert outcome is not None and outcome.status == "succeeded"
+    assert any("INSERT INTO timeline_events" in s for s in recorded)  # the recorder wrote
+    assert any("SET heartbeat_at" in s for s in recorded)  # and kept the request alive
+    assert not [s for s in recorded if "FROM containment_requests" in s and "plan" in s]
+    assert not [s for s in recorded if "action_steps.request_id IN" in s]
 
 
 def test_partial_failure_records_error_then_retry_runs_only_what_is_left(database: Any) -> None:
