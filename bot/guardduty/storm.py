@@ -6,7 +6,9 @@ one storm card listing every incident of the storm (grouped by finding type and 
 most severe first), keeps it current with `chat.update` every `refresh` seconds at most, and
 posts the incidents' own cards behind it, most severe first, at the channel's pace; each
 entry links to its card once posted. A storm ends when `window` seconds pass without a new
-incident; its card is refreshed until every entry links to its card.
+incident; its card is refreshed until every entry links to its card, at the live pace until
+every incident of the storm is on it (one that joined while the card was being written, or
+while a stalled worker could not write, must not wait for the quiet refresh).
 
 `StormWatch` is the per-process state (the publisher's lock guards it); `storm_view` reads
 what the card shows. Several serving processes each keep their own storm card.
@@ -125,7 +127,8 @@ class StormWatch:
         ended_unshown = not live and storm.shown_live  # the card must say it ended
         if not (storm.dirty or ended_unshown):
             return None
-        refresh = self.refresh if live else max(self.refresh, QUIET_REFRESH)
+        missing = len(storm.listed) < len(storm.member_set)  # members the card never showed
+        refresh = self.refresh if live or missing else max(self.refresh, QUIET_REFRESH)
         return max(0.0, storm.last_write + refresh - self.clock())
 
 
