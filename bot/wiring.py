@@ -108,6 +108,16 @@ def card_parts(settings: Settings) -> CardParts:
 # map: bot/reminder_kinds.py, handed to the scheduler in `start_scheduler`.
 
 
+def _bolt_logger() -> logging.Logger:
+    """Bolt's logger, at the level logging is configured to now. Bolt formats a debug line
+    for each middleware of every request when its logger's own level is unset (NOTSET reads
+    as below DEBUG), only for `debug` to drop it: a few µs of every ack."""
+    logger = logging.getLogger("incident_bot.bolt")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logger.getEffectiveLevel())
+    return logger
+
+
 def create_app(
     settings: Settings,
     *,
@@ -138,7 +148,9 @@ def create_app(
         # it, and Socket Mode's requests carry no signature.
         request_verification_enabled=False,
         token_verification_enabled=token_verification,
-        logger=logging.getLogger("incident_bot.bolt"),
+        # The bot defines no workflow functions: nothing for this middleware to attach.
+        attaching_function_token_enabled=False,
+        logger=_bolt_logger(),
     )
     for register in (*LISTENERS, *FALLBACKS):
         register(app)
