@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +25,45 @@ AwsRetryHook = Callable[[dict[str, Any]], None]
 
 # Refresh assumed-role credentials this long before they expire.
 _REFRESH_MARGIN = timedelta(minutes=5)
+
+# Whose timeline an AWS retry belongs to, for clients shared by every run in the process:
+# set by the executor from its context's `on_aws_retry` (containment/executor.py) and carried
+# into its threads (containment.concurrency.ContextPool). A shared client's retry watcher reads
+# it when the retry is sent, in the thread making the call.
+_RETRIES_REPORTED_TO: ContextVar[AwsRetryHook | None] = ContextVar(
+    "incident_bot_aws_retries", default=None
+)
+
+
+@contextmanager
+def retries_reported_to(report: AwsRetryHook | None) -> Iterator[None]:
+    """AWS retries of shared clients' calls made in this block (and in the threads it starts
+    through ContextPool) go to `report`; None: to nobody."""
+    token = _RETRIES_REPORTED_TO.set(report)
+    try:
+        yield
+    finally:
+        _RETRIES_REPORTED_TO.reset(token)
+
+
+def _report_to_current_run(info: dict[str, Any]) -> None:
+    report = _RETRIES_REPORTED_TO.get()
+    if report is not None:
+        report(info)
+
+
+def shareable(hook: ClientHook) -> ClientHook:
+    """Mark a client hook as holding no per-client or per-run state, so clients it was applied
+    to may serve every context that has it (e.g. the in-process revoker)."""
+    hook.incident_bot_shareable = True  # type: ignore[attr-defined]
+    return hook
+
+
+def _endpoint_settings(service: str) -> tuple[str | None, str | None]:
+    """The endpoint environment a client is made with (emulators, tests): part of the shared
+    clients' key, so a changed setting gets clients of its own."""
+    name = service.upper().replace("-", "_")
+    return os.environ.get("AWS_ENDPOINT_URL"), os.environ.get(f"AWS_ENDPOINT_URL_{name}")
 
 
 @dataclass
@@ -155,10 +197,12 @@ class ActionContext:
         config = self.config(attempts)
         if (
             account_id is None
-            and not self.client_hooks
-            and self.on_aws_retry is None
             and self.session_factory is shared_session
+            and all(getattr(h, "incident_bot_shareable", False) for h in self.client_hooks)
         ):
+            # The bot's own account: one client per configuration for every run in the
+            # process (making one costs 3-15 ms of interpreter time, several per run). Retries
+            # are told to the run making the call (retries_reported_to), not to a context.
             cfg = (
                 self.retry_mode,
                 attempts or self.max_attempts,
@@ -167,8 +211,8 @@ class ActionContext:
                 self.read_timeout,
             )
             return cached_client(
-                (service, region, *cfg),
-                lambda: make_client(shared_session(), service, region, config),
+                ("context", service, region, *cfg, self.client_hooks, _endpoint_settings(service)),
+                lambda: self._shared_client(service, region, config),
             )
         role_name = role[0] if role else None
         key = (service, region, account_id, role_name, attempts)
@@ -184,6 +228,13 @@ class ActionContext:
             self._hook(client)
             self._clients[key] = client
             return client
+
+    def _shared_client(self, service: str, region: str, config: Config) -> BaseClient:
+        client = make_client(shared_session(), service, region, config)
+        watch_retries(client, _report_to_current_run)
+        for hook in self.client_hooks:
+            hook(client)
+        return client
 
     def _hook(self, client: BaseClient) -> None:
         if self.on_aws_retry is not None:

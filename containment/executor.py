@@ -10,9 +10,10 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 
-from containment.context import ActionContext
+from containment.concurrency import ContextPool
+from containment.context import ActionContext, retries_reported_to
 from containment.errors import error_record
 from containment.registry import (
     Action,
@@ -126,6 +127,28 @@ def run_plan(
     on_step: OnStep | None = None,
     max_workers: int = 8,
 ) -> dict[str, StepResult]:
+    """Run the plan's steps, each as soon as what it depends on is done. Retries of the
+    calls made (in every thread of the run) are told to `ctx.on_aws_retry`."""
+    with retries_reported_to(ctx.on_aws_retry):
+        return _run_plan(
+            target=target,
+            ctx=ctx,
+            action_names=action_names,
+            previous=previous,
+            on_step=on_step,
+            max_workers=max_workers,
+        )
+
+
+def _run_plan(
+    *,
+    target: Target,
+    ctx: ActionContext,
+    action_names: Iterable[str] | None,
+    previous: dict[str, StepResult] | None,
+    on_step: OnStep | None,
+    max_workers: int,
+) -> dict[str, StepResult]:
     actions = select_actions(target, action_names)
     names = [a.name for a in actions]
     previous = dict(previous or {})
@@ -175,7 +198,7 @@ def run_plan(
     height = _heights(actions)
     running: dict[Future[StepResult], str] = {}
     waiting = sorted(pending, key=lambda a: -height[a.name])
-    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="contain-step") as pool:
+    with ContextPool(max_workers=max_workers, thread_name_prefix="contain-step") as pool:
         while waiting or running:
             for action in list(waiting):
                 deps = deps_within(action, names)
@@ -231,7 +254,22 @@ def rollback_plan(
     max_workers: int = 8,
 ) -> dict[str, StepResult]:
     """Undo what `results` record, newest first: a step is undone after every step that
-    depended on it. Steps with nothing to undo (or no undo, like snapshots) are left out."""
+    depended on it. Steps with nothing to undo (or no undo, like snapshots) are left out.
+    Retries of the calls made are told to `ctx.on_aws_retry`."""
+    with retries_reported_to(ctx.on_aws_retry):
+        return _rollback_plan(
+            target=target, ctx=ctx, results=results, on_step=on_step, max_workers=max_workers
+        )
+
+
+def _rollback_plan(
+    *,
+    target: Target,
+    ctx: ActionContext,
+    results: dict[str, StepResult],
+    on_step: OnStep | None,
+    max_workers: int,
+) -> dict[str, StepResult]:
     everything = {a.name: a for a in all_actions()}
     todo = {
         n: everything[n]
@@ -281,7 +319,7 @@ def rollback_plan(
 
     running: dict[Future[StepResult], str] = {}
     waiting = list(todo)
-    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rollback") as pool:
+    with ContextPool(max_workers=max_workers, thread_name_prefix="rollback") as pool:
         while waiting or running:
             for name in list(waiting):
                 if must_wait[name] - set(out):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from containment.actions.iam_revoke import DENY_ALL_ROLE_POLICY
-from containment.concurrency import parallel_map
+from containment.concurrency import ContextPool, parallel_map
 from containment.context import ActionContext
 from containment.errors import error_record, is_not_found
 from containment.jsonsafe import jsonable
@@ -182,7 +182,7 @@ def inspect_instance(target: Target, ctx: ActionContext) -> Facts:
                     found.append({"name": lb["LoadBalancerName"], "vpc_id": lb.get("VPCId")})
         return found
 
-    with ThreadPoolExecutor(max_workers=12, thread_name_prefix="capture") as pool:
+    with ContextPool(max_workers=12, thread_name_prefix="capture") as pool:
         # Heads of two-call chains first: their second calls can then overlap the rest.
         f_instance = pool.submit(describe)
         others: dict[str, Future[Any]] = {

@@ -26,6 +26,7 @@ from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.response import StreamingBody
 
+from containment.context import shareable
 from containment.revoker import FUNCTION_NAME
 from containment.revoker.handler import handle
 
@@ -106,4 +107,4 @@ def in_process_revoker(now: Callable[[], datetime]) -> Callable[[BaseClient], No
         # Last: hooks that record or fail calls (tests) see the Invoke first.
         client.meta.events.register_last("before-call.lambda.Invoke", invoke)
 
-    return hook
+    return shareable(hook)  # nothing per client or per run: shared clients may carry it

@@ -74,3 +74,25 @@ def test_rollback_dry_run_plans_without_changing(world, instance, make_ctx, call
         world.eni_groups
     )
     assert h.eni_groups(world) == isolated
+
+
+def test_every_thread_pool_of_containment_carries_the_runs_context() -> None:
+    """A pool that is not a ContextPool loses the run's retry reporter in its threads: the
+    shared clients' retries made there would reach no timeline."""
+    import ast
+    from pathlib import Path
+
+    import containment
+
+    root = Path(containment.__file__).parent
+    plain = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "concurrency.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            named = node.id if isinstance(node, ast.Name) else getattr(node, "attr", None)
+            if named in ("ThreadPoolExecutor", "Thread") and isinstance(
+                node, ast.Name | ast.Attribute
+            ):
+                plain.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert plain == []
