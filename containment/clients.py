@@ -10,6 +10,7 @@ observer; the handler then costs one empty-list check per call.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,7 +24,10 @@ CallObserver = Callable[[str, str, dict[str, Any]], None]
 
 _lock = threading.RLock()
 _session: boto3.Session | None = None
-_clients: dict[tuple[Any, ...], BaseClient] = {}
+# Least recently used last out. A process needs a few dozen (services x regions x retry
+# settings); the bound keeps clients keyed by short-lived hooks (tests) from piling up.
+_clients: OrderedDict[tuple[Any, ...], BaseClient] = OrderedDict()
+MAX_CACHED_CLIENTS = 256
 _observers: list[CallObserver] = []
 
 
@@ -90,6 +94,10 @@ def cached_client(key: tuple[Any, ...], make: Callable[[], BaseClient]) -> Any:
         client = _clients.get(key)
         if client is None:
             client = _clients[key] = make()
+            if len(_clients) > MAX_CACHED_CLIENTS:
+                _clients.popitem(last=False)  # whoever still holds it keeps using it
+        else:
+            _clients.move_to_end(key)
         return client
 
 
