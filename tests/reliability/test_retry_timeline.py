@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from commands.approvals.plans import parse_target
 from commands.incidents import open_incident
 from containment import context as context_module
 from containment.clients import shared_session
+from containment.context import ActionContext
 from containment.revoker.local import in_process_revoker
 from storage.models import TimelineEvent
 from tests.clock import TEST_CLOCK
@@ -24,16 +26,21 @@ from tests.reliability.conftest import Bench
 pytestmark = pytest.mark.dates  # approvals expire relative to the clock
 
 
-def test_retried_faults_and_missing_evidence_are_recorded(bench: Bench, database: Any) -> None:
-    world = bench.fresh()
-    engine = ContainmentEngine()
+def approved_request(
+    database: Any,
+    engine: ContainmentEngine,
+    world: Any,
+    title: str,
+    ctx: Callable[[str], ActionContext],
+) -> tuple[int, str]:
+    """An incident for `world`'s instance with an approved containment request: (id, key)."""
     target = parse_target(world.instance_id, region="us-east-1")
     with database.session() as session:
         incident = open_incident(
-            session=session, title="C2 from web-1", created_by="W1", resource_id=world.instance_id
+            session=session, title=title, created_by="W1", resource_id=world.instance_id
         )
         key = incident.key
-        plan = engine.plan(target=target, ctx=bench.ctx(world, incident_key=key))
+        plan = engine.plan(target=target, ctx=ctx(key))
         request_id = request_containment(
             session=session,
             incident=incident,
@@ -44,6 +51,15 @@ def test_retried_faults_and_missing_evidence_are_recorded(bench: Bench, database
         ).request.id
     with database.session() as session:
         decide(session=session, request_id=request_id, actor="U2", approve=True, approvers=["U2"])
+    return request_id, key
+
+
+def test_retried_faults_and_missing_evidence_are_recorded(bench: Bench, database: Any) -> None:
+    world = bench.fresh()
+    engine = ContainmentEngine()
+    request_id, key = approved_request(
+        database, engine, world, "C2 from web-1", lambda key: bench.ctx(world, incident_key=key)
+    )
     # The snapshot call runs in AWS but its answer is lost; one isolation call is throttled.
     bench.proxy.arm("CreateSnapshots", "drop")
     bench.proxy.arm("ModifyNetworkInterfaceAttribute", "throttle")
@@ -113,25 +129,7 @@ def test_runs_on_the_bots_shared_clients_each_record_their_own_retries(
                 read_timeout=10.0,
             )
 
-        target = parse_target(world.instance_id, region="us-east-1")
-        with database.session() as session:
-            incident = open_incident(
-                session=session, title=title, created_by="W1", resource_id=world.instance_id
-            )
-            key = incident.key
-            plan = engine.plan(target=target, ctx=ctx(key))
-            request_id = request_containment(
-                session=session,
-                incident=incident,
-                target=target,
-                plan=plan,
-                requested_by="W1",
-                expire_after=dt.timedelta(minutes=30),
-            ).request.id
-        with database.session() as session:
-            decide(
-                session=session, request_id=request_id, actor="U2", approve=True, approvers=["U2"]
-            )
+        request_id, key = approved_request(database, engine, world, title, ctx)
         bench.proxy.arm(fault, "throttle")
         outcome = execute(
             database=database,
