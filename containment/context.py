@@ -116,7 +116,9 @@ class ActionContext:
     # Told of every attempt botocore re-sends, with the failure it saw on the one before
     # (a lost answer, a 5xx, throttling): the caller records it on the timeline.
     on_aws_retry: AwsRetryHook | None = None
-    # Called with every new client (tests register botocore event handlers here).
+    # Called with every new client (tests register botocore event handlers here). Clients in
+    # the bot's own account are shared with other contexts only when every hook is marked
+    # `shareable`; any other hook gets this context clients of its own.
     client_hooks: tuple[ClientHook, ...] = ()
 
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
